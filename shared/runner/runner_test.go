@@ -1,0 +1,277 @@
+package runner_test
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segpilot/segpilot/shared/runner"
+)
+
+// Error types named like the ones syncbatch returns: the runner, like
+// Lambda, matches Retry/Catch on the Go type name.
+type Throttled struct{}
+
+func (Throttled) Error() string { return "throttled" }
+
+type Transient struct{}
+
+func (*Transient) Error() string { return "transient" }
+
+type Unauthorized struct{}
+
+func (Unauthorized) Error() string { return "unauthorized" }
+
+func loadDefinition(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../../statemachine/export.asl.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type harness struct {
+	mu        sync.Mutex
+	sleeps    []time.Duration
+	calls     map[int]int
+	finalized []map[string]any
+}
+
+func newRunner(t *testing.T, h *harness, items int, sync runner.Handler) *runner.Runner {
+	t.Helper()
+	h.calls = map[int]int{}
+	r, err := runner.New(runner.Options{
+		Definition: loadDefinition(t),
+		Functions: map[string]runner.Handler{
+			"SyncBatchFunctionArn": sync,
+			"FinalizeFunctionArn": func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) {
+				var in map[string]any
+				if err := json.Unmarshal(p, &in); err != nil {
+					return nil, err
+				}
+				h.mu.Lock()
+				h.finalized = append(h.finalized, in)
+				h.mu.Unlock()
+				return json.RawMessage(`{"status":"done"}`), nil
+			},
+		},
+		Items: func(ctx context.Context, key string) ([]any, error) {
+			if key != "runs/e/r1/items.json" {
+				t.Errorf("items key %q", key)
+			}
+			out := make([]any, items)
+			for i := range out {
+				out[i] = map[string]any{"batch": float64(i + 1)}
+			}
+			return out, nil
+		},
+		Sleep: func(ctx context.Context, d time.Duration) error {
+			h.mu.Lock()
+			h.sleeps = append(h.sleeps, d)
+			h.mu.Unlock()
+			return nil
+		},
+		Jitter: func() float64 { return 1 }, // the jitter's upper bound: the full computed delay
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func input(concurrency int) []byte {
+	return []byte(`{"export":"e","runId":"r1","itemsKey":"runs/e/r1/items.json","workerRps":1.5,"concurrency":` + itoa(concurrency) + `}`)
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+func batchOf(t *testing.T, p json.RawMessage) int {
+	var item struct {
+		Export, RunID string
+		Batch         int
+		WorkerRps     float64
+	}
+	if err := json.Unmarshal(p, &item); err != nil {
+		t.Error(err)
+	}
+	if item.Export != "e" || item.WorkerRps != 1.5 {
+		t.Errorf("item selector gave %s", p)
+	}
+	return item.Batch
+}
+
+func syncRetrier(t *testing.T, r *runner.Runner, name string) runner.Retrier {
+	t.Helper()
+	st := r.Definition().States["SyncBatches"].ItemProcessor.States["SyncBatch"]
+	for _, rule := range st.Retry {
+		for _, e := range rule.ErrorEquals {
+			if e == name {
+				return rule
+			}
+		}
+	}
+	t.Fatalf("no retrier for %s in the definition", name)
+	return runner.Retrier{}
+}
+
+func TestConcurrencyFromInput(t *testing.T) {
+	t.Parallel()
+	const limit, items = 3, 12
+	h := &harness{}
+	var (
+		mu             sync.Mutex
+		inflight, peak int
+		release        = make(chan struct{})
+	)
+	r := newRunner(t, h, items, func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) {
+		mu.Lock()
+		inflight++
+		peak = max(peak, inflight)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		inflight--
+		mu.Unlock()
+		return json.RawMessage(`{"ok":true}`), nil
+	})
+	done := make(chan error)
+	go func() { _, err := r.Execute(context.Background(), input(limit)); done <- err }()
+	for released := 0; released < items; released++ {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			mu.Lock()
+			n := inflight
+			mu.Unlock()
+			if n == min(limit, items-released) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		release <- struct{}{}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if peak != limit {
+		t.Fatalf("peak concurrency %d, want MaxConcurrencyPath's %d", peak, limit)
+	}
+	if len(h.finalized) != 1 {
+		t.Fatalf("finalize ran %d times", len(h.finalized))
+	}
+}
+
+func TestRetriesFollowDefinition(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		err       error
+		failTimes int // then succeed; -1 = always fail
+	}{
+		{"Throttled", Throttled{}, 2},
+		{"Transient", &Transient{}, -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := &harness{}
+			r := newRunner(t, h, 2, func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) {
+				b := batchOf(t, p)
+				h.mu.Lock()
+				h.calls[b]++
+				n := h.calls[b]
+				h.mu.Unlock()
+				if b == 1 && (tt.failTimes < 0 || n <= tt.failTimes) {
+					return nil, tt.err
+				}
+				return json.RawMessage(`{"ok":true}`), nil
+			})
+			if _, err := r.Execute(context.Background(), input(1)); err != nil {
+				t.Fatal(err)
+			}
+			rule := syncRetrier(t, r, tt.name)
+			wantRetries := tt.failTimes
+			if wantRetries < 0 {
+				wantRetries = rule.Attempts()
+			}
+			if h.calls[1] != wantRetries+1 {
+				t.Fatalf("batch 1 called %d times, want %d", h.calls[1], wantRetries+1)
+			}
+			if len(h.sleeps) != wantRetries {
+				t.Fatalf("%d waits, want %d", len(h.sleeps), wantRetries)
+			}
+			for i, got := range h.sleeps {
+				want := math.Min(rule.Interval()*math.Pow(rule.Backoff(), float64(i)), rule.MaxDelaySeconds)
+				if got != time.Duration(want*float64(time.Second)) {
+					t.Errorf("wait %d = %v, want %vs", i, got, want)
+				}
+			}
+			// A batch that exhausts its retries is recorded, and the run still finalizes.
+			if len(h.finalized) != 1 {
+				t.Fatalf("finalize ran %d times", len(h.finalized))
+			}
+			if _, failed := h.finalized[0]["mapError"]; failed {
+				t.Fatalf("a caught batch failure must not fail the map: %v", h.finalized[0])
+			}
+		})
+	}
+}
+
+func TestUnauthorizedStopsTheRun(t *testing.T) {
+	t.Parallel()
+	h := &harness{}
+	var calls int
+	var mu sync.Mutex
+	r := newRunner(t, h, 50, func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		return nil, Unauthorized{}
+	})
+	if _, err := r.Execute(context.Background(), input(1)); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 {
+		t.Fatalf("%d batches tried after a refused key, want 1", calls)
+	}
+	if len(h.sleeps) != 0 {
+		t.Fatalf("unauthorized was retried %d times", len(h.sleeps))
+	}
+	mapErr, ok := h.finalized[0]["mapError"].(map[string]any)
+	if !ok || !strings.Contains(mapErr["Cause"].(string), "Unauthorized") {
+		t.Fatalf("finalize input %v lacks the Unauthorized map error", h.finalized[0])
+	}
+}
+
+func TestStartRunOncePerName(t *testing.T) {
+	t.Parallel()
+	h := &harness{}
+	var calls int
+	r := newRunner(t, h, 1, func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) {
+		calls++
+		return json.RawMessage(`{}`), nil
+	})
+	for i, want := range []bool{true, false, false} {
+		started, err := r.StartRun(context.Background(), "run-1", input(1))
+		if err != nil || started != want {
+			t.Fatalf("start %d: started=%v err=%v, want %v", i, started, err, want)
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("%d executions, want 1", calls)
+	}
+}
+
+func TestErrorName(t *testing.T) {
+	t.Parallel()
+	for err, want := range map[error]string{Throttled{}: "Throttled", &Transient{}: "Transient"} {
+		if got := runner.ErrorName(err); got != want {
+			t.Errorf("ErrorName(%T) = %q, want %q", err, got, want)
+		}
+	}
+}

@@ -1,0 +1,210 @@
+package store
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// tmpDir holds in-flight writes inside the bucket folder so a rename into
+// place is atomic; it is hidden from List.
+const tmpDir = ".segpilot-tmp"
+
+// Folder is an ObjectStore backed by a local directory laid out like the
+// bucket (keys are relative paths). Local mode and tests use it.
+type Folder struct {
+	root string
+}
+
+var _ ObjectStore = (*Folder)(nil)
+
+// NewFolder returns a store rooted at dir, creating it if needed.
+func NewFolder(dir string) (*Folder, error) {
+	if err := os.MkdirAll(filepath.Join(dir, tmpDir), 0o755); err != nil {
+		return nil, fmt.Errorf("creating bucket folder: %w", err)
+	}
+	return &Folder{root: dir}, nil
+}
+
+// Root is the folder standing in for the bucket.
+func (f *Folder) Root() string { return f.root }
+
+// Path maps a key to its file, refusing keys that would escape the root.
+func (f *Folder) Path(key string) (string, error) {
+	clean := path.Clean("/" + key)
+	if key == "" || strings.HasSuffix(key, "/") || clean != "/"+key || strings.HasPrefix(key, tmpDir) {
+		return "", fmt.Errorf("invalid object key %q", key)
+	}
+	return filepath.Join(f.root, filepath.FromSlash(key)), nil
+}
+
+func (f *Folder) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, ObjectInfo{}, err
+	}
+	info, err := f.Head(ctx, key)
+	if err != nil {
+		return nil, ObjectInfo{}, err
+	}
+	p, _ := f.Path(key) // validated by Head
+	file, err := os.Open(p)
+	if err != nil {
+		return nil, ObjectInfo{}, f.notFound(key, err)
+	}
+	return file, info, nil
+}
+
+func (f *Folder) Head(ctx context.Context, key string) (ObjectInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return ObjectInfo{}, err
+	}
+	p, err := f.Path(key)
+	if err != nil {
+		return ObjectInfo{}, err
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return ObjectInfo{}, f.notFound(key, err)
+	}
+	if st.IsDir() {
+		return ObjectInfo{}, fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	etag, err := fileMD5(p)
+	if err != nil {
+		return ObjectInfo{}, fmt.Errorf("reading %s: %w", key, err)
+	}
+	return ObjectInfo{Key: key, Size: st.Size(), ETag: etag, LastModified: st.ModTime().UTC()}, nil
+}
+
+func (f *Folder) Put(ctx context.Context, key string, body io.Reader, opts PutOptions) (ObjectInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return ObjectInfo{}, err
+	}
+	p, err := f.Path(key)
+	if err != nil {
+		return ObjectInfo{}, err
+	}
+	tmp, err := os.CreateTemp(filepath.Join(f.root, tmpDir), "put-*")
+	if err != nil {
+		return ObjectInfo{}, fmt.Errorf("writing %s: %w", key, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful link/rename
+	h := md5.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), body)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return ObjectInfo{}, fmt.Errorf("writing %s: %w", key, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return ObjectInfo{}, fmt.Errorf("writing %s: %w", key, err)
+	}
+	if opts.IfNoneMatch {
+		// A hard link fails if the target exists: create-if-absent, atomically.
+		if err := os.Link(tmp.Name(), p); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return ObjectInfo{}, fmt.Errorf("%s: %w", key, ErrExists)
+			}
+			return ObjectInfo{}, fmt.Errorf("writing %s: %w", key, err)
+		}
+	} else if err := os.Rename(tmp.Name(), p); err != nil {
+		return ObjectInfo{}, fmt.Errorf("writing %s: %w", key, err)
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return ObjectInfo{}, fmt.Errorf("writing %s: %w", key, err)
+	}
+	return ObjectInfo{Key: key, Size: n, ETag: hex.EncodeToString(h.Sum(nil)), LastModified: st.ModTime().UTC()}, nil
+}
+
+func (f *Folder) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// Walk only the deepest folder the prefix names.
+	dir := prefix
+	if i := strings.LastIndex(prefix, "/"); i >= 0 {
+		dir = prefix[:i]
+	} else {
+		dir = ""
+	}
+	start := filepath.Join(f.root, filepath.FromSlash(dir))
+	var out []ObjectInfo
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return filepath.SkipAll
+			}
+			return err
+		}
+		rel, err := filepath.Rel(f.root, p)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if d.IsDir() {
+			if key == tmpDir {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		out = append(out, ObjectInfo{Key: key, Size: info.Size(), LastModified: info.ModTime().UTC()})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", prefix, err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+func (f *Folder) Delete(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := f.Path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("deleting %s: %w", key, err)
+	}
+	return nil
+}
+
+func (f *Folder) notFound(key string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	return fmt.Errorf("reading %s: %w", key, err)
+}
+
+func fileMD5(p string) (string, error) {
+	file, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer file.Close()
+	h := md5.New()
+	if _, err := io.Copy(h, file); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

@@ -1,0 +1,89 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/segpilot/segpilot/shared/store"
+)
+
+func TestFolder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	f, err := store.NewFolder(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(key, body string, opts store.PutOptions) error {
+		_, err := f.Put(ctx, key, strings.NewReader(body), opts)
+		return err
+	}
+	if err := put("runs/a/1/manifest.json", "one", store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := put("runs/a/1/manifest.json", "two", store.PutOptions{IfNoneMatch: true}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("second conditional put: got %v, want ErrExists", err)
+	}
+	rc, info, err := f.Get(ctx, "runs/a/1/manifest.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(b) != "one" || info.ETag != "f97c5d29941bfb1b2fdab0874906ab82" {
+		t.Fatalf("got %q etag %s", b, info.ETag)
+	}
+	// A file copied in by hand is an object too.
+	if err := os.MkdirAll(filepath.Join(dir, "segments", "vip"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "segments", "vip", "x.csv"), []byte("e"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := put("runs/a/10/x", "", store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		prefix string
+		want   []string
+	}{
+		{"runs/a/1/", []string{"runs/a/1/manifest.json"}},
+		{"runs/a/1", []string{"runs/a/1/manifest.json", "runs/a/10/x"}},
+		{"segments/", []string{"segments/vip/x.csv"}},
+		{"", []string{"runs/a/1/manifest.json", "runs/a/10/x", "segments/vip/x.csv"}},
+		{"nothing/", nil},
+	}
+	for _, tt := range tests {
+		got, err := f.List(ctx, tt.prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, o := range got {
+			keys = append(keys, o.Key)
+		}
+		if strings.Join(keys, ",") != strings.Join(tt.want, ",") {
+			t.Errorf("List(%q) = %v, want %v", tt.prefix, keys, tt.want)
+		}
+	}
+	if _, err := f.Head(ctx, "runs/a/2/none"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Head missing: %v", err)
+	}
+	for _, bad := range []string{"../x", "/abs", "a/../../b", "a/", ""} {
+		if err := put(bad, "x", store.PutOptions{}); err == nil {
+			t.Errorf("Put(%q) accepted a key escaping the folder", bad)
+		}
+	}
+	if err := f.Delete(ctx, "runs/a/10/x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.Get(ctx, "runs/a/10/x"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get after delete: %v", err)
+	}
+}
