@@ -1,0 +1,408 @@
+package sim
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/time/rate"
+)
+
+// Options configures a Server.
+type Options struct {
+	APIKey            string  // the one valid key; empty accepts any non-empty key
+	RequestsPerSecond float64 // the key's token bucket; 0 = unlimited
+	Burst             int     // bucket size; default max(1, ceil(RequestsPerSecond))
+	RetryAfter        bool    // 429 answers carry Retry-After (whole seconds, >= 1)
+	Faults            Faults
+	Seed              int64        // faults are deterministic for a given seed and request order
+	Logger            *slog.Logger // optional
+}
+
+// Counters tells what the simulator answered.
+type Counters struct {
+	Total    int                    `json:"total"`
+	ByStatus map[int]int            `json:"by_status"` // 0 = no answer sent (dropped, or the client left first)
+	ByRoute  map[string]map[int]int `json:"by_route"`  // "POST /contacts" -> status -> n
+	// PerSecond counts requests that passed auth by whole second since the
+	// first of them (since the last ResetCounters), for pacing tests.
+	PerSecond        []int `json:"per_second"`
+	ContactsUpserted int   `json:"contacts_upserted"` // contacts applied by successful upserts
+}
+
+// Server is an in-memory Autopilot v1 API. It is an http.Handler and safe
+// for concurrent use.
+type Server struct {
+	opts      Options
+	log       *slog.Logger
+	limiter   *rate.Limiter // nil when unlimited
+	reject    *regexp.Regexp
+	configErr error
+
+	mu sync.Mutex // guards st
+	st *store
+
+	fmu       sync.Mutex // guards rng and burstLeft
+	rng       *rand.Rand
+	burstLeft int
+
+	cmu      sync.Mutex // guards counters and first
+	counters Counters
+	first    time.Time
+}
+
+// New returns a Server with empty state. An invalid Options.Faults (which
+// ParseFaults never produces) makes every request answer 500 naming the
+// problem, since New has no error to return.
+func New(opts Options) *Server {
+	if opts.Faults.ThrottleBurstLen == 0 {
+		opts.Faults.ThrottleBurstLen = defaultBurstLen
+	}
+	if opts.Faults.HangFor == 0 {
+		opts.Faults.HangFor = defaultHangFor
+	}
+	s := &Server{
+		opts: opts,
+		log:  opts.Logger,
+		st:   newStore(),
+		// Two words of the seed keep runs with the same seed identical.
+		rng: rand.New(rand.NewPCG(uint64(opts.Seed), uint64(opts.Seed)^0x9e3779b97f4a7c15)),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.counters = newCounters()
+	if opts.RequestsPerSecond > 0 {
+		burst := opts.Burst
+		if burst <= 0 {
+			burst = max(1, int(math.Ceil(opts.RequestsPerSecond)))
+		}
+		s.limiter = rate.NewLimiter(rate.Limit(opts.RequestsPerSecond), burst)
+	}
+	if err := opts.Faults.Validate(); err != nil {
+		s.configErr = err
+		s.log.Error("simulator misconfigured", "err", err)
+	} else if opts.Faults.RejectEmails != "" {
+		s.reject = regexp.MustCompile(opts.Faults.RejectEmails) // Validate compiled it already
+	}
+	return s
+}
+
+func newCounters() Counters {
+	return Counters{ByStatus: map[int]int{}, ByRoute: map[string]map[int]int{}, PerSecond: []int{}}
+}
+
+// faultDraw is one request's fault outcome.
+type faultDraw struct {
+	throttle bool
+	drop     bool
+	status5  int // 0 or 500/502/503
+	hang     bool
+}
+
+// draw decides a request's faults. It always consumes the same number of
+// random values so request n gets the same outcome under a seed whatever
+// happened before.
+func (s *Server) draw() faultDraw {
+	f := s.opts.Faults
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	burst, drop, fail, code, hang := s.rng.Float64(), s.rng.Float64(), s.rng.Float64(), s.rng.IntN(3), s.rng.Float64()
+	var d faultDraw
+	switch {
+	case s.burstLeft > 0:
+		s.burstLeft--
+		d.throttle = true
+	case burst < f.ThrottleBurstRate:
+		s.burstLeft = f.ThrottleBurstLen - 1
+		d.throttle = true
+	}
+	d.drop = drop < f.DropRate
+	if fail < f.ServerErrorRate {
+		d.status5 = []int{http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable}[code]
+	}
+	d.hang = hang < f.HangRate
+	return d
+}
+
+// answer is what a handler produced; the Server writes it.
+type answer struct {
+	status int
+	body   any
+	header http.Header
+	// upserted counts contacts applied, for Counters.
+	upserted int
+}
+
+func errAnswer(e *apiError) answer {
+	return answer{status: e.status, body: map[string]string{"error": e.code, "message": e.msg}}
+}
+
+func errorf(status int, code, format string, args ...any) answer {
+	return errAnswer(&apiError{status, code, fmt.Sprintf(format, args...)})
+}
+
+func ok(body any) answer { return answer{status: http.StatusOK, body: body} }
+
+// ServeHTTP answers one Autopilot API request. Checks run in this order:
+// latency, auth, rate limit, faults, then the route's handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rt, params, allowed := match(r)
+	name := "unknown"
+	if rt != nil {
+		name = rt.name
+	} else if allowed != "" {
+		name = r.Method + " " + allowed
+	}
+	a, authed := s.serve(w, r, rt, params, allowed)
+	s.record(start, name, a, authed)
+	s.log.Debug("request", "route", name, "status", a.status, "took", time.Since(start))
+}
+
+// serve returns the answer it sent (status 0 = none) and whether the
+// request passed auth.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt *route, params map[string]string, allowed string) (answer, bool) {
+	ctx := r.Context()
+	if s.configErr != nil {
+		return s.write(w, errorf(http.StatusInternalServerError, "simulator misconfigured", "%v", s.configErr)), false
+	}
+	if !wait(ctx, s.opts.Faults.Latency) {
+		return answer{}, false
+	}
+	key := r.Header.Get("autopilotapikey")
+	switch {
+	case key == "":
+		return s.write(w, errorf(http.StatusBadRequest, "no key provided", "no key provided: send the autopilotapikey header")), false
+	case s.opts.APIKey != "" && subtle.ConstantTimeCompare([]byte(key), []byte(s.opts.APIKey)) != 1:
+		return s.write(w, errorf(http.StatusUnauthorized, "unauthorized", "the API key is not valid")), false
+	}
+	if a, limited := s.rateLimit(); limited {
+		return s.write(w, a), true
+	}
+	d := s.draw()
+	if d.throttle {
+		return s.write(w, s.tooMany(time.Second)), true
+	}
+	if d.drop {
+		return s.drop(w), true
+	}
+	if d.status5 != 0 {
+		return s.write(w, errorf(d.status5, http.StatusText(d.status5), "injected fault")), true
+	}
+	var a answer
+	switch {
+	case rt != nil:
+		a = rt.handle(s, r, params)
+	case allowed != "":
+		a = errorf(http.StatusMethodNotAllowed, "method not allowed", "%s is not allowed on %s", r.Method, allowed)
+	default:
+		a = errorf(http.StatusNotFound, "not found", "no such route: %s %s", r.Method, r.URL.Path)
+	}
+	if d.hang && !wait(ctx, s.opts.Faults.HangFor) {
+		a.status = 0
+		return a, true
+	}
+	return s.write(w, a), true
+}
+
+// rateLimit takes a token, or answers 429 when the bucket is empty.
+func (s *Server) rateLimit() (answer, bool) {
+	if s.limiter == nil {
+		return answer{}, false
+	}
+	res := s.limiter.Reserve()
+	delay := res.Delay()
+	if delay == 0 {
+		return answer{}, false
+	}
+	// Give the token back: a rejected request must not push later ones out.
+	res.Cancel()
+	return s.tooMany(delay), true
+}
+
+func (s *Server) tooMany(delay time.Duration) answer {
+	a := errorf(http.StatusTooManyRequests, "too many requests", "rate limit exceeded")
+	if s.opts.RetryAfter {
+		secs := max(1, int(math.Ceil(delay.Seconds())))
+		a.header = http.Header{"Retry-After": {strconv.Itoa(secs)}}
+	}
+	return a
+}
+
+// drop closes the connection without an answer.
+func (s *Server) drop(w http.ResponseWriter) answer {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		// HTTP/2 and recorders cannot be hijacked; ErrAbortHandler is
+		// net/http's documented way to abort a response without logging.
+		panic(http.ErrAbortHandler)
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		s.log.Warn("dropping connection", "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	if err := conn.Close(); err != nil {
+		s.log.Debug("closing dropped connection", "err", err)
+	}
+	return answer{}
+}
+
+func (s *Server) write(w http.ResponseWriter, a answer) answer {
+	for k, v := range a.header {
+		w.Header()[k] = v
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(a.status)
+	if err := json.NewEncoder(w).Encode(a.body); err != nil {
+		// The client has gone; the answer was still decided.
+		s.log.Debug("writing answer", "err", err)
+	}
+	return a
+}
+
+// wait sleeps for d, or returns false when ctx ends first.
+func wait(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (s *Server) record(start time.Time, route string, a answer, authed bool) {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	c := &s.counters
+	c.Total++
+	c.ByStatus[a.status]++
+	if c.ByRoute[route] == nil {
+		c.ByRoute[route] = map[int]int{}
+	}
+	c.ByRoute[route][a.status]++
+	// Handlers set upserted only on success; a hung answer still counts.
+	c.ContactsUpserted += a.upserted
+	if authed {
+		if s.first.IsZero() {
+			s.first = start
+		}
+		// A concurrent request may have started just before the first one
+		// recorded; it belongs to second 0.
+		sec := max(0, int(start.Sub(s.first)/time.Second))
+		for len(c.PerSecond) <= sec {
+			c.PerSecond = append(c.PerSecond, 0)
+		}
+		c.PerSecond[sec]++
+	}
+}
+
+// Counters returns a copy of the request counters.
+func (s *Server) Counters() Counters {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	out := Counters{
+		Total:            s.counters.Total,
+		ByStatus:         make(map[int]int, len(s.counters.ByStatus)),
+		ByRoute:          make(map[string]map[int]int, len(s.counters.ByRoute)),
+		PerSecond:        append([]int{}, s.counters.PerSecond...),
+		ContactsUpserted: s.counters.ContactsUpserted,
+	}
+	for k, v := range s.counters.ByStatus {
+		out.ByStatus[k] = v
+	}
+	for route, m := range s.counters.ByRoute {
+		out.ByRoute[route] = make(map[int]int, len(m))
+		for k, v := range m {
+			out.ByRoute[route][k] = v
+		}
+	}
+	return out
+}
+
+// ResetCounters zeroes the counters; PerSecond restarts at the next request.
+func (s *Server) ResetCounters() {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	s.counters = newCounters()
+	s.first = time.Time{}
+}
+
+// Dump returns a deep copy of the state in a deterministic order.
+func (s *Server) Dump() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st.dump()
+}
+
+// DumpJSON returns Dump as indented JSON.
+func (s *Server) DumpJSON() ([]byte, error) {
+	b, err := json.MarshalIndent(s.Dump(), "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encoding simulator state: %w", err)
+	}
+	return b, nil
+}
+
+// Unsubscribe marks a contact unsubscribed, as if they clicked the link.
+func (s *Server) Unsubscribe(email string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.st.lookup(email)
+	if c == nil {
+		return fmt.Errorf("unsubscribing %s: contact %w", maskEmail(email), ErrNotFound)
+	}
+	c.unsubscribed = true
+	return nil
+}
+
+// CreateList creates a list and returns its id.
+func (s *Server) CreateList(title string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st.createList(title)
+}
+
+// AddToList makes the contact with email a member of the list, creating
+// the contact when absent.
+func (s *Server) AddToList(listID, email string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.st.lists[listID]
+	if l == nil {
+		return fmt.Errorf("adding to list %s: list %w", listID, ErrNotFound)
+	}
+	c := s.st.lookup(email)
+	if c == nil {
+		c = s.st.create(email)
+	}
+	s.st.addMember(l, c)
+	return nil
+}
+
+// maskEmail keeps an email out of errors and logs: "j***@example.com".
+func maskEmail(email string) string {
+	local, domain, ok := strings.Cut(email, "@")
+	if !ok || local == "" {
+		return "***"
+	}
+	r, _ := utf8.DecodeRuneInString(local)
+	return string(r) + "***@" + domain
+}
