@@ -1,5 +1,3 @@
-// Package segment reads segment files (CSV, JSON Lines, JSON arrays, any of
-// them gzip-compressed) as a stream of normalised, validated profiles.
 package segment
 
 // Profile is one normalised, validated contact read from a segment file.

@@ -1,0 +1,212 @@
+package segment
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// delimiters are the separators detected in a CSV header, in order of
+// preference on a tie.
+var delimiters = []rune{',', ';', '\t'}
+
+func (rd *reader) readCSV(br *bufio.Reader, prefixLines int) error {
+	delim, err := detectDelimiter(br, rd.fields[0].source)
+	if err != nil {
+		return rd.streamError(err, 0)
+	}
+	rd.st.Delimiter = string(delim)
+	// br is a *bufio.Reader of at least 4 KiB, so csv reads it directly.
+	cr := csv.NewReader(br)
+	cr.Comma = delim
+	cr.FieldsPerRecord = -1 // ragged rows are rejected rows, not file errors
+	cr.ReuseRecord = true
+
+	header, err := cr.Read()
+	if err != nil {
+		return rd.csvError(err, 0, prefixLines, br)
+	}
+	header = append([]string(nil), header...) // ReuseRecord recycles the slice
+	if err := rd.matchHeader(header); err != nil {
+		return err
+	}
+	rd.bounded.mark()
+
+	cells := make([]cell, len(rd.fields))
+	for {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			return nil
+		}
+		row := rd.st.Rows + 1
+		if err != nil {
+			return rd.csvError(err, row, prefixLines, br)
+		}
+		rd.bounded.mark()
+		rd.st.Rows++
+		if len(rec) != len(header) {
+			email := ""
+			if c := rd.fields[0].col; c < len(rec) {
+				email = reportEmail(cell{s: rec[c], present: true})
+			}
+			why := fmt.Sprintf("row has %d fields, header has %d", len(rec), len(header))
+			if err := rd.rejectRow(row, email, why); err != nil {
+				return err
+			}
+			continue
+		}
+		for i := range rd.fields {
+			cells[i] = cell{s: rec[rd.fields[i].col], present: true}
+		}
+		if err := rd.row(row, cells); err != nil {
+			return err
+		}
+	}
+}
+
+// matchHeader finds every mapped column. A missing optional column is an
+// error too: a typo in the mapping would otherwise blank that data quietly.
+func (rd *reader) matchHeader(header []string) error {
+	for i := range rd.fields {
+		f := &rd.fields[i]
+		col, matches := matchColumn(header, f.source)
+		if len(matches) > 1 {
+			return &FileError{File: rd.name, Column: f.source,
+				Problem: fmt.Sprintf("%d columns match %s: %s", len(matches), f.setting, quoteList(matches, 20)),
+				Hint:    fmt.Sprintf("rename one of them, or make %s match one exactly", f.setting)}
+		}
+		if col < 0 {
+			hint := fmt.Sprintf("fix %s in the export's configuration or the file's header", f.setting)
+			if s := suggest(f.source, header); s != "" {
+				hint = fmt.Sprintf("did you mean %q? ", s) + hint
+			}
+			if n := strings.ToLower(rd.name); strings.Contains(n, ".json") {
+				hint += " (the file is named like JSON but its content reads as CSV)"
+			}
+			return &FileError{File: rd.name, Column: f.source,
+				Problem: fmt.Sprintf("column not found (%s); the header has %s", f.setting, quoteList(header, 20)),
+				Hint:    hint}
+		}
+		f.col = col
+		f.name = header[col]
+	}
+	return nil
+}
+
+// matchColumn finds name in header: exactly first, then trimmed and
+// case-insensitively. More than one match is returned as matches.
+func matchColumn(header []string, name string) (int, []string) {
+	col, matches := -1, []string(nil)
+	for i, h := range header {
+		if h == name {
+			col, matches = i, append(matches, h)
+		}
+	}
+	if len(matches) > 0 {
+		return col, matches
+	}
+	want := strings.TrimSpace(name)
+	for i, h := range header {
+		if strings.EqualFold(strings.TrimSpace(h), want) {
+			col, matches = i, append(matches, h)
+		}
+	}
+	return col, matches
+}
+
+func quoteList(names []string, limit int) string {
+	var b strings.Builder
+	for i, n := range names {
+		if i == limit {
+			fmt.Fprintf(&b, " and %d more", len(names)-limit)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%q", shorten(n))
+	}
+	return b.String()
+}
+
+// detectDelimiter picks, among comma, semicolon and tab, the one that splits
+// the header into the email column plus the most others.
+func detectDelimiter(br *bufio.Reader, email string) (rune, error) {
+	buf, err := br.Peek(bufSize)
+	if err != nil && err != io.EOF {
+		return 0, err
+	}
+	line := headerLine(buf)
+	best, bestN, bestEmail := delimiters[0], -1, false
+	for _, d := range delimiters {
+		cr := csv.NewReader(bytes.NewReader(line))
+		cr.Comma = d
+		cr.FieldsPerRecord = -1
+		rec, err := cr.Read()
+		if err != nil {
+			continue // a broken header is reported by the real read
+		}
+		col, _ := matchColumn(rec, email)
+		hasEmail := col >= 0
+		if (hasEmail && !bestEmail) || (hasEmail == bestEmail && len(rec) > bestN) {
+			best, bestN, bestEmail = d, len(rec), hasEmail
+		}
+	}
+	return best, nil
+}
+
+// headerLine returns the first CSV record's bytes: up to the first line
+// break outside double quotes.
+func headerLine(buf []byte) []byte {
+	quoted := false
+	for i, c := range buf {
+		switch c {
+		case '"':
+			quoted = !quoted
+		case '\n':
+			if !quoted {
+				return buf[:i+1]
+			}
+		}
+	}
+	return buf
+}
+
+// csvError turns a CSV read error into the error Read returns; row 0 is
+// the header.
+func (rd *reader) csvError(err error, row, prefixLines int, br *bufio.Reader) error {
+	if e := rd.streamError(err, row); e != nil {
+		return e
+	}
+	var pe *csv.ParseError
+	if !errors.As(err, &pe) {
+		return fmt.Errorf("reading %s: row %d: %w", rd.name, row, err)
+	}
+	fe := &FileError{File: rd.name, Row: row, Hint: "fix the quoting or export the file again"}
+	line := pe.Line + prefixLines
+	switch {
+	case errors.Is(pe.Err, csv.ErrQuote) && atEOF(br):
+		fe.Problem = fmt.Sprintf("unterminated quoted field (opened on line %d)", pe.StartLine+prefixLines)
+	case errors.Is(pe.Err, csv.ErrQuote):
+		fe.Problem = fmt.Sprintf("text after a closing quote (line %d, byte %d)", line, pe.Column)
+		fe.Hint = `a quote inside a quoted field must be doubled (""); ` + fe.Hint
+	case errors.Is(pe.Err, csv.ErrBareQuote):
+		fe.Problem = fmt.Sprintf("quote in an unquoted field (line %d, byte %d)", line, pe.Column)
+		fe.Hint = `quote the whole field and double the quotes inside it ("say ""hi"""); ` + fe.Hint
+	default:
+		fe.Problem = fmt.Sprintf("%v (line %d)", pe.Err, line)
+	}
+	if row == 0 {
+		fe.Problem = "in the header: " + fe.Problem
+	}
+	return fe
+}
+
+func atEOF(br *bufio.Reader) bool {
+	_, err := br.Peek(1)
+	return err == io.EOF
+}

@@ -1,0 +1,257 @@
+package segment
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
+)
+
+// maxFieldLen is the longest value accepted in a mapped column; longer
+// values reject the row (no real name, email or custom value is this long).
+const maxFieldLen = 64 << 10
+
+// ErrBadMapping reports a mapping that cannot be applied to any file (no
+// email source, an unknown custom type); the configuration must be fixed.
+var ErrBadMapping = errors.New("invalid mapping")
+
+type fieldKind uint8
+
+const (
+	kindEmail fieldKind = iota
+	kindFirst
+	kindLast
+	kindCustom
+)
+
+// field is one mapped source column, compiled from the Mapping.
+type field struct {
+	kind    fieldKind
+	source  string // name in the mapping
+	setting string // configuration key to fix, e.g. "match.firstName"
+	name    string // name to use in row reasons: the header as found, for CSV
+	key     string // Autopilot custom key
+	typ     string // custom type
+	col     int    // CSV column index
+}
+
+var customTypes = map[string]bool{"string": true, "integer": true, "float": true, "date": true, "boolean": true}
+
+// compileMapping turns a Mapping into fields, email first.
+func compileMapping(m Mapping) ([]field, error) {
+	if strings.TrimSpace(m.Email) == "" {
+		return nil, fmt.Errorf("%w: match.email is empty", ErrBadMapping)
+	}
+	fs := []field{{kind: kindEmail, source: m.Email, setting: "match.email"}}
+	if m.FirstName != "" {
+		fs = append(fs, field{kind: kindFirst, source: m.FirstName, setting: "match.firstName"})
+	}
+	if m.LastName != "" {
+		fs = append(fs, field{kind: kindLast, source: m.LastName, setting: "match.lastName"})
+	}
+	for _, c := range m.Custom {
+		typ := c.Type
+		if typ == "" {
+			typ, _, _ = strings.Cut(c.Key, "--")
+		}
+		setting := "match.custom." + c.Source
+		switch {
+		case strings.TrimSpace(c.Source) == "":
+			return nil, fmt.Errorf("%w: match.custom has an empty column name", ErrBadMapping)
+		case c.Key == "":
+			return nil, fmt.Errorf("%w: %s has no Autopilot key", ErrBadMapping, setting)
+		case !customTypes[typ]:
+			return nil, fmt.Errorf("%w: %s: type %q is not one of string, integer, float, date, boolean", ErrBadMapping, setting, typ)
+		}
+		fs = append(fs, field{kind: kindCustom, source: c.Source, setting: setting, key: c.Key, typ: typ})
+	}
+	for i := range fs {
+		fs[i].name = fs[i].source
+	}
+	return fs, nil
+}
+
+// cell is one raw mapped value of a row.
+type cell struct {
+	s       string
+	present bool
+	nested  bool // a JSON object or array
+}
+
+// buildProfile validates and converts one row's mapped cells (in field
+// order) into a profile. On failure it returns the rejection reason.
+func buildProfile(fs []field, cells []cell) (Profile, string) {
+	var p Profile
+	for i := range fs {
+		c := &cells[i]
+		if !c.present {
+			continue
+		}
+		if c.nested {
+			return p, fmt.Sprintf("column %q: an object or array is not allowed here", fs[i].name)
+		}
+		if len(c.s) > maxFieldLen {
+			return p, fmt.Sprintf("column %q is longer than 64 KiB", fs[i].name)
+		}
+		s, ok := cleanText(c.s)
+		if !ok {
+			return p, fmt.Sprintf("invalid UTF-8 in column %q", fs[i].name)
+		}
+		c.s = s
+	}
+	if !cells[0].present || cells[0].s == "" {
+		return p, errNoEmail.Error()
+	}
+	email, err := NormalizeEmail(cells[0].s)
+	if err != nil {
+		return p, err.Error()
+	}
+	p.Email = email
+	for i := 1; i < len(fs); i++ {
+		c := cells[i]
+		if !c.present || c.s == "" {
+			continue
+		}
+		switch fs[i].kind {
+		case kindFirst:
+			p.FirstName = c.s
+		case kindLast:
+			p.LastName = c.s
+		case kindCustom:
+			v, why := convert(fs[i].typ, c.s)
+			if why != "" {
+				return Profile{}, fmt.Sprintf("column %q: %q %s", fs[i].name, shorten(c.s), why)
+			}
+			if p.Custom == nil {
+				p.Custom = make(map[string]any, len(fs)-i)
+			}
+			p.Custom[fs[i].key] = v
+		}
+	}
+	return p, ""
+}
+
+// reportEmail is the email as given, for the rejection report: trimmed,
+// bounded (no valid address is longer than 254 octets, and a huge cell must
+// not be copied on) and with invalid UTF-8 replaced so reports can encode it.
+func reportEmail(c cell) string {
+	const limit = 320
+	if !c.present || c.nested {
+		return ""
+	}
+	s := c.s
+	if len(s) > limit {
+		cut := limit
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return strings.ToValidUTF8(strings.TrimSpace(s), "\uFFFD")
+}
+
+// shorten bounds a value quoted in a rejection reason.
+func shorten(s string) string {
+	const limit = 40
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// cleanText trims white space and puts s in Unicode NFC. ASCII needs
+// neither NFC nor Unicode trimming, which keeps the common case free of
+// allocations. ok is false when s is not valid UTF-8.
+func cleanText(s string) (string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			if !utf8.ValidString(s) {
+				return s, false
+			}
+			return norm.NFC.String(strings.TrimSpace(s)), true
+		}
+	}
+	return trimASCII(s), true
+}
+
+func trimASCII(s string) string {
+	start, end := 0, len(s)
+	for start < end && isASCIISpace(s[start]) {
+		start++
+	}
+	for end > start && isASCIISpace(s[end-1]) {
+		end--
+	}
+	return s[start:end]
+}
+
+func isASCIISpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
+}
+
+// convert turns a cleaned, non-empty value into the custom field's type.
+// why completes the sentence `"value" ...` when the value does not fit.
+func convert(typ, s string) (v any, why string) {
+	switch typ {
+	case "integer":
+		return parseInteger(s)
+	case "float":
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) || strings.ContainsAny(s, "_xXpP") {
+			return nil, "is not a number"
+		}
+		return f, ""
+	case "boolean":
+		switch strings.ToLower(s) {
+		case "true", "yes", "1":
+			return true, ""
+		case "false", "no", "0":
+			return false, ""
+		}
+		return nil, "is not a boolean (use true/false, yes/no or 1/0)"
+	case "date":
+		return parseDate(s)
+	default: // "string": compileMapping admits no other type
+		return s, ""
+	}
+}
+
+// parseInteger accepts exact integers only; a zero fraction ("12.0", as
+// spreadsheets export whole numbers) is still exact.
+func parseInteger(s string) (any, string) {
+	digits := s
+	if whole, frac, ok := strings.Cut(s, "."); ok && frac != "" && strings.Trim(frac, "0") == "" {
+		digits = whole
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil {
+		if errors.Is(err, strconv.ErrRange) {
+			return nil, "is out of range for an integer"
+		}
+		return nil, "is not an integer"
+	}
+	return n, ""
+}
+
+// parseDate accepts 2006-01-02 (kept as a date) and RFC 3339 timestamps
+// (kept as RFC 3339). Slashed dates are refused: 01/02/2006 is January in
+// one country and February in the next.
+func parseDate(s string) (any, string) {
+	if len(s) == len("2006-01-02") {
+		if t, err := time.Parse(time.DateOnly, s); err == nil {
+			return t.Format(time.DateOnly), ""
+		}
+	} else if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.Format(time.RFC3339Nano), ""
+	}
+	return nil, "is not a date (use YYYY-MM-DD or RFC 3339, e.g. 2024-05-31T14:00:00Z)"
+}

@@ -1,0 +1,279 @@
+package segment
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+const (
+	bufSize = 64 << 10
+	// maxRecordLen bounds the memory one row may take. Rows this large are
+	// not contact data; most likely the file is not what its name says.
+	maxRecordLen = 16 << 20
+	// ctxEvery is how many rows pass between cancellation checks.
+	ctxEvery = 1024
+)
+
+// Options tell Read how to read one file.
+type Options struct {
+	Name    string // file name or S3 key: used in every error message and as a format hint
+	Mapping Mapping
+}
+
+// Stats sum up one read.
+type Stats struct {
+	Rows, Valid, Rejected int
+	Format                string // "csv", "jsonl" or "json"
+	Compressed            bool
+	Delimiter             string // csv only
+}
+
+// FileError is a problem that makes the whole file unusable: nothing from it
+// should be sent.
+type FileError struct {
+	File    string
+	Row     int    // 1-based data row; 0 when not row-specific
+	Column  string // the column or mapping source concerned, if any
+	Problem string
+	Hint    string // what the user can do about it
+}
+
+func (e *FileError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	b.WriteString(": ")
+	if e.Row > 0 {
+		fmt.Fprintf(&b, "row %d: ", e.Row)
+	}
+	if e.Column != "" {
+		fmt.Fprintf(&b, "column %q: ", e.Column)
+	}
+	b.WriteString(e.Problem)
+	if e.Hint != "" {
+		b.WriteString("; ")
+		b.WriteString(e.Hint)
+	}
+	return b.String()
+}
+
+// Read streams the file, calling emit for each valid profile and reject for
+// each rejected row, in row order. A file-level problem returns *FileError
+// and stops (the caller sends nothing for that file). An error returned by
+// emit or reject stops the read and is returned wrapped. A mapping that can
+// never work returns an error wrapping ErrBadMapping.
+func Read(ctx context.Context, r io.Reader, opts Options, emit func(Record) error, reject func(Rejection) error) (Stats, error) {
+	name := opts.Name
+	if name == "" {
+		name = "segment file"
+	}
+	fields, err := compileMapping(opts.Mapping)
+	if err != nil {
+		return Stats{}, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return Stats{}, fmt.Errorf("reading %s: %w", name, err)
+	}
+	rd := &reader{ctx: ctx, name: name, fields: fields, emit: emit, reject: reject}
+	err = rd.read(r)
+	return rd.st, err
+}
+
+// reader holds the state of one Read.
+type reader struct {
+	ctx     context.Context
+	name    string
+	fields  []field
+	emit    func(Record) error
+	reject  func(Rejection) error
+	st      Stats
+	bounded *boundedReader
+}
+
+func (rd *reader) read(r io.Reader) error {
+	src := bufio.NewReaderSize(sourceReader{r}, bufSize)
+	var in io.Reader = src
+	magic, err := src.Peek(2)
+	if err != nil && err != io.EOF {
+		return rd.streamError(err, 0)
+	}
+	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(src)
+		if err != nil {
+			return rd.streamError(gzipError(err), 0)
+		}
+		// No Close: gzip.Reader holds no resources and Close would only
+		// repeat the error Read already returned.
+		in = gzipReader{zr}
+		rd.st.Compressed = true
+	}
+	rd.bounded = &boundedReader{r: in}
+	br := bufio.NewReaderSize(rd.bounded, bufSize)
+	first, lines, err := skipPrefix(br)
+	if err == io.EOF {
+		return &FileError{File: rd.name, Problem: "file is empty", Hint: "check the export that wrote it"}
+	}
+	if err != nil {
+		return rd.streamError(err, 0)
+	}
+	switch first {
+	case '[':
+		rd.st.Format = "json"
+		return rd.readJSON(br, lines, true)
+	case '{':
+		rd.st.Format = "jsonl"
+		return rd.readJSON(br, lines, false)
+	default:
+		rd.st.Format = "csv"
+		return rd.readCSV(br, lines)
+	}
+}
+
+// row validates one data row's mapped cells and hands the outcome on.
+func (rd *reader) row(row int, cells []cell) error {
+	if row%ctxEvery == 0 {
+		if err := rd.ctx.Err(); err != nil {
+			return fmt.Errorf("reading %s: %w", rd.name, err)
+		}
+	}
+	p, why := buildProfile(rd.fields, cells)
+	if why != "" {
+		return rd.rejectRow(row, reportEmail(cells[0]), why)
+	}
+	rd.st.Valid++
+	if err := rd.emit(Record{Row: row, Profile: p}); err != nil {
+		return fmt.Errorf("%s: row %d: %w", rd.name, row, err)
+	}
+	return nil
+}
+
+func (rd *reader) rejectRow(row int, email, why string) error {
+	rd.st.Rejected++
+	if err := rd.reject(Rejection{Row: row, Email: email, Reason: why}); err != nil {
+		return fmt.Errorf("%s: row %d: %w", rd.name, row, err)
+	}
+	return nil
+}
+
+// streamError turns an error from the byte stream into the error Read
+// returns, or nil when it did not come from the stream.
+func (rd *reader) streamError(err error, row int) error {
+	var se *sourceError
+	var ce *corruptError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Errorf("reading %s: %w", rd.name, se.err)
+	case errors.As(err, &ce):
+		return &FileError{File: rd.name, Problem: "compressed data is truncated or corrupt",
+			Hint: "upload the file again (gzip -t checks a file)"}
+	case errors.Is(err, errRecordTooLarge):
+		return &FileError{File: rd.name, Row: row, Problem: "row is larger than 16 MiB",
+			Hint: "check that the file really is CSV, JSON Lines or a JSON array"}
+	}
+	return nil
+}
+
+// skipPrefix skips a UTF-8 byte order mark and leading white space and
+// returns the first other byte (left unread) and how many line breaks were
+// skipped. The line holding that byte is kept whole, so a CSV header keeps
+// its leading blanks (a tab there may separate an empty first column).
+func skipPrefix(br *bufio.Reader) (byte, int, error) {
+	if b, err := br.Peek(3); bytes.HasPrefix(b, []byte("\xef\xbb\xbf")) {
+		if _, err := br.Discard(3); err != nil {
+			return 0, 0, err
+		}
+	} else if err != nil && err != io.EOF {
+		return 0, 0, err
+	}
+	lines := 0
+	for {
+		buf, err := br.Peek(bufSize)
+		if err != nil && err != io.EOF {
+			// bufio hands a read error out once: report it now.
+			return 0, 0, err
+		}
+		if i := bytes.IndexFunc(buf, func(r rune) bool { return !isJSONSpace(r) }); i >= 0 {
+			first := buf[i]
+			skip := i
+			if first != '[' && first != '{' {
+				skip = bytes.LastIndexByte(buf[:i], '\n') + 1
+			}
+			lines += bytes.Count(buf[:skip], []byte{'\n'})
+			_, derr := br.Discard(skip)
+			return first, lines, derr
+		}
+		lines += bytes.Count(buf, []byte{'\n'})
+		if _, derr := br.Discard(len(buf)); derr != nil {
+			return 0, 0, derr
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+}
+
+func isJSONSpace(r rune) bool { return r == ' ' || r == '\t' || r == '\r' || r == '\n' }
+
+// sourceReader marks errors from the caller's reader so they are reported
+// as read failures, not as a corrupt file.
+type sourceReader struct{ r io.Reader }
+
+func (s sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &sourceError{err}
+	}
+	return n, err
+}
+
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
+
+// gzipReader marks decompression errors as a corrupt file.
+type gzipReader struct{ r io.Reader }
+
+func (g gzipReader) Read(p []byte) (int, error) {
+	n, err := g.r.Read(p)
+	return n, gzipError(err)
+}
+
+func gzipError(err error) error {
+	var se *sourceError
+	if err == nil || err == io.EOF || errors.As(err, &se) {
+		return err
+	}
+	return &corruptError{err}
+}
+
+type corruptError struct{ err error }
+
+func (e *corruptError) Error() string { return "corrupt compressed data: " + e.err.Error() }
+func (e *corruptError) Unwrap() error { return e.err }
+
+var errRecordTooLarge = errors.New("record too large")
+
+// boundedReader fails once more than maxRecordLen bytes were read since the
+// last mark, so a file with no row breaks cannot exhaust memory.
+type boundedReader struct {
+	r       io.Reader
+	n, last int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.n-b.last > maxRecordLen {
+		return 0, errRecordTooLarge
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+// mark records that a row ended.
+func (b *boundedReader) mark() { b.last = b.n }

@@ -1,0 +1,317 @@
+package segment
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/golden from the current output")
+
+// defaultMapping applies to every corpus file without a .mapping.json sidecar.
+var defaultMapping = Mapping{Email: "Email", FirstName: "FirstName", LastName: "LastName"}
+
+// generated are corpus cases too big or too binary to commit.
+var generated = map[string]func() []byte{
+	"gen-1mb-field.csv": func() []byte {
+		return []byte("Email,FirstName,LastName\na@example.com,Ann,Lee\nb@example.com," +
+			strings.Repeat("x", 1<<20) + ",Big\nc@example.com,Cy,Ng\n")
+	},
+	"gen-1mb-email.csv": func() []byte {
+		return []byte("Email,FirstName,LastName\n" + strings.Repeat("y", 1<<20) + "@example.com,Ann,Lee\n")
+	},
+	"gen-huge-row.csv": func() []byte {
+		return []byte("Email,FirstName,LastName\na@example.com,Ann,Lee\n\"" + strings.Repeat("z", maxRecordLen+2*bufSize))
+	},
+	"gen-gzip-concatenated.csv.gz": func() []byte {
+		return append(gz("Email,FirstName,LastName\na@example.com,Ann,Lee\n"), gz("b@example.com,Bo,Bar\n")...)
+	},
+	"gen-gzip-empty.gz": func() []byte { return gz("") },
+	"gen-gzip-trailing-garbage.gz": func() []byte {
+		return append(gz("Email\na@example.com\n"), "garbage"...)
+	},
+}
+
+func gz(s string) []byte {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	if _, err := zw.Write([]byte(s)); err != nil {
+		panic(err) // bytes.Buffer does not fail
+	}
+	if err := zw.Close(); err != nil {
+		panic(err)
+	}
+	return b.Bytes()
+}
+
+type corpusCase struct {
+	name    string
+	data    []byte
+	mapping Mapping
+}
+
+func loadCorpus(t testing.TB) []corpusCase {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join("testdata", "corpus", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []corpusCase
+	for _, p := range paths {
+		if strings.HasSuffix(p, ".mapping.json") {
+			continue
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := defaultMapping
+		if raw, err := os.ReadFile(p + ".mapping.json"); err == nil {
+			m = Mapping{}
+			if err := json.Unmarshal(raw, &m); err != nil {
+				t.Fatalf("%s.mapping.json: %v", p, err)
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		cases = append(cases, corpusCase{name: filepath.Base(p), data: data, mapping: m})
+	}
+	for name, gen := range generated {
+		cases = append(cases, corpusCase{name: name, data: gen(), mapping: defaultMapping})
+	}
+	sort.Slice(cases, func(i, j int) bool { return cases[i].name < cases[j].name })
+	return cases
+}
+
+// outcome renders everything Read reported, one line per event.
+func outcome(name string, data []byte, m Mapping) string {
+	var b strings.Builder
+	st, err := Read(context.Background(), bytes.NewReader(data), Options{Name: "segments/test/" + name, Mapping: m},
+		func(r Record) error {
+			p := r.Profile
+			fmt.Fprintf(&b, "record %d: email=%q first=%q last=%q", r.Row, shorten(p.Email), shorten(p.FirstName), shorten(p.LastName))
+			for _, k := range slices.Sorted(maps.Keys(p.Custom)) {
+				fmt.Fprintf(&b, " %s=%T(%v)", k, p.Custom[k], p.Custom[k])
+			}
+			b.WriteString("\n")
+			return nil
+		},
+		func(r Rejection) error {
+			fmt.Fprintf(&b, "reject %d: email=%q reason=%q\n", r.Row, r.Email, r.Reason)
+			return nil
+		})
+	fmt.Fprintf(&b, "stats: rows=%d valid=%d rejected=%d format=%q compressed=%t delimiter=%q\n",
+		st.Rows, st.Valid, st.Rejected, st.Format, st.Compressed, st.Delimiter)
+	if err != nil {
+		var fe *FileError
+		fmt.Fprintf(&b, "error (FileError=%t): %v\n", errors.As(err, &fe), err)
+	}
+	return b.String()
+}
+
+func TestReadCorpus(t *testing.T) {
+	t.Parallel()
+	cases := loadCorpus(t)
+	if len(cases) < 25 {
+		t.Fatalf("corpus has %d cases, want at least 25", len(cases))
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome(c.name, c.data, c.mapping)
+			golden := filepath.Join("testdata", "golden", c.name+".golden")
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("outcome differs from %s\n--- got\n%s--- want\n%s", golden, got, want)
+			}
+		})
+	}
+}
+
+func TestReadNoBOMDependence(t *testing.T) {
+	t.Parallel()
+	plain := "Email,FirstName,LastName\r\nA@Example.com,Ann,Lee\r\n"
+	want := outcome("x.csv", []byte(plain), defaultMapping)
+	for _, prefix := range []string{"\xef\xbb\xbf", "\n\n", "\xef\xbb\xbf\r\n"} {
+		if got := outcome("x.csv", []byte(prefix+plain), defaultMapping); got != want {
+			t.Errorf("prefix %q: got\n%s\nwant\n%s", prefix, got, want)
+		}
+	}
+	if got := outcome("x.csv", gz(plain), defaultMapping); got != strings.Replace(want, "compressed=false", "compressed=true", 1) {
+		t.Errorf("gzip: got\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestReadErrors(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	okEmit := func(Record) error { return nil }
+	okReject := func(Rejection) error { return nil }
+	data := []byte("Email\na@example.com\nbad\n")
+
+	t.Run("emit error stops the read", func(t *testing.T) {
+		t.Parallel()
+		boom := errors.New("boom")
+		st, err := Read(ctx, bytes.NewReader(data), Options{Name: "f.csv", Mapping: Mapping{Email: "Email"}},
+			func(Record) error { return boom }, okReject)
+		if !errors.Is(err, boom) || st.Rows != 1 {
+			t.Fatalf("got %v, %+v; want boom after 1 row", err, st)
+		}
+	})
+	t.Run("reject error stops the read", func(t *testing.T) {
+		t.Parallel()
+		boom := errors.New("boom")
+		_, err := Read(ctx, bytes.NewReader(data), Options{Name: "f.csv", Mapping: Mapping{Email: "Email"}},
+			okEmit, func(Rejection) error { return boom })
+		if !errors.Is(err, boom) {
+			t.Fatalf("got %v, want boom", err)
+		}
+	})
+	t.Run("source error is not a file error", func(t *testing.T) {
+		t.Parallel()
+		broken := errors.New("connection reset")
+		r := io.MultiReader(bytes.NewReader(data), errReader{broken})
+		_, err := Read(ctx, r, Options{Name: "f.csv", Mapping: Mapping{Email: "Email"}}, okEmit, okReject)
+		var fe *FileError
+		if !errors.Is(err, broken) || errors.As(err, &fe) {
+			t.Fatalf("got %v, want the source error unwrapped to connection reset", err)
+		}
+	})
+	t.Run("source error inside gzip is not a file error", func(t *testing.T) {
+		t.Parallel()
+		broken := errors.New("connection reset")
+		z := gz(strings.Repeat("Email\na@example.com\n", 1000))
+		r := io.MultiReader(bytes.NewReader(z[:len(z)/2]), errReader{broken})
+		_, err := Read(ctx, r, Options{Name: "f.csv", Mapping: Mapping{Email: "Email"}}, okEmit, okReject)
+		var fe *FileError
+		if !errors.Is(err, broken) || errors.As(err, &fe) {
+			t.Fatalf("got %v, want the source error unwrapped to connection reset", err)
+		}
+	})
+	t.Run("cancelled context", func(t *testing.T) {
+		t.Parallel()
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		_, err := Read(cctx, bytes.NewReader(data), Options{Name: "f.csv", Mapping: Mapping{Email: "Email"}}, okEmit, okReject)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+	})
+	t.Run("cancelled mid-file", func(t *testing.T) {
+		t.Parallel()
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		big := []byte("Email\n" + strings.Repeat("a@example.com\n", 5*ctxEvery))
+		st, err := Read(cctx, bytes.NewReader(big), Options{Name: "f.csv", Mapping: Mapping{Email: "Email"}},
+			func(r Record) error {
+				if r.Row == 10 {
+					cancel()
+				}
+				return nil
+			}, okReject)
+		if !errors.Is(err, context.Canceled) || st.Rows > 2*ctxEvery {
+			t.Fatalf("got %v after %d rows, want context.Canceled soon after row 10", err, st.Rows)
+		}
+	})
+	for _, m := range []Mapping{
+		{},
+		{Email: "e", Custom: []CustomField{{Source: "x", Key: "money--X"}}},
+		{Email: "e", Custom: []CustomField{{Source: "", Key: "string--X"}}},
+		{Email: "e", Custom: []CustomField{{Source: "x"}}},
+	} {
+		_, err := Read(ctx, bytes.NewReader(data), Options{Name: "f.csv", Mapping: m}, okEmit, okReject)
+		if !errors.Is(err, ErrBadMapping) {
+			t.Errorf("mapping %+v: got %v, want ErrBadMapping", m, err)
+		}
+	}
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+func TestFileErrorMessage(t *testing.T) {
+	t.Parallel()
+	e := &FileError{File: "segments/vip/a.csv", Row: 12, Problem: "unterminated quoted field", Hint: "fix the quoting or export the file again"}
+	if got, want := e.Error(), "segments/vip/a.csv: row 12: unterminated quoted field; fix the quoting or export the file again"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	e = &FileError{File: "a.csv", Column: "Mail", Problem: "column not found"}
+	if got, want := e.Error(), `a.csv: column "Mail": column not found`; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// TestReadMemoryIsFlat streams a 200k-row file through a pipe and checks the
+// live heap does not grow with it.
+func TestReadMemoryIsFlat(t *testing.T) {
+	const rows = 200_000
+	pr, pw := io.Pipe()
+	go func() {
+		var b bytes.Buffer
+		b.WriteString("Email,FirstName,LastName,Notes\n")
+		for i := range rows {
+			fmt.Fprintf(&b, "user%d@example.com,First%d,Last%d,%s\n", i, i, i, strings.Repeat("n", 100))
+			if b.Len() > 32<<10 {
+				if _, err := pw.Write(b.Bytes()); err != nil {
+					return
+				}
+				b.Reset()
+			}
+		}
+		_, err := pw.Write(b.Bytes())
+		pw.CloseWithError(err)
+	}()
+	defer pr.Close()
+
+	live := func() uint64 {
+		runtime.GC() // measure what is live, not garbage awaiting collection
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	base := live()
+	var peak uint64
+	st, err := Read(context.Background(), pr, Options{Name: "big.csv", Mapping: defaultMapping},
+		func(r Record) error {
+			if r.Row%20_000 == 0 {
+				peak = max(peak, live())
+			}
+			return nil
+		},
+		func(r Rejection) error { return fmt.Errorf("unexpected rejection %+v", r) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Rows != rows || st.Valid != rows {
+		t.Fatalf("stats %+v, want %d valid rows", st, rows)
+	}
+	// The file is ~30 MB; keeping even its emails would take several MB.
+	const bound = 8 << 20
+	t.Logf("heap in use: %d bytes before, %d at most while streaming", base, peak)
+	if peak > base+bound {
+		t.Errorf("heap in use grew from %d to %d bytes while streaming, want under +%d", base, peak, bound)
+	}
+}
