@@ -1,0 +1,710 @@
+// Package templatetest checks template.yaml: the wiring SAM cannot check
+// before a deploy (events, schedule, substitutions, log groups) and the
+// security rules (least-privilege IAM, no secret values, a locked-down bucket).
+//
+// goformation's typed parse drops intrinsics, so most checks walk the template
+// as plain maps with intrinsics kept as {"Ref": ...}, {"Fn::Sub": ...}.
+// goformation's YAML processing shares state between calls, so these tests do
+// not run in parallel.
+package templatetest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/awslabs/goformation/v7"
+	"github.com/awslabs/goformation/v7/cloudformation"
+	"github.com/awslabs/goformation/v7/intrinsics"
+)
+
+const (
+	templatePath     = "../../template.yaml"
+	makefilePath     = "../../Makefile"
+	stateMachinePath = "../../statemachine/export.asl.json"
+)
+
+var functionIDs = []string{"IngestFunction", "SyncBatchFunction", "FinalizeFunction", "RefreshFunction"}
+
+type obj = map[string]any
+
+// rawTemplate returns template.yaml as maps, intrinsics unprocessed.
+func rawTemplate(t *testing.T) obj {
+	t.Helper()
+	data, err := os.ReadFile(templatePath)
+	if err != nil {
+		t.Fatalf("reading template: %v", err)
+	}
+	js, err := intrinsics.ProcessYAML(data, &intrinsics.ProcessorOptions{NoProcess: true})
+	if err != nil {
+		t.Fatalf("parsing template: %v", err)
+	}
+	var tmpl obj
+	if err := json.Unmarshal(js, &tmpl); err != nil {
+		t.Fatalf("decoding template: %v", err)
+	}
+	return tmpl
+}
+
+// at follows keys through nested maps and returns nil when any is missing.
+func at(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(obj)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+func resource(t *testing.T, tmpl obj, id string) obj {
+	t.Helper()
+	r, ok := at(tmpl, "Resources", id).(obj)
+	if !ok {
+		t.Fatalf("resource %s is missing", id)
+	}
+	return r
+}
+
+func ref(id string) obj { return obj{"Ref": id} }
+
+// getAtt normalises both spellings of Fn::GetAtt to "Resource.Attribute".
+func getAtt(v any) string {
+	switch a := at(v, "Fn::GetAtt").(type) {
+	case string:
+		return a
+	case []any:
+		parts := make([]string, len(a))
+		for i, p := range a {
+			parts[i] = fmt.Sprint(p)
+		}
+		return strings.Join(parts, ".")
+	}
+	return ""
+}
+
+// strings of a value that may be one string or a list of them.
+func stringList(v any) []string {
+	switch x := v.(type) {
+	case string:
+		return []string{x}
+	case []any:
+		var out []string
+		for _, e := range x {
+			out = append(out, stringList(e)...)
+		}
+		return out
+	}
+	return nil
+}
+
+func asList(v any) []any {
+	if l, ok := v.([]any); ok {
+		return l
+	}
+	if v == nil {
+		return nil
+	}
+	return []any{v}
+}
+
+// unmodelled lists Function properties goformation v7.14.9 does not know and
+// rejects; they are removed before its typed parse and checked on the maps.
+var unmodelled = []string{"LoggingConfig"}
+
+// typedTemplate parses the template with goformation (as goformation.Open
+// would) after removing the unmodelled properties.
+func typedTemplate(t *testing.T) *cloudformation.Template {
+	t.Helper()
+	raw := rawTemplate(t)
+	for _, r := range raw["Resources"].(obj) {
+		if at(r, "Type") != "AWS::Serverless::Function" {
+			continue
+		}
+		props, _ := at(r, "Properties").(obj)
+		for _, field := range unmodelled {
+			delete(props, field)
+		}
+	}
+	js, err := json.Marshal(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := goformation.ParseJSON(js)
+	if err != nil {
+		t.Fatalf("goformation: %v", err)
+	}
+	return tmpl
+}
+
+func TestFunctionsBuildWithMakefile(t *testing.T) {
+	tmpl := typedTemplate(t)
+	fns := tmpl.GetAllServerlessFunctionResources()
+	var names []string
+	for name := range fns {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	want := slices.Clone(functionIDs)
+	sort.Strings(want)
+	if !slices.Equal(names, want) {
+		t.Fatalf("functions = %v, want %v", names, want)
+	}
+	makefile, err := os.ReadFile(makefilePath)
+	if err != nil {
+		t.Fatalf("reading Makefile: %v", err)
+	}
+	for _, id := range functionIDs {
+		fn := fns[id]
+		if got := deref(fn.Runtime); got != "provided.al2023" {
+			t.Errorf("%s Runtime = %q, want provided.al2023", id, got)
+		}
+		if !slices.Equal(fn.Architectures, []string{"arm64"}) {
+			t.Errorf("%s Architectures = %v, want [arm64]", id, fn.Architectures)
+		}
+		if got := deref(fn.Handler); got != "bootstrap" {
+			t.Errorf("%s Handler = %q, want bootstrap", id, got)
+		}
+		if fn.CodeUri == nil || deref(fn.CodeUri.String) != "." {
+			t.Errorf("%s CodeUri is not \".\"", id)
+		}
+		if got := fn.AWSCloudFormationMetadata["BuildMethod"]; got != "makefile" {
+			t.Errorf("%s Metadata.BuildMethod = %v, want makefile", id, got)
+		}
+		if mem := deref(fn.MemorySize); mem < 512 || mem > 1024 {
+			t.Errorf("%s MemorySize = %d, want 512..1024", id, mem)
+		}
+		target := regexp.MustCompile(`(?m)^build-` + id + `:`)
+		if !target.Match(makefile) {
+			t.Errorf("Makefile has no target build-%s: (sam build calls it)", id)
+		}
+	}
+	wantTimeouts := map[string]int{"IngestFunction": 900, "RefreshFunction": 900, "SyncBatchFunction": 300}
+	for id, want := range wantTimeouts {
+		if got := deref(fns[id].Timeout); got != want {
+			t.Errorf("%s Timeout = %d, want %d", id, got, want)
+		}
+	}
+	for _, id := range []string{"IngestFunction", "RefreshFunction"} {
+		if es := fns[id].EphemeralStorage; es == nil || es.Size < 2048 {
+			t.Errorf("%s needs EphemeralStorage >= 2048 MB for spill files", id)
+		}
+	}
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func TestIngestS3EventOnSegmentsPrefix(t *testing.T) {
+	tmpl := rawTemplate(t)
+	events, _ := at(resource(t, tmpl, "IngestFunction"), "Properties", "Events").(obj)
+	var found int
+	for name, ev := range events {
+		if at(ev, "Type") != "S3" {
+			continue
+		}
+		found++
+		props := at(ev, "Properties")
+		if !reflect.DeepEqual(at(props, "Bucket"), ref("Bucket")) {
+			t.Errorf("event %s Bucket = %v, want !Ref Bucket", name, at(props, "Bucket"))
+		}
+		if !slices.ContainsFunc(stringList(at(props, "Events")), func(e string) bool {
+			return strings.HasPrefix(e, "s3:ObjectCreated:")
+		}) {
+			t.Errorf("event %s does not fire on s3:ObjectCreated", name)
+		}
+		var prefixes []string
+		for _, rule := range asList(at(props, "Filter", "S3Key", "Rules")) {
+			if strings.EqualFold(fmt.Sprint(at(rule, "Name")), "prefix") {
+				prefixes = append(prefixes, fmt.Sprint(at(rule, "Value")))
+			}
+		}
+		if !slices.Equal(prefixes, []string{"segments/"}) {
+			t.Errorf("event %s prefix filter = %v, want [segments/]", name, prefixes)
+		}
+	}
+	if found != 1 {
+		t.Fatalf("IngestFunction has %d S3 events, want 1", found)
+	}
+	if nc := at(resource(t, tmpl, "Bucket"), "Properties", "NotificationConfiguration"); nc != nil {
+		t.Errorf("Bucket declares its own NotificationConfiguration; SAM builds it from the S3 event")
+	}
+}
+
+func TestRefreshScheduleRetriesAndDeadLetters(t *testing.T) {
+	tmpl := rawTemplate(t)
+	resources := tmpl["Resources"].(obj)
+	var found int
+	for id, r := range resources {
+		if at(r, "Type") != "AWS::Scheduler::Schedule" || getAtt(at(r, "Properties", "Target", "Arn")) != "RefreshFunction.Arn" {
+			continue
+		}
+		found++
+		props := at(r, "Properties")
+		if !reflect.DeepEqual(at(props, "ScheduleExpression"), ref("RefreshSchedule")) {
+			t.Errorf("%s ScheduleExpression = %v, want !Ref RefreshSchedule", id, at(props, "ScheduleExpression"))
+		}
+		if n, _ := at(props, "Target", "RetryPolicy", "MaximumRetryAttempts").(float64); n < 1 {
+			t.Errorf("%s has no RetryPolicy with MaximumRetryAttempts >= 1", id)
+		}
+		dlq := getAtt(at(props, "Target", "DeadLetterConfig", "Arn"))
+		if dlq != "RefreshDeadLetterQueue.Arn" || at(resources["RefreshDeadLetterQueue"], "Type") != "AWS::SQS::Queue" {
+			t.Errorf("%s DeadLetterConfig = %q, want the RefreshDeadLetterQueue SQS queue", id, dlq)
+		}
+		role := getAtt(at(props, "Target", "RoleArn"))
+		roleID, _, _ := strings.Cut(role, ".")
+		actions := allowedActions(t, at(resources[roleID], "Properties", "Policies"))
+		if !reflect.DeepEqual(actions, []string{"lambda:InvokeFunction", "sqs:SendMessage"}) {
+			t.Errorf("%s role %s may %v, want exactly invoke + dead-letter", id, roleID, actions)
+		}
+	}
+	if found != 1 {
+		t.Fatalf("found %d schedules targeting RefreshFunction, want 1", found)
+	}
+	if def := at(tmpl, "Parameters", "RefreshSchedule", "Default"); def != "rate(1 day)" {
+		t.Errorf("RefreshSchedule default = %v, want rate(1 day)", def)
+	}
+}
+
+func TestStateMachineSubstitutionsMatchDefinition(t *testing.T) {
+	tmpl := rawTemplate(t)
+	props := at(resource(t, tmpl, "ExportStateMachine"), "Properties")
+	if uri := at(props, "DefinitionUri"); uri != "statemachine/export.asl.json" {
+		t.Fatalf("DefinitionUri = %v, want statemachine/export.asl.json", uri)
+	}
+	asl, err := os.ReadFile(stateMachinePath)
+	if os.IsNotExist(err) {
+		t.Skip("statemachine/export.asl.json does not exist yet")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !json.Valid(asl) {
+		t.Fatal("statemachine/export.asl.json is not valid JSON")
+	}
+	used := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\$\{([A-Za-z0-9_]+)\}`).FindAllSubmatch(asl, -1) {
+		used[string(m[1])] = true
+	}
+	subs, _ := at(props, "DefinitionSubstitutions").(obj)
+	for name := range used {
+		if _, ok := subs[name]; !ok {
+			t.Errorf("definition uses ${%s} but DefinitionSubstitutions does not set it", name)
+		}
+	}
+	for name := range subs {
+		if !used[name] {
+			t.Errorf("DefinitionSubstitutions sets %s, which the definition never uses", name)
+		}
+	}
+	if getAtt(subs["SyncBatchFunctionArn"]) != "SyncBatchFunction.Arn" || getAtt(subs["FinalizeFunctionArn"]) != "FinalizeFunction.Arn" {
+		t.Errorf("function substitutions = %v / %v, want the functions' ARNs", subs["SyncBatchFunctionArn"], subs["FinalizeFunctionArn"])
+	}
+}
+
+// statements returns every IAM statement in the template (role policies,
+// SAM inline policies, bucket policies...), with where it was found.
+func statements(v any, path string, out map[string]obj) {
+	switch x := v.(type) {
+	case obj:
+		for k, child := range x {
+			if k == "Statement" {
+				for i, st := range asList(child) {
+					if m, ok := st.(obj); ok {
+						out[fmt.Sprintf("%s/Statement[%d]", path, i)] = m
+					}
+				}
+				continue
+			}
+			statements(child, path+"/"+k, out)
+		}
+	case []any:
+		for i, child := range x {
+			statements(child, fmt.Sprintf("%s[%d]", path, i), out)
+		}
+	}
+}
+
+// TestNoWildcardActions: no Allow statement may grant a wildcard action
+// ("*", "s3:*", "s3:Get*") or use NotAction. Deny statements may: denying
+// everything over plain HTTP is the point of the bucket policy.
+func TestNoWildcardActions(t *testing.T) {
+	all := map[string]obj{}
+	statements(rawTemplate(t), "", all)
+	var allows int
+	for where, st := range all {
+		if at(st, "Effect") == "Deny" {
+			continue
+		}
+		allows++
+		if st["NotAction"] != nil {
+			t.Errorf("%s: Allow with NotAction", where)
+		}
+		actions := stringList(st["Action"])
+		if len(actions) == 0 {
+			t.Errorf("%s: Allow without a literal Action list", where)
+		}
+		for _, a := range actions {
+			if strings.Contains(a, "*") {
+				t.Errorf("%s: wildcard action %q", where, a)
+			}
+		}
+	}
+	if allows < 10 {
+		t.Fatalf("found only %d Allow statements; the walk is broken", allows)
+	}
+}
+
+// allowedActions lists, sorted and de-duplicated, the actions every Allow
+// statement under v grants.
+func allowedActions(t *testing.T, v any) []string {
+	t.Helper()
+	found := map[string]obj{}
+	statements(v, "", found)
+	set := map[string]bool{}
+	for _, st := range found {
+		if at(st, "Effect") != "Deny" {
+			for _, a := range stringList(st["Action"]) {
+				set[a] = true
+			}
+		}
+	}
+	var out []string
+	for a := range set {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestFunctionPermissionsAreLeast(t *testing.T) {
+	tmpl := rawTemplate(t)
+	want := map[string][]string{
+		"IngestFunction":    {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "states:StartExecution"},
+		"RefreshFunction":   {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "sqs:SendMessage", "states:StartExecution"},
+		"SyncBatchFunction": {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue"},
+		"FinalizeFunction":  {"s3:GetObject", "s3:ListBucket", "s3:PutObject"},
+	}
+	for id, wantActions := range want {
+		props := at(resource(t, tmpl, id), "Properties")
+		for _, p := range asList(at(props, "Policies")) {
+			if _, ok := p.(obj); !ok {
+				t.Errorf("%s has a managed policy %v; use inline statements", id, p)
+			}
+		}
+		if got := allowedActions(t, at(props, "Policies")); !slices.Equal(got, wantActions) {
+			t.Errorf("%s may %v, want exactly %v", id, got, wantActions)
+		}
+	}
+
+	secretARN := obj{"Fn::If": []any{"CreateApiKeySecret", ref("ApiKeySecret"), ref("ExistingApiKeySecretArn")}}
+	found := map[string]obj{}
+	statements(at(resource(t, tmpl, "SyncBatchFunction"), "Properties", "Policies"), "", found)
+	for where, st := range found {
+		if slices.Contains(stringList(st["Action"]), "secretsmanager:GetSecretValue") && !reflect.DeepEqual(st["Resource"], secretARN) {
+			t.Errorf("SyncBatchFunction%s reads secrets %v, want only the API key secret", where, st["Resource"])
+		}
+	}
+	for _, id := range []string{"IngestFunction", "RefreshFunction"} {
+		found := map[string]obj{}
+		statements(at(resource(t, tmpl, id), "Properties", "Policies"), "", found)
+		for where, st := range found {
+			if slices.Contains(stringList(st["Action"]), "states:StartExecution") && !reflect.DeepEqual(st["Resource"], ref("ExportStateMachine")) {
+				t.Errorf("%s%s starts %v, want only ExportStateMachine", id, where, st["Resource"])
+			}
+		}
+	}
+}
+
+// TestStateMachinePolicies checks the Distributed Map's needs: invoke both
+// functions, read the item list, and run its own child executions.
+func TestStateMachinePolicies(t *testing.T) {
+	props := at(resource(t, rawTemplate(t), "ExportStateMachine"), "Properties")
+	invoked := map[string]bool{}
+	for _, p := range asList(at(props, "Policies")) {
+		if fn := at(p, "LambdaInvokePolicy", "FunctionName"); fn != nil {
+			invoked[fmt.Sprint(at(fn, "Ref"))] = true
+		}
+	}
+	if !invoked["SyncBatchFunction"] || !invoked["FinalizeFunction"] || len(invoked) != 2 {
+		t.Errorf("state machine may invoke %v, want SyncBatchFunction and FinalizeFunction", invoked)
+	}
+	got := allowedActions(t, at(props, "Policies"))
+	want := []string{"s3:GetObject", "states:DescribeExecution", "states:StartExecution", "states:StopExecution"}
+	if !slices.Equal(got, want) {
+		t.Errorf("state machine may %v, want %v", got, want)
+	}
+}
+
+// bucketName is the expression building the bucket's name.
+func bucketName(t *testing.T, tmpl obj) (string, any) {
+	t.Helper()
+	sub, ok := at(resource(t, tmpl, "Bucket"), "Properties", "BucketName", "Fn::Sub").([]any)
+	if !ok || len(sub) != 2 {
+		t.Fatalf("Bucket.BucketName is not a two-argument !Sub")
+	}
+	return sub[0].(string), sub[1]
+}
+
+// TestBucketNameCopiesMatch: everything the bucket's S3 event depends on must
+// name the bucket without !Ref (a circular dependency otherwise), so the name
+// is rebuilt in many places; each copy must be the bucket's own.
+func TestBucketNameCopiesMatch(t *testing.T) {
+	tmpl := rawTemplate(t)
+	name, vars := bucketName(t, tmpl)
+	if strings.ContainsAny(strings.NewReplacer("${AWS::AccountId}", "", "${AWS::Region}", "", "${StackSuffix}", "").Replace(name), "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") {
+		t.Errorf("bucket name %q may contain characters S3 refuses", name)
+	}
+	want := at(resource(t, tmpl, "Bucket"), "Properties", "BucketName")
+	for _, id := range functionIDs {
+		if got := at(resource(t, tmpl, id), "Properties", "Environment", "Variables", "BUCKET"); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s BUCKET = %v, want the bucket's name expression", id, got)
+		}
+	}
+	if got := at(resource(t, tmpl, "ExportStateMachine"), "Properties", "DefinitionSubstitutions", "BucketName"); !reflect.DeepEqual(got, want) {
+		t.Errorf("state machine BucketName = %v, want the bucket's name expression", got)
+	}
+
+	var arns int
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case obj:
+			if sub, ok := x["Fn::Sub"].([]any); ok && len(sub) == 2 {
+				if s, _ := sub[0].(string); strings.Contains(s, ":s3:::") {
+					arns++
+					prefix := "arn:${AWS::Partition}:s3:::" + name
+					if rest, ok := strings.CutPrefix(s, prefix); !ok || (rest != "" && !strings.HasPrefix(rest, "/")) {
+						t.Errorf("S3 ARN %q does not name the bucket %q", s, name)
+					}
+					if !reflect.DeepEqual(sub[1], vars) {
+						t.Errorf("S3 ARN %q builds its name from %v, want %v", s, sub[1], vars)
+					}
+				}
+			}
+			for _, child := range x {
+				walk(child)
+			}
+		case []any:
+			for _, child := range x {
+				walk(child)
+			}
+		}
+	}
+	walk(tmpl["Resources"])
+	if arns < 10 {
+		t.Fatalf("found only %d built S3 ARNs; the walk is broken", arns)
+	}
+}
+
+// TestEnvironmentHoldsNoSecretValues: functions get the secret's ARN, never
+// its value, and nothing else that looks like a credential.
+func TestEnvironmentHoldsNoSecretValues(t *testing.T) {
+	tmpl := rawTemplate(t)
+	secretARN := obj{"Fn::If": []any{"CreateApiKeySecret", ref("ApiKeySecret"), ref("ExistingApiKeySecretArn")}}
+	wantVars := map[string][]string{
+		"IngestFunction":    {"BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
+		"RefreshFunction":   {"BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
+		"SyncBatchFunction": {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL"},
+		"FinalizeFunction":  {"BUCKET", "LOG_LEVEL"},
+	}
+	credentialName := regexp.MustCompile(`(?i)key|secret|token|password|credential`)
+	for id, want := range wantVars {
+		vars, _ := at(resource(t, tmpl, id), "Properties", "Environment", "Variables").(obj)
+		var names []string
+		for name, value := range vars {
+			names = append(names, name)
+			js, err := json.Marshal(value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(js), "resolve:secretsmanager") || strings.Contains(string(js), "resolve:ssm-secure") ||
+				strings.Contains(string(js), "SecretString") {
+				t.Errorf("%s %s = %s resolves a secret value into the environment", id, name, js)
+			}
+			if _, literal := value.(string); literal && credentialName.MatchString(name) {
+				t.Errorf("%s %s is a literal; credentials never go in the template", id, name)
+			}
+		}
+		sort.Strings(names)
+		if !slices.Equal(names, want) {
+			t.Errorf("%s environment = %v, want %v", id, names, want)
+		}
+		if sm, ok := vars["STATE_MACHINE_ARN"]; ok && !reflect.DeepEqual(sm, ref("ExportStateMachine")) {
+			t.Errorf("%s STATE_MACHINE_ARN = %v, want !Ref ExportStateMachine", id, sm)
+		}
+	}
+	got := at(resource(t, tmpl, "SyncBatchFunction"), "Properties", "Environment", "Variables", "API_KEY_SECRET_ID")
+	if !reflect.DeepEqual(got, secretARN) {
+		t.Errorf("API_KEY_SECRET_ID = %v, want the secret's ARN %v", got, secretARN)
+	}
+	secret := resource(t, tmpl, "ApiKeySecret")
+	if at(secret, "Condition") != "CreateApiKeySecret" || at(secret, "Type") != "AWS::SecretsManager::Secret" {
+		t.Errorf("ApiKeySecret must be an AWS::SecretsManager::Secret created only under CreateApiKeySecret")
+	}
+	if s, _ := at(secret, "Properties", "SecretString").(string); s != "" && s != `{"apiKey":""}` {
+		t.Errorf("ApiKeySecret ships a value in the template: %q", s)
+	}
+}
+
+func TestBucketIsLockedDown(t *testing.T) {
+	tmpl := rawTemplate(t)
+	props := at(resource(t, tmpl, "Bucket"), "Properties")
+
+	var algos []string
+	for _, rule := range asList(at(props, "BucketEncryption", "ServerSideEncryptionConfiguration")) {
+		algos = append(algos, fmt.Sprint(at(rule, "ServerSideEncryptionByDefault", "SSEAlgorithm")))
+	}
+	if len(algos) == 0 || !slices.ContainsFunc(algos, func(a string) bool { return a == "AES256" || strings.HasPrefix(a, "aws:kms") }) {
+		t.Errorf("bucket encryption = %v, want AES256 or aws:kms", algos)
+	}
+	for _, flag := range []string{"BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"} {
+		if v := at(props, "PublicAccessBlockConfiguration", flag); v != true && v != "true" {
+			t.Errorf("PublicAccessBlockConfiguration.%s = %v, want true", flag, v)
+		}
+	}
+	if v := at(props, "VersioningConfiguration", "Status"); v != "Enabled" {
+		t.Errorf("versioning = %v, want Enabled", v)
+	}
+	var runsExpire bool
+	for _, rule := range asList(at(props, "LifecycleConfiguration", "Rules")) {
+		prefix := at(rule, "Prefix")
+		if prefix == nil {
+			prefix = at(rule, "Filter", "Prefix")
+		}
+		if prefix == "runs/" && at(rule, "Status") == "Enabled" && reflect.DeepEqual(at(rule, "ExpirationInDays"), ref("RunsRetentionDays")) {
+			runsExpire = true
+		}
+	}
+	if !runsExpire {
+		t.Error("no enabled lifecycle rule expires runs/ after RunsRetentionDays")
+	}
+	if def := at(tmpl, "Parameters", "RunsRetentionDays", "Default"); def != float64(90) {
+		t.Errorf("RunsRetentionDays default = %v, want 90", def)
+	}
+
+	var denies bool
+	for id, r := range tmpl["Resources"].(obj) {
+		if at(r, "Type") != "AWS::S3::BucketPolicy" || !reflect.DeepEqual(at(r, "Properties", "Bucket"), ref("Bucket")) {
+			continue
+		}
+		for _, st := range asList(at(r, "Properties", "PolicyDocument", "Statement")) {
+			insecure := at(st, "Condition", "Bool", "aws:SecureTransport")
+			resources := asList(at(st, "Resource"))
+			if at(st, "Effect") == "Deny" && (insecure == "false" || insecure == false) &&
+				slices.Contains(stringList(at(st, "Action")), "s3:*") && len(resources) == 2 {
+				denies = true
+			}
+		}
+		if !denies {
+			t.Errorf("%s does not deny every action on the bucket and its objects without TLS", id)
+		}
+	}
+	if !denies {
+		t.Error("no bucket policy denies requests without TLS")
+	}
+}
+
+func TestEveryFunctionLogsToARetainedGroup(t *testing.T) {
+	tmpl := rawTemplate(t)
+	for _, id := range functionIDs {
+		logging := at(resource(t, tmpl, id), "Properties", "LoggingConfig")
+		if at(logging, "LogFormat") != "JSON" {
+			t.Errorf("%s LogFormat = %v, want JSON", id, at(logging, "LogFormat"))
+		}
+		group, _ := at(logging, "LogGroup", "Ref").(string)
+		lg, _ := at(tmpl, "Resources", group).(obj)
+		if at(lg, "Type") != "AWS::Logs::LogGroup" {
+			t.Errorf("%s LogGroup = %v, want !Ref to an AWS::Logs::LogGroup", id, at(logging, "LogGroup"))
+			continue
+		}
+		if !reflect.DeepEqual(at(lg, "Properties", "RetentionInDays"), ref("LogRetentionDays")) {
+			t.Errorf("%s log group %s RetentionInDays = %v, want !Ref LogRetentionDays", id, group, at(lg, "Properties", "RetentionInDays"))
+		}
+	}
+	if def := at(tmpl, "Parameters", "LogRetentionDays", "Default"); def != float64(30) {
+		t.Errorf("LogRetentionDays default = %v, want 30", def)
+	}
+}
+
+func TestFailedRunsAlarm(t *testing.T) {
+	tmpl := rawTemplate(t)
+	alarm := at(resource(t, tmpl, "FailedRunsAlarm"), "Properties")
+	checks := map[string]any{
+		"Namespace":          "AWS/States",
+		"MetricName":         "ExecutionsFailed",
+		"Threshold":          float64(1),
+		"ComparisonOperator": "GreaterThanOrEqualToThreshold",
+	}
+	for k, want := range checks {
+		if got := at(alarm, k); got != want {
+			t.Errorf("FailedRunsAlarm %s = %v, want %v", k, got, want)
+		}
+	}
+	dims := asList(at(alarm, "Dimensions"))
+	if len(dims) != 1 || at(dims[0], "Name") != "StateMachineArn" || !reflect.DeepEqual(at(dims[0], "Value"), ref("ExportStateMachine")) {
+		t.Errorf("FailedRunsAlarm dimensions = %v, want StateMachineArn = !Ref ExportStateMachine", dims)
+	}
+	for _, id := range []string{"AlarmTopic", "AlarmEmailSubscription"} {
+		if c := at(resource(t, tmpl, id), "Condition"); c != "HasAlarmEmail" {
+			t.Errorf("%s Condition = %v, want HasAlarmEmail", id, c)
+		}
+	}
+}
+
+// TestCfnLint runs cfn-lint, which expands the SAM transform and so also
+// catches circular dependencies and invalid property values.
+func TestCfnLint(t *testing.T) {
+	lint, err := exec.LookPath("cfn-lint")
+	if err != nil {
+		t.Skip("cfn-lint is not installed (pip install cfn-lint)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, lint, "template.yaml")
+	cmd.Dir = "../.."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cfn-lint template.yaml: %v\n%s", err, out)
+	}
+}
+
+func TestParametersAndOutputs(t *testing.T) {
+	tmpl := rawTemplate(t)
+	params, _ := tmpl["Parameters"].(obj)
+	for _, name := range []string{"ExistingApiKeySecretArn", "RefreshSchedule", "RunsRetentionDays", "LogRetentionDays", "AlarmEmail"} {
+		if params[name] == nil {
+			t.Errorf("parameter %s is missing", name)
+		}
+	}
+	for name, p := range params {
+		if d, _ := at(p, "Description").(string); strings.TrimSpace(d) == "" {
+			t.Errorf("parameter %s has no Description", name)
+		}
+	}
+	for _, name := range []string{"ExistingApiKeySecretArn", "AlarmEmail"} {
+		if def := at(params, name, "Default"); def != "" {
+			t.Errorf("parameter %s Default = %v, want empty", name, def)
+		}
+	}
+	outputs, _ := tmpl["Outputs"].(obj)
+	for _, name := range []string{"BucketName", "StateMachineArn", "RefreshFunctionName", "ApiKeySecretArn"} {
+		if at(outputs, name, "Value") == nil {
+			t.Errorf("output %s is missing", name)
+		}
+	}
+}
