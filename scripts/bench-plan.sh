@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Benchmarks the planning engine (segment.Read + plan.Build) against Miller
+# on the same CSV and checks the memory budget. Prints a markdown table.
+#   targets: plan >= 2x Miller's rows/s at 1M rows; peak RSS < 150 MB at 1M;
+#            RSS growth < 40 B per extra profile from 1M to 2M rows.
+# Usage: scripts/bench-plan.sh [runs]   (default 3 runs each, median)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+for tool in go jq; do
+  command -v "$tool" >/dev/null || { echo "bench-plan: $tool is required" >&2; exit 1; }
+done
+have_mlr=1
+command -v mlr >/dev/null || have_mlr=0
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench-plan.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+go build -o "$work/planbench" ./internal/planbench
+pb="$work/planbench"
+echo "generating 1M and 2M row CSVs in $work ..." >&2
+"$pb" -generate -rows 1000000 -file "$work/1m.csv"
+"$pb" -generate -rows 2000000 -file "$work/2m.csv"
+"$pb" -generate -rows 1000000 -changed 0.01 -file "$work/1m-changed.csv"
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+field() { jq -r ".$1" "$2"; }
+
+: >"$work/p1" ; : >"$work/p2" ; : >"$work/re" ; : >"$work/m"
+for i in $(seq "$runs"); do
+  echo "run $i/$runs ..." >&2
+  if [ "$have_mlr" = 1 ]; then # interleaved with the plan runs so load affects both alike
+    s=$(date +%s.%N); mlr --icsv --ojsonl cat "$work/1m.csv" >/dev/null; e=$(date +%s.%N)
+    echo "$e - $s" | bc -l >>"$work/m"
+  fi
+  "$pb" -file "$work/1m.csv" -tmp "$work" -save-snapshot "$work/1m.snapshot" >>"$work/p1"
+  "$pb" -file "$work/1m-changed.csv" -tmp "$work" -snapshot "$work/1m.snapshot" >>"$work/re"
+  "$pb" -file "$work/2m.csv" -tmp "$work" >>"$work/p2"
+done
+
+med() { jq -r ".$1" "$2" | median; }
+t1=$(med elapsed_s "$work/p1"); c1=$(med cpu_s "$work/p1"); r1=$(med peak_rss_bytes "$work/p1")
+t2=$(med elapsed_s "$work/p2"); r2=$(med peak_rss_bytes "$work/p2")
+tr=$(med elapsed_s "$work/re"); cr=$(med cpu_s "$work/re"); br=$(jq -r .batches "$work/re" | head -1)
+b1=$(jq -r .batches "$work/p1" | head -1)
+
+printf '\n| measure | value | target |\n|---|---|---|\n'
+printf '| plan 1M rows, first run (%s batch files): elapsed / CPU | %.2f s / %.2f s (%.0f rows/s) | |\n' "$b1" "$t1" "$c1" "$(echo "1000000 / $t1" | bc -l)"
+printf '| plan 1M rows, re-run with 1%% changed (%s batch files): elapsed / CPU | %.2f s / %.2f s (%.0f rows/s) | |\n' "$br" "$tr" "$cr" "$(echo "1000000 / $tr" | bc -l)"
+printf '| plan 2M rows, first run: elapsed | %.2f s (%.0f rows/s) | |\n' "$t2" "$(echo "2000000 / $t2" | bc -l)"
+if [ "$have_mlr" = 1 ]; then
+  tm=$(median <"$work/m")
+  printf '| mlr --icsv --ojsonl cat, 1M rows | %.2f s (%.0f rows/s) | |\n' "$tm" "$(echo "1000000 / $tm" | bc -l)"
+  printf '| speed vs Miller, first run | %.2fx | >= 2x |\n' "$(echo "$tm / $t1" | bc -l)"
+  printf '| speed vs Miller, 1%% re-run | %.2fx | >= 2x |\n' "$(echo "$tm / $tr" | bc -l)"
+else
+  printf '| speed vs Miller | mlr not installed: apt-get install -y miller | >= 2x |\n'
+fi
+printf '| peak RSS at 1M | %.1f MB | < 150 MB |\n' "$(echo "$r1 / 1048576" | bc -l)"
+printf '| peak RSS at 2M | %.1f MB | |\n' "$(echo "$r2 / 1048576" | bc -l)"
+printf '| RSS growth per extra profile, 1M -> 2M | %.1f B | < 40 B |\n' "$(echo "($r2 - $r1) / 1000000" | bc -l)"
+printf '\n(median of %s runs; load average at the end: %s)\n' "$runs" "$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,0 +1,475 @@
+// Package plan turns a stream of validated profiles, an export's settings and
+// the previous successful snapshot into an exact plan: batch files of upserts
+// and removals, rejected.csv and the next snapshot (pipeline step 1).
+//
+// Memory stays flat whatever the input size: records are encoded into
+// chunks, each chunk is sorted by (email, row) and spilled to a temp file,
+// and the chunks are k-way merged; the merged stream keeps the last row per
+// email and is merge-joined against the snapshot, itself sorted by email.
+package plan
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/segpilot/segpilot/shared/segment"
+)
+
+// Modes of an export.
+const (
+	ModeUpsert = "upsert" // add and update only
+	ModeMirror = "mirror" // also take leavers off the list
+)
+
+// Defaults for Options.
+const (
+	DefaultBatchSize    = 100 // also the maximum: Autopilot's bulk limit
+	DefaultChunkRecords = 65536
+)
+
+// Output file names inside outDir.
+const (
+	SnapshotFile = "snapshot"
+	RejectedFile = "rejected.csv"
+	batchesDir   = "batches"
+)
+
+// Options are one export's settings for one plan.
+type Options struct {
+	Mode              string  // "upsert" or "mirror"
+	MaxProfiles       int     // unique valid profiles allowed; more → *LimitError and nothing written. 0: no limit
+	MaxRemovalShare   float64 // mirror safety brake share, e.g. 0.2
+	AllowLargeRemoval bool    // lift the brake for this plan
+	BatchSize         int     // default and maximum 100
+	TempDir           string  // for spill files; default os.TempDir(); spill files are always removed
+	ChunkRecords      int     // spill threshold; default 65536
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Mode != ModeUpsert && o.Mode != ModeMirror {
+		return o, fmt.Errorf("plan options: mode %q, want %q or %q", o.Mode, ModeUpsert, ModeMirror)
+	}
+	if o.MaxProfiles < 0 {
+		return o, fmt.Errorf("plan options: maxProfiles %d is negative", o.MaxProfiles)
+	}
+	if o.MaxRemovalShare < 0 || o.MaxRemovalShare > 1 {
+		return o, fmt.Errorf("plan options: maxRemovalShare %v, want 0..1", o.MaxRemovalShare)
+	}
+	if o.BatchSize == 0 {
+		o.BatchSize = DefaultBatchSize
+	}
+	if o.BatchSize < 0 || o.BatchSize > DefaultBatchSize {
+		return o, fmt.Errorf("plan options: batch size %d, want 1..%d", o.BatchSize, DefaultBatchSize)
+	}
+	if o.ChunkRecords == 0 {
+		o.ChunkRecords = DefaultChunkRecords
+	}
+	if o.ChunkRecords < 0 {
+		return o, fmt.Errorf("plan options: chunk records %d is negative", o.ChunkRecords)
+	}
+	return o, nil
+}
+
+// Source streams a segment: it calls emit for each valid record and reject
+// for each rejected row, in row order (segment.Read partially applied). An
+// error from emit or reject must stop it and be returned. Build encodes
+// records on another goroutine, so the Source must not modify a record's
+// Custom map after emitting it.
+type Source func(ctx context.Context, emit func(segment.Record) error, reject func(segment.Rejection) error) (segment.Stats, error)
+
+// Plan is what one run will do.
+type Plan struct {
+	Counts     Counts        `json:"counts"`
+	Batches    []BatchRef    `json:"batches"`              // in sequence order: upsert batches, then removal batches
+	Held       bool          `json:"held"`                 // mirror safety brake engaged: batches are written, but must not be sent
+	HeldReason string        `json:"heldReason,omitempty"` // why, and how to release it
+	Files      Files         `json:"files"`                // relative paths inside outDir
+	Source     segment.Stats `json:"source"`               // what the Source reported
+}
+
+// Files names the plan's outputs, relative to outDir.
+type Files struct {
+	Snapshot string `json:"snapshot"`
+	Rejected string `json:"rejected"`
+}
+
+// Counts of one plan. Rows == Valid+Rejected; Valid == Unique+Duplicates;
+// Unique == Added+Changed+Unchanged.
+type Counts struct {
+	Rows       int `json:"rows"`
+	Valid      int `json:"valid"`
+	Rejected   int `json:"rejected"`
+	Duplicates int `json:"duplicates"` // valid rows overridden by a later row with the same email
+	Unique     int `json:"unique"`
+	Added      int `json:"added"`
+	Changed    int `json:"changed"`
+	Unchanged  int `json:"unchanged"`
+	Removed    int `json:"removed"` // mirror only: previous contacts not in the file
+	Previous   int `json:"previous"`
+}
+
+// BatchRef describes one written batch file.
+type BatchRef struct {
+	Seq      int    `json:"seq"`
+	File     string `json:"file"` // "batches/000001.json", relative to outDir
+	Upserts  int    `json:"upserts"`
+	Removals int    `json:"removals"`
+	SHA256   string `json:"sha256"` // of the file's bytes
+}
+
+// Batch is the content of one batch file: upserts or removals, never both.
+type Batch struct {
+	Seq      int      `json:"seq"`
+	Upserts  []Upsert `json:"upserts,omitempty"`
+	Removals []string `json:"removals,omitempty"`
+}
+
+// Upsert is one profile to add or update.
+type Upsert struct {
+	Row     int             `json:"row"`  // 1-based data row it came from
+	Hash    string          `json:"hash"` // Hash(Profile)
+	Profile segment.Profile `json:"profile"`
+}
+
+// LimitError means the segment holds more unique profiles than the export
+// allows; Build returns it before writing anything.
+type LimitError struct {
+	Unique, Max int
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("segment has %d profiles, above maxProfiles %d; raise maxProfiles for this export or split the segment", e.Unique, e.Max)
+}
+
+// Build plans one run, writing batches/NNNNNN.json, rejected.csv and snapshot
+// into outDir (created; an existing batches folder there is replaced).
+// snapshot is the previous successful snapshot, nil on a first run. On
+// *LimitError outDir is left untouched; on other errors Build removes the
+// outputs it wrote.
+func Build(ctx context.Context, src Source, snapshot io.Reader, outDir string, opts Options) (p *Plan, err error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp(o.TempDir, "segpilot-plan-")
+	if err != nil {
+		return nil, fmt.Errorf("creating spill folder: %w", err)
+	}
+	defer func() {
+		if rmErr := os.RemoveAll(work); rmErr != nil {
+			p, err = nil, errors.Join(err, fmt.Errorf("removing spill folder: %w", rmErr))
+		}
+	}()
+
+	// Phase 1: read, encode, sort and spill; rejections go to a staged file
+	// because nothing may reach outDir before the limit check.
+	var counts Counts
+	stagedRejected := filepath.Join(work, RejectedFile)
+	rej, err := newRejectWriter(stagedRejected)
+	if err != nil {
+		return nil, err
+	}
+	sp := newSpiller(ctx, work, o.ChunkRecords)
+	stats, srcErr := src(ctx,
+		func(r segment.Record) error {
+			if strings.ContainsAny(r.Profile.Email, "\t\n\r") {
+				return fmt.Errorf("row %d: email contains a tab or line break", r.Row)
+			}
+			counts.Valid++
+			return sp.emit(r)
+		},
+		func(r segment.Rejection) error {
+			counts.Rejected++
+			return rej.write(r)
+		})
+	runs, spErr := sp.finish(srcErr != nil)
+	rejErr := rej.close()
+	switch {
+	case srcErr != nil:
+		return nil, fmt.Errorf("reading segment: %w", srcErr)
+	case spErr != nil:
+		return nil, fmt.Errorf("spilling profiles: %w", spErr)
+	case rejErr != nil:
+		return nil, rejErr
+	}
+	counts.Rows = counts.Valid + counts.Rejected
+
+	// Phase 2: only when duplicates might hide it, count unique emails first.
+	if o.MaxProfiles > 0 && counts.Valid > o.MaxProfiles {
+		unique := 0
+		if _, err := runs.mergeUnique(ctx, func(*record) error { unique++; return nil }); err != nil {
+			return nil, fmt.Errorf("counting profiles: %w", err)
+		}
+		if unique > o.MaxProfiles {
+			return nil, &LimitError{Unique: unique, Max: o.MaxProfiles}
+		}
+	}
+
+	// Phase 3: merge-join into outDir.
+	out := outputs{dir: outDir}
+	defer func() {
+		if err != nil {
+			if rmErr := out.remove(); rmErr != nil {
+				err = errors.Join(err, rmErr)
+			}
+		}
+	}()
+	p, err = out.write(ctx, runs, snapshot, work, stagedRejected, o, counts)
+	if err != nil {
+		return nil, err
+	}
+	p.Source = stats
+	return p, nil
+}
+
+// outputs writes and, on failure, removes the plan's files in outDir.
+type outputs struct {
+	dir     string
+	written []string
+}
+
+func (out *outputs) remove() error {
+	var errs []error
+	for _, p := range out.written {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, fmt.Errorf("removing partial plan output: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader, work, stagedRejected string, o Options, counts Counts) (*Plan, error) {
+	batchDir := filepath.Join(out.dir, batchesDir)
+	if err := os.RemoveAll(batchDir); err != nil {
+		return nil, fmt.Errorf("clearing old batches: %w", err)
+	}
+	out.written = append(out.written, batchDir)
+	if err := os.MkdirAll(batchDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating batches folder: %w", err)
+	}
+
+	snapPath := filepath.Join(out.dir, SnapshotFile)
+	out.written = append(out.written, snapPath)
+	snapFile, err := os.OpenFile(snapPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("creating snapshot: %w", err)
+	}
+	defer snapFile.Close() // second close after the checked one below is harmless
+
+	removals, err := os.Create(filepath.Join(work, "removals"))
+	if err != nil {
+		return nil, fmt.Errorf("creating removals file: %w", err)
+	}
+	defer removals.Close()
+
+	bw := newBatchWriter(ctx, out.dir, o.BatchSize)
+	j := &joiner{
+		mirror:   o.Mode == ModeMirror,
+		snap:     newSnapshotReader(snapshot),
+		snapOut:  bufio.NewWriterSize(snapFile, snapshotBuf),
+		removals: bufio.NewWriterSize(removals, 64<<10),
+		batches:  bw,
+		counts:   &counts,
+	}
+	dups, err := j.run(ctx, runs)
+	if err != nil {
+		bw.abort()
+		return nil, err
+	}
+	if err := bw.flush(); err != nil {
+		bw.abort()
+		return nil, err
+	}
+	if err := j.removals.Flush(); err != nil {
+		bw.abort()
+		return nil, fmt.Errorf("writing removals file: %w", err)
+	}
+	if err := addRemovals(removals, bw); err != nil {
+		bw.abort()
+		return nil, err
+	}
+	refs, err := bw.close()
+	if err != nil {
+		return nil, err
+	}
+	if err := j.snapOut.Flush(); err != nil {
+		return nil, fmt.Errorf("writing snapshot: %w", err)
+	}
+	if err := snapFile.Close(); err != nil {
+		return nil, fmt.Errorf("writing snapshot: %w", err)
+	}
+
+	rejPath := filepath.Join(out.dir, RejectedFile)
+	out.written = append(out.written, rejPath)
+	if err := moveFile(stagedRejected, rejPath); err != nil {
+		return nil, fmt.Errorf("writing rejected.csv: %w", err)
+	}
+
+	counts.Duplicates = dups
+	counts.Unique = counts.Valid - dups
+	p := &Plan{
+		Counts:  counts,
+		Batches: refs,
+		Files:   Files{Snapshot: SnapshotFile, Rejected: RejectedFile},
+	}
+	p.Held, p.HeldReason = brake(counts, o)
+	return p, nil
+}
+
+// addRemovals turns the staged leavers into removal batches after every
+// upsert batch.
+func addRemovals(f *os.File, bw *batchWriter) error {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("reading removals file: %w", err)
+	}
+	br := bufio.NewReaderSize(f, 64<<10)
+	var line []byte
+	for {
+		var err error
+		line, err = readLine(br, line[:0])
+		if len(line) > 0 {
+			if aerr := bw.addRemoval(string(line)); aerr != nil {
+				return aerr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading removals file: %w", err)
+		}
+	}
+}
+
+// joiner classifies each unique profile against the previous snapshot and
+// writes the new snapshot, upserts and leavers as it goes.
+type joiner struct {
+	mirror   bool
+	snap     *snapshotReader
+	snapOut  *bufio.Writer
+	removals *bufio.Writer
+	batches  *batchWriter
+	counts   *Counts
+	hexHash  [2 * hashLen]byte
+}
+
+func (j *joiner) run(ctx context.Context, runs *spilled) (dups int, err error) {
+	if err := j.snap.next(); err != nil {
+		return 0, err
+	}
+	dups, err = runs.mergeUnique(ctx, j.unique)
+	if err != nil {
+		return dups, err
+	}
+	for j.snap.ok {
+		if err := j.leaver(); err != nil {
+			return dups, err
+		}
+	}
+	return dups, nil
+}
+
+func (j *joiner) unique(r *record) error {
+	for j.snap.ok && bytes.Compare(j.snap.email, r.email) < 0 {
+		if err := j.leaver(); err != nil {
+			return err
+		}
+	}
+	hex.Encode(j.hexHash[:], r.hash[:])
+	upsert := true
+	if j.snap.ok && bytes.Equal(j.snap.email, r.email) {
+		if bytes.Equal(j.snap.hash, j.hexHash[:]) {
+			j.counts.Unchanged++
+			upsert = false
+		} else {
+			j.counts.Changed++
+		}
+		j.counts.Previous++
+		if err := j.snap.next(); err != nil {
+			return err
+		}
+	} else {
+		j.counts.Added++
+	}
+	if upsert {
+		if err := j.batches.addUpsert(r.row, j.hexHash[:], r.json); err != nil {
+			return err
+		}
+	}
+	return writeSnapshotLine(j.snapOut, r.email, j.hexHash[:])
+}
+
+// leaver handles the current snapshot entry, absent from the file: mirror
+// mode removes it; upsert mode carries it into the new snapshot because the
+// contact is still on the list and segpilot put it there.
+func (j *joiner) leaver() error {
+	j.counts.Previous++
+	if j.mirror {
+		j.counts.Removed++
+		if _, err := j.removals.Write(j.snap.email); err != nil {
+			return fmt.Errorf("writing removals file: %w", err)
+		}
+		if err := j.removals.WriteByte('\n'); err != nil {
+			return fmt.Errorf("writing removals file: %w", err)
+		}
+	} else if err := writeSnapshotLine(j.snapOut, j.snap.email, j.snap.hash); err != nil {
+		return err
+	}
+	return j.snap.next()
+}
+
+// brake decides whether a mirror plan must be held for a human: it would
+// take too large a share of the list off, or the file looks truncated.
+func brake(c Counts, o Options) (bool, string) {
+	if o.Mode != ModeMirror || c.Previous == 0 || o.AllowLargeRemoval {
+		return false, ""
+	}
+	const release = "; set allowLargeRemoval or pass allowLargeRemoval on a manual run"
+	share := float64(c.Removed) / float64(c.Previous)
+	switch {
+	case c.Unique == 0:
+		return true, fmt.Sprintf("segment has no valid profiles, so mirroring it would remove all %d contacts%s", c.Previous, release)
+	case share > o.MaxRemovalShare:
+		return true, fmt.Sprintf("would remove %d of %d contacts (%s), above maxRemovalShare %s%s",
+			c.Removed, c.Previous, percent(share), percent(o.MaxRemovalShare), release)
+	case float64(c.Unique) < float64(c.Previous)*(1-o.MaxRemovalShare):
+		return true, fmt.Sprintf("segment has %d profiles against %d contacts before, a drop above maxRemovalShare %s%s",
+			c.Unique, c.Previous, percent(o.MaxRemovalShare), release)
+	}
+	return false, ""
+}
+
+// percent formats a share as "60%" or "12.5%".
+func percent(share float64) string {
+	return strconv.FormatFloat(float64(int64(share*1000+0.5))/10, 'f', -1, 64) + "%"
+}
+
+// moveFile renames src to dst, copying when they sit on different file
+// systems (TempDir and outDir need not share one).
+func moveFile(src, dst string) error {
+	if err := os.Rename(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	outF, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(outF, in); err != nil {
+		return errors.Join(err, outF.Close())
+	}
+	return outF.Close()
+}

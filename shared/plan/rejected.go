@@ -1,0 +1,63 @@
+package plan
+
+import (
+	"bufio"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/segpilot/segpilot/shared/segment"
+)
+
+// rejectWriter writes rejected.csv: "row,email,reason", one line per
+// rejection in the order the Source reports them (row order).
+type rejectWriter struct {
+	f   *os.File
+	bw  *bufio.Writer
+	w   *csv.Writer
+	rec [3]string
+}
+
+func newRejectWriter(path string) (*rejectWriter, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("creating rejected.csv: %w", err)
+	}
+	bw := bufio.NewWriterSize(f, 64<<10)
+	r := &rejectWriter{f: f, bw: bw, w: csv.NewWriter(bw)}
+	if err := r.w.Write([]string{"row", "email", "reason"}); err != nil {
+		return nil, fmt.Errorf("writing rejected.csv: %w", errJoinClose(err, f))
+	}
+	return r, nil
+}
+
+func (r *rejectWriter) write(rej segment.Rejection) error {
+	r.rec[0] = strconv.Itoa(rej.Row)
+	r.rec[1] = segment.SafeCSVCell(rej.Email)
+	r.rec[2] = segment.SafeCSVCell(rej.Reason)
+	if err := r.w.Write(r.rec[:]); err != nil {
+		return fmt.Errorf("writing rejected.csv: %w", err)
+	}
+	return nil
+}
+
+func (r *rejectWriter) close() error {
+	r.w.Flush()
+	err := r.w.Error()
+	if err == nil {
+		err = r.bw.Flush()
+	}
+	if cerr := r.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing rejected.csv: %w", err)
+	}
+	return nil
+}
+
+func errJoinClose(err error, f *os.File) error {
+	return errors.Join(err, f.Close())
+}
