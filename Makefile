@@ -1,21 +1,58 @@
-# segpilot — see README.md. Every target works on a fresh clone with Go installed.
-GO ?= go
+# segpilot — see README.md. `make run` and `make test` work on a fresh clone
+# with Go installed; `make test` also wants Node (for asl-validator).
+GO        ?= go
 FUNCTIONS := ingest syncbatch finalize refresh
+# Lambda build: linux/arm64, static, no RPC shim (provided.al2023).
+LAMBDA_BUILD = CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w'
+ASL_VALIDATOR ?= $(shell command -v asl-validator 2>/dev/null || echo npx --yes asl-validator@4.0.0)
+FUZZTIME ?= 60s
 
 .PHONY: run test bench fuzz soak build lint clean
 
 run: ## a real export end to end: sample segment, local folder as bucket, in-process Autopilot simulator
-	$(GO) run ./cmd/segpilot demo
+	$(GO) run ./cmd/segpilot demo $(if $(FILE),--file $(FILE))
 
-test: ## unit, integration and end-to-end tests, with the race detector
+test: ## vet, state machine check, unit + integration + end-to-end tests with -race, short fuzzing
 	$(GO) vet ./...
+	$(ASL_VALIDATOR) --json-path statemachine/export.asl.json
 	$(GO) test -race -count=1 ./...
+	$(GO) test -run '^$$' -fuzz '^FuzzReadCSV$$' -fuzztime 5s ./shared/segment
+	$(GO) test -run '^$$' -fuzz '^FuzzReadJSON$$' -fuzztime 5s ./shared/segment
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 5s ./shared/config
 
-bench: ## benchmarks (minutes); see docs/benchmarks.md
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./...
+fuzz: ## longer fuzzing of the parsers (FUZZTIME each, default 60s)
+	$(GO) test -run '^$$' -fuzz '^FuzzReadCSV$$' -fuzztime $(FUZZTIME) ./shared/segment
+	$(GO) test -run '^$$' -fuzz '^FuzzReadJSON$$' -fuzztime $(FUZZTIME) ./shared/segment
+	$(GO) test -run '^$$' -fuzz '^FuzzNormalizeEmail$$' -fuzztime $(FUZZTIME) ./shared/segment
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./shared/config
 
-fuzz: ## longer fuzzing of the parsers
-	@echo "see per-package fuzz targets"
+bench: ## benchmarks (minutes); results go to docs/benchmarks.md
+	./scripts/bench.sh
+
+soak: ## 100,000 profiles through the local pipeline with faults (minutes)
+	SEGPILOT_SOAK=1 $(GO) test -race=false -count=1 -run '^TestSoak$$' -timeout 60m -v ./internal/e2e
+
+build: $(addprefix build/,$(addsuffix /bootstrap,$(FUNCTIONS))) ## all four Lambda binaries into build/
+
+build/%/bootstrap: FORCE
+	$(LAMBDA_BUILD) -o $@ ./functions/$*
+
+# sam build (Metadata: BuildMethod: makefile) calls build-<LogicalId> with ARTIFACTS_DIR set.
+build-IngestFunction:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/ingest
+build-SyncBatchFunction:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/syncbatch
+build-FinalizeFunction:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/finalize
+build-RefreshFunction:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/refresh
+
+lint: ## gofmt, go vet, govulncheck
+	test -z "$$(gofmt -l $$(git ls-files '*.go'))"
+	$(GO) vet ./...
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@v1.9.0 ./...
 
 clean:
-	rm -rf build .segpilot
+	rm -rf build .segpilot .aws-sam
+
+FORCE:

@@ -86,7 +86,7 @@ func newRunner(t *testing.T, h *harness, items int, sync runner.Handler) *runner
 }
 
 func input(concurrency int) []byte {
-	return []byte(`{"export":"e","runId":"r1","itemsKey":"runs/e/r1/items.json","workerRps":1.5,"concurrency":` + itoa(concurrency) + `}`)
+	return []byte(`{"export":"e","runId":"r1","itemsKey":"runs/e/r1/items.json","listId":"contactlist_1","workerRps":1.5,"concurrency":` + itoa(concurrency) + `}`)
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
@@ -140,8 +140,10 @@ func TestConcurrencyFromInput(t *testing.T) {
 		mu.Unlock()
 		return json.RawMessage(`{"ok":true}`), nil
 	})
-	done := make(chan error)
+	done := make(chan error, 1)
 	go func() { _, err := r.Execute(context.Background(), input(limit)); done <- err }()
+	var err error
+release:
 	for released := 0; released < items; released++ {
 		deadline := time.Now().Add(5 * time.Second)
 		for {
@@ -153,9 +155,16 @@ func TestConcurrencyFromInput(t *testing.T) {
 			}
 			time.Sleep(time.Millisecond)
 		}
-		release <- struct{}{}
+		select {
+		case release <- struct{}{}:
+		case err = <-done: // the run ended early: it failed
+			break release
+		}
 	}
-	if err := <-done; err != nil {
+	if err == nil {
+		err = <-done
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	if peak != limit {

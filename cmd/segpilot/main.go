@@ -1,0 +1,165 @@
+// Command segpilot runs segpilot's export pipeline on a laptop: the same
+// handlers and state machine as the Lambda deployment, with a folder as the
+// bucket and Autopilot (real or simulated).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitInvalid = 1 // the file or config is invalid, or a run failed
+	exitUsage   = 2
+)
+
+// usageError is a mistake on the command line.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+type command struct {
+	summary string
+	example string
+	run     func(ctx context.Context, env *env, args []string) error
+}
+
+// env is what every command gets: its streams and global flags.
+type env struct {
+	stdout, stderr io.Writer
+	json           bool
+	verbose        bool
+	log            *slog.Logger
+	getenv         func(string) string
+}
+
+func commands() map[string]command {
+	return map[string]command{
+		"demo":     {"run the bundled sample export end to end against the built-in simulator (make run)", "segpilot demo", cmdDemo},
+		"run":      {"run an export locally: plan, send, finalize", "segpilot run --config exports.yaml --export vip-newsletter --file vip.csv --sim", cmdRun},
+		"plan":     {"dry run: what would be added, changed, removed and rejected", "segpilot plan --config exports.yaml --export vip-newsletter --file vip.csv", cmdPlan},
+		"validate": {"check a config and a segment file without sending anything", "segpilot validate --config exports.yaml --export vip-newsletter --file vip.csv", cmdValidate},
+		"sim":      {"serve the Autopilot simulator on loopback", "segpilot sim --addr 127.0.0.1:8089 --api-key test-key --rps 5", cmdSim},
+		"watch":    {"run exports for every file dropped into DIR/segments/<segment>/", "segpilot watch --config exports.yaml --dir ./bucket --sim", cmdWatch},
+		"runs":     {"list the runs of an export and their status", "segpilot runs --export vip-newsletter --bucket-dir .segpilot/bucket", cmdRuns},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := Main(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// Main runs one command and returns its exit code (tests call it directly).
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	cmds := commands()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout, cmds)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "segpilot: unknown command %q; run 'segpilot help' for the list\n", args[0])
+		return exitUsage
+	}
+	e := &env{stdout: stdout, stderr: stderr, getenv: getenv}
+	err := cmd.run(ctx, e, args[1:])
+	var ue usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "segpilot %s: %s\n", args[0], ue.msg)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "segpilot %s: %s\n", args[0], oneLine(err.Error()))
+		return exitInvalid
+	}
+}
+
+func oneLine(s string) string {
+	if strings.Count(s, "\n") <= 1 {
+		return strings.TrimSpace(s)
+	}
+	return strings.TrimSpace(s) // multi-problem validation errors stay readable, one per line
+}
+
+func usage(w io.Writer, cmds map[string]command) {
+	fmt.Fprintln(w, "segpilot exports customer segments into Autopilot lists.")
+	fmt.Fprintln(w, "\nUsage: segpilot <command> [flags]   (segpilot <command> --help for its flags)")
+	fmt.Fprintln(w, "\nCommands:")
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-9s %s\n", n, cmds[n].summary)
+	}
+}
+
+// flags builds a command's flag set with the global -v and --json flags and
+// a help text that shows an example.
+func (e *env) flags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.BoolVar(&e.verbose, "v", false, "debug logs")
+	fs.BoolVar(&e.json, "json", false, "machine-readable output")
+	cmd := commands()[name]
+	fs.Usage = func() {
+		fmt.Fprintf(e.stdout, "segpilot %s: %s\n\nExample:\n  %s\n\nFlags:\n", name, cmd.summary, cmd.example)
+		fs.SetOutput(e.stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(e.stderr)
+	}
+	return fs
+}
+
+func (e *env) parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	level := slog.LevelWarn
+	if e.verbose {
+		level = slog.LevelDebug
+	}
+	e.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	return nil
+}
+
+func required(pairs ...string) error {
+	var missing []string
+	for i := 0; i < len(pairs); i += 2 {
+		if pairs[i+1] == "" {
+			missing = append(missing, "--"+pairs[i])
+		}
+	}
+	if len(missing) > 0 {
+		return usageError{"missing " + strings.Join(missing, ", ") + " (see --help)"}
+	}
+	return nil
+}

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/run"
+)
+
+// fileState is what watch remembers of a file: a change in either means a new drop.
+type fileState struct {
+	size    int64
+	modTime time.Time
+}
+
+func cmdWatch(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("watch")
+	configPath := fs.String("config", "", "exports.yaml")
+	dir := fs.String("dir", "", "drop folder laid out like the bucket: files land in DIR/segments/<segment>/")
+	interval := fs.Duration("interval", 2*time.Second, "how often to look for new files")
+	existing := fs.Bool("existing", false, "also run the files already there at start")
+	var t target
+	fs.BoolVar(&t.useSim, "sim", false, "send to the built-in Autopilot simulator")
+	fs.StringVar(&t.faults, "faults", "", "with --sim: inject faults")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	if err := required("config", *configPath, "dir", *dir); err != nil {
+		return err
+	}
+	cfg, err := config.LoadFile(*configPath)
+	if err != nil {
+		return err
+	}
+	if _, err := stage(*dir, *configPath, cfg, nil, ""); err != nil {
+		return err
+	}
+	t.baseURL = e.getenv("AUTOPILOT_BASE_URL")
+	s, err := e.open(ctx, *dir, t, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+
+	seen := map[string]fileState{}
+	pending := map[string]fileState{} // seen once; run when unchanged at the next look (upload finished)
+	first := true
+	fmt.Fprintf(e.stdout, "watching %s for segment files (Ctrl-C to stop)\n", filepath.Join(*dir, "segments"))
+	tick := time.NewTicker(*interval)
+	defer tick.Stop()
+	for {
+		files, err := scanSegments(*dir)
+		if err != nil {
+			return err
+		}
+		for key, st := range files {
+			if first && !*existing {
+				seen[key] = st
+				continue
+			}
+			if seen[key] == st {
+				continue
+			}
+			if p, ok := pending[key]; !ok || p != st {
+				pending[key] = st
+				continue
+			}
+			delete(pending, key)
+			seen[key] = st
+			fmt.Fprintf(e.stdout, "new file %s\n", key)
+			started := time.Now()
+			results, err := s.p.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerS3, Source: run.Source{Key: key}})
+			if s.progress != nil {
+				s.progress.finish()
+			}
+			if err != nil {
+				// One bad drop must not stop the watcher: report it and go on.
+				fmt.Fprintf(e.stderr, "segpilot watch: %s: %v\n", key, err)
+				continue
+			}
+			if err := e.summarise(ctx, s, *dir, results, time.Since(started)); err != nil {
+				fmt.Fprintf(e.stderr, "segpilot watch: %s: %v\n", key, err)
+			}
+		}
+		first = false
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// scanSegments lists DIR/segments/<segment>/<file> as bucket keys.
+func scanSegments(dir string) (map[string]fileState, error) {
+	out := map[string]fileState{}
+	segs, err := os.ReadDir(filepath.Join(dir, "segments"))
+	if os.IsNotExist(err) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, seg := range segs {
+		if !seg.IsDir() {
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(dir, "segments", seg.Name()))
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range files {
+			if f.IsDir() || f.Name()[0] == '.' {
+				continue
+			}
+			info, err := f.Info()
+			if err != nil {
+				continue // removed while we looked
+			}
+			out["segments/"+seg.Name()+"/"+f.Name()] = fileState{size: info.Size(), modTime: info.ModTime()}
+		}
+	}
+	return out, nil
+}

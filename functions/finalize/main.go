@@ -1,0 +1,22 @@
+// Command finalize closes a run: report.json, rejected.csv, snapshot
+// promotion, and the run's metrics as Embedded Metric Format on stdout.
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+
+	"github.com/aws/aws-lambda-go/lambda"
+
+	"github.com/segpilot/segpilot/internal/lambdaapp"
+)
+
+func main() {
+	svc, err := lambdaapp.NewService(context.Background(), lambdaapp.Needs{})
+	if err != nil {
+		slog.Error("start-up failed", "error", err)
+		os.Exit(1)
+	}
+	lambda.Start(lambdaapp.Finalize(svc, os.Stdout))
+}

@@ -1,0 +1,22 @@
+// Command refresh re-runs exports from the newest file of their segment: on
+// the EventBridge schedule, or on demand with {"export": "NAME"}.
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+
+	"github.com/aws/aws-lambda-go/lambda"
+
+	"github.com/segpilot/segpilot/internal/lambdaapp"
+)
+
+func main() {
+	svc, err := lambdaapp.NewService(context.Background(), lambdaapp.Needs{Starter: true})
+	if err != nil {
+		slog.Error("start-up failed", "error", err)
+		os.Exit(1)
+	}
+	lambda.Start(lambdaapp.Refresh(svc))
+}

@@ -1,0 +1,226 @@
+// Package e2e runs segpilot's whole pipeline against the Autopilot
+// simulator and checks what Autopilot ends up holding, exactly.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"errors"
+	"io"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/shared/autopilot/sim"
+	"github.com/segpilot/segpilot/shared/local"
+	"github.com/segpilot/segpilot/shared/run"
+	"github.com/segpilot/segpilot/shared/store"
+)
+
+const (
+	listTitle = "VIP customers"
+	apiKey    = "KEY-e2e-0123456789"
+)
+
+// configYAML is an export like the shipped example; mode and rate vary.
+func configYAML(mode string, rps int) string {
+	return `connections:
+  autopilot-main:
+    kind: autopilot
+    apiKeySecret: segpilot/autopilot
+    baseURL: https://api2.autopilothq.com/v1
+    consent: true
+    requestsPerSecond: ` + strconv.Itoa(rps) + `
+exports:
+  vip-newsletter:
+    connection: autopilot-main
+    segment: vip-customers
+    list: ` + listTitle + `
+    match:
+      email: EmailAddress
+      firstName: FirstName
+      lastName: LastName
+      custom:
+        LoyaltyTier: string--Loyalty--Tier
+        LifetimeOrders: integer--Lifetime--Orders
+    mode: ` + mode + `
+`
+}
+
+type fixedKey string
+
+func (k fixedKey) Secret(context.Context, string) (string, error) { return string(k), nil }
+
+// harness is a local pipeline wired to a simulator on loopback.
+type harness struct {
+	t   *testing.T
+	sim *sim.Server
+	p   *local.Pipeline
+	dir string
+}
+
+func newHarness(t *testing.T, simOpts sim.Options, config string) *harness {
+	t.Helper()
+	if simOpts.APIKey == "" {
+		simOpts.APIKey = apiKey
+	}
+	s := sim.New(simOpts)
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	p, err := local.New(local.Options{
+		BucketDir: dir, Secrets: fixedKey(apiKey), BaseURL: srv.URL + "/v1",
+		RetrySleep:    func(ctx context.Context, d time.Duration) error { return ctx.Err() },
+		ClientTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, sim: s, p: p, dir: dir}
+	h.put(run.ConfigKey, []byte(config))
+	return h
+}
+
+func (h *harness) put(key string, data []byte) store.ObjectInfo {
+	h.t.Helper()
+	info, err := h.p.Store.Put(context.Background(), key, bytes.NewReader(data), store.PutOptions{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return info
+}
+
+// drop puts a segment file and runs ingest on it, as the S3 trigger does.
+func (h *harness) drop(name string, data []byte) []run.Result {
+	h.t.Helper()
+	key := "segments/vip-customers/" + name
+	info := h.put(key, data)
+	res, err := h.p.Service.Start(context.Background(), run.StartRequest{Trigger: run.TriggerS3,
+		Source: run.Source{Key: key, ETag: info.ETag, Size: info.Size}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return res
+}
+
+func (h *harness) report(r run.Result) *run.Report {
+	h.t.Helper()
+	rep, err := run.ReadReport(context.Background(), h.p.Store, r.Export, r.RunID)
+	if err != nil {
+		h.t.Fatalf("report of %s: %v", r.RunID, err)
+	}
+	return rep
+}
+
+func generate(t testing.TB, o sample.Options) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if _, err := sample.Write(&b, o); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// contact is what Autopilot should hold for one profile.
+type contact struct {
+	first, last, tier string
+	orders            float64
+}
+
+// expected is an oracle independent of segpilot's reader: the valid,
+// deduplicated (last row wins) profiles of a generated file.
+func expected(t testing.TB, data []byte) map[string]contact {
+	t.Helper()
+	r := csv.NewReader(bytes.NewReader(data))
+	if _, err := r.Read(); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]contact{}
+	for {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		email := strings.ToLower(rec[1])
+		at := strings.Index(email, "@")
+		orders, oerr := strconv.Atoi(rec[5])
+		if at < 1 || strings.Count(email, "@") != 1 || strings.ContainsAny(email, " <>") ||
+			!strings.Contains(email[at:], ".") || oerr != nil {
+			continue
+		}
+		out[email] = contact{first: rec[2], last: rec[3], tier: rec[4], orders: float64(orders)}
+	}
+	return out
+}
+
+// assertState checks the simulator holds exactly want, all on the list.
+func (h *harness) assertState(want map[string]contact) {
+	h.t.Helper()
+	state := h.sim.Dump()
+	got := map[string]sim.Contact{}
+	for _, c := range state.Contacts {
+		got[strings.ToLower(c.Email)] = c
+	}
+	for email, w := range want {
+		c, ok := got[email]
+		if !ok {
+			h.t.Errorf("%s missing from Autopilot", email)
+			continue
+		}
+		if c.Fields["FirstName"] != w.first || c.Fields["LastName"] != w.last ||
+			c.Custom["string--Loyalty--Tier"] != w.tier || c.Custom["integer--Lifetime--Orders"] != w.orders {
+			h.t.Errorf("%s holds %v %v, want %+v", email, c.Fields, c.Custom, w)
+		}
+	}
+	var members []string
+	for _, l := range state.Lists {
+		if l.Title == listTitle {
+			members = append(members, l.Members...)
+		}
+	}
+	var wantMembers []string
+	for email := range want {
+		wantMembers = append(wantMembers, email)
+	}
+	sort.Strings(wantMembers)
+	lower := make([]string, len(members))
+	for i, m := range members {
+		lower[i] = strings.ToLower(m)
+	}
+	sort.Strings(lower)
+	if strings.Join(lower, ",") != strings.Join(wantMembers, ",") {
+		h.t.Errorf("list %q has %d members, want %d", listTitle, len(lower), len(wantMembers))
+	}
+}
+
+func (h *harness) contactRequests() int {
+	c := h.sim.Counters()
+	n := 0
+	for route, byStatus := range c.ByRoute {
+		if strings.Contains(route, "/contact") {
+			for _, v := range byStatus {
+				n += v
+			}
+		}
+	}
+	return n
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Clean(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

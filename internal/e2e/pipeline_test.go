@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/shared/autopilot/sim"
+	"github.com/segpilot/segpilot/shared/run"
+)
+
+func TestExportDeliversExactlyTheSegment(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, sim.Options{}, configYAML("mirror", 100))
+	data := generate(t, sample.Options{Rows: 1000, Seed: 3, Invalid: 97, Dupes: 50})
+	res := h.drop("week1.csv", data)
+	if len(res) != 1 || res[0].Status != run.StatusSucceeded {
+		t.Fatalf("results %+v", res)
+	}
+	want := expected(t, data)
+	h.assertState(want)
+	rep := h.report(res[0])
+	o := rep.Outcome
+	if !o.Reconciles() || o.Sent != len(want) || o.Failed != 0 || !rep.SnapshotPromoted {
+		t.Fatalf("report does not reconcile with the input: %+v", rep)
+	}
+	if o.Duplicates == 0 || o.Rejected == 0 {
+		t.Fatalf("the sample has duplicates and invalid rows, report says %+v", o)
+	}
+
+	// Unchanged rerun (a new file with the same content): no contact requests.
+	before := h.contactRequests()
+	res = h.drop("week1-again.csv", data)
+	if res[0].Status != run.StatusSucceeded || res[0].Counts.Unchanged != len(want) {
+		t.Fatalf("rerun %+v", res[0])
+	}
+	if n := h.contactRequests() - before; n != 0 {
+		t.Fatalf("unchanged rerun sent %d contact requests", n)
+	}
+
+	// The next week: changes, joiners and leavers go out, exactly.
+	week2 := generate(t, sample.Options{Rows: 1000, Seed: 3, Invalid: 97, Dupes: 50, Changed: 20, Removed: 10, Added: 15})
+	res = h.drop("week2.csv", week2)
+	if res[0].Status != run.StatusSucceeded {
+		t.Fatalf("week 2: %+v", res[0])
+	}
+	c := res[0].Counts
+	if c.Changed == 0 || c.Removed == 0 || c.Added == 0 {
+		t.Fatalf("week 2 should change, add and remove: %+v", c)
+	}
+	h.assertState(expected(t, week2))
+	if o := h.report(res[0]).Outcome; o.Sent != c.Added+c.Changed || o.Removed != c.Removed || !o.Reconciles() {
+		t.Fatalf("week 2 outcome %+v for plan %+v", o, c)
+	}
+}
+
+func TestDuplicateDeliveryStartsOneRun(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, sim.Options{}, configYAML("upsert", 100))
+	data := generate(t, sample.Options{Rows: 300, Seed: 9})
+	first := h.drop("a.csv", data)
+	upserts := h.sim.Counters().ByRoute["POST /contacts"][200]
+	for range 2 { // S3 delivers events at least once
+		again := h.drop("a.csv", data)
+		if again[0].RunID != first[0].RunID || again[0].Started {
+			t.Fatalf("duplicate delivery: %+v, first %+v", again[0], first[0])
+		}
+	}
+	if got := h.sim.Counters().ByRoute["POST /contacts"][200]; got != upserts {
+		t.Fatalf("duplicate deliveries sent %d more bulk upserts", got-upserts)
+	}
+}
+
+func TestRejectedByAutopilotIsIsolatedAndReported(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, sim.Options{Faults: sim.Faults{RejectEmails: `^customer(7|77|177)@`}}, configYAML("upsert", 100))
+	data := generate(t, sample.Options{Rows: 250, Seed: 4})
+	res := h.drop("a.csv", data)
+	rep := h.report(res[0])
+	if rep.Outcome.RejectedByAPI != 3 || rep.Outcome.Sent != 247 || !rep.Outcome.Reconciles() {
+		t.Fatalf("outcome %+v", rep.Outcome)
+	}
+	want := expected(t, data)
+	for _, e := range []string{"customer7@example.com", "customer77@example.com", "customer177@example.com"} {
+		delete(want, e)
+	}
+	h.assertState(want)
+	rejected := string(mustRead(t, h.dir+"/"+rep.Rejected))
+	for _, e := range []string{"customer7@", "customer77@", "customer177@"} {
+		if !strings.Contains(rejected, e) {
+			t.Errorf("rejected.csv lacks %s:\n%s", e, rejected)
+		}
+	}
+}
+
+func TestConsentAndEnabledSwitchesSendNothing(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, from, to string
+	}{
+		{"no consent", "consent: true", "consent: false"},
+		{"disabled", "mode: upsert", "mode: upsert\n    enabled: false"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, sim.Options{}, strings.Replace(configYAML("upsert", 100), tt.from, tt.to, 1))
+			res := h.drop("a.csv", generate(t, sample.Options{Rows: 50, Seed: 1}))
+			if res[0].Status != run.StatusRefused || res[0].Message == "" {
+				t.Fatalf("result %+v", res[0])
+			}
+			if n := h.sim.Counters().Total; n != 0 {
+				t.Fatalf("%d requests reached Autopilot", n)
+			}
+			if rep := h.report(res[0]); rep.Status != run.StatusRefused || rep.Message == "" {
+				t.Fatalf("report %+v", rep)
+			}
+		})
+	}
+}

@@ -1,0 +1,73 @@
+package lambdaapp
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/segpilot/segpilot/shared/run"
+)
+
+// Ingest handles S3 ObjectCreated notifications for segments/.
+func Ingest(svc *run.Service) func(context.Context, events.S3Event) ([]run.Result, error) {
+	return func(ctx context.Context, ev events.S3Event) ([]run.Result, error) {
+		var all []run.Result
+		for _, rec := range ev.Records {
+			key := rec.S3.Object.URLDecodedKey // S3 sends keys URL-encoded
+			if key == "" {
+				key = rec.S3.Object.Key
+			}
+			if !strings.HasPrefix(key, "segments/") || strings.HasSuffix(key, "/") {
+				svc.Logger().Info("not a segment file", "key", key, "status", "ignored")
+				continue
+			}
+			res, err := svc.Start(ctx, run.StartRequest{Trigger: run.TriggerS3, Source: run.Source{
+				Key: key, ETag: strings.Trim(rec.S3.Object.ETag, `"`), VersionID: rec.S3.Object.VersionID, Size: rec.S3.Object.Size,
+			}})
+			all = append(all, res...)
+			if err != nil {
+				return all, fmt.Errorf("ingesting %s: %w", key, err)
+			}
+		}
+		return all, nil
+	}
+}
+
+// RefreshEvent is the schedule's input ({"trigger": "schedule"}, or an
+// EventBridge "Scheduled Event") or a manual invocation.
+type RefreshEvent struct {
+	Trigger           string `json:"trigger"`
+	DetailType        string `json:"detail-type"`
+	Export            string `json:"export"`
+	DryRun            bool   `json:"dryRun"`
+	AllowLargeRemoval bool   `json:"allowLargeRemoval"`
+}
+
+// Refresh handles the schedule and manual runs.
+func Refresh(svc *run.Service) func(context.Context, RefreshEvent) ([]run.Result, error) {
+	return func(ctx context.Context, ev RefreshEvent) ([]run.Result, error) {
+		trigger := run.TriggerManual
+		if ev.Trigger == run.TriggerSchedule || ev.DetailType == "Scheduled Event" {
+			trigger = run.TriggerSchedule
+		}
+		return svc.Refresh(ctx, run.RefreshRequest{Trigger: trigger, Export: ev.Export,
+			DryRun: ev.DryRun, AllowLargeRemoval: ev.AllowLargeRemoval})
+	}
+}
+
+// Finalize closes a run and writes its metrics (EMF) to metrics.
+func Finalize(svc *run.Service, metrics io.Writer) func(context.Context, run.FinalizeInput) (*run.Report, error) {
+	return func(ctx context.Context, in run.FinalizeInput) (*run.Report, error) {
+		rep, err := svc.Finalize(ctx, in)
+		if err != nil {
+			return nil, err
+		}
+		if err := run.EmitMetrics(metrics, rep); err != nil {
+			svc.Logger().Warn("writing metrics", "export", rep.Export, "run", rep.RunID, "error", err)
+		}
+		return rep, nil
+	}
+}

@@ -1,0 +1,248 @@
+package run
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segpilot/segpilot/shared/plan"
+	"github.com/segpilot/segpilot/shared/segment"
+	"github.com/segpilot/segpilot/shared/store"
+)
+
+// FinalizeInput is the finalize step's event: the execution input, plus
+// mapError when the Map failed as a whole (e.g. the key was refused).
+type FinalizeInput struct {
+	Export   string    `json:"export"`
+	RunID    string    `json:"runId"`
+	MapError *MapError `json:"mapError,omitempty"`
+}
+
+// MapError is Step Functions' error object.
+type MapError struct {
+	Error string `json:"Error"`
+	Cause string `json:"Cause"`
+}
+
+// Finalize gathers a run's batch results into report.json and rejected.csv
+// and, only when nothing failed, promotes the run's profile set to the
+// export's snapshot, so the next run diffs against what Autopilot holds.
+func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, error) {
+	m, err := s.readManifest(ctx, in.Export, in.RunID)
+	if err != nil {
+		return nil, fmt.Errorf("finalizing %s: %w", in.RunID, err)
+	}
+	rep := &Report{Export: m.Export, RunID: m.RunID, Trigger: m.Trigger, Source: m.Source,
+		ConfigVersion: m.ConfigVersion, Mode: m.Mode, List: m.List, Plan: m.Counts, PlannedAt: m.PlannedAt,
+		Rejected: rejectedKey(m.Export, m.RunID)}
+	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged,
+		Duplicates: m.Counts.Duplicates, Rejected: m.Counts.Rejected}
+	rep.Batches.Total = len(m.Batches)
+
+	var issues []RowIssue // API rejections and failures, for rejected.csv
+	apiRejected := map[string]bool{}
+	cause := "the batch did not complete"
+	if in.MapError != nil {
+		cause = in.MapError.Error + ": " + in.MapError.Cause
+	}
+	for _, ref := range m.Batches {
+		var res BatchResult
+		err := getJSON(ctx, s.Store, resultKey(m.Export, m.RunID, ref.Seq), &res)
+		if err == nil {
+			rep.Batches.Settled++
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		} else {
+			rep.Batches.Failed++
+			res, err = s.failedBatch(ctx, m, ref.Seq, cause)
+			if err != nil {
+				return nil, err
+			}
+		}
+		rep.Outcome.Sent += res.Sent
+		rep.Outcome.Removed += res.Removed
+		rep.Outcome.RejectedByAPI += len(res.Rejected)
+		rep.Requests.add(res.Requests)
+		for _, r := range res.Rejected {
+			apiRejected[r.Email] = true
+			issues = append(issues, RowIssue{Row: r.Row, Email: r.Email, Reason: "rejected by Autopilot: " + r.Reason})
+		}
+		for _, f := range res.Failed {
+			if f.Row == 0 { // a removal
+				rep.Outcome.RemoveFailed++
+			} else {
+				rep.Outcome.Failed++
+			}
+			issues = append(issues, RowIssue{Row: f.Row, Email: f.Email, Reason: "failed: " + f.Reason})
+		}
+	}
+
+	if err := s.writeRejected(ctx, m, issues); err != nil {
+		return nil, err
+	}
+	rep.Status = StatusSucceeded
+	switch {
+	case in.MapError != nil && strings.Contains(in.MapError.Error+in.MapError.Cause, "Unauthorized"):
+		rep.Status = StatusFailed
+		rep.Message = "Autopilot refused the API key (401/403): check or rotate the secret, then run again; nothing more was sent"
+	case rep.Batches.Failed > 0 || in.MapError != nil:
+		rep.Status = StatusFailed
+		rep.Message = fmt.Sprintf("%d of %d batches failed (%s); their contacts are in rejected.csv and the next run retries them",
+			rep.Batches.Failed, rep.Batches.Total, cause)
+	}
+	if rep.Status == StatusSucceeded {
+		if err := s.promote(ctx, m, apiRejected); err != nil {
+			return nil, err
+		}
+		rep.SnapshotPromoted = true
+	}
+	rep.FinishedAt = s.now()
+	rep.DurationSeconds = rep.FinishedAt.Sub(m.PlannedAt).Seconds()
+	rep.FloorSeconds = floorSeconds(m)
+	if err := putJSON(ctx, s.Store, reportKey(m.Export, m.RunID), rep, store.PutOptions{}); err != nil {
+		return nil, err
+	}
+	s.Logger().Info("run "+rep.Status, "export", m.Export, "run", m.RunID, "status", rep.Status,
+		"sent", rep.Outcome.Sent, "rejected", rep.Outcome.Rejected+rep.Outcome.RejectedByAPI,
+		"failed", rep.Outcome.Failed, "removed", rep.Outcome.Removed)
+	return rep, nil
+}
+
+// failedBatch accounts for a batch that never settled: what its last attempt
+// recorded, or else every contact in it as failed.
+func (s *Service) failedBatch(ctx context.Context, m *Manifest, seq int, cause string) (BatchResult, error) {
+	var last BatchResult
+	err := getJSON(ctx, s.Store, failureKey(m.Export, m.RunID, seq), &last)
+	if err == nil {
+		return last, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return last, err
+	}
+	b, err := s.readBatch(ctx, m.Export, m.RunID, seq)
+	if err != nil {
+		return last, err
+	}
+	res := BatchResult{Batch: seq}
+	for _, u := range b.Upserts {
+		res.Failed = append(res.Failed, RowIssue{Row: u.Row, Email: u.Profile.Email, Reason: cause})
+	}
+	for _, e := range b.Removals {
+		res.Failed = append(res.Failed, RowIssue{Email: e, Reason: "not removed from the list: " + cause})
+	}
+	return res, nil
+}
+
+// writeRejected writes rejected.csv: the file's invalid rows, then the
+// contacts Autopilot refused or that could not be delivered.
+func (s *Service) writeRejected(ctx context.Context, m *Manifest, issues []RowIssue) error {
+	pr, pw := io.Pipe()
+	go func() {
+		pw.CloseWithError(func() error {
+			rc, _, err := s.Store.Get(ctx, inputRejectedKey(m.Export, m.RunID))
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(pw, rc)
+			rc.Close()
+			if err != nil {
+				return err
+			}
+			w := csv.NewWriter(pw)
+			for _, is := range issues {
+				row := ""
+				if is.Row > 0 {
+					row = strconv.Itoa(is.Row)
+				}
+				if err := w.Write([]string{row, segment.SafeCSVCell(is.Email), segment.SafeCSVCell(is.Reason)}); err != nil {
+					return err
+				}
+			}
+			w.Flush()
+			return w.Error()
+		}())
+	}()
+	_, err := s.Store.Put(ctx, rejectedKey(m.Export, m.RunID), pr, store.PutOptions{ContentType: "text/csv"})
+	pr.CloseWithError(err)
+	if err != nil {
+		return fmt.Errorf("writing rejected.csv: %w", err)
+	}
+	return nil
+}
+
+// promote copies the run's planned snapshot to state/<export>/snapshot,
+// leaving out contacts Autopilot rejected (they are not on the list).
+func (s *Service) promote(ctx context.Context, m *Manifest, drop map[string]bool) error {
+	rc, _, err := s.Store.Get(ctx, plannedSnapshotKey(m.Export, m.RunID))
+	if err != nil {
+		return fmt.Errorf("promoting snapshot: %w", err)
+	}
+	defer rc.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		pw.CloseWithError(plan.FilterSnapshot(rc, pw, func(email string) bool { return drop[email] }))
+	}()
+	_, err = s.Store.Put(ctx, snapshotKey(m.Export), pr, store.PutOptions{ContentType: "text/plain"})
+	pr.CloseWithError(err)
+	if err != nil {
+		return fmt.Errorf("promoting snapshot: %w", err)
+	}
+	return nil
+}
+
+// floorSeconds is the least time the run's requests need at the connection's budget.
+func floorSeconds(m *Manifest) float64 {
+	if m.Connection.RequestsPerSecond <= 0 {
+		return 0
+	}
+	requests := 0
+	for _, b := range m.Batches {
+		if b.Upserts > 0 {
+			requests++
+		}
+		requests += b.Removals
+	}
+	return float64(requests) / m.Connection.RequestsPerSecond
+}
+
+// EmitMetrics writes the run's figures as one CloudWatch Embedded Metric
+// Format line, so metrics cost no API calls.
+func EmitMetrics(w io.Writer, rep *Report) error {
+	metrics := []struct {
+		name  string
+		unit  string
+		value float64
+	}{
+		{"ContactsSent", "Count", float64(rep.Outcome.Sent)},
+		{"ContactsRejected", "Count", float64(rep.Outcome.Rejected + rep.Outcome.RejectedByAPI)},
+		{"ContactsFailed", "Count", float64(rep.Outcome.Failed)},
+		{"ContactsRemoved", "Count", float64(rep.Outcome.Removed)},
+		{"Throttled", "Count", float64(rep.Requests.Throttled)},
+		{"Requests", "Count", float64(rep.Requests.Total)},
+		{"RunDuration", "Seconds", rep.DurationSeconds},
+	}
+	defs := make([]map[string]string, len(metrics))
+	doc := map[string]any{"Export": rep.Export, "Status": rep.Status, "run": rep.RunID}
+	for i, mt := range metrics {
+		defs[i] = map[string]string{"Name": mt.name, "Unit": mt.unit}
+		doc[mt.name] = mt.value
+	}
+	doc["_aws"] = map[string]any{
+		"Timestamp": time.Now().UnixMilli(),
+		"CloudWatchMetrics": []any{map[string]any{
+			"Namespace": "segpilot", "Dimensions": [][]string{{"Export"}}, "Metrics": defs,
+		}},
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}

@@ -1,0 +1,505 @@
+package run
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/plan"
+	"github.com/segpilot/segpilot/shared/segment"
+	"github.com/segpilot/segpilot/shared/store"
+)
+
+// Service runs segpilot's pipeline steps against its ports.
+type Service struct {
+	Store   store.ObjectStore
+	Starter Starter
+	Connect Connector
+	Log     *slog.Logger
+	TempDir string           // plan work space (Lambda: /tmp); default os.TempDir()
+	Now     func() time.Time // default time.Now
+
+	lists  sync.Map   // connection+title -> list id, resolved once per process
+	listMu sync.Mutex // one resolution at a time
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// Logger is the service's logger, never nil.
+func (s *Service) Logger() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// StartRequest asks for runs of the exports that read one segment file.
+type StartRequest struct {
+	Trigger           string
+	Source            Source
+	Export            string // only this export; empty: every export of the segment
+	DryRun            bool   // plan and report only
+	AllowLargeRemoval bool   // lift the mirror safety brake for this run
+}
+
+// Result is what one export's start came to.
+type Result struct {
+	Export  string      `json:"export"`
+	RunID   string      `json:"runId,omitempty"`
+	Status  string      `json:"status"`
+	Message string      `json:"message,omitempty"`
+	Counts  plan.Counts `json:"counts"`
+	Started bool        `json:"started"`
+}
+
+// SegmentOf returns the segment a key belongs to ("segments/<segment>/<file>").
+func SegmentOf(key string) (string, error) {
+	rest, ok := strings.CutPrefix(key, "segments/")
+	seg, file, found := strings.Cut(rest, "/")
+	if !ok || !found || seg == "" || file == "" || strings.HasSuffix(file, "/") {
+		return "", fmt.Errorf("%q is not a segment file: expected segments/<segment>/<file>", key)
+	}
+	return seg, nil
+}
+
+// RunID is derived from the export, the object's identity and the config
+// version, so every delivery of the same event names the same run.
+func RunID(export string, src Source, configVersion string) string {
+	h := sha256.Sum256([]byte(strings.Join([]string{export, src.Key, src.ETag, src.VersionID, configVersion}, "\x00")))
+	return export + "-" + hex.EncodeToString(h[:8])
+}
+
+// LoadConfig reads config/exports.yaml from the bucket.
+func LoadConfig(ctx context.Context, st store.ObjectStore) (*config.Config, error) {
+	rc, _, err := st.Get(ctx, ConfigKey)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w (upload your exports.yaml there)", ConfigKey, err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", ConfigKey, err)
+	}
+	return config.Load(ConfigKey, data)
+}
+
+// Start plans and starts the runs for a segment file (the ingest step).
+func (s *Service) Start(ctx context.Context, req StartRequest) ([]Result, error) {
+	seg, err := SegmentOf(req.Source.Key)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := LoadConfig(ctx, s.Store)
+	if err != nil {
+		return nil, err
+	}
+	var exports []*config.Export
+	if req.Export != "" {
+		e, err := cfg.Export(req.Export)
+		if err != nil {
+			return nil, err
+		}
+		if e.Segment != seg {
+			return nil, fmt.Errorf("export %s reads segment %q, not %q", e.Name, e.Segment, seg)
+		}
+		exports = []*config.Export{e}
+	} else {
+		exports = cfg.ExportsForSegment(seg)
+	}
+	if len(exports) == 0 {
+		s.Logger().Info("no export reads this segment", "segment", seg, "status", "ignored")
+		return nil, nil
+	}
+	if req.Source.ETag == "" && req.Source.VersionID == "" {
+		info, err := s.Store.Head(ctx, req.Source.Key)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", req.Source.Key, err)
+		}
+		req.Source.ETag, req.Source.VersionID, req.Source.Size = info.ETag, info.VersionID, info.Size
+	}
+	var results []Result
+	for _, e := range exports {
+		res, err := s.startExport(ctx, cfg, e, req)
+		if err != nil {
+			return results, fmt.Errorf("export %s: %w", e.Name, err)
+		}
+		s.Logger().Info("run "+res.Status, "export", res.Export, "run", res.RunID, "status", res.Status, "message", res.Message)
+		results = append(results, res)
+	}
+	return results, nil
+}
+
+func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest) (Result, error) {
+	runID := RunID(e.Name, req.Source, cfg.Version)
+	res := Result{Export: e.Name, RunID: runID}
+	conn := cfg.ConnectionOf(e)
+	base := Report{Export: e.Name, RunID: runID, Trigger: req.Trigger, Source: req.Source,
+		ConfigVersion: cfg.Version, Mode: e.Mode, List: e.List}
+
+	if err := cfg.Runnable(e); err != nil {
+		res.Status, res.Message = StatusRefused, err.Error()
+		if req.DryRun {
+			return res, nil
+		}
+		rep := base
+		rep.Status, rep.Message, rep.FinishedAt = StatusRefused, err.Error(), s.now()
+		return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+	}
+
+	prev, err := ReadReport(ctx, s.Store, e.Name, runID)
+	switch {
+	case err == nil && prev.Status == StatusSucceeded:
+		res.Status, res.Counts = StatusUpToDate, prev.Plan
+		res.Message = "this file was already exported with this configuration; nothing to send"
+		return res, nil
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return res, err
+	}
+
+	m, err := s.readManifest(ctx, e.Name, runID)
+	if errors.Is(err, store.ErrNotFound) || req.DryRun {
+		m, err = s.plan(ctx, cfg, e, conn, req, runID)
+		var limit *plan.LimitError
+		var ferr *segment.FileError
+		if errors.As(err, &limit) || errors.As(err, &ferr) {
+			res.Status, res.Message = StatusInvalid, err.Error()
+			if req.DryRun {
+				return res, nil
+			}
+			rep := base
+			rep.Status, rep.Message, rep.FinishedAt = StatusInvalid, err.Error(), s.now()
+			return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+		}
+	}
+	if err != nil {
+		return res, err
+	}
+	res.Counts = m.Counts
+	if req.DryRun {
+		res.Status = StatusDryRun
+		if m.Held && !req.AllowLargeRemoval && !e.AllowLargeRemoval {
+			res.Message = "would be held: " + m.HeldReason
+		}
+		return res, nil
+	}
+	if m.Held && !req.AllowLargeRemoval && !e.AllowLargeRemoval {
+		res.Status, res.Message = StatusHeld, m.HeldReason
+		rep := base
+		rep.Status, rep.Message, rep.Plan, rep.PlannedAt = StatusHeld, m.HeldReason, m.Counts, m.PlannedAt
+		return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+	}
+
+	// Resolve the list once, before the fan-out: it also proves the key works
+	// before any run starts, and no two workers can race to create the list.
+	listID, err := s.resolveList(ctx, m)
+	if err != nil {
+		var unauth *Unauthorized
+		if !errors.As(err, &unauth) {
+			return res, err
+		}
+		res.Status, res.Message = StatusFailed, err.Error()
+		rep := base
+		rep.Status, rep.Message, rep.Plan, rep.PlannedAt, rep.FinishedAt = StatusFailed, err.Error(), m.Counts, m.PlannedAt, s.now()
+		return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+	}
+
+	// A run whose earlier attempt failed or was held starts a new execution
+	// on the same plan: settled batches are not sent again.
+	name := runID
+	if prev != nil {
+		name = fmt.Sprintf("%s-%d", runID, s.now().Unix())
+	}
+	input, err := json.Marshal(Execution{Export: e.Name, RunID: runID, ItemsKey: itemsKey(e.Name, runID), ListID: listID,
+		Concurrency: m.Concurrency, WorkerRPS: m.WorkerRPS})
+	if err != nil {
+		return res, err
+	}
+	started, err := s.Starter.StartRun(ctx, name, input)
+	if err != nil {
+		return res, fmt.Errorf("starting run %s: %w", runID, err)
+	}
+	res.Started = started
+	res.Status = StatusRunning
+	if !started {
+		res.Message = "already started by an earlier delivery of the same event"
+	}
+	if rep, err := ReadReport(ctx, s.Store, e.Name, runID); err == nil && rep.FinishedAt.After(m.PlannedAt) && started {
+		// The local runner executes synchronously: report the finished run.
+		res.Status, res.Message = rep.Status, rep.Message
+	}
+	return res, nil
+}
+
+func storePut() store.PutOptions { return store.PutOptions{} }
+
+// resolveList finds (or creates) the export's list, unless the run has nothing to send.
+func (s *Service) resolveList(ctx context.Context, m *Manifest) (string, error) {
+	if len(m.Batches) == 0 {
+		return "", nil
+	}
+	dest, err := s.Connect(ctx, m.Connection, m.WorkerRPS)
+	if err != nil {
+		return "", classify(fmt.Errorf("connecting to %s: %w", m.Connection.Name, err))
+	}
+	id, err := s.listID(ctx, dest, m)
+	if err != nil {
+		return "", classify(err)
+	}
+	return id, nil
+}
+
+func (s *Service) readManifest(ctx context.Context, export, runID string) (*Manifest, error) {
+	var m Manifest
+	if err := getJSON(ctx, s.Store, manifestKey(export, runID), &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Pacing splits a connection's budget over parallel workers. More workers
+// than requests per second keeps the budget busy while each worker also
+// reads and writes S3; the workers together never exceed the budget.
+func Pacing(rps float64) (concurrency int, workerRPS float64) {
+	concurrency = int(math.Ceil(2 * rps))
+	concurrency = min(max(concurrency, 2), 40)
+	return concurrency, rps / float64(concurrency)
+}
+
+// plan reads the segment file, plans the run and (unless dry) uploads it.
+func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export, conn *config.Connection, req StartRequest, runID string) (*Manifest, error) {
+	dir, err := os.MkdirTemp(s.TempDir, "segpilot-plan-*")
+	if err != nil {
+		return nil, fmt.Errorf("creating plan folder: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	snap, _, err := s.Store.Get(ctx, snapshotKey(e.Name))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		snap = nil
+	case err != nil:
+		return nil, err
+	default:
+		defer snap.Close()
+	}
+	src := func(ctx context.Context, emit func(segment.Record) error, reject func(segment.Rejection) error) (segment.Stats, error) {
+		rc, _, err := s.Store.Get(ctx, req.Source.Key)
+		if err != nil {
+			return segment.Stats{}, fmt.Errorf("reading %s: %w", req.Source.Key, err)
+		}
+		defer rc.Close()
+		return segment.Read(ctx, rc, segment.Options{Name: req.Source.Key, Mapping: e.Mapping()}, emit, reject)
+	}
+	var snapReader io.Reader
+	if snap != nil {
+		snapReader = snap
+	}
+	p, err := plan.Build(ctx, src, snapReader, dir, plan.Options{
+		Mode: e.Mode, MaxProfiles: e.MaxProfiles, MaxRemovalShare: e.MaxRemovalShare,
+		AllowLargeRemoval: e.AllowLargeRemoval || req.AllowLargeRemoval, TempDir: s.TempDir,
+	})
+	if err != nil {
+		return nil, err
+	}
+	concurrency, workerRPS := Pacing(conn.RequestsPerSecond)
+	m := &Manifest{Export: e.Name, RunID: runID, Trigger: req.Trigger, Source: req.Source,
+		ConfigVersion: cfg.Version, Connection: *conn, List: e.List, Mode: e.Mode, Counts: p.Counts,
+		Batches: p.Batches, Held: p.Held, HeldReason: p.HeldReason,
+		Concurrency: concurrency, WorkerRPS: workerRPS, PlannedAt: s.now()}
+	if req.DryRun {
+		return m, nil
+	}
+	if err := s.upload(ctx, dir, p, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// upload writes the plan under runs/<export>/<run>/, the manifest last, so
+// a manifest's presence means the whole plan is there.
+func (s *Service) upload(ctx context.Context, dir string, p *plan.Plan, m *Manifest) error {
+	type file struct{ local, key string }
+	files := []file{
+		{p.Files.Snapshot, plannedSnapshotKey(m.Export, m.RunID)},
+		{p.Files.Rejected, inputRejectedKey(m.Export, m.RunID)},
+	}
+	items := make([]map[string]int, len(p.Batches))
+	for i, b := range p.Batches {
+		files = append(files, file{b.File, batchKey(m.Export, m.RunID, b.Seq)})
+		items[i] = map[string]int{"batch": b.Seq}
+	}
+	if err := parallel(ctx, len(files), 8, func(ctx context.Context, i int) error {
+		f, err := os.Open(filepath.Join(dir, files[i].local))
+		if err != nil {
+			return fmt.Errorf("uploading plan: %w", err)
+		}
+		defer f.Close()
+		if _, err := s.Store.Put(ctx, files[i].key, f, store.PutOptions{}); err != nil {
+			return fmt.Errorf("uploading %s: %w", files[i].key, err)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := putJSON(ctx, s.Store, itemsKey(m.Export, m.RunID), items, store.PutOptions{}); err != nil {
+		return err
+	}
+	err := putJSON(ctx, s.Store, manifestKey(m.Export, m.RunID), m, store.PutOptions{IfNoneMatch: true})
+	if errors.Is(err, store.ErrExists) {
+		return nil // a concurrent delivery of the same event planned the same run
+	}
+	return err
+}
+
+// parallel runs fn(0..n-1) on up to workers goroutines, stopping at the first error.
+func parallel(ctx context.Context, n, workers int, fn func(context.Context, int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	next := make(chan int)
+	for range min(workers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(ctx, i); err != nil {
+					once.Do(func() { first = err; cancel() })
+				}
+			}
+		}()
+	}
+feed:
+	for i := range n {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
+}
+
+// RefreshRequest re-runs exports from the newest file of their segment.
+type RefreshRequest struct {
+	Trigger           string
+	Export            string // empty: every enabled export
+	DryRun            bool
+	AllowLargeRemoval bool
+}
+
+// Refresh is the scheduled (and manual) trigger.
+func (s *Service) Refresh(ctx context.Context, req RefreshRequest) ([]Result, error) {
+	cfg, err := LoadConfig(ctx, s.Store)
+	if err != nil {
+		return nil, err
+	}
+	var exports []*config.Export
+	if req.Export != "" {
+		e, err := cfg.Export(req.Export)
+		if err != nil {
+			return nil, err
+		}
+		exports = []*config.Export{e}
+	} else {
+		for _, name := range sortedKeys(cfg.Exports) {
+			exports = append(exports, cfg.Exports[name])
+		}
+	}
+	var results []Result
+	for _, e := range exports {
+		newest, err := s.newest(ctx, e.Segment)
+		if err != nil {
+			return results, err
+		}
+		if newest == nil {
+			res := Result{Export: e.Name, Status: StatusNoInput, Message: "no file under segments/" + e.Segment + "/"}
+			s.Logger().Info("nothing to refresh", "export", e.Name, "status", res.Status)
+			results = append(results, res)
+			continue
+		}
+		rs, err := s.Start(ctx, StartRequest{Trigger: req.Trigger, Export: e.Name, DryRun: req.DryRun,
+			AllowLargeRemoval: req.AllowLargeRemoval,
+			Source:            Source{Key: newest.Key, ETag: newest.ETag, VersionID: newest.VersionID, Size: newest.Size}})
+		results = append(results, rs...)
+		if err != nil {
+			return results, err
+		}
+	}
+	return results, nil
+}
+
+// newest returns the latest segment file (by modification time, then key).
+func (s *Service) newest(ctx context.Context, segmentName string) (*store.ObjectInfo, error) {
+	objs, err := s.Store.List(ctx, "segments/"+segmentName+"/")
+	if err != nil {
+		return nil, err
+	}
+	var best *store.ObjectInfo
+	for i := range objs {
+		o := &objs[i]
+		if strings.HasSuffix(o.Key, "/") { // a console-created folder marker
+			continue
+		}
+		if best == nil || o.LastModified.After(best.LastModified) ||
+			o.LastModified.Equal(best.LastModified) && o.Key > best.Key {
+			best = o
+		}
+	}
+	if best == nil || best.ETag != "" {
+		return best, nil
+	}
+	info, err := s.Store.Head(ctx, best.Key)
+	if err != nil {
+		return nil, err
+	}
+	return &info, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func sortReports(rs []*Report) {
+	sort.SliceStable(rs, func(i, j int) bool {
+		a, b := rs[i].PlannedAt, rs[j].PlannedAt
+		if a.IsZero() {
+			a = rs[i].FinishedAt
+		}
+		if b.IsZero() {
+			b = rs[j].FinishedAt
+		}
+		return a.Before(b)
+	})
+}

@@ -1,0 +1,169 @@
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/segpilot/segpilot/shared/autopilot"
+	"github.com/segpilot/segpilot/shared/plan"
+	"github.com/segpilot/segpilot/shared/store"
+)
+
+// SyncBatch sends one batch (the syncbatch step). It is safe to repeat: a
+// batch whose result file exists is not sent again, and upserts by email are
+// idempotent. It returns *Unauthorized, *Transient or *Throttled for the
+// state machine to act on.
+func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) {
+	var done BatchResult
+	err := getJSON(ctx, s.Store, resultKey(it.Export, it.RunID, it.Batch), &done)
+	if err == nil {
+		done.Skipped = true
+		return &done, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	m, err := s.readManifest(ctx, it.Export, it.RunID)
+	if err != nil {
+		return nil, fmt.Errorf("batch %d: %w", it.Batch, err)
+	}
+	b, err := s.readBatch(ctx, it.Export, it.RunID, it.Batch)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	dest, err := s.Connect(ctx, m.Connection, it.WorkerRPS)
+	if err != nil {
+		return nil, classify(fmt.Errorf("batch %d: connecting: %w", it.Batch, err))
+	}
+	res := &BatchResult{Batch: it.Batch}
+	sendErr := s.send(ctx, dest, m, it.ListID, b, res)
+	res.Requests = requestsOf(dest.Stats())
+	res.DurationMS = time.Since(start).Milliseconds()
+	log := s.Logger().With("export", it.Export, "run", it.RunID, "batch", it.Batch)
+	if sendErr != nil {
+		log.Error("batch stopped", "status", "error", "error", sendErr)
+		return nil, classify(sendErr)
+	}
+	if len(res.Failed) > 0 {
+		// Record why, for finalize, in case every retry fails; then let the
+		// state machine retry the whole batch (resending is harmless).
+		if err := putJSON(ctx, s.Store, failureKey(it.Export, it.RunID, it.Batch), res, store.PutOptions{}); err != nil {
+			return nil, err
+		}
+		log.Warn("batch incomplete", "status", "retry", "sent", res.Sent, "failed", len(res.Failed))
+		return nil, &Transient{Msg: fmt.Sprintf("batch %d: %d contacts not delivered: %s", it.Batch, len(res.Failed), res.Failed[0].Reason)}
+	}
+	if err := putJSON(ctx, s.Store, resultKey(it.Export, it.RunID, it.Batch), res, store.PutOptions{}); err != nil {
+		return nil, err
+	}
+	log.Info("batch sent", "status", "ok", "sent", res.Sent, "removed", res.Removed,
+		"rejected", len(res.Rejected), "requests", res.Requests.Total)
+	return res, nil
+}
+
+func (s *Service) readBatch(ctx context.Context, export, runID string, seq int) (*plan.Batch, error) {
+	rc, _, err := s.Store.Get(ctx, batchKey(export, runID, seq))
+	if err != nil {
+		return nil, fmt.Errorf("batch %d: %w", seq, err)
+	}
+	defer rc.Close()
+	b, err := plan.ReadBatch(rc)
+	if err != nil {
+		return nil, fmt.Errorf("batch %d: %w", seq, err)
+	}
+	return b, nil
+}
+
+func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, listID string, b *plan.Batch, res *BatchResult) error {
+	if listID == "" { // an execution started before ingest resolved lists
+		var err error
+		if listID, err = s.listID(ctx, dest, m); err != nil {
+			return err
+		}
+	}
+	if len(b.Upserts) > 0 {
+		contacts := make([]autopilot.Contact, len(b.Upserts))
+		for i, u := range b.Upserts {
+			contacts[i] = autopilot.Contact{Email: u.Profile.Email, FirstName: u.Profile.FirstName,
+				LastName: u.Profile.LastName, Custom: u.Profile.Custom}
+		}
+		outcomes, err := dest.UpsertContacts(ctx, listID, contacts)
+		if err != nil {
+			return err
+		}
+		for i, o := range outcomes {
+			issue := RowIssue{Row: b.Upserts[i].Row, Email: b.Upserts[i].Profile.Email, Reason: o.Reason}
+			switch o.Status {
+			case autopilot.StatusSent:
+				res.Sent++
+			case autopilot.StatusRejected:
+				res.Rejected = append(res.Rejected, issue)
+			default:
+				res.Failed = append(res.Failed, issue)
+			}
+		}
+	}
+	for _, email := range b.Removals {
+		if err := dest.RemoveFromList(ctx, listID, email); err != nil {
+			var unauth *autopilot.UnauthorizedError
+			if errors.As(err, &unauth) || ctx.Err() != nil {
+				return err
+			}
+			res.Failed = append(res.Failed, RowIssue{Email: email, Reason: "removing from list: " + err.Error()})
+			continue
+		}
+		res.Removed++
+	}
+	return nil
+}
+
+// listID resolves the export's list once per process: looking it up costs a
+// request, and Autopilot's POST /list makes a duplicate list on every call,
+// so concurrent batches must not race to create it.
+func (s *Service) listID(ctx context.Context, dest Destination, m *Manifest) (string, error) {
+	key := m.Connection.Name + "\x00" + m.Connection.BaseURL + "\x00" + m.List
+	if id, ok := s.lists.Load(key); ok {
+		return id.(string), nil
+	}
+	s.listMu.Lock()
+	defer s.listMu.Unlock()
+	if id, ok := s.lists.Load(key); ok {
+		return id.(string), nil
+	}
+	id, err := dest.EnsureList(ctx, m.List)
+	if err != nil {
+		return "", fmt.Errorf("finding list %q: %w", m.List, err)
+	}
+	s.lists.Store(key, id)
+	return id, nil
+}
+
+// classify maps a client error onto the error types the state machine matches.
+func classify(err error) error {
+	var unauth *autopilot.UnauthorizedError
+	var apiErr *autopilot.APIError
+	switch {
+	case errors.As(err, &unauth):
+		return &Unauthorized{Msg: err.Error()}
+	case errors.As(err, &apiErr) && apiErr.Status == 429:
+		return &Throttled{Msg: err.Error()}
+	case autopilot.IsRetryable(err):
+		return &Transient{Msg: err.Error()}
+	}
+	return err
+}
+
+func requestsOf(st autopilot.Stats) Requests {
+	r := Requests{Total: st.Requests, Retries: st.Retries, Throttled: st.Throttled}
+	for code, n := range st.ByStatus {
+		if r.ByStatus == nil {
+			r.ByStatus = map[string]int{}
+		}
+		r.ByStatus[strconv.Itoa(code)] = n
+	}
+	return r
+}

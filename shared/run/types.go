@@ -1,0 +1,188 @@
+// Package run is segpilot's pipeline core: it plans a run from a segment file
+// (ingest and refresh), sends one batch (syncbatch) and closes a run
+// (finalize). It talks to the world only through small interfaces (an object
+// store, a workflow starter, a destination), so Lambda, local mode and tests
+// share every line of it.
+package run
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/segpilot/segpilot/shared/autopilot"
+	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/plan"
+)
+
+// Starter starts one workflow execution per run; a name that was already
+// started reports started=false and no error (Step Functions'
+// ExecutionAlreadyExists), which is what makes duplicate events harmless.
+type Starter interface {
+	StartRun(ctx context.Context, name string, input []byte) (started bool, err error)
+}
+
+// Destination is the part of the Autopilot client a batch needs.
+type Destination interface {
+	EnsureList(ctx context.Context, title string) (string, error)
+	UpsertContacts(ctx context.Context, listID string, contacts []autopilot.Contact) ([]autopilot.Outcome, error)
+	RemoveFromList(ctx context.Context, listID, email string) error
+	Stats() autopilot.Stats
+}
+
+// Connector returns a destination for one batch. workerRPS is this worker's
+// share of the connection's budget (Lambda); local mode may ignore it and
+// pace every worker with one shared limiter instead.
+type Connector func(ctx context.Context, conn config.Connection, workerRPS float64) (Destination, error)
+
+// Triggers say what started a run.
+const (
+	TriggerS3       = "s3"
+	TriggerSchedule = "schedule"
+	TriggerManual   = "manual"
+)
+
+// Run statuses, as written in report.json.
+const (
+	StatusSucceeded = "succeeded"
+	StatusFailed    = "failed"
+	StatusHeld      = "held"    // mirror safety brake engaged; nothing sent
+	StatusRefused   = "refused" // export disabled or connection without consent; nothing sent
+	StatusInvalid   = "invalid" // the file or config failed validation; nothing sent
+	StatusRunning   = "running" // planned and started
+	StatusUpToDate  = "up-to-date"
+	StatusDryRun    = "dry-run"
+	StatusNoInput   = "no-input" // refresh found no segment file
+)
+
+// Source identifies the input object of a run.
+type Source struct {
+	Key       string `json:"key"`
+	ETag      string `json:"etag,omitempty"`
+	VersionID string `json:"versionId,omitempty"`
+	Size      int64  `json:"size"`
+}
+
+// Manifest is runs/<export>/<run>/manifest.json: what the run will do.
+type Manifest struct {
+	Export        string            `json:"export"`
+	RunID         string            `json:"runId"`
+	Trigger       string            `json:"trigger"`
+	Source        Source            `json:"source"`
+	ConfigVersion string            `json:"configVersion"`
+	Connection    config.Connection `json:"connection"`
+	List          string            `json:"list"`
+	Mode          string            `json:"mode"`
+	Counts        plan.Counts       `json:"counts"`
+	Batches       []plan.BatchRef   `json:"batches"`
+	Held          bool              `json:"held,omitempty"`
+	HeldReason    string            `json:"heldReason,omitempty"`
+	Concurrency   int               `json:"concurrency"`
+	WorkerRPS     float64           `json:"workerRps"`
+	PlannedAt     time.Time         `json:"plannedAt"`
+}
+
+// Execution is the state machine's input.
+type Execution struct {
+	Export      string  `json:"export"`
+	RunID       string  `json:"runId"`
+	ItemsKey    string  `json:"itemsKey"`
+	ListID      string  `json:"listId"`
+	Concurrency int     `json:"concurrency"`
+	WorkerRPS   float64 `json:"workerRps"`
+}
+
+// Item is one Map iteration: the syncbatch Lambda's event.
+type Item struct {
+	Export    string  `json:"export"`
+	RunID     string  `json:"runId"`
+	Batch     int     `json:"batch"`
+	ListID    string  `json:"listId"`
+	WorkerRPS float64 `json:"workerRps"`
+}
+
+// RowIssue is one contact that was not delivered, and why.
+type RowIssue struct {
+	Row    int    `json:"row"`
+	Email  string `json:"email"`
+	Reason string `json:"reason"`
+}
+
+// Requests counts the HTTP requests a batch (or run) made.
+type Requests struct {
+	Total     int            `json:"total"`
+	ByStatus  map[string]int `json:"byStatus,omitempty"`
+	Retries   int            `json:"retries"`
+	Throttled int            `json:"throttled"`
+}
+
+func (r *Requests) add(o Requests) {
+	r.Total += o.Total
+	r.Retries += o.Retries
+	r.Throttled += o.Throttled
+	for k, v := range o.ByStatus {
+		if r.ByStatus == nil {
+			r.ByStatus = map[string]int{}
+		}
+		r.ByStatus[k] += v
+	}
+}
+
+// BatchResult is runs/<export>/<run>/results/NNNNNN.json, written once a
+// batch is settled (every contact sent or rejected), and
+// failures/NNNNNN.json for an attempt that left contacts failed.
+type BatchResult struct {
+	Batch      int        `json:"batch"`
+	Sent       int        `json:"sent"`
+	Removed    int        `json:"removed"`
+	Rejected   []RowIssue `json:"rejected,omitempty"`
+	Failed     []RowIssue `json:"failed,omitempty"`
+	Requests   Requests   `json:"requests"`
+	DurationMS int64      `json:"durationMs"`
+	Skipped    bool       `json:"skipped,omitempty"` // the result already existed: nothing was sent again
+}
+
+// The errors syncbatch returns. Their type names are the Lambda errorType
+// that the state machine's Retry and Catch match, so do not rename them
+// without changing statemachine/export.asl.json.
+
+// Unauthorized: the key was refused; the whole run stops at once.
+type Unauthorized struct{ Msg string }
+
+func (e *Unauthorized) Error() string { return e.Msg }
+
+// Transient: some contacts could not be delivered for a retryable reason;
+// the state machine retries the batch with backoff.
+type Transient struct{ Msg string }
+
+func (e *Transient) Error() string { return e.Msg }
+
+// Throttled: the destination kept answering 429 past the client's retries.
+type Throttled struct{ Msg string }
+
+func (e *Throttled) Error() string { return e.Msg }
+
+// Keys of the bucket layout (see README).
+const ConfigKey = "config/exports.yaml"
+
+func runPrefix(export, runID string) string { return "runs/" + export + "/" + runID + "/" }
+func manifestKey(export, runID string) string {
+	return runPrefix(export, runID) + "manifest.json"
+}
+func itemsKey(export, runID string) string  { return runPrefix(export, runID) + "items.json" }
+func reportKey(export, runID string) string { return runPrefix(export, runID) + "report.json" }
+func batchKey(export, runID string, seq int) string {
+	return fmt.Sprintf("%sbatches/%06d.json", runPrefix(export, runID), seq)
+}
+func resultKey(export, runID string, seq int) string {
+	return fmt.Sprintf("%sresults/%06d.json", runPrefix(export, runID), seq)
+}
+func failureKey(export, runID string, seq int) string {
+	return fmt.Sprintf("%sfailures/%06d.json", runPrefix(export, runID), seq)
+}
+func plannedSnapshotKey(export, runID string) string { return runPrefix(export, runID) + "snapshot" }
+func inputRejectedKey(export, runID string) string {
+	return runPrefix(export, runID) + "input-rejected.csv"
+}
+func rejectedKey(export, runID string) string { return runPrefix(export, runID) + "rejected.csv" }
+func snapshotKey(export string) string        { return "state/" + export + "/snapshot" }
