@@ -13,7 +13,7 @@ import (
 )
 
 func main() {
-	svc, err := lambdaapp.NewService(context.Background(), lambdaapp.Needs{Starter: true})
+	svc, err := lambdaapp.NewService(context.Background(), lambdaapp.Needs{Starter: true, Connector: true})
 	if err != nil {
 		slog.Error("start-up failed", "error", err)
 		os.Exit(1)

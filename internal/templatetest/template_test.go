@@ -395,8 +395,8 @@ func allowedActions(t *testing.T, v any) []string {
 func TestFunctionPermissionsAreLeast(t *testing.T) {
 	tmpl := rawTemplate(t)
 	want := map[string][]string{
-		"IngestFunction":    {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "states:StartExecution"},
-		"RefreshFunction":   {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "sqs:SendMessage", "states:StartExecution"},
+		"IngestFunction":    {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "states:StartExecution"},
+		"RefreshFunction":   {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "sqs:SendMessage", "states:StartExecution"},
 		"SyncBatchFunction": {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue"},
 		"FinalizeFunction":  {"s3:GetObject", "s3:ListBucket", "s3:PutObject"},
 	}
@@ -518,8 +518,8 @@ func TestEnvironmentHoldsNoSecretValues(t *testing.T) {
 	tmpl := rawTemplate(t)
 	secretARN := obj{"Fn::If": []any{"CreateApiKeySecret", ref("ApiKeySecret"), ref("ExistingApiKeySecretArn")}}
 	wantVars := map[string][]string{
-		"IngestFunction":    {"BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
-		"RefreshFunction":   {"BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
+		"IngestFunction":    {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
+		"RefreshFunction":   {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
 		"SyncBatchFunction": {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL"},
 		"FinalizeFunction":  {"BUCKET", "LOG_LEVEL"},
 	}
