@@ -90,16 +90,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 		fmt.Fprintf(stderr, "segpilot %s: %s\n", args[0], ue.msg)
 		return exitUsage
 	default:
-		fmt.Fprintf(stderr, "segpilot %s: %s\n", args[0], oneLine(err.Error()))
+		// Validation errors list one problem per line; everything else is one line.
+		fmt.Fprintf(stderr, "segpilot %s: %s\n", args[0], strings.TrimSpace(err.Error()))
 		return exitInvalid
 	}
-}
-
-func oneLine(s string) string {
-	if strings.Count(s, "\n") <= 1 {
-		return strings.TrimSpace(s)
-	}
-	return strings.TrimSpace(s) // multi-problem validation errors stay readable, one per line
 }
 
 func usage(w io.Writer, cmds map[string]command) {

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/shared/run"
+	"github.com/segpilot/segpilot/shared/store"
+)
+
+// syncBuffer is a bytes.Buffer safe to read while a command writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func noEnv(string) string { return "" }
+
+func segpilot(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut syncBuffer
+	code := Main(ctx, args, &out, &errOut, noEnv)
+	return code, out.String(), errOut.String()
+}
+
+// fixture writes the shipped example config (at a test-friendly budget)
+// and a generated segment file.
+func fixture(t *testing.T, rows int) (config, file, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	cfg, err := os.ReadFile("../../examples/exports.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	config = filepath.Join(dir, "exports.yaml")
+	if err := os.WriteFile(config, bytes.Replace(cfg, []byte("requestsPerSecond: 5 "), []byte("requestsPerSecond: 100 "), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file = filepath.Join(dir, "vip.csv")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sample.Write(f, sample.Options{Rows: rows, Seed: 5, Invalid: 40, Dupes: 30}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return config, file, filepath.Join(dir, "bucket")
+}
+
+func TestRunAgainstSimulator(t *testing.T) {
+	t.Parallel()
+	config, file, bucket := fixture(t, 400)
+	args := []string{"run", "--config", config, "--export", "vip-newsletter", "--file", file, "--bucket-dir", bucket, "--sim", "--json"}
+	code, out, stderr := segpilot(t, context.Background(), args...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var res []struct {
+		Result run.Result  `json:"result"`
+		Report *run.Report `json:"report"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, out)
+	}
+	rep := res[0].Report
+	if res[0].Result.Status != run.StatusSucceeded || rep == nil || !rep.Outcome.Reconciles() ||
+		rep.Outcome.Sent != rep.Plan.Unique || rep.Outcome.Rejected == 0 || rep.Outcome.Duplicates == 0 {
+		t.Fatalf("first run: %+v %+v", res[0].Result, rep)
+	}
+
+	// The same file again: nothing to send.
+	code, out, stderr = segpilot(t, context.Background(), args...)
+	if code != 0 || !strings.Contains(out, `"up-to-date"`) {
+		t.Fatalf("second run exit %d: %s %s", code, out, stderr)
+	}
+
+	code, out, _ = segpilot(t, context.Background(), "runs", "--export", "vip-newsletter", "--bucket-dir", bucket)
+	if code != 0 || !strings.Contains(out, "succeeded") || !strings.Contains(out, "manual") {
+		t.Fatalf("runs: exit %d\n%s", code, out)
+	}
+}
+
+func TestWatchRunsDroppedFiles(t *testing.T) {
+	t.Parallel()
+	config, file, bucket := fixture(t, 150)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, []string{"watch", "--config", config, "--dir", bucket, "--sim", "--interval", "20ms"}, &out, &errOut, noEnv)
+	}()
+	waitFor(t, func() bool { return strings.Contains(out.String(), "watching") })
+
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop := filepath.Join(bucket, "segments", "vip-customers", "drop.csv")
+	if err := os.MkdirAll(filepath.Dir(drop), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(drop, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.NewFolder(bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		reps, err := run.ListReports(context.Background(), st, "vip-newsletter")
+		return err == nil && len(reps) == 1 && reps[0].Status == run.StatusSucceeded &&
+			reps[0].Trigger == run.TriggerS3 && reps[0].Source.Key == "segments/vip-customers/drop.csv"
+	})
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("watch exit %d: %s", code, errOut.String())
+	}
+}
+
+func TestExitCodesAndHelp(t *testing.T) {
+	t.Parallel()
+	config, file, _ := fixture(t, 20)
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("exports:\n  x:\n    connection: nope\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args     []string
+		code     int
+		contains string
+	}{
+		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"run", "--config", config}, 2, "missing --export, --file"},
+		{[]string{"validate", "--config", bad}, 1, "bad.yaml"},
+		{[]string{"validate", "--config", config, "--export", "vip-newsletter", "--file", file}, 0, "valid csv file"},
+		{[]string{"validate", "--config", config, "--export", "vip-newsletter", "--file", config}, 1, "EmailAddress"},
+		{[]string{"plan", "--config", config, "--export", "vip-newsletter", "--file", file, "--out", filepath.Join(t.TempDir(), "p")}, 0, "to add"},
+		{[]string{"help"}, 0, "Commands:"},
+	}
+	for name := range commands() {
+		tests = append(tests, struct {
+			args     []string
+			code     int
+			contains string
+		}{[]string{name, "--help"}, 0, "Example:"})
+	}
+	for _, tt := range tests {
+		code, out, stderr := segpilot(t, context.Background(), tt.args...)
+		if code != tt.code || !strings.Contains(out+stderr, tt.contains) {
+			t.Errorf("segpilot %v: exit %d, want %d with %q\nstdout: %s\nstderr: %s", tt.args, code, tt.code, tt.contains, out, stderr)
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
