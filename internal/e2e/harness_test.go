@@ -64,7 +64,13 @@ type harness struct {
 	sim *sim.Server
 	p   *local.Pipeline
 	dir string
+	url string // the simulator's base URL
 }
+
+func baseURL(h *harness) string { return h.url }
+
+// noWait skips the state machine's retry waits: tests assert outcomes, not time.
+func noWait(ctx context.Context, d time.Duration) error { return ctx.Err() }
 
 func newHarness(t *testing.T, simOpts sim.Options, config string) *harness {
 	t.Helper()
@@ -77,13 +83,13 @@ func newHarness(t *testing.T, simOpts sim.Options, config string) *harness {
 	dir := t.TempDir()
 	p, err := local.New(local.Options{
 		BucketDir: dir, Secrets: fixedKey(apiKey), BaseURL: srv.URL + "/v1",
-		RetrySleep:    func(ctx context.Context, d time.Duration) error { return ctx.Err() },
+		RetrySleep:    noWait,
 		ClientTimeout: 2 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, sim: s, p: p, dir: dir}
+	h := &harness{t: t, sim: s, p: p, dir: dir, url: srv.URL + "/v1"}
 	h.put(run.ConfigKey, []byte(config))
 	return h
 }

@@ -1,0 +1,210 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/shared/autopilot/sim"
+	"github.com/segpilot/segpilot/shared/local"
+	"github.com/segpilot/segpilot/shared/run"
+	"github.com/segpilot/segpilot/shared/runner"
+)
+
+// csvRange is a segment of profiles from..to (sample emails), with one
+// loyalty tier for all of them.
+func csvRange(from, to int, tier string) []byte {
+	var b bytes.Buffer
+	b.WriteString("EmailAddress,FirstName,LastName,LoyaltyTier,LifetimeOrders\n")
+	for i := from; i <= to; i++ {
+		fmt.Fprintf(&b, "%s,F%d,L%d,%s,%d\n", sample.Email(i), i, i, tier, i%50)
+	}
+	return b.Bytes()
+}
+
+func TestOnePercentChangeSendsExactlyThoseContacts(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, sim.Options{}, configYAML("upsert", 100))
+	h.drop("week1.csv", generate(t, sample.Options{Rows: 10000, Seed: 11}))
+	before := h.sim.Counters()
+	res := h.drop("week2.csv", generate(t, sample.Options{Rows: 10000, Seed: 11, Changed: 10}))
+	changed := res[0].Counts.Changed
+	if changed < 50 || res[0].Counts.Added != 0 || res[0].Counts.Unchanged != 10000-changed {
+		t.Fatalf("plan %+v: want about 1%% changed, nothing else", res[0].Counts)
+	}
+	after := h.sim.Counters()
+	calls := after.ByRoute["POST /contacts"][200] - before.ByRoute["POST /contacts"][200]
+	if want := (changed + 99) / 100; calls != want {
+		t.Fatalf("%d changed contacts went out in %d bulk calls, want ceil(n/100) = %d", changed, calls, want)
+	}
+	if sent := after.ContactsUpserted - before.ContactsUpserted; sent != changed {
+		t.Fatalf("%d contacts upserted, want exactly the %d changed", sent, changed)
+	}
+}
+
+func TestMirrorTakesOffOnlyItsOwnLeavers(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, sim.Options{}, configYAML("mirror", 100))
+	h.drop("a.csv", csvRange(1, 10000, "gold"))
+	listID := h.sim.Dump().Lists[0].ID
+	const outsider = "joined-in-autopilot@example.com"
+	if err := h.sim.AddToList(listID, outsider); err != nil {
+		t.Fatal(err)
+	}
+	res := h.drop("b.csv", csvRange(301, 10000, "gold")) // 300 leave
+	if res[0].Status != run.StatusSucceeded || res[0].Counts.Removed != 300 {
+		t.Fatalf("result %+v", res[0])
+	}
+	want := map[string]bool{outsider: true}
+	for i := 301; i <= 10000; i++ {
+		want[sample.Email(i)] = true
+	}
+	members := h.sim.Dump().Lists[0].Members
+	if len(members) != len(want) {
+		t.Fatalf("list has %d members, want %d", len(members), len(want))
+	}
+	for _, m := range members {
+		if !want[strings.ToLower(m)] {
+			t.Fatalf("%s is still on the list", m)
+		}
+	}
+}
+
+func TestSafetyBrakeHoldsLargeRemovals(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, sim.Options{}, configYAML("mirror", 100))
+	h.drop("a.csv", csvRange(1, 400, "gold"))
+	before := h.sim.Counters().Total
+	half := csvRange(201, 400, "gold")
+	res := h.drop("b.csv", half)
+	if res[0].Status != run.StatusHeld || !strings.Contains(res[0].Message, "allowLargeRemoval") {
+		t.Fatalf("50%% leaving: %+v", res[0])
+	}
+	if n := h.sim.Counters().Total - before; n != 0 {
+		t.Fatalf("a held run sent %d requests", n)
+	}
+	if rep := h.report(res[0]); rep.Status != run.StatusHeld || rep.Message == "" {
+		t.Fatalf("held report %+v", rep)
+	}
+	// Allowed once, by hand (the refresh function's allowLargeRemoval).
+	again, err := h.p.Service.Refresh(context.Background(), run.RefreshRequest{Trigger: run.TriggerManual,
+		Export: "vip-newsletter", AllowLargeRemoval: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again[0].RunID != res[0].RunID || again[0].Status != run.StatusSucceeded {
+		t.Fatalf("allowed run %+v", again[0])
+	}
+	if m := h.sim.Dump().Lists[0].Members; len(m) != 200 {
+		t.Fatalf("%d members after the allowed removal, want 200", len(m))
+	}
+}
+
+// TestResumeAfterKill stops a run after some batches (as a killed process
+// or Lambda would), starts it again, and expects the uninterrupted outcome
+// without resending a settled batch.
+func TestResumeAfterKill(t *testing.T) {
+	t.Parallel()
+	data := generate(t, sample.Options{Rows: 2500, Seed: 21, Invalid: 101, Dupes: 70})
+	ref := newHarness(t, sim.Options{}, configYAML("upsert", 100))
+	want := ref.report(ref.drop("a.csv", data)[0])
+
+	for _, killAt := range []int{1, 7, 13, 24} {
+		t.Run(fmt.Sprint("after batch ", killAt), func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, sim.Options{}, configYAML("upsert", 100))
+			ctx, kill := context.WithCancel(context.Background())
+			var done atomic.Int32
+			crashing, err := local.New(local.Options{Store: h.p.Store, Secrets: fixedKey(apiKey),
+				BaseURL: baseURL(h), RetrySleep: noWait,
+				Progress: func(p runner.Progress) {
+					if int(done.Add(1)) >= killAt {
+						kill()
+					}
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := "segments/vip-customers/a.csv"
+			info := h.put(key, data)
+			src := run.Source{Key: key, ETag: info.ETag, Size: info.Size}
+			if _, err := crashing.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerS3, Source: src}); !errors.Is(err, context.Canceled) {
+				t.Fatalf("killed run: %v", err)
+			}
+			settled := h.countResults(want.RunID)
+			before := h.sim.Counters().ByRoute["POST /contacts"][200]
+
+			res, err := h.p.Service.Start(context.Background(), run.StartRequest{Trigger: run.TriggerS3, Source: src})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := h.report(res[0])
+			if got.Status != run.StatusSucceeded || got.Outcome != want.Outcome || got.Plan != want.Plan {
+				t.Fatalf("resumed run %+v\nwant %+v", got.Outcome, want.Outcome)
+			}
+			resent := h.sim.Counters().ByRoute["POST /contacts"][200] - before
+			if unsettled := want.Batches.Total - settled; resent != unsettled {
+				t.Fatalf("resume sent %d batches, want only the %d without a result file", resent, unsettled)
+			}
+			h.assertState(expected(t, data))
+		})
+	}
+}
+
+func TestNeverResubscribes(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, sim.Options{}, configYAML("upsert", 100))
+	// Someone unsubscribed before segpilot ever ran.
+	early := sample.Email(3)
+	listID := h.sim.CreateList("newsletter (managed in Autopilot)")
+	if err := h.sim.AddToList(listID, early); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.sim.Unsubscribe(early); err != nil {
+		t.Fatal(err)
+	}
+	h.drop("a.csv", csvRange(1, 300, "gold"))
+	// Others unsubscribe between runs; then their data changes.
+	late := []string{sample.Email(10), sample.Email(250)}
+	for _, e := range late {
+		if err := h.sim.Unsubscribe(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := h.drop("b.csv", csvRange(1, 300, "platinum"))
+	if res[0].Counts.Changed != 300 {
+		t.Fatalf("plan %+v", res[0].Counts)
+	}
+	unsubscribed := map[string]bool{}
+	for _, c := range h.sim.Dump().Contacts {
+		if c.Unsubscribed {
+			unsubscribed[strings.ToLower(c.Email)] = true
+		}
+		if c.Custom["string--Loyalty--Tier"] != "platinum" && strings.HasPrefix(c.Email, "customer") {
+			t.Fatalf("%s was not updated", c.Email)
+		}
+	}
+	for _, e := range append(late, early) {
+		if !unsubscribed[e] {
+			t.Errorf("%s was re-subscribed", e)
+		}
+	}
+	if len(unsubscribed) != 3 {
+		t.Errorf("%d contacts unsubscribed, want 3", len(unsubscribed))
+	}
+}
+
+func (h *harness) countResults(runID string) int {
+	h.t.Helper()
+	objs, err := h.p.Store.List(context.Background(), "runs/vip-newsletter/"+runID+"/results/")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return len(objs)
+}
+
