@@ -207,4 +207,3 @@ func (h *harness) countResults(runID string) int {
 	}
 	return len(objs)
 }
-
