@@ -8,12 +8,14 @@ import (
 	"encoding/csv"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -64,7 +66,26 @@ type harness struct {
 	sim *sim.Server
 	p   *local.Pipeline
 	dir string
-	url string // the simulator's base URL
+	url  string      // the simulator's base URL
+	logs *syncBuffer // every log line, at debug level
+}
+
+// syncBuffer collects log lines written from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func baseURL(h *harness) string { return h.url }
@@ -81,15 +102,17 @@ func newHarness(t *testing.T, simOpts sim.Options, config string) *harness {
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
+	logs := &syncBuffer{}
 	p, err := local.New(local.Options{
 		BucketDir: dir, Secrets: fixedKey(apiKey), BaseURL: srv.URL + "/v1",
+		Log:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		RetrySleep:    noWait,
 		ClientTimeout: 2 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, sim: s, p: p, dir: dir, url: srv.URL + "/v1"}
+	h := &harness{t: t, sim: s, p: p, dir: dir, url: srv.URL + "/v1", logs: logs}
 	h.put(run.ConfigKey, []byte(config))
 	return h
 }
