@@ -62,10 +62,10 @@ func (k fixedKey) Secret(context.Context, string) (string, error) { return strin
 
 // harness is a local pipeline wired to a simulator on loopback.
 type harness struct {
-	t   *testing.T
-	sim *sim.Server
-	p   *local.Pipeline
-	dir string
+	t    *testing.T
+	sim  *sim.Server
+	p    *local.Pipeline
+	dir  string
 	url  string      // the simulator's base URL
 	logs *syncBuffer // every log line, at debug level
 }
@@ -105,7 +105,7 @@ func newHarness(t *testing.T, simOpts sim.Options, config string) *harness {
 	logs := &syncBuffer{}
 	p, err := local.New(local.Options{
 		BucketDir: dir, Secrets: fixedKey(apiKey), BaseURL: srv.URL + "/v1",
-		Log:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Log:           slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		RetrySleep:    noWait,
 		ClientTimeout: 2 * time.Second,
 	})
