@@ -1,0 +1,209 @@
+package autopilot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// maxBatch is Autopilot's limit of contacts per POST /contacts.
+const maxBatch = 100
+
+// Contact is what segpilot writes to Autopilot. Empty fields are left out of
+// the request so an export never blanks a value Autopilot holds.
+type Contact struct {
+	Email     string
+	FirstName string
+	LastName  string
+	// Custom maps Autopilot custom keys ("string--Loyalty--Tier") to values.
+	Custom map[string]any
+}
+
+// Status is how one contact of a bulk upsert ended.
+type Status string
+
+const (
+	StatusSent     Status = "sent"     // Autopilot accepted the contact
+	StatusRejected Status = "rejected" // Autopilot refused this contact (400); resending will not help
+	StatusFailed   Status = "failed"   // not delivered for a transient or run-wide reason; a re-run may help
+)
+
+// Outcome is the result for one input contact.
+type Outcome struct {
+	Email     string
+	Status    Status
+	Reason    string // why it was rejected or failed
+	ContactID string // Autopilot's id when sent and reported by the API
+}
+
+// payload is the contact document. It never carries "unsubscribed": an
+// export must not re-subscribe someone who unsubscribed in Autopilot.
+func (ct Contact) payload(listID string) map[string]any {
+	doc := map[string]any{"Email": ct.Email}
+	if strings.TrimSpace(ct.FirstName) != "" {
+		doc["FirstName"] = ct.FirstName
+	}
+	if strings.TrimSpace(ct.LastName) != "" {
+		doc["LastName"] = ct.LastName
+	}
+	custom := map[string]any{}
+	for k, v := range ct.Custom {
+		if !isEmpty(v) {
+			custom[k] = v
+		}
+	}
+	if len(custom) > 0 {
+		doc["custom"] = custom
+	}
+	if listID != "" {
+		doc["_autopilot_list"] = listID
+	}
+	return doc
+}
+
+func isEmpty(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return true
+	case string:
+		return strings.TrimSpace(x) == ""
+	}
+	return false
+}
+
+// UpsertContacts upserts contacts in calls of at most 100, adding each to
+// listID when it is not empty. It returns one Outcome per contact, in input
+// order. A call answered 400 is split in halves until the offending contacts
+// are isolated and rejected; the others still go through. The error is not
+// nil only when the key was refused (*UnauthorizedError) or ctx ended; the
+// contacts not attempted then end as StatusFailed.
+func (c *Client) UpsertContacts(ctx context.Context, listID string, contacts []Contact) ([]Outcome, error) {
+	out := make([]Outcome, len(contacts))
+	pending := make([]int, 0, len(contacts))
+	for i, ct := range contacts {
+		out[i].Email = ct.Email
+		if strings.TrimSpace(ct.Email) == "" {
+			out[i].Status, out[i].Reason = StatusRejected, "missing email"
+			continue
+		}
+		pending = append(pending, i)
+	}
+	for start := 0; start < len(pending); start += maxBatch {
+		batch := pending[start:min(start+maxBatch, len(pending))]
+		if err := c.sendBatch(ctx, listID, contacts, batch, out); err != nil {
+			for i := range out {
+				if out[i].Status == "" {
+					out[i].Status, out[i].Reason = StatusFailed, "not attempted: "+err.Error()
+				}
+			}
+			return out, fmt.Errorf("upserting contacts (batch from %d): %w", start/maxBatch+1, err)
+		}
+	}
+	return out, nil
+}
+
+// sendBatch upserts contacts[idx...] and records their outcomes. It returns
+// an error only when the whole run must stop.
+func (c *Client) sendBatch(ctx context.Context, listID string, contacts []Contact, idx []int, out []Outcome) error {
+	docs := make([]map[string]any, len(idx))
+	for j, i := range idx {
+		docs[j] = contacts[i].payload(listID)
+	}
+	var answer struct {
+		ContactIDs []string `json:"contact_ids"`
+	}
+	// Upserts are keyed by email, so replaying a call that timed out after
+	// being applied cannot create duplicates.
+	err := c.do(ctx, request{method: http.MethodPost, path: "/contacts", body: map[string]any{"contacts": docs}}, &answer)
+	var ae *APIError
+	var refused *UnauthorizedError
+	switch {
+	case err == nil:
+		for j, i := range idx {
+			out[i].Status = StatusSent
+			if j < len(answer.ContactIDs) {
+				out[i].ContactID = answer.ContactIDs[j]
+			}
+		}
+		return nil
+	case errors.As(err, &refused) || ctx.Err() != nil:
+		return err
+	case errors.As(err, &ae) && splittable(ae):
+		if len(idx) == 1 {
+			reason := ae.Message
+			if reason == "" {
+				reason = fmt.Sprintf("rejected by Autopilot (status %d)", ae.Status)
+			}
+			out[idx[0]].Status, out[idx[0]].Reason = StatusRejected, reason
+			return nil
+		}
+		mid := len(idx) / 2
+		if err := c.sendBatch(ctx, listID, contacts, idx[:mid], out); err != nil {
+			return err
+		}
+		return c.sendBatch(ctx, listID, contacts, idx[mid:], out)
+	default:
+		for _, i := range idx {
+			out[i].Status, out[i].Reason = StatusFailed, err.Error()
+		}
+		return nil
+	}
+}
+
+// splittable reports whether a refused bulk call may succeed for part of its
+// contacts: 400 names bad content, 413 a payload too large.
+func splittable(ae *APIError) bool {
+	return !ae.Retryable && (ae.Status == http.StatusBadRequest || ae.Status == http.StatusRequestEntityTooLarge)
+}
+
+// UpsertContact upserts one contact (POST /contact) and returns its id.
+func (c *Client) UpsertContact(ctx context.Context, listID string, ct Contact) (string, error) {
+	if strings.TrimSpace(ct.Email) == "" {
+		return "", errors.New("upserting contact: missing email")
+	}
+	var answer struct {
+		ContactID string `json:"contact_id"`
+	}
+	err := c.do(ctx, request{method: http.MethodPost, path: "/contact", body: map[string]any{"contact": ct.payload(listID)}}, &answer)
+	if err != nil {
+		return "", fmt.Errorf("upserting contact %s: %w", MaskEmail(ct.Email), err)
+	}
+	return answer.ContactID, nil
+}
+
+// GetContact returns the contact document; an unknown contact gives an error
+// matching ErrNotFound.
+func (c *Client) GetContact(ctx context.Context, idOrEmail string) (map[string]any, error) {
+	var doc map[string]any
+	if err := c.do(ctx, request{method: http.MethodGet, path: "/contact/" + url.PathEscape(idOrEmail)}, &doc); err != nil {
+		return nil, fmt.Errorf("getting contact %s: %w", maskEmails(idOrEmail), err)
+	}
+	return doc, nil
+}
+
+// CustomField is a custom field declared in the account.
+type CustomField struct {
+	Name      string `json:"name"`
+	FieldType string `json:"fieldType"`
+}
+
+// CustomFields lists the account's declared custom fields.
+func (c *Client) CustomFields(ctx context.Context) ([]CustomField, error) {
+	var fields []CustomField
+	if err := c.do(ctx, request{method: http.MethodGet, path: "/contacts/custom_fields"}, &fields); err != nil {
+		return nil, fmt.Errorf("listing custom fields: %w", err)
+	}
+	return fields, nil
+}
+
+// Account returns the account document; it is the cheap "test connection" call.
+func (c *Client) Account(ctx context.Context) (map[string]any, error) {
+	var doc map[string]any
+	if err := c.do(ctx, request{method: http.MethodGet, path: "/account"}, &doc); err != nil {
+		return nil, fmt.Errorf("getting account: %w", err)
+	}
+	return doc, nil
+}

@@ -1,0 +1,92 @@
+package autopilot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// EnsureList returns the id of the list titled title, creating it only when
+// no such list exists. With several lists of that title it picks the lowest
+// list_id. Ids are cached for the Client's lifetime.
+func (c *Client) EnsureList(ctx context.Context, title string) (string, error) {
+	if strings.TrimSpace(title) == "" {
+		return "", errors.New("ensuring list: empty title")
+	}
+	c.listMu.Lock()
+	defer c.listMu.Unlock()
+	if id, ok := c.lists[title]; ok {
+		return id, nil
+	}
+	id, err := c.findList(ctx, title)
+	if err != nil {
+		return "", fmt.Errorf("ensuring list %q: %w", title, err)
+	}
+	if id == "" {
+		var created struct {
+			ListID string `json:"list_id"`
+		}
+		r := request{
+			method: http.MethodPost,
+			path:   "/list",
+			body:   map[string]string{"name": title},
+			// A POST /list that timed out may still have been applied
+			// (Autopilot documents this); look again before creating a
+			// second list with the same title.
+			beforeRetry: func(ctx context.Context) (bool, error) {
+				found, err := c.findList(ctx, title)
+				id = found
+				return found != "", err
+			},
+		}
+		if err := c.do(ctx, r, &created); err != nil {
+			return "", fmt.Errorf("creating list %q: %w", title, err)
+		}
+		if id == "" {
+			id = created.ListID
+		}
+		if id == "" {
+			return "", fmt.Errorf("creating list %q: answer carried no list_id", title)
+		}
+	}
+	c.lists[title] = id
+	return id, nil
+}
+
+// findList returns the lowest list_id titled title, or "" when none is.
+func (c *Client) findList(ctx context.Context, title string) (string, error) {
+	var answer struct {
+		Lists []struct {
+			ListID string `json:"list_id"`
+			Title  string `json:"title"`
+		} `json:"lists"`
+	}
+	if err := c.do(ctx, request{method: http.MethodGet, path: "/lists"}, &answer); err != nil {
+		return "", fmt.Errorf("listing lists: %w", err)
+	}
+	var ids []string
+	for _, l := range answer.Lists {
+		if l.Title == title && l.ListID != "" {
+			ids = append(ids, l.ListID)
+		}
+	}
+	if len(ids) == 0 {
+		return "", nil
+	}
+	return slices.Min(ids), nil
+}
+
+// RemoveFromList takes email off the list. A contact that is not a member,
+// or unknown, is not an error, so a re-run is harmless.
+func (c *Client) RemoveFromList(ctx context.Context, listID, email string) error {
+	path := "/list/" + url.PathEscape(listID) + "/contact/" + url.PathEscape(email)
+	err := c.do(ctx, request{method: http.MethodDelete, path: path}, nil)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("removing %s from list %s: %w", MaskEmail(email), listID, err)
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+// Package config loads and validates exports.yaml: the connections
+// (destinations and their API key, consent and budget) and the exports
+// (which segment goes to which list, how) that segpilot runs.
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/segpilot/segpilot/shared/segment"
+)
+
+// DefaultBaseURL is the Autopilot API used when a connection names none.
+const DefaultBaseURL = "https://api2.autopilothq.com/v1"
+
+// Defaults for optional settings.
+const (
+	DefaultRequestsPerSecond = 5.0
+	DefaultMaxProfiles       = 100000
+	DefaultMaxRemovalShare   = 0.2
+)
+
+// Export modes.
+const (
+	ModeUpsert = "upsert" // add and update contacts only
+	ModeMirror = "mirror" // also take leavers off the list
+)
+
+// KindAutopilot is the only destination kind supported today.
+const KindAutopilot = "autopilot"
+
+// Config is a validated exports.yaml.
+type Config struct {
+	File        string // as given to Load, used in error messages
+	Version     string // "sha256:" + first 16 hex chars of sha256(file bytes): recorded in run reports
+	Connections map[string]*Connection
+	Exports     map[string]*Export
+}
+
+// Connection is one destination account and how it may be used.
+type Connection struct {
+	Name              string
+	Kind              string // "autopilot"
+	APIKeySecret      string // Secrets Manager id of the API key
+	BaseURL           string // https://, or http:// on a loopback host only
+	Consent           bool   // "I agree" to sending personal data outside AWS; exports refuse to run without it
+	RequestsPerSecond float64
+}
+
+// Match names the segment columns (or JSON keys) that feed a contact.
+type Match struct {
+	Email, FirstName, LastName string
+	Custom                     map[string]string // source column -> Autopilot custom key like "string--Loyalty--Tier"
+}
+
+// Export sends one segment to one list on one connection.
+type Export struct {
+	Name              string
+	Connection        string
+	Segment           string // folder name under segments/
+	List              string // Autopilot list title
+	Match             Match
+	Mode              string // ModeUpsert or ModeMirror
+	MaxProfiles       int
+	MaxRemovalShare   float64 // mirror safety brake: refuse to remove more than this share of the list
+	AllowLargeRemoval bool    // lift the brake permanently for this export
+	Enabled           bool
+}
+
+// LoadFile reads and validates the config file at path.
+func LoadFile(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Load(path, data)
+}
+
+// Load validates data, the content of file. A config with any problem is
+// refused whole: the error is a *ValidationError listing every problem.
+func Load(file string, data []byte) (*Config, error) {
+	d := &decoder{file: file}
+	cfg := d.decode(data)
+	if len(d.problems) > 0 {
+		return nil, d.validationError()
+	}
+	sum := sha256.Sum256(data)
+	cfg.File = file
+	cfg.Version = "sha256:" + hex.EncodeToString(sum[:])[:16]
+	return cfg, nil
+}
+
+// Export returns the export called name, or an *UnknownExportError.
+func (c *Config) Export(name string) (*Export, error) {
+	if e, ok := c.Exports[name]; ok {
+		return e, nil
+	}
+	return nil, &UnknownExportError{File: c.File, Name: name, Known: sortedKeys(c.Exports)}
+}
+
+// ExportsForSegment returns every export (enabled or not) that reads segment,
+// sorted by name.
+func (c *Config) ExportsForSegment(segment string) []*Export {
+	var out []*Export
+	for _, e := range c.Exports {
+		if e.Segment == segment {
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ConnectionOf returns the connection e sends to (never nil for an export of
+// a loaded Config).
+func (c *Config) ConnectionOf(e *Export) *Connection {
+	return c.Connections[e.Connection]
+}
+
+// Runnable says why e must not run, as a *NotRunnableError, or nil if it may.
+func (c *Config) Runnable(e *Export) error {
+	if !e.Enabled {
+		return &NotRunnableError{
+			Export: e.Name,
+			Code:   CodeDisabled,
+			Reason: fmt.Sprintf("it is disabled (enabled: false under exports.%s in %s)", e.Name, c.File),
+		}
+	}
+	conn := c.ConnectionOf(e)
+	if conn == nil || !conn.Consent {
+		return &NotRunnableError{
+			Export: e.Name,
+			Code:   CodeNoConsent,
+			Reason: fmt.Sprintf("connection %q has no consent to send personal data outside AWS: "+
+				"once agreed, set consent: true under connections.%s in %s", e.Connection, e.Connection, c.File),
+		}
+	}
+	return nil
+}
+
+// Mapping returns the export's match as the segment reader wants it, custom
+// fields sorted by source column.
+func (e *Export) Mapping() segment.Mapping {
+	m := segment.Mapping{
+		Email:     e.Match.Email,
+		FirstName: e.Match.FirstName,
+		LastName:  e.Match.LastName,
+	}
+	for _, src := range sortedKeys(e.Match.Custom) {
+		key := e.Match.Custom[src]
+		typ, _, _ := strings.Cut(key, "--")
+		m.Custom = append(m.Custom, segment.CustomField{Source: src, Key: key, Type: typ})
+	}
+	return m
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
