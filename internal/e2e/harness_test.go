@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,6 +70,25 @@ type harness struct {
 	dir  string
 	url  string      // the simulator's base URL
 	logs *syncBuffer // every log line, at debug level
+	// inFlight counts requests the simulator is still handling: a client
+	// that gives up (cancel, timeout) returns before the server finishes.
+	inFlight *atomic.Int64
+}
+
+// waitIdle waits until the simulator has handled every request a killed
+// run abandoned mid-flight (idle for a while, since an abandoned request can
+// still be in the socket), so counters read afterwards include them.
+func (h *harness) waitIdle() {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for idleSince := time.Now(); time.Since(idleSince) < 100*time.Millisecond; time.Sleep(time.Millisecond) {
+		if h.inFlight.Load() != 0 {
+			idleSince = time.Now()
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("simulator still handling %d requests", h.inFlight.Load())
+		}
+	}
 }
 
 // syncBuffer collects log lines written from many goroutines.
@@ -99,7 +120,12 @@ func newHarness(t *testing.T, simOpts sim.Options, config string) *harness {
 		simOpts.APIKey = apiKey
 	}
 	s := sim.New(simOpts)
-	srv := httptest.NewServer(s)
+	inFlight := &atomic.Int64{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inFlight.Add(1)
+		defer inFlight.Add(-1)
+		s.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
 	logs := &syncBuffer{}
@@ -112,7 +138,7 @@ func newHarness(t *testing.T, simOpts sim.Options, config string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, sim: s, p: p, dir: dir, url: srv.URL + "/v1", logs: logs}
+	h := &harness{t: t, sim: s, p: p, dir: dir, url: srv.URL + "/v1", logs: logs, inFlight: inFlight}
 	h.put(run.ConfigKey, []byte(config))
 	return h
 }

@@ -136,6 +136,7 @@ func TestResumeAfterKill(t *testing.T) {
 			if _, err := crashing.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerS3, Source: src}); !errors.Is(err, context.Canceled) {
 				t.Fatalf("killed run: %v", err)
 			}
+			h.waitIdle()
 			settled := h.countResults(want.RunID)
 			before := h.sim.Counters().ByRoute["POST /contacts"][200]
 
