@@ -64,7 +64,7 @@ func (k fixedKey) Secret(context.Context, string) (string, error) { return strin
 
 // harness is a local pipeline wired to a simulator on loopback.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	sim  *sim.Server
 	p    *local.Pipeline
 	dir  string
@@ -114,7 +114,7 @@ func baseURL(h *harness) string { return h.url }
 // noWait skips the state machine's retry waits: tests assert outcomes, not time.
 func noWait(ctx context.Context, d time.Duration) error { return ctx.Err() }
 
-func newHarness(t *testing.T, simOpts sim.Options, config string) *harness {
+func newHarness(t testing.TB, simOpts sim.Options, config string) *harness {
 	t.Helper()
 	if simOpts.APIKey == "" {
 		simOpts.APIKey = apiKey

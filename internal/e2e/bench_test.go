@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"math"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/shared/autopilot/sim"
+)
+
+// BenchmarkExport100k runs the whole local pipeline (plan, the state
+// machine's Map, syncbatch, finalize) for 100,000 profiles against a
+// simulator that enforces a budget of R requests/second
+// (SEGPILOT_BENCH_RPS, default 20), then reruns it unchanged and with 1 %
+// of profiles changed. It reports:
+//   - elapsed/floor: first run's wall time over the report's floor
+//     (requests / R), the fastest any exporter could go;
+//   - 429-share: share of the first run's requests answered 429;
+//   - rerun-requests: requests the unchanged rerun made (target 0);
+//   - delta-requests and delta-target: requests the 1 % run made, and
+//     ceil(changed/100), one bulk call per 100 changed profiles.
+func BenchmarkExport100k(b *testing.B) {
+	const rows = 100_000
+	rps := 20
+	if v := os.Getenv("SEGPILOT_BENCH_RPS"); v != "" {
+		r, err := strconv.Atoi(v)
+		if err != nil || r <= 0 {
+			b.Fatalf("SEGPILOT_BENCH_RPS=%q: want a positive whole number", v)
+		}
+		rps = r
+	}
+	week1 := generate(b, sample.Options{Rows: rows, Seed: 5})
+	week2 := generate(b, sample.Options{Rows: rows, Seed: 5, Changed: 10})
+
+	for b.Loop() {
+		h := newHarness(b, sim.Options{RequestsPerSecond: float64(rps), Burst: rps, RetryAfter: true},
+			configYAML("upsert", rps))
+		start := time.Now()
+		rep := h.report(h.drop("week1.csv", week1)[0])
+		elapsed := time.Since(start)
+		first := h.sim.Counters()
+		if rep.Outcome.Sent != rows {
+			b.Fatalf("first run sent %d of %d: %+v", rep.Outcome.Sent, rows, rep.Outcome)
+		}
+
+		h.drop("week1-again.csv", week1)
+		rerun := h.sim.Counters().Total - first.Total
+
+		before := h.sim.Counters().Total
+		rep2 := h.report(h.drop("week2.csv", week2)[0])
+		delta := h.sim.Counters().Total - before
+		if rep2.Plan.Changed == 0 || rep2.Outcome.Sent != rep2.Plan.Changed {
+			b.Fatalf("1%% run: plan %+v outcome %+v", rep2.Plan, rep2.Outcome)
+		}
+
+		b.ReportMetric(elapsed.Seconds()/rep.FloorSeconds, "elapsed/floor")
+		b.ReportMetric(float64(first.ByStatus[429])/float64(first.Total), "429-share")
+		b.ReportMetric(float64(rerun), "rerun-requests")
+		b.ReportMetric(float64(delta), "delta-requests")
+		b.ReportMetric(math.Ceil(float64(rep2.Plan.Changed)/100), "delta-target")
+	}
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# make bench: every performance figure segpilot claims, from one command,
+# into one table. Prints the table and writes it, with the machine, the date
+# and the exact commands, to docs/benchmarks.md. About 10 minutes on 2 cores.
+#   RUNS                runs of each measurement; the table shows medians (default 3)
+#   SEGPILOT_BENCH_RPS  the Autopilot budget, requests/second, for the sync run (default 20)
+#   BENCH_OUT           where to write the report (default docs/benchmarks.md)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${RUNS:-3}
+rps=${SEGPILOT_BENCH_RPS:-20}
+out=${BENCH_OUT:-docs/benchmarks.md}
+for tool in go jq bc; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is required (apt-get install -y $tool)" >&2; exit 1; }
+done
+benchstat=(go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da)
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+cmd_export="SEGPILOT_BENCH_RPS=$rps go test -run '^\$' -bench '^BenchmarkExport100k\$' -count $runs -timeout 60m ./internal/e2e"
+cmd_plan="scripts/bench-plan.sh $runs"
+cmd_lambda="go test -run '^\$' -bench '^BenchmarkFirstInvoke' -count $runs ./internal/lambdatest"
+cmd_build="make build"
+
+echo "bench 1/3: sync and delta, 100,000 profiles at $rps requests/s ($runs runs) ..." >&2
+eval "$cmd_export" | tee "$work/export.txt" >&2
+echo "bench 2/3: planning 1,000,000 rows vs Miller ($runs runs) ..." >&2
+$cmd_plan >"$work/plan.md"
+echo "bench 3/3: Lambda bootstrap sizes and first invoke under the runtime interface emulator ..." >&2
+eval "$cmd_build" >&2
+eval "$cmd_lambda" | tee "$work/lambda.txt" >&2
+
+# median BENCH METRIC FILE: the median of one reported metric over the runs.
+median() {
+  awk -v b="$1" -v m="$2" '$1 ~ "^"b {for (i = 3; i < NF; i++) if ($(i+1) == m) print $i}' "$3" |
+    sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR+1)/2)]; else print "n/a"}'
+}
+verdict() { if [ "$(echo "$1" | bc -l)" = 1 ]; then echo "met"; else echo "**not met**"; fi; }
+
+ratio=$(median BenchmarkExport100k elapsed/floor "$work/export.txt")
+share=$(median BenchmarkExport100k 429-share "$work/export.txt")
+rerun=$(median BenchmarkExport100k rerun-requests "$work/export.txt")
+delta=$(median BenchmarkExport100k delta-requests "$work/export.txt")
+dtarget=$(median BenchmarkExport100k delta-target "$work/export.txt")
+
+{
+  echo "# Benchmarks"
+  echo
+  echo "Written by \`make bench\` (scripts/bench.sh) on $(date -u +%Y-%m-%d) at $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
+  echo "Medians of $runs runs. Reproduce with \`make bench\` (\`RUNS=5 make bench\` for more runs)."
+  echo
+  echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM,"
+  echo "$(uname -sr), $(go version | cut -d' ' -f3-), $(mlr --version 2>/dev/null || echo 'Miller not installed')."
+  echo
+  echo "## Summary"
+  echo
+  echo "| measure | result | target | |"
+  echo "|---|---|---|---|"
+  printf '| sync 100,000 profiles at %s req/s: elapsed / rate-limit floor | %.3f | <= 1.05 | %s |\n' "$rps" "$ratio" "$(verdict "$ratio <= 1.05")"
+  printf '| sync: share of requests answered 429 | %.2f %% | <= 1 %% | %s |\n' "$(echo "100 * $share" | bc -l)" "$(verdict "$share <= 0.01")"
+  printf '| delta: unchanged rerun, requests sent | %s | 0 | %s |\n' "$rerun" "$(verdict "$rerun == 0")"
+  printf '| delta: 1 %% changed, requests sent | %s | ceil(changed/100) = %s | %s |\n' "$delta" "$dtarget" "$(verdict "$delta == $dtarget")"
+  echo
+  echo "## Planning: 1,000,000-row CSV, against Miller"
+  echo
+  echo "Planning reads, validates and normalises every row, sorts and de-duplicates by email with a"
+  echo "bounded-memory external merge, diffs against the last snapshot and writes the batch files,"
+  echo "the snapshot and the rejections. Miller only converts CSV to JSON lines into /dev/null."
+  cat "$work/plan.md"
+  echo
+  echo "## Lambda"
+  echo
+  echo "| function | bootstrap (linux/arm64) | target | |"
+  echo "|---|---|---|---|"
+  for f in build/*/bootstrap; do
+    name=$(basename "$(dirname "$f")")
+    bytes=$(stat -c %s "$f")
+    printf '| %s | %.1f MB | < 20 MB | %s |\n' "$name" "$(echo "$bytes / 1048576" | bc -l)" "$(verdict "$bytes < 20971520")"
+  done
+  echo
+  echo "First invoke under the runtime interface emulator (process start to answer, host build):"
+  echo
+  echo '```'
+  "${benchstat[@]}" "$work/lambda.txt"
+  echo '```'
+  echo
+  echo "## Raw benchstat output"
+  echo
+  echo '```'
+  "${benchstat[@]}" "$work/export.txt"
+  echo '```'
+  echo
+  echo "## Commands"
+  echo
+  echo '```'
+  printf '%s\n' "$cmd_export" "$cmd_plan" "$cmd_build" "$cmd_lambda"
+  echo '```'
+} >"$out"
+cat "$out"
