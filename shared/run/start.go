@@ -82,8 +82,17 @@ func SegmentOf(key string) (string, error) {
 
 // RunID is derived from the export, the object's identity and the config
 // version, so every delivery of the same event names the same run.
+//
+// The ETag names the content; the version id is used only without one.
+// Listing a versioned bucket reports no version id, so including it would
+// give refresh a different id than the S3 event for the same file, and the
+// same bytes put again are the same export.
 func RunID(export string, src Source, configVersion string) string {
-	h := sha256.Sum256([]byte(strings.Join([]string{export, src.Key, src.ETag, src.VersionID, configVersion}, "\x00")))
+	identity := src.ETag
+	if identity == "" {
+		identity = "version:" + src.VersionID
+	}
+	h := sha256.Sum256([]byte(strings.Join([]string{export, src.Key, identity, configVersion}, "\x00")))
 	return export + "-" + hex.EncodeToString(h[:8])
 }
 
