@@ -1,0 +1,384 @@
+//go:build unix
+
+package lambdatest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"maps"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/shared/autopilot/sim"
+	"github.com/segpilot/segpilot/shared/awsx"
+	"github.com/segpilot/segpilot/shared/awsx/s3store"
+	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/run"
+	"github.com/segpilot/segpilot/shared/store"
+)
+
+const (
+	bucket     = "segpilot-data" // the bucket events/s3-put.json names
+	exportName = "vip-newsletter"
+	listTitle  = "VIP customers"
+	secretID   = "segpilot/autopilot"
+	revokedID  = "segpilot/autopilot-revoked"
+	apiKey     = "ak-LAMBDATEST-3c9f1e0b7d2a4f68"
+	wrongKey   = "ak-REVOKED-8e1d5b2c9a7f3e04"
+	machineARN = "arn:aws:states:eu-west-1:123456789012:stateMachine:segpilot-export"
+)
+
+// readJSON reads a file of the repository as a JSON object.
+func readJSON(t *testing.T, rel string) map[string]any {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "..", rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatalf("%s: %v", rel, err)
+	}
+	return v
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// aslContract reads what the state machine takes from its execution input
+// ($.x paths of the Map state) and the keys of the syncbatch item it builds.
+func aslContract(t *testing.T) (inputFields, itemKeys []string) {
+	t.Helper()
+	var asl struct {
+		States struct {
+			SyncBatches struct {
+				ItemReader struct {
+					Parameters map[string]string
+				}
+				ItemSelector       map[string]string
+				MaxConcurrencyPath string
+			}
+		}
+	}
+	raw, err := os.ReadFile("../../statemachine/export.asl.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &asl); err != nil {
+		t.Fatal(err)
+	}
+	m := asl.States.SyncBatches
+	paths := []string{m.ItemReader.Parameters["Key.$"], m.MaxConcurrencyPath}
+	for k, p := range m.ItemSelector {
+		paths = append(paths, p)
+		itemKeys = append(itemKeys, strings.TrimSuffix(k, ".$")) // "k.$": the value is a path
+	}
+	for _, p := range paths {
+		if f, ok := strings.CutPrefix(p, "$."); ok { // "$$.Map..." is the context object
+			inputFields = append(inputFields, f)
+		}
+	}
+	slices.Sort(inputFields)
+	if len(inputFields) < 5 {
+		t.Fatalf("the ASL's Map state reads only %v from the input; has its shape changed?", inputFields)
+	}
+	slices.Sort(itemKeys)
+	return inputFields, itemKeys
+}
+
+func putObject(t *testing.T, st *s3store.Store, key string, body []byte) store.ObjectInfo {
+	t.Helper()
+	info, err := st.Put(context.Background(), key, bytes.NewReader(body), store.PutOptions{})
+	if err != nil {
+		t.Fatalf("putting %s: %v", key, err)
+	}
+	return info
+}
+
+func getObject(t *testing.T, st *s3store.Store, key string, v any) {
+	t.Helper()
+	rc, _, err := st.Get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("getting %s: %v", key, err)
+	}
+	defer rc.Close()
+	raw, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		t.Fatalf("decoding %s: %v", key, err)
+	}
+}
+
+// TestFunctions runs one export through the four built bootstraps, each under
+// the emulator, event by event as S3, Step Functions and EventBridge would
+// deliver them, with the sample events' shapes.
+func TestFunctions(t *testing.T) {
+	t.Parallel()
+	rie := rieBinary(t)
+	bootstraps := hostBuild(t)
+
+	// The world: S3, Secrets Manager, Step Functions and Autopilot on loopback.
+	s3URL, bkt := newS3(t, bucket)
+	secretsSrv := httptest.NewServer(fakeSecrets{values: map[string]string{
+		secretID:  `{"apiKey":"` + apiKey + `"}`,
+		revokedID: wrongKey,
+	}})
+	t.Cleanup(secretsSrv.Close)
+	sfn := &fakeSFN{arn: machineARN}
+	sfnSrv := httptest.NewServer(sfn)
+	t.Cleanup(sfnSrv.Close)
+	autopilot := sim.New(sim.Options{APIKey: apiKey})
+	apSrv := httptest.NewServer(autopilot)
+	t.Cleanup(apSrv.Close)
+
+	// The shipped example config, pointed at the simulator, at the full
+	// budget so the batches are not paced for seconds.
+	example, err := os.ReadFile("../../examples/exports.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgYAML := strings.Replace(string(example), "https://api2.autopilothq.com/v1", apSrv.URL+"/v1", 1)
+	cfgYAML = strings.Replace(cfgYAML, "requestsPerSecond: 5 ", "requestsPerSecond: 100 ", 1)
+	cfg, err := config.Load(run.ConfigKey, []byte(cfgYAML))
+	if err != nil {
+		t.Fatalf("the edited example config does not load: %v", err)
+	}
+	putObject(t, bkt, run.ConfigKey, []byte(cfgYAML))
+
+	// The segment file at the key events/s3-put.json names (URL-encoded there).
+	s3Event := readJSON(t, "events/s3-put.json")
+	object := s3Event["Records"].([]any)[0].(map[string]any)["s3"].(map[string]any)["object"].(map[string]any)
+	segmentKey, err := url.QueryUnescape(object["key"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var csv bytes.Buffer
+	rows, err := sample.Write(&csv, sample.Options{Rows: 300, Seed: 11, Invalid: 20, Dupes: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := putObject(t, bkt, segmentKey, csv.Bytes())
+	// The sample's shape is kept; only the object's identity is made to
+	// match the file put here.
+	if seg.VersionID == "" {
+		t.Fatal("the versioned fake bucket gave no version id")
+	}
+	object["eTag"], object["size"], object["versionId"] = seg.ETag, seg.Size, seg.VersionID
+	src := run.Source{Key: segmentKey, ETag: seg.ETag, Size: seg.Size, VersionID: seg.VersionID}
+	runID := run.RunID(exportName, src, cfg.Version)
+
+	base := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + t.TempDir(),
+		"TMPDIR=" + t.TempDir(),
+		"AWS_ACCESS_KEY_ID=AKIDLAMBDATEST",
+		"AWS_SECRET_ACCESS_KEY=not-a-secret",
+		"AWS_REGION=eu-west-1",
+		"AWS_CONFIG_FILE=" + filepath.Join(t.TempDir(), "none"),
+		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(t.TempDir(), "none"),
+		"AWS_EC2_METADATA_DISABLED=true",
+		"AWS_LAMBDA_LOG_FORMAT=JSON",
+		"AWS_LAMBDA_LOG_LEVEL=DEBUG", // the most the functions ever log, for the key-leak check
+		"BUCKET=" + bucket,
+		"STATE_MACHINE_ARN=" + machineARN,
+		awsx.EnvS3Endpoint + "=" + s3URL,
+		awsx.EnvSecretsEndpoint + "=" + secretsSrv.URL,
+		awsx.EnvSFNEndpoint + "=" + sfnSrv.URL,
+	}
+	withSecret := func(id string) []string { return append(slices.Clone(base), "API_KEY_SECRET_ID="+id) }
+	ingest := startEmulator(t, rie, "ingest", bootstraps["ingest"], withSecret(secretID))
+	syncbatch := startEmulator(t, rie, "syncbatch", bootstraps["syncbatch"], withSecret(secretID))
+	revoked := startEmulator(t, rie, "syncbatch (revoked key)", bootstraps["syncbatch"], withSecret(revokedID))
+	finalize := startEmulator(t, rie, "finalize", bootstraps["finalize"], withSecret(secretID))
+	refresh := startEmulator(t, rie, "refresh", bootstraps["refresh"], withSecret(secretID))
+	emulators := []*emulator{ingest, syncbatch, revoked, finalize, refresh}
+
+	// Ingest: one run, started once, with the input the ASL reads.
+	var started []run.Result
+	ingest.call(t, mustJSON(t, s3Event), &started)
+	if len(started) != 1 || started[0].Export != exportName || started[0].RunID != runID ||
+		started[0].Status != run.StatusRunning || !started[0].Started {
+		t.Fatalf("ingest answered %+v; want one started running run %s", started, runID)
+	}
+	execs, _ := sfn.snapshot()
+	if len(execs) != 1 || execs[0].Name != runID {
+		t.Fatalf("StartExecution calls accepted: %+v; want one named %s", execs, runID)
+	}
+	inputFields, itemKeys := aslContract(t)
+	var input map[string]any
+	if err := json.Unmarshal([]byte(execs[0].Input), &input); err != nil {
+		t.Fatalf("execution input %s: %v", execs[0].Input, err)
+	}
+	for _, f := range inputFields {
+		if v, ok := input[f]; !ok || v == "" || v == 0.0 {
+			t.Errorf("execution input %s: the ASL reads $.%s, got %v", execs[0].Input, f, v)
+		}
+	}
+	var exec run.Execution
+	if err := json.Unmarshal([]byte(execs[0].Input), &exec); err != nil {
+		t.Fatal(err)
+	}
+	concurrency, workerRPS := run.Pacing(100)
+	wantExec := run.Execution{Export: exportName, RunID: runID, ItemsKey: "runs/" + exportName + "/" + runID + "/items.json",
+		ListID: exec.ListID, Concurrency: concurrency, WorkerRPS: workerRPS}
+	if exec != wantExec {
+		t.Errorf("execution input = %+v, want %+v", exec, wantExec)
+	}
+	lists := autopilot.Dump().Lists
+	if len(lists) != 1 || lists[0].Title != listTitle || lists[0].ID != exec.ListID {
+		t.Fatalf("simulator lists = %+v; want one %q with the execution's listId %s", lists, listTitle, exec.ListID)
+	}
+
+	// The same event again (S3 delivers at least once): no second run.
+	var again []run.Result
+	ingest.call(t, mustJSON(t, s3Event), &again)
+	if len(again) != 1 || again[0].RunID != runID || again[0].Started {
+		t.Fatalf("duplicate delivery answered %+v; want run %s not started again", again, runID)
+	}
+	if execs, calls := sfn.snapshot(); len(execs) != 1 || calls != 2 {
+		t.Fatalf("after a duplicate delivery: %d executions from %d calls; want 1 from 2", len(execs), calls)
+	}
+
+	// Syncbatch items as the Map's ItemSelector builds them, on the sample's shape.
+	template := readJSON(t, "events/syncbatch-item.json")
+	if got := slices.Sorted(maps.Keys(template)); !slices.Equal(got, itemKeys) {
+		t.Fatalf("events/syncbatch-item.json has fields %v; the ASL's ItemSelector passes %v", got, itemKeys)
+	}
+	var items []struct {
+		Batch int `json:"batch"`
+	}
+	getObject(t, bkt, exec.ItemsKey, &items)
+	if len(items) < 2 {
+		t.Fatalf("items.json lists %d batches; want several for %d rows", len(items), rows)
+	}
+	item := func(batch int) []byte {
+		ev := maps.Clone(template)
+		ev["export"], ev["runId"], ev["listId"], ev["workerRps"], ev["batch"] = exec.Export, exec.RunID, exec.ListID, exec.WorkerRPS, batch
+		return mustJSON(t, ev)
+	}
+
+	// A refused key stops the batch with the error type the ASL catches.
+	if _, lerr := revoked.invoke(t, item(items[0].Batch)); lerr == nil || lerr.ErrorType != "Unauthorized" {
+		t.Fatalf("syncbatch with a revoked key answered %+v; want errorType Unauthorized", lerr)
+	}
+
+	sent := 0
+	for _, it := range items {
+		var res run.BatchResult
+		syncbatch.call(t, item(it.Batch), &res)
+		if res.Batch != it.Batch || res.Sent == 0 || len(res.Failed) != 0 || res.Skipped {
+			t.Fatalf("batch %d answered %+v; want it sent", it.Batch, res)
+		}
+		sent += res.Sent
+	}
+	// A retried item (Step Functions retries, or redrives) sends nothing again.
+	var retried run.BatchResult
+	syncbatch.call(t, item(items[0].Batch), &retried)
+	if !retried.Skipped {
+		t.Fatalf("a repeated batch answered %+v; want skipped", retried)
+	}
+	state := autopilot.Dump()
+	if got := len(state.Lists[0].Members); got != sent {
+		t.Fatalf("list %q holds %d contacts; syncbatch reported %d sent", listTitle, got, sent)
+	}
+	if !slices.Contains(state.Lists[0].Members, sample.Email(1)) {
+		t.Fatalf("list %q lacks %s", listTitle, sample.Email(1))
+	}
+
+	// Finalize gets the execution input (events/finalize.json's shape).
+	finalizeTemplate := readJSON(t, "events/finalize.json")
+	for k := range finalizeTemplate {
+		if _, ok := input[k]; !ok {
+			t.Errorf("events/finalize.json has %q, which the execution input lacks", k)
+		}
+	}
+	var rep run.Report
+	finalize.call(t, []byte(execs[0].Input), &rep)
+	o := rep.Outcome
+	if rep.Status != run.StatusSucceeded || !o.Reconciles() || o.Rows != rows || o.Sent != sent ||
+		o.Rejected == 0 || o.Duplicates == 0 || !rep.SnapshotPromoted || rep.Batches.Settled != len(items) {
+		t.Fatalf("finalize answered %+v; want succeeded, reconciling %d rows, %d sent, promoted", rep, rows, sent)
+	}
+	var stored run.Report
+	getObject(t, bkt, "runs/"+exportName+"/"+runID+"/report.json", &stored)
+	if stored.Status != rep.Status || stored.Outcome != rep.Outcome || stored.RunID != runID {
+		t.Fatalf("report.json = %+v; want what finalize answered, %+v", stored, rep)
+	}
+	if !strings.Contains(finalize.out.String(), `"_aws"`) {
+		t.Errorf("finalize wrote no Embedded Metric Format record to stdout:\n%s", finalize.out)
+	}
+
+	// Refresh, every way it is triggered: the file was exported already.
+	for _, name := range []string{"manual-dry-run", "manual", "manual-allow-large-removal", "schedule", "scheduler"} {
+		var res []run.Result
+		refresh.call(t, mustJSON(t, readJSON(t, "events/"+name+".json")), &res)
+		if len(res) != 1 || res[0].Export != exportName || res[0].RunID != runID || res[0].Status != run.StatusUpToDate {
+			t.Errorf("refresh with events/%s.json answered %+v; want %s up-to-date", name, res, runID)
+		}
+	}
+	if execs, _ := sfn.snapshot(); len(execs) != 1 {
+		t.Errorf("refresh started executions: %+v", execs)
+	}
+
+	// A new file: the dry run plans it without starting anything.
+	var next bytes.Buffer
+	if _, err := sample.Write(&next, sample.Options{Rows: 300, Seed: 11, Invalid: 20, Dupes: 50, Changed: 100, Removed: 20}); err != nil {
+		t.Fatal(err)
+	}
+	putObject(t, bkt, "segments/vip-customers/vip customers 2026-11-29.csv", next.Bytes())
+	var dry []run.Result
+	refresh.call(t, mustJSON(t, readJSON(t, "events/manual-dry-run.json")), &dry)
+	if len(dry) != 1 || dry[0].Status != run.StatusDryRun || dry[0].Started || dry[0].RunID == runID ||
+		dry[0].Counts.Changed == 0 || dry[0].Counts.Removed == 0 {
+		t.Errorf("dry run on a new file answered %+v; want a planned dry run with changes and removals", dry)
+	}
+	if execs, _ := sfn.snapshot(); len(execs) != 1 {
+		t.Errorf("a dry run started executions: %+v", execs)
+	}
+
+	for _, e := range emulators {
+		out := e.out.String()
+		if out == "" {
+			t.Errorf("%s wrote no output at all; the key-leak check would prove nothing", e.name)
+		}
+		for _, key := range []string{apiKey, wrongKey} {
+			if strings.Contains(out, key) {
+				t.Errorf("%s's output contains an API key", e.name)
+			}
+		}
+	}
+}
+
+// TestBootstrapSizes builds each function as the Makefile's LAMBDA_BUILD
+// does and keeps the deployment packages small.
+func TestBootstrapSizes(t *testing.T) {
+	t.Parallel()
+	const limit = 20 << 20
+	bootstraps := goBuild(t, t.TempDir(), []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64"},
+		"-tags", "lambda.norpc", "-trimpath", "-ldflags=-s -w")
+	for _, fn := range functions {
+		info, err := os.Stat(bootstraps[fn])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Size() >= limit {
+			t.Errorf("%s bootstrap is %.1f MB; want < 20 MB", fn, float64(info.Size())/(1<<20))
+		}
+	}
+}
