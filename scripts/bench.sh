@@ -20,7 +20,6 @@ trap 'rm -rf "$work"' EXIT
 cmd_client="SEGPILOT_BENCH_RPS=$rps go test -run '^\$' -bench '^BenchmarkSync100k\$' -count $runs ./shared/autopilot"
 cmd_export="SEGPILOT_BENCH_RPS=$rps go test -run '^\$' -bench '^BenchmarkExport100k\$' -count $runs -timeout 60m ./internal/e2e"
 cmd_plan="scripts/bench-plan.sh $runs"
-cmd_lambda="go test -run '^\$' -bench '^BenchmarkFirstInvoke' -count $runs ./internal/lambdatest"
 cmd_build="make build"
 
 echo "bench 1/3: sync and delta, 100,000 profiles at $rps requests/s ($runs runs each) ..." >&2
@@ -28,9 +27,8 @@ eval "$cmd_client" | tee "$work/client.txt" >&2
 eval "$cmd_export" | tee "$work/export.txt" >&2
 echo "bench 2/3: planning 1,000,000 rows vs Miller ($runs runs) ..." >&2
 $cmd_plan >"$work/plan.md"
-echo "bench 3/3: Lambda bootstrap sizes and first invoke under the runtime interface emulator ..." >&2
+echo "bench 3/3: Lambda bootstrap sizes ..." >&2
 eval "$cmd_build" >&2
-eval "$cmd_lambda" | tee "$work/lambda.txt" >&2
 
 # median BENCH METRIC FILE: the median of one reported metric over the runs.
 median() {
@@ -84,12 +82,6 @@ dtarget=$(median BenchmarkExport100k delta-target "$work/export.txt")
     printf '| %s | %.1f MB | < 20 MB | %s |\n' "$name" "$(echo "$bytes / 1048576" | bc -l)" "$(verdict "$bytes < 20971520")"
   done
   echo
-  echo "First invoke under the runtime interface emulator (process start to answer, host build):"
-  echo
-  echo '```'
-  "${benchstat[@]}" "$work/lambda.txt"
-  echo '```'
-  echo
   echo "## Raw benchstat output"
   echo
   echo '```'
@@ -101,7 +93,7 @@ dtarget=$(median BenchmarkExport100k delta-target "$work/export.txt")
   echo "## Commands"
   echo
   echo '```'
-  printf '%s\n' "$cmd_client" "$cmd_export" "$cmd_plan" "$cmd_build" "$cmd_lambda"
+  printf '%s\n' "$cmd_client" "$cmd_export" "$cmd_plan" "$cmd_build"
   echo '```'
 } >"$out"
 cat "$out"
