@@ -7,38 +7,20 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/internal/testutil"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/store"
 )
-
-// syncBuffer is a bytes.Buffer safe to read while a command writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func noEnv(string) string { return "" }
 
 func segpilot(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
 	t.Helper()
-	var out, errOut syncBuffer
+	var out, errOut testutil.SyncBuffer
 	code := Main(ctx, args, &out, &errOut, noEnv)
 	return code, out.String(), errOut.String()
 }
@@ -106,7 +88,7 @@ func TestWatchRunsDroppedFiles(t *testing.T) {
 	config, file, bucket := fixture(t, 150)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(ctx, []string{"watch", "--config", config, "--dir", bucket, "--sim", "--interval", "20ms"}, &out, &errOut, noEnv)

@@ -16,12 +16,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/internal/testutil"
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/local"
 	"github.com/segpilot/segpilot/shared/run"
@@ -68,8 +68,8 @@ type harness struct {
 	sim  *sim.Server
 	p    *local.Pipeline
 	dir  string
-	url  string      // the simulator's base URL
-	logs *syncBuffer // every log line, at debug level
+	url  string               // the simulator's base URL
+	logs *testutil.SyncBuffer // every log line, at debug level
 	// inFlight counts requests the simulator is still handling: a client
 	// that gives up (cancel, timeout) returns before the server finishes.
 	inFlight *atomic.Int64
@@ -91,24 +91,6 @@ func (h *harness) waitIdle() {
 	}
 }
 
-// syncBuffer collects log lines written from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func baseURL(h *harness) string { return h.url }
 
 // noWait skips the state machine's retry waits: tests assert outcomes, not time.
@@ -128,7 +110,7 @@ func newHarness(t testing.TB, simOpts sim.Options, config string) *harness {
 	}))
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	p, err := local.New(local.Options{
 		BucketDir: dir, Secrets: fixedKey(apiKey), BaseURL: srv.URL + "/v1",
 		Log:           slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/segpilot/segpilot/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -18,7 +19,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -101,29 +101,11 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// syncBuffer collects a process's output, written from exec's copy goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // emulator is one aws-lambda-rie process running one bootstrap.
 type emulator struct {
 	name string
-	url  string      // the invocation URL
-	out  *syncBuffer // stdout and stderr of the emulator and the bootstrap
+	url  string               // the invocation URL
+	out  *testutil.SyncBuffer // stdout and stderr of the emulator and the bootstrap
 }
 
 // startEmulator runs bootstrap under the emulator with exactly env as its
@@ -131,7 +113,7 @@ type emulator struct {
 func startEmulator(t *testing.T, rie, name, bootstrap string, env []string) *emulator {
 	t.Helper()
 	api, rapi := freeAddr(t), freeAddr(t)
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd := exec.Command(rie, "--runtime-interface-emulator-address", api, "--runtime-api-address", rapi, bootstrap)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = out, out

@@ -1,10 +1,10 @@
 package autopilot
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/segpilot/segpilot/internal/testutil"
 	"io"
 	"log/slog"
 	"net/http"
@@ -98,29 +98,11 @@ func hang(w http.ResponseWriter, r *http.Request) {
 	<-r.Context().Done()
 }
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // harness is a Client against a handler with recorded sleeps and logs.
 type harness struct {
 	c      *Client
 	srv    *httptest.Server
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	mu     sync.Mutex
 	sleeps []time.Duration
 }
@@ -133,7 +115,7 @@ func (h *harness) slept() []time.Duration {
 
 func newHarness(t *testing.T, handler http.Handler, mod func(*Options)) *harness {
 	t.Helper()
-	h := &harness{logs: &syncBuffer{}}
+	h := &harness{logs: &testutil.SyncBuffer{}}
 	h.srv = httptest.NewServer(handler)
 	t.Cleanup(h.srv.Close)
 	opts := Options{
