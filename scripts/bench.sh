@@ -21,14 +21,16 @@ cmd_client="SEGPILOT_BENCH_RPS=$rps go test -run '^\$' -bench '^BenchmarkSync100
 cmd_export="SEGPILOT_BENCH_RPS=$rps go test -run '^\$' -bench '^BenchmarkExport100k\$' -count $runs -timeout 60m ./internal/e2e"
 cmd_plan="scripts/bench-plan.sh $runs"
 cmd_build="make build"
+cmd_lambda="go test -run '^\$' -bench '^BenchmarkFirstInvoke\$' -benchtime 10x -count $runs ./internal/lambdatest"
 
 echo "bench 1/3: sync and delta, 100,000 profiles at $rps requests/s ($runs runs each) ..." >&2
 eval "$cmd_client" | tee "$work/client.txt" >&2
 eval "$cmd_export" | tee "$work/export.txt" >&2
 echo "bench 2/3: planning 1,000,000 rows vs Miller ($runs runs) ..." >&2
 $cmd_plan >"$work/plan.md"
-echo "bench 3/3: Lambda bootstrap sizes ..." >&2
+echo "bench 3/3: Lambda bootstrap sizes and first invoke under the runtime interface emulator ..." >&2
 eval "$cmd_build" >&2
+eval "$cmd_lambda" | tee "$work/lambda.txt" >&2
 
 # median BENCH METRIC FILE: the median of one reported metric over the runs.
 median() {
@@ -82,6 +84,9 @@ dtarget=$(median BenchmarkExport100k delta-target "$work/export.txt")
     printf '| %s | %.1f MB | < 20 MB | %s |\n' "$name" "$(echo "$bytes / 1048576" | bc -l)" "$(verdict "$bytes < 20971520")"
   done
   echo
+  printf 'refresh under the runtime interface emulator (host build): first invoke, from starting the emulator to the answer of a dry run, **%s ms**; a warm invoke %s ms.\n' \
+    "$(median BenchmarkFirstInvoke first-invoke-ms "$work/lambda.txt")" "$(median BenchmarkFirstInvoke warm-invoke-ms "$work/lambda.txt")"
+  echo
   echo "## Raw benchstat output"
   echo
   echo '```'
@@ -93,7 +98,7 @@ dtarget=$(median BenchmarkExport100k delta-target "$work/export.txt")
   echo "## Commands"
   echo
   echo '```'
-  printf '%s\n' "$cmd_client" "$cmd_export" "$cmd_plan" "$cmd_build"
+  printf '%s\n' "$cmd_client" "$cmd_export" "$cmd_plan" "$cmd_build" "$cmd_lambda"
   echo '```'
 } >"$out"
 cat "$out"

@@ -32,7 +32,7 @@ var functions = []string{"ingest", "syncbatch", "finalize", "refresh"}
 // goBuild builds every function into dir/<name>/bootstrap with one go
 // command, so the dependencies they share compile once. env is added to the
 // caller's environment.
-func goBuild(t *testing.T, dir string, env []string, flags ...string) map[string]string {
+func goBuild(t testing.TB, dir string, env []string, flags ...string) map[string]string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -63,13 +63,13 @@ func goBuild(t *testing.T, dir string, env []string, flags ...string) map[string
 
 // hostBuild builds the functions for the machine running the tests, as the
 // emulator runs them as plain child processes.
-func hostBuild(t *testing.T) map[string]string {
+func hostBuild(t testing.TB) map[string]string {
 	t.Helper()
 	return goBuild(t, t.TempDir(), []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + runtime.GOARCH}, "-tags", "lambda.norpc")
 }
 
 // rieBinary finds aws-lambda-rie on PATH or in GOPATH/bin, or skips.
-func rieBinary(t *testing.T) string {
+func rieBinary(t testing.TB) string {
 	t.Helper()
 	if p, err := exec.LookPath("aws-lambda-rie"); err == nil {
 		return p
@@ -88,7 +88,7 @@ func rieBinary(t *testing.T) string {
 }
 
 // freeAddr returns a loopback address nothing listens on right now.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -110,7 +110,7 @@ type emulator struct {
 
 // startEmulator runs bootstrap under the emulator with exactly env as its
 // environment and waits until the emulator accepts connections.
-func startEmulator(t *testing.T, rie, name, bootstrap string, env []string) *emulator {
+func startEmulator(t testing.TB, rie, name, bootstrap string, env []string) *emulator {
 	t.Helper()
 	api, rapi := freeAddr(t), freeAddr(t)
 	out := &testutil.SyncBuffer{}
@@ -159,7 +159,7 @@ type lambdaError struct {
 
 // invoke posts event and returns the raw response and, when the handler
 // failed, its error.
-func (e *emulator) invoke(t *testing.T, event []byte) ([]byte, *lambdaError) {
+func (e *emulator) invoke(t testing.TB, event []byte) ([]byte, *lambdaError) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -188,7 +188,7 @@ func (e *emulator) invoke(t *testing.T, event []byte) ([]byte, *lambdaError) {
 
 // call invokes e with event, fails on a handler error, and decodes the
 // answer into v, rejecting fields v does not know.
-func (e *emulator) call(t *testing.T, event []byte, v any) {
+func (e *emulator) call(t testing.TB, event []byte, v any) {
 	t.Helper()
 	body, lerr := e.invoke(t, event)
 	if lerr != nil {

@@ -24,7 +24,7 @@ import (
 
 // newS3 serves gofakes3 over plain HTTP on loopback with bucket created and
 // returns its URL and a store on the bucket for the test's own reads and writes.
-func newS3(t *testing.T, bucket string) (string, *s3store.Store) {
+func newS3(t testing.TB, bucket string) (string, *s3store.Store) {
 	t.Helper()
 	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
 	t.Cleanup(srv.Close)

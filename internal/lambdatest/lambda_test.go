@@ -37,7 +37,7 @@ const (
 )
 
 // readJSON reads a file of the repository as a JSON object.
-func readJSON(t *testing.T, rel string) map[string]any {
+func readJSON(t testing.TB, rel string) map[string]any {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join("..", "..", rel))
 	if err != nil {
@@ -50,7 +50,7 @@ func readJSON(t *testing.T, rel string) map[string]any {
 	return v
 }
 
-func mustJSON(t *testing.T, v any) []byte {
+func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -61,7 +61,7 @@ func mustJSON(t *testing.T, v any) []byte {
 
 // aslContract reads what the state machine takes from its execution input
 // ($.x paths of the Map state) and the keys of the syncbatch item it builds.
-func aslContract(t *testing.T) (inputFields, itemKeys []string) {
+func aslContract(t testing.TB) (inputFields, itemKeys []string) {
 	t.Helper()
 	var asl struct {
 		States struct {
@@ -100,7 +100,7 @@ func aslContract(t *testing.T) (inputFields, itemKeys []string) {
 	return inputFields, itemKeys
 }
 
-func putObject(t *testing.T, st *s3store.Store, key string, body []byte) store.ObjectInfo {
+func putObject(t testing.TB, st *s3store.Store, key string, body []byte) store.ObjectInfo {
 	t.Helper()
 	info, err := st.Put(context.Background(), key, bytes.NewReader(body), store.PutOptions{})
 	if err != nil {
@@ -109,7 +109,7 @@ func putObject(t *testing.T, st *s3store.Store, key string, body []byte) store.O
 	return info
 }
 
-func getObject(t *testing.T, st *s3store.Store, key string, v any) {
+func getObject(t testing.TB, st *s3store.Store, key string, v any) {
 	t.Helper()
 	rc, _, err := st.Get(context.Background(), key)
 	if err != nil {
