@@ -6,14 +6,12 @@ import (
 	"bytes"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
-	"github.com/segpilot/segpilot/shared/awsx"
 	"github.com/segpilot/segpilot/shared/run"
 )
 
@@ -42,15 +40,7 @@ func BenchmarkFirstInvoke(b *testing.B) {
 		b.Fatal(err)
 	}
 	putObject(b, bkt, "segments/vip-customers/bench.csv", csv.Bytes())
-	env := []string{
-		"PATH=" + os.Getenv("PATH"), "HOME=" + b.TempDir(), "TMPDIR=" + b.TempDir(),
-		"AWS_ACCESS_KEY_ID=AKIDLAMBDATEST", "AWS_SECRET_ACCESS_KEY=not-a-secret", "AWS_REGION=eu-west-1",
-		"AWS_CONFIG_FILE=" + filepath.Join(b.TempDir(), "none"),
-		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(b.TempDir(), "none"),
-		"AWS_EC2_METADATA_DISABLED=true", "AWS_LAMBDA_LOG_FORMAT=JSON",
-		"BUCKET=" + bucket, "STATE_MACHINE_ARN=" + machineARN, "API_KEY_SECRET_ID=" + secretID,
-		awsx.EnvS3Endpoint + "=" + s3URL, awsx.EnvSecretsEndpoint + "=" + secretsSrv.URL, awsx.EnvSFNEndpoint + "=" + sfnSrv.URL,
-	}
+	env := append(functionEnv(b, s3URL, secretsSrv.URL, sfnSrv.URL), "API_KEY_SECRET_ID="+secretID)
 	event := mustJSON(b, readJSON(b, "events/manual-dry-run.json"))
 
 	var first, warm time.Duration

@@ -37,6 +37,30 @@ const (
 )
 
 // readJSON reads a file of the repository as a JSON object.
+// functionEnv is what every function runs with here: dummy credentials, no
+// shared AWS config, the loopback endpoints, and debug-level JSON logs (the
+// most the functions ever log, for the key-leak check).
+func functionEnv(t testing.TB, s3URL, secretsURL, sfnURL string) []string {
+	return []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + t.TempDir(),
+		"TMPDIR=" + t.TempDir(),
+		"AWS_ACCESS_KEY_ID=AKIDLAMBDATEST",
+		"AWS_SECRET_ACCESS_KEY=not-a-secret",
+		"AWS_REGION=eu-west-1",
+		"AWS_CONFIG_FILE=" + filepath.Join(t.TempDir(), "none"),
+		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(t.TempDir(), "none"),
+		"AWS_EC2_METADATA_DISABLED=true",
+		"AWS_LAMBDA_LOG_FORMAT=JSON",
+		"AWS_LAMBDA_LOG_LEVEL=DEBUG",
+		"BUCKET=" + bucket,
+		"STATE_MACHINE_ARN=" + machineARN,
+		awsx.EnvS3Endpoint + "=" + s3URL,
+		awsx.EnvSecretsEndpoint + "=" + secretsURL,
+		awsx.EnvSFNEndpoint + "=" + sfnURL,
+	}
+}
+
 func readJSON(t testing.TB, rel string) map[string]any {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join("..", "..", rel))
@@ -183,24 +207,7 @@ func TestFunctions(t *testing.T) {
 	src := run.Source{Key: segmentKey, ETag: seg.ETag, Size: seg.Size, VersionID: seg.VersionID}
 	runID := run.RunID(exportName, src, cfg.Version)
 
-	base := []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + t.TempDir(),
-		"TMPDIR=" + t.TempDir(),
-		"AWS_ACCESS_KEY_ID=AKIDLAMBDATEST",
-		"AWS_SECRET_ACCESS_KEY=not-a-secret",
-		"AWS_REGION=eu-west-1",
-		"AWS_CONFIG_FILE=" + filepath.Join(t.TempDir(), "none"),
-		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(t.TempDir(), "none"),
-		"AWS_EC2_METADATA_DISABLED=true",
-		"AWS_LAMBDA_LOG_FORMAT=JSON",
-		"AWS_LAMBDA_LOG_LEVEL=DEBUG", // the most the functions ever log, for the key-leak check
-		"BUCKET=" + bucket,
-		"STATE_MACHINE_ARN=" + machineARN,
-		awsx.EnvS3Endpoint + "=" + s3URL,
-		awsx.EnvSecretsEndpoint + "=" + secretsSrv.URL,
-		awsx.EnvSFNEndpoint + "=" + sfnSrv.URL,
-	}
+	base := functionEnv(t, s3URL, secretsSrv.URL, sfnSrv.URL)
 	withSecret := func(id string) []string { return append(slices.Clone(base), "API_KEY_SECRET_ID="+id) }
 	ingest := startEmulator(t, rie, "ingest", bootstraps["ingest"], withSecret(secretID))
 	syncbatch := startEmulator(t, rie, "syncbatch", bootstraps["syncbatch"], withSecret(secretID))

@@ -7,7 +7,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -99,7 +101,7 @@ func (c *Config) Export(name string) (*Export, error) {
 	if e, ok := c.Exports[name]; ok {
 		return e, nil
 	}
-	return nil, &UnknownExportError{File: c.File, Name: name, Known: sortedKeys(c.Exports)}
+	return nil, &UnknownExportError{File: c.File, Name: name, Known: slices.Sorted(maps.Keys(c.Exports))}
 }
 
 // ExportsForSegment returns every export (enabled or not) that reads segment,
@@ -150,19 +152,10 @@ func (e *Export) Mapping() segment.Mapping {
 		FirstName: e.Match.FirstName,
 		LastName:  e.Match.LastName,
 	}
-	for _, src := range sortedKeys(e.Match.Custom) {
+	for _, src := range slices.Sorted(maps.Keys(e.Match.Custom)) {
 		key := e.Match.Custom[src]
 		typ, _, _ := strings.Cut(key, "--")
 		m.Custom = append(m.Custom, segment.CustomField{Source: src, Key: key, Type: typ})
 	}
 	return m
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"regexp"
@@ -405,7 +406,7 @@ func (d *decoder) export(f field, conns map[string]*Connection) *Export {
 		if _, defined := conns[v]; defined {
 			e.Connection = v
 		} else {
-			d.add(o.sub("connection"), n.Line, "%s is not defined%s", q(v), definedHint(v, sortedKeys(conns), "connections"))
+			d.add(o.sub("connection"), n.Line, "%s is not defined%s", q(v), definedHint(v, slices.Sorted(maps.Keys(conns)), "connections"))
 		}
 	}
 	if v, n, ok := d.required(o, "segment", "the folder under segments/ that this export reads"); ok {

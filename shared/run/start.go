@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -437,7 +439,7 @@ func (s *Service) Refresh(ctx context.Context, req RefreshRequest) ([]Result, er
 		}
 		exports = []*config.Export{e}
 	} else {
-		for _, name := range sortedKeys(cfg.Exports) {
+		for _, name := range slices.Sorted(maps.Keys(cfg.Exports)) {
 			exports = append(exports, cfg.Exports[name])
 		}
 	}
@@ -489,15 +491,6 @@ func (s *Service) newest(ctx context.Context, segmentName string) (*store.Object
 		return nil, err
 	}
 	return &info, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func sortReports(rs []*Report) {
