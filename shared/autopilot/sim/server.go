@@ -167,16 +167,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		name = r.Method + " " + allowed
 	}
 	a, authed := s.serve(w, r, rt, params, allowed)
+	// Record before answering, so a client that has its answer always finds
+	// it in Counters.
 	s.record(start, name, a, authed)
+	if a.status != 0 {
+		s.write(w, a)
+	}
 	s.log.Debug("request", "route", name, "status", a.status, "took", time.Since(start))
 }
 
-// serve returns the answer it sent (status 0 = none) and whether the
-// request passed auth.
+// serve returns the answer to send (status 0 = none: dropped, hung or
+// abandoned) and whether the request passed auth.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt *route, params map[string]string, allowed string) (answer, bool) {
 	ctx := r.Context()
 	if s.configErr != nil {
-		return s.write(w, errorf(http.StatusInternalServerError, "simulator misconfigured", "%v", s.configErr)), false
+		return errorf(http.StatusInternalServerError, "simulator misconfigured", "%v", s.configErr), false
 	}
 	if !wait(ctx, s.opts.Faults.Latency) {
 		return answer{}, false
@@ -184,22 +189,22 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt *route, params
 	key := r.Header.Get("autopilotapikey")
 	switch {
 	case key == "":
-		return s.write(w, errorf(http.StatusBadRequest, "no key provided", "no key provided: send the autopilotapikey header")), false
+		return errorf(http.StatusBadRequest, "no key provided", "no key provided: send the autopilotapikey header"), false
 	case s.opts.APIKey != "" && subtle.ConstantTimeCompare([]byte(key), []byte(s.opts.APIKey)) != 1:
-		return s.write(w, errorf(http.StatusUnauthorized, "unauthorized", "the API key is not valid")), false
+		return errorf(http.StatusUnauthorized, "unauthorized", "the API key is not valid"), false
 	}
 	if a, limited := s.rateLimit(); limited {
-		return s.write(w, a), true
+		return a, true
 	}
 	d := s.draw()
 	if d.throttle {
-		return s.write(w, s.tooMany(time.Second)), true
+		return s.tooMany(time.Second), true
 	}
 	if d.drop {
 		return s.drop(w), true
 	}
 	if d.status5 != 0 {
-		return s.write(w, errorf(d.status5, http.StatusText(d.status5), "injected fault")), true
+		return errorf(d.status5, http.StatusText(d.status5), "injected fault"), true
 	}
 	var a answer
 	switch {
@@ -214,7 +219,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt *route, params
 		a.status = 0
 		return a, true
 	}
-	return s.write(w, a), true
+	return a, true
 }
 
 // rateLimit takes a token, or answers 429 when the bucket is empty.
@@ -260,7 +265,7 @@ func (s *Server) drop(w http.ResponseWriter) answer {
 	return answer{}
 }
 
-func (s *Server) write(w http.ResponseWriter, a answer) answer {
+func (s *Server) write(w http.ResponseWriter, a answer) {
 	for k, v := range a.header {
 		w.Header()[k] = v
 	}
@@ -270,7 +275,6 @@ func (s *Server) write(w http.ResponseWriter, a answer) answer {
 		// The client has gone; the answer was still decided.
 		s.log.Debug("writing answer", "err", err)
 	}
-	return a
 }
 
 // wait sleeps for d, or returns false when ctx ends first.
