@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // tmpDir holds in-flight writes inside the bucket folder so a rename into
@@ -23,6 +24,9 @@ const tmpDir = ".segpilot-tmp"
 // bucket (keys are relative paths). Local mode and tests use it.
 type Folder struct {
 	root string
+	// casMu makes an IfMatch put's compare and swap one step for this
+	// process; two processes sharing a folder are not guarded.
+	casMu sync.Mutex
 }
 
 var _ ObjectStore = (*Folder)(nil)
@@ -108,6 +112,17 @@ func (f *Folder) Put(ctx context.Context, key string, body io.Reader, opts PutOp
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return ObjectInfo{}, fmt.Errorf("writing %s: %w", key, err)
+	}
+	if opts.IfMatch != "" {
+		f.casMu.Lock()
+		defer f.casMu.Unlock()
+		current, err := fileMD5(p)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return ObjectInfo{}, fmt.Errorf("writing %s: %w", key, err)
+		}
+		if current != opts.IfMatch {
+			return ObjectInfo{}, fmt.Errorf("%s: %w", key, ErrChanged)
+		}
 	}
 	if opts.IfNoneMatch {
 		// A hard link fails if the target exists: create-if-absent, atomically.

@@ -87,3 +87,57 @@ func TestFolder(t *testing.T) {
 		t.Fatalf("Get after delete: %v", err)
 	}
 }
+
+func TestFolderPutIfMatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, err := store.NewFolder(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "state/exp/lock.json"
+	if _, err := f.Put(ctx, key, strings.NewReader("free"), store.PutOptions{IfMatch: "0123"}); !errors.Is(err, store.ErrChanged) {
+		t.Fatalf("IfMatch on a missing key: err = %v, want ErrChanged", err)
+	}
+	first, err := f.Put(ctx, key, strings.NewReader("free"), store.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Racing writers holding the same ETag: exactly one wins.
+	const writers = 8
+	wins := make(chan string, writers)
+	errs := make(chan error, writers)
+	for i := range writers {
+		go func() {
+			body := "held by " + string(rune('a'+i))
+			if _, err := f.Put(ctx, key, strings.NewReader(body), store.PutOptions{IfMatch: first.ETag}); err != nil {
+				errs <- err
+				return
+			}
+			wins <- body
+		}()
+	}
+	var winner string
+	for range writers {
+		select {
+		case w := <-wins:
+			if winner != "" {
+				t.Fatalf("two writers won: %q and %q", winner, w)
+			}
+			winner = w
+		case err := <-errs:
+			if !errors.Is(err, store.ErrChanged) {
+				t.Fatalf("losing writer: err = %v, want ErrChanged", err)
+			}
+		}
+	}
+	rc, _, err := f.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if winner == "" || string(got) != winner {
+		t.Fatalf("object = %q, winner %q", got, winner)
+	}
+}

@@ -15,6 +15,10 @@ var ErrNotFound = errors.New("object not found")
 // ErrExists is returned (wrapped) by Put with IfNoneMatch when the key is already there.
 var ErrExists = errors.New("object already exists")
 
+// ErrChanged is returned (wrapped) by Put with IfMatch when the key no longer
+// holds the object with that ETag (or is gone): someone else wrote it first.
+var ErrChanged = errors.New("object changed since it was read")
+
 // ObjectInfo describes one stored object.
 type ObjectInfo struct {
 	Key          string
@@ -30,6 +34,9 @@ type PutOptions struct {
 	// IfNoneMatch makes the put fail with ErrExists when the key already exists,
 	// so concurrent writers of the same key agree on one winner.
 	IfNoneMatch bool
+	// IfMatch (an ETag) makes the put fail with ErrChanged unless the key
+	// still holds that object: compare-and-swap for small state objects.
+	IfMatch string
 }
 
 // ObjectStore is the bucket as segpilot sees it. Keys use '/' separators and

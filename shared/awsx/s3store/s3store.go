@@ -116,9 +116,17 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, opts store.
 	if opts.IfNoneMatch {
 		in.IfNoneMatch = aws.String("*")
 	}
+	if opts.IfMatch != "" {
+		in.IfMatch = aws.String(`"` + opts.IfMatch + `"`)
+	}
 	out, err := s.client.PutObject(ctx, in)
 	if err != nil {
-		return store.ObjectInfo{}, s.wrap("writing", key, err)
+		err = s.wrap("writing", key, err)
+		if opts.IfMatch != "" && errors.Is(err, store.ErrExists) {
+			// The same 412 (or 409 for a racing conditional write) means the ETag no longer matches.
+			return store.ObjectInfo{}, fmt.Errorf("writing %s: %w", s.uri(key), store.ErrChanged)
+		}
+		return store.ObjectInfo{}, err
 	}
 	return store.ObjectInfo{
 		Key:       key,
@@ -220,7 +228,7 @@ func (s *Store) wrap(op, key string, err error) error {
 		switch apiErr.ErrorCode() {
 		case "NoSuchKey", "NotFound":
 			return fmt.Errorf("%s %s: %w", op, s.uri(key), store.ErrNotFound)
-		case "PreconditionFailed":
+		case "PreconditionFailed", "ConditionalRequestConflict":
 			return fmt.Errorf("%s %s: %w", op, s.uri(key), store.ErrExists)
 		}
 	}

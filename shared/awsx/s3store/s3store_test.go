@@ -322,3 +322,29 @@ func TestPutReadErrorIsReported(t *testing.T) {
 		t.Fatalf("a failed Put left an object behind: %v", err)
 	}
 }
+
+func TestPutIfMatch(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	key := "state/exp/lock.json"
+	if _, err := f.store.Put(ctx, key, strings.NewReader("free"), store.PutOptions{IfMatch: "0123"}); !errors.Is(err, store.ErrChanged) {
+		t.Fatalf("Put IfMatch on a missing key: err = %v, want ErrChanged", err)
+	}
+	first, err := f.store.Put(ctx, key, strings.NewReader("free"), store.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := f.store.Put(ctx, key, strings.NewReader("held by a"), store.PutOptions{IfMatch: first.ETag})
+	if err != nil {
+		t.Fatalf("Put IfMatch with the current ETag: %v", err)
+	}
+	// A writer still holding the first ETag lost the race.
+	if _, err := f.store.Put(ctx, key, strings.NewReader("held by b"), store.PutOptions{IfMatch: first.ETag}); !errors.Is(err, store.ErrChanged) {
+		t.Fatalf("Put IfMatch with a stale ETag: err = %v, want ErrChanged", err)
+	}
+	got, info := readAll(t, f.store, key)
+	if string(got) != "held by a" || info.ETag != second.ETag {
+		t.Fatalf("object = %q (etag %s), want %q (etag %s)", got, info.ETag, "held by a", second.ETag)
+	}
+}
