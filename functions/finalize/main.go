@@ -1,5 +1,6 @@
 // Command finalize closes a run: report.json, rejected.csv, snapshot
 // promotion, and the run's metrics as Embedded Metric Format on stdout.
+// Then it starts the next file queued for the export, as ingest would.
 package main
 
 import (
@@ -13,7 +14,7 @@ import (
 )
 
 func main() {
-	svc, err := lambdaapp.NewService(context.Background(), lambdaapp.Needs{})
+	svc, err := lambdaapp.NewService(context.Background(), lambdaapp.Needs{Starter: true, Connector: true})
 	if err != nil {
 		slog.Error("start-up failed", "error", err)
 		os.Exit(1)

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
@@ -153,6 +155,63 @@ func TestResumeAfterKill(t *testing.T) {
 				t.Fatalf("resume sent %d batches, want only the %d without a result file", resent, unsettled)
 			}
 			h.assertState(expected(t, data))
+		})
+	}
+}
+
+// TestFilesArrivingTogetherRunInArrivalOrder delivers two files' events at
+// the same moment: whichever is handled first, the runs never interleave and
+// Autopilot ends up holding the later file (the earlier one runs first or
+// is skipped as superseded, never after the later one).
+func TestFilesArrivingTogetherRunInArrivalOrder(t *testing.T) {
+	t.Parallel()
+	first := generate(t, sample.Options{Rows: 400, Seed: 5, Invalid: 7, Dupes: 9})
+	second := generate(t, sample.Options{Rows: 400, Seed: 5, Invalid: 7, Dupes: 9, Changed: 40, Removed: 30, Added: 20})
+	for i := range 4 {
+		t.Run(fmt.Sprint("round ", i), func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, sim.Options{}, configYAML("mirror", 100))
+			arrived := time.Date(2026, 11, 29, 7, 0, 0, 0, time.UTC)
+			var srcs []run.Source
+			for _, f := range []struct {
+				name string
+				data []byte
+			}{{"monday.csv", first}, {"tuesday.csv", second}} {
+				key := "segments/vip-customers/" + f.name
+				info := h.put(key, f.data)
+				srcs = append(srcs, run.Source{Key: key, ETag: info.ETag, Size: info.Size})
+			}
+			results := make([]run.Result, 2)
+			var wg sync.WaitGroup
+			for j := range 2 {
+				// Alternate which event is handled first.
+				j := (j + i) % 2
+				wg.Go(func() {
+					res, err := h.p.Service.Start(context.Background(), run.StartRequest{Trigger: run.TriggerS3,
+						Source: srcs[j], Arrived: arrived.Add(time.Duration(j) * time.Second)})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					results[j] = res[0]
+				})
+			}
+			wg.Wait()
+			if t.Failed() {
+				return
+			}
+			h.assertState(expected(t, second))
+			later := h.report(results[1])
+			if later.Status != run.StatusSucceeded || !later.SnapshotPromoted {
+				t.Fatalf("later file's run: %s %s", later.Status, later.Message)
+			}
+			earlier := h.report(results[0])
+			switch {
+			case earlier.Status == run.StatusSuperseded:
+			case earlier.Status == run.StatusSucceeded && earlier.FinishedAt.Before(later.PlannedAt) || earlier.FinishedAt.Equal(later.PlannedAt):
+			default:
+				t.Fatalf("earlier file's run %s, finished %v; the later one was planned %v", earlier.Status, earlier.FinishedAt, later.PlannedAt)
+			}
 		})
 	}
 }

@@ -31,8 +31,8 @@ const SecretTTL = 5 * time.Minute
 
 // Needs says which adapters a function uses, so each builds only those.
 type Needs struct {
-	Starter   bool // ingest, refresh
-	Connector bool // syncbatch
+	Starter   bool // ingest, refresh, finalize (it starts the next queued run)
+	Connector bool // syncbatch; ingest, refresh and finalize resolve the list
 }
 
 // Logger is the JSON slog logger Lambda's JSON log format expects, with the

@@ -24,7 +24,7 @@ func Ingest(svc *run.Service) func(context.Context, events.S3Event) ([]run.Resul
 				svc.Logger().Info("not a segment file", "key", key, "status", "ignored")
 				continue
 			}
-			res, err := svc.Start(ctx, run.StartRequest{Trigger: run.TriggerS3, Source: run.Source{
+			res, err := svc.Start(ctx, run.StartRequest{Trigger: run.TriggerS3, Arrived: rec.EventTime, Source: run.Source{
 				Key: key, ETag: strings.Trim(rec.S3.Object.ETag, `"`), VersionID: rec.S3.Object.VersionID, Size: rec.S3.Object.Size,
 			}})
 			all = append(all, res...)

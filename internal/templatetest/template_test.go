@@ -395,10 +395,11 @@ func allowedActions(t *testing.T, v any) []string {
 func TestFunctionPermissionsAreLeast(t *testing.T) {
 	tmpl := rawTemplate(t)
 	want := map[string][]string{
-		"IngestFunction":    {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "states:StartExecution"},
-		"RefreshFunction":   {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "sqs:SendMessage", "states:StartExecution"},
+		"IngestFunction":    {"s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "states:StartExecution"},
+		"RefreshFunction":   {"s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "sqs:SendMessage", "states:StartExecution"},
 		"SyncBatchFunction": {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue"},
-		"FinalizeFunction":  {"s3:GetObject", "s3:ListBucket", "s3:PutObject"},
+		// Finalize starts the export's next queued file, as ingest would.
+		"FinalizeFunction": {"s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "states:StartExecution"},
 	}
 	for id, wantActions := range want {
 		props := at(resource(t, tmpl, id), "Properties")
@@ -420,15 +421,43 @@ func TestFunctionPermissionsAreLeast(t *testing.T) {
 			t.Errorf("SyncBatchFunction%s reads secrets %v, want only the API key secret", where, st["Resource"])
 		}
 	}
-	for _, id := range []string{"IngestFunction", "RefreshFunction"} {
+	machineARN := map[string]any{
+		"IngestFunction":   ref("ExportStateMachine"),
+		"RefreshFunction":  ref("ExportStateMachine"),
+		"FinalizeFunction": stateMachineARNByName(t, tmpl),
+	}
+	for id, wantARN := range machineARN {
 		found := map[string]obj{}
 		statements(at(resource(t, tmpl, id), "Properties", "Policies"), "", found)
 		for where, st := range found {
-			if slices.Contains(stringList(st["Action"]), "states:StartExecution") && !reflect.DeepEqual(st["Resource"], ref("ExportStateMachine")) {
+			actions := stringList(st["Action"])
+			if slices.Contains(actions, "states:StartExecution") && !reflect.DeepEqual(st["Resource"], wantARN) {
 				t.Errorf("%s%s starts %v, want only ExportStateMachine", id, where, st["Resource"])
+			}
+			if slices.Contains(actions, "secretsmanager:GetSecretValue") && !reflect.DeepEqual(st["Resource"], secretARN) {
+				t.Errorf("%s%s reads secrets %v, want only the API key secret", id, where, st["Resource"])
+			}
+			// Deleting is only for handled queue entries.
+			if slices.Contains(actions, "s3:DeleteObject") {
+				sub, _ := at(st["Resource"], "Fn::Sub").([]any)
+				if len(actions) != 1 || len(sub) != 2 || !strings.HasSuffix(fmt.Sprint(sub[0]), "/state/*/queue/*") {
+					t.Errorf("%s%s deletes %v %v, want only s3:DeleteObject on state/*/queue/*", id, where, actions, st["Resource"])
+				}
 			}
 		}
 	}
+}
+
+// stateMachineARNByName is the state machine's ARN built from its fixed
+// name, as finalize must name it (a !Ref would be circular: the state
+// machine invokes finalize).
+func stateMachineARNByName(t *testing.T, tmpl obj) any {
+	t.Helper()
+	sub, ok := at(resource(t, tmpl, "ExportStateMachine"), "Properties", "Name", "Fn::Sub").([]any)
+	if !ok || len(sub) != 2 {
+		t.Fatalf("ExportStateMachine.Name is not a two-argument !Sub")
+	}
+	return obj{"Fn::Sub": []any{"arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:" + fmt.Sprint(sub[0]), sub[1]}}
 }
 
 // TestStateMachinePolicies checks the Distributed Map's needs: invoke both
@@ -521,7 +550,7 @@ func TestEnvironmentHoldsNoSecretValues(t *testing.T) {
 		"IngestFunction":    {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
 		"RefreshFunction":   {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
 		"SyncBatchFunction": {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL"},
-		"FinalizeFunction":  {"BUCKET", "LOG_LEVEL"},
+		"FinalizeFunction":  {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
 	}
 	credentialName := regexp.MustCompile(`(?i)key|secret|token|password|credential`)
 	for id, want := range wantVars {
@@ -545,8 +574,15 @@ func TestEnvironmentHoldsNoSecretValues(t *testing.T) {
 		if !slices.Equal(names, want) {
 			t.Errorf("%s environment = %v, want %v", id, names, want)
 		}
-		if sm, ok := vars["STATE_MACHINE_ARN"]; ok && !reflect.DeepEqual(sm, ref("ExportStateMachine")) {
-			t.Errorf("%s STATE_MACHINE_ARN = %v, want !Ref ExportStateMachine", id, sm)
+		wantARN := any(ref("ExportStateMachine"))
+		if id == "FinalizeFunction" {
+			wantARN = stateMachineARNByName(t, tmpl)
+		}
+		if sm, ok := vars["STATE_MACHINE_ARN"]; ok && !reflect.DeepEqual(sm, wantARN) {
+			t.Errorf("%s STATE_MACHINE_ARN = %v, want %v", id, sm, wantARN)
+		}
+		if v, ok := vars["API_KEY_SECRET_ID"]; ok && !reflect.DeepEqual(v, secretARN) {
+			t.Errorf("%s API_KEY_SECRET_ID = %v, want the secret's ARN %v", id, v, secretARN)
 		}
 	}
 	got := at(resource(t, tmpl, "SyncBatchFunction"), "Properties", "Environment", "Variables", "API_KEY_SECRET_ID")

@@ -60,7 +60,7 @@ func New(opts Options) (*Pipeline, error) {
 	}
 	conn := &Connector{Secrets: opts.Secrets, BaseURL: opts.BaseURL, HTTPClient: opts.HTTPClient,
 		Log: opts.Log, Timeout: opts.ClientTimeout}
-	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log}
+	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, SingleProcess: true}
 	r, err := runner.New(runner.Options{
 		Definition: statemachine.Export,
 		Functions: map[string]runner.Handler{

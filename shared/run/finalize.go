@@ -111,6 +111,7 @@ func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	s.Logger().Info("run "+rep.Status, "export", m.Export, "run", m.RunID, "status", rep.Status,
 		"sent", rep.Outcome.Sent, "rejected", rep.Outcome.Rejected+rep.Outcome.RejectedByAPI,
 		"failed", rep.Outcome.Failed, "removed", rep.Outcome.Removed)
+	s.afterRun(ctx, m.Export, m.RunID)
 	return rep, nil
 }
 

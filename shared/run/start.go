@@ -34,8 +34,14 @@ type Service struct {
 	TempDir string           // plan work space (Lambda: /tmp); default os.TempDir()
 	Now     func() time.Time // default time.Now
 
-	lists  sync.Map   // connection+title -> list id, resolved once per process
-	listMu sync.Mutex // one resolution at a time
+	// SingleProcess says this process alone uses the bucket (local mode):
+	// export locks left by another process are stale, not waited for.
+	SingleProcess bool
+
+	lists        sync.Map   // connection+title -> list id, resolved once per process
+	listMu       sync.Mutex // one resolution at a time
+	instanceOnce sync.Once
+	instanceID   string
 }
 
 func (s *Service) now() time.Time {
@@ -60,6 +66,9 @@ type StartRequest struct {
 	Export            string // only this export; empty: every export of the segment
 	DryRun            bool   // plan and report only
 	AllowLargeRemoval bool   // lift the mirror safety brake for this run
+	// Arrived orders files of one export: the S3 event's time, or the
+	// object's modification time; zero means now.
+	Arrived time.Time
 }
 
 // Result is what one export's start came to.
@@ -148,7 +157,12 @@ func (s *Service) Start(ctx context.Context, req StartRequest) ([]Result, error)
 	}
 	var results []Result
 	for _, e := range exports {
-		res, err := s.startExport(ctx, cfg, e, req)
+		var res Result
+		if req.DryRun {
+			res, err = s.startExport(ctx, cfg, e, req, nil)
+		} else {
+			res, err = s.submit(ctx, cfg, e, req)
+		}
 		if err != nil {
 			return results, fmt.Errorf("export %s: %w", e.Name, err)
 		}
@@ -158,7 +172,9 @@ func (s *Service) Start(ctx context.Context, req StartRequest) ([]Result, error)
 	return results, nil
 }
 
-func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest) (Result, error) {
+// startExport plans and starts one run. claim, when set, is called just
+// before the execution starts (the queue hands its lock to the run).
+func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest, claim func(runID string) error) (Result, error) {
 	runID := RunID(e.Name, req.Source, cfg.Version)
 	res := Result{Export: e.Name, RunID: runID}
 	conn := cfg.ConnectionOf(e)
@@ -242,6 +258,11 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		Concurrency: m.Concurrency, WorkerRPS: m.WorkerRPS})
 	if err != nil {
 		return res, err
+	}
+	if claim != nil {
+		if err := claim(runID); err != nil {
+			return res, err
+		}
 	}
 	started, err := s.Starter.StartRun(ctx, name, input)
 	if err != nil {
@@ -456,8 +477,8 @@ func (s *Service) Refresh(ctx context.Context, req RefreshRequest) ([]Result, er
 			continue
 		}
 		rs, err := s.Start(ctx, StartRequest{Trigger: req.Trigger, Export: e.Name, DryRun: req.DryRun,
-			AllowLargeRemoval: req.AllowLargeRemoval,
-			Source:            Source{Key: newest.Key, ETag: newest.ETag, VersionID: newest.VersionID, Size: newest.Size}})
+			AllowLargeRemoval: req.AllowLargeRemoval, Arrived: newest.LastModified,
+			Source: Source{Key: newest.Key, ETag: newest.ETag, VersionID: newest.VersionID, Size: newest.Size}})
 		results = append(results, rs...)
 		if err != nil {
 			return results, err

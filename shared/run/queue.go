@@ -1,0 +1,402 @@
+package run
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/store"
+)
+
+// One run per export at a time, files in arrival order.
+//
+// Each request to run an export is first written to the export's queue,
+// state/<export>/queue/<arrival>-<run>.json; then whoever takes the export's
+// lock, state/<export>/lock.json, drains the queue oldest first. Starting an
+// execution hands the lock to that run; its finalize releases it and drains
+// what arrived meanwhile. Because requests are queued before the lock is
+// read and the lock is released before the queue is read, a request is
+// always seen by someone. The lock changes only by conditional writes
+// (If-None-Match / If-Match), so two drainers never both win.
+//
+// A file older than the newest one already started is skipped as
+// superseded: running it late would put older data over newer.
+
+// Lock holders that never released become stale: a drainer that died
+// (Lambda's limit is 15 minutes) or a run that never reached finalize.
+const (
+	staleDrainAfter = 20 * time.Minute
+	staleRunAfter   = 24 * time.Hour
+	drainerPrefix   = "drainer:"
+)
+
+// StatusQueued and StatusSuperseded are Result statuses of the queue.
+const (
+	StatusQueued     = "queued"     // another run of the export is in progress; this one follows it
+	StatusSuperseded = "superseded" // a newer file was already exported; this older one is skipped
+)
+
+func lockKey(export string) string     { return "state/" + export + "/lock.json" }
+func queuePrefix(export string) string { return "state/" + export + "/queue/" }
+
+// lockState is lock.json.
+type lockState struct {
+	Holder string      `json:"holder,omitempty"` // a run id or a drainer; empty: free
+	Owner  string      `json:"owner,omitempty"`  // the Service instance that wrote it
+	Since  time.Time   `json:"since"`
+	Latest *queueEntry `json:"latest,omitempty"` // the newest request started
+}
+
+// queueEntry is one waiting request.
+type queueEntry struct {
+	Trigger           string    `json:"trigger"`
+	Source            Source    `json:"source"`
+	Arrived           time.Time `json:"arrived"`
+	AllowLargeRemoval bool      `json:"allowLargeRemoval,omitempty"`
+	key               string
+}
+
+func (q *queueEntry) sameFile(o *queueEntry) bool {
+	return q.Source.Key == o.Source.Key && q.Source.ETag == o.Source.ETag && q.Source.VersionID == o.Source.VersionID
+}
+
+// lock is a held lock: its state and the ETag that proves it is ours.
+type lock struct {
+	export string
+	etag   string
+	state  lockState
+}
+
+// enqueue records a request. The key is deterministic (arrival time and
+// object), so a duplicate event delivery writes the same entry.
+func (s *Service) enqueue(ctx context.Context, export string, req StartRequest) (string, error) {
+	e := queueEntry{Trigger: req.Trigger, Source: req.Source, Arrived: req.Arrived.UTC(), AllowLargeRemoval: req.AllowLargeRemoval}
+	id := RunID(export, req.Source, "")
+	key := queuePrefix(export) + e.Arrived.Format("20060102T150405.000000000Z") + "-" + strings.TrimPrefix(id, export+"-") + ".json"
+	if err := putJSON(ctx, s.Store, key, e, store.PutOptions{}); err != nil {
+		return "", fmt.Errorf("queueing %s: %w", req.Source.Key, err)
+	}
+	return key, nil
+}
+
+// acquire takes the export's lock for a drainer, or reports who holds it.
+// A lock held by runID itself is taken over: it is a retry of that run
+// (e.g. its start was interrupted), and draining hands the lock back to it.
+func (s *Service) acquire(ctx context.Context, export, runID string) (*lock, string, error) {
+	me := drainerPrefix + randomID()
+	cur, etag, err := s.readLock(ctx, export)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		l := &lock{export: export, state: lockState{Holder: me, Owner: s.instance(), Since: s.now()}}
+		return s.swapLock(ctx, l, "", true)
+	case err != nil:
+		return nil, "", err
+	}
+	if cur.Holder != "" && cur.Holder != runID {
+		stale, err := s.stale(ctx, export, cur)
+		if err != nil {
+			return nil, "", err
+		}
+		if !stale {
+			return nil, cur.Holder, nil
+		}
+		s.Logger().Warn("taking over a stale lock", "export", export, "run", cur.Holder, "since", cur.Since)
+	}
+	l := &lock{export: export, etag: etag, state: lockState{Holder: me, Owner: s.instance(), Since: s.now(), Latest: cur.Latest}}
+	return s.swapLock(ctx, l, cur.Holder, false)
+}
+
+// swapLock writes l.state over the lock (create-only when create is set,
+// else only if it still has l.etag). Losing the race is not an error: the
+// winner drains.
+func (s *Service) swapLock(ctx context.Context, l *lock, holder string, create bool) (*lock, string, error) {
+	b, err := json.Marshal(l.state)
+	if err != nil {
+		return nil, "", err
+	}
+	opts := store.PutOptions{ContentType: "application/json", IfNoneMatch: create, IfMatch: l.etag}
+	info, err := s.Store.Put(ctx, lockKey(l.export), bytes.NewReader(b), opts)
+	if errors.Is(err, store.ErrExists) || errors.Is(err, store.ErrChanged) {
+		if holder == "" {
+			holder = "another drainer"
+		}
+		return nil, holder, nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("taking the lock of export %s: %w", l.export, err)
+	}
+	l.etag = info.ETag
+	return l, "", nil
+}
+
+func (s *Service) readLock(ctx context.Context, export string) (lockState, string, error) {
+	rc, info, err := s.Store.Get(ctx, lockKey(export))
+	if err != nil {
+		return lockState{}, "", err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return lockState{}, "", fmt.Errorf("reading %s: %w", lockKey(export), err)
+	}
+	var st lockState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return lockState{}, "", fmt.Errorf("decoding %s: %w (delete it to unblock the export)", lockKey(export), err)
+	}
+	return st, info.ETag, nil
+}
+
+// stale says whether a holder will never release: in local mode, one left
+// by another process; else a drainer past any Lambda's lifetime, or a run
+// that has finished or is long past due.
+func (s *Service) stale(ctx context.Context, export string, st lockState) (bool, error) {
+	if s.SingleProcess {
+		return st.Owner != s.instance(), nil
+	}
+	age := s.now().Sub(st.Since)
+	if strings.HasPrefix(st.Holder, drainerPrefix) {
+		return age > staleDrainAfter, nil
+	}
+	if age > staleRunAfter {
+		return true, nil
+	}
+	rep, err := ReadReport(ctx, s.Store, export, st.Holder)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return rep.Status != StatusRunning && !rep.FinishedAt.Before(st.Since), nil
+}
+
+// handOver gives the lock to the run about to start and records its file
+// as the newest started.
+func (s *Service) handOver(ctx context.Context, l *lock, runID string, e *queueEntry) error {
+	next := *l
+	next.state = lockState{Holder: runID, Owner: s.instance(), Since: s.now(), Latest: e}
+	got, holder, err := s.swapLock(ctx, &next, l.state.Holder, false)
+	if err != nil {
+		return err
+	}
+	if got == nil {
+		return fmt.Errorf("export %s: lost the lock to %s before starting run %s", l.export, holder, runID)
+	}
+	*l = *got
+	return nil
+}
+
+// release frees the lock if holder still holds it.
+func (s *Service) release(ctx context.Context, export, holder string) error {
+	cur, etag, err := s.readLock(ctx, export)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cur.Holder != holder {
+		return nil // taken over as stale; the new holder releases
+	}
+	l := &lock{export: export, etag: etag, state: lockState{Owner: s.instance(), Since: s.now(), Latest: cur.Latest}}
+	_, _, err = s.swapLock(ctx, l, holder, false)
+	return err
+}
+
+// queued returns the export's waiting requests, oldest first.
+func (s *Service) queued(ctx context.Context, export string) ([]*queueEntry, error) {
+	objs, err := s.Store.List(ctx, queuePrefix(export))
+	if err != nil {
+		return nil, fmt.Errorf("listing the queue of export %s: %w", export, err)
+	}
+	out := make([]*queueEntry, 0, len(objs))
+	for _, o := range objs {
+		var e queueEntry
+		if err := getJSON(ctx, s.Store, o.Key, &e); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				continue // taken by a drainer since the listing
+			}
+			return nil, err
+		}
+		e.key = o.Key
+		out = append(out, &e)
+	}
+	return out, nil
+}
+
+// submit queues a request and, if the export is idle, drains its queue.
+// It returns the request's own result: done, started, or queued.
+func (s *Service) submit(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest) (Result, error) {
+	if req.Arrived.IsZero() {
+		req.Arrived = s.now()
+	}
+	key, err := s.enqueue(ctx, e.Name, req)
+	if err != nil {
+		return Result{}, err
+	}
+	results, holder, err := s.drain(ctx, cfg, e.Name, RunID(e.Name, req.Source, cfg.Version))
+	if err != nil {
+		return Result{}, err
+	}
+	if res, ok := results[key]; ok {
+		return res, nil
+	}
+	res := Result{Export: e.Name, RunID: RunID(e.Name, req.Source, cfg.Version), Status: StatusQueued,
+		Message: "another run of this export is in progress (" + holder + "); this file runs when it finishes"}
+	return res, nil
+}
+
+// drain takes the export's lock and works through its queue until a run
+// starts (the lock passes to it) or the queue is empty (the lock is freed).
+// It returns the results by queue key, or who holds the lock. runID, when
+// set, is the run this drain was asked for (see acquire).
+func (s *Service) drain(ctx context.Context, cfg *config.Config, export, runID string) (map[string]Result, string, error) {
+	results := map[string]Result{}
+	for {
+		l, holder, err := s.acquire(ctx, export, runID)
+		if err != nil || l == nil {
+			return results, holder, err
+		}
+		started, err := s.drainHeld(ctx, cfg, l, results)
+		if err != nil {
+			if rerr := s.release(ctx, export, l.state.Holder); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+			return results, "", err
+		}
+		if started {
+			return results, l.state.Holder, nil
+		}
+		if err := s.release(ctx, export, l.state.Holder); err != nil {
+			return results, "", err
+		}
+		// A request queued between our last look and the release found the
+		// lock held and left it to us: look once more.
+		left, err := s.queued(ctx, export)
+		if err != nil || len(left) == 0 {
+			return results, "", err
+		}
+	}
+}
+
+// drainHeld runs queued requests while holding l; true once a run started.
+func (s *Service) drainHeld(ctx context.Context, cfg *config.Config, l *lock, results map[string]Result) (bool, error) {
+	for {
+		entries, err := s.queued(ctx, l.export)
+		if err != nil || len(entries) == 0 {
+			return false, err
+		}
+		q := entries[0]
+		res, started, err := s.runQueued(ctx, cfg, l, q)
+		if err != nil {
+			return false, err
+		}
+		results[q.key] = res
+		s.Logger().Info("run "+res.Status, "export", res.Export, "run", res.RunID, "status", res.Status, "message", res.Message)
+		if started {
+			return true, nil
+		}
+		if err := s.Store.Delete(ctx, q.key); err != nil {
+			return false, fmt.Errorf("removing %s from the queue: %w", q.key, err)
+		}
+	}
+}
+
+// runQueued starts one queued request under the lock.
+func (s *Service) runQueued(ctx context.Context, cfg *config.Config, l *lock, q *queueEntry) (Result, bool, error) {
+	e, err := cfg.Export(l.export)
+	if err != nil {
+		return Result{Export: l.export, Status: StatusRefused, Message: err.Error()}, false, nil
+	}
+	req := StartRequest{Trigger: q.Trigger, Source: q.Source, Export: e.Name, AllowLargeRemoval: q.AllowLargeRemoval, Arrived: q.Arrived}
+	if latest := l.state.Latest; latest != nil && q.Arrived.Before(latest.Arrived) && !q.sameFile(latest) {
+		res, err := s.supersede(ctx, cfg, e, req, latest)
+		return res, false, err
+	}
+	claimed := false
+	claim := func(runID string) error {
+		if err := s.handOver(ctx, l, runID, q); err != nil {
+			return err
+		}
+		claimed = true
+		// Gone before the run starts, so its finalize (synchronous in local
+		// mode) does not find it again.
+		return s.Store.Delete(ctx, q.key)
+	}
+	res, err := s.startExport(ctx, cfg, e, req, claim)
+	if err != nil {
+		if claimed {
+			// Put the request back for the next attempt (Lambda retries the event).
+			if _, qerr := s.enqueue(ctx, e.Name, req); qerr != nil {
+				err = errors.Join(err, qerr)
+			}
+		}
+		return res, false, err
+	}
+	if claimed && !res.Started {
+		// The execution already existed. While it runs, its finalize frees
+		// the lock; if it has finished, nobody will: go on draining.
+		rep, rerr := ReadReport(ctx, s.Store, e.Name, res.RunID)
+		if rerr == nil && rep.Status != StatusRunning && !rep.FinishedAt.IsZero() {
+			return res, false, nil
+		}
+		return res, true, nil
+	}
+	return res, res.Started, nil
+}
+
+// supersede records that an older file was skipped.
+func (s *Service) supersede(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest, latest *queueEntry) (Result, error) {
+	runID := RunID(e.Name, req.Source, cfg.Version)
+	if prev, err := ReadReport(ctx, s.Store, e.Name, runID); err == nil && prev.Status == StatusSucceeded {
+		return Result{Export: e.Name, RunID: runID, Status: StatusUpToDate, Counts: prev.Plan,
+			Message: "this file was already exported with this configuration; nothing to send"}, nil
+	}
+	msg := fmt.Sprintf("skipped: %s arrived before %s, which was already exported; exporting the older file now would undo newer data",
+		req.Source.Key, latest.Source.Key)
+	rep := Report{Export: e.Name, RunID: runID, Trigger: req.Trigger, Source: req.Source, ConfigVersion: cfg.Version,
+		Mode: e.Mode, List: e.List, Status: StatusSuperseded, Message: msg, FinishedAt: s.now()}
+	if err := putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, store.PutOptions{}); err != nil {
+		return Result{}, err
+	}
+	return Result{Export: e.Name, RunID: runID, Status: StatusSuperseded, Message: msg}, nil
+}
+
+// afterRun frees the lock a finished run held and starts what waited for it.
+// Failures here do not fail the run: the requests stay queued and the next
+// event or scheduled refresh drains them.
+func (s *Service) afterRun(ctx context.Context, export, runID string) {
+	log := s.Logger().With("export", export, "run", runID)
+	if err := s.release(ctx, export, runID); err != nil {
+		log.Error("releasing the export's lock", "error", err)
+		return
+	}
+	cfg, err := LoadConfig(ctx, s.Store)
+	if err != nil {
+		log.Error("starting queued runs", "error", err)
+		return
+	}
+	if _, _, err := s.drain(ctx, cfg, export, ""); err != nil {
+		log.Error("starting queued runs", "error", err, "status", "queued")
+	}
+}
+
+// instance names this Service in the locks it writes.
+func (s *Service) instance() string {
+	s.instanceOnce.Do(func() { s.instanceID = randomID() })
+	return s.instanceID
+}
+
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,239 @@
+package run_test
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segpilot/segpilot/shared/autopilot"
+	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/run"
+	"github.com/segpilot/segpilot/shared/store"
+)
+
+const queueConfig = `connections:
+  main:
+    kind: autopilot
+    apiKeySecret: segpilot/autopilot
+    baseURL: https://api2.autopilothq.com/v1
+    consent: true
+exports:
+  vip:
+    connection: main
+    segment: vip
+    list: VIP
+    match:
+      email: Email
+    mode: upsert
+`
+
+// asyncStarter is Step Functions as ingest sees it: StartRun only records
+// the execution; the test decides when it finishes.
+type asyncStarter struct {
+	mu      sync.Mutex
+	started []run.Execution
+	names   map[string]bool
+}
+
+func (a *asyncStarter) StartRun(_ context.Context, name string, input []byte) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.names[name] {
+		return false, nil
+	}
+	if a.names == nil {
+		a.names = map[string]bool{}
+	}
+	a.names[name] = true
+	var ex run.Execution
+	if err := json.Unmarshal(input, &ex); err != nil {
+		return false, err
+	}
+	a.started = append(a.started, ex)
+	return true, nil
+}
+
+func (a *asyncStarter) runs() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var ids []string
+	for _, ex := range a.started {
+		ids = append(ids, ex.RunID)
+	}
+	return ids
+}
+
+type listOnly struct{}
+
+func (listOnly) EnsureList(context.Context, string) (string, error) { return "list-1", nil }
+func (listOnly) UpsertContacts(context.Context, string, []autopilot.Contact) ([]autopilot.Outcome, error) {
+	return nil, nil
+}
+func (listOnly) RemoveFromList(context.Context, string, string) error { return nil }
+func (listOnly) Stats() autopilot.Stats                               { return autopilot.Stats{} }
+
+type queueFixture struct {
+	t       *testing.T
+	st      *store.Folder
+	starter *asyncStarter
+	svc     *run.Service
+	now     time.Time
+}
+
+func newQueueFixture(t *testing.T) *queueFixture {
+	t.Helper()
+	st, err := store.NewFolder(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &queueFixture{t: t, st: st, starter: &asyncStarter{}, now: time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)}
+	f.svc = f.service()
+	f.put(run.ConfigKey, queueConfig)
+	return f
+}
+
+// service is one more ingest or finalize container on the same bucket.
+func (f *queueFixture) service() *run.Service {
+	return &run.Service{Store: f.st, Starter: f.starter, TempDir: f.t.TempDir(),
+		Connect: func(context.Context, config.Connection, float64) (run.Destination, error) { return listOnly{}, nil },
+		Now:     func() time.Time { return f.now }}
+}
+
+func (f *queueFixture) put(key, body string) store.ObjectInfo {
+	f.t.Helper()
+	info, err := f.st.Put(context.Background(), key, strings.NewReader(body), store.PutOptions{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return info
+}
+
+// arrive drops a segment file and delivers its event, arrived at minute m.
+func (f *queueFixture) arrive(svc *run.Service, name string, m int, emails ...string) run.Result {
+	f.t.Helper()
+	key := "segments/vip/" + name
+	info := f.put(key, "Email\n"+strings.Join(emails, "\n")+"\n")
+	return f.deliver(svc, run.Source{Key: key, ETag: info.ETag, Size: info.Size}, m)
+}
+
+func (f *queueFixture) deliver(svc *run.Service, src run.Source, m int) run.Result {
+	f.t.Helper()
+	res, err := svc.Start(context.Background(), run.StartRequest{Trigger: run.TriggerS3, Source: src,
+		Arrived: time.Date(2026, 11, 29, 7, m, 0, 0, time.UTC)})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if len(res) != 1 {
+		f.t.Fatalf("results %+v", res)
+	}
+	return res[0]
+}
+
+// finish plays the execution's end: finalize (its batches never ran, so the
+// run fails, which is enough to free the lock).
+func (f *queueFixture) finish(svc *run.Service, runID string) {
+	f.t.Helper()
+	if _, err := svc.Finalize(context.Background(), run.FinalizeInput{Export: "vip", RunID: runID}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func TestQueueRunsOneAtATimeInArrivalOrder(t *testing.T) {
+	t.Parallel()
+	f := newQueueFixture(t)
+	a := f.arrive(f.svc, "a.csv", 1, "a@example.com")
+	if a.Status != run.StatusRunning || !a.Started {
+		t.Fatalf("first file: %+v", a)
+	}
+	// Two more files arrive while a runs; c's event is delivered first.
+	ingest := f.service()
+	c := f.arrive(ingest, "c.csv", 3, "c@example.com")
+	b := f.arrive(ingest, "b.csv", 2, "b@example.com")
+	for _, r := range []run.Result{b, c} {
+		if r.Status != run.StatusQueued || r.Started {
+			t.Fatalf("file arriving during a run: %+v", r)
+		}
+	}
+	// A duplicate delivery of a's event starts nothing.
+	if again := f.arrive(ingest, "a.csv", 1, "a@example.com"); again.Started {
+		t.Fatalf("duplicate event started a run: %+v", again)
+	}
+	if got := f.starter.runs(); len(got) != 1 || got[0] != a.RunID {
+		t.Fatalf("executions %v, want only %s", got, a.RunID)
+	}
+
+	// a's finalize starts b (arrived before c), b's starts c.
+	f.finish(f.service(), a.RunID)
+	f.finish(f.service(), b.RunID)
+	if got, want := f.starter.runs(), []string{a.RunID, b.RunID, c.RunID}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("executions %v, want %v", got, want)
+	}
+	f.finish(f.service(), c.RunID)
+
+	// A late event for a file older than c is skipped, with a report saying why.
+	old := f.arrive(ingest, "old.csv", 0, "old@example.com")
+	if old.Status != run.StatusSuperseded || old.Started {
+		t.Fatalf("older file after a newer one: %+v", old)
+	}
+	rep, err := run.ReadReport(context.Background(), f.st, "vip", old.RunID)
+	if err != nil || rep.Status != run.StatusSuperseded || !strings.Contains(rep.Message, "c.csv") {
+		t.Fatalf("report of the skipped file: %+v, %v", rep, err)
+	}
+	// Re-delivering the newest file's event is a retry, not an older file.
+	if again := f.deliver(ingest, run.Source{Key: "segments/vip/c.csv", ETag: md5Of("Email\nc@example.com\n")}, 3); again.Status == run.StatusSuperseded {
+		t.Fatalf("retry of the newest file: %+v", again)
+	}
+	if n := len(f.starter.runs()); n != 4 {
+		t.Fatalf("%d executions, want 4 (the retry of the failed run c starts again)", n)
+	}
+}
+
+func TestQueueTakesOverStaleLocks(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		lock string
+		age  time.Duration
+		want string // status of the new file's run
+	}{
+		{"drainer died minutes ago", `{"holder":"drainer:x","owner":"o","since":"%s"}`, 5 * time.Minute, run.StatusQueued},
+		{"drainer died long ago", `{"holder":"drainer:x","owner":"o","since":"%s"}`, 30 * time.Minute, run.StatusRunning},
+		{"run without a report", `{"holder":"vip-0123","owner":"o","since":"%s"}`, time.Hour, run.StatusQueued},
+		{"run past a day", `{"holder":"vip-0123","owner":"o","since":"%s"}`, 25 * time.Hour, run.StatusRunning},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newQueueFixture(t)
+			since := f.now.Add(-tt.age).Format(time.RFC3339)
+			f.put("state/vip/lock.json", strings.Replace(tt.lock, "%s", since, 1))
+			if got := f.arrive(f.svc, "a.csv", 1, "a@example.com"); got.Status != tt.want {
+				t.Fatalf("status %s (%s), want %s", got.Status, got.Message, tt.want)
+			}
+		})
+	}
+
+	t.Run("run that finished without releasing", func(t *testing.T) {
+		t.Parallel()
+		f := newQueueFixture(t)
+		a := f.arrive(f.svc, "a.csv", 1, "a@example.com")
+		// Its finalize wrote the report, then died before releasing.
+		rep := run.Report{Export: "vip", RunID: a.RunID, Status: run.StatusSucceeded, FinishedAt: f.now.Add(time.Minute)}
+		b, _ := json.Marshal(rep)
+		f.put("runs/vip/"+a.RunID+"/report.json", string(b))
+		f.now = f.now.Add(2 * time.Minute)
+		if got := f.arrive(f.svc, "b.csv", 2, "b@example.com"); got.Status != run.StatusRunning {
+			t.Fatalf("status %s (%s), want running", got.Status, got.Message)
+		}
+	})
+}
+
+func md5Of(s string) string {
+	sum := md5.Sum([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
