@@ -27,6 +27,10 @@ func TestExportDeliversExactlyTheSegment(t *testing.T) {
 	if o.Duplicates == 0 || o.Rejected == 0 {
 		t.Fatalf("the sample has duplicates and invalid rows, report says %+v", o)
 	}
+	// Every request Autopilot saw is in the report, finding the list included.
+	if got := h.sim.Counters().Total; rep.Requests.Total != got {
+		t.Fatalf("report counts %d requests, Autopilot received %d", rep.Requests.Total, got)
+	}
 
 	// Unchanged rerun (a new file with the same content): no contact requests.
 	before := h.contactRequests()

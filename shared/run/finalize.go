@@ -44,6 +44,11 @@ func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged,
 		Duplicates: m.Counts.Duplicates, Rejected: m.Counts.Rejected}
 	rep.Batches.Total = len(m.Batches)
+	var listReqs Requests
+	if err := getJSON(ctx, s.Store, listRequestsKey(m.Export, m.RunID), &listReqs); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	rep.Requests.add(listReqs)
 
 	var issues []RowIssue // API rejections and failures, for rejected.csv
 	apiRejected := map[string]bool{}

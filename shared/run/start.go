@@ -282,7 +282,8 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 
 func storePut() store.PutOptions { return store.PutOptions{} }
 
-// resolveList finds (or creates) the export's list, unless the run has nothing to send.
+// resolveList finds (or creates) the export's list, unless the run has
+// nothing to send. The requests it made are recorded for the run's report.
 func (s *Service) resolveList(ctx context.Context, m *Manifest) (string, error) {
 	if len(m.Batches) == 0 {
 		return "", nil
@@ -292,6 +293,11 @@ func (s *Service) resolveList(ctx context.Context, m *Manifest) (string, error) 
 		return "", classify(fmt.Errorf("connecting to %s: %w", m.Connection.Name, err))
 	}
 	id, err := s.listID(ctx, dest, m)
+	if st := dest.Stats(); st.Requests > 0 {
+		if perr := putJSON(ctx, s.Store, listRequestsKey(m.Export, m.RunID), requestsOf(st), store.PutOptions{}); perr != nil {
+			return "", errors.Join(classify(err), perr)
+		}
+	}
 	if err != nil {
 		return "", classify(err)
 	}

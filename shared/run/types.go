@@ -171,6 +171,11 @@ func manifestKey(export, runID string) string {
 }
 func itemsKey(export, runID string) string  { return runPrefix(export, runID) + "items.json" }
 func reportKey(export, runID string) string { return runPrefix(export, runID) + "report.json" }
+
+// listRequestsKey holds the requests ingest made to find the run's list.
+func listRequestsKey(export, runID string) string {
+	return runPrefix(export, runID) + "list-requests.json"
+}
 func batchKey(export, runID string, seq int) string {
 	return fmt.Sprintf("%sbatches/%06d.json", runPrefix(export, runID), seq)
 }
