@@ -28,7 +28,7 @@ eval "$cmd_client" | tee "$work/client.txt" >&2
 eval "$cmd_export" | tee "$work/export.txt" >&2
 echo "bench 2/3: planning 1,000,000 rows vs Miller ($runs runs) ..." >&2
 $cmd_plan >"$work/plan.md"
-echo "bench 3/3: Lambda bootstrap sizes and first invoke under the runtime interface emulator ..." >&2
+echo "bench 3/3: Lambda bootstrap sizes and each function's first invoke under the runtime interface emulator ($runs runs) ..." >&2
 eval "$cmd_build" >&2
 eval "$cmd_lambda" | tee "$work/lambda.txt" >&2
 
@@ -76,16 +76,20 @@ dtarget=$(median BenchmarkExport100k delta-target "$work/export.txt")
   echo
   echo "## Lambda"
   echo
-  echo "| function | bootstrap (linux/arm64) | target | |"
-  echo "|---|---|---|---|"
-  for f in build/*/bootstrap; do
-    name=$(basename "$(dirname "$f")")
-    bytes=$(stat -c %s "$f")
-    printf '| %s | %.1f MB | < 20 MB | %s |\n' "$name" "$(echo "$bytes / 1048576" | bc -l)" "$(verdict "$bytes < 20971520")"
+  echo "| function | bootstrap (linux/arm64) | target | | first invoke (ms) | warm invoke (ms) |"
+  echo "|---|---|---|---|---|---|"
+  for name in ingest syncbatch finalize refresh; do
+    bytes=$(stat -c %s "build/$name/bootstrap")
+    printf '| %s | %.1f MB | < 20 MB | %s | %s | %s |\n' "$name" "$(echo "$bytes / 1048576" | bc -l)" "$(verdict "$bytes < 20971520")" \
+      "$(median "BenchmarkFirstInvoke/$name" first-invoke-ms "$work/lambda.txt")" "$(median "BenchmarkFirstInvoke/$name" warm-invoke-ms "$work/lambda.txt")"
   done
   echo
-  printf 'refresh under the runtime interface emulator (host build): first invoke, from starting the emulator to the answer of a dry run, **%s ms**; a warm invoke %s ms.\n' \
-    "$(median BenchmarkFirstInvoke first-invoke-ms "$work/lambda.txt")" "$(median BenchmarkFirstInvoke warm-invoke-ms "$work/lambda.txt")"
+  echo "First invoke: under the runtime interface emulator (host build, S3, Secrets Manager, Step Functions and"
+  echo "Autopilot faked on loopback), from starting the emulator to the answer of its first invocation; warm"
+  echo "invoke: a second invocation of the same container (for syncbatch, once its pacing interval has passed)."
+  echo "Each does the whole job: ingest plans a new 300-row file and starts its run; syncbatch sends a batch of a"
+  echo "new run and writes its result; finalize closes a run whose batches were all sent (report, rejected.csv,"
+  echo "snapshot); refresh plans a dry run of the newest file."
   echo
   echo "## Raw benchstat output"
   echo
