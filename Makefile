@@ -17,7 +17,9 @@ FUZZTIME ?= 60s
 run: ## a real export end to end: sample segment, local folder as bucket, in-process Autopilot simulator
 	$(GO) run ./cmd/segpilot demo $(if $(FILE),--file $(FILE))
 
-test: ## vet, state machine check, govulncheck, unit + integration + end-to-end tests with -race, short fuzzing
+THIRDPARTY_CLIENT := internal/thirdparty/node_modules/autopilot-api/index.js
+
+test: $(THIRDPARTY_CLIENT) ## vet, state machine check, govulncheck, unit + integration + end-to-end tests with -race, short fuzzing
 	$(GO) vet ./...
 	./scripts/vulncheck.sh
 	$(ASL_VALIDATOR) --json-path statemachine/export.asl.json
@@ -25,6 +27,12 @@ test: ## vet, state machine check, govulncheck, unit + integration + end-to-end 
 	$(GO) test -run '^$$' -fuzz '^FuzzReadCSV$$' -fuzztime 5s ./shared/segment
 	$(GO) test -run '^$$' -fuzz '^FuzzReadJSON$$' -fuzztime 5s ./shared/segment
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 5s ./shared/config
+
+# An unmodified third-party Autopilot client (npm autopilot-api) checks the
+# simulator in internal/thirdparty; its test skips when Node.js is missing.
+$(THIRDPARTY_CLIENT): internal/thirdparty/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix internal/thirdparty --no-audit --no-fund; \
+	else echo "npm not found: the third-party client check will be skipped"; fi
 
 fuzz: ## longer fuzzing of the parsers (FUZZTIME each, default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzReadCSV$$' -fuzztime $(FUZZTIME) ./shared/segment
