@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -69,15 +71,26 @@ func (e *env) open(ctx context.Context, bucketDir string, t target, cfg *config.
 		}
 		s.sim = sim.New(sim.Options{APIKey: "sim-" + hex.EncodeToString(key), RequestsPerSecond: rps,
 			Burst: int(max(1, rps)), RetryAfter: true, Faults: faults, Seed: t.seed})
+		// The simulated Autopilot keeps its contacts next to the bucket folder,
+		// so the next run meets what this one left, as with the real one.
+		statePath := filepath.Clean(bucketDir) + ".autopilot-sim.json"
+		if err := loadSimState(s.sim, statePath); err != nil {
+			return nil, err
+		}
 		url, stop, err := serve(s.sim, "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
-		s.close = stop
+		s.close = func() {
+			stop()
+			if err := saveSimState(s.sim, statePath); err != nil {
+				e.log.Error("saving the simulator's state", "error", err)
+			}
+		}
 		opts.BaseURL = url
 		opts.Secrets = fixedKey("sim-" + hex.EncodeToString(key))
 		if !e.json {
-			fmt.Fprintf(e.stdout, "Autopilot: built-in simulator at %s (%.0f requests/s budget)\n", url, rps)
+			fmt.Fprintf(e.stdout, "Autopilot: built-in simulator at %s (%.0f requests/s budget; its contacts are kept in %s)\n", url, rps, statePath)
 		}
 	} else {
 		opts.Secrets = secrets.Env{}
@@ -104,6 +117,36 @@ func (e *env) open(ctx context.Context, bucketDir string, t target, cfg *config.
 	}
 	s.p = p
 	return s, nil
+}
+
+func loadSimState(s *sim.Server, path string) error {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the simulator's state: %w", err)
+	}
+	var st sim.State
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return fmt.Errorf("%s: %w (delete it to start the simulator empty)", path, err)
+	}
+	if err := s.Load(st); err != nil {
+		return fmt.Errorf("%s: %w (delete it to start the simulator empty)", path, err)
+	}
+	return nil
+}
+
+func saveSimState(s *sim.Server, path string) error {
+	raw, err := s.DumpJSON()
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // serve runs h on a loopback listener and returns its /v1 base URL.

@@ -356,6 +356,19 @@ func (s *Server) Dump() State {
 	return s.st.dump()
 }
 
+// Load replaces the simulator's state with a Dump (for example one saved by
+// an earlier process); counters are untouched.
+func (s *Server) Load(st State) error {
+	loaded, err := load(st)
+	if err != nil {
+		return fmt.Errorf("loading simulator state: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st = loaded
+	return nil
+}
+
 // DumpJSON returns Dump as indented JSON.
 func (s *Server) DumpJSON() ([]byte, error) {
 	b, err := json.MarshalIndent(s.Dump(), "", "  ")

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -320,4 +321,65 @@ func deepCopy(v any) any {
 	default:
 		return v
 	}
+}
+
+// load rebuilds a store from a dump, so a simulator can carry its state
+// from one process to the next (the demo keeps Autopilot between runs).
+func load(s State) (*store, error) {
+	st := newStore()
+	for _, l := range s.Lists {
+		n, err := idNumber(l.ID, "contactlist_")
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := st.lists[l.ID]; dup {
+			return nil, fmt.Errorf("list %s appears twice", l.ID)
+		}
+		st.lists[l.ID] = &list{id: l.ID, title: l.Title, members: map[string]bool{}}
+		st.nextList = max(st.nextList, n)
+	}
+	for _, dc := range s.Contacts {
+		n, err := idNumber(dc.ContactID, "person_")
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := st.contacts[dc.ContactID]; dup || st.byEmail[emailKey(dc.Email)] != "" {
+			return nil, fmt.Errorf("contact %s appears twice", dc.ContactID)
+		}
+		c := &contact{id: dc.ContactID, email: dc.Email, fields: map[string]any{}, custom: map[string]any{},
+			unsubscribed: dc.Unsubscribed, lists: map[string]bool{}}
+		if dc.Fields != nil {
+			c.fields = deepCopy(dc.Fields).(map[string]any)
+		}
+		if dc.Custom != nil {
+			c.custom = deepCopy(dc.Custom).(map[string]any)
+		}
+		st.contacts[c.id] = c
+		st.byEmail[emailKey(c.email)] = c.id
+		st.order = append(st.order, c.id)
+		st.nextContact = max(st.nextContact, n)
+		for _, id := range dc.Lists {
+			l := st.lists[id]
+			if l == nil {
+				return nil, fmt.Errorf("contact %s is on list %s, which is not in the state", c.id, id)
+			}
+			st.addMember(l, c)
+		}
+	}
+	slices.Sort(st.order)
+	for _, f := range s.CustomFields {
+		st.customFields[f.Name] = f.FieldType
+	}
+	st.entries = slices.Clone(s.TriggerEntries)
+	return st, nil
+}
+
+// idNumber parses the counter out of "person_000000000000002a".
+func idNumber(id, prefix string) (int, error) {
+	hexPart, ok := strings.CutPrefix(id, prefix)
+	n, err := strconv.ParseUint(hexPart, 16, 31)
+	if !ok || err != nil || len(hexPart) != 16 {
+		return 0, fmt.Errorf("id %q is not a simulator id (%s + 16 hex digits)", id, prefix)
+	}
+	return int(n), nil
 }
