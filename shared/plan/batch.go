@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -19,8 +18,13 @@ import (
 // per 100 profiles, and creating files is latency-bound, not CPU-bound.
 const batchWorkers = 2
 
+// groupBytes is how much batch JSON is handed to a worker at once: one
+// hand-off per file would cost more in goroutine wake-ups than the file.
+const groupBytes = 256 << 10
+
 // batchWriter assembles batch files as JSON text (the merge already holds
-// every profile's JSON) and writes them on worker goroutines.
+// every profile's JSON) and writes them on worker goroutines, a group of
+// files at a time.
 type batchWriter struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -28,20 +32,24 @@ type batchWriter struct {
 	size   int
 
 	seq      int
-	buf      []byte
+	group    *batchGroup // batches being assembled; the open one last
+	start    int         // offset of the open batch in group.buf
 	upserts  int
 	removals int
 
-	jobs chan batchJob
-	free chan []byte
+	jobs chan *batchGroup
+	free chan *batchGroup
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	refs []BatchRef
 }
 
-type batchJob struct {
-	ref BatchRef
-	buf []byte
+// batchGroup is consecutive batch files in one buffer: batch i is
+// buf[ends[i-1]:ends[i]].
+type batchGroup struct {
+	buf  []byte
+	refs []BatchRef
+	ends []int
 }
 
 func newBatchWriter(ctx context.Context, outDir string, size int) *batchWriter {
@@ -51,8 +59,9 @@ func newBatchWriter(ctx context.Context, outDir string, size int) *batchWriter {
 		cancel: cancel,
 		outDir: outDir,
 		size:   size,
-		jobs:   make(chan batchJob, 2*batchWorkers),
-		free:   make(chan []byte, 3*batchWorkers),
+		group:  &batchGroup{},
+		jobs:   make(chan *batchGroup, 2*batchWorkers),
+		free:   make(chan *batchGroup, 3*batchWorkers),
 	}
 	w.wg.Add(batchWorkers)
 	for range batchWorkers {
@@ -65,25 +74,29 @@ func batchFile(seq int) string {
 	return fmt.Sprintf("batches/%06d.json", seq)
 }
 
-// addUpsert appends one upsert; profileJSON is the profile encoded by appendJSON.
-func (w *batchWriter) addUpsert(row int, hashHex, profileJSON []byte) error {
+// addUpsert appends one upsert; jsonRest is the profile's JSON after the
+// email, as appendJSONRest wrote it.
+func (w *batchWriter) addUpsert(row int, hashHex, email, jsonRest []byte) error {
 	if w.removals > 0 {
 		if err := w.flush(); err != nil {
 			return err
 		}
 	}
+	b := w.group.buf
 	if w.upserts == 0 {
-		w.start(`,"upserts":[`)
+		b = w.begin(b, `,"upserts":[`)
 	} else {
-		w.buf = append(w.buf, ',')
+		b = append(b, ',')
 	}
-	w.buf = append(w.buf, `{"row":`...)
-	w.buf = strconv.AppendInt(w.buf, int64(row), 10)
-	w.buf = append(w.buf, `,"hash":"`...)
-	w.buf = append(w.buf, hashHex...)
-	w.buf = append(w.buf, `","profile":`...)
-	w.buf = append(w.buf, profileJSON...)
-	w.buf = append(w.buf, '}')
+	b = append(b, `{"row":`...)
+	b = strconv.AppendInt(b, int64(row), 10)
+	b = append(b, `,"hash":"`...)
+	b = append(b, hashHex...)
+	b = append(b, `","profile":`...)
+	b = appendJSONEmail(b, email)
+	b = append(b, jsonRest...)
+	b = append(b, '}')
+	w.group.buf = b
 	w.upserts++
 	if w.upserts >= w.size {
 		return w.flush()
@@ -99,12 +112,13 @@ func (w *batchWriter) addRemoval(email string) error {
 			return err
 		}
 	}
+	b := w.group.buf
 	if w.removals == 0 {
-		w.start(`,"removals":[`)
+		b = w.begin(b, `,"removals":[`)
 	} else {
-		w.buf = append(w.buf, ',')
+		b = append(b, ',')
 	}
-	w.buf = appendJSONString(w.buf, email)
+	w.group.buf = appendJSONString(b, email)
 	w.removals++
 	if w.removals >= w.size {
 		return w.flush()
@@ -112,28 +126,46 @@ func (w *batchWriter) addRemoval(email string) error {
 	return nil
 }
 
-func (w *batchWriter) start(field string) {
+// begin opens the next batch at the end of b.
+func (w *batchWriter) begin(b []byte, field string) []byte {
 	w.seq++
-	select {
-	case w.buf = <-w.free:
-	default:
-		w.buf = nil
-	}
-	w.buf = append(w.buf[:0], `{"seq":`...)
-	w.buf = strconv.AppendInt(w.buf, int64(w.seq), 10)
-	w.buf = append(w.buf, field...)
+	w.start = len(b)
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendInt(b, int64(w.seq), 10)
+	return append(b, field...)
 }
 
-// flush hands the open batch, if any, to a worker.
+// flush closes the open batch, if any, and hands the group to a worker
+// once it is large enough.
 func (w *batchWriter) flush() error {
 	if w.upserts == 0 && w.removals == 0 {
 		return nil
 	}
-	w.buf = append(w.buf, "]}\n"...)
-	job := batchJob{ref: BatchRef{Seq: w.seq, File: batchFile(w.seq), Upserts: w.upserts, Removals: w.removals}, buf: w.buf}
-	w.buf, w.upserts, w.removals = nil, 0, 0
+	g := w.group
+	g.buf = append(g.buf, "]}\n"...)
+	g.refs = append(g.refs, BatchRef{Seq: w.seq, File: batchFile(w.seq), Upserts: w.upserts, Removals: w.removals})
+	g.ends = append(g.ends, len(g.buf))
+	w.upserts, w.removals = 0, 0
+	if len(g.buf) < groupBytes {
+		return nil
+	}
+	return w.send()
+}
+
+// send hands the group of closed batches to a worker.
+func (w *batchWriter) send() error {
+	g := w.group
+	if len(g.refs) == 0 {
+		return nil
+	}
 	select {
-	case w.jobs <- job:
+	case w.group = <-w.free:
+		w.group.buf, w.group.refs, w.group.ends = w.group.buf[:0], w.group.refs[:0], w.group.ends[:0]
+	default:
+		w.group = &batchGroup{}
+	}
+	select {
+	case w.jobs <- g:
 		return nil
 	case <-w.ctx.Done():
 		return context.Cause(w.ctx)
@@ -142,22 +174,31 @@ func (w *batchWriter) flush() error {
 
 func (w *batchWriter) work() {
 	defer w.wg.Done()
-	for job := range w.jobs {
+	for g := range w.jobs {
 		if w.ctx.Err() != nil {
 			continue
 		}
-		path := filepath.Join(w.outDir, filepath.FromSlash(job.ref.File))
-		if err := os.WriteFile(path, job.buf, 0o600); err != nil {
-			w.cancel(fmt.Errorf("writing batch %d: %w", job.ref.Seq, err))
+		start := 0
+		for i := range g.refs {
+			ref := &g.refs[i]
+			data := g.buf[start:g.ends[i]]
+			start = g.ends[i]
+			path := filepath.Join(w.outDir, filepath.FromSlash(ref.File))
+			if err := writeFile(path, data); err != nil {
+				w.cancel(fmt.Errorf("writing batch %d: %w", ref.Seq, err))
+				break
+			}
+			sum := sha256.Sum256(data)
+			ref.SHA256 = hex.EncodeToString(sum[:])
+		}
+		if w.ctx.Err() != nil {
 			continue
 		}
-		sum := sha256.Sum256(job.buf)
-		job.ref.SHA256 = hex.EncodeToString(sum[:])
 		w.mu.Lock()
-		w.refs = append(w.refs, job.ref)
+		w.refs = append(w.refs, g.refs...)
 		w.mu.Unlock()
 		select {
-		case w.free <- job.buf:
+		case w.free <- g:
 		default:
 		}
 	}
@@ -167,6 +208,9 @@ func (w *batchWriter) work() {
 // written batches in sequence order.
 func (w *batchWriter) close() ([]BatchRef, error) {
 	err := w.flush()
+	if err == nil {
+		err = w.send()
+	}
 	close(w.jobs)
 	w.wg.Wait()
 	if err == nil && w.ctx.Err() != nil {

@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/segpilot/segpilot/shared/segment"
@@ -31,34 +32,80 @@ func Hash(p segment.Profile) string {
 // encoder turns profiles into hashes and JSON, reusing its scratch buffers so
 // the hot path does not allocate per record.
 type encoder struct {
-	canon []byte
-	keys  []string
-	num   []byte
+	canon  []byte
+	custom []customValue
+	num    []byte
+	// byLen remembers the sorted keys of the last Custom map of each small
+	// size: a file's rows have one key set, or a few when values are blank.
+	byLen [8][]customValue
 }
 
-func (e *encoder) sortedKeys(m map[string]any) []string {
-	e.keys = e.keys[:0]
-	for k := range m {
-		e.keys = append(e.keys, k)
+// customValue is one entry of a profile's Custom map. keyJSON, when set,
+// is the key as appendJSONString writes it, kept with a remembered key set
+// so each row does not escape the same keys again.
+type customValue struct {
+	key     string
+	val     any
+	keyJSON []byte
+}
+
+// sortedCustom returns m's entries sorted by key, read from the map once
+// for both the hash and the JSON.
+func (e *encoder) sortedCustom(m map[string]any) []customValue {
+	n := len(m)
+	if n == 0 {
+		return nil
 	}
-	slices.Sort(e.keys)
-	return e.keys
+	// When the keys remembered for this size are all in m, they are m's keys,
+	// sorted: looking them up beats iterating the map and sorting.
+	if n < len(e.byLen) {
+		if c := e.byLen[n]; len(c) == n {
+			i := 0
+			for ; i < n; i++ {
+				v, ok := m[c[i].key]
+				if !ok {
+					break
+				}
+				c[i].val = v
+			}
+			if i == n {
+				return c
+			}
+		}
+	}
+	c := e.custom[:0]
+	if n < len(e.byLen) {
+		c = e.byLen[n][:0]
+	}
+	for k, v := range m {
+		c = append(c, customValue{key: k, val: v})
+	}
+	slices.SortFunc(c, func(a, b customValue) int { return strings.Compare(a.key, b.key) })
+	if n < len(e.byLen) {
+		for i := range c {
+			c[i].keyJSON = appendJSONString(nil, c[i].key)
+		}
+		e.byLen[n] = c
+	} else {
+		e.custom = c
+	}
+	return c
 }
 
 func (e *encoder) hash(p *segment.Profile) [hashLen]byte {
-	return e.hashKeys(p, e.sortedKeys(p.Custom))
+	return e.hashCustom(p, e.sortedCustom(p.Custom))
 }
 
-// hashKeys hashes p given its custom keys already sorted, so a caller that
-// also encodes JSON sorts them once.
-func (e *encoder) hashKeys(p *segment.Profile, keys []string) [hashLen]byte {
+// hashCustom hashes p given its custom entries already sorted, so a caller
+// that also encodes JSON sorts them once.
+func (e *encoder) hashCustom(p *segment.Profile, custom []customValue) [hashLen]byte {
 	b := e.canon[:0]
 	b = appendField(b, 'E', p.Email)
 	b = appendField(b, 'F', p.FirstName)
 	b = appendField(b, 'L', p.LastName)
-	for _, k := range keys {
-		b = appendField(b, 'K', k)
-		b = e.appendCanonValue(b, p.Custom[k])
+	for _, c := range custom {
+		b = appendField(b, 'K', c.key)
+		b = e.appendCanonValue(b, c.val)
 	}
 	e.canon = b
 	sum := sha256.Sum256(b)
@@ -164,11 +211,30 @@ func asInt64(v any) (int64, bool) {
 }
 
 // appendJSON writes p as encoding/json would (same field names, omitempty,
-// custom keys in the given sorted order), without reflection: it runs once
-// per input row.
-func appendJSON(b []byte, p *segment.Profile, keys []string) ([]byte, error) {
+// custom entries in the given sorted order), without reflection: it runs
+// once per input row.
+func appendJSON(b []byte, p *segment.Profile, custom []customValue) ([]byte, error) {
 	b = append(b, `{"email":`...)
-	b = appendJSONString(b, p.Email)
+	return appendJSONRest(appendJSONString(b, p.Email), p, custom)
+}
+
+// appendJSONEmail writes what appendJSON writes before appendJSONRest's
+// part. Chunks and spill files keep only that rest: the email is stored on
+// its own anyway, and this start is the same for the same email.
+func appendJSONEmail(b []byte, email []byte) []byte {
+	b = append(b, `{"email":`...)
+	for _, c := range email {
+		if !jsonPlain[c] {
+			return appendJSONString(b, string(email))
+		}
+	}
+	b = append(b, '"')
+	b = append(b, email...)
+	return append(b, '"')
+}
+
+// appendJSONRest writes a profile's JSON after appendJSONEmail's part.
+func appendJSONRest(b []byte, p *segment.Profile, custom []customValue) ([]byte, error) {
 	if p.FirstName != "" {
 		b = append(b, `,"firstName":`...)
 		b = appendJSONString(b, p.FirstName)
@@ -177,17 +243,21 @@ func appendJSON(b []byte, p *segment.Profile, keys []string) ([]byte, error) {
 		b = append(b, `,"lastName":`...)
 		b = appendJSONString(b, p.LastName)
 	}
-	if len(p.Custom) > 0 {
+	if len(custom) > 0 {
 		b = append(b, `,"custom":{`...)
-		for i, k := range keys {
+		for i, c := range custom {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, k)
+			if c.keyJSON != nil {
+				b = append(b, c.keyJSON...)
+			} else {
+				b = appendJSONString(b, c.key)
+			}
 			b = append(b, ':')
 			var err error
-			if b, err = appendJSONValue(b, p.Custom[k]); err != nil {
-				return b, fmt.Errorf("custom field %q: %w", k, err)
+			if b, err = appendJSONValue(b, c.val); err != nil {
+				return b, fmt.Errorf("custom field %q: %w", c.key, err)
 			}
 		}
 		b = append(b, '}')
@@ -252,7 +322,7 @@ func appendJSONString(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+		if jsonPlain[c] {
 			i++
 			continue
 		}
@@ -294,3 +364,12 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 const hexDigits = "0123456789abcdef"
+
+// jsonPlain marks the bytes a JSON string holds as they are: printable ASCII
+// other than quote and backslash.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()

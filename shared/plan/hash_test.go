@@ -64,7 +64,7 @@ func TestJSONEncodingMatchesEncodingJSON(t *testing.T) {
 		},
 	}
 	var e encoder
-	got, err := appendJSON(nil, &p, e.sortedKeys(p.Custom))
+	got, err := appendJSON(nil, &p, e.sortedCustom(p.Custom))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestJSONEncodingMatchesEncodingJSON(t *testing.T) {
 	if !reflect.DeepEqual(g, w) {
 		t.Errorf("appendJSON\n got %s\nwant %s", got, want)
 	}
-	if _, err := appendJSON(nil, &segment.Profile{Email: "a@x", Custom: map[string]any{"float--F": math.Inf(1)}}, []string{"float--F"}); err == nil {
+	if _, err := appendJSON(nil, &segment.Profile{Email: "a@x", Custom: map[string]any{"float--F": math.Inf(1)}}, []customValue{{key: "float--F", val: math.Inf(1)}}); err == nil {
 		t.Error("Inf accepted")
 	}
 }

@@ -12,14 +12,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/segpilot/segpilot/shared/segment"
 )
@@ -181,7 +179,7 @@ func Build(ctx context.Context, src Source, snapshot io.Reader, outDir string, o
 	sp := newSpiller(ctx, work, o.ChunkRecords)
 	stats, srcErr := src(ctx,
 		func(r segment.Record) error {
-			if strings.ContainsAny(r.Profile.Email, "\t\n\r") {
+			if hasLineBreakOrTab(r.Profile.Email) {
 				return fmt.Errorf("row %d: email contains a tab or line break", r.Row)
 			}
 			counts.Valid++
@@ -200,6 +198,9 @@ func Build(ctx context.Context, src Source, snapshot io.Reader, outDir string, o
 		return nil, fmt.Errorf("spilling profiles: %w", spErr)
 	case rejErr != nil:
 		return nil, rejErr
+	}
+	if err := runs.reduce(ctx, work, maxRuns); err != nil {
+		return nil, fmt.Errorf("merging spill files: %w", err)
 	}
 	counts.Rows = counts.Valid + counts.Rejected
 
@@ -271,11 +272,13 @@ func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader
 	}
 	defer removals.Close()
 
+	snapW := newBackgroundWriter(snapFile, snapshotBuf)
+	defer snapW.close() // stops its goroutine on every path; checked below
 	bw := newBatchWriter(ctx, out.dir, o.BatchSize)
 	j := &joiner{
 		mirror:   o.Mode == ModeMirror,
 		snap:     newSnapshotReader(snapshot),
-		snapOut:  bufio.NewWriterSize(snapFile, snapshotBuf),
+		snapOut:  bufio.NewWriterSize(snapW, snapshotBuf),
 		removals: bufio.NewWriterSize(removals, 64<<10),
 		batches:  bw,
 		counts:   &counts,
@@ -302,6 +305,9 @@ func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader
 		return nil, err
 	}
 	if err := j.snapOut.Flush(); err != nil {
+		return nil, fmt.Errorf("writing snapshot: %w", err)
+	}
+	if err := snapW.close(); err != nil {
 		return nil, fmt.Errorf("writing snapshot: %w", err)
 	}
 	if err := snapFile.Close(); err != nil {
@@ -384,7 +390,7 @@ func (j *joiner) unique(r *record) error {
 			return err
 		}
 	}
-	hex.Encode(j.hexHash[:], r.hash[:])
+	encodeHex(&j.hexHash, &r.hash)
 	upsert := true
 	if j.snap.ok && bytes.Equal(j.snap.email, r.email) {
 		if bytes.Equal(j.snap.hash, j.hexHash[:]) {
@@ -401,7 +407,7 @@ func (j *joiner) unique(r *record) error {
 		j.counts.Added++
 	}
 	if upsert {
-		if err := j.batches.addUpsert(r.row, j.hexHash[:], r.json); err != nil {
+		if err := j.batches.addUpsert(r.row, j.hexHash[:], r.email, r.json); err != nil {
 			return err
 		}
 	}
@@ -452,6 +458,34 @@ func brake(c Counts, o Options) (bool, string) {
 func percent(share float64) string {
 	return strconv.FormatFloat(float64(int64(share*1000+0.5))/10, 'f', -1, 64) + "%"
 }
+
+// hasLineBreakOrTab reports whether an email would break a snapshot line.
+// A loop: strings.ContainsAny costs more for a set it builds on every call.
+func hasLineBreakOrTab(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\t', '\n', '\r':
+			return true
+		}
+	}
+	return false
+}
+
+// encodeHex is hex.Encode for a content hash, two digits per table lookup:
+// the merge runs it once per profile.
+func encodeHex(dst *[2 * hashLen]byte, h *[hashLen]byte) {
+	for i, b := range h {
+		p := hexPairs[b]
+		dst[2*i], dst[2*i+1] = p[0], p[1]
+	}
+}
+
+var hexPairs = func() (t [256][2]byte) {
+	for i := range t {
+		t[i] = [2]byte{hexDigits[i>>4], hexDigits[i&0xf]}
+	}
+	return t
+}()
 
 // moveFile renames src to dst, copying when they sit on different file
 // systems (TempDir and outDir need not share one).

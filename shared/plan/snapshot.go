@@ -124,16 +124,13 @@ func SnapshotLen(r io.Reader) (int, error) {
 }
 
 func writeSnapshotLine(w *bufio.Writer, email, hash []byte) error {
-	if _, err := w.Write(email); err != nil {
-		return fmt.Errorf("writing snapshot: %w", err)
-	}
-	if err := w.WriteByte('\t'); err != nil {
-		return fmt.Errorf("writing snapshot: %w", err)
-	}
-	if _, err := w.Write(hash); err != nil {
-		return fmt.Errorf("writing snapshot: %w", err)
-	}
-	if err := w.WriteByte('\n'); err != nil {
+	// One Write, through the writer's own spare room when the line fits.
+	line := w.AvailableBuffer()
+	line = append(line, email...)
+	line = append(line, '\t')
+	line = append(line, hash...)
+	line = append(line, '\n')
+	if _, err := w.Write(line); err != nil {
 		return fmt.Errorf("writing snapshot: %w", err)
 	}
 	return nil

@@ -16,7 +16,8 @@ const (
 	blocksInFlight = 4
 	// chunkBytes caps a chunk's arena whatever ChunkRecords says, so a few
 	// huge profiles cannot blow the memory budget (and offsets fit uint32).
-	chunkBytes = 32 << 20
+	// Small chunks also sort in cache; 4 MiB measured fastest.
+	chunkBytes = 4 << 20
 )
 
 // spiller is phase one, a three-stage pipeline so reading, encoding and

@@ -14,60 +14,6 @@ import (
 // preference on a tie.
 var delimiters = []rune{',', ';', '\t'}
 
-func (rd *reader) readCSV(br *bufio.Reader, prefixLines int) error {
-	delim, err := detectDelimiter(br, rd.fields[0].source)
-	if err != nil {
-		return rd.streamError(err, 0)
-	}
-	rd.st.Delimiter = string(delim)
-	// br is a *bufio.Reader of at least 4 KiB, so csv reads it directly.
-	cr := csv.NewReader(br)
-	cr.Comma = delim
-	cr.FieldsPerRecord = -1 // ragged rows are rejected rows, not file errors
-	cr.ReuseRecord = true
-
-	header, err := cr.Read()
-	if err != nil {
-		return rd.csvError(err, 0, prefixLines, br)
-	}
-	header = append([]string(nil), header...) // ReuseRecord recycles the slice
-	if err := rd.matchHeader(header); err != nil {
-		return err
-	}
-	rd.bounded.mark()
-
-	cells := make([]cell, len(rd.fields))
-	for {
-		rec, err := cr.Read()
-		if err == io.EOF {
-			return nil
-		}
-		row := rd.st.Rows + 1
-		if err != nil {
-			return rd.csvError(err, row, prefixLines, br)
-		}
-		rd.bounded.mark()
-		rd.st.Rows++
-		if len(rec) != len(header) {
-			email := ""
-			if c := rd.fields[0].col; c < len(rec) {
-				email = reportEmail(cell{s: rec[c], present: true})
-			}
-			why := fmt.Sprintf("row has %d fields, header has %d", len(rec), len(header))
-			if err := rd.rejectRow(row, email, why); err != nil {
-				return err
-			}
-			continue
-		}
-		for i := range rd.fields {
-			cells[i] = cell{s: rec[rd.fields[i].col], present: true}
-		}
-		if err := rd.row(row, cells); err != nil {
-			return err
-		}
-	}
-}
-
 // matchHeader finds every mapped column. A missing optional column is an
 // error too: a typo in the mapping would otherwise blank that data quietly.
 func (rd *reader) matchHeader(header []string) error {
@@ -177,8 +123,9 @@ func headerLine(buf []byte) []byte {
 }
 
 // csvError turns a CSV read error into the error Read returns; row 0 is
-// the header.
-func (rd *reader) csvError(err error, row, prefixLines int, br *bufio.Reader) error {
+// the header. atEOF tells whether the whole file had been read when the
+// error came up: an open quote then is unterminated.
+func (rd *reader) csvError(err error, row, prefixLines int, atEOF bool) error {
 	if e := rd.streamError(err, row); e != nil {
 		return e
 	}
@@ -189,7 +136,7 @@ func (rd *reader) csvError(err error, row, prefixLines int, br *bufio.Reader) er
 	fe := &FileError{File: rd.name, Row: row, Hint: "fix the quoting or export the file again"}
 	line := pe.Line + prefixLines
 	switch {
-	case errors.Is(pe.Err, csv.ErrQuote) && atEOF(br):
+	case errors.Is(pe.Err, csv.ErrQuote) && atEOF:
 		fe.Problem = fmt.Sprintf("unterminated quoted field (opened on line %d)", pe.StartLine+prefixLines)
 	case errors.Is(pe.Err, csv.ErrQuote):
 		fe.Problem = fmt.Sprintf("text after a closing quote (line %d, byte %d)", line, pe.Column)

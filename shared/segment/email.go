@@ -26,19 +26,96 @@ func emailError(why string) error { return errors.New("invalid email: " + why) }
 // error's text is meant to be shown to people as the rejection reason; it
 // never contains the address itself.
 func NormalizeEmail(s string) (string, error) {
-	s, ok := cleanText(s)
+	s, ascii, ok := cleanTextASCII(s)
 	if !ok {
 		return "", emailError("invalid UTF-8")
 	}
+	return normalizeClean(s, ascii)
+}
+
+// normalizeClean is NormalizeEmail for a value cleanText already cleaned;
+// ascii says it is all ASCII.
+func normalizeClean(s string, ascii bool) (string, error) {
 	if s == "" {
 		return "", errNoEmail
 	}
 	// strings.ToLower returns s itself when it is ASCII without upper case.
 	s = strings.ToLower(s)
+	if ascii && plainASCIIEmail(s) {
+		return s, nil
+	}
 	if err := validateEmail(s); err != nil {
 		return "", err
 	}
 	return s, nil
+}
+
+// Byte classes for plainASCIIEmail.
+const (
+	clLocal  = 1 << iota // atext or '.': allowed before the @
+	clDomain             // a-z, 0-9, '-' or '.': allowed after the @
+)
+
+var emailClass = func() (t [256]uint8) {
+	for c := 0; c < utf8.RuneSelf; c++ {
+		if isAtext(byte(c)) || c == '.' {
+			t[c] |= clLocal
+		}
+		if ('a' <= c && c <= 'z') || ('0' <= c && c <= '9') || c == '-' || c == '.' {
+			t[c] |= clDomain
+		}
+	}
+	return t
+}()
+
+// plainASCIIEmail reports whether a lower-cased ASCII address passes every
+// check of validateEmail, in one pass. It only says yes when validateEmail
+// would; on no, validateEmail finds the reason.
+func plainASCIIEmail(s string) bool {
+	if len(s) > maxEmailLen {
+		return false
+	}
+	at := -1
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '@' {
+			at = i
+			break
+		}
+		if emailClass[c]&clLocal == 0 || (c == '.' && (i == 0 || s[i-1] == '.')) {
+			return false
+		}
+	}
+	if at <= 0 || at > maxLocalLen || s[at-1] == '.' {
+		return false
+	}
+	// Domain: dotted labels of 1..63 of a-z, 0-9 and inner hyphens.
+	label, dots := 0, 0
+	for i := at + 1; i < len(s); i++ {
+		c := s[i]
+		if emailClass[c]&clDomain == 0 {
+			return false
+		}
+		switch c {
+		case '.':
+			if label == 0 || s[i-1] == '-' {
+				return false
+			}
+			label = 0
+			dots++
+		case '-':
+			if label == 0 {
+				return false
+			}
+			label++
+		default:
+			label++
+		}
+		if label > maxLabelLen {
+			return false
+		}
+	}
+	return dots > 0 && label > 0 && s[len(s)-1] != '-'
 }
 
 // validateEmail checks a trimmed, NFC, lower-cased address.

@@ -87,6 +87,7 @@ type cell struct {
 // order) into a profile. On failure it returns the rejection reason.
 func buildProfile(fs []field, cells []cell) (Profile, string) {
 	var p Profile
+	emailASCII := false
 	for i := range fs {
 		c := &cells[i]
 		if !c.present {
@@ -98,16 +99,26 @@ func buildProfile(fs []field, cells []cell) (Profile, string) {
 		if len(c.s) > maxFieldLen {
 			return p, fmt.Sprintf("column %q is longer than 64 KiB", fs[i].name)
 		}
-		s, ok := cleanText(c.s)
+		s, ascii, ok := cleanTextASCII(c.s)
 		if !ok {
 			return p, fmt.Sprintf("invalid UTF-8 in column %q", fs[i].name)
 		}
 		c.s = s
+		if i == 0 {
+			emailASCII = ascii
+		}
 	}
 	if !cells[0].present || cells[0].s == "" {
 		return p, errNoEmail.Error()
 	}
-	email, err := NormalizeEmail(cells[0].s)
+	var email string
+	var err error
+	if emailASCII {
+		// Cleaning ASCII twice changes nothing: skip NormalizeEmail's pass.
+		email, err = normalizeClean(cells[0].s, true)
+	} else {
+		email, err = NormalizeEmail(cells[0].s)
+	}
 	if err != nil {
 		return p, err.Error()
 	}
@@ -172,15 +183,27 @@ func shorten(s string) string {
 // neither NFC nor Unicode trimming, which keeps the common case free of
 // allocations. ok is false when s is not valid UTF-8.
 func cleanText(s string) (string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			if !utf8.ValidString(s) {
-				return s, false
-			}
-			return norm.NFC.String(strings.TrimSpace(s)), true
+	s, _, ok := cleanTextASCII(s)
+	return s, ok
+}
+
+// cleanTextASCII is cleanText that also reports whether s is all ASCII.
+func cleanTextASCII(s string) (string, bool, bool) {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		if (s[i]|s[i+1]|s[i+2]|s[i+3]|s[i+4]|s[i+5]|s[i+6]|s[i+7])&0x80 != 0 {
+			break
 		}
 	}
-	return trimASCII(s), true
+	for ; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			if !utf8.ValidString(s) {
+				return s, false, false
+			}
+			return norm.NFC.String(strings.TrimSpace(s)), false, true
+		}
+	}
+	return trimASCII(s), true, true
 }
 
 func trimASCII(s string) string {

@@ -68,6 +68,11 @@ func (e *FileError) Error() string {
 // emit or reject stops the read and is returned wrapped. A mapping that can
 // never work returns an error wrapping ErrBadMapping.
 func Read(ctx context.Context, r io.Reader, opts Options, emit func(Record) error, reject func(Rejection) error) (Stats, error) {
+	return readBlocks(ctx, r, opts, emit, reject, csvBlockSize)
+}
+
+// readBlocks is Read cutting CSV into blocks of about blockSize bytes.
+func readBlocks(ctx context.Context, r io.Reader, opts Options, emit func(Record) error, reject func(Rejection) error, blockSize int) (Stats, error) {
 	name := opts.Name
 	if name == "" {
 		name = "segment file"
@@ -79,7 +84,7 @@ func Read(ctx context.Context, r io.Reader, opts Options, emit func(Record) erro
 	if err := ctx.Err(); err != nil {
 		return Stats{}, fmt.Errorf("reading %s: %w", name, err)
 	}
-	rd := &reader{ctx: ctx, name: name, fields: fields, emit: emit, reject: reject}
+	rd := &reader{ctx: ctx, name: name, fields: fields, emit: emit, reject: reject, blockSize: blockSize}
 	err = rd.read(r)
 	return rd.st, err
 }
@@ -93,6 +98,8 @@ type reader struct {
 	reject  func(Rejection) error
 	st      Stats
 	bounded *boundedReader
+
+	blockSize int // CSV block size; see csvblock.go
 }
 
 func (rd *reader) read(r io.Reader) error {
