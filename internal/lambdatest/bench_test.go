@@ -237,10 +237,21 @@ func closeRun(b *testing.B, finalize *emulator, input []byte) {
 
 // mapItem is the syncbatch event for one batch (events/syncbatch-item.json's
 // shape, as the Map's ItemSelector builds it).
-func mapItem(b *testing.B, exec run.Execution, batch int, workerRPS float64) []byte {
+func mapItem(b *testing.B, w *benchWorld, exec run.Execution, batch int, workerRPS float64) []byte {
 	b.Helper()
+	var items []struct {
+		Batch  int    `json:"batch"`
+		CRC32C string `json:"crc32c"`
+	}
+	getObject(b, w.bkt, exec.ItemsKey, &items)
 	ev := readJSON(b, "events/syncbatch-item.json")
 	ev["export"], ev["runId"], ev["listId"], ev["workerRps"], ev["batch"] = exec.Export, exec.RunID, exec.ListID, workerRPS, batch
+	ev["crc32c"] = ""
+	for _, it := range items {
+		if it.Batch == batch {
+			ev["crc32c"] = it.CRC32C
+		}
+	}
 	return mustJSON(b, ev)
 }
 
@@ -292,7 +303,7 @@ func syncbatchInvocations(b *testing.B, w *benchWorld) func(int) invocations {
 		input, exec, batches := w.startRun(b, ingest, fmt.Sprintf("bench-%d.csv", i))
 		open = input
 		send := func(batch int) func(*emulator) {
-			event := mapItem(b, exec, batch, exec.WorkerRPS)
+			event := mapItem(b, w, exec, batch, exec.WorkerRPS)
 			return func(e *emulator) {
 				var res run.BatchResult
 				e.call(b, event, &res)
@@ -320,7 +331,7 @@ func finalizeInvocations(b *testing.B, w *benchWorld) func(int) invocations {
 		for _, batch := range batches {
 			// Preparation, not measured: one worker may use the whole budget.
 			var res run.BatchResult
-			syncbatch.call(b, mapItem(b, exec, batch, 100), &res)
+			syncbatch.call(b, mapItem(b, w, exec, batch, 100), &res)
 			if res.Sent == 0 || len(res.Failed) != 0 {
 				b.Fatalf("preparing: batch %d of %s answered %+v", batch, exec.RunID, res)
 			}

@@ -268,16 +268,33 @@ func TestFunctions(t *testing.T) {
 		t.Fatalf("events/syncbatch-item.json has fields %v; the ASL's ItemSelector passes %v", got, itemKeys)
 	}
 	var items []struct {
-		Batch int `json:"batch"`
+		Batch  int    `json:"batch"`
+		CRC32C string `json:"crc32c"`
 	}
 	getObject(t, bkt, exec.ItemsKey, &items)
 	if len(items) < 2 {
 		t.Fatalf("items.json lists %d batches; want several for %d rows", len(items), rows)
 	}
+	crcOf := map[int]string{}
+	for _, it := range items {
+		crcOf[it.Batch] = it.CRC32C
+	}
 	item := func(batch int) []byte {
 		ev := maps.Clone(template)
 		ev["export"], ev["runId"], ev["listId"], ev["workerRps"], ev["batch"] = exec.Export, exec.RunID, exec.ListID, exec.WorkerRPS, batch
+		ev["crc32c"] = crcOf[batch]
 		return mustJSON(t, ev)
+	}
+
+	// A batch file changed after planning is refused before anything is sent.
+	tampered := maps.Clone(template)
+	tampered["export"], tampered["runId"], tampered["listId"], tampered["workerRps"], tampered["batch"] = exec.Export, exec.RunID, exec.ListID, exec.WorkerRPS, items[0].Batch
+	tampered["crc32c"] = "AAAAAA=="
+	if _, lerr := syncbatch.invoke(t, mustJSON(t, tampered)); lerr == nil || lerr.ErrorType != "Corrupt" {
+		t.Fatalf("syncbatch with a wrong checksum answered %+v; want errorType Corrupt", lerr)
+	}
+	if n := autopilot.Counters().ByRoute["POST /contacts"][200]; n != 0 {
+		t.Fatalf("a refused batch sent %d bulk upserts", n)
 	}
 
 	// A refused key stops the batch with the error type the ASL catches.

@@ -2,11 +2,12 @@ package plan
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"path/filepath"
 	"slices"
@@ -188,8 +189,7 @@ func (w *batchWriter) work() {
 				w.cancel(fmt.Errorf("writing batch %d: %w", ref.Seq, err))
 				break
 			}
-			sum := sha256.Sum256(data)
-			ref.SHA256 = hex.EncodeToString(sum[:])
+			ref.CRC32C = CRC32C(data)
 		}
 		if w.ctx.Err() != nil {
 			continue
@@ -252,4 +252,17 @@ func ReadBatch(r io.Reader) (*Batch, error) {
 		return nil, fmt.Errorf("decoding batch: seq %d, want >= 1", b.Seq)
 	}
 	return &b, nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// CRC32C is a batch file's checksum as the manifest and the Map items carry
+// it: base64 of the big-endian CRC-32C, the form S3 reports as
+// x-amz-checksum-crc32c. CRC-32C is S3's own integrity check and runs in
+// hardware; the batches are planned for tens of thousands of files, where
+// a sha256 of every byte cost the planner 7 %.
+func CRC32C(data []byte) string {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], crc32.Checksum(data, castagnoli))
+	return base64.StdEncoding.EncodeToString(b[:])
 }

@@ -121,7 +121,7 @@ type BatchRef struct {
 	File     string `json:"file"` // "batches/000001.json", relative to outDir
 	Upserts  int    `json:"upserts"`
 	Removals int    `json:"removals"`
-	SHA256   string `json:"sha256"` // of the file's bytes
+	CRC32C   string `json:"crc32c"` // of the file's bytes, see CRC32C
 }
 
 // Batch is the content of one batch file: upserts or removals, never both.

@@ -131,7 +131,7 @@ func (s *Service) failedBatch(ctx context.Context, m *Manifest, seq int, cause s
 	if !errors.Is(err, store.ErrNotFound) {
 		return last, err
 	}
-	b, err := s.readBatch(ctx, m.Export, m.RunID, seq)
+	b, err := s.readBatch(ctx, m.Export, m.RunID, seq, "")
 	if err != nil {
 		return last, err
 	}

@@ -379,10 +379,14 @@ func (s *Service) upload(ctx context.Context, dir string, p *plan.Plan, m *Manif
 		{p.Files.Snapshot, plannedSnapshotKey(m.Export, m.RunID)},
 		{p.Files.Rejected, inputRejectedKey(m.Export, m.RunID)},
 	}
-	items := make([]map[string]int, len(p.Batches))
+	type item struct {
+		Batch  int    `json:"batch"`
+		CRC32C string `json:"crc32c"`
+	}
+	items := make([]item, len(p.Batches))
 	for i, b := range p.Batches {
 		files = append(files, file{b.File, batchKey(m.Export, m.RunID, b.Seq)})
-		items[i] = map[string]int{"batch": b.Seq}
+		items[i] = item{Batch: b.Seq, CRC32C: b.CRC32C}
 	}
 	if err := parallel(ctx, len(files), 8, func(ctx context.Context, i int) error {
 		f, err := os.Open(filepath.Join(dir, files[i].local))

@@ -1,9 +1,11 @@
 package run
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 
@@ -30,7 +32,7 @@ func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) 
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: %w", it.Batch, err)
 	}
-	b, err := s.readBatch(ctx, it.Export, it.RunID, it.Batch)
+	b, err := s.readBatch(ctx, it.Export, it.RunID, it.Batch, it.CRC32C)
 	if err != nil {
 		return nil, err
 	}
@@ -65,18 +67,37 @@ func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) 
 	return res, nil
 }
 
-func (s *Service) readBatch(ctx context.Context, export, runID string, seq int) (*plan.Batch, error) {
-	rc, _, err := s.Store.Get(ctx, batchKey(export, runID, seq))
+// readBatch reads a batch file and, when the item carries the plan's
+// checksum, refuses a file that does not match it: a truncated, corrupted
+// or replaced batch must not reach Autopilot.
+func (s *Service) readBatch(ctx context.Context, export, runID string, seq int, crc string) (*plan.Batch, error) {
+	key := batchKey(export, runID, seq)
+	rc, _, err := s.Store.Get(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: %w", seq, err)
 	}
 	defer rc.Close()
-	b, err := plan.ReadBatch(rc)
+	raw, err := io.ReadAll(io.LimitReader(rc, maxBatchBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("batch %d: reading %s: %w", seq, key, err)
+	}
+	if len(raw) > maxBatchBytes {
+		return nil, fmt.Errorf("batch %d: %s is larger than %d bytes; it was not written by segpilot's planner", seq, key, maxBatchBytes)
+	}
+	if crc != "" {
+		if got := plan.CRC32C(raw); got != crc {
+			return nil, &Corrupt{Msg: fmt.Sprintf("batch %d: %s has checksum %s, the plan says %s: the file was changed after planning; start the run again to re-plan it", seq, key, got, crc)}
+		}
+	}
+	b, err := plan.ReadBatch(bytes.NewReader(raw))
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: %w", seq, err)
 	}
 	return b, nil
 }
+
+// maxBatchBytes bounds a batch file: 100 profiles of at most a few KB each.
+const maxBatchBytes = 16 << 20
 
 func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, listID string, b *plan.Batch, res *BatchResult) error {
 	if listID == "" { // an execution started before ingest resolved lists

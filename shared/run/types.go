@@ -97,6 +97,7 @@ type Item struct {
 	Export    string  `json:"export"`
 	RunID     string  `json:"runId"`
 	Batch     int     `json:"batch"`
+	CRC32C    string  `json:"crc32c,omitempty"` // the batch file's checksum from the plan; checked before sending
 	ListID    string  `json:"listId"`
 	WorkerRPS float64 `json:"workerRps"`
 }
@@ -156,6 +157,12 @@ func (e *Unauthorized) Error() string { return e.Msg }
 type Transient struct{ Msg string }
 
 func (e *Transient) Error() string { return e.Msg }
+
+// Corrupt: the batch file does not match the plan's checksum; nothing of it
+// is sent and retrying cannot help.
+type Corrupt struct{ Msg string }
+
+func (e *Corrupt) Error() string { return e.Msg }
 
 // Throttled: the destination kept answering 429 past the client's retries.
 type Throttled struct{ Msg string }

@@ -67,7 +67,7 @@ func newRunner(t *testing.T, h *harness, items int, sync runner.Handler) *runner
 			}
 			out := make([]any, items)
 			for i := range out {
-				out[i] = map[string]any{"batch": float64(i + 1)}
+				out[i] = map[string]any{"batch": float64(i + 1), "crc32c": "AAAAAA=="}
 			}
 			return out, nil
 		},
