@@ -25,49 +25,52 @@ echo "generating 1M and 2M row CSVs in $work ..." >&2
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 field() { jq -r ".$1" "$2"; }
 
-: >"$work/p1" ; : >"$work/p2" ; : >"$work/re" ; : >"$work/m" ; : >"$work/shm"
-# A first run writes ~10,000 batch files; on some disks creating them costs
-# more than planning. The same plan with its output on tmpfs separates the
-# planner's own speed from the file system's.
-shm=""
+# Miller reads the CSV from the page cache and writes to /dev/null; the plan
+# writes ~10,000 batch files, spill files and the snapshot. Like for like,
+# the plan's output goes to tmpfs (memory, no disk); the same first run with
+# its output on disk is shown too. On this VM's virtual disk that number
+# swings between about 0.6 s and 5 s for the same run, with the kernel's
+# time, not the planner's.
+out=""
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
-  shm=$(mktemp -d /dev/shm/bench-plan.XXXXXX)
-  trap 'rm -rf "$work" "$shm"' EXIT
+  out=$(mktemp -d /dev/shm/bench-plan.XXXXXX)
+  trap 'rm -rf "$work" "$out"' EXIT
+else
+  echo "bench-plan: no writable /dev/shm; the plan's output goes to $work (disk)" >&2
+  out=$work
 fi
+: >"$work/p1" ; : >"$work/p2" ; : >"$work/re" ; : >"$work/m" ; : >"$work/disk"
 for i in $(seq "$runs"); do
   echo "run $i/$runs ..." >&2
   if [ "$have_mlr" = 1 ]; then # interleaved with the plan runs so load affects both alike
     s=$(date +%s.%N); mlr --icsv --ojsonl cat "$work/1m.csv" >/dev/null; e=$(date +%s.%N)
     echo "$e - $s" | bc -l >>"$work/m"
   fi
-  "$pb" -file "$work/1m.csv" -tmp "$work" -save-snapshot "$work/1m.snapshot" >>"$work/p1"
-  "$pb" -file "$work/1m-changed.csv" -tmp "$work" -snapshot "$work/1m.snapshot" >>"$work/re"
-  "$pb" -file "$work/2m.csv" -tmp "$work" >>"$work/p2"
-  if [ -n "$shm" ]; then "$pb" -file "$work/1m.csv" -tmp "$shm" >>"$work/shm"; fi
+  "$pb" -file "$work/1m.csv" -tmp "$out" -save-snapshot "$work/1m.snapshot" >>"$work/p1"
+  "$pb" -file "$work/1m-changed.csv" -tmp "$out" -snapshot "$work/1m.snapshot" >>"$work/re"
+  "$pb" -file "$work/2m.csv" -tmp "$out" >>"$work/p2"
+  "$pb" -file "$work/1m.csv" -tmp "$work" >>"$work/disk"
 done
 
 med() { jq -r ".$1" "$2" | median; }
 t1=$(med elapsed_s "$work/p1"); c1=$(med cpu_s "$work/p1"); r1=$(med peak_rss_bytes "$work/p1")
 t2=$(med elapsed_s "$work/p2"); r2=$(med peak_rss_bytes "$work/p2")
 tr=$(med elapsed_s "$work/re"); cr=$(med cpu_s "$work/re"); br=$(jq -r .batches "$work/re" | head -1)
+td=$(med elapsed_s "$work/disk"); cd=$(med cpu_s "$work/disk")
+dmin=$(jq -r .elapsed_s "$work/disk" | sort -g | head -1); dmax=$(jq -r .elapsed_s "$work/disk" | sort -g | tail -1)
 b1=$(jq -r .batches "$work/p1" | head -1)
 
 printf '\n| measure | value | target |\n|---|---|---|\n'
-printf '| plan 1M rows, first run (%s batch files): elapsed / CPU | %.2f s / %.2f s (%.0f rows/s) | |\n' "$b1" "$t1" "$c1" "$(echo "1000000 / $t1" | bc -l)"
-printf '| plan 1M rows, re-run with 1%% changed (%s batch files): elapsed / CPU | %.2f s / %.2f s (%.0f rows/s) | |\n' "$br" "$tr" "$cr" "$(echo "1000000 / $tr" | bc -l)"
-printf '| plan 2M rows, first run: elapsed | %.2f s (%.0f rows/s) | |\n' "$t2" "$(echo "2000000 / $t2" | bc -l)"
-if [ -n "$shm" ]; then
-  ts=$(med elapsed_s "$work/shm"); cs=$(med cpu_s "$work/shm")
-  printf '| plan 1M rows, first run, output on tmpfs: elapsed / CPU | %.2f s / %.2f s (%.0f rows/s) | |\n' "$ts" "$cs" "$(echo "1000000 / $ts" | bc -l)"
-fi
+printf '| plan 1M rows, first run (%s batch files), output on tmpfs: elapsed / CPU | %.2f s / %.2f s (%.0f rows/s) | |\n' "$b1" "$t1" "$c1" "$(echo "1000000 / $t1" | bc -l)"
+printf '| plan 1M rows, re-run with 1%% changed (%s batch files), output on tmpfs: elapsed / CPU | %.2f s / %.2f s (%.0f rows/s) | |\n' "$br" "$tr" "$cr" "$(echo "1000000 / $tr" | bc -l)"
+printf '| plan 2M rows, first run, output on tmpfs: elapsed | %.2f s (%.0f rows/s) | |\n' "$t2" "$(echo "2000000 / $t2" | bc -l)"
+printf '| plan 1M rows, first run, output on disk: elapsed / CPU (min–max) | %.2f s / %.2f s (%.2f–%.2f s) | |\n' "$td" "$cd" "$dmin" "$dmax"
 if [ "$have_mlr" = 1 ]; then
   tm=$(median <"$work/m")
   printf '| mlr --icsv --ojsonl cat, 1M rows | %.2f s (%.0f rows/s) | |\n' "$tm" "$(echo "1000000 / $tm" | bc -l)"
-  printf '| speed vs Miller, first run | %.2fx | >= 2x |\n' "$(echo "$tm / $t1" | bc -l)"
+  printf '| **speed vs Miller, first run** | **%.2fx** | >= 2x |\n' "$(echo "$tm / $t1" | bc -l)"
   printf '| speed vs Miller, 1%% re-run | %.2fx | >= 2x |\n' "$(echo "$tm / $tr" | bc -l)"
-  if [ -n "$shm" ]; then
-    printf '| speed vs Miller, first run, output on tmpfs | %.2fx | >= 2x |\n' "$(echo "$tm / $ts" | bc -l)"
-  fi
+  printf '| speed vs Miller, first run, output on disk | %.2fx | |\n' "$(echo "$tm / $td" | bc -l)"
 else
   printf '| speed vs Miller | mlr not installed: apt-get install -y miller | >= 2x |\n'
 fi
