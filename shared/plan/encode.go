@@ -35,61 +35,53 @@ type encoder struct {
 	canon  []byte
 	custom []customValue
 	num    []byte
-	// byLen remembers the sorted keys of the last Custom map of each small
-	// size: a file's rows have one key set, or a few when values are blank.
-	byLen [8][]customValue
 }
 
-// customValue is one entry of a profile's Custom map. keyJSON, when set,
-// is the key as appendJSONString writes it, kept with a remembered key set
-// so each row does not escape the same keys again.
+// customValue is one custom field as the encoder writes it; keyJSON is the
+// key as appendJSONString writes it, kept from the previous row when the
+// key is the same (a file's rows share one key set) so each row does not
+// escape the same keys again.
 type customValue struct {
 	key     string
 	val     any
 	keyJSON []byte
 }
 
-// sortedCustom returns m's entries sorted by key, read from the map once
-// for both the hash and the JSON.
-func (e *encoder) sortedCustom(m map[string]any) []customValue {
-	n := len(m)
-	if n == 0 {
-		return nil
+// sortedCustom returns c's fields sorted by key, each key once (the last
+// value wins, as in a map), reusing the encoder's scratch and escaped keys.
+func (e *encoder) sortedCustom(c segment.Custom) []customValue {
+	if cap(e.custom) < len(c) {
+		grown := make([]customValue, len(c))
+		copy(grown, e.custom[:cap(e.custom)])
+		e.custom = grown
 	}
-	// When the keys remembered for this size are all in m, they are m's keys,
-	// sorted: looking them up beats iterating the map and sorting.
-	if n < len(e.byLen) {
-		if c := e.byLen[n]; len(c) == n {
-			i := 0
-			for ; i < n; i++ {
-				v, ok := m[c[i].key]
-				if !ok {
-					break
-				}
-				c[i].val = v
-			}
-			if i == n {
-				return c
-			}
+	out := e.custom[:len(c)]
+	sorted := true
+	for i, v := range c {
+		if i > 0 && v.Key <= c[i-1].Key {
+			sorted = false
 		}
-	}
-	c := e.custom[:0]
-	if n < len(e.byLen) {
-		c = e.byLen[n][:0]
-	}
-	for k, v := range m {
-		c = append(c, customValue{key: k, val: v})
-	}
-	slices.SortFunc(c, func(a, b customValue) int { return strings.Compare(a.key, b.key) })
-	if n < len(e.byLen) {
-		for i := range c {
-			c[i].keyJSON = appendJSONString(nil, c[i].key)
+		if out[i].key != v.Key || out[i].keyJSON == nil {
+			out[i].keyJSON = appendJSONString(out[i].keyJSON[:0], v.Key)
 		}
-		e.byLen[n] = c
-	} else {
-		e.custom = c
+		out[i].key, out[i].val = v.Key, v.Value
 	}
-	return c
+	if !sorted {
+		// A Custom built by hand: order it, and keep the last of a repeated key.
+		slices.SortStableFunc(out, func(a, b customValue) int { return strings.Compare(a.key, b.key) })
+		w := 0
+		for i := range out {
+			if w > 0 && out[w-1].key == out[i].key {
+				out[w-1] = out[i]
+				continue
+			}
+			out[w] = out[i]
+			w++
+		}
+		clear(out[w:]) // no two entries may share an escaped key's bytes
+		out = out[:w]
+	}
+	return out
 }
 
 func (e *encoder) hash(p *segment.Profile) [hashLen]byte {
@@ -249,11 +241,7 @@ func appendJSONRest(b []byte, p *segment.Profile, custom []customValue) ([]byte,
 			if i > 0 {
 				b = append(b, ',')
 			}
-			if c.keyJSON != nil {
-				b = append(b, c.keyJSON...)
-			} else {
-				b = appendJSONString(b, c.key)
-			}
+			b = append(b, c.keyJSON...)
 			b = append(b, ':')
 			var err error
 			if b, err = appendJSONValue(b, c.val); err != nil {

@@ -14,7 +14,7 @@ import (
 func TestHashCanonicalNumbers(t *testing.T) {
 	t.Parallel()
 	with := func(v any) segment.Profile {
-		return segment.Profile{Email: "a@x", Custom: map[string]any{"integer--Orders": v}}
+		return segment.Profile{Email: "a@x", Custom: segment.CustomOf(map[string]any{"integer--Orders": v})}
 	}
 	tests := []struct {
 		name string
@@ -51,7 +51,7 @@ func TestJSONEncodingMatchesEncodingJSON(t *testing.T) {
 		Email:     "zoë@example.com",
 		FirstName: "Q\"uote\\ \t\n\x01 <b>&",
 		LastName:  "bad\xffutf8 \u2028 line",
-		Custom: map[string]any{
+		Custom: segment.CustomOf(map[string]any{
 			"string--Tier":   "gold",
 			"integer--N":     int64(-7),
 			"float--F":       1.5e-7,
@@ -61,7 +61,7 @@ func TestJSONEncodingMatchesEncodingJSON(t *testing.T) {
 			"date--D":        "2024-01-02",
 			"integer--Num":   json.Number("42"),
 			"string--Nested": nil,
-		},
+		}),
 	}
 	var e encoder
 	got, err := appendJSON(nil, &p, e.sortedCustom(p.Custom))
@@ -82,16 +82,16 @@ func TestJSONEncodingMatchesEncodingJSON(t *testing.T) {
 	if !reflect.DeepEqual(g, w) {
 		t.Errorf("appendJSON\n got %s\nwant %s", got, want)
 	}
-	if _, err := appendJSON(nil, &segment.Profile{Email: "a@x", Custom: map[string]any{"float--F": math.Inf(1)}}, []customValue{{key: "float--F", val: math.Inf(1)}}); err == nil {
+	if _, err := appendJSON(nil, &segment.Profile{Email: "a@x", Custom: segment.CustomOf(map[string]any{"float--F": math.Inf(1)})}, []customValue{{key: "float--F", val: math.Inf(1)}}); err == nil {
 		t.Error("Inf accepted")
 	}
 }
 
 func TestHashSurvivesBatchRoundTrip(t *testing.T) {
 	t.Parallel()
-	rows := []row{{p: segment.Profile{Email: "a@x", FirstName: "Ann", Custom: map[string]any{
+	rows := []row{{p: segment.Profile{Email: "a@x", FirstName: "Ann", Custom: segment.CustomOf(map[string]any{
 		"integer--Orders": int64(9007199254740993), "float--Score": 2.5, "float--Whole": 3.0, "boolean--VIP": true, "date--Since": "2024-05-01",
-	}}}}
+	})}}}
 	p, dir, err := build(t, rows, "", Options{Mode: ModeUpsert})
 	if err != nil {
 		t.Fatal(err)
@@ -101,8 +101,8 @@ func TestHashSurvivesBatchRoundTrip(t *testing.T) {
 	if u.Hash != Hash(rows[0].p) || Hash(u.Profile) != u.Hash {
 		t.Errorf("hash changed across the round trip: planned %s, original %s, decoded %s", u.Hash, Hash(rows[0].p), Hash(u.Profile))
 	}
-	if n, ok := u.Profile.Custom["integer--Orders"].(json.Number); !ok || n != "9007199254740993" {
-		t.Errorf("custom number not kept exactly: %#v", u.Profile.Custom["integer--Orders"])
+	if v, _ := u.Profile.Custom.Get("integer--Orders"); v != json.Number("9007199254740993") {
+		t.Errorf("custom number not kept exactly: %#v", v)
 	}
 	if !strings.Contains(r.snapshot, "a@x\t"+u.Hash+"\n") {
 		t.Errorf("snapshot %q lacks the hash", r.snapshot)

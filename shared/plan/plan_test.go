@@ -30,7 +30,7 @@ func prof(email, first string, orders int64) segment.Profile {
 	return segment.Profile{
 		Email:     email,
 		FirstName: first,
-		Custom:    map[string]any{"string--Loyalty--Tier": "gold", "integer--Orders": orders},
+		Custom:    segment.CustomOf(map[string]any{"string--Loyalty--Tier": "gold", "integer--Orders": orders}),
 	}
 }
 
@@ -426,7 +426,7 @@ func TestBuildSourceAndSinkErrors(t *testing.T) {
 	if _, err := Build(context.Background(), src, nil, filepath.Join(t.TempDir(), "o"), Options{Mode: ModeUpsert, TempDir: t.TempDir()}); !errors.Is(err, boom) {
 		t.Errorf("source error lost: %v", err)
 	}
-	bad := []row{{p: segment.Profile{Email: "a@x", Custom: map[string]any{"float--X": math.NaN()}}}}
+	bad := []row{{p: segment.Profile{Email: "a@x", Custom: segment.CustomOf(map[string]any{"float--X": math.NaN()})}}}
 	if _, _, err := build(t, bad, "", Options{Mode: ModeUpsert}); err == nil || !strings.Contains(err.Error(), "row 1") {
 		t.Errorf("unencodable profile: %v", err)
 	}

@@ -80,12 +80,12 @@ func randomProfile(rng *rand.Rand, e string) segment.Profile {
 		p.FirstName = []string{"Ann", "Bo", "Zoë", `Q"uote`, "tab\there"}[rng.IntN(5)]
 	}
 	if rng.IntN(3) > 0 {
-		p.Custom = map[string]any{
+		p.Custom = segment.CustomOf(map[string]any{
 			"integer--Orders":       int64(rng.IntN(3)),
 			"float--Score":          []float64{0.5, 2, 1e21, -3.25}[rng.IntN(4)],
 			"boolean--VIP":          rng.IntN(2) == 0,
 			"string--Loyalty--Tier": []string{"gold", "silver"}[rng.IntN(2)],
-		}
+		})
 	}
 	return p
 }

@@ -110,7 +110,7 @@ func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, listI
 		contacts := make([]autopilot.Contact, len(b.Upserts))
 		for i, u := range b.Upserts {
 			contacts[i] = autopilot.Contact{Email: u.Profile.Email, FirstName: u.Profile.FirstName,
-				LastName: u.Profile.LastName, Custom: u.Profile.Custom}
+				LastName: u.Profile.LastName, Custom: u.Profile.Custom.Map()}
 		}
 		outcomes, err := dest.UpsertContacts(ctx, listID, contacts)
 		if err != nil {

@@ -54,7 +54,12 @@ func compileMapping(m Mapping) ([]field, error) {
 	if m.LastName != "" {
 		fs = append(fs, field{kind: kindLast, source: m.LastName, setting: "match.lastName"})
 	}
+	keys := map[string]bool{}
 	for _, c := range m.Custom {
+		if keys[c.Key] {
+			return nil, fmt.Errorf("%w: match.custom feeds %q from two columns; each custom field takes one", ErrBadMapping, c.Key)
+		}
+		keys[c.Key] = true
 		typ := c.Type
 		if typ == "" {
 			typ, _, _ = strings.Cut(c.Key, "--")
@@ -139,11 +144,12 @@ func buildProfile(fs []field, cells []cell) (Profile, string) {
 				return Profile{}, fmt.Sprintf("column %q: %q %s", fs[i].name, shorten(c.s), why)
 			}
 			if p.Custom == nil {
-				p.Custom = make(map[string]any, len(fs)-i)
+				p.Custom = make(Custom, 0, len(fs)-i)
 			}
-			p.Custom[fs[i].key] = v
+			p.Custom = append(p.Custom, CustomValue{Key: fs[i].key, Value: v})
 		}
 	}
+	p.Custom.sort() // fields come in mapping order
 	return p, ""
 }
 

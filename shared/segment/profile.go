@@ -1,14 +1,97 @@
 package segment
 
+import (
+	"bytes"
+	"encoding/json"
+)
+
 // Profile is one normalised, validated contact read from a segment file.
 type Profile struct {
 	Email     string `json:"email"`
 	FirstName string `json:"firstName,omitempty"`
 	LastName  string `json:"lastName,omitempty"`
-	// Custom maps an Autopilot custom field key ("string--Loyalty--Tier") to a
-	// value of the declared type: string, int64, float64, bool, or an ISO 8601
-	// date string.
-	Custom map[string]any `json:"custom,omitempty"`
+	// Custom holds the Autopilot custom fields ("string--Loyalty--Tier") with
+	// values of the declared type: string, int64, float64, bool, or an ISO
+	// 8601 date string.
+	Custom Custom `json:"custom,omitempty"`
+}
+
+// CustomValue is one custom field of a profile.
+type CustomValue struct {
+	Key   string
+	Value any
+}
+
+// Custom is a profile's custom fields, sorted by key, each key once. A
+// slice rather than a map: the reader builds one per row of files with
+// millions of rows, and a small map costs several allocations. It encodes
+// as the JSON object a map would.
+type Custom []CustomValue
+
+// Get returns the value of key.
+func (c Custom) Get(key string) (any, bool) {
+	for _, v := range c {
+		if v.Key == key {
+			return v.Value, true
+		}
+	}
+	return nil, false
+}
+
+// Map returns the fields as a map (nil when there are none).
+func (c Custom) Map() map[string]any {
+	if len(c) == 0 {
+		return nil
+	}
+	m := make(map[string]any, len(c))
+	for _, v := range c {
+		m[v.Key] = v.Value
+	}
+	return m
+}
+
+// CustomOf builds a Custom from a map, sorted by key.
+func CustomOf(m map[string]any) Custom {
+	if len(m) == 0 {
+		return nil
+	}
+	c := make(Custom, 0, len(m))
+	for k, v := range m {
+		c = append(c, CustomValue{Key: k, Value: v})
+	}
+	c.sort()
+	return c
+}
+
+// sort orders c by key; insertion sort, as c holds a handful of fields.
+func (c Custom) sort() {
+	for i := 1; i < len(c); i++ {
+		for j := i; j > 0 && c[j].Key < c[j-1].Key; j-- {
+			c[j], c[j-1] = c[j-1], c[j]
+		}
+	}
+}
+
+// MarshalJSON encodes c as a JSON object, exactly as encoding/json encodes
+// the equivalent map.
+func (c Custom) MarshalJSON() ([]byte, error) {
+	if c == nil {
+		return []byte("null"), nil
+	}
+	return json.Marshal(c.Map())
+}
+
+// UnmarshalJSON decodes a JSON object, keeping numbers as json.Number so
+// large integers survive exactly.
+func (c *Custom) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return err
+	}
+	*c = CustomOf(m)
+	return nil
 }
 
 // Mapping names the source columns (CSV header) or keys (JSON) that feed a

@@ -9,11 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -103,8 +101,8 @@ func outcome(name string, data []byte, m Mapping) string {
 		func(r Record) error {
 			p := r.Profile
 			fmt.Fprintf(&b, "record %d: email=%q first=%q last=%q", r.Row, shorten(p.Email), shorten(p.FirstName), shorten(p.LastName))
-			for _, k := range slices.Sorted(maps.Keys(p.Custom)) {
-				fmt.Fprintf(&b, " %s=%T(%v)", k, p.Custom[k], p.Custom[k])
+			for _, c := range p.Custom {
+				fmt.Fprintf(&b, " %s=%T(%v)", c.Key, c.Value, c.Value)
 			}
 			b.WriteString("\n")
 			return nil
