@@ -211,13 +211,13 @@ func (s *Service) release(ctx context.Context, export, holder string) error {
 	return err
 }
 
-// queued returns the export's waiting requests, oldest first.
-func (s *Service) queued(ctx context.Context, export string) ([]*queueEntry, error) {
+// oldest returns the export's longest-waiting request, or nil. Queue keys
+// begin with the fixed-width arrival time, so key order is arrival order.
+func (s *Service) oldest(ctx context.Context, export string) (*queueEntry, error) {
 	objs, err := s.Store.List(ctx, queuePrefix(export))
 	if err != nil {
 		return nil, fmt.Errorf("listing the queue of export %s: %w", export, err)
 	}
-	out := make([]*queueEntry, 0, len(objs))
 	for _, o := range objs {
 		var e queueEntry
 		if err := getJSON(ctx, s.Store, o.Key, &e); err != nil {
@@ -227,9 +227,9 @@ func (s *Service) queued(ctx context.Context, export string) ([]*queueEntry, err
 			return nil, err
 		}
 		e.key = o.Key
-		out = append(out, &e)
+		return &e, nil
 	}
-	return out, nil
+	return nil, nil
 }
 
 // submit queues a request and, if the export is idle, drains its queue.
@@ -280,8 +280,7 @@ func (s *Service) drain(ctx context.Context, cfg *config.Config, export, runID s
 		}
 		// A request queued between our last look and the release found the
 		// lock held and left it to us: look once more.
-		left, err := s.queued(ctx, export)
-		if err != nil || len(left) == 0 {
+		if next, err := s.oldest(ctx, export); err != nil || next == nil {
 			return results, "", err
 		}
 	}
@@ -290,11 +289,10 @@ func (s *Service) drain(ctx context.Context, cfg *config.Config, export, runID s
 // drainHeld runs queued requests while holding l; true once a run started.
 func (s *Service) drainHeld(ctx context.Context, cfg *config.Config, l *lock, results map[string]Result) (bool, error) {
 	for {
-		entries, err := s.queued(ctx, l.export)
-		if err != nil || len(entries) == 0 {
+		q, err := s.oldest(ctx, l.export)
+		if err != nil || q == nil {
 			return false, err
 		}
-		q := entries[0]
 		res, started, err := s.runQueued(ctx, cfg, l, q)
 		if err != nil {
 			return false, err
