@@ -1,7 +1,6 @@
 package autopilot_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,37 +12,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segpilot/segpilot/internal/testutil"
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
 )
 
 const simKey = "KEY-SECRET-123"
 
-// logBuffer collects log lines from many goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // simClient starts handler on 127.0.0.1 and returns a client for it whose
 // debug log goes to the returned buffer.
-func simClient(t testing.TB, handler http.Handler, opts autopilot.Options) (*autopilot.Client, *logBuffer) {
+func simClient(t testing.TB, handler http.Handler, opts autopilot.Options) (*autopilot.Client, *testutil.SyncBuffer) {
 	t.Helper()
 	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
-	logs := &logBuffer{}
+	logs := &testutil.SyncBuffer{}
 	opts.BaseURL = srv.URL + "/v1"
 	if opts.APIKey == "" {
 		opts.APIKey = simKey

@@ -199,8 +199,22 @@ func keyByte(k *emailKey, d int) byte {
 }
 
 // spill writes the sorted chunk to a new temp file in dir and returns its path.
-func (c *chunk) spill(dir string) (path string, err error) {
-	f, err := os.CreateTemp(dir, "chunk-*.bin")
+func (c *chunk) spill(dir string) (string, error) {
+	return writeSpillFile(dir, "chunk-*.bin", func(w *bufio.Writer) error {
+		for _, k := range c.sorted {
+			e := &c.entries[k.idx]
+			if err := writeSpillRecord(w, c.email(e), e.row, &e.hash, c.json(e)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// writeSpillFile creates a temp file in dir, lets write fill it through a
+// buffer, and returns its path once flushed and closed.
+func writeSpillFile(dir, pattern string, write func(*bufio.Writer) error) (path string, err error) {
+	f, err := os.CreateTemp(dir, pattern)
 	if err != nil {
 		return "", fmt.Errorf("creating spill file: %w", err)
 	}
@@ -210,11 +224,8 @@ func (c *chunk) spill(dir string) (path string, err error) {
 		}
 	}()
 	w := bufio.NewWriterSize(f, spillWriteBuf)
-	for _, k := range c.sorted {
-		e := &c.entries[k.idx]
-		if err := writeSpillRecord(w, c.email(e), e.row, &e.hash, c.json(e)); err != nil {
-			return "", err
-		}
+	if err := write(w); err != nil {
+		return "", err
 	}
 	if err := w.Flush(); err != nil {
 		return "", fmt.Errorf("writing spill file: %w", err)
@@ -476,41 +487,34 @@ func mergeFiles(ctx context.Context, dir string, paths []string) (path string, e
 			runs = append(runs, r)
 		}
 	}
-	f, err := os.CreateTemp(dir, "merged-*.bin")
-	if err != nil {
-		return "", fmt.Errorf("creating spill file: %w", err)
-	}
-	defer func() {
-		if cerr := f.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("closing spill file: %w", cerr)
+	merged, err := writeSpillFile(dir, "merged-*.bin", func(w *bufio.Writer) error {
+		for i := len(runs)/2 - 1; i >= 0; i-- {
+			runs.down(i)
 		}
-	}()
-	w := bufio.NewWriterSize(f, spillWriteBuf)
-	for i := len(runs)/2 - 1; i >= 0; i-- {
-		runs.down(i)
-	}
-	for n := 0; len(runs) > 0; n++ {
-		if n&4095 == 0 {
-			if err := ctx.Err(); err != nil {
-				return "", err
+		for n := 0; len(runs) > 0; n++ {
+			if n&4095 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
 			}
+			top := runs[0]
+			if err := writeSpillRecord(w, top.rec.email, top.rec.row, &top.rec.hash, top.rec.json); err != nil {
+				return err
+			}
+			ok, err := top.advance()
+			if err != nil {
+				return err
+			}
+			if !ok {
+				runs[0] = runs[len(runs)-1]
+				runs = runs[:len(runs)-1]
+			}
+			runs.down(0)
 		}
-		top := runs[0]
-		if err := writeSpillRecord(w, top.rec.email, top.rec.row, &top.rec.hash, top.rec.json); err != nil {
-			return "", err
-		}
-		ok, err := top.advance()
-		if err != nil {
-			return "", err
-		}
-		if !ok {
-			runs[0] = runs[len(runs)-1]
-			runs = runs[:len(runs)-1]
-		}
-		runs.down(0)
-	}
-	if err := w.Flush(); err != nil {
-		return "", fmt.Errorf("writing spill file: %w", err)
+		return nil
+	})
+	if err != nil {
+		return "", err
 	}
 	for _, r := range h { // before removing: some systems cannot remove open files
 		if err := r.close(); err != nil {
@@ -523,7 +527,7 @@ func mergeFiles(ctx context.Context, dir string, paths []string) (path string, e
 			return "", fmt.Errorf("removing spill file: %w", err)
 		}
 	}
-	return f.Name(), nil
+	return merged, nil
 }
 
 // mergeUnique k-way merges the runs and calls fn once per email, in email
