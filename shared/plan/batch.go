@@ -77,7 +77,7 @@ func batchFile(seq int) string {
 
 // addUpsert appends one upsert; jsonRest is the profile's JSON after the
 // email, as appendJSONRest wrote it.
-func (w *batchWriter) addUpsert(row int, hashHex, email, jsonRest []byte) error {
+func (w *batchWriter) addUpsert(row int, email, jsonRest []byte) error {
 	if w.removals > 0 {
 		if err := w.flush(); err != nil {
 			return err
@@ -91,9 +91,7 @@ func (w *batchWriter) addUpsert(row int, hashHex, email, jsonRest []byte) error 
 	}
 	b = append(b, `{"row":`...)
 	b = strconv.AppendInt(b, int64(row), 10)
-	b = append(b, `,"hash":"`...)
-	b = append(b, hashHex...)
-	b = append(b, `","profile":`...)
+	b = append(b, `,"profile":`...)
 	b = appendJSONEmail(b, email)
 	b = append(b, jsonRest...)
 	b = append(b, '}')
@@ -233,7 +231,7 @@ func (w *batchWriter) abort() {
 
 // ReadBatch decodes a batch file. Numbers are kept as json.Number so custom
 // values reach the API exactly as planned, and Hash of a decoded profile
-// equals the hash it was planned with.
+// equals the hash the snapshot holds for it.
 func ReadBatch(r io.Reader) (*Batch, error) {
 	dec := json.NewDecoder(r)
 	dec.UseNumber()

@@ -133,8 +133,7 @@ type Batch struct {
 
 // Upsert is one profile to add or update.
 type Upsert struct {
-	Row     int             `json:"row"`  // 1-based data row it came from
-	Hash    string          `json:"hash"` // Hash(Profile)
+	Row     int             `json:"row"` // 1-based data row it came from
 	Profile segment.Profile `json:"profile"`
 }
 
@@ -407,7 +406,7 @@ func (j *joiner) unique(r *record) error {
 		j.counts.Added++
 	}
 	if upsert {
-		if err := j.batches.addUpsert(r.row, j.hexHash[:], r.email, r.json); err != nil {
+		if err := j.batches.addUpsert(r.row, r.email, r.json); err != nil {
 			return err
 		}
 	}
