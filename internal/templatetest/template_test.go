@@ -395,11 +395,11 @@ func allowedActions(t *testing.T, v any) []string {
 func TestFunctionPermissionsAreLeast(t *testing.T) {
 	tmpl := rawTemplate(t)
 	want := map[string][]string{
-		"IngestFunction":    {"s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "states:StartExecution"},
-		"RefreshFunction":   {"s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "sqs:SendMessage", "states:StartExecution"},
+		"IngestFunction":    {"s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "states:DescribeExecution", "states:StartExecution"},
+		"RefreshFunction":   {"s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "sqs:SendMessage", "states:DescribeExecution", "states:StartExecution"},
 		"SyncBatchFunction": {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue"},
 		// Finalize starts the export's next queued file, as ingest would.
-		"FinalizeFunction": {"s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "states:StartExecution"},
+		"FinalizeFunction": {"s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "states:DescribeExecution", "states:StartExecution"},
 	}
 	for id, wantActions := range want {
 		props := at(resource(t, tmpl, id), "Properties")
@@ -421,6 +421,7 @@ func TestFunctionPermissionsAreLeast(t *testing.T) {
 			t.Errorf("SyncBatchFunction%s reads secrets %v, want only the API key secret", where, st["Resource"])
 		}
 	}
+	executionsARN := executionsARNByName(t, tmpl)
 	machineARN := map[string]any{
 		"IngestFunction":   ref("ExportStateMachine"),
 		"RefreshFunction":  ref("ExportStateMachine"),
@@ -433,6 +434,11 @@ func TestFunctionPermissionsAreLeast(t *testing.T) {
 			actions := stringList(st["Action"])
 			if slices.Contains(actions, "states:StartExecution") && !reflect.DeepEqual(st["Resource"], wantARN) {
 				t.Errorf("%s%s starts %v, want only ExportStateMachine", id, where, st["Resource"])
+			}
+			// Describing is for the state machine's own executions, as
+			// sfnstarter names them: execution:<machine name>:<run>.
+			if slices.Contains(actions, "states:DescribeExecution") && (len(actions) != 1 || !reflect.DeepEqual(st["Resource"], executionsARN)) {
+				t.Errorf("%s%s describes %v %v, want only states:DescribeExecution on %v", id, where, actions, st["Resource"], executionsARN)
 			}
 			if slices.Contains(actions, "secretsmanager:GetSecretValue") && !reflect.DeepEqual(st["Resource"], secretARN) {
 				t.Errorf("%s%s reads secrets %v, want only the API key secret", id, where, st["Resource"])
@@ -458,6 +464,13 @@ func stateMachineARNByName(t *testing.T, tmpl obj) any {
 		t.Fatalf("ExportStateMachine.Name is not a two-argument !Sub")
 	}
 	return obj{"Fn::Sub": []any{"arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:" + fmt.Sprint(sub[0]), sub[1]}}
+}
+
+// executionsARNByName is the ARN pattern of the state machine's executions.
+func executionsARNByName(t *testing.T, tmpl obj) any {
+	t.Helper()
+	sub := at(stateMachineARNByName(t, tmpl), "Fn::Sub").([]any)
+	return obj{"Fn::Sub": []any{strings.Replace(fmt.Sprint(sub[0]), ":stateMachine:", ":execution:", 1) + ":*", sub[1]}}
 }
 
 // TestStateMachinePolicies checks the Distributed Map's needs: invoke both

@@ -31,7 +31,11 @@ import (
 // superseded: running it late would put older data over newer.
 
 // Lock holders that never released become stale: a drainer that died
-// (Lambda's limit is 15 minutes) or a run that never reached finalize.
+// (Lambda's limit is 15 minutes) or a run that never reached finalize. When
+// the Starter is a RunChecker, a run whose execution has ended (stopped by
+// hand, timed out, or its finalize failed for good) is stale at once, and
+// one whose execution never started once no drainer can still be starting
+// it.
 const (
 	staleDrainAfter = 20 * time.Minute
 	staleRunAfter   = 24 * time.Hour
@@ -49,10 +53,11 @@ func queuePrefix(export string) string { return "state/" + export + "/queue/" }
 
 // lockState is lock.json.
 type lockState struct {
-	Holder string      `json:"holder,omitempty"` // a run id or a drainer; empty: free
-	Owner  string      `json:"owner,omitempty"`  // the Service instance that wrote it
-	Since  time.Time   `json:"since"`
-	Latest *queueEntry `json:"latest,omitempty"` // the newest request started
+	Holder    string      `json:"holder,omitempty"`    // a run id or a drainer; empty: free
+	Execution string      `json:"execution,omitempty"` // the holding run's execution name (a retry's differs from its run id)
+	Owner     string      `json:"owner,omitempty"`     // the Service instance that wrote it
+	Since     time.Time   `json:"since"`
+	Latest    *queueEntry `json:"latest,omitempty"` // the newest request started
 }
 
 // queueEntry is one waiting request.
@@ -171,18 +176,59 @@ func (s *Service) stale(ctx context.Context, export string, st lockState) (bool,
 	rep, err := ReadReport(ctx, s.Store, export, st.Holder)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return false, nil
+		rep = nil
 	case err != nil:
 		return false, err
+	case rep.Status != StatusRunning && !rep.FinishedAt.Before(st.Since):
+		return true, nil
 	}
-	return rep.Status != StatusRunning && !rep.FinishedAt.Before(st.Since), nil
+	checker, ok := s.Starter.(RunChecker)
+	if !ok || st.Execution == "" {
+		return false, nil
+	}
+	state, err := checker.RunState(ctx, st.Execution)
+	if err != nil {
+		// Not knowing is not a reason to run two at once: wait as before.
+		s.Logger().Warn("cannot tell whether the run holding the export's lock still goes on; waiting for it",
+			"export", export, "run", st.Holder, "error", err)
+		return false, nil
+	}
+	switch state {
+	case RunEnded:
+		return true, s.markAbandoned(ctx, export, st, rep)
+	case RunNotStarted:
+		return age > staleDrainAfter, nil
+	}
+	return false, nil
 }
 
-// handOver gives the lock to the run about to start and records its file
-// as the newest started.
-func (s *Service) handOver(ctx context.Context, l *lock, runID string, e *queueEntry) error {
+// markAbandoned writes the report of a run whose execution ended without
+// its finalize (which writes reports): otherwise the run would have none,
+// or an earlier attempt's.
+func (s *Service) markAbandoned(ctx context.Context, export string, st lockState, rep *Report) error {
+	if rep != nil && !rep.FinishedAt.Before(st.Since) {
+		return nil
+	}
+	m, err := s.readManifest(ctx, export, st.Holder)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("recording the end of run %s: %w", st.Holder, err)
+	}
+	abandoned := Report{Export: m.Export, RunID: m.RunID, Trigger: m.Trigger, Source: m.Source,
+		ConfigVersion: m.ConfigVersion, Mode: m.Mode, List: m.List, Plan: m.Counts, PlannedAt: m.PlannedAt,
+		Status: StatusFailed, FinishedAt: s.now(),
+		Message: "execution " + st.Execution + " ended before the run finished (stopped by hand, timed out, or its finalize failed): " +
+			"what it sent was not counted and the snapshot was not promoted, so the next run sends these contacts again"}
+	return putJSON(ctx, s.Store, reportKey(export, st.Holder), abandoned, store.PutOptions{})
+}
+
+// handOver gives the lock to the run about to start (as execution) and
+// records its file as the newest started.
+func (s *Service) handOver(ctx context.Context, l *lock, runID, execution string, e *queueEntry) error {
 	next := *l
-	next.state = lockState{Holder: runID, Owner: s.instance(), Since: s.now(), Latest: e}
+	next.state = lockState{Holder: runID, Execution: execution, Owner: s.instance(), Since: s.now(), Latest: e}
 	got, holder, err := s.swapLock(ctx, &next, l.state.Holder, false)
 	if err != nil {
 		return err
@@ -320,8 +366,8 @@ func (s *Service) runQueued(ctx context.Context, cfg *config.Config, l *lock, q 
 		return res, false, err
 	}
 	claimed := false
-	claim := func(runID string) error {
-		if err := s.handOver(ctx, l, runID, q); err != nil {
+	claim := func(runID, execution string) error {
+		if err := s.handOver(ctx, l, runID, execution, q); err != nil {
 			return err
 		}
 		claimed = true

@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -35,9 +36,35 @@ exports:
 // asyncStarter is Step Functions as ingest sees it: StartRun only records
 // the execution; the test decides when it finishes.
 type asyncStarter struct {
-	mu      sync.Mutex
-	started []run.Execution
-	names   map[string]bool
+	mu       sync.Mutex
+	started  []run.Execution
+	names    map[string]bool
+	ended    map[string]bool // executions stopped (by hand, say)
+	stateErr error           // RunState fails with it
+}
+
+// RunState makes asyncStarter a run.RunChecker, as Step Functions is.
+func (a *asyncStarter) RunState(_ context.Context, name string) (run.RunState, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.stateErr != nil:
+		return run.RunActive, a.stateErr
+	case !a.names[name]:
+		return run.RunNotStarted, nil
+	case a.ended[name]:
+		return run.RunEnded, nil
+	}
+	return run.RunActive, nil
+}
+
+func (a *asyncStarter) stop(name string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ended == nil {
+		a.ended = map[string]bool{}
+	}
+	a.ended[name] = true
 }
 
 func (a *asyncStarter) StartRun(_ context.Context, name string, input []byte) (bool, error) {
@@ -205,6 +232,9 @@ func TestQueueTakesOverStaleLocks(t *testing.T) {
 		{"drainer died long ago", `{"holder":"drainer:x","owner":"o","since":"%s"}`, 30 * time.Minute, run.StatusRunning},
 		{"run without a report", `{"holder":"vip-0123","owner":"o","since":"%s"}`, time.Hour, run.StatusQueued},
 		{"run past a day", `{"holder":"vip-0123","owner":"o","since":"%s"}`, 25 * time.Hour, run.StatusRunning},
+		// handed the lock, then died before starting its execution
+		{"run never started, minutes ago", `{"holder":"vip-0123","execution":"vip-0123","owner":"o","since":"%s"}`, 5 * time.Minute, run.StatusQueued},
+		{"run never started, long ago", `{"holder":"vip-0123","execution":"vip-0123","owner":"o","since":"%s"}`, 30 * time.Minute, run.StatusRunning},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -217,6 +247,45 @@ func TestQueueTakesOverStaleLocks(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("run stopped by hand", func(t *testing.T) {
+		t.Parallel()
+		f := newQueueFixture(t)
+		a := f.arrive(f.svc, "a.csv", 1, "a@example.com")
+		if got := f.arrive(f.svc, "b.csv", 2, "b@example.com"); got.Status != run.StatusQueued {
+			t.Fatalf("b while a runs: %s (%s), want queued", got.Status, got.Message)
+		}
+		f.starter.stop(a.RunID) // StopExecution: a's finalize never runs
+		f.now = f.now.Add(time.Minute)
+		// c's event finds a's lock stale and starts b, which waited
+		// longer; c queues behind b.
+		if c := f.arrive(f.svc, "c.csv", 3, "c@example.com"); c.Status != run.StatusQueued {
+			t.Fatalf("c after a was stopped: %s (%s), want queued", c.Status, c.Message)
+		}
+		if runs := f.starter.runs(); len(runs) != 2 || runs[0] != a.RunID || !strings.HasPrefix(runs[1], "vip-") || runs[1] == a.RunID {
+			t.Fatalf("started %v, want a then b", runs)
+		}
+		rep, err := run.ReadReport(context.Background(), f.st, "vip", a.RunID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Status != run.StatusFailed || !strings.Contains(rep.Message, "stopped by hand") || rep.FinishedAt.IsZero() {
+			t.Fatalf("a's report: %s %q, want failed, saying why", rep.Status, rep.Message)
+		}
+	})
+
+	t.Run("run state unknown", func(t *testing.T) {
+		t.Parallel()
+		f := newQueueFixture(t)
+		a := f.arrive(f.svc, "a.csv", 1, "a@example.com")
+		f.starter.stop(a.RunID)
+		f.starter.mu.Lock()
+		f.starter.stateErr = errors.New("AccessDeniedException")
+		f.starter.mu.Unlock()
+		if got := f.arrive(f.svc, "b.csv", 2, "b@example.com"); got.Status != run.StatusQueued {
+			t.Fatalf("b: %s (%s), want queued: without an answer, wait", got.Status, got.Message)
+		}
+	})
 
 	t.Run("run that finished without releasing", func(t *testing.T) {
 		t.Parallel()

@@ -174,7 +174,7 @@ func (s *Service) Start(ctx context.Context, req StartRequest) ([]Result, error)
 
 // startExport plans and starts one run. claim, when set, is called just
 // before the execution starts (the queue hands its lock to the run).
-func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest, claim func(runID string) error) (Result, error) {
+func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest, claim func(runID, execution string) error) (Result, error) {
 	runID := RunID(e.Name, req.Source, cfg.Version)
 	res := Result{Export: e.Name, RunID: runID}
 	conn := cfg.ConnectionOf(e)
@@ -260,7 +260,7 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		return res, err
 	}
 	if claim != nil {
-		if err := claim(runID); err != nil {
+		if err := claim(runID, name); err != nil {
 			return res, err
 		}
 	}

@@ -22,6 +22,22 @@ type Starter interface {
 	StartRun(ctx context.Context, name string, input []byte) (started bool, err error)
 }
 
+// RunChecker is what a Starter may also offer: the state of a run it
+// started, by execution name. It lets an export's lock held by a run that
+// will never finalize (stopped by hand, say) be taken over at once.
+type RunChecker interface {
+	RunState(ctx context.Context, name string) (RunState, error)
+}
+
+// RunState is the state of a started run's execution.
+type RunState int
+
+const (
+	RunNotStarted RunState = iota // no such execution
+	RunActive                     // running, or waiting to be redriven
+	RunEnded                      // succeeded, failed, timed out or stopped
+)
+
 // Destination is the part of the Autopilot client a batch needs.
 type Destination interface {
 	EnsureList(ctx context.Context, title string) (string, error)

@@ -12,6 +12,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
 	"github.com/aws/aws-sdk-go-v2/service/sfn/types"
+
+	"github.com/segpilot/segpilot/shared/run"
 )
 
 // MaxRunIDLength is Step Functions' limit on execution names.
@@ -51,6 +53,29 @@ func (s *Starter) StartRun(ctx context.Context, runID string, input []byte) (sta
 		return false, fmt.Errorf("starting run %s: %w", runID, err)
 	}
 	return true, nil
+}
+
+// The queue takes over a lock held by an ended run only through this.
+var _ run.RunChecker = (*Starter)(nil)
+
+// RunState reports the state of the execution named name, so an export's
+// lock held by a run stopped by hand need not wait a day to be taken over.
+func (s *Starter) RunState(ctx context.Context, name string) (run.RunState, error) {
+	arn := strings.Replace(s.arn, ":stateMachine:", ":execution:", 1) + ":" + name
+	out, err := s.client.DescribeExecution(ctx, &sfn.DescribeExecutionInput{ExecutionArn: aws.String(arn)})
+	if err != nil {
+		var missing *types.ExecutionDoesNotExist
+		if errors.As(err, &missing) {
+			return run.RunNotStarted, nil
+		}
+		return run.RunActive, fmt.Errorf("describing run %s: %w", name, err)
+	}
+	switch out.Status {
+	case types.ExecutionStatusSucceeded, types.ExecutionStatusFailed, types.ExecutionStatusTimedOut, types.ExecutionStatusAborted:
+		return run.RunEnded, nil
+	default: // RUNNING, PENDING_REDRIVE, or one added later: wait for it
+		return run.RunActive, nil
+	}
 }
 
 // ValidateRunID reports whether runID can name an execution: 1 to 80

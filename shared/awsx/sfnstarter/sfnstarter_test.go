@@ -1,6 +1,7 @@
 package sfnstarter
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/segpilot/segpilot/shared/awsx"
+	"github.com/segpilot/segpilot/shared/run"
 )
 
 const machineARN = "arn:aws:states:us-east-1:123456789012:stateMachine:segpilot-export"
@@ -25,13 +27,19 @@ type startInput struct {
 	Input           string `json:"input"`
 }
 
-// fakeSFN answers StartExecution (JSON 1.0) like Step Functions: a name is
-// used once; throttle makes the next answers ThrottlingException.
+// fakeSFN answers StartExecution and DescribeExecution (JSON 1.0) like Step
+// Functions: a name is used once; throttle makes the next answers
+// ThrottlingException.
 type fakeSFN struct {
 	mu       sync.Mutex
 	started  map[string]string // name -> input
+	status   map[string]string // name -> status other than RUNNING
 	throttle int
 	calls    int
+}
+
+func executionARN(name string) string {
+	return strings.Replace(machineARN, ":stateMachine:", ":execution:", 1) + ":" + name
 }
 
 func (f *fakeSFN) snapshot() (started map[string]string, calls int) {
@@ -50,12 +58,22 @@ func (f *fakeSFN) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadRequest)
 		json.NewEncoder(w).Encode(map[string]string{"__type": typ, "message": typ})
 	}
-	if r.Header.Get("X-Amz-Target") != "AWSStepFunctions.StartExecution" {
+	var in startInput
+	var describe struct {
+		ExecutionArn string `json:"executionArn"`
+	}
+	target := r.Header.Get("X-Amz-Target")
+	var err error
+	switch target {
+	case "AWSStepFunctions.StartExecution":
+		err = json.NewDecoder(r.Body).Decode(&in)
+	case "AWSStepFunctions.DescribeExecution":
+		err = json.NewDecoder(r.Body).Decode(&describe)
+	default:
 		fail("InvalidAction")
 		return
 	}
-	var in startInput
-	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+	if err != nil {
 		fail("SerializationException")
 		return
 	}
@@ -65,6 +83,18 @@ func (f *fakeSFN) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f.throttle > 0 {
 		f.throttle--
 		fail("ThrottlingException")
+		return
+	}
+	if target == "AWSStepFunctions.DescribeExecution" {
+		for name := range f.started {
+			if executionARN(name) == describe.ExecutionArn {
+				status := cmp.Or(f.status[name], "RUNNING")
+				json.NewEncoder(w).Encode(map[string]any{"executionArn": describe.ExecutionArn, "status": status,
+					"stateMachineArn": machineARN, "startDate": 1.7e9})
+				return
+			}
+		}
+		fail("ExecutionDoesNotExist")
 		return
 	}
 	if in.StateMachineArn != machineARN {
@@ -77,7 +107,7 @@ func (f *fakeSFN) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.started[in.Name] = in.Input
 	json.NewEncoder(w).Encode(map[string]any{
-		"executionArn": strings.Replace(machineARN, ":stateMachine:", ":execution:", 1) + ":" + in.Name,
+		"executionArn": executionARN(in.Name),
 		"startDate":    1.7e9,
 	})
 }
@@ -157,6 +187,44 @@ func TestStartRunOtherErrors(t *testing.T) {
 	started, err := s.StartRun(context.Background(), "vip-r-3", []byte(`{}`))
 	if started || err == nil || !strings.Contains(err.Error(), "StateMachineDoesNotExist") {
 		t.Fatalf("StartRun = %v, %v; want false and StateMachineDoesNotExist", started, err)
+	}
+}
+
+func TestRunState(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSFN{started: map[string]string{}, status: map[string]string{
+		"stopped": "ABORTED", "failed": "FAILED", "timed-out": "TIMED_OUT", "done": "SUCCEEDED", "redrive": "PENDING_REDRIVE",
+	}}
+	s := newStarter(t, fake, machineARN)
+	ctx := context.Background()
+	for _, name := range []string{"running", "stopped", "failed", "timed-out", "done", "redrive"} {
+		if _, err := s.StartRun(ctx, name, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name string
+		want run.RunState
+	}{
+		{"running", run.RunActive},
+		{"redrive", run.RunActive},
+		{"stopped", run.RunEnded},
+		{"failed", run.RunEnded},
+		{"timed-out", run.RunEnded},
+		{"done", run.RunEnded},
+		{"never-started", run.RunNotStarted},
+	}
+	for _, tt := range tests {
+		if got, err := s.RunState(ctx, tt.name); err != nil || got != tt.want {
+			t.Errorf("RunState(%s) = %v, %v; want %v", tt.name, got, err, tt.want)
+		}
+	}
+	// Any other failure is an error naming the run, never a guess.
+	fake.mu.Lock()
+	fake.throttle = 1
+	fake.mu.Unlock()
+	if _, err := s.RunState(ctx, "running"); err == nil || !strings.Contains(err.Error(), "running") || !strings.Contains(err.Error(), "ThrottlingException") {
+		t.Errorf("RunState while throttled: %v; want a ThrottlingException naming the run", err)
 	}
 }
 
