@@ -3,10 +3,10 @@
 # on the same CSV and checks the memory budget. Prints a markdown table.
 #   targets: plan >= 2x Miller's rows/s at 1M rows; peak RSS < 150 MB at 1M;
 #            RSS growth < 40 B per extra profile from 1M to 2M rows.
-# Usage: scripts/bench-plan.sh [runs]   (default 3 runs each, median)
+# Usage: scripts/bench-plan.sh [runs]   (default 5 runs each, median)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-3}
+runs=${1:-5}
 for tool in go jq; do
   command -v "$tool" >/dev/null || { echo "bench-plan: $tool is required" >&2; exit 1; }
 done
@@ -69,6 +69,10 @@ if [ "$have_mlr" = 1 ]; then
   tm=$(median <"$work/m")
   printf '| mlr --icsv --ojsonl cat, 1M rows | %.2f s (%.0f rows/s) | |\n' "$tm" "$(echo "1000000 / $tm" | bc -l)"
   printf '| **speed vs Miller, first run** | **%.2fx** | >= 2x |\n' "$(echo "$tm / $t1" | bc -l)"
+  # Each run's Miller and plan ran back to back: their ratio is the least
+  # disturbed by this VM's slow and fast phases. The lowest one is the claim.
+  ratios=$(paste "$work/m" <(jq -r .elapsed_s "$work/p1") | awk '{printf "%.2f\n", $1 / $2}' | sort -g)
+  printf '| speed vs Miller, first run, each run (lowest first) | %s | every one >= 2x |\n' "$(echo $ratios | sed 's/ /x, /g')x"
   printf '| speed vs Miller, 1%% re-run | %.2fx | >= 2x |\n' "$(echo "$tm / $tr" | bc -l)"
   printf '| speed vs Miller, first run, output on disk | %.2fx | |\n' "$(echo "$tm / $td" | bc -l)"
 else

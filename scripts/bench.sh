@@ -3,11 +3,14 @@
 # into one table. Prints the table and writes it, with the machine, the date
 # and the exact commands, to docs/benchmarks.md. About 10 minutes on 2 cores.
 #   RUNS                runs of each measurement; the table shows medians (default 3)
+#   PLAN_RUNS           runs of the planning benchmark, which is quick and the
+#                       most sensitive to this VM's slow phases (default 5)
 #   SEGPILOT_BENCH_RPS  the Autopilot budget, requests/second, for the sync run (default 20)
 #   BENCH_OUT           where to write the report (default docs/benchmarks.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-3}
+plan_runs=${PLAN_RUNS:-5}
 rps=${SEGPILOT_BENCH_RPS:-20}
 out=${BENCH_OUT:-docs/benchmarks.md}
 for tool in go jq bc; do
@@ -19,14 +22,14 @@ trap 'rm -rf "$work"' EXIT
 
 cmd_client="SEGPILOT_BENCH_RPS=$rps go test -run '^\$' -bench '^BenchmarkSync100k\$' -count $runs ./shared/autopilot"
 cmd_export="SEGPILOT_BENCH_RPS=$rps go test -run '^\$' -bench '^BenchmarkExport100k\$' -count $runs -timeout 60m ./internal/e2e"
-cmd_plan="scripts/bench-plan.sh $runs"
+cmd_plan="scripts/bench-plan.sh $plan_runs"
 cmd_build="make build"
 cmd_lambda="go test -run '^\$' -bench '^BenchmarkFirstInvoke\$' -benchtime 10x -count $runs ./internal/lambdatest"
 
 echo "bench 1/3: sync and delta, 100,000 profiles at $rps requests/s ($runs runs each) ..." >&2
 eval "$cmd_client" | tee "$work/client.txt" >&2
 eval "$cmd_export" | tee "$work/export.txt" >&2
-echo "bench 2/3: planning 1,000,000 rows vs Miller ($runs runs) ..." >&2
+echo "bench 2/3: planning 1,000,000 rows vs Miller ($plan_runs runs) ..." >&2
 $cmd_plan >"$work/plan.md"
 echo "bench 3/3: Lambda bootstrap sizes and each function's first invoke under the runtime interface emulator ($runs runs) ..." >&2
 eval "$cmd_build" >&2
@@ -51,7 +54,7 @@ dtarget=$(median BenchmarkExport100k delta-target "$work/export.txt")
   echo "# Benchmarks"
   echo
   echo "Written by \`make bench\` (scripts/bench.sh) on $(date -u +%Y-%m-%d) at $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
-  echo "Medians of $runs runs. Reproduce with \`make bench\` (\`RUNS=5 make bench\` for more runs)."
+  echo "Medians of $runs runs ($plan_runs for planning). Reproduce with \`make bench\` (\`RUNS=5 make bench\` for more runs)."
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM,"
   echo "$(uname -sr), $(go version | cut -d' ' -f3-), $(mlr --version 2>/dev/null || echo 'Miller not installed')."
