@@ -59,12 +59,25 @@ tr=$(med elapsed_s "$work/re"); cr=$(med cpu_s "$work/re"); br=$(jq -r .batches 
 td=$(med elapsed_s "$work/disk"); cd=$(med cpu_s "$work/disk")
 dmin=$(jq -r .elapsed_s "$work/disk" | sort -g | head -1); dmax=$(jq -r .elapsed_s "$work/disk" | sort -g | tail -1)
 b1=$(jq -r .batches "$work/p1" | head -1)
+bb1=$(jq -r .batch_bytes "$work/p1" | head -1)
+
+# What the disk alone costs: the same number of files of the same average
+# size, written by a shell loop into the same file system as the disk runs.
+calib() { # DIR -> "elapsed kernel-cpu"
+  mkdir -p "$1/calib"
+  local TIMEFORMAT='%R %S'
+  { time (cd "$1/calib" && d=$(head -c "$((bb1 / b1))" /dev/zero | tr '\0' x) &&
+      for i in $(seq 1 "$b1"); do printf '%s' "$d" >"f$i"; done); } 2>&1
+  rm -rf "$1/calib"
+}
+read -r cde cds < <(calib "$work")
 
 printf '\n| measure | value | target |\n|---|---|---|\n'
 printf '| plan 1M rows, first run (%s batch files), output on tmpfs: elapsed / CPU | %.2f s / %.2f s (%.0f rows/s) | |\n' "$b1" "$t1" "$c1" "$(echo "1000000 / $t1" | bc -l)"
 printf '| plan 1M rows, re-run with 1%% changed (%s batch files), output on tmpfs: elapsed / CPU | %.2f s / %.2f s (%.0f rows/s) | |\n' "$br" "$tr" "$cr" "$(echo "1000000 / $tr" | bc -l)"
 printf '| plan 2M rows, first run, output on tmpfs: elapsed | %.2f s (%.0f rows/s) | |\n' "$t2" "$(echo "2000000 / $t2" | bc -l)"
 printf '| plan 1M rows, first run, output on disk: elapsed / CPU (min–max) | %.2f s / %.2f s (%.2f–%.2f s) | |\n' "$td" "$cd" "$dmin" "$dmax"
+printf '| the disk alone: a shell loop writing %s files of %s bytes there: elapsed / kernel CPU | %.2f s / %.2f s | |\n' "$b1" "$((bb1 / b1))" "$cde" "$cds"
 if [ "$have_mlr" = 1 ]; then
   tm=$(median <"$work/m")
   printf '| mlr --icsv --ojsonl cat, 1M rows | %.2f s (%.0f rows/s) | |\n' "$tm" "$(echo "1000000 / $tm" | bc -l)"

@@ -124,6 +124,14 @@ func run(rows int, file string, generate bool, changed float64, snapshot, saveSn
 	if err != nil {
 		return err
 	}
+	var batchBytes int64
+	for _, b := range p.Batches {
+		fi, err := os.Stat(filepath.Join(out, b.File))
+		if err != nil {
+			return err
+		}
+		batchBytes += fi.Size()
+	}
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
 		"rows":           p.Counts.Rows,
 		"elapsed_s":      elapsed.Seconds(),
@@ -131,6 +139,7 @@ func run(rows int, file string, generate bool, changed float64, snapshot, saveSn
 		"peak_rss_bytes": hwm,
 		"cpu_s":          (cpuEnd - cpuStart).Seconds(),
 		"batches":        len(p.Batches),
+		"batch_bytes":    batchBytes,
 		"counts":         p.Counts,
 	})
 }
