@@ -91,14 +91,30 @@ type execution struct {
 	Input string
 }
 
-// fakeSFN answers Step Functions' StartExecution (JSON 1.0) for one state
-// machine: a name starts once, again it is ExecutionAlreadyExists.
+// fakeSFN answers Step Functions' StartExecution and DescribeExecution
+// (JSON 1.0) for one state machine: a name starts once, again it is
+// ExecutionAlreadyExists; an execution runs until stop.
 type fakeSFN struct {
 	arn string
 
 	mu      sync.Mutex
 	started []execution
+	stopped map[string]bool
 	calls   int
+}
+
+// stop is StopExecution by hand: the execution is ABORTED.
+func (f *fakeSFN) stop(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped == nil {
+		f.stopped = map[string]bool{}
+	}
+	f.stopped[name] = true
+}
+
+func (f *fakeSFN) executionARN(name string) string {
+	return strings.Replace(f.arn, ":stateMachine:", ":execution:", 1) + ":" + name
 }
 
 func (f *fakeSFN) snapshot() (started []execution, calls int) {
@@ -109,14 +125,16 @@ func (f *fakeSFN) snapshot() (started []execution, calls int) {
 
 func (f *fakeSFN) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-amz-json-1.0")
-	if r.Header.Get("X-Amz-Target") != "AWSStepFunctions.StartExecution" {
-		awsError(w, "InvalidAction")
-		return
-	}
 	var in struct {
 		StateMachineArn string `json:"stateMachineArn"`
 		Name            string `json:"name"`
 		Input           string `json:"input"`
+		ExecutionArn    string `json:"executionArn"`
+	}
+	target := r.Header.Get("X-Amz-Target")
+	if target != "AWSStepFunctions.StartExecution" && target != "AWSStepFunctions.DescribeExecution" {
+		awsError(w, "InvalidAction")
+		return
 	}
 	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
 		awsError(w, "SerializationException")
@@ -124,6 +142,21 @@ func (f *fakeSFN) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if target == "AWSStepFunctions.DescribeExecution" {
+		for _, e := range f.started {
+			if f.executionARN(e.Name) == in.ExecutionArn {
+				status := "RUNNING"
+				if f.stopped[e.Name] {
+					status = "ABORTED"
+				}
+				json.NewEncoder(w).Encode(map[string]any{"executionArn": in.ExecutionArn, "stateMachineArn": f.arn,
+					"status": status, "startDate": 1.7e9})
+				return
+			}
+		}
+		awsError(w, "ExecutionDoesNotExist")
+		return
+	}
 	f.calls++
 	if in.StateMachineArn != f.arn {
 		awsError(w, "StateMachineDoesNotExist")
@@ -137,7 +170,7 @@ func (f *fakeSFN) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.started = append(f.started, execution{Name: in.Name, Input: in.Input})
 	json.NewEncoder(w).Encode(map[string]any{
-		"executionArn": strings.Replace(f.arn, ":stateMachine:", ":execution:", 1) + ":" + in.Name,
+		"executionArn": f.executionARN(in.Name),
 		"startDate":    1.7e9,
 	})
 }

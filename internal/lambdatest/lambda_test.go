@@ -376,6 +376,31 @@ func TestFunctions(t *testing.T) {
 		t.Errorf("a dry run started executions: %+v", execs)
 	}
 
+	// The new file runs; an admin stops its execution, so its finalize never
+	// frees the export's lock. The next file does not wait a day for it.
+	var second []run.Result
+	refresh.call(t, mustJSON(t, readJSON(t, "events/manual.json")), &second)
+	if len(second) != 1 || second[0].Status != run.StatusRunning || !second[0].Started {
+		t.Fatalf("refresh on the new file answered %+v; want it started", second)
+	}
+	execs, _ = sfn.snapshot()
+	sfn.stop(execs[len(execs)-1].Name)
+	var third bytes.Buffer
+	if _, err := sample.Write(&third, sample.Options{Rows: 300, Seed: 11, Changed: 50}); err != nil {
+		t.Fatal(err)
+	}
+	putObject(t, bkt, "segments/vip-customers/vip customers 2026-11-30.csv", third.Bytes())
+	var after []run.Result
+	refresh.call(t, mustJSON(t, readJSON(t, "events/manual.json")), &after)
+	if len(after) != 1 || after[0].Status != run.StatusRunning || !after[0].Started {
+		t.Fatalf("refresh after the run was stopped answered %+v; want the newest file started", after)
+	}
+	var abandoned run.Report
+	getObject(t, bkt, "runs/"+exportName+"/"+second[0].RunID+"/report.json", &abandoned)
+	if abandoned.Status != run.StatusFailed || !strings.Contains(abandoned.Message, "stopped by hand") {
+		t.Fatalf("the stopped run's report: %s %q; want failed, saying why", abandoned.Status, abandoned.Message)
+	}
+
 	for _, e := range emulators {
 		out := e.out.String()
 		if out == "" {
