@@ -70,14 +70,14 @@ calib() { # DIR -> "elapsed kernel-cpu"
       for i in $(seq 1 "$b1"); do printf '%s' "$d" >"f$i"; done); } 2>&1
   rm -rf "$1/calib"
 }
-read -r cde cds < <(calib "$work")
+read -r cde cds < <(calib "$work" || echo "n/a n/a") || { cde=n/a; cds=n/a; }
 
 printf '\n| measure | value | target |\n|---|---|---|\n'
 printf '| plan 1M rows, first run (%s batch files), output on tmpfs: elapsed / CPU | %.2f s / %.2f s (%.0f rows/s) | |\n' "$b1" "$t1" "$c1" "$(echo "1000000 / $t1" | bc -l)"
 printf '| plan 1M rows, re-run with 1%% changed (%s batch files), output on tmpfs: elapsed / CPU | %.2f s / %.2f s (%.0f rows/s) | |\n' "$br" "$tr" "$cr" "$(echo "1000000 / $tr" | bc -l)"
 printf '| plan 2M rows, first run, output on tmpfs: elapsed | %.2f s (%.0f rows/s) | |\n' "$t2" "$(echo "2000000 / $t2" | bc -l)"
 printf '| plan 1M rows, first run, output on disk: elapsed / CPU (min–max) | %.2f s / %.2f s (%.2f–%.2f s) | |\n' "$td" "$cd" "$dmin" "$dmax"
-printf '| the disk alone: a shell loop writing %s files of %s bytes there: elapsed / kernel CPU | %.2f s / %.2f s | |\n' "$b1" "$((bb1 / b1))" "$cde" "$cds"
+printf '| the disk alone, right after: a shell loop writing %s files of %s bytes there: elapsed / kernel CPU | %s s / %s s | |\n' "$b1" "$((bb1 / b1))" "$cde" "$cds"
 if [ "$have_mlr" = 1 ]; then
   tm=$(median <"$work/m")
   printf '| mlr --icsv --ojsonl cat, 1M rows | %.2f s (%.0f rows/s) | |\n' "$tm" "$(echo "1000000 / $tm" | bc -l)"

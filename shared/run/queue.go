@@ -33,13 +33,28 @@ import (
 // Lock holders that never released become stale: a drainer that died
 // (Lambda's limit is 15 minutes) or a run that never reached finalize. When
 // the Starter is a RunChecker, a run whose execution has ended (stopped by
-// hand, timed out, or its finalize failed for good) is stale at once, and
+// hand, timed out, or its finalize failed for good) is stale once the
+// batches it had in flight are done (stopping an execution does not stop
+// Lambda invocations already running: syncbatch's timeout is 300 s), and
 // one whose execution never started once no drainer can still be starting
-// it.
+// it; its file is queued again.
 const (
 	staleDrainAfter = 20 * time.Minute
 	staleRunAfter   = 24 * time.Hour
+	endedGrace      = 6 * time.Minute
 	drainerPrefix   = "drainer:"
+)
+
+// verdict is what a drainer may do with a held lock.
+type verdict int
+
+const (
+	wait      verdict = iota // the holder still works (or may)
+	ownRun                   // wait: the holder is the run asked for, and its execution runs
+	take                     // the holder will never release
+	reenter                  // the holder is the run asked for, retried: its start was interrupted
+	abandoned                // take, and write the report of the holder's ended run
+	lost                     // take, and queue again the file whose run never started
 )
 
 // StatusQueued and StatusSuperseded are Result statuses of the queue.
@@ -92,31 +107,56 @@ func (s *Service) enqueue(ctx context.Context, export string, req StartRequest) 
 	return key, nil
 }
 
+// busy says who holds an export's lock; running when it is the very run a
+// drain was asked for and its execution is known to run.
+type busy struct {
+	holder  string
+	running bool
+}
+
 // acquire takes the export's lock for a drainer, or reports who holds it.
-// A lock held by runID itself is taken over: it is a retry of that run
-// (e.g. its start was interrupted), and draining hands the lock back to it.
-func (s *Service) acquire(ctx context.Context, export, runID string) (*lock, string, error) {
+// A lock held by runID itself is taken over when that run's start was
+// interrupted (this is its retry) or its execution has ended; while that
+// execution runs, runID waits like any other request.
+func (s *Service) acquire(ctx context.Context, export, runID string) (*lock, busy, error) {
 	me := drainerPrefix + randomID()
 	cur, etag, err := s.readLock(ctx, export)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		l := &lock{export: export, state: lockState{Holder: me, Owner: s.instance(), Since: s.now()}}
-		return s.swapLock(ctx, l, "", true)
+		got, holder, err := s.swapLock(ctx, l, "", true)
+		return got, busy{holder: holder}, err
 	case err != nil:
-		return nil, "", err
+		return nil, busy{}, err
 	}
-	if cur.Holder != "" && cur.Holder != runID {
-		stale, err := s.stale(ctx, export, cur)
-		if err != nil {
-			return nil, "", err
+	v := take // a free lock
+	if cur.Holder != "" {
+		if v, err = s.judge(ctx, export, runID, cur); err != nil {
+			return nil, busy{}, err
 		}
-		if !stale {
-			return nil, cur.Holder, nil
+		if v == wait || v == ownRun {
+			return nil, busy{holder: cur.Holder, running: v == ownRun}, nil
 		}
-		s.Logger().Warn("taking over a stale lock", "export", export, "run", cur.Holder, "since", cur.Since)
+		if v != reenter {
+			s.Logger().Warn("taking over a stale lock", "export", export, "run", cur.Holder, "since", cur.Since)
+		}
 	}
 	l := &lock{export: export, etag: etag, state: lockState{Holder: me, Owner: s.instance(), Since: s.now(), Latest: cur.Latest}}
-	return s.swapLock(ctx, l, cur.Holder, false)
+	got, holder, err := s.swapLock(ctx, l, cur.Holder, false)
+	if err != nil || got == nil {
+		return got, busy{holder: holder}, err
+	}
+	// Only now that the lock is ours: nobody else acts on the old holder.
+	switch v {
+	case abandoned:
+		err = s.markAbandoned(ctx, export, cur)
+	case lost:
+		err = s.requeue(ctx, export, cur.Latest)
+	}
+	if err != nil {
+		return nil, busy{}, errors.Join(err, s.release(ctx, export, got.state.Holder))
+	}
+	return got, busy{}, nil
 }
 
 // swapLock writes l.state over the lock (create-only when create is set,
@@ -159,55 +199,91 @@ func (s *Service) readLock(ctx context.Context, export string) (lockState, strin
 	return st, info.ETag, nil
 }
 
-// stale says whether a holder will never release: in local mode, one left
-// by another process; else a drainer past any Lambda's lifetime, or a run
-// that has finished or is long past due.
-func (s *Service) stale(ctx context.Context, export string, st lockState) (bool, error) {
+// judge decides about a held lock, for a drain asked for runID: in local
+// mode, a lock left by another process is stale; else a drainer past any
+// Lambda's lifetime, or a run that has finished, has ended without
+// finishing, never started, or is long past due.
+func (s *Service) judge(ctx context.Context, export, runID string, st lockState) (verdict, error) {
+	self := runID != "" && st.Holder == runID
 	if s.SingleProcess {
-		return st.Owner != s.instance(), nil
+		if self || st.Owner != s.instance() {
+			return take, nil
+		}
+		return wait, nil
 	}
 	age := s.now().Sub(st.Since)
 	if strings.HasPrefix(st.Holder, drainerPrefix) {
-		return age > staleDrainAfter, nil
+		if age > staleDrainAfter {
+			return take, nil
+		}
+		return wait, nil
 	}
 	if age > staleRunAfter {
-		return true, nil
+		return take, nil
 	}
 	rep, err := ReadReport(ctx, s.Store, export, st.Holder)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		rep = nil
 	case err != nil:
-		return false, err
+		return wait, err
 	case rep.Status != StatusRunning && !rep.FinishedAt.Before(st.Since):
-		return true, nil
+		return take, nil
 	}
 	checker, ok := s.Starter.(RunChecker)
 	if !ok || st.Execution == "" {
-		return false, nil
+		if self {
+			return reenter, nil // no way to ask (or a lock from before executions were recorded): trust the retry
+		}
+		return wait, nil
 	}
-	state, err := checker.RunState(ctx, st.Execution)
+	status, err := checker.RunStatus(ctx, st.Execution)
 	if err != nil {
-		// Not knowing is not a reason to run two at once: wait as before.
+		// Not knowing is not a reason to run two at once.
 		s.Logger().Warn("cannot tell whether the run holding the export's lock still goes on; waiting for it",
 			"export", export, "run", st.Holder, "error", err)
-		return false, nil
+		return wait, nil
 	}
-	switch state {
+	switch status.State {
+	case RunActive:
+		if self {
+			return ownRun, nil
+		}
 	case RunEnded:
-		return true, s.markAbandoned(ctx, export, st, rep)
+		if s.now().Sub(status.EndedAt) > endedGrace {
+			return abandoned, nil
+		}
 	case RunNotStarted:
-		return age > staleDrainAfter, nil
+		switch {
+		case self:
+			return reenter, nil
+		case age > staleDrainAfter:
+			return lost, nil
+		}
 	}
-	return false, nil
+	return wait, nil
 }
 
-// markAbandoned writes the report of a run whose execution ended without
-// its finalize (which writes reports): otherwise the run would have none,
-// or an earlier attempt's.
-func (s *Service) markAbandoned(ctx context.Context, export string, st lockState, rep *Report) error {
-	if rep != nil && !rep.FinishedAt.Before(st.Since) {
+// requeue queues again the request whose run took the lock but never
+// started (its drainer died in between, after removing it from the queue).
+func (s *Service) requeue(ctx context.Context, export string, e *queueEntry) error {
+	if e == nil {
 		return nil
+	}
+	req := StartRequest{Trigger: e.Trigger, Source: e.Source, Export: export, Arrived: e.Arrived, AllowLargeRemoval: e.AllowLargeRemoval}
+	_, err := s.enqueue(ctx, export, req)
+	return err
+}
+
+// markAbandoned writes the report of the run that held st, whose execution
+// ended without its finalize (which writes reports): otherwise the run
+// would have none, or an earlier attempt's.
+func (s *Service) markAbandoned(ctx context.Context, export string, st lockState) error {
+	rep, err := ReadReport(ctx, s.Store, export, st.Holder)
+	switch {
+	case err == nil && !rep.FinishedAt.Before(st.Since):
+		return nil // its finalize did write one after all
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return err
 	}
 	m, err := s.readManifest(ctx, export, st.Holder)
 	if errors.Is(err, store.ErrNotFound) {
@@ -220,7 +296,7 @@ func (s *Service) markAbandoned(ctx context.Context, export string, st lockState
 		ConfigVersion: m.ConfigVersion, Mode: m.Mode, List: m.List, Plan: m.Counts, PlannedAt: m.PlannedAt,
 		Status: StatusFailed, FinishedAt: s.now(),
 		Message: "execution " + st.Execution + " ended before the run finished (stopped by hand, timed out, or its finalize failed): " +
-			"what it sent was not counted and the snapshot was not promoted, so the next run sends these contacts again"}
+			"what it sent is not counted here, and the next run diffs against the last promoted snapshot, so nothing is lost"}
 	return putJSON(ctx, s.Store, reportKey(export, st.Holder), abandoned, store.PutOptions{})
 }
 
@@ -288,7 +364,7 @@ func (s *Service) submit(ctx context.Context, cfg *config.Config, e *config.Expo
 	if err != nil {
 		return Result{}, err
 	}
-	results, holder, err := s.drain(ctx, cfg, e.Name, RunID(e.Name, req.Source, cfg.Version))
+	results, held, err := s.drain(ctx, cfg, e.Name, RunID(e.Name, req.Source, cfg.Version))
 	if err != nil {
 		return Result{}, err
 	}
@@ -296,7 +372,16 @@ func (s *Service) submit(ctx context.Context, cfg *config.Config, e *config.Expo
 		return res, nil
 	}
 	res := Result{Export: e.Name, RunID: RunID(e.Name, req.Source, cfg.Version), Status: StatusQueued,
-		Message: "another run of this export is in progress (" + holder + "); this file runs when it finishes"}
+		Message: "another run of this export is in progress (" + held.holder + "); this file runs when it finishes"}
+	if held.running {
+		// This very run is in progress: nothing to wait for, and nothing to
+		// run again after it (the schedule retries a run that failed).
+		if err := s.Store.Delete(ctx, key); err != nil {
+			return Result{}, fmt.Errorf("removing %s from the queue: %w", key, err)
+		}
+		res.Status = StatusRunning
+		res.Message = "this file's run is already in progress (started by an earlier delivery or trigger)"
+	}
 	return res, nil
 }
 
@@ -304,30 +389,30 @@ func (s *Service) submit(ctx context.Context, cfg *config.Config, e *config.Expo
 // starts (the lock passes to it) or the queue is empty (the lock is freed).
 // It returns the results by queue key, or who holds the lock. runID, when
 // set, is the run this drain was asked for (see acquire).
-func (s *Service) drain(ctx context.Context, cfg *config.Config, export, runID string) (map[string]Result, string, error) {
+func (s *Service) drain(ctx context.Context, cfg *config.Config, export, runID string) (map[string]Result, busy, error) {
 	results := map[string]Result{}
 	for {
-		l, holder, err := s.acquire(ctx, export, runID)
+		l, held, err := s.acquire(ctx, export, runID)
 		if err != nil || l == nil {
-			return results, holder, err
+			return results, held, err
 		}
 		started, err := s.drainHeld(ctx, cfg, l, results)
 		if err != nil {
 			if rerr := s.release(ctx, export, l.state.Holder); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
-			return results, "", err
+			return results, busy{}, err
 		}
 		if started {
-			return results, l.state.Holder, nil
+			return results, busy{holder: l.state.Holder}, nil
 		}
 		if err := s.release(ctx, export, l.state.Holder); err != nil {
-			return results, "", err
+			return results, busy{}, err
 		}
 		// A request queued between our last look and the release found the
 		// lock held and left it to us: look once more.
 		if next, err := s.oldest(ctx, export); err != nil || next == nil {
-			return results, "", err
+			return results, busy{}, err
 		}
 	}
 }

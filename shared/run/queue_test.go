@@ -39,32 +39,53 @@ type asyncStarter struct {
 	mu       sync.Mutex
 	started  []run.Execution
 	names    map[string]bool
-	ended    map[string]bool // executions stopped (by hand, say)
-	stateErr error           // RunState fails with it
+	ended    map[string]time.Time // executions stopped (by hand, say), and when
+	stateErr error                // RunStatus fails with it
 }
 
-// RunState makes asyncStarter a run.RunChecker, as Step Functions is.
-func (a *asyncStarter) RunState(_ context.Context, name string) (run.RunState, error) {
+// RunStatus makes asyncStarter a run.RunChecker, as Step Functions is.
+func (a *asyncStarter) RunStatus(_ context.Context, name string) (run.RunStatus, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	switch {
+	switch at, ended := a.ended[name]; {
 	case a.stateErr != nil:
-		return run.RunActive, a.stateErr
+		return run.RunStatus{State: run.RunActive}, a.stateErr
 	case !a.names[name]:
-		return run.RunNotStarted, nil
-	case a.ended[name]:
-		return run.RunEnded, nil
+		return run.RunStatus{State: run.RunNotStarted}, nil
+	case ended:
+		return run.RunStatus{State: run.RunEnded, EndedAt: at}, nil
 	}
-	return run.RunActive, nil
+	return run.RunStatus{State: run.RunActive}, nil
 }
 
-func (a *asyncStarter) stop(name string) {
+// stop is StopExecution at a time: the run's finalize never runs.
+func (a *asyncStarter) stop(name string, at time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.ended == nil {
-		a.ended = map[string]bool{}
+		a.ended = map[string]time.Time{}
 	}
-	a.ended[name] = true
+	a.ended[name] = at
+}
+
+// forget makes an execution unknown, as if its StartExecution never came.
+func (a *asyncStarter) forget(name string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.names, name)
+}
+
+// execution is the name of the latest execution started for runID.
+func (a *asyncStarter) execution(runID string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	latest := ""
+	for name := range a.names {
+		if (name == runID || strings.HasPrefix(name, runID+"-")) && name > latest {
+			latest = name
+		}
+	}
+	return latest
 }
 
 func (a *asyncStarter) StartRun(_ context.Context, name string, input []byte) (bool, error) {
@@ -255,12 +276,17 @@ func TestQueueTakesOverStaleLocks(t *testing.T) {
 		if got := f.arrive(f.svc, "b.csv", 2, "b@example.com"); got.Status != run.StatusQueued {
 			t.Fatalf("b while a runs: %s (%s), want queued", got.Status, got.Message)
 		}
-		f.starter.stop(a.RunID) // StopExecution: a's finalize never runs
+		f.starter.stop(a.RunID, f.now)
+		// Its batches in flight still finish: nothing takes over yet.
 		f.now = f.now.Add(time.Minute)
-		// c's event finds a's lock stale and starts b, which waited
-		// longer; c queues behind b.
-		if c := f.arrive(f.svc, "c.csv", 3, "c@example.com"); c.Status != run.StatusQueued {
-			t.Fatalf("c after a was stopped: %s (%s), want queued", c.Status, c.Message)
+		if c := f.arrive(f.svc, "c.csv", 3, "c@example.com"); c.Status != run.StatusQueued || len(f.starter.runs()) != 1 {
+			t.Fatalf("c a minute after a was stopped: %s (%s), %d runs; want queued behind a", c.Status, c.Message, len(f.starter.runs()))
+		}
+		// d's event finds a's lock stale and starts b, which waited
+		// longest; c and d queue behind b.
+		f.now = f.now.Add(10 * time.Minute)
+		if d := f.arrive(f.svc, "d.csv", 4, "d@example.com"); d.Status != run.StatusQueued {
+			t.Fatalf("d after a was stopped: %s (%s), want queued", d.Status, d.Message)
 		}
 		if runs := f.starter.runs(); len(runs) != 2 || runs[0] != a.RunID || !strings.HasPrefix(runs[1], "vip-") || runs[1] == a.RunID {
 			t.Fatalf("started %v, want a then b", runs)
@@ -278,12 +304,60 @@ func TestQueueTakesOverStaleLocks(t *testing.T) {
 		t.Parallel()
 		f := newQueueFixture(t)
 		a := f.arrive(f.svc, "a.csv", 1, "a@example.com")
-		f.starter.stop(a.RunID)
+		f.starter.stop(a.RunID, f.now.Add(-time.Hour))
 		f.starter.mu.Lock()
 		f.starter.stateErr = errors.New("AccessDeniedException")
 		f.starter.mu.Unlock()
 		if got := f.arrive(f.svc, "b.csv", 2, "b@example.com"); got.Status != run.StatusQueued {
 			t.Fatalf("b: %s (%s), want queued: without an answer, wait", got.Status, got.Message)
+		}
+	})
+
+	t.Run("stopped run's own file again", func(t *testing.T) {
+		t.Parallel()
+		f := newQueueFixture(t)
+		a := f.arrive(f.svc, "a.csv", 1, "a@example.com")
+		f.starter.stop(a.RunID, f.now)
+		f.now = f.now.Add(10 * time.Minute)
+		again := f.arrive(f.svc, "a.csv", 5, "a@example.com") // e.g. a manual refresh of the newest file
+		if again.RunID != a.RunID || again.Status != run.StatusRunning || !again.Started {
+			t.Fatalf("the stopped run's file again: %+v; want run %s started anew", again, a.RunID)
+		}
+		if runs := f.starter.runs(); len(runs) != 2 || runs[1] != a.RunID || f.starter.execution(a.RunID) == a.RunID {
+			t.Fatalf("started %v (latest execution %s), want a again under a new execution name", runs, f.starter.execution(a.RunID))
+		}
+	})
+
+	t.Run("same file while its retry runs", func(t *testing.T) {
+		t.Parallel()
+		f := newQueueFixture(t)
+		a := f.arrive(f.svc, "a.csv", 1, "a@example.com")
+		f.finish(f.svc, a.RunID) // its batches never ran: the run failed
+		f.now = f.now.Add(time.Minute)
+		if retry := f.arrive(f.svc, "a.csv", 5, "a@example.com"); retry.Status != run.StatusRunning || !retry.Started {
+			t.Fatalf("retry of the failed run: %+v; want started", retry)
+		}
+		f.now = f.now.Add(time.Minute)
+		dup := f.arrive(f.svc, "a.csv", 6, "a@example.com")
+		if dup.Status != run.StatusRunning || dup.Started || !strings.Contains(dup.Message, "already in progress") {
+			t.Fatalf("the same file while its retry runs: %+v; want running, not started again", dup)
+		}
+		if runs := f.starter.runs(); len(runs) != 2 {
+			t.Fatalf("started %v; want the first attempt and one retry, never two at once", runs)
+		}
+	})
+
+	t.Run("run whose start was lost", func(t *testing.T) {
+		t.Parallel()
+		f := newQueueFixture(t)
+		a := f.arrive(f.svc, "a.csv", 1, "a@example.com")
+		f.starter.forget(a.RunID) // the drainer died between taking the lock and StartExecution
+		f.now = f.now.Add(30 * time.Minute)
+		if b := f.arrive(f.svc, "b.csv", 2, "b@example.com"); b.Status != run.StatusQueued {
+			t.Fatalf("b: %s (%s), want queued behind a, queued again", b.Status, b.Message)
+		}
+		if runs := f.starter.runs(); len(runs) != 2 || runs[1] != a.RunID {
+			t.Fatalf("started %v, want a, then a again (its file was queued again), not lost", runs)
 		}
 	})
 

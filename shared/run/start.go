@@ -273,7 +273,8 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 	if !started {
 		res.Message = "already started by an earlier delivery of the same event"
 	}
-	if rep, err := ReadReport(ctx, s.Store, e.Name, runID); err == nil && rep.FinishedAt.After(m.PlannedAt) && started {
+	if rep, err := ReadReport(ctx, s.Store, e.Name, runID); err == nil && started &&
+		(prev == nil || !rep.FinishedAt.Equal(prev.FinishedAt) || rep.Status != prev.Status || rep.Message != prev.Message) {
 		// The local runner executes synchronously: report the finished run.
 		res.Status, res.Message = rep.Status, rep.Message
 	}

@@ -24,12 +24,18 @@ type Starter interface {
 
 // RunChecker is what a Starter may also offer: the state of a run it
 // started, by execution name. It lets an export's lock held by a run that
-// will never finalize (stopped by hand, say) be taken over at once.
+// will never finalize (stopped by hand, say) be taken over within minutes.
 type RunChecker interface {
-	RunState(ctx context.Context, name string) (RunState, error)
+	RunStatus(ctx context.Context, name string) (RunStatus, error)
 }
 
-// RunState is the state of a started run's execution.
+// RunStatus is the state of a started run's execution.
+type RunStatus struct {
+	State   RunState
+	EndedAt time.Time // when State is RunEnded
+}
+
+// RunState is where a started run's execution is.
 type RunState int
 
 const (

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -58,23 +59,28 @@ func (s *Starter) StartRun(ctx context.Context, runID string, input []byte) (sta
 // The queue takes over a lock held by an ended run only through this.
 var _ run.RunChecker = (*Starter)(nil)
 
-// RunState reports the state of the execution named name, so an export's
+// RunStatus reports the state of the execution named name, so an export's
 // lock held by a run stopped by hand need not wait a day to be taken over.
-func (s *Starter) RunState(ctx context.Context, name string) (run.RunState, error) {
+func (s *Starter) RunStatus(ctx context.Context, name string) (run.RunStatus, error) {
 	arn := strings.Replace(s.arn, ":stateMachine:", ":execution:", 1) + ":" + name
 	out, err := s.client.DescribeExecution(ctx, &sfn.DescribeExecutionInput{ExecutionArn: aws.String(arn)})
 	if err != nil {
 		var missing *types.ExecutionDoesNotExist
 		if errors.As(err, &missing) {
-			return run.RunNotStarted, nil
+			return run.RunStatus{State: run.RunNotStarted}, nil
 		}
-		return run.RunActive, fmt.Errorf("describing run %s: %w", name, err)
+		return run.RunStatus{State: run.RunActive}, fmt.Errorf("describing run %s: %w", name, err)
 	}
 	switch out.Status {
 	case types.ExecutionStatusSucceeded, types.ExecutionStatusFailed, types.ExecutionStatusTimedOut, types.ExecutionStatusAborted:
-		return run.RunEnded, nil
+		// An ended execution has a stop date; without one, count from now.
+		ended := time.Now()
+		if out.StopDate != nil {
+			ended = *out.StopDate
+		}
+		return run.RunStatus{State: run.RunEnded, EndedAt: ended}, nil
 	default: // RUNNING, PENDING_REDRIVE, or one added later: wait for it
-		return run.RunActive, nil
+		return run.RunStatus{State: run.RunActive}, nil
 	}
 }
 

@@ -88,9 +88,12 @@ func (f *fakeSFN) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if target == "AWSStepFunctions.DescribeExecution" {
 		for name := range f.started {
 			if executionARN(name) == describe.ExecutionArn {
-				status := cmp.Or(f.status[name], "RUNNING")
-				json.NewEncoder(w).Encode(map[string]any{"executionArn": describe.ExecutionArn, "status": status,
-					"stateMachineArn": machineARN, "startDate": 1.7e9})
+				out := map[string]any{"executionArn": describe.ExecutionArn, "status": cmp.Or(f.status[name], "RUNNING"),
+					"stateMachineArn": machineARN, "startDate": 1.7e9}
+				if out["status"] != "RUNNING" && out["status"] != "PENDING_REDRIVE" {
+					out["stopDate"] = 1.8e9
+				}
+				json.NewEncoder(w).Encode(out)
 				return
 			}
 		}
@@ -215,16 +218,20 @@ func TestRunState(t *testing.T) {
 		{"never-started", run.RunNotStarted},
 	}
 	for _, tt := range tests {
-		if got, err := s.RunState(ctx, tt.name); err != nil || got != tt.want {
-			t.Errorf("RunState(%s) = %v, %v; want %v", tt.name, got, err, tt.want)
+		got, err := s.RunStatus(ctx, tt.name)
+		if err != nil || got.State != tt.want {
+			t.Errorf("RunStatus(%s) = %+v, %v; want %v", tt.name, got, err, tt.want)
+		}
+		if ended := tt.want == run.RunEnded; ended != !got.EndedAt.IsZero() || ended && got.EndedAt.Unix() != 1.8e9 {
+			t.Errorf("RunStatus(%s).EndedAt = %v; want the stop date only when ended", tt.name, got.EndedAt)
 		}
 	}
 	// Any other failure is an error naming the run, never a guess.
 	fake.mu.Lock()
 	fake.throttle = 1
 	fake.mu.Unlock()
-	if _, err := s.RunState(ctx, "running"); err == nil || !strings.Contains(err.Error(), "running") || !strings.Contains(err.Error(), "ThrottlingException") {
-		t.Errorf("RunState while throttled: %v; want a ThrottlingException naming the run", err)
+	if _, err := s.RunStatus(ctx, "running"); err == nil || !strings.Contains(err.Error(), "running") || !strings.Contains(err.Error(), "ThrottlingException") {
+		t.Errorf("RunStatus while throttled: %v; want a ThrottlingException naming the run", err)
 	}
 }
 
