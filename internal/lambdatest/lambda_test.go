@@ -387,7 +387,7 @@ func TestFunctions(t *testing.T) {
 		t.Fatalf("refresh on the new file answered %+v; want it started", second)
 	}
 	execs, _ = sfn.snapshot()
-	sfn.stop(execs[len(execs)-1].Name, time.Now().Add(-10*time.Minute)) // its last batches long done
+	sfn.stop(execs[len(execs)-1].Name, time.Now().Add(-20*time.Minute)) // its last invocations long done
 	var third bytes.Buffer
 	if _, err := sample.Write(&third, sample.Options{Rows: 300, Seed: 11, Changed: 50}); err != nil {
 		t.Fatal(err)

@@ -102,10 +102,21 @@ func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 			rep.Batches.Failed, rep.Batches.Total, cause)
 	}
 	if rep.Status == StatusSucceeded {
-		if err := s.promote(ctx, m, apiRejected); err != nil {
+		switch may, err := s.mayPromote(ctx, m); {
+		case err != nil:
 			return nil, err
+		case may == promoteNow:
+			if err := s.promote(ctx, m, apiRejected); err != nil {
+				return nil, err
+			}
+			rep.SnapshotPromoted = true
+		case may == promotedBefore:
+			rep.SnapshotPromoted = true
+		default:
+			rep.Message = "the export's lock had passed to another run before this one finished (e.g. this execution was " +
+				"redriven after being taken over), so its snapshot was not promoted: it could be older than that run's; " +
+				"the next run sends what differs"
 		}
-		rep.SnapshotPromoted = true
 	}
 	rep.FinishedAt = s.now()
 	rep.DurationSeconds = rep.FinishedAt.Sub(m.PlannedAt).Seconds()
@@ -180,6 +191,37 @@ func (s *Service) writeRejected(ctx context.Context, m *Manifest, issues []RowIs
 		return fmt.Errorf("writing rejected.csv: %w", err)
 	}
 	return nil
+}
+
+// Whether finalize may promote a run's snapshot.
+const (
+	promoteNow     = iota
+	promotedBefore // an earlier attempt of this finalize promoted it, then released the lock
+	promoteNot     // another run holds (or held) the lock since: its snapshot may be newer
+)
+
+// mayPromote guards the export's snapshot against a finalize that runs
+// after its run lost the lock (a redriven execution, a run taken over as
+// stale): only the lock's holder promotes. Without a lock (runs started
+// before locks existed) it may.
+func (s *Service) mayPromote(ctx context.Context, m *Manifest) (int, error) {
+	cur, _, err := s.readLock(ctx, m.Export)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return promoteNow, nil
+	case err != nil:
+		return promoteNot, err
+	case cur.Holder == m.RunID:
+		return promoteNow, nil
+	}
+	prev, err := ReadReport(ctx, s.Store, m.Export, m.RunID)
+	switch {
+	case err == nil && prev.SnapshotPromoted && !prev.FinishedAt.Before(m.PlannedAt):
+		return promotedBefore, nil
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return promoteNot, err
+	}
+	return promoteNot, nil
 }
 
 // promote copies the run's planned snapshot to state/<export>/snapshot,

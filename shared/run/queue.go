@@ -34,14 +34,14 @@ import (
 // (Lambda's limit is 15 minutes) or a run that never reached finalize. When
 // the Starter is a RunChecker, a run whose execution has ended (stopped by
 // hand, timed out, or its finalize failed for good) is stale once the
-// batches it had in flight are done (stopping an execution does not stop
-// Lambda invocations already running: syncbatch's timeout is 300 s), and
-// one whose execution never started once no drainer can still be starting
-// it; its file is queued again.
+// Lambda invocations it had in flight are done (stopping an execution does
+// not stop them: syncbatch may run 300 s, finalize 900 s), one whose
+// execution never started once no drainer can still be starting it (its
+// file is queued again), and one confirmed running is never stale.
 const (
 	staleDrainAfter = 20 * time.Minute
 	staleRunAfter   = 24 * time.Hour
-	endedGrace      = 6 * time.Minute
+	endedGrace      = 16 * time.Minute
 	drainerPrefix   = "drainer:"
 )
 
@@ -52,7 +52,7 @@ const (
 	wait      verdict = iota // the holder still works (or may)
 	ownRun                   // wait: the holder is the run asked for, and its execution runs
 	take                     // the holder will never release
-	reenter                  // the holder is the run asked for, retried: its start was interrupted
+	reenter                  // the holder is the run asked for, and nothing can tell whether it started: trust the retry
 	abandoned                // take, and write the report of the holder's ended run
 	lost                     // take, and queue again the file whose run never started
 )
@@ -141,20 +141,25 @@ func (s *Service) acquire(ctx context.Context, export, runID string) (*lock, bus
 			s.Logger().Warn("taking over a stale lock", "export", export, "run", cur.Holder, "since", cur.Since)
 		}
 	}
+	if v == lost {
+		// Before the lock changes, so the file cannot be forgotten: the
+		// queue key is deterministic, and whoever wins the lock runs it.
+		if err := s.requeue(ctx, export, cur.Latest); err != nil {
+			return nil, busy{}, err
+		}
+	}
 	l := &lock{export: export, etag: etag, state: lockState{Holder: me, Owner: s.instance(), Since: s.now(), Latest: cur.Latest}}
 	got, holder, err := s.swapLock(ctx, l, cur.Holder, false)
 	if err != nil || got == nil {
 		return got, busy{holder: holder}, err
 	}
-	// Only now that the lock is ours: nobody else acts on the old holder.
-	switch v {
-	case abandoned:
-		err = s.markAbandoned(ctx, export, cur)
-	case lost:
-		err = s.requeue(ctx, export, cur.Latest)
-	}
-	if err != nil {
-		return nil, busy{}, errors.Join(err, s.release(ctx, export, got.state.Holder))
+	if v == abandoned {
+		// Only now that the lock is ours, so nobody else acts on the old
+		// holder. The report is a record, not a gate: failing to write it
+		// must not block the export.
+		if err := s.markAbandoned(ctx, export, cur); err != nil {
+			s.Logger().Error("recording the end of a stopped run", "export", export, "run", cur.Holder, "error", err)
+		}
 	}
 	return got, busy{}, nil
 }
@@ -218,20 +223,20 @@ func (s *Service) judge(ctx context.Context, export, runID string, st lockState)
 		}
 		return wait, nil
 	}
-	if age > staleRunAfter {
-		return take, nil
-	}
 	rep, err := ReadReport(ctx, s.Store, export, st.Holder)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
 		return wait, err
-	case rep.Status != StatusRunning && !rep.FinishedAt.Before(st.Since):
+	case rep.Status != StatusRunning && rep.FinishedAt.After(st.Since):
 		return take, nil
 	}
 	checker, ok := s.Starter.(RunChecker)
 	if !ok || st.Execution == "" {
-		if self {
+		switch {
+		case age > staleRunAfter:
+			return take, nil
+		case self:
 			return reenter, nil // no way to ask (or a lock from before executions were recorded): trust the retry
 		}
 		return wait, nil
@@ -241,10 +246,13 @@ func (s *Service) judge(ctx context.Context, export, runID string, st lockState)
 		// Not knowing is not a reason to run two at once.
 		s.Logger().Warn("cannot tell whether the run holding the export's lock still goes on; waiting for it",
 			"export", export, "run", st.Holder, "error", err)
+		if age > staleRunAfter {
+			return take, nil
+		}
 		return wait, nil
 	}
 	switch status.State {
-	case RunActive:
+	case RunActive: // however long: a second execution beside it is what the lock is for
 		if self {
 			return ownRun, nil
 		}
@@ -253,10 +261,8 @@ func (s *Service) judge(ctx context.Context, export, runID string, st lockState)
 			return abandoned, nil
 		}
 	case RunNotStarted:
-		switch {
-		case self:
-			return reenter, nil
-		case age > staleDrainAfter:
+		// Also for the run asked for: its drainer may be about to start it.
+		if age > staleDrainAfter {
 			return lost, nil
 		}
 	}
@@ -373,6 +379,9 @@ func (s *Service) submit(ctx context.Context, cfg *config.Config, e *config.Expo
 	}
 	res := Result{Export: e.Name, RunID: RunID(e.Name, req.Source, cfg.Version), Status: StatusQueued,
 		Message: "another run of this export is in progress (" + held.holder + "); this file runs when it finishes"}
+	if held.holder == res.RunID && !held.running {
+		res.Message = "this file's run holds the export's lock, but whether it runs cannot be told yet; this request stays queued"
+	}
 	if held.running {
 		// This very run is in progress: nothing to wait for, and nothing to
 		// run again after it (the schedule retries a run that failed).

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -284,7 +285,7 @@ func TestQueueTakesOverStaleLocks(t *testing.T) {
 		}
 		// d's event finds a's lock stale and starts b, which waited
 		// longest; c and d queue behind b.
-		f.now = f.now.Add(10 * time.Minute)
+		f.now = f.now.Add(20 * time.Minute)
 		if d := f.arrive(f.svc, "d.csv", 4, "d@example.com"); d.Status != run.StatusQueued {
 			t.Fatalf("d after a was stopped: %s (%s), want queued", d.Status, d.Message)
 		}
@@ -318,13 +319,30 @@ func TestQueueTakesOverStaleLocks(t *testing.T) {
 		f := newQueueFixture(t)
 		a := f.arrive(f.svc, "a.csv", 1, "a@example.com")
 		f.starter.stop(a.RunID, f.now)
-		f.now = f.now.Add(10 * time.Minute)
+		f.now = f.now.Add(20 * time.Minute)
 		again := f.arrive(f.svc, "a.csv", 5, "a@example.com") // e.g. a manual refresh of the newest file
 		if again.RunID != a.RunID || again.Status != run.StatusRunning || !again.Started {
 			t.Fatalf("the stopped run's file again: %+v; want run %s started anew", again, a.RunID)
 		}
 		if runs := f.starter.runs(); len(runs) != 2 || runs[1] != a.RunID || f.starter.execution(a.RunID) == a.RunID {
 			t.Fatalf("started %v (latest execution %s), want a again under a new execution name", runs, f.starter.execution(a.RunID))
+		}
+		// The retry holds the lock now: a new file waits for it.
+		if c := f.arrive(f.svc, "c.csv", 6, "c@example.com"); c.Status != run.StatusQueued || len(f.starter.runs()) != 2 {
+			t.Fatalf("c during a's retry: %+v (runs %v); want queued", c, f.starter.runs())
+		}
+	})
+
+	t.Run("own file while its start is under way", func(t *testing.T) {
+		t.Parallel()
+		f := newQueueFixture(t)
+		a := f.arrive(f.svc, "a.csv", 1, "a@example.com")
+		f.starter.forget(a.RunID) // its drainer holds the lock but has not called StartExecution yet
+		if dup := f.arrive(f.svc, "a.csv", 1, "a@example.com"); dup.Status != run.StatusQueued || dup.Started {
+			t.Fatalf("duplicate while a's start is under way: %+v; want queued, not a second start", dup)
+		}
+		if runs := f.starter.runs(); len(runs) != 1 {
+			t.Fatalf("started %v; want only the first", runs)
 		}
 	})
 
@@ -372,6 +390,64 @@ func TestQueueTakesOverStaleLocks(t *testing.T) {
 		f.now = f.now.Add(2 * time.Minute)
 		if got := f.arrive(f.svc, "b.csv", 2, "b@example.com"); got.Status != run.StatusRunning {
 			t.Fatalf("status %s (%s), want running", got.Status, got.Message)
+		}
+	})
+}
+
+// TestFinalizePromotesOnlyUnderTheLock: a finalize that runs after its run
+// lost the export's lock (a redriven execution) must not put its snapshot
+// over a newer run's; a retried finalize that promoted before still says so.
+func TestFinalizePromotesOnlyUnderTheLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	snapshot := func(f *queueFixture) string {
+		t.Helper()
+		rc, _, err := f.st.Get(ctx, "state/vip/snapshot")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	newer := "newer@example.com\t0123456789abcdef0123456789abcdef\n"
+
+	t.Run("after a takeover", func(t *testing.T) {
+		t.Parallel()
+		f := newQueueFixture(t)
+		// Only invalid rows: nothing to send, so the run succeeds at finalize.
+		a := f.arrive(f.svc, "a.csv", 1, "not-an-email")
+		f.starter.stop(a.RunID, f.now)
+		f.now = f.now.Add(20 * time.Minute)
+		f.arrive(f.svc, "b.csv", 2, "b@example.com") // takes a's lock over
+		f.put("state/vip/snapshot", newer)
+		rep, err := f.svc.Finalize(ctx, run.FinalizeInput{Export: "vip", RunID: a.RunID}) // a redriven
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Status != run.StatusSucceeded || rep.SnapshotPromoted || !strings.Contains(rep.Message, "not promoted") {
+			t.Fatalf("late finalize: %s promoted=%v %q; want succeeded, not promoted, saying why", rep.Status, rep.SnapshotPromoted, rep.Message)
+		}
+		if got := snapshot(f); got != newer {
+			t.Fatalf("snapshot %q, want the newer run's kept", got)
+		}
+	})
+
+	t.Run("a retried finalize", func(t *testing.T) {
+		t.Parallel()
+		f := newQueueFixture(t)
+		a := f.arrive(f.svc, "a.csv", 1, "not-an-email")
+		f.finish(f.svc, a.RunID) // promotes and frees the lock
+		f.put("state/vip/snapshot", newer)
+		rep, err := f.svc.Finalize(ctx, run.FinalizeInput{Export: "vip", RunID: a.RunID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.SnapshotPromoted || snapshot(f) != newer {
+			t.Fatalf("retried finalize: promoted=%v, snapshot %q; want still promoted and the newer snapshot kept", rep.SnapshotPromoted, snapshot(f))
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package run
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -250,9 +251,12 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 
 	// A run whose earlier attempt failed or was held starts a new execution
 	// on the same plan: settled batches are not sent again.
+	// The name derives from that attempt's report, so two triggers racing
+	// to retry it name one execution, and Step Functions starts it once.
 	name := runID
 	if prev != nil {
-		name = fmt.Sprintf("%s-%d", runID, s.now().Unix())
+		attempt := cmp.Or(prev.FinishedAt, prev.PlannedAt)
+		name = fmt.Sprintf("%s-%d", runID, attempt.Unix())
 	}
 	input, err := json.Marshal(Execution{Export: e.Name, RunID: runID, ItemsKey: itemsKey(e.Name, runID), ListID: listID,
 		Concurrency: m.Concurrency, WorkerRPS: m.WorkerRPS})

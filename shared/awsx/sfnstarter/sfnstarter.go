@@ -2,11 +2,11 @@
 package sfnstarter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -73,12 +73,8 @@ func (s *Starter) RunStatus(ctx context.Context, name string) (run.RunStatus, er
 	}
 	switch out.Status {
 	case types.ExecutionStatusSucceeded, types.ExecutionStatusFailed, types.ExecutionStatusTimedOut, types.ExecutionStatusAborted:
-		// An ended execution has a stop date; without one, count from now.
-		ended := time.Now()
-		if out.StopDate != nil {
-			ended = *out.StopDate
-		}
-		return run.RunStatus{State: run.RunEnded, EndedAt: ended}, nil
+		// An ended execution has a stop date; without one, its start will do.
+		return run.RunStatus{State: run.RunEnded, EndedAt: aws.ToTime(cmp.Or(out.StopDate, out.StartDate))}, nil
 	default: // RUNNING, PENDING_REDRIVE, or one added later: wait for it
 		return run.RunStatus{State: run.RunActive}, nil
 	}
