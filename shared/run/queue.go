@@ -84,6 +84,11 @@ type queueEntry struct {
 	key               string
 }
 
+// request is the start request q was queued for.
+func (q *queueEntry) request(export string) StartRequest {
+	return StartRequest{Trigger: q.Trigger, Source: q.Source, Export: export, Arrived: q.Arrived, AllowLargeRemoval: q.AllowLargeRemoval}
+}
+
 func (q *queueEntry) sameFile(o *queueEntry) bool {
 	return q.Source.Key == o.Source.Key && q.Source.ETag == o.Source.ETag && q.Source.VersionID == o.Source.VersionID
 }
@@ -275,8 +280,7 @@ func (s *Service) requeue(ctx context.Context, export string, e *queueEntry) err
 	if e == nil {
 		return nil
 	}
-	req := StartRequest{Trigger: e.Trigger, Source: e.Source, Export: export, Arrived: e.Arrived, AllowLargeRemoval: e.AllowLargeRemoval}
-	_, err := s.enqueue(ctx, export, req)
+	_, err := s.enqueue(ctx, export, e.request(export))
 	return err
 }
 
@@ -286,8 +290,8 @@ func (s *Service) requeue(ctx context.Context, export string, e *queueEntry) err
 func (s *Service) markAbandoned(ctx context.Context, export string, st lockState) error {
 	rep, err := ReadReport(ctx, s.Store, export, st.Holder)
 	switch {
-	case err == nil && !rep.FinishedAt.Before(st.Since):
-		return nil // its finalize did write one after all
+	case err == nil && rep.FinishedAt.After(st.Since):
+		return nil // its finalize did write one after all (judge's test of a final report)
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return err
 	}
@@ -454,7 +458,7 @@ func (s *Service) runQueued(ctx context.Context, cfg *config.Config, l *lock, q 
 	if err != nil {
 		return Result{Export: l.export, Status: StatusRefused, Message: err.Error()}, false, nil
 	}
-	req := StartRequest{Trigger: q.Trigger, Source: q.Source, Export: e.Name, AllowLargeRemoval: q.AllowLargeRemoval, Arrived: q.Arrived}
+	req := q.request(e.Name)
 	if latest := l.state.Latest; latest != nil && q.Arrived.Before(latest.Arrived) && !q.sameFile(latest) {
 		res, err := s.supersede(ctx, cfg, e, req, latest)
 		return res, false, err
