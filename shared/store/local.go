@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/segpilot/segpilot/shared/filelock"
 )
 
 // tmpDir holds in-flight writes inside the bucket folder so a rename into
@@ -24,9 +26,10 @@ const tmpDir = ".segpilot-tmp"
 // bucket (keys are relative paths). Local mode and tests use it.
 type Folder struct {
 	root string
-	// casMu makes an IfMatch put's compare and swap one step for this
-	// process; two processes sharing a folder are not guarded.
-	casMu sync.Mutex
+	// mu and the bucket lock file make every change one step, between
+	// goroutines and between processes sharing the folder: an IfMatch put
+	// compares and swaps atomically, as S3 does.
+	mu sync.Mutex
 }
 
 var _ ObjectStore = (*Folder)(nil)
@@ -37,6 +40,20 @@ func NewFolder(dir string) (*Folder, error) {
 		return nil, fmt.Errorf("creating bucket folder: %w", err)
 	}
 	return &Folder{root: dir}, nil
+}
+
+// change holds the folder's lock for one change and returns its release.
+func (f *Folder) change() (release func() error, err error) {
+	f.mu.Lock()
+	held, err := filelock.Lock(filepath.Join(f.root, tmpDir, "bucket.lock"), true)
+	if err != nil {
+		f.mu.Unlock()
+		return nil, err
+	}
+	return func() error {
+		defer f.mu.Unlock()
+		return held.Unlock()
+	}, nil
 }
 
 // Root is the folder standing in for the bucket.
@@ -89,7 +106,7 @@ func (f *Folder) Head(ctx context.Context, key string) (ObjectInfo, error) {
 	return ObjectInfo{Key: key, Size: st.Size(), ETag: etag, LastModified: st.ModTime().UTC()}, nil
 }
 
-func (f *Folder) Put(ctx context.Context, key string, body io.Reader, opts PutOptions) (ObjectInfo, error) {
+func (f *Folder) Put(ctx context.Context, key string, body io.Reader, opts PutOptions) (_ ObjectInfo, err error) {
 	if err := ctx.Err(); err != nil {
 		return ObjectInfo{}, err
 	}
@@ -113,9 +130,12 @@ func (f *Folder) Put(ctx context.Context, key string, body io.Reader, opts PutOp
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return ObjectInfo{}, fmt.Errorf("writing %s: %w", key, err)
 	}
+	release, err := f.change()
+	if err != nil {
+		return ObjectInfo{}, fmt.Errorf("writing %s: %w", key, err)
+	}
+	defer func() { err = errors.Join(err, release()) }()
 	if opts.IfMatch != "" {
-		f.casMu.Lock()
-		defer f.casMu.Unlock()
 		current, err := fileMD5(p)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return ObjectInfo{}, fmt.Errorf("writing %s: %w", key, err)
@@ -190,7 +210,7 @@ func (f *Folder) List(ctx context.Context, prefix string) ([]ObjectInfo, error) 
 	return out, nil
 }
 
-func (f *Folder) Delete(ctx context.Context, key string) error {
+func (f *Folder) Delete(ctx context.Context, key string) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -198,6 +218,11 @@ func (f *Folder) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	release, err := f.change()
+	if err != nil {
+		return fmt.Errorf("deleting %s: %w", key, err)
+	}
+	defer func() { err = errors.Join(err, release()) }()
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("deleting %s: %w", key, err)
 	}

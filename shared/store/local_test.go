@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -139,5 +141,83 @@ func TestFolderPutIfMatch(t *testing.T) {
 	rc.Close()
 	if winner == "" || string(got) != winner {
 		t.Fatalf("object = %q, winner %q", got, winner)
+	}
+}
+
+// TestFolderCompareAndSwapAcrossProcesses: processes sharing a bucket
+// folder increment one counter with IfMatch puts; a lost update means two
+// compare-and-swaps both won. (Seen failing with lockExclusive made a no-op.)
+func TestFolderCompareAndSwapAcrossProcesses(t *testing.T) {
+	if dir := os.Getenv("SEGPILOT_CAS_CHILD"); dir != "" {
+		casChild(t, dir)
+		return
+	}
+	t.Parallel()
+	const procs, each = 4, 60
+	dir := t.TempDir()
+	f, err := store.NewFolder(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := f.Put(ctx, "counter", strings.NewReader("0"), store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cmds := make([]*exec.Cmd, procs)
+	for i := range cmds {
+		cmds[i] = exec.Command(os.Args[0], "-test.run=^TestFolderCompareAndSwapAcrossProcesses$", "-test.count=1")
+		cmds[i].Env = append(os.Environ(), "SEGPILOT_CAS_CHILD="+dir, "SEGPILOT_CAS_EACH="+strconv.Itoa(each))
+		if err := cmds[i].Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Fatalf("child: %v", err)
+		}
+	}
+	rc, _, err := f.Get(ctx, "counter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if got := string(b); got != strconv.Itoa(procs*each) {
+		t.Fatalf("counter = %s after %d increments: compare-and-swap lost updates across processes", got, procs*each)
+	}
+}
+
+func casChild(t *testing.T, dir string) {
+	each, err := strconv.Atoi(os.Getenv("SEGPILOT_CAS_EACH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := store.NewFolder(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for done := 0; done < each; {
+		rc, info, err := f.Get(ctx, "counter")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := strconv.Atoi(string(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.Put(ctx, "counter", strings.NewReader(strconv.Itoa(n+1)), store.PutOptions{IfMatch: info.ETag})
+		switch {
+		case errors.Is(err, store.ErrChanged):
+		case err != nil:
+			t.Fatal(err)
+		default:
+			done++
+		}
 	}
 }
