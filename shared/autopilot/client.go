@@ -22,6 +22,8 @@ import (
 	"unicode"
 
 	"golang.org/x/time/rate"
+
+	"github.com/segpilot/segpilot/shared/clock"
 )
 
 const (
@@ -146,7 +148,7 @@ func New(opts Options) (*Client, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	if c.sleep == nil {
-		c.sleep = sleepCtx
+		c.sleep = clock.Sleep
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -197,20 +199,6 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 		return fmt.Errorf("%w: from https to http", errRedirectRefused)
 	}
 	return nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // Stats returns a snapshot of the counters.
@@ -354,7 +342,7 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 // waitTurn takes one token of the shared budget, waiting as long as needed.
 func (c *Client) waitTurn(ctx context.Context) error {
 	res := c.limiter.Reserve()
-	if err := sleepCtx(ctx, res.Delay()); err != nil {
+	if err := clock.Sleep(ctx, res.Delay()); err != nil {
 		res.Cancel()
 		return err
 	}

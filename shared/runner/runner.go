@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"sync"
 	"time"
+
+	"github.com/segpilot/segpilot/shared/clock"
 )
 
 // Handler is an in-process stand-in for a Lambda function.
@@ -77,7 +79,7 @@ func New(opts Options) (*Runner, error) {
 		return nil, err
 	}
 	if opts.Sleep == nil {
-		opts.Sleep = sleep
+		opts.Sleep = clock.Sleep
 	}
 	if opts.Jitter == nil {
 		opts.Jitter = rand.Float64
@@ -432,15 +434,4 @@ func (r *Runner) item(ctx context.Context, st *State, input any, i int, it any) 
 		}
 	}
 	return r.run(ctx, st.ItemProcessor, in, co)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

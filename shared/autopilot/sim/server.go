@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/time/rate"
+
+	"github.com/segpilot/segpilot/shared/clock"
 )
 
 // Options configures a Server.
@@ -183,7 +184,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt *route, params
 	if s.configErr != nil {
 		return errorf(http.StatusInternalServerError, "simulator misconfigured", "%v", s.configErr), false
 	}
-	if !wait(ctx, s.opts.Faults.Latency) {
+	if clock.Sleep(ctx, s.opts.Faults.Latency) != nil {
 		return answer{}, false
 	}
 	key := r.Header.Get("autopilotapikey")
@@ -215,7 +216,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt *route, params
 	default:
 		a = errorf(http.StatusNotFound, "not found", "no such route: %s %s", r.Method, r.URL.Path)
 	}
-	if d.hang && !wait(ctx, s.opts.Faults.HangFor) {
+	if d.hang && clock.Sleep(ctx, s.opts.Faults.HangFor) != nil {
 		a.status = 0
 		return a, true
 	}
@@ -274,21 +275,6 @@ func (s *Server) write(w http.ResponseWriter, a answer) {
 	if err := json.NewEncoder(w).Encode(a.body); err != nil {
 		// The client has gone; the answer was still decided.
 		s.log.Debug("writing answer", "err", err)
-	}
-}
-
-// wait sleeps for d, or returns false when ctx ends first.
-func wait(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 
