@@ -19,7 +19,9 @@ import (
 
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/filelock"
 	"github.com/segpilot/segpilot/shared/local"
+	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/secrets"
 	"github.com/segpilot/segpilot/shared/store"
@@ -32,7 +34,11 @@ type target struct {
 	seed    int64
 	simRPS  float64
 	baseURL string // AUTOPILOT_BASE_URL: overrides the config's baseURL
+	noWait  bool   // fail at once, rather than wait, when another process holds what this one needs
 }
+
+// pollEvery is how often a waiting process looks whether its turn came.
+const pollEvery = 250 * time.Millisecond
 
 // session is a local pipeline plus, with --sim, the simulator it talks to.
 type session struct {
@@ -72,19 +78,27 @@ func (e *env) open(ctx context.Context, bucketDir string, t target, cfg *config.
 		s.sim = sim.New(sim.Options{APIKey: "sim-" + hex.EncodeToString(key), RequestsPerSecond: rps,
 			Burst: int(max(1, rps)), RetryAfter: true, Faults: faults, Seed: t.seed})
 		// The simulated Autopilot keeps its contacts next to the bucket folder,
-		// so the next run meets what this one left, as with the real one.
+		// so the next run meets what this one left, as with the real one. One
+		// process at a time: another would save over what this one sent.
 		statePath := filepath.Clean(bucketDir) + ".autopilot-sim.json"
-		if err := loadSimState(s.sim, statePath); err != nil {
+		held, err := e.lockSimState(statePath, t.noWait)
+		if err != nil {
 			return nil, err
+		}
+		if err := loadSimState(s.sim, statePath); err != nil {
+			return nil, errors.Join(err, held.Unlock())
 		}
 		url, stop, err := serve(s.sim, "127.0.0.1:0")
 		if err != nil {
-			return nil, err
+			return nil, errors.Join(err, held.Unlock())
 		}
 		s.close = func() {
 			stop()
 			if err := saveSimState(s.sim, statePath); err != nil {
 				e.log.Error("saving the simulator's state", "error", err)
+			}
+			if err := held.Unlock(); err != nil {
+				e.log.Error("releasing the simulator's state", "error", err)
 			}
 		}
 		opts.BaseURL = url
@@ -93,6 +107,11 @@ func (e *env) open(ctx context.Context, bucketDir string, t target, cfg *config.
 			fmt.Fprintf(e.stdout, "Autopilot: built-in simulator at %s (%.0f requests/s budget; its contacts are kept in %s)\n", url, rps, statePath)
 		}
 	} else {
+		if t.baseURL != "" {
+			if err := config.CheckBaseURL(t.baseURL); err != nil {
+				return nil, fmt.Errorf("AUTOPILOT_BASE_URL: %w", err)
+			}
+		}
 		opts.Secrets = secrets.Env{}
 		opts.BaseURL = t.baseURL
 		if _, err := opts.Secrets.Secret(ctx, ""); err != nil {
@@ -117,6 +136,23 @@ func (e *env) open(ctx context.Context, bucketDir string, t target, cfg *config.
 	}
 	s.p = p
 	return s, nil
+}
+
+// lockSimState takes the simulator state's lock, waiting for another
+// process that holds it unless noWait.
+func (e *env) lockSimState(statePath string, noWait bool) (*filelock.Held, error) {
+	held, err := filelock.Lock(statePath+".lock", false)
+	if !errors.Is(err, filelock.ErrLocked) {
+		return held, err
+	}
+	if noWait {
+		return nil, busyError{"another segpilot process is using the simulator's state in " + statePath +
+			"; wait for it to finish, or run without --no-wait to wait for it"}
+	}
+	if !e.json {
+		fmt.Fprintf(e.stdout, "waiting for another segpilot process using the simulator's state in %s …\n", statePath)
+	}
+	return filelock.Lock(statePath+".lock", true)
 }
 
 func loadSimState(s *sim.Server, path string) error {
@@ -209,6 +245,7 @@ func (e *env) runFlagSet(name string, f *runFlags) *flag.FlagSet {
 	fs.BoolVar(&f.t.useSim, "sim", false, "send to the built-in Autopilot simulator instead of the config's baseURL")
 	fs.StringVar(&f.t.faults, "faults", "", "with --sim: inject faults, e.g. 5xx=0.05,429burst=0.01:5")
 	fs.Int64Var(&f.t.seed, "seed", 1, "with --sim: fault seed")
+	fs.BoolVar(&f.t.noWait, "no-wait", false, "if another process is running this export, exit at once (exit code 3) instead of waiting for it; the file is left queued and that process runs it next")
 	return fs
 }
 
@@ -239,20 +276,58 @@ func (e *env) runExport(ctx context.Context, f runFlags) error {
 		return err
 	}
 	defer s.close()
-	started := time.Now()
 	results, err := s.p.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerManual, Export: ex.Name,
 		DryRun: f.dryRun, AllowLargeRemoval: f.allowLargeRemoval, Source: run.Source{Key: key}})
 	if s.progress != nil {
 		s.progress.finish()
 	}
-	if err != nil {
+	if err != nil && len(results) == 0 {
 		return err
 	}
-	return e.summarise(ctx, s, f.bucketDir, results, time.Since(started))
+	if err == nil {
+		if results, err = e.await(ctx, s, results, f.t.noWait); err != nil {
+			return err
+		}
+	}
+	// A failed attempt's report says what happened; say the error only if
+	// no report could.
+	if serr := e.summarise(ctx, s, f.bucketDir, results); serr != nil || err == nil {
+		return serr
+	}
+	return err
+}
+
+// await waits for the results that another process (or an earlier
+// attempt) holds: queued behind another run, or that run itself.
+func (e *env) await(ctx context.Context, s *session, results []run.Result, noWait bool) ([]run.Result, error) {
+	for i, r := range results {
+		if r.Status != run.StatusQueued && (r.Status != run.StatusRunning || r.Started) {
+			continue
+		}
+		if noWait {
+			return results, busyError{fmt.Sprintf("%s: %s", r.Export, r.Message)}
+		}
+		if !e.json {
+			then := "Ctrl-C stops waiting"
+			if r.Status == run.StatusQueued {
+				then += "; the file stays queued"
+			}
+			fmt.Fprintf(e.stdout, "waiting: %s (%s)\n", r.Message, then)
+		}
+		done, err := s.p.Service.Await(ctx, r, pollEvery)
+		if s.progress != nil {
+			s.progress.finish()
+		}
+		if err != nil {
+			return results, err
+		}
+		results[i] = done
+	}
+	return results, nil
 }
 
 // summarise prints each run's outcome and fails when a run did not succeed.
-func (e *env) summarise(ctx context.Context, s *session, bucketDir string, results []run.Result, elapsed time.Duration) error {
+func (e *env) summarise(ctx context.Context, s *session, bucketDir string, results []run.Result) error {
 	var out []any
 	var failed []string
 	for _, r := range results {
@@ -263,7 +338,7 @@ func (e *env) summarise(ctx context.Context, s *session, bucketDir string, resul
 		if e.json {
 			out = append(out, map[string]any{"result": r, "report": rep})
 		} else {
-			printSummary(e.stdout, bucketDir, r, rep, elapsed)
+			printSummary(e.stdout, bucketDir, r, rep)
 		}
 		switch r.Status {
 		case run.StatusFailed, run.StatusInvalid, run.StatusRefused, run.StatusHeld:
@@ -281,7 +356,7 @@ func (e *env) summarise(ctx context.Context, s *session, bucketDir string, resul
 	return nil
 }
 
-func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report, elapsed time.Duration) {
+func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) {
 	fmt.Fprintf(w, "\n%s — run %s: %s\n", r.Export, r.RunID, strings.ToUpper(r.Status))
 	if r.Message != "" {
 		fmt.Fprintf(w, "  %s\n", r.Message)
@@ -291,18 +366,32 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report, 
 		fmt.Fprintf(w, "  0 contact requests sent\n")
 		return
 	}
+	if rep != nil && c == (plan.Counts{}) {
+		c = rep.Plan
+	}
 	fmt.Fprintf(w, "  rows %d · added %d · changed %d · unchanged %d · removed %d · duplicates %d · rejected %d\n",
 		c.Rows, c.Added, c.Changed, c.Unchanged, c.Removed, c.Duplicates, c.Rejected)
-	if rep == nil || rep.FinishedAt.IsZero() || rep.Status == run.StatusRefused || rep.Status == run.StatusInvalid {
+	if rep == nil || rep.Rejected == "" { // no finalize: nothing was counted as sent
 		return
+	}
+	if b := rep.Batches; b.Resumed > 0 {
+		fmt.Fprintf(w, "  resumed run: %d of %d batches were already done by an earlier attempt and not sent again\n", b.Resumed, b.Total)
 	}
 	o := rep.Outcome
 	fmt.Fprintf(w, "  sent %d · rejected by Autopilot %d · failed %d · removed %d\n", o.Sent, o.RejectedByAPI, o.Failed, o.Removed)
-	fmt.Fprintf(w, "  requests %d (429s %d, retries %d) · elapsed %s vs rate-limit floor %s\n",
-		rep.Requests.Total, rep.Requests.Throttled, rep.Requests.Retries,
-		elapsed.Round(100*time.Millisecond), (time.Duration(rep.FloorSeconds * float64(time.Second))).Round(100*time.Millisecond))
+	floor := "rate-limit floor"
+	if rep.Batches.Resumed > 0 {
+		floor += " of the whole run"
+	}
+	fmt.Fprintf(w, "  requests %d (429s %d, retries %d) · took %s vs %s %s\n",
+		rep.Requests.Total, rep.Requests.Throttled, rep.Requests.Retries, seconds(rep.DurationSeconds), floor, seconds(rep.FloorSeconds))
 	base := filepath.Join(bucketDir, "runs", r.Export, r.RunID)
 	fmt.Fprintf(w, "  report:   %s\n  rejected: %s\n", filepath.Join(base, "report.json"), filepath.Join(base, "rejected.csv"))
+}
+
+// seconds prints a report's seconds as a duration, to a tenth.
+func seconds(s float64) time.Duration {
+	return time.Duration(s * float64(time.Second)).Round(100 * time.Millisecond)
 }
 
 func cmdRuns(ctx context.Context, e *env, args []string) error {

@@ -22,12 +22,18 @@ const (
 	exitOK      = 0
 	exitInvalid = 1 // the file or config is invalid, or a run failed
 	exitUsage   = 2
+	exitBusy    = 3 // --no-wait, and another process holds the export
 )
 
 // usageError is a mistake on the command line.
 type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
+
+// busyError: with --no-wait, another process holds what this run needs.
+type busyError struct{ msg string }
+
+func (e busyError) Error() string { return e.msg }
 
 type command struct {
 	summary string
@@ -81,6 +87,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	e := &env{stdout: stdout, stderr: stderr, getenv: getenv}
 	err := cmd.run(ctx, e, args[1:])
 	var ue usageError
+	var be busyError
 	switch {
 	case err == nil:
 		return exitOK
@@ -89,6 +96,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "segpilot %s: %s\n", args[0], ue.msg)
 		return exitUsage
+	case errors.As(err, &be):
+		fmt.Fprintf(stderr, "segpilot %s: busy: %s\n", args[0], be.msg)
+		return exitBusy
 	default:
 		// Validation errors list one problem per line; everything else is one line.
 		fmt.Fprintf(stderr, "segpilot %s: %s\n", args[0], strings.TrimSpace(err.Error()))

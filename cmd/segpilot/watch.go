@@ -1,10 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/segpilot/segpilot/shared/config"
@@ -57,6 +60,7 @@ func cmdWatch(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
+		var ready []string
 		for key, st := range files {
 			if first && !*existing {
 				seen[key] = st
@@ -71,20 +75,15 @@ func cmdWatch(ctx context.Context, e *env, args []string) error {
 			}
 			delete(pending, key)
 			seen[key] = st
-			fmt.Fprintf(e.stdout, "new file %s\n", key)
-			started := time.Now()
-			results, err := s.p.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerS3, Source: run.Source{Key: key}})
-			if s.progress != nil {
-				s.progress.finish()
-			}
-			if err != nil {
-				// One bad drop must not stop the watcher: report it and go on.
-				fmt.Fprintf(e.stderr, "segpilot watch: %s: %v\n", key, err)
-				continue
-			}
-			if err := e.summarise(ctx, s, *dir, results, time.Since(started)); err != nil {
-				fmt.Fprintf(e.stderr, "segpilot watch: %s: %v\n", key, err)
-			}
+			ready = append(ready, key)
+		}
+		// In arrival order, as S3 events are queued: a newer file must not
+		// run before an older one (which would then undo it).
+		slices.SortFunc(ready, func(a, b string) int {
+			return cmp.Or(files[a].modTime.Compare(files[b].modTime), strings.Compare(a, b))
+		})
+		for _, key := range ready {
+			e.runDropped(ctx, s, cfg, *dir, key, files[key].modTime)
 		}
 		first = false
 		select {
@@ -93,6 +92,42 @@ func cmdWatch(ctx context.Context, e *env, args []string) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// runDropped runs the exports of one dropped file, and reports instead of
+// stopping on failure: one bad drop must not stop the watcher.
+func (e *env) runDropped(ctx context.Context, s *session, cfg *config.Config, dir, key string, arrived time.Time) {
+	fmt.Fprintf(e.stdout, "new file %s\n", key)
+	results, err := s.p.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerS3, Arrived: arrived, Source: run.Source{Key: key}})
+	if s.progress != nil {
+		s.progress.finish()
+	}
+	if err == nil {
+		results, err = e.await(ctx, s, results, false)
+	}
+	if len(results) == 0 && err == nil {
+		seg, _ := run.SegmentOf(key) // scanSegments lists only segment files
+		fmt.Fprintf(e.stdout, "  no export reads segment %q: nothing to do (exports read: %s)\n", seg, strings.Join(segmentsRead(cfg), ", "))
+		return
+	}
+	if serr := e.summarise(ctx, s, dir, results); serr != nil {
+		err = serr
+	}
+	if err != nil {
+		fmt.Fprintf(e.stderr, "segpilot watch: %s: %v\n", key, err)
+	}
+}
+
+// segmentsRead lists the segments the config's exports read.
+func segmentsRead(cfg *config.Config) []string {
+	var segs []string
+	for _, ex := range cfg.Exports {
+		if !slices.Contains(segs, ex.Segment) {
+			segs = append(segs, ex.Segment)
+		}
+	}
+	slices.Sort(segs)
+	return segs
 }
 
 // scanSegments lists DIR/segments/<segment>/<file> as bucket keys.

@@ -244,8 +244,8 @@ func TestFunctions(t *testing.T) {
 	}
 	concurrency, workerRPS := run.Pacing(100)
 	wantExec := run.Execution{Export: exportName, RunID: runID, ItemsKey: "runs/" + exportName + "/" + runID + "/items.json",
-		ListID: exec.ListID, Concurrency: concurrency, WorkerRPS: workerRPS}
-	if exec != wantExec {
+		ListID: exec.ListID, Concurrency: concurrency, WorkerRPS: workerRPS, StartedAt: exec.StartedAt}
+	if exec != wantExec || exec.StartedAt.IsZero() {
 		t.Errorf("execution input = %+v, want %+v", exec, wantExec)
 	}
 	lists := autopilot.Dump().Lists

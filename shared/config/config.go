@@ -159,3 +159,14 @@ func (e *Export) Mapping() segment.Mapping {
 	}
 	return m
 }
+
+// CheckBaseURL refuses a base URL the API key must not be sent to: one
+// not on https (http only for a loopback host), or with credentials, a
+// query or a fragment. Loading a config checks every baseURL with it;
+// an override from elsewhere (AUTOPILOT_BASE_URL) must pass it too.
+func CheckBaseURL(raw string) error {
+	if msg := baseURLProblem(raw); msg != "" {
+		return fmt.Errorf("base URL %s", msg)
+	}
+	return nil
+}

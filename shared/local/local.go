@@ -16,6 +16,7 @@ import (
 
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/hostproc"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/runner"
 	"github.com/segpilot/segpilot/shared/secrets"
@@ -60,7 +61,12 @@ func New(opts Options) (*Pipeline, error) {
 	}
 	conn := &Connector{Secrets: opts.Secrets, BaseURL: opts.BaseURL, HTTPClient: opts.HTTPClient,
 		Log: opts.Log, Timeout: opts.ClientTimeout}
-	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, SingleProcess: true}
+	self, err := hostproc.Self()
+	if err != nil {
+		return nil, err
+	}
+	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, Processes: processes(self.String()),
+		ReleaseBrake: "run it again with --allow-large-removal"}
 	r, err := runner.New(runner.Options{
 		Definition: statemachine.Export,
 		Functions: map[string]runner.Handler{
@@ -76,6 +82,19 @@ func New(opts Options) (*Pipeline, error) {
 	}
 	svc.Starter = r
 	return &Pipeline{Service: svc, Store: st, Runner: r, Connect: conn}, nil
+}
+
+// processes tells which segpilot processes on this host still run.
+type processes string
+
+func (p processes) Self() string { return string(p) }
+
+func (processes) Alive(owner string) (bool, error) {
+	id, err := hostproc.Parse(owner)
+	if err != nil {
+		return false, nil // written by a segpilot that ran alone (before locks named processes): not running now
+	}
+	return hostproc.Alive(id)
 }
 
 // handler adapts a typed step to the runner, as lambda.Start does in the cloud.
@@ -123,13 +142,17 @@ type Connector struct {
 // Connect implements run.Connector; workerRPS is ignored: locally all
 // workers share the connection's whole budget.
 func (c *Connector) Connect(ctx context.Context, conn config.Connection, _ float64) (run.Destination, error) {
-	key, err := c.Secrets.Secret(ctx, conn.APIKeySecret)
-	if err != nil {
-		return nil, fmt.Errorf("reading the API key for connection %s: %w", conn.Name, err)
-	}
 	base := conn.BaseURL
 	if c.BaseURL != "" {
 		base = c.BaseURL
+	}
+	// Before the key goes anywhere: an override skipped the config's check.
+	if err := config.CheckBaseURL(base); err != nil {
+		return nil, err
+	}
+	key, err := c.Secrets.Secret(ctx, conn.APIKeySecret)
+	if err != nil {
+		return nil, fmt.Errorf("reading the API key for connection %s: %w", conn.Name, err)
 	}
 	return autopilot.New(autopilot.Options{BaseURL: base, APIKey: key, HTTPClient: c.HTTPClient,
 		Limiter: c.limiter(conn), Logger: c.Log, Timeout: c.Timeout})

@@ -434,21 +434,21 @@ func (j *joiner) leaver() error {
 
 // brake decides whether a mirror plan must be held for a human: it would
 // take too large a share of the list off, or the file looks truncated.
+// How to release it depends on where segpilot runs: its caller says.
 func brake(c Counts, o Options) (bool, string) {
 	if o.Mode != ModeMirror || c.Previous == 0 || o.AllowLargeRemoval {
 		return false, ""
 	}
-	const release = "; set allowLargeRemoval or pass allowLargeRemoval on a manual run"
 	share := float64(c.Removed) / float64(c.Previous)
 	switch {
 	case c.Unique == 0:
-		return true, fmt.Sprintf("segment has no valid profiles, so mirroring it would remove all %d contacts%s", c.Previous, release)
+		return true, fmt.Sprintf("segment has no valid profiles, so mirroring it would remove all %d contacts", c.Previous)
 	case share > o.MaxRemovalShare:
-		return true, fmt.Sprintf("would remove %d of %d contacts (%s), above maxRemovalShare %s%s",
-			c.Removed, c.Previous, percent(share), percent(o.MaxRemovalShare), release)
+		return true, fmt.Sprintf("would remove %d of %d contacts (%s), above maxRemovalShare %s",
+			c.Removed, c.Previous, percent(share), percent(o.MaxRemovalShare))
 	case float64(c.Unique) < float64(c.Previous)*(1-o.MaxRemovalShare):
-		return true, fmt.Sprintf("segment has %d profiles against %d contacts before, a drop above maxRemovalShare %s%s",
-			c.Unique, c.Previous, percent(o.MaxRemovalShare), release)
+		return true, fmt.Sprintf("segment has %d profiles against %d contacts before, a drop above maxRemovalShare %s",
+			c.Unique, c.Previous, percent(o.MaxRemovalShare))
 	}
 	return false, ""
 }

@@ -281,7 +281,7 @@ func TestBuildDiffs(t *testing.T) {
 		{
 			name: "brake holds large removal", rows: ten[:7], snapshot: snapshotOf(profs(ten)...), opts: Options{Mode: ModeMirror, MaxRemovalShare: 0.2},
 			want: Counts{Rows: 7, Valid: 7, Unique: 7, Unchanged: 7, Removed: 3, Previous: 10}, batches: 1,
-			held: "would remove 3 of 10 contacts (30%), above maxRemovalShare 20%; set allowLargeRemoval",
+			held: "would remove 3 of 10 contacts (30%), above maxRemovalShare 20%",
 		},
 		{
 			name: "brake holds empty file", rows: nil, snapshot: snapshotOf(profs(ten)...), opts: Options{Mode: ModeMirror, MaxRemovalShare: 0.2},

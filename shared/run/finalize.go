@@ -1,6 +1,7 @@
 package run
 
 import (
+	"cmp"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -19,9 +20,11 @@ import (
 // FinalizeInput is the finalize step's event: the execution input, plus
 // mapError when the Map failed as a whole (e.g. the key was refused).
 type FinalizeInput struct {
-	Export   string    `json:"export"`
-	RunID    string    `json:"runId"`
-	MapError *MapError `json:"mapError,omitempty"`
+	Export    string    `json:"export"`
+	RunID     string    `json:"runId"`
+	StartedAt time.Time `json:"startedAt,omitzero"`
+	Resumed   int       `json:"resumed,omitempty"`
+	MapError  *MapError `json:"mapError,omitempty"`
 }
 
 // MapError is Step Functions' error object.
@@ -43,7 +46,7 @@ func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 		Rejected: rejectedKey(m.Export, m.RunID)}
 	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged,
 		Duplicates: m.Counts.Duplicates, Rejected: m.Counts.Rejected}
-	rep.Batches.Total = len(m.Batches)
+	rep.Batches.Total, rep.Batches.Resumed = len(m.Batches), in.Resumed
 	var listReqs Requests
 	if err := getJSON(ctx, s.Store, listRequestsKey(m.Export, m.RunID), &listReqs); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err
@@ -119,7 +122,8 @@ func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 		}
 	}
 	rep.FinishedAt = s.now()
-	rep.DurationSeconds = rep.FinishedAt.Sub(m.PlannedAt).Seconds()
+	rep.StartedAt = cmp.Or(in.StartedAt, m.PlannedAt)
+	rep.DurationSeconds = rep.FinishedAt.Sub(rep.StartedAt).Seconds()
 	rep.FloorSeconds = floorSeconds(m)
 	if err := putJSON(ctx, s.Store, reportKey(m.Export, m.RunID), rep, store.PutOptions{}); err != nil {
 		return nil, err

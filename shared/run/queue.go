@@ -2,6 +2,7 @@ package run
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,9 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/segpilot/segpilot/shared/clock"
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/store"
 )
@@ -117,6 +121,23 @@ func (s *Service) enqueue(ctx context.Context, export string, req StartRequest) 
 type busy struct {
 	holder  string
 	running bool
+	owner   string    // the process (local mode) or Service that wrote the lock
+	since   time.Time // when it took the lock
+}
+
+// String describes the holder for a person waiting on it.
+func (b busy) String() string {
+	who := "run " + b.holder
+	if strings.HasPrefix(b.holder, drainerPrefix) || b.holder == "" {
+		who = "another segpilot starting a run"
+	}
+	if !b.since.IsZero() {
+		who += " since " + b.since.Format(time.RFC3339)
+	}
+	if strings.HasPrefix(b.owner, "pid=") {
+		who += ", in process " + b.owner
+	}
+	return who
 }
 
 // acquire takes the export's lock for a drainer, or reports who holds it.
@@ -129,8 +150,8 @@ func (s *Service) acquire(ctx context.Context, export, runID string) (*lock, bus
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		l := &lock{export: export, state: lockState{Holder: me, Owner: s.instance(), Since: s.now()}}
-		got, holder, err := s.swapLock(ctx, l, "", true)
-		return got, busy{holder: holder}, err
+		got, err := s.swapLock(ctx, l, true)
+		return got, busy{}, err
 	case err != nil:
 		return nil, busy{}, err
 	}
@@ -140,7 +161,7 @@ func (s *Service) acquire(ctx context.Context, export, runID string) (*lock, bus
 			return nil, busy{}, err
 		}
 		if v == wait || v == ownRun {
-			return nil, busy{holder: cur.Holder, running: v == ownRun}, nil
+			return nil, busy{holder: cur.Holder, running: v == ownRun, owner: cur.Owner, since: cur.Since}, nil
 		}
 		if v != reenter {
 			s.Logger().Warn("taking over a stale lock", "export", export, "run", cur.Holder, "since", cur.Since)
@@ -154,9 +175,9 @@ func (s *Service) acquire(ctx context.Context, export, runID string) (*lock, bus
 		}
 	}
 	l := &lock{export: export, etag: etag, state: lockState{Holder: me, Owner: s.instance(), Since: s.now(), Latest: cur.Latest}}
-	got, holder, err := s.swapLock(ctx, l, cur.Holder, false)
+	got, err := s.swapLock(ctx, l, false)
 	if err != nil || got == nil {
-		return got, busy{holder: holder}, err
+		return got, busy{}, err
 	}
 	if v == abandoned {
 		// Only now that the lock is ours, so nobody else acts on the old
@@ -170,26 +191,23 @@ func (s *Service) acquire(ctx context.Context, export, runID string) (*lock, bus
 }
 
 // swapLock writes l.state over the lock (create-only when create is set,
-// else only if it still has l.etag). Losing the race is not an error: the
-// winner drains.
-func (s *Service) swapLock(ctx context.Context, l *lock, holder string, create bool) (*lock, string, error) {
+// else only if it still has l.etag). Losing the race is not an error: it
+// returns nil, and the winner drains.
+func (s *Service) swapLock(ctx context.Context, l *lock, create bool) (*lock, error) {
 	b, err := json.Marshal(l.state)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	opts := store.PutOptions{ContentType: "application/json", IfNoneMatch: create, IfMatch: l.etag}
 	info, err := s.Store.Put(ctx, lockKey(l.export), bytes.NewReader(b), opts)
 	if errors.Is(err, store.ErrExists) || errors.Is(err, store.ErrChanged) {
-		if holder == "" {
-			holder = "another drainer"
-		}
-		return nil, holder, nil
+		return nil, nil
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("taking the lock of export %s: %w", l.export, err)
+		return nil, fmt.Errorf("taking the lock of export %s: %w", l.export, err)
 	}
 	l.etag = info.ETag
-	return l, "", nil
+	return l, nil
 }
 
 func (s *Service) readLock(ctx context.Context, export string) (lockState, string, error) {
@@ -210,19 +228,30 @@ func (s *Service) readLock(ctx context.Context, export string) (lockState, strin
 }
 
 // judge decides about a held lock, for a drain asked for runID: in local
-// mode, a lock left by another process is stale; else a drainer past any
-// Lambda's lifetime, or a run that has finished, has ended without
-// finishing, never started, or is long past due.
+// mode, by whether the process that holds it still runs; else a drainer
+// past any Lambda's lifetime, or a run that has finished, has ended
+// without finishing, never started, or is long past due.
 func (s *Service) judge(ctx context.Context, export, runID string, st lockState) (verdict, error) {
 	self := runID != "" && st.Holder == runID
-	if s.SingleProcess {
-		if self || st.Owner != s.instance() {
+	drainer := strings.HasPrefix(st.Holder, drainerPrefix)
+	if s.Processes != nil {
+		alive, err := s.Processes.Alive(st.Owner)
+		switch {
+		case err != nil:
+			s.Logger().Warn("cannot tell whether the process holding the export's lock still runs; waiting for it "+
+				"(delete "+lockKey(export)+" if it is gone)", "export", export, "run", st.Holder, "owner", st.Owner, "error", err)
+			return wait, nil
+		case alive && self && !drainer:
+			return ownRun, nil
+		case alive:
+			return wait, nil
+		case drainer:
 			return take, nil
 		}
-		return wait, nil
+		return abandoned, nil // killed mid-run: its report says so, and a rerun resumes its plan
 	}
 	age := s.now().Sub(st.Since)
-	if strings.HasPrefix(st.Holder, drainerPrefix) {
+	if drainer {
 		if age > staleDrainAfter {
 			return take, nil
 		}
@@ -304,10 +333,18 @@ func (s *Service) markAbandoned(ctx context.Context, export string, st lockState
 	}
 	abandoned := Report{Export: m.Export, RunID: m.RunID, Trigger: m.Trigger, Source: m.Source,
 		ConfigVersion: m.ConfigVersion, Mode: m.Mode, List: m.List, Plan: m.Counts, PlannedAt: m.PlannedAt,
-		Status: StatusFailed, FinishedAt: s.now(),
-		Message: "execution " + st.Execution + " ended before the run finished (stopped by hand, timed out, or its finalize failed): " +
-			"what it sent is not counted here, and the next run diffs against the last promoted snapshot, so nothing is lost"}
+		Status: StatusFailed, FinishedAt: s.now(), Message: s.endedEarly(st) +
+			": what it sent is not counted here; run the file again to resume it (settled batches are not sent again), " +
+			"and any later run diffs against the last promoted snapshot, so nothing is lost"}
 	return putJSON(ctx, s.Store, reportKey(export, st.Holder), abandoned, store.PutOptions{})
+}
+
+// endedEarly says how the run holding st ended without finalizing.
+func (s *Service) endedEarly(st lockState) string {
+	if s.Processes != nil {
+		return "the segpilot process running it (" + st.Owner + ") ended before the run finished (killed or crashed)"
+	}
+	return "execution " + st.Execution + " ended before the run finished (stopped by hand, timed out, or its finalize failed)"
 }
 
 // handOver gives the lock to the run about to start (as execution) and
@@ -315,12 +352,12 @@ func (s *Service) markAbandoned(ctx context.Context, export string, st lockState
 func (s *Service) handOver(ctx context.Context, l *lock, runID, execution string, e *queueEntry) error {
 	next := *l
 	next.state = lockState{Holder: runID, Execution: execution, Owner: s.instance(), Since: s.now(), Latest: e}
-	got, holder, err := s.swapLock(ctx, &next, l.state.Holder, false)
+	got, err := s.swapLock(ctx, &next, false)
 	if err != nil {
 		return err
 	}
 	if got == nil {
-		return fmt.Errorf("export %s: lost the lock to %s before starting run %s", l.export, holder, runID)
+		return fmt.Errorf("export %s: lost the lock (taken over as stale) before starting run %s", l.export, runID)
 	}
 	*l = *got
 	return nil
@@ -339,7 +376,7 @@ func (s *Service) release(ctx context.Context, export, holder string) error {
 		return nil // taken over as stale; the new holder releases
 	}
 	l := &lock{export: export, etag: etag, state: lockState{Owner: s.instance(), Since: s.now(), Latest: cur.Latest}}
-	_, _, err = s.swapLock(ctx, l, holder, false)
+	_, err = s.swapLock(ctx, l, false)
 	return err
 }
 
@@ -365,25 +402,27 @@ func (s *Service) oldest(ctx context.Context, export string) (*queueEntry, error
 }
 
 // submit queues a request and, if the export is idle, drains its queue.
-// It returns the request's own result: done, started, or queued.
+// It returns the request's own result: done, started, queued, or running
+// elsewhere (Await waits for the last two).
 func (s *Service) submit(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest) (Result, error) {
 	if req.Arrived.IsZero() {
 		req.Arrived = s.now()
 	}
+	runID := RunID(e.Name, req.Source, cfg.Version)
 	key, err := s.enqueue(ctx, e.Name, req)
 	if err != nil {
-		return Result{}, err
+		return Result{Export: e.Name, RunID: runID, Status: StatusFailed, Message: err.Error()}, err
 	}
-	results, held, err := s.drain(ctx, cfg, e.Name, RunID(e.Name, req.Source, cfg.Version))
-	if err != nil {
-		return Result{}, err
+	results, held, err := s.drain(ctx, cfg, e.Name, runID)
+	if res, ok := ownResult(results, key, runID); ok || err != nil {
+		if err != nil && !ok {
+			res = Result{Export: e.Name, RunID: runID, Status: StatusFailed, Message: err.Error()}
+		}
+		return res, err
 	}
-	if res, ok := results[key]; ok {
-		return res, nil
-	}
-	res := Result{Export: e.Name, RunID: RunID(e.Name, req.Source, cfg.Version), Status: StatusQueued,
-		Message: "another run of this export is in progress (" + held.holder + "); this file runs when it finishes"}
-	if held.holder == res.RunID && !held.running {
+	res := Result{Export: e.Name, RunID: runID, Status: StatusQueued, Queued: key, queuedAt: s.now(),
+		Message: "another run of this export is in progress (" + held.String() + "); this file runs when it ends"}
+	if held.holder == runID && !held.running {
 		res.Message = "this file's run holds the export's lock, but whether it runs cannot be told yet; this request stays queued"
 	}
 	if held.running {
@@ -392,10 +431,75 @@ func (s *Service) submit(ctx context.Context, cfg *config.Config, e *config.Expo
 		if err := s.Store.Delete(ctx, key); err != nil {
 			return Result{}, fmt.Errorf("removing %s from the queue: %w", key, err)
 		}
-		res.Status = StatusRunning
-		res.Message = "this file's run is already in progress (started by an earlier delivery or trigger)"
+		res.Status, res.Queued = StatusRunning, ""
+		res.Message = "this file's run is already in progress (" + held.String() + ")"
 	}
 	return res, nil
+}
+
+// ownResult picks a request's result from a drain's: its own entry's, or
+// that of an earlier entry for the same file (an attempt that failed, or
+// was left queued, ran first and this one found it done).
+func ownResult(results map[string]Result, key, runID string) (Result, bool) {
+	if res, ok := results[key]; ok && res.Status != StatusUpToDate {
+		return res, true
+	}
+	for _, k := range slices.Sorted(maps.Keys(results)) {
+		if res := results[k]; res.RunID == runID && res.Status != StatusUpToDate {
+			return res, true
+		}
+	}
+	res, ok := results[key]
+	return res, ok
+}
+
+// Await waits for a request that Start left queued, or found running in
+// another process or execution, and returns how it ended. It takes part
+// in draining the queue, so a holder that died is taken over here.
+func (s *Service) Await(ctx context.Context, res Result, poll time.Duration) (Result, error) {
+	if res.Status != StatusQueued && (res.Status != StatusRunning || res.Started) {
+		return res, nil
+	}
+	for {
+		if err := clock.Sleep(ctx, poll); err != nil {
+			return res, err
+		}
+		cfg, err := LoadConfig(ctx, s.Store)
+		if err != nil {
+			return res, err
+		}
+		results, held, err := s.drain(ctx, cfg, res.Export, res.RunID)
+		if err != nil {
+			return res, err
+		}
+		if got, ok := ownResult(results, res.Queued, res.RunID); ok {
+			return got, nil
+		}
+		if res.Queued != "" {
+			switch _, err := s.Store.Head(ctx, res.Queued); {
+			case err == nil:
+				continue // still waiting its turn
+			case !errors.Is(err, store.ErrNotFound):
+				return res, err
+			}
+		}
+		if held.holder == res.RunID {
+			continue // its run goes on
+		}
+		// Another process ran it: its report tells how.
+		rep, err := ReadReport(ctx, s.Store, res.Export, res.RunID)
+		if err != nil {
+			return res, fmt.Errorf("run %s left the queue, but its report cannot be read: %w", res.RunID, err)
+		}
+		done := Result{Export: res.Export, RunID: res.RunID, Status: rep.Status, Message: rep.Message, Counts: rep.Plan}
+		if rep.Status == StatusSucceeded && cmp.Or(rep.StartedAt, rep.FinishedAt).Before(res.queuedAt) {
+			// A run of this file that was already going (or done) when this
+			// request came did the work: nothing was left for this one.
+			done.Status = StatusUpToDate
+			done.Message = "this file was exported by a run already under way when this request came (another process's or an earlier trigger's); nothing more to send"
+		}
+		return done, nil
+	}
 }
 
 // drain takes the export's lock and works through its queue until a run
@@ -411,7 +515,8 @@ func (s *Service) drain(ctx context.Context, cfg *config.Config, export, runID s
 		}
 		started, err := s.drainHeld(ctx, cfg, l, results)
 		if err != nil {
-			if rerr := s.release(ctx, export, l.state.Holder); rerr != nil {
+			// Also when ctx was cancelled (Ctrl-C): the lock must not stay held.
+			if rerr := s.release(context.WithoutCancel(ctx), export, l.state.Holder); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
 			return results, busy{}, err
@@ -439,6 +544,9 @@ func (s *Service) drainHeld(ctx context.Context, cfg *config.Config, l *lock, re
 		}
 		res, started, err := s.runQueued(ctx, cfg, l, q)
 		if err != nil {
+			if res.Status != "" {
+				results[q.key] = res // how the attempt ended, as its report says
+			}
 			return false, err
 		}
 		results[q.key] = res
@@ -477,7 +585,7 @@ func (s *Service) runQueued(ctx context.Context, cfg *config.Config, l *lock, q 
 	if err != nil {
 		if claimed {
 			// Put the request back for the next attempt (Lambda retries the event).
-			if _, qerr := s.enqueue(ctx, e.Name, req); qerr != nil {
+			if _, qerr := s.enqueue(context.WithoutCancel(ctx), e.Name, req); qerr != nil {
 				err = errors.Join(err, qerr)
 			}
 		}
@@ -491,6 +599,10 @@ func (s *Service) runQueued(ctx context.Context, cfg *config.Config, l *lock, q 
 			return res, false, nil
 		}
 		return res, true, nil
+	}
+	if latest := l.state.Latest; res.Status == StatusUpToDate && latest != nil && !q.sameFile(latest) {
+		res.Message += "; but a newer file, " + latest.Source.Key + ", has been exported since, so the list holds " +
+			"that file's contacts (to export this one's again, put it under a new name)"
 	}
 	return res, res.Started, nil
 }
@@ -531,8 +643,12 @@ func (s *Service) afterRun(ctx context.Context, export, runID string) {
 	}
 }
 
-// instance names this Service in the locks it writes.
+// instance names this Service in the locks it writes: its process in
+// local mode, else a random id.
 func (s *Service) instance() string {
+	if s.Processes != nil {
+		return s.Processes.Self()
+	}
 	s.instanceOnce.Do(func() { s.instanceID = randomID() })
 	return s.instanceID
 }

@@ -37,6 +37,7 @@ type BatchCounts struct {
 	Total   int `json:"total"`
 	Settled int `json:"settled"`
 	Failed  int `json:"failed"`
+	Resumed int `json:"resumed,omitempty"` // settled by an earlier attempt of the run: not sent again
 }
 
 // Report is runs/<export>/<run>/report.json: the run's record.
@@ -55,9 +56,10 @@ type Report struct {
 	Requests         Requests    `json:"requests"`
 	Batches          BatchCounts `json:"batches"`
 	PlannedAt        time.Time   `json:"plannedAt,omitzero"`
+	StartedAt        time.Time   `json:"startedAt,omitzero"` // when this attempt began (a resumed run's plan is older)
 	FinishedAt       time.Time   `json:"finishedAt,omitzero"`
-	DurationSeconds  float64     `json:"durationSeconds"`
-	FloorSeconds     float64     `json:"floorSeconds"` // requests / requestsPerSecond: the fastest any exporter could go
+	DurationSeconds  float64     `json:"durationSeconds"` // this attempt: from its start (planning included) to finalize
+	FloorSeconds     float64     `json:"floorSeconds"`    // requests / requestsPerSecond: the fastest any exporter could go
 	SnapshotPromoted bool        `json:"snapshotPromoted"`
 	Rejected         string      `json:"rejectedCsv,omitempty"` // key of rejected.csv
 }

@@ -35,9 +35,14 @@ type Service struct {
 	TempDir string           // plan work space (Lambda: /tmp); default os.TempDir()
 	Now     func() time.Time // default time.Now
 
-	// SingleProcess says this process alone uses the bucket (local mode):
-	// export locks left by another process are stale, not waited for.
-	SingleProcess bool
+	// ReleaseBrake tells how to lift the mirror safety brake for one run
+	// of an export, in this deployment's words; %s is the export's name.
+	// Default: Lambda's manual invocation.
+	ReleaseBrake string
+
+	// Processes, in local mode, tells whether the process holding an
+	// export's lock still runs; nil in Lambda.
+	Processes Processes
 
 	lists        sync.Map   // connection+title -> list id, resolved once per process
 	listMu       sync.Mutex // one resolution at a time
@@ -80,6 +85,10 @@ type Result struct {
 	Message string      `json:"message,omitempty"`
 	Counts  plan.Counts `json:"counts"`
 	Started bool        `json:"started"`
+
+	// Queued is the request's queue entry while it waits; Await follows it.
+	Queued   string    `json:"-"`
+	queuedAt time.Time // when it was submitted: an older report is not its run's
 }
 
 // SegmentOf returns the segment a key belongs to ("segments/<segment>/<file>").
@@ -165,6 +174,9 @@ func (s *Service) Start(ctx context.Context, req StartRequest) ([]Result, error)
 			res, err = s.submit(ctx, cfg, e, req)
 		}
 		if err != nil {
+			if res.RunID != "" {
+				results = append(results, res) // its report says how the attempt ended
+			}
 			return results, fmt.Errorf("export %s: %w", e.Name, err)
 		}
 		s.Logger().Info("run "+res.Status, "export", res.Export, "run", res.RunID, "status", res.Status, "message", res.Message)
@@ -176,6 +188,7 @@ func (s *Service) Start(ctx context.Context, req StartRequest) ([]Result, error)
 // startExport plans and starts one run. claim, when set, is called just
 // before the execution starts (the queue hands its lock to the run).
 func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest, claim func(runID, execution string) error) (Result, error) {
+	attemptStart := s.now()
 	runID := RunID(e.Name, req.Source, cfg.Version)
 	res := Result{Export: e.Name, RunID: runID}
 	conn := cfg.ConnectionOf(e)
@@ -218,20 +231,23 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		}
 	}
 	if err != nil {
-		return res, err
+		if req.DryRun {
+			return res, err
+		}
+		return s.failedAttempt(ctx, res, base, nil, prev, "planning failed", err)
 	}
 	res.Counts = m.Counts
 	if req.DryRun {
 		res.Status = StatusDryRun
 		if m.Held && !req.AllowLargeRemoval && !e.AllowLargeRemoval {
-			res.Message = "would be held: " + m.HeldReason
+			res.Message = "would be held: " + s.held(e, m)
 		}
 		return res, nil
 	}
 	if m.Held && !req.AllowLargeRemoval && !e.AllowLargeRemoval {
-		res.Status, res.Message = StatusHeld, m.HeldReason
+		res.Status, res.Message = StatusHeld, s.held(e, m)
 		rep := base
-		rep.Status, rep.Message, rep.Plan, rep.PlannedAt = StatusHeld, m.HeldReason, m.Counts, m.PlannedAt
+		rep.Status, rep.Message, rep.Plan, rep.PlannedAt = StatusHeld, res.Message, m.Counts, m.PlannedAt
 		return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
 	}
 
@@ -241,7 +257,7 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 	if err != nil {
 		var unauth *Unauthorized
 		if !errors.As(err, &unauth) {
-			return res, err
+			return s.failedAttempt(ctx, res, base, m, prev, "finding the list failed", err)
 		}
 		res.Status, res.Message = StatusFailed, err.Error()
 		rep := base
@@ -254,12 +270,19 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 	// The name derives from that attempt's report, so two triggers racing
 	// to retry it name one execution, and Step Functions starts it once.
 	name := runID
+	resumed := 0
 	if prev != nil {
 		attempt := cmp.Or(prev.FinishedAt, prev.PlannedAt)
 		name = fmt.Sprintf("%s-%d", runID, attempt.Unix())
+		settled, err := s.Store.List(ctx, resultsPrefix(e.Name, runID))
+		if err != nil {
+			return res, err
+		}
+		resumed = len(settled)
+		s.Logger().Info("resuming run", "export", e.Name, "run", runID, "settled", resumed, "batches", len(m.Batches))
 	}
 	input, err := json.Marshal(Execution{Export: e.Name, RunID: runID, ItemsKey: itemsKey(e.Name, runID), ListID: listID,
-		Concurrency: m.Concurrency, WorkerRPS: m.WorkerRPS})
+		Concurrency: m.Concurrency, WorkerRPS: m.WorkerRPS, StartedAt: attemptStart, Resumed: resumed})
 	if err != nil {
 		return res, err
 	}
@@ -270,7 +293,7 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 	}
 	started, err := s.Starter.StartRun(ctx, name, input)
 	if err != nil {
-		return res, fmt.Errorf("starting run %s: %w", runID, err)
+		return s.failedAttempt(ctx, res, base, m, prev, "execution "+name+" failed", fmt.Errorf("starting run %s: %w", runID, err))
 	}
 	res.Started = started
 	res.Status = StatusRunning
@@ -286,6 +309,40 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 }
 
 func storePut() store.PutOptions { return store.PutOptions{} }
+
+// held says why the brake holds m, and how to lift it.
+func (s *Service) held(e *config.Export, m *Manifest) string {
+	how := cmp.Or(s.ReleaseBrake, `invoke the refresh function with {"export": "%s", "allowLargeRemoval": true}`)
+	return m.HeldReason + "; if that is intended, " + fmt.Sprintf(how, e.Name) +
+		" (or set allowLargeRemoval: true under exports." + e.Name + " to lift it for good)"
+}
+
+// failedAttempt records an attempt that ended in err before its finalize
+// could write a report (a finalize that did is left alone), so every
+// attempt leaves one, and returns err: ingest's event is retried, and the
+// retry resumes the plan. Written even when ctx was cancelled (Ctrl-C).
+func (s *Service) failedAttempt(ctx context.Context, res Result, base Report, m *Manifest, prev *Report, what string, err error) (Result, error) {
+	ctx = context.WithoutCancel(ctx)
+	cur, rerr := ReadReport(ctx, s.Store, base.Export, base.RunID)
+	switch {
+	case rerr == nil && (prev == nil || !cur.FinishedAt.Equal(prev.FinishedAt)):
+		res.Status, res.Message = cur.Status, cur.Message // finalize ran after all
+		return res, err
+	case rerr != nil && !errors.Is(rerr, store.ErrNotFound):
+		return res, errors.Join(err, rerr)
+	}
+	rep := base
+	if m != nil {
+		rep.Plan, rep.PlannedAt = m.Counts, m.PlannedAt
+	}
+	rep.Status, rep.FinishedAt = StatusFailed, s.now()
+	rep.Message = what + ": " + err.Error() + "; batches already settled are not sent again when the file runs again"
+	res.Status, res.Message = rep.Status, rep.Message
+	if perr := putJSON(ctx, s.Store, reportKey(base.Export, base.RunID), rep, storePut()); perr != nil {
+		return res, errors.Join(err, perr)
+	}
+	return res, err
+}
 
 // resolveList finds (or creates) the export's list, unless the run has
 // nothing to send. The requests it made are recorded for the run's report.

@@ -36,24 +36,32 @@ func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) 
 	if err != nil {
 		return nil, err
 	}
+	var prog batchProgress
+	if err := getJSON(ctx, s.Store, progressKey(it.Export, it.RunID, it.Batch), &prog); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
 	start := time.Now()
 	dest, err := s.Connect(ctx, m.Connection, it.WorkerRPS)
 	if err != nil {
 		return nil, classify(fmt.Errorf("batch %d: connecting: %w", it.Batch, err))
 	}
 	res := &BatchResult{Batch: it.Batch}
-	sendErr := s.send(ctx, dest, m, it.ListID, b, res)
-	res.Requests = requestsOf(dest.Stats())
+	sendErr := s.send(ctx, dest, m, it, b, &prog, res)
+	res.Requests = prog.Requests
+	res.Requests.add(requestsOf(dest.Stats()))
 	res.DurationMS = time.Since(start).Milliseconds()
 	log := s.Logger().With("export", it.Export, "run", it.RunID, "batch", it.Batch)
 	if sendErr != nil {
 		log.Error("batch stopped", "status", "error", "error", sendErr)
-		return nil, classify(sendErr)
+		return nil, classify(errors.Join(sendErr, s.checkpoint(ctx, it, &prog, dest)))
 	}
 	if len(res.Failed) > 0 {
 		// Record why, for finalize, in case every retry fails; then let the
-		// state machine retry the whole batch (resending is harmless).
+		// state machine retry the batch: what is done is not sent again.
 		if err := putJSON(ctx, s.Store, failureKey(it.Export, it.RunID, it.Batch), res, store.PutOptions{}); err != nil {
+			return nil, err
+		}
+		if err := s.checkpoint(ctx, it, &prog, dest); err != nil {
 			return nil, err
 		}
 		log.Warn("batch incomplete", "status", "retry", "sent", res.Sent, "failed", len(res.Failed))
@@ -99,14 +107,38 @@ func (s *Service) readBatch(ctx context.Context, export, runID string, seq int, 
 // maxBatchBytes bounds a batch file: 100 profiles of at most a few KB each.
 const maxBatchBytes = 16 << 20
 
-func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, listID string, b *plan.Batch, res *BatchResult) error {
+// batchProgress is runs/<export>/<run>/progress/NNNNNN.json: what earlier
+// attempts of a batch settled, so a retry or resume does not repeat it.
+// Removals cost a request each, so they are checkpointed as they go.
+type batchProgress struct {
+	Upserted bool       `json:"upserted"` // the upserts are settled (Sent and Rejected count them)
+	Sent     int        `json:"sent"`
+	Rejected []RowIssue `json:"rejected,omitempty"`
+	Removed  []string   `json:"removed,omitempty"` // emails taken off the list
+	Requests Requests   `json:"requests"`          // made by earlier attempts
+}
+
+// checkpointEvery is how many removals a killed worker may repeat.
+const checkpointEvery = 5
+
+// checkpoint records prog with the requests dest made so far. It is
+// written even when ctx was cancelled (a local Ctrl-C), so a resume skips
+// what was done.
+func (s *Service) checkpoint(ctx context.Context, it Item, prog *batchProgress, dest Destination) error {
+	saved := *prog
+	saved.Requests.add(requestsOf(dest.Stats()))
+	return putJSON(context.WithoutCancel(ctx), s.Store, progressKey(it.Export, it.RunID, it.Batch), saved, store.PutOptions{})
+}
+
+func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, it Item, b *plan.Batch, prog *batchProgress, res *BatchResult) error {
+	listID := it.ListID
 	if listID == "" { // an execution started before ingest resolved lists
 		var err error
 		if listID, err = s.listID(ctx, dest, m); err != nil {
 			return err
 		}
 	}
-	if len(b.Upserts) > 0 {
+	if len(b.Upserts) > 0 && !prog.Upserted {
 		contacts := make([]autopilot.Contact, len(b.Upserts))
 		for i, u := range b.Upserts {
 			contacts[i] = autopilot.Contact{Email: u.Profile.Email, FirstName: u.Profile.FirstName,
@@ -116,19 +148,44 @@ func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, listI
 		if err != nil {
 			return err
 		}
+		settled := true
+		var sent int
+		var rejected []RowIssue
 		for i, o := range outcomes {
 			issue := RowIssue{Row: b.Upserts[i].Row, Email: b.Upserts[i].Profile.Email, Reason: o.Reason}
 			switch o.Status {
 			case autopilot.StatusSent:
-				res.Sent++
+				sent++
 			case autopilot.StatusRejected:
-				res.Rejected = append(res.Rejected, issue)
+				rejected = append(rejected, issue)
 			default:
+				settled = false
 				res.Failed = append(res.Failed, issue)
 			}
 		}
+		if settled {
+			prog.Upserted, prog.Sent, prog.Rejected = true, sent, rejected
+			if len(b.Removals) > 0 {
+				if err := s.checkpoint(ctx, it, prog, dest); err != nil {
+					return err
+				}
+			}
+		} else {
+			res.Sent, res.Rejected = sent, rejected // this attempt's, for the failure record
+		}
 	}
+	if prog.Upserted {
+		res.Sent, res.Rejected = prog.Sent, prog.Rejected
+	}
+	done := make(map[string]bool, len(prog.Removed))
+	for _, email := range prog.Removed {
+		done[email] = true
+	}
+	sinceCheckpoint := 0
 	for _, email := range b.Removals {
+		if done[email] {
+			continue
+		}
 		if err := dest.RemoveFromList(ctx, listID, email); err != nil {
 			var unauth *autopilot.UnauthorizedError
 			if errors.As(err, &unauth) || ctx.Err() != nil {
@@ -137,8 +194,15 @@ func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, listI
 			res.Failed = append(res.Failed, RowIssue{Email: email, Reason: "removing from list: " + err.Error()})
 			continue
 		}
-		res.Removed++
+		prog.Removed = append(prog.Removed, email)
+		if sinceCheckpoint++; sinceCheckpoint == checkpointEvery {
+			sinceCheckpoint = 0
+			if err := s.checkpoint(ctx, it, prog, dest); err != nil {
+				return err
+			}
+		}
 	}
+	res.Removed = len(prog.Removed)
 	return nil
 }
 

@@ -44,6 +44,18 @@ const (
 	RunEnded                      // succeeded, failed, timed out or stopped
 )
 
+// Processes tells whether the process that wrote an export's lock still
+// runs: local mode, where several processes on one host may share a bucket
+// folder, waits for a live holder and takes over from a dead one at once.
+// (Lambda has none: its locks are judged by their age and their execution.)
+type Processes interface {
+	// Self names this process, as the locks it writes record it.
+	Self() string
+	// Alive says whether the process owner names still runs; an error
+	// means it cannot be told (e.g. it runs on another host).
+	Alive(owner string) (bool, error)
+}
+
 // Destination is the part of the Autopilot client a batch needs.
 type Destination interface {
 	EnsureList(ctx context.Context, title string) (string, error)
@@ -112,6 +124,10 @@ type Execution struct {
 	ListID      string  `json:"listId"`
 	Concurrency int     `json:"concurrency"`
 	WorkerRPS   float64 `json:"workerRps"`
+	// StartedAt is when this attempt began (before planning, when it
+	// planned); Resumed counts the batches earlier attempts settled.
+	StartedAt time.Time `json:"startedAt,omitzero"`
+	Resumed   int       `json:"resumed,omitempty"`
 }
 
 // Item is one Map iteration: the syncbatch Lambda's event.
@@ -208,8 +224,12 @@ func listRequestsKey(export, runID string) string {
 func batchKey(export, runID string, seq int) string {
 	return fmt.Sprintf("%sbatches/%06d.json", runPrefix(export, runID), seq)
 }
+func resultsPrefix(export, runID string) string { return runPrefix(export, runID) + "results/" }
 func resultKey(export, runID string, seq int) string {
-	return fmt.Sprintf("%sresults/%06d.json", runPrefix(export, runID), seq)
+	return fmt.Sprintf("%s%06d.json", resultsPrefix(export, runID), seq)
+}
+func progressKey(export, runID string, seq int) string {
+	return fmt.Sprintf("%sprogress/%06d.json", runPrefix(export, runID), seq)
 }
 func failureKey(export, runID string, seq int) string {
 	return fmt.Sprintf("%sfailures/%06d.json", runPrefix(export, runID), seq)

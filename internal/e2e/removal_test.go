@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segpilot/segpilot/shared/autopilot/sim"
+	"github.com/segpilot/segpilot/shared/local"
+	"github.com/segpilot/segpilot/shared/run"
+	"github.com/segpilot/segpilot/shared/store"
+)
+
+const removeRoute = "DELETE /list/{list}/contact/{contact}"
+
+// TestResumeRepeatsFewRemovals kills a mirror run in the middle of its
+// removals (one request each) and resumes it: removals are checkpointed as
+// they go, so the resume repeats at most a few per batch in flight, not
+// every removal of the unfinished batches. (Seen failing with the
+// checkpoints removed: 119 done, 119 repeated.)
+func TestResumeRepeatsFewRemovals(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, sim.Options{}, configYAML("mirror", 50))
+	h.drop("a.csv", csvRange(1, 2000, "gold"))
+	removals := func() int { // every answer: repeating a removal gets a 404
+		n := 0
+		for _, c := range h.sim.Counters().ByRoute[removeRoute] {
+			n += c
+		}
+		return n
+	}
+
+	// 300 leavers: three removal batches of 100, sent side by side.
+	key := "segments/vip-customers/b.csv"
+	info := h.put(key, csvRange(301, 2000, "gold"))
+	src := run.Source{Key: key, ETag: info.ETag, Size: info.Size}
+	ctx, kill := context.WithCancel(context.Background())
+	dying := &dyingStore{ObjectStore: h.p.Store}
+	go func() {
+		for removals() < 119 {
+			time.Sleep(time.Millisecond)
+		}
+		dying.dead.Store(true) // a killed process writes nothing more, not even on its way out
+		kill()
+	}()
+	crashing, err := local.New(local.Options{Store: dying, Secrets: fixedKey(apiKey), BaseURL: baseURL(h), RetrySleep: noWait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := crashing.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerS3, Source: src}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("killed run: %v", err)
+	}
+	// What a killed process leaves: the lock names a process that is gone.
+	if err := h.p.Store.Delete(context.Background(), "state/vip-newsletter/lock.json"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitIdle()
+	done := removals()
+
+	res, err := h.p.Service.Start(context.Background(), run.StartRequest{Trigger: run.TriggerS3, Source: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := h.report(res[0]); rep.Status != run.StatusSucceeded || rep.Outcome.Removed != 300 {
+		t.Fatalf("resumed run: %s, removed %d; want succeeded, 300 removed", rep.Status, rep.Outcome.Removed)
+	}
+	if m := h.sim.Dump().Lists[0].Members; len(m) != 1700 {
+		t.Fatalf("%d members after the run, want 1700", len(m))
+	}
+	const inFlight, checkpointEvery = 3, 5
+	if repeated := removals() - 300; repeated > inFlight*checkpointEvery {
+		t.Fatalf("the resume repeated %d removals after %d were done; want at most %d (%d batches × a checkpoint every %d)",
+			repeated, done, inFlight*checkpointEvery, inFlight, checkpointEvery)
+	}
+}
+
+// dyingStore is a store a process uses until it is killed.
+type dyingStore struct {
+	store.ObjectStore
+	dead atomic.Bool
+}
+
+var errKilled = errors.New("the process was killed")
+
+func (d *dyingStore) Get(ctx context.Context, key string) (io.ReadCloser, store.ObjectInfo, error) {
+	if d.dead.Load() {
+		return nil, store.ObjectInfo{}, errKilled
+	}
+	return d.ObjectStore.Get(ctx, key)
+}
+
+func (d *dyingStore) Put(ctx context.Context, key string, body io.Reader, opts store.PutOptions) (store.ObjectInfo, error) {
+	if d.dead.Load() {
+		return store.ObjectInfo{}, errKilled
+	}
+	return d.ObjectStore.Put(ctx, key, body, opts)
+}
+
+func (d *dyingStore) Delete(ctx context.Context, key string) error {
+	if d.dead.Load() {
+		return errKilled
+	}
+	return d.ObjectStore.Delete(ctx, key)
+}
