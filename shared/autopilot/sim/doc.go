@@ -16,7 +16,9 @@
 //     faults, then the route.
 //   - Upserts are keyed by Email, case-insensitively. Fields not sent are
 //     kept; a field sent as null is cleared. "unsubscribed": true
-//     unsubscribes, but nothing re-subscribes an unsubscribed contact.
+//     unsubscribes and "unsubscribed": false re-subscribes, in single and
+//     bulk upserts alike, as Autopilot does; an upsert without the key
+//     leaves the subscription as it is.
 //     "_NewEmail" renames (400 if another contact has that email).
 //     "_autopilot_list" naming an unknown list answers 404 for the whole
 //     request. A bulk upsert is all or nothing: more than 100 contacts, any

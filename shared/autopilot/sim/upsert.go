@@ -13,12 +13,14 @@ const maxBulk = 100
 
 // upsert is one contact of an upsert request, parsed and checked.
 type upsert struct {
-	email       string
-	newEmail    string
-	fields      map[string]any // nil value = clear the field
-	custom      map[string]any // nil value = clear the field
-	listID      string
-	unsubscribe bool
+	email    string
+	newEmail string
+	fields   map[string]any // nil value = clear the field
+	custom   map[string]any // nil value = clear the field
+	listID   string
+	// unsubscribed is nil when the upsert does not carry the key; false
+	// re-subscribes, as Autopilot does.
+	unsubscribed *bool
 }
 
 var customTypes = map[string]bool{"string": true, "integer": true, "float": true, "date": true, "boolean": true}
@@ -68,7 +70,7 @@ func parseContact(raw json.RawMessage, i int) (upsert, error) {
 			if !ok {
 				return upsert{}, fmt.Errorf("contact %d: unsubscribed must be true or false", i)
 			}
-			u.unsubscribe = b
+			u.unsubscribed = &b
 		case k == "custom":
 			cm, ok := v.(map[string]any)
 			if !ok && v != nil {
