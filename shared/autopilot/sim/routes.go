@@ -145,7 +145,7 @@ func (s *Server) upsertOne(r *http.Request, _ map[string]string) answer {
 		return errAnswer(e)
 	}
 	a := ok(map[string]string{"contact_id": ids[0]})
-	a.upserted = 1
+	a.upserted = []string{u.email}
 	return a
 }
 
@@ -175,7 +175,10 @@ func (s *Server) upsertBulk(r *http.Request, _ map[string]string) answer {
 		return errAnswer(e)
 	}
 	a := ok(map[string]any{"contact_ids": ids})
-	a.upserted = len(ids)
+	a.upserted = make([]string, len(us))
+	for i, u := range us {
+		a.upserted[i] = u.email
+	}
 	return a
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -57,9 +58,10 @@ type Server struct {
 	rng       *rand.Rand
 	burstLeft int
 
-	cmu      sync.Mutex // guards counters and first
+	cmu      sync.Mutex // guards counters, first and upserted
 	counters Counters
 	first    time.Time
+	upserted map[string]int // lower-case email -> times applied; see Upserted
 }
 
 // New returns a Server with empty state. An invalid Options.Faults (which
@@ -83,6 +85,7 @@ func New(opts Options) *Server {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.counters = newCounters()
+	s.upserted = map[string]int{}
 	if opts.RequestsPerSecond > 0 {
 		burst := opts.Burst
 		if burst <= 0 {
@@ -141,8 +144,9 @@ type answer struct {
 	status int
 	body   any
 	header http.Header
-	// upserted counts contacts applied, for Counters.
-	upserted int
+	// upserted holds the emails of the contacts applied, for Counters and
+	// Upserted.
+	upserted []string
 }
 
 func errAnswer(e *apiError) answer {
@@ -303,7 +307,10 @@ func (s *Server) record(start time.Time, route string, a answer, authed bool) {
 	}
 	c.ByRoute[route][a.status]++
 	// Handlers set upserted only on success; a hung answer still counts.
-	c.ContactsUpserted += a.upserted
+	c.ContactsUpserted += len(a.upserted)
+	for _, e := range a.upserted {
+		s.upserted[emailKey(e)]++
+	}
 	if authed {
 		if s.first.IsZero() {
 			s.first = start
@@ -341,12 +348,23 @@ func (s *Server) Counters() Counters {
 	return out
 }
 
-// ResetCounters zeroes the counters; PerSecond restarts at the next request.
+// ResetCounters zeroes the counters and Upserted; PerSecond restarts at
+// the next request.
 func (s *Server) ResetCounters() {
 	s.cmu.Lock()
 	defer s.cmu.Unlock()
 	s.counters = newCounters()
 	s.first = time.Time{}
+	s.upserted = map[string]int{}
+}
+
+// Upserted tells which contacts upserts applied since New or the last
+// ResetCounters: lower-case email -> how many times. A delta test compares
+// it with the contacts that should have gone out, exactly.
+func (s *Server) Upserted() map[string]int {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	return maps.Clone(s.upserted)
 }
 
 // Dump returns a deep copy of the state in a deterministic order.

@@ -491,3 +491,49 @@ func sum(xs []int) int {
 	}
 	return n
 }
+
+// TestUpserted: Upserted names exactly the contacts upserts applied, so a
+// delta test can compare it with what should have gone out.
+func TestUpserted(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		send func(c *apiClient)
+		want map[string]int
+	}{
+		{"single", func(c *apiClient) { c.upsert(map[string]any{"Email": "Ann@Example.com"}) }, map[string]int{"ann@example.com": 1}},
+		{"bulk, one sent twice", func(c *apiClient) {
+			c.call("POST", "/contacts", map[string]any{"contacts": []any{
+				map[string]any{"Email": "a@example.com"}, map[string]any{"Email": "b@example.com"},
+			}}, http.StatusOK)
+			c.upsert(map[string]any{"Email": "A@example.com"})
+		}, map[string]int{"a@example.com": 2, "b@example.com": 1}},
+		{"rejected bulk applies nothing", func(c *apiClient) {
+			c.call("POST", "/contacts", map[string]any{"contacts": []any{
+				map[string]any{"Email": "a@example.com"}, map[string]any{"Email": "x@bad.example"},
+			}}, http.StatusBadRequest)
+		}, map[string]int{}},
+		{"other routes are not upserts", func(c *apiClient) {
+			c.call("GET", "/contact/a@example.com", nil, http.StatusNotFound)
+		}, map[string]int{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, c := start(t, sim.Options{Faults: sim.Faults{RejectEmails: `@bad\.example$`}})
+			tt.send(c)
+			got := s.Upserted()
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Upserted = %v, want %v", got, tt.want)
+			}
+			got["changed@example.com"] = 1
+			if again := s.Upserted(); !reflect.DeepEqual(again, tt.want) {
+				t.Errorf("changing the copy changed the simulator: %v", again)
+			}
+			s.ResetCounters()
+			if after := s.Upserted(); len(after) != 0 {
+				t.Errorf("after ResetCounters: %v", after)
+			}
+		})
+	}
+}
