@@ -6,7 +6,9 @@
 // segments are ignored, so "//v1/" and "/v1//contacts" work). It keeps its
 // state in memory; Dump returns a deep copy in a deterministic order so a
 // test can assert exactly what Autopilot would hold, and Counters tells what
-// was answered, including requests per second for pacing tests.
+// was answered, including requests per second for pacing tests and how many
+// requests each fault class was injected into; Upserted names the contacts
+// upserts applied.
 //
 // Behaviour worth knowing:
 //   - Auth: header autopilotapikey; missing → 400 "no key provided", any key

@@ -101,6 +101,7 @@ type apiError struct {
 	status int
 	code   string
 	msg    string
+	faults faultSet // the injected faults that caused it, for Counters
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -118,7 +119,7 @@ func checkUpserts(st *store, us []upsert, reject *regexp.Regexp) *apiError {
 			}
 		}
 		if len(bad) > 0 {
-			return &apiError{http.StatusBadRequest, "invalid email", "rejected email(s): " + strings.Join(bad, ", ")}
+			return &apiError{status: http.StatusBadRequest, code: "invalid email", msg: "rejected email(s): " + strings.Join(bad, ", "), faults: faultReject}
 		}
 	}
 	batch := map[string]int{} // lower-case email -> how many contacts of the batch name it
@@ -127,7 +128,7 @@ func checkUpserts(st *store, us []upsert, reject *regexp.Regexp) *apiError {
 	}
 	for i, u := range us {
 		if u.listID != "" && st.lists[u.listID] == nil {
-			return &apiError{http.StatusNotFound, "list not found", fmt.Sprintf("contact %d: _autopilot_list %q does not exist", i, u.listID)}
+			return &apiError{status: http.StatusNotFound, code: "list not found", msg: fmt.Sprintf("contact %d: _autopilot_list %q does not exist", i, u.listID)}
 		}
 		if u.newEmail == "" || emailKey(u.newEmail) == emailKey(u.email) {
 			continue
@@ -135,7 +136,7 @@ func checkUpserts(st *store, us []upsert, reject *regexp.Regexp) *apiError {
 		// Checked against the state and the batch up front so applying
 		// can never half-fail.
 		if _, taken := st.byEmail[emailKey(u.newEmail)]; taken || batch[emailKey(u.newEmail)] > 0 || batch[emailKey(u.email)] > 1 {
-			return &apiError{http.StatusBadRequest, "email in use", fmt.Sprintf("contact %d: _NewEmail is already used by another contact", i)}
+			return &apiError{status: http.StatusBadRequest, code: "email in use", msg: fmt.Sprintf("contact %d: _NewEmail is already used by another contact", i)}
 		}
 		batch[emailKey(u.newEmail)]++
 	}
