@@ -9,10 +9,12 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -260,4 +262,10 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// firstKeys returns up to n keys of m in order, to show in a failure.
+func firstKeys[V any](m map[string]V, n int) []string {
+	keys := slices.Sorted(maps.Keys(m))
+	return keys[:min(n, len(keys))]
 }

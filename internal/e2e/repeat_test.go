@@ -29,23 +29,40 @@ func csvRange(from, to int, tier string) []byte {
 	return b.Bytes()
 }
 
+// TestOnePercentChangeSendsExactlyThoseContacts checks the delta against
+// the generator's ground truth and against what Autopilot received, never
+// against the planner's own counts: a planner that resent unchanged
+// profiles and counted them as changed must fail here.
 func TestOnePercentChangeSendsExactlyThoseContacts(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, sim.Options{}, configYAML("upsert", 100))
 	h.drop("week1.csv", generate(t, sample.Options{Rows: 10000, Seed: 11}))
-	before := h.sim.Counters()
-	res := h.drop("week2.csv", generate(t, sample.Options{Rows: 10000, Seed: 11, Changed: 10}))
-	changed := res[0].Counts.Changed
-	if changed < 50 || res[0].Counts.Added != 0 || res[0].Counts.Unchanged != 10000-changed {
-		t.Fatalf("plan %+v: want about 1%% changed, nothing else", res[0].Counts)
+	week2 := sample.Options{Rows: 10000, Seed: 11, Changed: 10}
+	truth := sample.DeltaOf(week2)
+	if len(truth.Changed) < 50 || len(truth.Removed)+len(truth.Added) != 0 {
+		t.Fatalf("generator: %d changed, %d removed, %d added; want about 1 %% changed, nothing else",
+			len(truth.Changed), len(truth.Removed), len(truth.Added))
 	}
-	after := h.sim.Counters()
-	calls := after.ByRoute["POST /contacts"][200] - before.ByRoute["POST /contacts"][200]
-	if want := (changed + 99) / 100; calls != want {
-		t.Fatalf("%d changed contacts went out in %d bulk calls, want ceil(n/100) = %d", changed, calls, want)
+	h.sim.ResetCounters()
+	res := h.drop("week2.csv", generate(t, week2))
+
+	if c := res[0].Counts; c.Changed != len(truth.Changed) || c.Unchanged != 10000-len(truth.Changed) || c.Added != 0 || c.Removed != 0 {
+		t.Errorf("plan %+v; the generator changed %d of 10000 and nothing else", c, len(truth.Changed))
 	}
-	if sent := after.ContactsUpserted - before.ContactsUpserted; sent != changed {
-		t.Fatalf("%d contacts upserted, want exactly the %d changed", sent, changed)
+	got := h.sim.Upserted()
+	for _, e := range truth.Changed {
+		if got[e] != 1 {
+			t.Errorf("changed contact %s upserted %d times, want once", e, got[e])
+		}
+		delete(got, e)
+	}
+	if len(got) != 0 {
+		t.Errorf("%d unchanged contacts were upserted too, e.g. %v", len(got), firstKeys(got, 3))
+	}
+	calls := h.sim.Counters().ByRoute["POST /contacts"][200]
+	if wantCalls := (len(truth.Changed) + 99) / 100; calls != wantCalls || h.contactRequests() != calls {
+		t.Errorf("%d contact requests, %d of them bulk upserts; want only ceil(%d/100) = %d bulk upserts",
+			h.contactRequests(), calls, len(truth.Changed), wantCalls)
 	}
 }
 

@@ -68,7 +68,8 @@ func hostBuild(t testing.TB) map[string]string {
 	return goBuild(t, t.TempDir(), []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + runtime.GOARCH}, "-tags", "lambda.norpc")
 }
 
-// rieBinary finds aws-lambda-rie on PATH or in GOPATH/bin, or skips.
+// rieBinary finds aws-lambda-rie on PATH or in GOPATH/bin (where go
+// install puts it), else reports it missing: a failure in CI, a skip elsewhere.
 func rieBinary(t testing.TB) string {
 	t.Helper()
 	if p, err := exec.LookPath("aws-lambda-rie"); err == nil {
@@ -82,7 +83,7 @@ func rieBinary(t testing.TB) string {
 			}
 		}
 	}
-	t.Skip("aws-lambda-rie is not installed (not on PATH nor in $(go env GOPATH)/bin); install it with " +
+	testutil.MissingTool(t, "aws-lambda-rie (on PATH or in $(go env GOPATH)/bin)",
 		"go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d")
 	return ""
 }

@@ -53,18 +53,18 @@ func Write(w io.Writer, o Options) (int, error) {
 	}
 	fmt.Fprintf(bw, "%s,%s,%s,%s,%s,%s\n", Header[0], Header[1], Header[2], Header[3], Header[4], Header[5])
 	for i := 1; i <= o.Rows+o.Added; i++ {
-		if i <= o.Rows && o.Removed > 0 && int(mix(o.Seed, i, 1)%1000) < o.Removed {
+		if o.removed(i) {
 			continue
 		}
 		h := mix(o.Seed, i, 0)
 		first, last := firsts[h%uint64(len(firsts))], lasts[(h>>8)%uint64(len(lasts))]
 		tier := tiers[(h>>16)%uint64(len(tiers))]
-		if i <= o.Rows && o.Changed > 0 && int(mix(o.Seed, i, 2)%1000) < o.Changed {
+		if o.changed(i) {
 			tier = tiers[((h>>16)+1)%uint64(len(tiers))]
 		}
 		orders := strconv.Itoa(int((h >> 24) % 200))
 		email := Email(i)
-		if o.Invalid > 0 && i%o.Invalid == 0 {
+		if o.invalid(i) {
 			if i%(2*o.Invalid) == 0 {
 				orders = "many"
 			} else {
@@ -78,6 +78,44 @@ func Write(w io.Writer, o Options) (int, error) {
 		}
 	}
 	return rows, bw.Flush()
+}
+
+// removed, changed and invalid are the picks Write makes for profile i;
+// DeltaOf reads the same ones, so the ground truth cannot drift from the file.
+func (o Options) removed(i int) bool {
+	return i <= o.Rows && o.Removed > 0 && int(mix(o.Seed, i, 1)%1000) < o.Removed
+}
+
+func (o Options) changed(i int) bool {
+	return i <= o.Rows && o.Changed > 0 && int(mix(o.Seed, i, 2)%1000) < o.Changed
+}
+
+func (o Options) invalid(i int) bool { return o.Invalid > 0 && i%o.Invalid == 0 }
+
+// Delta is the ground truth of how the file of o differs from the file of
+// the same Seed, Rows, Invalid and Dupes without Changed, Removed and
+// Added: the emails (as Email gives them) of the valid profiles changed,
+// removed and added, in profile order. Delta tests compare the planner and
+// what Autopilot received with it rather than with the planner's own counts.
+type Delta struct {
+	Changed, Removed, Added []string
+}
+
+// DeltaOf returns the Delta of o.
+func DeltaOf(o Options) Delta {
+	var d Delta
+	for i := 1; i <= o.Rows+o.Added; i++ {
+		switch {
+		case o.invalid(i): // rejected in both files: never part of a delta
+		case o.removed(i):
+			d.Removed = append(d.Removed, Email(i))
+		case o.changed(i):
+			d.Changed = append(d.Changed, Email(i))
+		case i > o.Rows:
+			d.Added = append(d.Added, Email(i))
+		}
+	}
+	return d
 }
 
 func upper(s string) string {

@@ -25,6 +25,8 @@ import (
 	"github.com/awslabs/goformation/v7"
 	"github.com/awslabs/goformation/v7/cloudformation"
 	"github.com/awslabs/goformation/v7/intrinsics"
+
+	"github.com/segpilot/segpilot/internal/testutil"
 )
 
 const (
@@ -719,10 +721,7 @@ func TestFailedRunsAlarm(t *testing.T) {
 // TestCfnLint runs cfn-lint, which expands the SAM transform and so also
 // catches circular dependencies and invalid property values.
 func TestCfnLint(t *testing.T) {
-	lint, err := exec.LookPath("cfn-lint")
-	if err != nil {
-		t.Skip("cfn-lint is not installed (pip install cfn-lint)")
-	}
+	lint := testutil.NeedTool(t, "cfn-lint", "pip install cfn-lint")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, lint, "template.yaml")

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segpilot/segpilot/internal/testutil"
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
 )
 
@@ -42,10 +43,7 @@ type seen struct {
 
 func TestUnmodifiedNodeClient(t *testing.T) {
 	t.Parallel()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed; the third-party client check needs Node.js")
-	}
+	node := testutil.NeedTool(t, "node", "apt-get install -y nodejs npm, then make test (it runs npm ci here)")
 	if _, err := os.Stat("node_modules/autopilot-api/index.js"); err != nil {
 		t.Fatalf("autopilot-api is not installed: run `npm ci --prefix internal/thirdparty` (make test does): %v", err)
 	}

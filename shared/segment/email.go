@@ -33,7 +33,7 @@ func NormalizeEmail(s string) (string, error) {
 	return normalizeClean(s, ascii)
 }
 
-// normalizeClean is NormalizeEmail for a value cleanText already cleaned;
+// normalizeClean is NormalizeEmail for a value cleanTextASCII already cleaned;
 // ascii says it is all ASCII.
 func normalizeClean(s string, ascii bool) (string, error) {
 	if s == "" {

@@ -185,15 +185,10 @@ func shorten(s string) string {
 	return s[:cut] + "…"
 }
 
-// cleanText trims white space and puts s in Unicode NFC. ASCII needs
-// neither NFC nor Unicode trimming, which keeps the common case free of
-// allocations. ok is false when s is not valid UTF-8.
-func cleanText(s string) (string, bool) {
-	s, _, ok := cleanTextASCII(s)
-	return s, ok
-}
-
-// cleanTextASCII is cleanText that also reports whether s is all ASCII.
+// cleanTextASCII trims white space and puts s in Unicode NFC, and reports
+// whether s is all ASCII. ASCII needs neither NFC nor Unicode trimming,
+// which keeps the common case free of allocations. ok (the last result) is
+// false when s is not valid UTF-8.
 func cleanTextASCII(s string) (string, bool, bool) {
 	i := 0
 	for ; i+8 <= len(s); i += 8 {

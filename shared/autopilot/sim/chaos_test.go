@@ -93,13 +93,14 @@ func TestFaultsAreDeterministic(t *testing.T) {
 	t.Parallel()
 	const n = 40
 	tests := []struct {
-		name   string
-		faults sim.Faults
-		fault  []string // outcomes the fault produces
+		name     string
+		faults   sim.Faults
+		fault    []string                 // outcomes the fault produces
+		injected func(*sim.Injected) *int // its count in Counters
 	}{
-		{"5xx", sim.Faults{ServerErrorRate: 0.4}, []string{"500", "502", "503"}},
-		{"429 burst", sim.Faults{ThrottleBurstRate: 0.15, ThrottleBurstLen: 3}, []string{"429"}},
-		{"drop", sim.Faults{DropRate: 0.3}, []string{"error"}},
+		{"5xx", sim.Faults{ServerErrorRate: 0.4}, []string{"500", "502", "503"}, func(in *sim.Injected) *int { return &in.ServerErrors }},
+		{"429 burst", sim.Faults{ThrottleBurstRate: 0.15, ThrottleBurstLen: 3}, []string{"429"}, func(in *sim.Injected) *int { return &in.Throttled }},
+		{"drop", sim.Faults{DropRate: 0.3}, []string{"error"}, func(in *sim.Injected) *int { return &in.Dropped }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -119,8 +120,15 @@ func TestFaultsAreDeterministic(t *testing.T) {
 				t.Errorf("contacts = %d, want %d (one per 200)", got, n-faulted)
 			}
 			eventually(t, "every request counted", func() bool { return s.Counters().Total == n })
-			if got := s.Counters().ContactsUpserted; got != n-faulted {
+			cn := s.Counters()
+			if got := cn.ContactsUpserted; got != n-faulted {
 				t.Errorf("ContactsUpserted = %d, want %d", got, n-faulted)
+			}
+			// Only this class is counted, once per faulted request.
+			var want sim.Injected
+			*tt.injected(&want) = faulted
+			if cn.Injected != want {
+				t.Errorf("Injected = %+v, want %+v", cn.Injected, want)
 			}
 			opts.Seed = 43
 			if _, other := outcomes(t, opts, n); reflect.DeepEqual(first, other) {
@@ -286,5 +294,49 @@ func TestConcurrentUse(t *testing.T) {
 	cn := s.Counters()
 	if cn.Total != workers*perWorker*3 || cn.ContactsUpserted != workers*perWorker*batch {
 		t.Errorf("Total = %d, ContactsUpserted = %d; want %d, %d", cn.Total, cn.ContactsUpserted, workers*perWorker*3, workers*perWorker*batch)
+	}
+}
+
+// TestInjectedHangsAndRejects: the two faults that still run the route are
+// counted too, a hang even when the client leaves before the answer.
+func TestInjectedHangsAndRejects(t *testing.T) {
+	t.Parallel()
+	const n = 30
+	tests := []struct {
+		name   string
+		faults sim.Faults
+		want   func(got []string) sim.Injected
+	}{
+		{"hang", sim.Faults{HangRate: 0.3, HangFor: time.Minute}, func(got []string) sim.Injected {
+			return sim.Injected{Hung: count(got, "error")}
+		}},
+		{"reject", sim.Faults{RejectEmails: `^f[0-9]3@`}, func(got []string) sim.Injected {
+			return sim.Injected{Rejected: count(got, "400")}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, c := start(t, sim.Options{Faults: tt.faults, Seed: 42})
+			c.hc.Timeout = 100 * time.Millisecond // gives up on a hang, which the simulator then cuts short
+			got := make([]string, n)
+			for i := range got {
+				resp, err := c.try("POST", "/contact", map[string]any{"contact": map[string]any{"Email": fmt.Sprintf("f%02d@example.com", i)}})
+				if err != nil {
+					got[i] = "error"
+					continue
+				}
+				resp.Body.Close()
+				got[i] = strconv.Itoa(resp.StatusCode)
+			}
+			want := tt.want(got)
+			if want == (sim.Injected{}) || count(got, "200") == n {
+				t.Fatalf("outcomes %v: the fault never happened", got)
+			}
+			eventually(t, "every request counted", func() bool { return s.Counters().Total == n })
+			if in := s.Counters().Injected; in != want {
+				t.Errorf("Injected = %+v, want %+v for outcomes %v", in, want, got)
+			}
+		})
 	}
 }

@@ -6,7 +6,9 @@
 // segments are ignored, so "//v1/" and "/v1//contacts" work). It keeps its
 // state in memory; Dump returns a deep copy in a deterministic order so a
 // test can assert exactly what Autopilot would hold, and Counters tells what
-// was answered, including requests per second for pacing tests.
+// was answered, including requests per second for pacing tests and how many
+// requests each fault class was injected into; Upserted names the contacts
+// upserts applied.
 //
 // Behaviour worth knowing:
 //   - Auth: header autopilotapikey; missing → 400 "no key provided", any key
@@ -16,7 +18,9 @@
 //     faults, then the route.
 //   - Upserts are keyed by Email, case-insensitively. Fields not sent are
 //     kept; a field sent as null is cleared. "unsubscribed": true
-//     unsubscribes, but nothing re-subscribes an unsubscribed contact.
+//     unsubscribes and "unsubscribed": false re-subscribes, in single and
+//     bulk upserts alike, as Autopilot does; an upsert without the key
+//     leaves the subscription as it is.
 //     "_NewEmail" renames (400 if another contact has that email).
 //     "_autopilot_list" naming an unknown list answers 404 for the whole
 //     request. A bulk upsert is all or nothing: more than 100 contacts, any

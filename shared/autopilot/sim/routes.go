@@ -107,13 +107,13 @@ const maxBody = 8 << 20
 func decode(r *http.Request, v any) *apiError {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
-		return &apiError{http.StatusBadRequest, "bad request", fmt.Sprintf("reading body: %v", err)}
+		return &apiError{status: http.StatusBadRequest, code: "bad request", msg: fmt.Sprintf("reading body: %v", err)}
 	}
 	if len(body) > maxBody {
-		return &apiError{http.StatusRequestEntityTooLarge, "request too large", fmt.Sprintf("body exceeds %d bytes", maxBody)}
+		return &apiError{status: http.StatusRequestEntityTooLarge, code: "request too large", msg: fmt.Sprintf("body exceeds %d bytes", maxBody)}
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return &apiError{http.StatusBadRequest, "malformed JSON", fmt.Sprintf("malformed JSON body: %v", err)}
+		return &apiError{status: http.StatusBadRequest, code: "malformed JSON", msg: fmt.Sprintf("malformed JSON body: %v", err)}
 	}
 	return nil
 }
@@ -145,7 +145,7 @@ func (s *Server) upsertOne(r *http.Request, _ map[string]string) answer {
 		return errAnswer(e)
 	}
 	a := ok(map[string]string{"contact_id": ids[0]})
-	a.upserted = 1
+	a.upserted = []string{u.email}
 	return a
 }
 
@@ -175,7 +175,10 @@ func (s *Server) upsertBulk(r *http.Request, _ map[string]string) answer {
 		return errAnswer(e)
 	}
 	a := ok(map[string]any{"contact_ids": ids})
-	a.upserted = len(ids)
+	a.upserted = make([]string, len(us))
+	for i, u := range us {
+		a.upserted[i] = u.email
+	}
 	return a
 }
 

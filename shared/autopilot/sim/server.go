@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -38,8 +39,43 @@ type Counters struct {
 	ByRoute  map[string]map[int]int `json:"by_route"`  // "POST /contacts" -> status -> n
 	// PerSecond counts requests that passed auth by whole second since the
 	// first of them (since the last ResetCounters), for pacing tests.
-	PerSecond        []int `json:"per_second"`
-	ContactsUpserted int   `json:"contacts_upserted"` // contacts applied by successful upserts
+	PerSecond        []int    `json:"per_second"`
+	ContactsUpserted int      `json:"contacts_upserted"` // contacts applied by successful upserts
+	Injected         Injected `json:"injected"`
+}
+
+// Injected counts the requests each class of Options.Faults was injected
+// into, so a fault test can check its faults happened rather than trust the
+// seed. The rate limit's own 429s are not faults and are not counted.
+type Injected struct {
+	ServerErrors int `json:"5xx"`      // answered 500, 502 or 503
+	Throttled    int `json:"429burst"` // answered 429 as part of a burst
+	Dropped      int `json:"drop"`     // connection closed with no answer
+	Hung         int `json:"hang"`     // applied, then answered after HangFor or left by the client
+	Rejected     int `json:"reject"`   // upserts answered 400 for an email matching RejectEmails
+}
+
+// faultSet is the injected faults behind one answer; a request can both be
+// rejected and hang.
+type faultSet uint8
+
+const (
+	faultServerError faultSet = 1 << iota
+	faultThrottle
+	faultDrop
+	faultHang
+	faultReject
+)
+
+func (in *Injected) add(f faultSet) {
+	for _, c := range []struct {
+		bit faultSet
+		n   *int
+	}{{faultServerError, &in.ServerErrors}, {faultThrottle, &in.Throttled}, {faultDrop, &in.Dropped}, {faultHang, &in.Hung}, {faultReject, &in.Rejected}} {
+		if f&c.bit != 0 {
+			*c.n++
+		}
+	}
 }
 
 // Server is an in-memory Autopilot v1 API. It is an http.Handler and safe
@@ -58,9 +94,10 @@ type Server struct {
 	rng       *rand.Rand
 	burstLeft int
 
-	cmu      sync.Mutex // guards counters and first
+	cmu      sync.Mutex // guards counters, first and upserted
 	counters Counters
 	first    time.Time
+	upserted map[string]int // lower-case email -> times applied; see Upserted
 }
 
 // New returns a Server with empty state. An invalid Options.Faults (which
@@ -84,6 +121,7 @@ func New(opts Options) *Server {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.counters = newCounters()
+	s.upserted = map[string]int{}
 	if opts.RequestsPerSecond > 0 {
 		burst := opts.Burst
 		if burst <= 0 {
@@ -142,16 +180,18 @@ type answer struct {
 	status int
 	body   any
 	header http.Header
-	// upserted counts contacts applied, for Counters.
-	upserted int
+	// upserted holds the emails of the contacts applied, for Counters and
+	// Upserted.
+	upserted []string
+	faults   faultSet
 }
 
 func errAnswer(e *apiError) answer {
-	return answer{status: e.status, body: map[string]string{"error": e.code, "message": e.msg}}
+	return answer{status: e.status, body: map[string]string{"error": e.code, "message": e.msg}, faults: e.faults}
 }
 
 func errorf(status int, code, format string, args ...any) answer {
-	return errAnswer(&apiError{status, code, fmt.Sprintf(format, args...)})
+	return errAnswer(&apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)})
 }
 
 func ok(body any) answer { return answer{status: http.StatusOK, body: body} }
@@ -199,13 +239,19 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt *route, params
 	}
 	d := s.draw()
 	if d.throttle {
-		return s.tooMany(time.Second), true
+		a := s.tooMany(time.Second)
+		a.faults = faultThrottle
+		return a, true
 	}
 	if d.drop {
-		return s.drop(w), true
+		a := s.drop(w)
+		a.faults = faultDrop
+		return a, true
 	}
 	if d.status5 != 0 {
-		return errorf(d.status5, http.StatusText(d.status5), "injected fault"), true
+		a := errorf(d.status5, http.StatusText(d.status5), "injected fault")
+		a.faults = faultServerError
+		return a, true
 	}
 	var a answer
 	switch {
@@ -216,9 +262,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt *route, params
 	default:
 		a = errorf(http.StatusNotFound, "not found", "no such route: %s %s", r.Method, r.URL.Path)
 	}
-	if d.hang && clock.Sleep(ctx, s.opts.Faults.HangFor) != nil {
-		a.status = 0
-		return a, true
+	if d.hang {
+		a.faults |= faultHang
+		if clock.Sleep(ctx, s.opts.Faults.HangFor) != nil {
+			a.status = 0
+		}
 	}
 	return a, true
 }
@@ -289,7 +337,11 @@ func (s *Server) record(start time.Time, route string, a answer, authed bool) {
 	}
 	c.ByRoute[route][a.status]++
 	// Handlers set upserted only on success; a hung answer still counts.
-	c.ContactsUpserted += a.upserted
+	c.ContactsUpserted += len(a.upserted)
+	c.Injected.add(a.faults)
+	for _, e := range a.upserted {
+		s.upserted[emailKey(e)]++
+	}
 	if authed {
 		if s.first.IsZero() {
 			s.first = start
@@ -314,6 +366,7 @@ func (s *Server) Counters() Counters {
 		ByRoute:          make(map[string]map[int]int, len(s.counters.ByRoute)),
 		PerSecond:        append([]int{}, s.counters.PerSecond...),
 		ContactsUpserted: s.counters.ContactsUpserted,
+		Injected:         s.counters.Injected,
 	}
 	for k, v := range s.counters.ByStatus {
 		out.ByStatus[k] = v
@@ -327,12 +380,23 @@ func (s *Server) Counters() Counters {
 	return out
 }
 
-// ResetCounters zeroes the counters; PerSecond restarts at the next request.
+// ResetCounters zeroes the counters and Upserted; PerSecond restarts at
+// the next request.
 func (s *Server) ResetCounters() {
 	s.cmu.Lock()
 	defer s.cmu.Unlock()
 	s.counters = newCounters()
 	s.first = time.Time{}
+	s.upserted = map[string]int{}
+}
+
+// Upserted tells which contacts upserts applied since New or the last
+// ResetCounters: lower-case email -> how many times. A delta test compares
+// it with the contacts that should have gone out, exactly.
+func (s *Server) Upserted() map[string]int {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	return maps.Clone(s.upserted)
 }
 
 // Dump returns a deep copy of the state in a deterministic order.

@@ -90,9 +90,12 @@ func TestUpsertSemantics(t *testing.T) {
 	}
 }
 
-func TestUnsubscribedStaysUnsubscribed(t *testing.T) {
+// TestUpsertSubscription: an upsert applies "unsubscribed" both ways, as
+// Autopilot does, and leaves the subscription alone without it; this is
+// what lets an end-to-end test catch a client that re-subscribes people.
+func TestUpsertSubscription(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
+	unsubscribers := []struct {
 		name  string
 		unsub func(t *testing.T, s *sim.Server, c *apiClient)
 	}{
@@ -104,30 +107,52 @@ func TestUnsubscribedStaysUnsubscribed(t *testing.T) {
 		{"route", func(_ *testing.T, _ *sim.Server, c *apiClient) {
 			c.call("POST", "/contact/bob@example.com/unsubscribe", nil, http.StatusOK)
 		}},
-		{"upsert", func(_ *testing.T, _ *sim.Server, c *apiClient) {
+		{"single upsert true", func(_ *testing.T, _ *sim.Server, c *apiClient) {
 			c.upsert(map[string]any{"Email": "bob@example.com", "unsubscribed": true})
 		}},
+		{"bulk upsert true", func(_ *testing.T, _ *sim.Server, c *apiClient) {
+			c.call("POST", "/contacts", map[string]any{"contacts": []any{map[string]any{"Email": "Bob@example.com", "unsubscribed": true}}}, http.StatusOK)
+		}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			s, c := start(t, sim.Options{})
-			c.upsert(map[string]any{"Email": "bob@example.com"})
-			tt.unsub(t, s, c)
-			c.upsert(map[string]any{"Email": "bob@example.com", "unsubscribed": false, "FirstName": "Bob"})
-			c.call("POST", "/contacts", map[string]any{"contacts": []any{map[string]any{"Email": "BOB@example.com", "unsubscribed": false}}}, http.StatusOK)
-			got, _ := findContact(s.Dump(), "bob@example.com")
-			if !got.Unsubscribed {
-				t.Error("contact re-subscribed by an upsert")
-			}
-			if got.Fields["FirstName"] != "Bob" {
-				t.Errorf("FirstName = %v, want the upsert still applied", got.Fields["FirstName"])
-			}
-			doc := c.call("GET", "/contact/bob@example.com", nil, http.StatusOK)
-			if doc["unsubscribed"] != true {
-				t.Errorf("GET unsubscribed = %v, want true", doc["unsubscribed"])
-			}
-		})
+	followUps := []struct {
+		name             string
+		path             string
+		contact          map[string]any
+		wantUnsubscribed bool
+	}{
+		{"single upsert without the key", "/contact", map[string]any{"Email": "bob@example.com", "FirstName": "Bob"}, true},
+		{"bulk upsert without the key", "/contacts", map[string]any{"Email": "BOB@example.com", "FirstName": "Bob"}, true},
+		{"single upsert false", "/contact", map[string]any{"Email": "bob@example.com", "FirstName": "Bob", "unsubscribed": false}, false},
+		{"bulk upsert false", "/contacts", map[string]any{"Email": "BOB@example.com", "FirstName": "Bob", "unsubscribed": false}, false},
+	}
+	for _, un := range unsubscribers {
+		for _, fu := range followUps {
+			t.Run(un.name+", then "+fu.name, func(t *testing.T) {
+				t.Parallel()
+				s, c := start(t, sim.Options{})
+				c.upsert(map[string]any{"Email": "bob@example.com"})
+				un.unsub(t, s, c)
+				if got, _ := findContact(s.Dump(), "bob@example.com"); !got.Unsubscribed {
+					t.Fatal("contact not unsubscribed")
+				}
+				body := map[string]any{"contact": fu.contact}
+				if fu.path == "/contacts" {
+					body = map[string]any{"contacts": []any{fu.contact}}
+				}
+				c.call("POST", fu.path, body, http.StatusOK)
+				got, _ := findContact(s.Dump(), "bob@example.com")
+				if got.Unsubscribed != fu.wantUnsubscribed {
+					t.Errorf("unsubscribed = %v, want %v", got.Unsubscribed, fu.wantUnsubscribed)
+				}
+				if got.Fields["FirstName"] != "Bob" {
+					t.Errorf("FirstName = %v, want the upsert applied", got.Fields["FirstName"])
+				}
+				doc := c.call("GET", "/contact/bob@example.com", nil, http.StatusOK)
+				if doc["unsubscribed"] != fu.wantUnsubscribed {
+					t.Errorf("GET unsubscribed = %v, want %v", doc["unsubscribed"], fu.wantUnsubscribed)
+				}
+			})
+		}
 	}
 }
 
@@ -465,4 +490,50 @@ func sum(xs []int) int {
 		n += x
 	}
 	return n
+}
+
+// TestUpserted: Upserted names exactly the contacts upserts applied, so a
+// delta test can compare it with what should have gone out.
+func TestUpserted(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		send func(c *apiClient)
+		want map[string]int
+	}{
+		{"single", func(c *apiClient) { c.upsert(map[string]any{"Email": "Ann@Example.com"}) }, map[string]int{"ann@example.com": 1}},
+		{"bulk, one sent twice", func(c *apiClient) {
+			c.call("POST", "/contacts", map[string]any{"contacts": []any{
+				map[string]any{"Email": "a@example.com"}, map[string]any{"Email": "b@example.com"},
+			}}, http.StatusOK)
+			c.upsert(map[string]any{"Email": "A@example.com"})
+		}, map[string]int{"a@example.com": 2, "b@example.com": 1}},
+		{"rejected bulk applies nothing", func(c *apiClient) {
+			c.call("POST", "/contacts", map[string]any{"contacts": []any{
+				map[string]any{"Email": "a@example.com"}, map[string]any{"Email": "x@bad.example"},
+			}}, http.StatusBadRequest)
+		}, map[string]int{}},
+		{"other routes are not upserts", func(c *apiClient) {
+			c.call("GET", "/contact/a@example.com", nil, http.StatusNotFound)
+		}, map[string]int{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, c := start(t, sim.Options{Faults: sim.Faults{RejectEmails: `@bad\.example$`}})
+			tt.send(c)
+			got := s.Upserted()
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Upserted = %v, want %v", got, tt.want)
+			}
+			got["changed@example.com"] = 1
+			if again := s.Upserted(); !reflect.DeepEqual(again, tt.want) {
+				t.Errorf("changing the copy changed the simulator: %v", again)
+			}
+			s.ResetCounters()
+			if after := s.Upserted(); len(after) != 0 {
+				t.Errorf("after ResetCounters: %v", after)
+			}
+		})
+	}
 }

@@ -190,9 +190,10 @@ func (st *store) apply(u upsert) string {
 			st.customFields[name] = typ
 		}
 	}
-	// Unsubscribing is one-way: nothing in an upsert re-subscribes.
-	if u.unsubscribe {
-		c.unsubscribed = true
+	// Autopilot applies the key both ways: false re-subscribes, which is
+	// how an end-to-end test catches a client that sends it.
+	if u.unsubscribed != nil {
+		c.unsubscribed = *u.unsubscribed
 	}
 	if u.newEmail != "" {
 		delete(st.byEmail, emailKey(c.email))

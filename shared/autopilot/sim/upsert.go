@@ -13,12 +13,14 @@ const maxBulk = 100
 
 // upsert is one contact of an upsert request, parsed and checked.
 type upsert struct {
-	email       string
-	newEmail    string
-	fields      map[string]any // nil value = clear the field
-	custom      map[string]any // nil value = clear the field
-	listID      string
-	unsubscribe bool
+	email    string
+	newEmail string
+	fields   map[string]any // nil value = clear the field
+	custom   map[string]any // nil value = clear the field
+	listID   string
+	// unsubscribed is nil when the upsert does not carry the key; false
+	// re-subscribes, as Autopilot does.
+	unsubscribed *bool
 }
 
 var customTypes = map[string]bool{"string": true, "integer": true, "float": true, "date": true, "boolean": true}
@@ -68,7 +70,7 @@ func parseContact(raw json.RawMessage, i int) (upsert, error) {
 			if !ok {
 				return upsert{}, fmt.Errorf("contact %d: unsubscribed must be true or false", i)
 			}
-			u.unsubscribe = b
+			u.unsubscribed = &b
 		case k == "custom":
 			cm, ok := v.(map[string]any)
 			if !ok && v != nil {
@@ -99,6 +101,7 @@ type apiError struct {
 	status int
 	code   string
 	msg    string
+	faults faultSet // the injected faults that caused it, for Counters
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -116,7 +119,7 @@ func checkUpserts(st *store, us []upsert, reject *regexp.Regexp) *apiError {
 			}
 		}
 		if len(bad) > 0 {
-			return &apiError{http.StatusBadRequest, "invalid email", "rejected email(s): " + strings.Join(bad, ", ")}
+			return &apiError{status: http.StatusBadRequest, code: "invalid email", msg: "rejected email(s): " + strings.Join(bad, ", "), faults: faultReject}
 		}
 	}
 	batch := map[string]int{} // lower-case email -> how many contacts of the batch name it
@@ -125,7 +128,7 @@ func checkUpserts(st *store, us []upsert, reject *regexp.Regexp) *apiError {
 	}
 	for i, u := range us {
 		if u.listID != "" && st.lists[u.listID] == nil {
-			return &apiError{http.StatusNotFound, "list not found", fmt.Sprintf("contact %d: _autopilot_list %q does not exist", i, u.listID)}
+			return &apiError{status: http.StatusNotFound, code: "list not found", msg: fmt.Sprintf("contact %d: _autopilot_list %q does not exist", i, u.listID)}
 		}
 		if u.newEmail == "" || emailKey(u.newEmail) == emailKey(u.email) {
 			continue
@@ -133,7 +136,7 @@ func checkUpserts(st *store, us []upsert, reject *regexp.Regexp) *apiError {
 		// Checked against the state and the batch up front so applying
 		// can never half-fail.
 		if _, taken := st.byEmail[emailKey(u.newEmail)]; taken || batch[emailKey(u.newEmail)] > 0 || batch[emailKey(u.email)] > 1 {
-			return &apiError{http.StatusBadRequest, "email in use", fmt.Sprintf("contact %d: _NewEmail is already used by another contact", i)}
+			return &apiError{status: http.StatusBadRequest, code: "email in use", msg: fmt.Sprintf("contact %d: _NewEmail is already used by another contact", i)}
 		}
 		batch[emailKey(u.newEmail)]++
 	}
