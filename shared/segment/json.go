@@ -143,7 +143,15 @@ func (rd *reader) jsonError(err error, row int, dec *json.Decoder, lt *lineTrack
 	var se *json.SyntaxError
 	switch {
 	case errors.As(err, &se):
-		return rd.syntaxError(row, lt.lineAt(se.Offset), se.Error())
+		// Offset counts the offending byte: a line break there (in a string,
+		// say) belongs to the line it ends.
+		msg := se.Error()
+		line := lt.lineAt(se.Offset - 1)
+		if start := lt.startLine(); start < line {
+			// An object left open shows only on a later line.
+			msg += fmt.Sprintf(" (in the object that starts on line %d)", start)
+		}
+		return rd.syntaxError(row, line, msg)
 	case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
 		what := "unexpected end of file"
 		if rd.st.Format == "json" {
@@ -186,6 +194,16 @@ func (t *lineTracker) mark(off int64) {
 // endLine returns the line of the last byte read.
 func (t *lineTracker) endLine() int {
 	return t.lines + bytes.Count(bytes.TrimRight(t.buf, "\n"), []byte{'\n'}) + 1
+}
+
+// startLine returns the line where the current row's value starts: its
+// first byte after the mark that is not white space or array punctuation.
+func (t *lineTracker) startLine() int {
+	i := bytes.IndexFunc(t.buf, func(r rune) bool { return !isJSONSpace(r) && r != ',' && r != '[' })
+	if i < 0 {
+		return t.endLine()
+	}
+	return t.lineAt(t.base + int64(i))
 }
 
 // lineAt returns the 1-based line of stream offset off (at or after the mark).

@@ -313,3 +313,36 @@ func TestReadMemoryIsFlat(t *testing.T) {
 		t.Errorf("heap in use grew from %d to %d bytes while streaming, want under +%d", base, peak, bound)
 	}
 }
+
+// TestJSONSyntaxErrorLine checks that a syntax error names the line of the
+// offending byte and, when the broken object began on an earlier line, that
+// line too: for JSON Lines it is the line to fix.
+func TestJSONSyntaxErrorLine(t *testing.T) {
+	t.Parallel()
+	const a = `{"Email":"a@example.com"}` + "\n"
+	tests := []struct {
+		name, data, want string
+	}{
+		{"line break inside a string", a + `{"Email":"b@exam` + "\n" + a,
+			`row 2: JSON syntax error at line 2: invalid character '\n' in string literal`},
+		{"line break inside a string, CRLF", a + `{"Email":"b@exam` + "\r\n" + a,
+			`row 2: JSON syntax error at line 2: invalid character '\r' in string literal`},
+		{"unclosed object", a + `{"Email":"b@example.com"` + "\n" + a,
+			`row 2: JSON syntax error at line 3: invalid character '{' after object key:value pair (in the object that starts on line 2)`},
+		{"trailing comma", a + "\n" + `{"Email":"b@example.com",}` + "\n",
+			`row 2: JSON syntax error at line 3: invalid character '}' looking for beginning of object key string`},
+		{"last line cut in a string", a + a + `{"Email":"c@exa` + "\n",
+			`row 3: JSON syntax error at line 3: invalid character '\n' in string literal`},
+		{"array object broken on its second line", "[\n" + `{"Email":"a@example.com"},` + "\n" + `{"Email":"b@example.com",` + "\n" + `"FirstName":"Bo" "x":1}` + "\n]",
+			`row 2: JSON syntax error at line 4: invalid character '"' after object key:value pair (in the object that starts on line 3)`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.jsonl", []byte(tc.data), defaultMapping)
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("got\n%s\nwant an error with %q", got, tc.want)
+			}
+		})
+	}
+}
