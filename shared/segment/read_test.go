@@ -346,3 +346,30 @@ func TestJSONSyntaxErrorLine(t *testing.T) {
 		})
 	}
 }
+
+// TestJSONDuplicateKey checks that an object naming a key twice is
+// rejected, not read as whichever value came last.
+func TestJSONDuplicateKey(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, data, want string
+	}{
+		{"email twice", `{"Email":"a@example.com","Email":"b@example.com"}`,
+			`reject 1: email="" reason="key \"Email\" appears twice in the object; keep one"`},
+		{"escaped spelling of the same key", `{"FirstName":"Ann","Email":"a@example.com","First\u004eame":"Bo"}`,
+			`reject 1: email="a@example.com" reason="key \"FirstName\" appears twice in the object; keep one"`},
+		{"unmapped key twice", `[{"Email":"a@example.com","x":{"y":1,"y":2},"note":1,"note":2}]`,
+			`reject 1: email="a@example.com" reason="key \"note\" appears twice in the object; keep one"`},
+		{"same key in a nested object is not a duplicate", `{"Email":"a@example.com","x":{"Email":1},"y":[{"Email":2}]}`,
+			`record 1: email="a@example.com"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.jsonl", []byte(tc.data), defaultMapping)
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("got\n%s\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
