@@ -100,11 +100,20 @@ func TestConvert(t *testing.T) {
 		{typ: "integer", in: "1e3", bad: true},
 		{typ: "integer", in: "0x10", bad: true},
 		{typ: "integer", in: "9223372036854775808", bad: true},
+		// Autopilot takes JSON numbers, doubles: beyond 2^53-1 they round.
+		{typ: "integer", in: "9007199254740991", want: int64(9007199254740991)},
+		{typ: "integer", in: "-9007199254740991", want: int64(-9007199254740991)},
+		{typ: "integer", in: "9007199254740992", bad: true},
+		{typ: "integer", in: "-9007199254740993.0", bad: true},
 		{typ: "float", in: "1.25", want: 1.25},
 		{typ: "float", in: "-1e3", want: -1000.0},
 		{typ: "float", in: "Inf", bad: true},
 		{typ: "float", in: "0x1p-2", bad: true},
 		{typ: "float", in: "1,5", bad: true},
+		{typ: "float", in: "1e400", bad: true},
+		{typ: "float", in: "1e-400", bad: true}, // would arrive as 0
+		{typ: "float", in: "0e-400", want: 0.0},
+		{typ: "float", in: "-0.000e5", want: 0.0},
 		{typ: "boolean", in: "TRUE", want: true},
 		{typ: "boolean", in: "Yes", want: true},
 		{typ: "boolean", in: "1", want: true},
@@ -125,6 +134,16 @@ func TestConvert(t *testing.T) {
 		if tt.bad != (why != "") || (!tt.bad && got != tt.want) {
 			t.Errorf("convert(%s, %q) = %#v, %q; want %#v (bad=%t)", tt.typ, tt.in, got, why, tt.want, tt.bad)
 		}
+	}
+	if _, why := convert("float", "1e-400"); why != "is too close to zero for a float (it would arrive as 0)" {
+		t.Errorf("reason for a float underflow: %q", why)
+	}
+	if _, why := convert("float", "-1e400"); why != "is out of range for a float" {
+		t.Errorf("reason for a float overflow: %q", why)
+	}
+	const big = "is beyond ±9007199254740991, the largest integer Autopilot keeps exactly (it would arrive rounded); map the column to a string field (string--Name) to keep every digit"
+	if _, why := convert("integer", "12345678901234567"); why != big {
+		t.Errorf("reason for a big integer: %q, want %q", why, big)
 	}
 }
 
