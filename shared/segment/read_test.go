@@ -373,3 +373,53 @@ func TestJSONDuplicateKey(t *testing.T) {
 		})
 	}
 }
+
+func utf16(s string, bigEndian, bom bool) []byte {
+	var b []byte
+	if bom {
+		s = "\ufeff" + s
+	}
+	for _, r := range s { // the test text is all in the Basic Multilingual Plane
+		if bigEndian {
+			b = append(b, byte(r>>8), byte(r))
+		} else {
+			b = append(b, byte(r), byte(r>>8))
+		}
+	}
+	return b
+}
+
+// TestReadEncodingProblems checks that files no reader could use get one
+// clear error saying what to do, not a header of escaped bytes.
+func TestReadEncodingProblems(t *testing.T) {
+	t.Parallel()
+	const csvText = "Email,FirstName,LastName\nann@example.com,Ann,Lee\n"
+	const utf16Want = "file is UTF-16 encoded; save or export it as UTF-8 (in Excel: CSV UTF-8) and upload it again"
+	tests := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"UTF-16LE with BOM", utf16(csvText, false, true), utf16Want},
+		{"UTF-16BE with BOM", utf16(csvText, true, true), utf16Want},
+		{"UTF-16LE without BOM", utf16(csvText, false, false), utf16Want},
+		{"UTF-16BE without BOM", utf16(csvText, true, false), utf16Want},
+		{"UTF-16LE JSON Lines", utf16(`{"Email":"ann@example.com"}`+"\n", false, false), utf16Want},
+		{"gzipped UTF-16", gz(string(utf16(csvText, false, true))), utf16Want},
+		{"gzipped twice", gz(string(gz(csvText))), "file is gzip-compressed twice; decompress it once (gunzip) and upload the result"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.csv", tc.data, defaultMapping)
+			if !strings.Contains(got, "error (FileError=true): segments/test/x.csv: "+tc.want+"\n") || strings.Contains(got, "record") {
+				t.Errorf("got\n%s\nwant only the error %q", got, tc.want)
+			}
+		})
+	}
+	// One stray NUL in a UTF-8 file is a bad row, not a UTF-16 file.
+	got := outcome("x.csv", []byte(csvText+"bo@example.com,B\x00o,Lee\n"), defaultMapping)
+	if strings.Contains(got, "UTF-16") {
+		t.Errorf("UTF-8 file with a NUL taken for UTF-16:\n%s", got)
+	}
+}
