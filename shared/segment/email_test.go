@@ -12,9 +12,18 @@ func TestNormalizeEmail(t *testing.T) {
 	}{
 		{in: "  Jo@Example.COM\t", want: "jo@example.com"},
 		{in: "o'brien+tag@sub.example.co.uk", want: "o'brien+tag@sub.example.co.uk"},
-		{in: "JOSE\u0301@B\u00dcCHER.de", want: "jos\u00e9@b\u00fccher.de"}, // NFD in, NFC out
-		{in: "user@xn--bcher-kva.example", want: "user@xn--bcher-kva.example"},
-		{in: "user@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444", want: "user@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444"},
+		{in: "JOSE\u0301@B\u00dcCHER.de", want: "jos\u00e9@xn--bcher-kva.de"}, // NFD in, NFC out; the domain in ASCII
+		// An internationalised domain has one form, the ASCII one mail
+		// systems exchange, so both spellings are one contact.
+		{in: "user@b\u00fccher.de", want: "user@xn--bcher-kva.de"},
+		{in: "user@xn--bcher-kva.de", want: "user@xn--bcher-kva.de"},
+		{in: "user@XN--BCHER-KVA.de", want: "user@xn--bcher-kva.de"},
+		{in: "user@\uff42\u00fccher.de", want: "user@xn--bcher-kva.de"}, // fullwidth b
+		{in: "user@sub.b\u00fccher.de", want: "user@sub.xn--bcher-kva.de"},
+		{in: "user@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444", want: "user@xn--e1afmkfd.xn--p1ai"},
+		{in: "z\u00f6e@example.com", want: "z\u00f6e@example.com"}, // the local part stays as given
+		{in: "user@xn--a.de", err: "invalid email: the domain is not a valid internationalised domain name"},
+		{in: "user@xn--bcher-kv\u00e4.de", err: "invalid email: the domain is not a valid internationalised domain name"},
 		{in: "", err: "no email"},
 		{in: " \u00a0 ", err: "no email"},
 		{in: "jo", err: "invalid email: missing @"},
