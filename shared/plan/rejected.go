@@ -11,7 +11,12 @@ import (
 	"github.com/segpilot/segpilot/shared/segment"
 )
 
-// rejectWriter writes rejected.csv: "row,email,reason", one line per
+// rejectHeader is rejected.csv's header. Its first column says what a row
+// number counts: the data row, as segment.Record.Row (the n-th record; for
+// CSV the header is row 0), not the file's line.
+var rejectHeader = []string{"row (data row: 1 = first after the header)", "email", "reason"}
+
+// rejectWriter writes rejected.csv under rejectHeader, one line per
 // rejection in the order the Source reports them (row order).
 type rejectWriter struct {
 	f   *os.File
@@ -27,7 +32,7 @@ func newRejectWriter(path string) (*rejectWriter, error) {
 	}
 	bw := bufio.NewWriterSize(f, 64<<10)
 	r := &rejectWriter{f: f, bw: bw, w: csv.NewWriter(bw)}
-	if err := r.w.Write([]string{"row", "email", "reason"}); err != nil {
+	if err := r.w.Write(rejectHeader); err != nil {
 		return nil, fmt.Errorf("writing rejected.csv: %w", errJoinClose(err, f))
 	}
 	return r, nil
