@@ -206,7 +206,7 @@ func Build(ctx context.Context, src Source, snapshot io.Reader, outDir string, o
 	// Phase 2: only when duplicates might hide it, count unique emails first.
 	if o.MaxProfiles > 0 && counts.Valid > o.MaxProfiles {
 		unique := 0
-		if _, err := runs.mergeUnique(ctx, func(*record) error { unique++; return nil }); err != nil {
+		if _, err := runs.mergeUnique(ctx, func(*record) error { unique++; return nil }, nil); err != nil {
 			return nil, fmt.Errorf("counting profiles: %w", err)
 		}
 		if unique > o.MaxProfiles {
@@ -273,8 +273,22 @@ func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader
 
 	snapW := newBackgroundWriter(snapFile, snapshotBuf)
 	defer snapW.close() // stops its goroutine on every path; checked below
+	// Dropped duplicates go to rejected.csv after the file's invalid rows:
+	// the merge finds them in email order.
+	dupW, err := appendRejectWriter(stagedRejected)
+	if err != nil {
+		return nil, err
+	}
+	dupOpen := true
+	defer func() {
+		if dupOpen {
+			dupW.close() // an error is already being returned
+		}
+	}()
+
 	bw := newBatchWriter(ctx, out.dir, o.BatchSize)
 	j := &joiner{
+		rejected: dupW,
 		mirror:   o.Mode == ModeMirror,
 		snap:     newSnapshotReader(snapshot),
 		snapOut:  bufio.NewWriterSize(snapW, snapshotBuf),
@@ -313,6 +327,10 @@ func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader
 		return nil, fmt.Errorf("writing snapshot: %w", err)
 	}
 
+	dupOpen = false
+	if err := dupW.close(); err != nil {
+		return nil, err
+	}
 	rejPath := filepath.Join(out.dir, RejectedFile)
 	out.written = append(out.written, rejPath)
 	if err := moveFile(stagedRejected, rejPath); err != nil {
@@ -363,6 +381,7 @@ type joiner struct {
 	snapOut  *bufio.Writer
 	removals *bufio.Writer
 	batches  *batchWriter
+	rejected *rejectWriter // for the dropped duplicates
 	counts   *Counts
 	hexHash  [2 * hashLen]byte
 }
@@ -371,7 +390,7 @@ func (j *joiner) run(ctx context.Context, runs *spilled) (dups int, err error) {
 	if err := j.snap.next(); err != nil {
 		return 0, err
 	}
-	dups, err = runs.mergeUnique(ctx, j.unique)
+	dups, err = runs.mergeUnique(ctx, j.unique, j.duplicate)
 	if err != nil {
 		return dups, err
 	}
@@ -411,6 +430,12 @@ func (j *joiner) unique(r *record) error {
 		}
 	}
 	return writeSnapshotLine(j.snapOut, r.email, j.hexHash[:])
+}
+
+// duplicate lists a row that lost to a later row of the same email. Its
+// email is the normalised one: the planner does not keep it as given.
+func (j *joiner) duplicate(r *record, winner int) error {
+	return j.rejected.write(segment.Rejection{Row: r.row, Email: string(r.email), Reason: "duplicate of row " + strconv.Itoa(winner)})
 }
 
 // leaver handles the current snapshot entry, absent from the file: mirror

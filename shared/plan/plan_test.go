@@ -253,8 +253,10 @@ func TestBuildDiffs(t *testing.T) {
 				if u := r.upserts[0]; u.Profile.Email != "a@example.com" || u.Row != 5 || u.Profile.FirstName != "New" {
 					t.Errorf("last row should win, got %+v", u)
 				}
-				if len(r.rejected) != 0 {
-					t.Errorf("duplicates must not be rejected: %v", r.rejected)
+				// Every row not sent is listed: the dropped ones name the winner.
+				want := [][]string{{"3", "a@example.com", "duplicate of row 5"}, {"1", "a@example.com", "duplicate of row 5"}}
+				if fmt.Sprint(r.rejected) != fmt.Sprint(want) {
+					t.Errorf("rejected.csv rows %q, want %q", r.rejected, want)
 				}
 			},
 		},
