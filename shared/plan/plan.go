@@ -169,39 +169,18 @@ func Build(ctx context.Context, src Source, snapshot io.Reader, outDir string, o
 
 	// Phase 1: read, encode, sort and spill; rejections go to a staged file
 	// because nothing may reach outDir before the limit check.
-	var counts Counts
 	stagedRejected := filepath.Join(work, RejectedFile)
 	rej, err := newRejectWriter(stagedRejected)
 	if err != nil {
 		return nil, err
 	}
-	sp := newSpiller(ctx, work, o.ChunkRecords)
-	stats, srcErr := src(ctx,
-		func(r segment.Record) error {
-			if hasLineBreakOrTab(r.Profile.Email) {
-				return fmt.Errorf("row %d: email contains a tab or line break", r.Row)
-			}
-			counts.Valid++
-			return sp.emit(r)
-		},
-		func(r segment.Rejection) error {
-			counts.Rejected++
-			return rej.write(r)
-		})
-	runs, spErr := sp.finish(srcErr != nil)
-	rejErr := rej.close()
-	switch {
-	case srcErr != nil:
-		return nil, fmt.Errorf("reading segment: %w", srcErr)
-	case spErr != nil:
-		return nil, fmt.Errorf("spilling profiles: %w", spErr)
-	case rejErr != nil:
-		return nil, rejErr
+	runs, counts, stats, err := spill(ctx, src, o, work, rej.write)
+	if rejErr := rej.close(); err == nil {
+		err = rejErr
 	}
-	if err := runs.reduce(ctx, work, maxRuns); err != nil {
-		return nil, fmt.Errorf("merging spill files: %w", err)
+	if err != nil {
+		return nil, err
 	}
-	counts.Rows = counts.Valid + counts.Rejected
 
 	// Phase 2: only when duplicates might hide it, count unique emails first.
 	if o.MaxProfiles > 0 && counts.Valid > o.MaxProfiles {
@@ -229,6 +208,73 @@ func Build(ctx context.Context, src Source, snapshot io.Reader, outDir string, o
 	}
 	p.Source = stats
 	return p, nil
+}
+
+// Check is what `segpilot validate` runs: the planner's reading, dedupe and
+// maxProfiles check, as in Build, without a snapshot or any output. reject
+// gets every row Build would list in rejected.csv as invalid or duplicate
+// (the invalid ones first). Counts holds Rows, Valid, Rejected, Duplicates
+// and Unique, as far as it got when an error stopped it; over maxProfiles
+// the error is a *LimitError.
+func Check(ctx context.Context, src Source, opts Options, reject func(segment.Rejection) error) (counts Counts, err error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return counts, err
+	}
+	work, err := os.MkdirTemp(o.TempDir, "segpilot-check-")
+	if err != nil {
+		return counts, fmt.Errorf("creating spill folder: %w", err)
+	}
+	defer func() {
+		if rmErr := os.RemoveAll(work); rmErr != nil {
+			err = errors.Join(err, fmt.Errorf("removing spill folder: %w", rmErr))
+		}
+	}()
+	runs, counts, _, err := spill(ctx, src, o, work, reject)
+	if err != nil {
+		return counts, err
+	}
+	counts.Duplicates, err = runs.mergeUnique(ctx, func(*record) error { counts.Unique++; return nil },
+		func(r *record, winner int) error { return reject(duplicateOf(r, winner)) })
+	if err != nil {
+		return counts, fmt.Errorf("counting profiles: %w", err)
+	}
+	if o.MaxProfiles > 0 && counts.Unique > o.MaxProfiles {
+		return counts, &LimitError{Unique: counts.Unique, Max: o.MaxProfiles}
+	}
+	return counts, nil
+}
+
+// spill is phase one: it reads src, hands rejected rows to reject, and
+// encodes, sorts and spills the valid records into work, merged down to
+// few enough runs for one final merge.
+func spill(ctx context.Context, src Source, o Options, work string, reject func(segment.Rejection) error) (*spilled, Counts, segment.Stats, error) {
+	var counts Counts
+	sp := newSpiller(ctx, work, o.ChunkRecords)
+	stats, srcErr := src(ctx,
+		func(r segment.Record) error {
+			if hasLineBreakOrTab(r.Profile.Email) {
+				return fmt.Errorf("row %d: email contains a tab or line break", r.Row)
+			}
+			counts.Valid++
+			return sp.emit(r)
+		},
+		func(r segment.Rejection) error {
+			counts.Rejected++
+			return reject(r)
+		})
+	counts.Rows = counts.Valid + counts.Rejected
+	runs, spErr := sp.finish(srcErr != nil)
+	switch {
+	case srcErr != nil:
+		return nil, counts, stats, fmt.Errorf("reading segment: %w", srcErr)
+	case spErr != nil:
+		return nil, counts, stats, fmt.Errorf("spilling profiles: %w", spErr)
+	}
+	if err := runs.reduce(ctx, work, maxRuns); err != nil {
+		return nil, counts, stats, fmt.Errorf("merging spill files: %w", err)
+	}
+	return runs, counts, stats, nil
 }
 
 // outputs writes and, on failure, removes the plan's files in outDir.
@@ -435,7 +481,11 @@ func (j *joiner) unique(r *record) error {
 // duplicate lists a row that lost to a later row of the same email. Its
 // email is the normalised one: the planner does not keep it as given.
 func (j *joiner) duplicate(r *record, winner int) error {
-	return j.rejected.write(segment.Rejection{Row: r.row, Email: string(r.email), Reason: "duplicate of row " + strconv.Itoa(winner)})
+	return j.rejected.write(duplicateOf(r, winner))
+}
+
+func duplicateOf(r *record, winner int) segment.Rejection {
+	return segment.Rejection{Row: r.row, Email: string(r.email), Reason: "duplicate of row " + strconv.Itoa(winner)}
 }
 
 // leaver handles the current snapshot entry, absent from the file: mirror

@@ -28,10 +28,12 @@ type Options struct {
 
 // Stats sum up one read.
 type Stats struct {
-	Rows, Valid, Rejected int
-	Format                string // "csv", "jsonl" or "json"
-	Compressed            bool
-	Delimiter             string // csv only
+	Rows       int    `json:"rows"`
+	Valid      int    `json:"valid"`
+	Rejected   int    `json:"rejected"`
+	Format     string `json:"format"` // "csv", "jsonl" or "json"
+	Compressed bool   `json:"compressed"`
+	Delimiter  string `json:"delimiter,omitempty"` // csv only
 }
 
 // FileError is a problem that makes the whole file unusable: nothing from it
