@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/plan"
@@ -38,6 +41,41 @@ func fileSource(path string, m segment.Mapping) plan.Source {
 	}
 }
 
+// validateShown bounds the rejected rows validate lists: the text shows a
+// few, --json more; rejected.csv of a plan or run has them all.
+const (
+	validateShownText = 10
+	validateShownJSON = 100
+)
+
+// validateReport is validate's --json output for an export and a file.
+type validateReport struct {
+	Config          string         `json:"config"`
+	Export          string         `json:"export"`
+	File            string         `json:"file"`
+	Valid           bool           `json:"valid"`    // nothing would stop a run
+	Problems        []string       `json:"problems"` // what would
+	Stats           segment.Stats  `json:"stats"`
+	Counts          validateCounts `json:"counts"`
+	Rejections      []rowProblem   `json:"rejections"`      // the first rows not sent, invalid ones first
+	RejectionsTotal int            `json:"rejectionsTotal"` // rejected + duplicates
+}
+
+type validateCounts struct {
+	Rows       int `json:"rows"`
+	Valid      int `json:"valid"`
+	Rejected   int `json:"rejected"`
+	Duplicates int `json:"duplicates"`
+	Unique     int `json:"unique"`
+}
+
+// rowProblem is a rejected row without its email: validate's output may
+// end up in logs.
+type rowProblem struct {
+	Row    int    `json:"row"`
+	Reason string `json:"reason"`
+}
+
 func cmdValidate(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("validate")
 	configPath := fs.String("config", "", "exports.yaml")
@@ -54,8 +92,16 @@ func cmdValidate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if *export == "" && *file == "" {
-		return e.print(map[string]any{"config": *configPath, "valid": true, "version": cfg.Version},
-			fmt.Sprintf("%s: valid (%d connections, %d exports)\n", *configPath, len(cfg.Connections), len(cfg.Exports)))
+		// A valid config; exports it switches off are worth a word.
+		text := fmt.Sprintf("%s: valid (%d connections, %d exports)\n", *configPath, len(cfg.Connections), len(cfg.Exports))
+		var idle []string
+		for _, name := range slices.Sorted(maps.Keys(cfg.Exports)) {
+			if err := cfg.Runnable(cfg.Exports[name]); err != nil {
+				idle = append(idle, err.Error())
+				text += "  note: " + err.Error() + "\n"
+			}
+		}
+		return e.print(map[string]any{"config": *configPath, "valid": true, "version": cfg.Version, "notRunnable": idle}, text)
 	}
 	if err := required("export", *export, "file", *file); err != nil {
 		return err
@@ -64,25 +110,66 @@ func cmdValidate(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", *configPath, err)
 	}
-	var firstRejections []segment.Rejection
-	stats, err := fileSource(*file, ex.Mapping())(ctx, func(segment.Record) error { return nil },
-		func(r segment.Rejection) error {
-			if len(firstRejections) < 10 {
-				firstRejections = append(firstRejections, r)
-			}
-			return nil
-		})
-	if err != nil {
+	rep := validateReport{Config: *configPath, Export: ex.Name, File: *file, Problems: []string{}, Rejections: []rowProblem{}}
+	if err := cfg.Runnable(ex); err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
+	}
+	// The planner's own reading, dedupe and maxProfiles check, so validate
+	// refuses exactly what plan and run refuse.
+	src := func(ctx context.Context, emit func(segment.Record) error, reject func(segment.Rejection) error) (segment.Stats, error) {
+		st, err := fileSource(*file, ex.Mapping())(ctx, emit, reject)
+		rep.Stats = st
+		return st, err
+	}
+	counts, err := plan.Check(ctx, src, planOptions(ex), func(r segment.Rejection) error {
+		rep.RejectionsTotal++
+		if len(rep.Rejections) < validateShownJSON {
+			rep.Rejections = append(rep.Rejections, rowProblem{Row: r.Row, Reason: r.Reason})
+		}
+		return nil
+	})
+	var limit *plan.LimitError
+	var ferr *segment.FileError
+	switch {
+	case errors.As(err, &ferr):
+		rep.Problems = append(rep.Problems, ferr.Error())
+	case errors.As(err, &limit):
+		rep.Problems = append(rep.Problems, limit.Error())
+	case err != nil:
 		return err
 	}
-	text := fmt.Sprintf("%s: valid %s file: %d rows, %d valid, %d rejected\n", *file, stats.Format, stats.Rows, stats.Valid, stats.Rejected)
-	for _, r := range firstRejections {
-		text += fmt.Sprintf("  row %d: %s\n", r.Row, r.Reason)
+	rep.Counts = validateCounts{Rows: counts.Rows, Valid: counts.Valid, Rejected: counts.Rejected,
+		Duplicates: counts.Duplicates, Unique: counts.Unique}
+	rep.Valid = len(rep.Problems) == 0
+
+	var b strings.Builder
+	if ferr == nil {
+		c := rep.Counts
+		fmt.Fprintf(&b, "%s: valid %s file: %d rows, %d valid (%d unique, %d duplicates), %d rejected\n",
+			*file, rep.Stats.Format, c.Rows, c.Valid, c.Unique, c.Duplicates, c.Rejected)
 	}
-	if stats.Rejected > len(firstRejections) {
-		text += fmt.Sprintf("  … and %d more (segpilot plan writes them all to rejected.csv)\n", stats.Rejected-len(firstRejections))
+	for _, r := range rep.Rejections[:min(len(rep.Rejections), validateShownText)] {
+		fmt.Fprintf(&b, "  row %d: %s\n", r.Row, r.Reason)
 	}
-	return e.print(map[string]any{"file": *file, "stats": stats}, text)
+	if n := rep.RejectionsTotal - min(len(rep.Rejections), validateShownText); n > 0 {
+		fmt.Fprintf(&b, "  … and %d more (segpilot plan writes them all to rejected.csv)\n", n)
+	}
+	if rep.Valid {
+		fmt.Fprintf(&b, "%s: valid for export %s\n", *file, ex.Name)
+	}
+	if err := e.print(rep, b.String()); err != nil {
+		return err
+	}
+	if !rep.Valid {
+		return fmt.Errorf("%s: export %s would not run:\n  %s", *file, ex.Name, strings.Join(rep.Problems, "\n  "))
+	}
+	return nil
+}
+
+// planOptions are the export's settings as the planner takes them.
+func planOptions(ex *config.Export) plan.Options {
+	return plan.Options{Mode: ex.Mode, MaxProfiles: ex.MaxProfiles, MaxRemovalShare: ex.MaxRemovalShare,
+		AllowLargeRemoval: ex.AllowLargeRemoval}
 }
 
 func cmdPlan(ctx context.Context, e *env, args []string) error {
@@ -118,8 +205,7 @@ func cmdPlan(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	opts := plan.Options{Mode: ex.Mode, MaxProfiles: ex.MaxProfiles, MaxRemovalShare: ex.MaxRemovalShare,
-		AllowLargeRemoval: ex.AllowLargeRemoval}
+	opts := planOptions(ex)
 	var p *plan.Plan
 	if snap != nil {
 		p, err = plan.Build(ctx, fileSource(*file, ex.Mapping()), snap, dir, opts)

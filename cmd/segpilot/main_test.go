@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -164,5 +165,86 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("timed out waiting")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestValidateReportsWhatStopsARun checks that validate fails for every
+// reason plan and run would refuse the export, and that --json carries the
+// row reasons, bounded, under lower-camel-case keys.
+func TestValidateReportsWhatStopsARun(t *testing.T) {
+	t.Parallel()
+	config, file, _ := fixture(t, 300)
+	raw, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	variant := func(old, new string) string {
+		if !bytes.Contains(raw, []byte(old)) {
+			t.Fatalf("example config lacks %q", old)
+		}
+		p := filepath.Join(t.TempDir(), "exports.yaml")
+		if err := os.WriteFile(p, bytes.Replace(raw, []byte(old), []byte(new), 1), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name, config string
+		code         int
+		contains     string
+	}{
+		{"valid", config, 0, "valid for export vip-newsletter"},
+		{"over maxProfiles", variant("maxProfiles: 100000", "maxProfiles: 5"), 1, "above maxProfiles 5"},
+		{"no consent", variant("consent: true", "consent: false"), 1, "has no consent"},
+		{"disabled", variant("enabled: true", "enabled: false"), 1, "it is disabled"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			args := []string{"validate", "--config", tc.config, "--export", "vip-newsletter", "--file", file}
+			code, out, stderr := segpilot(t, context.Background(), args...)
+			if code != tc.code || !strings.Contains(out+stderr, tc.contains) {
+				t.Fatalf("exit %d, want %d with %q\nstdout: %s\nstderr: %s", code, tc.code, tc.contains, out, stderr)
+			}
+			code, out, _ = segpilot(t, context.Background(), append(args, "--json")...)
+			var got struct {
+				Valid    bool     `json:"valid"`
+				Problems []string `json:"problems"`
+				Stats    struct {
+					Rows   int    `json:"rows"`
+					Format string `json:"format"`
+				} `json:"stats"`
+				Counts struct {
+					Rows, Valid, Rejected, Duplicates, Unique int
+				} `json:"counts"`
+				Rejections []struct {
+					Row    int    `json:"row"`
+					Reason string `json:"reason"`
+				} `json:"rejections"`
+				RejectionsTotal int `json:"rejectionsTotal"`
+			}
+			if err := json.Unmarshal([]byte(out), &got); err != nil {
+				t.Fatalf("--json output: %v\n%s", err, out)
+			}
+			for _, key := range []string{`"rows"`, `"unique"`, `"duplicates"`, `"rejectionsTotal"`} {
+				if !strings.Contains(out, key) {
+					t.Errorf("--json output lacks %s:\n%s", key, out)
+				}
+			}
+			if strings.Contains(out, `"Rows"`) {
+				t.Errorf("--json output has a Go field name:\n%s", out)
+			}
+			c := got.Counts
+			if code != tc.code || got.Valid != (tc.code == 0) || (len(got.Problems) == 0) != got.Valid ||
+				got.Stats.Rows != c.Rows || got.Stats.Format != "csv" || c.Rows != c.Valid+c.Rejected ||
+				c.Valid != c.Unique+c.Duplicates || c.Duplicates == 0 || c.Rejected == 0 ||
+				got.RejectionsTotal != c.Rejected+c.Duplicates || len(got.Rejections) != min(got.RejectionsTotal, 100) ||
+				got.Rejections[0].Row == 0 || got.Rejections[0].Reason == "" {
+				t.Errorf("--json: exit %d, %+v", code, got)
+			}
+			if addr := regexp.MustCompile(`[\w.+-]+@[\w-]+\.[\w.-]+`).FindString(out); addr != "" {
+				t.Errorf("--json output shows an email, %q:\n%s", addr, out)
+			}
+		})
 	}
 }

@@ -116,26 +116,33 @@ func (d *decoder) decode(data []byte) *Config {
 		cfg.Connections[c.Name] = c
 	}
 	type placed struct {
-		e    *Export
-		line int
+		e              *Export
+		line, listLine int
 	}
 	var exports []placed
 	for _, f := range d.collection(top, "exports", "at least one export: connection, segment, list, match") {
-		e := d.export(f, cfg.Connections)
+		e, listLine := d.export(f, cfg.Connections)
 		cfg.Exports[e.Name] = e
-		exports = append(exports, placed{e, f.key.Line})
+		exports = append(exports, placed{e, f.key.Line, listLine})
 	}
 
 	// Two exports filling one list from one segment would undo each other's
 	// removals in mirror mode, and double the work in upsert mode.
 	type route struct{ conn, segment, list string }
+	// A mirror export takes a contact off its list when the contact leaves
+	// its segment, even while another export filling that list still sends
+	// it; that export would not send it again until it changes. So a list
+	// a mirror export fills is its alone. Upsert exports may share one.
+	type list struct{ conn, title string }
 	first := map[route]placed{}
+	byList := map[list][]placed{}
 	for _, p := range exports {
 		e := p.e
 		if e.Connection == "" || e.Segment == "" || strings.TrimSpace(e.List) == "" {
 			continue
 		}
-		r := route{e.Connection, e.Segment, strings.ToLower(strings.TrimSpace(e.List))}
+		title := strings.ToLower(strings.TrimSpace(e.List))
+		r := route{e.Connection, e.Segment, title}
 		if prev, ok := first[r]; ok {
 			d.add("exports."+e.Name, p.line,
 				"sends segment %s to list %s on connection %s, as exports.%s (line %d) does: they would fight over the list's members; merge them or use another list",
@@ -143,6 +150,20 @@ func (d *decoder) decode(data []byte) *Config {
 			continue
 		}
 		first[r] = p
+		l := list{e.Connection, title}
+		for _, prev := range byList[l] {
+			mirror := e
+			if e.Mode != ModeMirror {
+				mirror = prev.e
+			}
+			if mirror.Mode == ModeMirror {
+				d.add("exports."+e.Name+".list", p.listLine,
+					"%s is also the list of exports.%s (line %d) on connection %s, and exports.%s is in mirror mode: it takes a contact off the list when the contact leaves its segment, even while the other export still sends it; give each mirror export a list of its own",
+					q(e.List), prev.e.Name, prev.listLine, q(e.Connection), mirror.Name)
+				break
+			}
+		}
+		byList[l] = append(byList[l], p)
 	}
 	return cfg
 }
@@ -387,10 +408,11 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func (d *decoder) export(f field, conns map[string]*Connection) *Export {
+// export reads one export; listLine is the line of its list (0 if none).
+func (d *decoder) export(f field, conns map[string]*Connection) (e *Export, listLine int) {
 	name := f.key.Value
 	path := join("exports", name)
-	e := &Export{
+	e = &Export{
 		Name:            name,
 		Mode:            ModeUpsert,
 		MaxProfiles:     DefaultMaxProfiles,
@@ -400,7 +422,7 @@ func (d *decoder) export(f field, conns map[string]*Connection) *Export {
 	d.name(path, f.key.Line, name)
 	o := d.object(f.val, path, f.key.Line, exportKeys)
 	if o == nil {
-		return e
+		return e, 0
 	}
 	if v, n, ok := d.required(o, "connection", "the name of a connection under connections:"); ok {
 		if _, defined := conns[v]; defined {
@@ -416,8 +438,8 @@ func (d *decoder) export(f field, conns map[string]*Connection) *Export {
 			e.Segment = v
 		}
 	}
-	if v, _, ok := d.required(o, "list", "the title of the Autopilot list to fill; it is created when missing"); ok {
-		e.List = v
+	if v, n, ok := d.required(o, "list", "the title of the Autopilot list to fill; it is created when missing"); ok {
+		e.List, listLine = v, n.Line
 	}
 	if mf, ok := o.fields["match"]; ok && !isNull(mf.val) {
 		e.Match = d.match(mf, o.sub("match"))
@@ -451,7 +473,7 @@ func (d *decoder) export(f field, conns map[string]*Connection) *Export {
 	if v, ok := d.boolean(o, "enabled"); ok {
 		e.Enabled = v
 	}
-	return e
+	return e, listLine
 }
 
 func (d *decoder) match(f field, path string) Match {

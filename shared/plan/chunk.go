@@ -129,8 +129,9 @@ func (k emailKey) compare(o emailKey) int {
 	return cmp.Compare(k.lo, o.lo)
 }
 
-// sort orders the chunk by (email, row): bytewise email order is the
-// snapshot's order, and within an email the last row comes last. A radix
+// sort orders the chunk by email, then row descending: bytewise email
+// order is the snapshot's order, and within an email the winning (last)
+// row comes first, so the merge knows it before the duplicates it beats. A radix
 // sort on the 16-byte keys does nearly all the work; only runs of equal keys
 // need their emails compared.
 func (c *chunk) sort() {
@@ -147,7 +148,7 @@ func (c *chunk) sort() {
 				if d := bytes.Compare(c.email(ea), c.email(eb)); d != 0 {
 					return d
 				}
-				return cmp.Compare(ea.row, eb.row)
+				return cmp.Compare(eb.row, ea.row)
 			})
 		}
 		i = j
@@ -272,7 +273,7 @@ func compareRecords(a, b *record) int {
 	if d := bytes.Compare(a.email, b.email); d != 0 {
 		return d
 	}
-	return cmp.Compare(a.row, b.row)
+	return cmp.Compare(b.row, a.row) // the last row first: see chunk.sort
 }
 
 // run is one sorted input of the merge: a spill file or the in-memory last chunk.
@@ -531,9 +532,11 @@ func mergeFiles(ctx context.Context, dir string, paths []string) (path string, e
 }
 
 // mergeUnique k-way merges the runs and calls fn once per email, in email
-// order, with that email's last row. It returns how many rows lost to a later
-// row of the same email.
-func (s *spilled) mergeUnique(ctx context.Context, fn func(*record) error) (dups int, err error) {
+// order, with that email's last row, then dup (when not nil) for each other
+// row of that email with the winning row's number. It returns how many rows
+// lost to a later row of the same email. A record passed to fn or dup is
+// valid only during the call.
+func (s *spilled) mergeUnique(ctx context.Context, fn func(*record) error, dup func(r *record, winner int) error) (dups int, err error) {
 	runs := make([]*run, 0, len(s.files)+1)
 	defer func() {
 		for _, r := range runs {
@@ -566,8 +569,10 @@ func (s *spilled) mergeUnique(ctx context.Context, fn func(*record) error) (dups
 		h.down(i)
 	}
 
-	var pending record
-	have := false
+	// The winner's email is copied: the run it came from may advance twice
+	// while its duplicates go by.
+	var email []byte
+	winner, have := 0, false
 	for n := 0; len(h) > 0; n++ {
 		if n&4095 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -575,15 +580,20 @@ func (s *spilled) mergeUnique(ctx context.Context, fn func(*record) error) (dups
 			}
 		}
 		top := h[0]
-		if have {
-			if bytes.Equal(pending.email, top.rec.email) {
-				dups++
-			} else if err := fn(&pending); err != nil {
+		if have && bytes.Equal(email, top.rec.email) {
+			dups++
+			if dup != nil {
+				if err := dup(&top.rec, winner); err != nil {
+					return dups, err
+				}
+			}
+		} else {
+			if err := fn(&top.rec); err != nil {
 				return dups, err
 			}
+			email = append(email[:0], top.rec.email...)
+			winner, have = top.rec.row, true
 		}
-		pending = top.rec // valid until top advances twice; see advance
-		have = true
 		ok, err := top.advance()
 		if err != nil {
 			return dups, err
@@ -593,11 +603,6 @@ func (s *spilled) mergeUnique(ctx context.Context, fn func(*record) error) (dups
 			h = h[:len(h)-1]
 		}
 		h.down(0)
-	}
-	if have {
-		if err := fn(&pending); err != nil {
-			return dups, err
-		}
 	}
 	return dups, nil
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // TestChunkSortMatchesComparisonSort checks the radix sort against a plain
-// (email, row) sort, with emails that share long prefixes (ties on the
+// (email, row descending) sort, with emails that share long prefixes (ties on the
 // 16-byte key), prefixes of each other, and repeats.
 func TestChunkSortMatchesComparisonSort(t *testing.T) {
 	t.Parallel()
@@ -42,7 +42,7 @@ func TestChunkSortMatchesComparisonSort(t *testing.T) {
 			if d := strings.Compare(a.email, b.email); d != 0 {
 				return d
 			}
-			return cmp.Compare(a.row, b.row)
+			return cmp.Compare(b.row, a.row)
 		})
 		if len(c.sorted) != len(want) {
 			t.Fatalf("seed %d: %d sorted keys, want %d", seed, len(c.sorted), len(want))

@@ -169,44 +169,23 @@ func Build(ctx context.Context, src Source, snapshot io.Reader, outDir string, o
 
 	// Phase 1: read, encode, sort and spill; rejections go to a staged file
 	// because nothing may reach outDir before the limit check.
-	var counts Counts
 	stagedRejected := filepath.Join(work, RejectedFile)
 	rej, err := newRejectWriter(stagedRejected)
 	if err != nil {
 		return nil, err
 	}
-	sp := newSpiller(ctx, work, o.ChunkRecords)
-	stats, srcErr := src(ctx,
-		func(r segment.Record) error {
-			if hasLineBreakOrTab(r.Profile.Email) {
-				return fmt.Errorf("row %d: email contains a tab or line break", r.Row)
-			}
-			counts.Valid++
-			return sp.emit(r)
-		},
-		func(r segment.Rejection) error {
-			counts.Rejected++
-			return rej.write(r)
-		})
-	runs, spErr := sp.finish(srcErr != nil)
-	rejErr := rej.close()
-	switch {
-	case srcErr != nil:
-		return nil, fmt.Errorf("reading segment: %w", srcErr)
-	case spErr != nil:
-		return nil, fmt.Errorf("spilling profiles: %w", spErr)
-	case rejErr != nil:
-		return nil, rejErr
+	runs, counts, stats, err := spill(ctx, src, o, work, rej.write)
+	if rejErr := rej.close(); err == nil {
+		err = rejErr
 	}
-	if err := runs.reduce(ctx, work, maxRuns); err != nil {
-		return nil, fmt.Errorf("merging spill files: %w", err)
+	if err != nil {
+		return nil, err
 	}
-	counts.Rows = counts.Valid + counts.Rejected
 
 	// Phase 2: only when duplicates might hide it, count unique emails first.
 	if o.MaxProfiles > 0 && counts.Valid > o.MaxProfiles {
 		unique := 0
-		if _, err := runs.mergeUnique(ctx, func(*record) error { unique++; return nil }); err != nil {
+		if _, err := runs.mergeUnique(ctx, func(*record) error { unique++; return nil }, nil); err != nil {
 			return nil, fmt.Errorf("counting profiles: %w", err)
 		}
 		if unique > o.MaxProfiles {
@@ -229,6 +208,73 @@ func Build(ctx context.Context, src Source, snapshot io.Reader, outDir string, o
 	}
 	p.Source = stats
 	return p, nil
+}
+
+// Check is what `segpilot validate` runs: the planner's reading, dedupe and
+// maxProfiles check, as in Build, without a snapshot or any output. reject
+// gets every row Build would list in rejected.csv as invalid or duplicate
+// (the invalid ones first). Counts holds Rows, Valid, Rejected, Duplicates
+// and Unique, as far as it got when an error stopped it; over maxProfiles
+// the error is a *LimitError.
+func Check(ctx context.Context, src Source, opts Options, reject func(segment.Rejection) error) (counts Counts, err error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return counts, err
+	}
+	work, err := os.MkdirTemp(o.TempDir, "segpilot-check-")
+	if err != nil {
+		return counts, fmt.Errorf("creating spill folder: %w", err)
+	}
+	defer func() {
+		if rmErr := os.RemoveAll(work); rmErr != nil {
+			err = errors.Join(err, fmt.Errorf("removing spill folder: %w", rmErr))
+		}
+	}()
+	runs, counts, _, err := spill(ctx, src, o, work, reject)
+	if err != nil {
+		return counts, err
+	}
+	counts.Duplicates, err = runs.mergeUnique(ctx, func(*record) error { counts.Unique++; return nil },
+		func(r *record, winner int) error { return reject(duplicateOf(r, winner)) })
+	if err != nil {
+		return counts, fmt.Errorf("counting profiles: %w", err)
+	}
+	if o.MaxProfiles > 0 && counts.Unique > o.MaxProfiles {
+		return counts, &LimitError{Unique: counts.Unique, Max: o.MaxProfiles}
+	}
+	return counts, nil
+}
+
+// spill is phase one: it reads src, hands rejected rows to reject, and
+// encodes, sorts and spills the valid records into work, merged down to
+// few enough runs for one final merge.
+func spill(ctx context.Context, src Source, o Options, work string, reject func(segment.Rejection) error) (*spilled, Counts, segment.Stats, error) {
+	var counts Counts
+	sp := newSpiller(ctx, work, o.ChunkRecords)
+	stats, srcErr := src(ctx,
+		func(r segment.Record) error {
+			if hasLineBreakOrTab(r.Profile.Email) {
+				return fmt.Errorf("row %d: email contains a tab or line break", r.Row)
+			}
+			counts.Valid++
+			return sp.emit(r)
+		},
+		func(r segment.Rejection) error {
+			counts.Rejected++
+			return reject(r)
+		})
+	counts.Rows = counts.Valid + counts.Rejected
+	runs, spErr := sp.finish(srcErr != nil)
+	switch {
+	case srcErr != nil:
+		return nil, counts, stats, fmt.Errorf("reading segment: %w", srcErr)
+	case spErr != nil:
+		return nil, counts, stats, fmt.Errorf("spilling profiles: %w", spErr)
+	}
+	if err := runs.reduce(ctx, work, maxRuns); err != nil {
+		return nil, counts, stats, fmt.Errorf("merging spill files: %w", err)
+	}
+	return runs, counts, stats, nil
 }
 
 // outputs writes and, on failure, removes the plan's files in outDir.
@@ -273,8 +319,22 @@ func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader
 
 	snapW := newBackgroundWriter(snapFile, snapshotBuf)
 	defer snapW.close() // stops its goroutine on every path; checked below
+	// Dropped duplicates go to rejected.csv after the file's invalid rows:
+	// the merge finds them in email order.
+	dupW, err := appendRejectWriter(stagedRejected)
+	if err != nil {
+		return nil, err
+	}
+	dupOpen := true
+	defer func() {
+		if dupOpen {
+			dupW.close() // an error is already being returned
+		}
+	}()
+
 	bw := newBatchWriter(ctx, out.dir, o.BatchSize)
 	j := &joiner{
+		rejected: dupW,
 		mirror:   o.Mode == ModeMirror,
 		snap:     newSnapshotReader(snapshot),
 		snapOut:  bufio.NewWriterSize(snapW, snapshotBuf),
@@ -313,6 +373,10 @@ func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader
 		return nil, fmt.Errorf("writing snapshot: %w", err)
 	}
 
+	dupOpen = false
+	if err := dupW.close(); err != nil {
+		return nil, err
+	}
 	rejPath := filepath.Join(out.dir, RejectedFile)
 	out.written = append(out.written, rejPath)
 	if err := moveFile(stagedRejected, rejPath); err != nil {
@@ -363,6 +427,7 @@ type joiner struct {
 	snapOut  *bufio.Writer
 	removals *bufio.Writer
 	batches  *batchWriter
+	rejected *rejectWriter // for the dropped duplicates
 	counts   *Counts
 	hexHash  [2 * hashLen]byte
 }
@@ -371,7 +436,7 @@ func (j *joiner) run(ctx context.Context, runs *spilled) (dups int, err error) {
 	if err := j.snap.next(); err != nil {
 		return 0, err
 	}
-	dups, err = runs.mergeUnique(ctx, j.unique)
+	dups, err = runs.mergeUnique(ctx, j.unique, j.duplicate)
 	if err != nil {
 		return dups, err
 	}
@@ -411,6 +476,16 @@ func (j *joiner) unique(r *record) error {
 		}
 	}
 	return writeSnapshotLine(j.snapOut, r.email, j.hexHash[:])
+}
+
+// duplicate lists a row that lost to a later row of the same email. Its
+// email is the normalised one: the planner does not keep it as given.
+func (j *joiner) duplicate(r *record, winner int) error {
+	return j.rejected.write(duplicateOf(r, winner))
+}
+
+func duplicateOf(r *record, winner int) segment.Rejection {
+	return segment.Rejection{Row: r.row, Email: string(r.email), Reason: "duplicate of row " + strconv.Itoa(winner)}
 }
 
 // leaver handles the current snapshot entry, absent from the file: mirror

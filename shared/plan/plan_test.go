@@ -157,7 +157,8 @@ func readBack(t *testing.T, dir string, p *Plan, batchSize int) result {
 	if res.rejected, err = csv.NewReader(f).ReadAll(); err != nil {
 		t.Fatal(err)
 	}
-	if len(res.rejected) == 0 || strings.Join(res.rejected[0], ",") != "row,email,reason" {
+	// The header says what a row number counts: it is not the file's line.
+	if len(res.rejected) == 0 || strings.Join(res.rejected[0], ",") != "row (data row: 1 = first after the header),email,reason" {
 		t.Fatalf("rejected.csv header: %v", res.rejected)
 	}
 	res.rejected = res.rejected[1:]
@@ -252,8 +253,10 @@ func TestBuildDiffs(t *testing.T) {
 				if u := r.upserts[0]; u.Profile.Email != "a@example.com" || u.Row != 5 || u.Profile.FirstName != "New" {
 					t.Errorf("last row should win, got %+v", u)
 				}
-				if len(r.rejected) != 0 {
-					t.Errorf("duplicates must not be rejected: %v", r.rejected)
+				// Every row not sent is listed: the dropped ones name the winner.
+				want := [][]string{{"3", "a@example.com", "duplicate of row 5"}, {"1", "a@example.com", "duplicate of row 5"}}
+				if fmt.Sprint(r.rejected) != fmt.Sprint(want) {
+					t.Errorf("rejected.csv rows %q, want %q", r.rejected, want)
 				}
 			},
 		},

@@ -11,7 +11,12 @@ import (
 	"github.com/segpilot/segpilot/shared/segment"
 )
 
-// rejectWriter writes rejected.csv: "row,email,reason", one line per
+// rejectHeader is rejected.csv's header. Its first column says what a row
+// number counts: the data row, as segment.Record.Row (the n-th record; for
+// CSV the header is row 0), not the file's line.
+var rejectHeader = []string{"row (data row: 1 = first after the header)", "email", "reason"}
+
+// rejectWriter writes rejected.csv under rejectHeader, one line per
 // rejection in the order the Source reports them (row order).
 type rejectWriter struct {
 	f   *os.File
@@ -21,16 +26,28 @@ type rejectWriter struct {
 }
 
 func newRejectWriter(path string) (*rejectWriter, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	r, err := openRejectWriter(path, os.O_TRUNC)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.w.Write(rejectHeader); err != nil {
+		return nil, fmt.Errorf("writing rejected.csv: %w", errJoinClose(err, r.f))
+	}
+	return r, nil
+}
+
+// appendRejectWriter adds lines to a rejected.csv newRejectWriter wrote.
+func appendRejectWriter(path string) (*rejectWriter, error) {
+	return openRejectWriter(path, os.O_APPEND)
+}
+
+func openRejectWriter(path string, mode int) (*rejectWriter, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|mode, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("creating rejected.csv: %w", err)
 	}
 	bw := bufio.NewWriterSize(f, 64<<10)
-	r := &rejectWriter{f: f, bw: bw, w: csv.NewWriter(bw)}
-	if err := r.w.Write([]string{"row", "email", "reason"}); err != nil {
-		return nil, fmt.Errorf("writing rejected.csv: %w", errJoinClose(err, f))
-	}
-	return r, nil
+	return &rejectWriter{f: f, bw: bw, w: csv.NewWriter(bw)}, nil
 }
 
 func (r *rejectWriter) write(rej segment.Rejection) error {

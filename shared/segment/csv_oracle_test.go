@@ -32,6 +32,9 @@ func refRead(data []byte, opts Options, emit func(Record) error, reject func(Rej
 	}
 	rd.bounded = &boundedReader{r: in}
 	br := bufio.NewReaderSize(rd.bounded, bufSize)
+	if err := rd.checkEncoding(br); err != nil {
+		return rd.st, err
+	}
 	first, lines, err := skipPrefix(br)
 	if err == io.EOF {
 		return rd.st, &FileError{File: rd.name, Problem: "file is empty", Hint: "check the export that wrote it"}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // Email length limits (RFC 5321 as amended by errata 1690).
@@ -41,13 +43,56 @@ func normalizeClean(s string, ascii bool) (string, error) {
 	}
 	// strings.ToLower returns s itself when it is ASCII without upper case.
 	s = strings.ToLower(s)
-	if ascii && plainASCIIEmail(s) {
+	if ascii && plainASCIIEmail(s) && !strings.Contains(s, "xn--") {
 		return s, nil
 	}
 	if err := validateEmail(s); err != nil {
 		return "", err
 	}
-	return s, nil
+	return asciiDomain(s)
+}
+
+// asciiDomain puts the domain of a valid address in its ASCII form
+// (IDNA punycode, the form mail systems exchange and any API accepts), so
+// user@bücher.de and user@xn--bcher-kva.de are one contact. Labels already
+// ASCII are kept; "xn--" labels are checked. The local part is left as is:
+// it has no ASCII form.
+func asciiDomain(s string) (string, error) {
+	at := strings.IndexByte(s, '@')
+	domain := s[at+1:]
+	var b strings.Builder
+	for i, label := range strings.Split(domain, ".") {
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		if isASCII(label) && !strings.HasPrefix(label, "xn--") {
+			b.WriteString(label)
+			continue
+		}
+		a, err := idna.Lookup.ToASCII(label)
+		if err != nil {
+			return "", emailError("the domain is not a valid internationalised domain name")
+		}
+		b.WriteString(a)
+	}
+	if b.String() == domain {
+		return s, nil
+	}
+	out := s[:at+1] + b.String()
+	// The ASCII form is longer: check the lengths again.
+	if err := validateEmail(out); err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // Byte classes for plainASCIIEmail.

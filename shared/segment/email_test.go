@@ -12,9 +12,18 @@ func TestNormalizeEmail(t *testing.T) {
 	}{
 		{in: "  Jo@Example.COM\t", want: "jo@example.com"},
 		{in: "o'brien+tag@sub.example.co.uk", want: "o'brien+tag@sub.example.co.uk"},
-		{in: "JOSE\u0301@B\u00dcCHER.de", want: "jos\u00e9@b\u00fccher.de"}, // NFD in, NFC out
-		{in: "user@xn--bcher-kva.example", want: "user@xn--bcher-kva.example"},
-		{in: "user@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444", want: "user@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444"},
+		{in: "JOSE\u0301@B\u00dcCHER.de", want: "jos\u00e9@xn--bcher-kva.de"}, // NFD in, NFC out; the domain in ASCII
+		// An internationalised domain has one form, the ASCII one mail
+		// systems exchange, so both spellings are one contact.
+		{in: "user@b\u00fccher.de", want: "user@xn--bcher-kva.de"},
+		{in: "user@xn--bcher-kva.de", want: "user@xn--bcher-kva.de"},
+		{in: "user@XN--BCHER-KVA.de", want: "user@xn--bcher-kva.de"},
+		{in: "user@\uff42\u00fccher.de", want: "user@xn--bcher-kva.de"}, // fullwidth b
+		{in: "user@sub.b\u00fccher.de", want: "user@sub.xn--bcher-kva.de"},
+		{in: "user@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444", want: "user@xn--e1afmkfd.xn--p1ai"},
+		{in: "z\u00f6e@example.com", want: "z\u00f6e@example.com"}, // the local part stays as given
+		{in: "user@xn--a.de", err: "invalid email: the domain is not a valid internationalised domain name"},
+		{in: "user@xn--bcher-kv\u00e4.de", err: "invalid email: the domain is not a valid internationalised domain name"},
 		{in: "", err: "no email"},
 		{in: " \u00a0 ", err: "no email"},
 		{in: "jo", err: "invalid email: missing @"},
@@ -100,11 +109,20 @@ func TestConvert(t *testing.T) {
 		{typ: "integer", in: "1e3", bad: true},
 		{typ: "integer", in: "0x10", bad: true},
 		{typ: "integer", in: "9223372036854775808", bad: true},
+		// Autopilot takes JSON numbers, doubles: beyond 2^53-1 they round.
+		{typ: "integer", in: "9007199254740991", want: int64(9007199254740991)},
+		{typ: "integer", in: "-9007199254740991", want: int64(-9007199254740991)},
+		{typ: "integer", in: "9007199254740992", bad: true},
+		{typ: "integer", in: "-9007199254740993.0", bad: true},
 		{typ: "float", in: "1.25", want: 1.25},
 		{typ: "float", in: "-1e3", want: -1000.0},
 		{typ: "float", in: "Inf", bad: true},
 		{typ: "float", in: "0x1p-2", bad: true},
 		{typ: "float", in: "1,5", bad: true},
+		{typ: "float", in: "1e400", bad: true},
+		{typ: "float", in: "1e-400", bad: true}, // would arrive as 0
+		{typ: "float", in: "0e-400", want: 0.0},
+		{typ: "float", in: "-0.000e5", want: 0.0},
 		{typ: "boolean", in: "TRUE", want: true},
 		{typ: "boolean", in: "Yes", want: true},
 		{typ: "boolean", in: "1", want: true},
@@ -125,6 +143,16 @@ func TestConvert(t *testing.T) {
 		if tt.bad != (why != "") || (!tt.bad && got != tt.want) {
 			t.Errorf("convert(%s, %q) = %#v, %q; want %#v (bad=%t)", tt.typ, tt.in, got, why, tt.want, tt.bad)
 		}
+	}
+	if _, why := convert("float", "1e-400"); why != "is too close to zero for a float (it would arrive as 0)" {
+		t.Errorf("reason for a float underflow: %q", why)
+	}
+	if _, why := convert("float", "-1e400"); why != "is out of range for a float" {
+		t.Errorf("reason for a float overflow: %q", why)
+	}
+	const big = "is beyond ±9007199254740991, the largest integer Autopilot keeps exactly (it would arrive rounded); map the column to a string field (string--Name) to keep every digit"
+	if _, why := convert("integer", "12345678901234567"); why != big {
+		t.Errorf("reason for a big integer: %q, want %q", why, big)
 	}
 }
 

@@ -229,11 +229,7 @@ func convert(typ, s string) (v any, why string) {
 	case "integer":
 		return parseInteger(s)
 	case "float":
-		f, err := strconv.ParseFloat(s, 64)
-		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) || strings.ContainsAny(s, "_xXpP") {
-			return nil, "is not a number"
-		}
-		return f, ""
+		return parseFloat(s)
 	case "boolean":
 		switch strings.ToLower(s) {
 		case "true", "yes", "1":
@@ -249,8 +245,27 @@ func convert(typ, s string) (v any, why string) {
 	}
 }
 
-// parseInteger accepts exact integers only; a zero fraction ("12.0", as
-// spreadsheets export whole numbers) is still exact.
+// parseFloat accepts decimal numbers, kept as the nearest double (what a
+// float field is), but never lets a value become infinite or zero.
+func parseFloat(s string) (any, string) {
+	f, err := strconv.ParseFloat(s, 64)
+	switch {
+	case errors.Is(err, strconv.ErrRange) && !strings.ContainsAny(s, "_xXpP"):
+		return nil, "is out of range for a float"
+	case err != nil || math.IsInf(f, 0) || math.IsNaN(f) || strings.ContainsAny(s, "_xXpP"):
+		return nil, "is not a number"
+	case f == 0:
+		mantissa, _, _ := strings.Cut(strings.ToLower(s), "e")
+		if strings.ContainsAny(mantissa, "123456789") {
+			return nil, "is too close to zero for a float (it would arrive as 0)"
+		}
+	}
+	return f, ""
+}
+
+// parseInteger accepts exact integers only, within what Autopilot keeps
+// exactly; a zero fraction ("12.0", as spreadsheets export whole numbers)
+// is still exact.
 func parseInteger(s string) (any, string) {
 	digits := s
 	if whole, frac, ok := strings.Cut(s, "."); ok && frac != "" && strings.Trim(frac, "0") == "" {
@@ -263,8 +278,18 @@ func parseInteger(s string) (any, string) {
 		}
 		return nil, "is not an integer"
 	}
+	if n > maxExactInt || n < -maxExactInt {
+		return nil, bigIntReason
+	}
 	return n, ""
 }
+
+// maxExactInt is the largest integer a JSON number keeps exactly in
+// Autopilot (a double, as in JavaScript): 2^53-1. Beyond it values arrive
+// rounded, which must not happen silently.
+const maxExactInt = 1<<53 - 1
+
+const bigIntReason = "is beyond ±9007199254740991, the largest integer Autopilot keeps exactly (it would arrive rounded); map the column to a string field (string--Name) to keep every digit"
 
 // parseDate accepts 2006-01-02 (kept as a date) and RFC 3339 timestamps
 // (kept as RFC 3339). Slashed dates are refused: 01/02/2006 is January in

@@ -22,36 +22,43 @@ func (rd *reader) readJSON(br *bufio.Reader, prefixLines int, array bool) error 
 		}
 	}
 	cells := make([]cell, len(rd.fields))
-	var obj map[string]json.RawMessage
+	obj := make(map[string]json.RawMessage, 8)
+	var raw json.RawMessage // reused: Decode appends to it
 	for {
 		row := rd.st.Rows + 1
 		if array && !dec.More() {
 			break
 		}
-		if obj == nil {
-			obj = make(map[string]json.RawMessage, 8)
-		} else {
-			clear(obj)
-		}
-		err := dec.Decode(&obj)
+		err := dec.Decode(&raw)
 		if !array && err == io.EOF {
 			return nil
 		}
-		var te *json.UnmarshalTypeError
-		isObject := err == nil && obj != nil // null decodes to a nil map
-		if err != nil && !errors.As(err, &te) {
+		if err != nil {
 			return rd.jsonError(err, row, dec, lt)
 		}
 		lt.mark(dec.InputOffset())
 		rd.bounded.mark()
 		rd.st.Rows++
-		if !isObject {
+		if raw[0] != '{' {
 			if err := rd.rejectRow(row, "", "row is not a JSON object"); err != nil {
 				return err
 			}
 			continue
 		}
-		if why := rd.objectCells(obj, cells); why != "" {
+		clear(obj)
+		dup, twice := objectFields(raw, obj)
+		why := rd.objectCells(obj, cells)
+		if twice {
+			email := reportEmail(cells[0])
+			if strings.EqualFold(strings.TrimSpace(dup), strings.TrimSpace(rd.fields[0].source)) {
+				email = "" // which of the two is the address is anyone's guess
+			}
+			if err := rd.rejectRow(row, email, fmt.Sprintf("key %q appears twice in the object; keep one", shorten(dup))); err != nil {
+				return err
+			}
+			continue
+		}
+		if why != "" {
 			if err := rd.rejectRow(row, reportEmail(cells[0]), why); err != nil {
 				return err
 			}
@@ -76,6 +83,87 @@ func (rd *reader) readJSON(br *bufio.Reader, prefixLines int, array bool) error 
 		return rd.syntaxError(0, lt.lineAt(dec.InputOffset()), "unexpected data after the JSON array")
 	}
 	return nil
+}
+
+// objectFields puts the top-level members of raw, a valid JSON object, into
+// obj: keys unescaped, values as slices of raw. The first key that appears
+// twice is returned (and twice set; obj keeps its first value): encoding/json
+// would keep the last value silently.
+func objectFields(raw []byte, obj map[string]json.RawMessage) (dup string, twice bool) {
+	i := 1 // after the '{'
+	for {
+		i = skipJSONSpace(raw, i)
+		if raw[i] == '}' {
+			return dup, twice
+		}
+		keyEnd := jsonValueEnd(raw, i)
+		key := jsonKey(raw[i:keyEnd])
+		i = skipJSONSpace(raw, keyEnd) + 1 // the ':'
+		i = skipJSONSpace(raw, i)
+		end := jsonValueEnd(raw, i)
+		if _, seen := obj[key]; !seen {
+			obj[key] = raw[i:end]
+		} else if !twice {
+			dup, twice = key, true
+		}
+		i = skipJSONSpace(raw, end)
+		if raw[i] == ',' {
+			i++
+		}
+	}
+}
+
+func skipJSONSpace(b []byte, i int) int {
+	for i < len(b) && isJSONSpace(rune(b[i])) {
+		i++
+	}
+	return i
+}
+
+// jsonValueEnd returns the end of the valid JSON value starting at b[i].
+func jsonValueEnd(b []byte, i int) int {
+	depth := 0
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			for i++; b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			if depth == 0 {
+				return i + 1
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+			if depth < 0 { // the end of the enclosing object: a number or literal ended
+				return i
+			}
+		case ',', ' ', '\t', '\r', '\n':
+			if depth == 0 {
+				return i
+			}
+		}
+	}
+	return i
+}
+
+// jsonKey unescapes a JSON string holding an object key.
+func jsonKey(quoted []byte) string {
+	body := quoted[1 : len(quoted)-1]
+	if bytes.IndexByte(body, '\\') < 0 {
+		return string(body)
+	}
+	var s string
+	if err := json.Unmarshal(quoted, &s); err != nil {
+		return string(body) // the decoder checked the syntax already
+	}
+	return s
 }
 
 // objectCells fills cells from one object's keys: exact match first, then
@@ -143,7 +231,15 @@ func (rd *reader) jsonError(err error, row int, dec *json.Decoder, lt *lineTrack
 	var se *json.SyntaxError
 	switch {
 	case errors.As(err, &se):
-		return rd.syntaxError(row, lt.lineAt(se.Offset), se.Error())
+		// Offset counts the offending byte: a line break there (in a string,
+		// say) belongs to the line it ends.
+		msg := se.Error()
+		line := lt.lineAt(se.Offset - 1)
+		if start := lt.startLine(); start < line {
+			// An object left open shows only on a later line.
+			msg += fmt.Sprintf(" (in the object that starts on line %d)", start)
+		}
+		return rd.syntaxError(row, line, msg)
 	case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
 		what := "unexpected end of file"
 		if rd.st.Format == "json" {
@@ -186,6 +282,16 @@ func (t *lineTracker) mark(off int64) {
 // endLine returns the line of the last byte read.
 func (t *lineTracker) endLine() int {
 	return t.lines + bytes.Count(bytes.TrimRight(t.buf, "\n"), []byte{'\n'}) + 1
+}
+
+// startLine returns the line where the current row's value starts: its
+// first byte after the mark that is not white space or array punctuation.
+func (t *lineTracker) startLine() int {
+	i := bytes.IndexFunc(t.buf, func(r rune) bool { return !isJSONSpace(r) && r != ',' && r != '[' })
+	if i < 0 {
+		return t.endLine()
+	}
+	return t.lineAt(t.base + int64(i))
 }
 
 // lineAt returns the 1-based line of stream offset off (at or after the mark).

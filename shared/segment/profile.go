@@ -110,8 +110,10 @@ type CustomField struct {
 	Type   string // string, integer, float, date or boolean (the key's prefix)
 }
 
-// Record is one valid profile with the 1-based data row it came from
-// (the CSV header is not counted; for JSON, the n-th object).
+// Record is one valid profile with the data row it came from: the n-th
+// record of the file, counted from 1 in every format (CSV: the header is
+// row 0 and blank lines are not counted; JSON: the n-th object). It is not
+// a line number: a CSV field or a JSON object may span lines.
 type Record struct {
 	Row     int
 	Profile Profile

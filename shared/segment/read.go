@@ -28,10 +28,12 @@ type Options struct {
 
 // Stats sum up one read.
 type Stats struct {
-	Rows, Valid, Rejected int
-	Format                string // "csv", "jsonl" or "json"
-	Compressed            bool
-	Delimiter             string // csv only
+	Rows       int    `json:"rows"`
+	Valid      int    `json:"valid"`
+	Rejected   int    `json:"rejected"`
+	Format     string `json:"format"` // "csv", "jsonl" or "json"
+	Compressed bool   `json:"compressed"`
+	Delimiter  string `json:"delimiter,omitempty"` // csv only
 }
 
 // FileError is a problem that makes the whole file unusable: nothing from it
@@ -121,6 +123,9 @@ func (rd *reader) read(r io.Reader) error {
 	}
 	rd.bounded = &boundedReader{r: in}
 	br := bufio.NewReaderSize(rd.bounded, bufSize)
+	if err := rd.checkEncoding(br); err != nil {
+		return err
+	}
 	first, lines, err := skipPrefix(br)
 	if err == io.EOF {
 		return &FileError{File: rd.name, Problem: "file is empty", Hint: "check the export that wrote it"}
@@ -139,6 +144,50 @@ func (rd *reader) read(r io.Reader) error {
 		rd.st.Format = "csv"
 		return rd.readCSV(br, lines)
 	}
+}
+
+// checkEncoding refuses, with what to do, content that would otherwise
+// read as a header of escaped bytes: a second gzip layer, or UTF-16 text.
+func (rd *reader) checkEncoding(br *bufio.Reader) error {
+	head, err := br.Peek(512)
+	if err != nil && err != io.EOF {
+		// bufio hands a read error out once: report it now.
+		if e := rd.streamError(err, 0); e != nil {
+			return e
+		}
+		return fmt.Errorf("reading %s: %w", rd.name, err)
+	}
+	switch {
+	case rd.st.Compressed && len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b:
+		return &FileError{File: rd.name, Problem: "file is gzip-compressed twice",
+			Hint: "decompress it once (gunzip) and upload the result"}
+	case looksUTF16(head):
+		return &FileError{File: rd.name, Problem: "file is UTF-16 encoded",
+			Hint: "save or export it as UTF-8 (in Excel: CSV UTF-8) and upload it again"}
+	}
+	return nil
+}
+
+// looksUTF16 reports whether a file starting with head is UTF-16: it has a
+// UTF-16 byte order mark (neither byte can start UTF-8), or every other byte
+// is mostly zero, as in UTF-16 text of Latin letters. A stray NUL in UTF-8
+// text does not come close.
+func looksUTF16(head []byte) bool {
+	if bytes.HasPrefix(head, []byte{0xff, 0xfe}) || bytes.HasPrefix(head, []byte{0xfe, 0xff}) {
+		return true
+	}
+	pairs := len(head) / 2
+	if pairs < 2 {
+		return false
+	}
+	var zeros [2]int // at even and odd offsets
+	for i := range 2 * pairs {
+		if head[i] == 0 {
+			zeros[i%2]++
+		}
+	}
+	hi, lo := max(zeros[0], zeros[1]), min(zeros[0], zeros[1])
+	return 2*hi >= pairs && 8*lo <= pairs
 }
 
 // row validates one data row's mapped cells and hands the outcome on.

@@ -313,3 +313,113 @@ func TestReadMemoryIsFlat(t *testing.T) {
 		t.Errorf("heap in use grew from %d to %d bytes while streaming, want under +%d", base, peak, bound)
 	}
 }
+
+// TestJSONSyntaxErrorLine checks that a syntax error names the line of the
+// offending byte and, when the broken object began on an earlier line, that
+// line too: for JSON Lines it is the line to fix.
+func TestJSONSyntaxErrorLine(t *testing.T) {
+	t.Parallel()
+	const a = `{"Email":"a@example.com"}` + "\n"
+	tests := []struct {
+		name, data, want string
+	}{
+		{"line break inside a string", a + `{"Email":"b@exam` + "\n" + a,
+			`row 2: JSON syntax error at line 2: invalid character '\n' in string literal`},
+		{"line break inside a string, CRLF", a + `{"Email":"b@exam` + "\r\n" + a,
+			`row 2: JSON syntax error at line 2: invalid character '\r' in string literal`},
+		{"unclosed object", a + `{"Email":"b@example.com"` + "\n" + a,
+			`row 2: JSON syntax error at line 3: invalid character '{' after object key:value pair (in the object that starts on line 2)`},
+		{"trailing comma", a + "\n" + `{"Email":"b@example.com",}` + "\n",
+			`row 2: JSON syntax error at line 3: invalid character '}' looking for beginning of object key string`},
+		{"last line cut in a string", a + a + `{"Email":"c@exa` + "\n",
+			`row 3: JSON syntax error at line 3: invalid character '\n' in string literal`},
+		{"array object broken on its second line", "[\n" + `{"Email":"a@example.com"},` + "\n" + `{"Email":"b@example.com",` + "\n" + `"FirstName":"Bo" "x":1}` + "\n]",
+			`row 2: JSON syntax error at line 4: invalid character '"' after object key:value pair (in the object that starts on line 3)`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.jsonl", []byte(tc.data), defaultMapping)
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("got\n%s\nwant an error with %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestJSONDuplicateKey checks that an object naming a key twice is
+// rejected, not read as whichever value came last.
+func TestJSONDuplicateKey(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, data, want string
+	}{
+		{"email twice", `{"Email":"a@example.com","Email":"b@example.com"}`,
+			`reject 1: email="" reason="key \"Email\" appears twice in the object; keep one"`},
+		{"escaped spelling of the same key", `{"FirstName":"Ann","Email":"a@example.com","First\u004eame":"Bo"}`,
+			`reject 1: email="a@example.com" reason="key \"FirstName\" appears twice in the object; keep one"`},
+		{"unmapped key twice", `[{"Email":"a@example.com","x":{"y":1,"y":2},"note":1,"note":2}]`,
+			`reject 1: email="a@example.com" reason="key \"note\" appears twice in the object; keep one"`},
+		{"same key in a nested object is not a duplicate", `{"Email":"a@example.com","x":{"Email":1},"y":[{"Email":2}]}`,
+			`record 1: email="a@example.com"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.jsonl", []byte(tc.data), defaultMapping)
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("got\n%s\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func utf16(s string, bigEndian, bom bool) []byte {
+	var b []byte
+	if bom {
+		s = "\ufeff" + s
+	}
+	for _, r := range s { // the test text is all in the Basic Multilingual Plane
+		if bigEndian {
+			b = append(b, byte(r>>8), byte(r))
+		} else {
+			b = append(b, byte(r), byte(r>>8))
+		}
+	}
+	return b
+}
+
+// TestReadEncodingProblems checks that files no reader could use get one
+// clear error saying what to do, not a header of escaped bytes.
+func TestReadEncodingProblems(t *testing.T) {
+	t.Parallel()
+	const csvText = "Email,FirstName,LastName\nann@example.com,Ann,Lee\n"
+	const utf16Want = "file is UTF-16 encoded; save or export it as UTF-8 (in Excel: CSV UTF-8) and upload it again"
+	tests := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"UTF-16LE with BOM", utf16(csvText, false, true), utf16Want},
+		{"UTF-16BE with BOM", utf16(csvText, true, true), utf16Want},
+		{"UTF-16LE without BOM", utf16(csvText, false, false), utf16Want},
+		{"UTF-16BE without BOM", utf16(csvText, true, false), utf16Want},
+		{"UTF-16LE JSON Lines", utf16(`{"Email":"ann@example.com"}`+"\n", false, false), utf16Want},
+		{"gzipped UTF-16", gz(string(utf16(csvText, false, true))), utf16Want},
+		{"gzipped twice", gz(string(gz(csvText))), "file is gzip-compressed twice; decompress it once (gunzip) and upload the result"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.csv", tc.data, defaultMapping)
+			if !strings.Contains(got, "error (FileError=true): segments/test/x.csv: "+tc.want+"\n") || strings.Contains(got, "record") {
+				t.Errorf("got\n%s\nwant only the error %q", got, tc.want)
+			}
+		})
+	}
+	// One stray NUL in a UTF-8 file is a bad row, not a UTF-16 file.
+	got := outcome("x.csv", []byte(csvText+"bo@example.com,B\x00o,Lee\n"), defaultMapping)
+	if strings.Contains(got, "UTF-16") {
+		t.Errorf("UTF-8 file with a NUL taken for UTF-16:\n%s", got)
+	}
+}
