@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -56,5 +57,18 @@ func TestNeedToolFindsTool(t *testing.T) {
 	}
 	if p := NeedTool(f, "segpilot-no-such-tool", "nowhere"); p != "" || f.fatal == "" && f.skip == "" {
 		t.Errorf("NeedTool(missing) = %q and reported nothing", p)
+	}
+}
+
+func TestMotoServes(t *testing.T) {
+	t.Parallel()
+	endpoint := Moto(t)
+	resp, err := http.Get(endpoint + "/moto-api/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("moto-api answered %d", resp.StatusCode)
 	}
 }
