@@ -112,7 +112,7 @@ func (e *env) open(ctx context.Context, bucketDir string, t target, cfg *config.
 				return nil, fmt.Errorf("AUTOPILOT_BASE_URL: %w", err)
 			}
 		}
-		opts.Secrets = secrets.Env{}
+		opts.Secrets = secrets.Env{Getenv: e.getenv}
 		opts.BaseURL = t.baseURL
 		if _, err := opts.Secrets.Secret(ctx, ""); err != nil {
 			return nil, fmt.Errorf("no API key: set AUTOPILOT_API_KEY, or pass --sim to use the built-in simulator")

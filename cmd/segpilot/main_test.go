@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,13 +31,19 @@ func segpilot(t *testing.T, ctx context.Context, args ...string) (int, string, s
 // and a generated segment file.
 func fixture(t *testing.T, rows int) (config, file, dir string) {
 	t.Helper()
+	return fixtureAt(t, rows, 100)
+}
+
+// fixtureAt is fixture with a budget of rps requests per second.
+func fixtureAt(t *testing.T, rows, rps int) (config, file, dir string) {
+	t.Helper()
 	dir = t.TempDir()
 	cfg, err := os.ReadFile("../../examples/exports.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	config = filepath.Join(dir, "exports.yaml")
-	if err := os.WriteFile(config, bytes.Replace(cfg, []byte("requestsPerSecond: 5 "), []byte("requestsPerSecond: 100 "), 1), 0o644); err != nil {
+	if err := os.WriteFile(config, bytes.Replace(cfg, []byte("requestsPerSecond: 5 "), []byte("requestsPerSecond: "+strconv.Itoa(rps)+" "), 1), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	file = filepath.Join(dir, "vip.csv")
@@ -246,5 +253,22 @@ func TestValidateReportsWhatStopsARun(t *testing.T) {
 				t.Errorf("--json output shows an email, %q:\n%s", addr, out)
 			}
 		})
+	}
+}
+
+// TestBaseURLFromEnvironmentIsChecked: AUTOPILOT_BASE_URL over plain http
+// to a host other than loopback stops the run before anything is sent.
+func TestBaseURLFromEnvironmentIsChecked(t *testing.T) {
+	t.Parallel()
+	config, file, bucket := fixture(t, 20)
+	env := map[string]string{"AUTOPILOT_API_KEY": "KEY-0123", "AUTOPILOT_BASE_URL": "http://192.0.2.1/v1"}
+	var out, errOut testutil.SyncBuffer
+	code := Main(context.Background(), []string{"run", "--config", config, "--export", "vip-newsletter", "--file", file, "--bucket-dir", bucket},
+		&out, &errOut, func(k string) string { return env[k] })
+	if code != exitInvalid || !strings.Contains(errOut.String(), "AUTOPILOT_BASE_URL") || !strings.Contains(errOut.String(), "https://") {
+		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errOut.String())
+	}
+	if strings.Contains(out.String()+errOut.String(), "KEY-0123") {
+		t.Fatal("the key was printed")
 	}
 }

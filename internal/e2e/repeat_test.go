@@ -101,7 +101,7 @@ func TestSafetyBrakeHoldsLargeRemovals(t *testing.T) {
 	before := h.sim.Counters().Total
 	half := csvRange(201, 400, "gold")
 	res := h.drop("b.csv", half)
-	if res[0].Status != run.StatusHeld || !strings.Contains(res[0].Message, "allowLargeRemoval") {
+	if res[0].Status != run.StatusHeld || !strings.Contains(res[0].Message, "--allow-large-removal") || strings.Contains(res[0].Message, "%!") {
 		t.Fatalf("50%% leaving: %+v", res[0])
 	}
 	if n := h.sim.Counters().Total - before; n != 0 {

@@ -66,7 +66,7 @@ func New(opts Options) (*Pipeline, error) {
 		return nil, err
 	}
 	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, Processes: processes(self.String()),
-		ReleaseBrake: "run it again with --allow-large-removal"}
+		ReleaseBrake: func(string) string { return "run it again with --allow-large-removal" }}
 	r, err := runner.New(runner.Options{
 		Definition: statemachine.Export,
 		Functions: map[string]runner.Handler{

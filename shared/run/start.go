@@ -36,9 +36,9 @@ type Service struct {
 	Now     func() time.Time // default time.Now
 
 	// ReleaseBrake tells how to lift the mirror safety brake for one run
-	// of an export, in this deployment's words; %s is the export's name.
-	// Default: Lambda's manual invocation.
-	ReleaseBrake string
+	// of an export, in this deployment's words. Default: Lambda's manual
+	// invocation.
+	ReleaseBrake func(export string) string
 
 	// Processes, in local mode, tells whether the process holding an
 	// export's lock still runs; nil in Lambda.
@@ -312,8 +312,11 @@ func storePut() store.PutOptions { return store.PutOptions{} }
 
 // held says why the brake holds m, and how to lift it.
 func (s *Service) held(e *config.Export, m *Manifest) string {
-	how := cmp.Or(s.ReleaseBrake, `invoke the refresh function with {"export": "%s", "allowLargeRemoval": true}`)
-	return m.HeldReason + "; if that is intended, " + fmt.Sprintf(how, e.Name) +
+	how := `invoke the refresh function with {"export": "` + e.Name + `", "allowLargeRemoval": true}`
+	if s.ReleaseBrake != nil {
+		how = s.ReleaseBrake(e.Name)
+	}
+	return m.HeldReason + "; if that is intended, " + how +
 		" (or set allowLargeRemoval: true under exports." + e.Name + " to lift it for good)"
 }
 

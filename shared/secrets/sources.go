@@ -13,7 +13,8 @@ const DefaultEnvVar = "AUTOPILOT_API_KEY"
 // Env reads one secret from an environment variable, for local mode. It
 // ignores the id: a laptop run has a single API key.
 type Env struct {
-	Var string // defaults to DefaultEnvVar
+	Var    string              // defaults to DefaultEnvVar
+	Getenv func(string) string // defaults to os.Getenv
 }
 
 var _ Source = Env{}
@@ -29,7 +30,11 @@ func (e Env) Secret(ctx context.Context, _ string) (string, error) {
 	if name == "" {
 		name = DefaultEnvVar
 	}
-	value := strings.TrimSpace(os.Getenv(name))
+	getenv := e.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	value := strings.TrimSpace(getenv(name))
 	if value == "" {
 		return "", fmt.Errorf("environment variable %s is not set or blank: %w", name, ErrNotFound)
 	}
