@@ -235,6 +235,7 @@ func cmdPlan(ctx context.Context, e *env, args []string) error {
 // print writes v as JSON with --json, else the text.
 func (e *env) print(v any, text string) error {
 	if e.json {
+		e.printed = true
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)

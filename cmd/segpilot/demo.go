@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 )
 
 // The bundled sample: examples/exports.yaml and a few thousand
@@ -17,21 +16,9 @@ const (
 
 func cmdDemo(ctx context.Context, e *env, args []string) error {
 	f := runFlags{}
-	fs := e.runFlagSet("demo", &f)
+	fs := e.runFlagSet("demo", &f, runFlags{configPath: demoConfig, export: demoExport, file: demoFile, bucketDir: demoBucket})
 	if err := e.parse(fs, args); err != nil {
 		return err
-	}
-	if f.configPath == "" {
-		f.configPath = demoConfig
-	}
-	if f.export == "" {
-		f.export = demoExport
-	}
-	if f.file == "" {
-		f.file = demoFile
-	}
-	if f.bucketDir == filepath.Join(".segpilot", "bucket") {
-		f.bucketDir = demoBucket
 	}
 	// The real API only when a key is given; else the embedded simulator.
 	f.t.baseURL = e.getenv("AUTOPILOT_BASE_URL")

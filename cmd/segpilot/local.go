@@ -234,12 +234,13 @@ type runFlags struct {
 	t                                   target
 }
 
-func (e *env) runFlagSet(name string, f *runFlags) *flag.FlagSet {
+// runFlagSet defines run's flags (and demo's), with def's values as defaults.
+func (e *env) runFlagSet(name string, f *runFlags, def runFlags) *flag.FlagSet {
 	fs := e.flags(name)
-	fs.StringVar(&f.configPath, "config", "", "exports.yaml")
-	fs.StringVar(&f.export, "export", "", "export name in the config")
-	fs.StringVar(&f.file, "file", "", "segment file (CSV, JSON Lines or JSON array; gzip ok)")
-	fs.StringVar(&f.bucketDir, "bucket-dir", filepath.Join(".segpilot", "bucket"), "folder standing in for the S3 bucket; runs diff against its snapshot")
+	fs.StringVar(&f.configPath, "config", def.configPath, "exports.yaml")
+	fs.StringVar(&f.export, "export", def.export, "export name in the config")
+	fs.StringVar(&f.file, "file", def.file, "segment file (CSV, JSON Lines or JSON array; gzip ok)")
+	fs.StringVar(&f.bucketDir, "bucket-dir", def.bucketDir, "folder standing in for the S3 bucket; runs diff against its snapshot")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "plan and report only; send nothing")
 	fs.BoolVar(&f.allowLargeRemoval, "allow-large-removal", false, "lift the mirror safety brake for this run")
 	fs.BoolVar(&f.t.useSim, "sim", false, "send to the built-in Autopilot simulator instead of the config's baseURL")
@@ -251,7 +252,7 @@ func (e *env) runFlagSet(name string, f *runFlags) *flag.FlagSet {
 
 func cmdRun(ctx context.Context, e *env, args []string) error {
 	var f runFlags
-	fs := e.runFlagSet("run", &f)
+	fs := e.runFlagSet("run", &f, runFlags{bucketDir: filepath.Join(".segpilot", "bucket")})
 	if err := e.parse(fs, args); err != nil {
 		return err
 	}

@@ -12,9 +12,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/segment"
 )
 
 // Exit codes.
@@ -45,6 +50,7 @@ type command struct {
 type env struct {
 	stdout, stderr io.Writer
 	json           bool
+	printed        bool // with --json: a document went to stdout
 	verbose        bool
 	log            *slog.Logger
 	getenv         func(string) string
@@ -59,6 +65,7 @@ func commands() map[string]command {
 		"sim":      {"serve the Autopilot simulator on loopback", "segpilot sim --addr 127.0.0.1:8089 --api-key test-key --rps 5", cmdSim},
 		"watch":    {"run exports for every file dropped into DIR/segments/<segment>/", "segpilot watch --config exports.yaml --dir ./bucket --sim", cmdWatch},
 		"runs":     {"list the runs of an export and their status", "segpilot runs --export vip-newsletter --bucket-dir .segpilot/bucket", cmdRuns},
+		"version":  {"print segpilot's version (module version and commit)", "segpilot version", cmdVersion},
 	}
 }
 
@@ -86,6 +93,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	}
 	e := &env{stdout: stdout, stderr: stderr, getenv: getenv}
 	err := cmd.run(ctx, e, args[1:])
+	if err != nil && !errors.Is(err, flag.ErrHelp) && e.json && !e.printed {
+		e.printError(args[0], err)
+	}
 	var ue usageError
 	var be busyError
 	switch {
@@ -166,4 +176,59 @@ func required(pairs ...string) error {
 		return usageError{"missing " + strings.Join(missing, ", ") + " (see --help)"}
 	}
 	return nil
+}
+
+// printError writes a failed command's error as the one JSON document on
+// stdout, so --json callers always get JSON: {"error": {...}}.
+func (e *env) printError(command string, err error) {
+	doc := struct {
+		Command  string           `json:"command"`
+		Kind     string           `json:"kind"` // usage, busy, invalid (a bad config or file), failed
+		Message  string           `json:"message"`
+		File     string           `json:"file,omitempty"`
+		Problems []config.Problem `json:"problems,omitempty"`
+	}{Command: command, Kind: "failed", Message: err.Error()}
+	var ue usageError
+	var be busyError
+	var ve *config.ValidationError
+	var fe *segment.FileError
+	switch {
+	case errors.As(err, &ue):
+		doc.Kind = "usage"
+	case errors.As(err, &be):
+		doc.Kind = "busy"
+	case errors.As(err, &ve):
+		doc.Kind, doc.File, doc.Problems = "invalid", ve.File, ve.Problems
+	case errors.As(err, &fe):
+		doc.Kind = "invalid"
+	}
+	if perr := e.print(map[string]any{"error": doc}, ""); perr != nil {
+		fmt.Fprintf(e.stderr, "segpilot %s: writing the error as JSON: %v\n", command, perr)
+	}
+}
+
+func cmdVersion(_ context.Context, e *env, args []string) error {
+	fs := e.flags("version")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	v := map[string]string{"version": "(devel)", "go": runtime.Version()}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		v["version"] = info.Main.Version
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				v["commit"] = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					v["commit"] += " (modified)"
+				}
+			}
+		}
+	}
+	text := "segpilot " + v["version"]
+	if c := v["commit"]; c != "" {
+		text += ", commit " + c
+	}
+	return e.print(v, text+", "+v["go"]+"\n")
 }

@@ -120,14 +120,16 @@ func TestTwoProcessesOnOneBucket(t *testing.T) {
 				t.Fatalf("%d contacts upserted, %d on the list; want %d each", len(upserted), len(st.Lists[0].Members), want)
 			}
 			c := s.Counters()
-			// Two processes sending at once would double the rate; pacing
-			// jitter on a loaded machine may cost the odd 429, not more.
+			// Two processes sending at once would double the rate (and have
+			// half their requests answered 429); on a loaded machine (make
+			// test runs packages side by side, with -race) a late-woken
+			// worker's request can land in a bunch and cost the odd 429.
 			for sec, n := range c.PerSecond {
 				if n > budget+5 { // + the simulator's burst, by whole second
 					t.Fatalf("%d requests in second %d (per second: %v): above the budget of %d/s", n, sec, c.PerSecond, budget)
 				}
 			}
-			if c.ByStatus[429]*50 > c.Total {
+			if c.ByStatus[429]*20 > c.Total {
 				t.Fatalf("%d of %d requests answered 429 (per second: %v)", c.ByStatus[429], c.Total, c.PerSecond)
 			}
 		})

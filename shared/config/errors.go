@@ -8,9 +8,9 @@ import (
 
 // Problem is one thing wrong in a config file.
 type Problem struct {
-	Path    string // key path, e.g. "exports.vip.match.email"; empty for the whole file
-	Line    int    // 1-based; 0 when unknown
-	Message string // what is wrong and what to do
+	Path    string `json:"path,omitempty"` // key path, e.g. "exports.vip.match.email"; empty for the whole file
+	Line    int    `json:"line,omitempty"` // 1-based; 0 when unknown
+	Message string `json:"message"`        // what is wrong and what to do
 }
 
 // ValidationError lists every problem found in a config file.
