@@ -24,6 +24,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/segpilot/segpilot/shared/clock"
+	"github.com/segpilot/segpilot/shared/segment"
 )
 
 const (
@@ -273,7 +274,7 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 	}
 	base, err := http.NewRequestWithContext(ctx, r.method, c.baseURL+r.path, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("building %s %s: %s", r.method, maskEmails(r.path), c.scrub(err.Error()))
+		return fmt.Errorf("building %s %s: %s", r.method, segment.MaskEmails(r.path), c.scrub(err.Error()))
 	}
 	base.Header.Set(apiKeyHeader, c.apiKey)
 	base.Header.Set("Accept", "application/json")
@@ -302,7 +303,7 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 				return nil
 			}
 			if err := json.Unmarshal(respBody, out); err != nil {
-				return fmt.Errorf("decoding answer to %s %s: %w", r.method, maskEmails(r.path), err)
+				return fmt.Errorf("decoding answer to %s %s: %w", r.method, segment.MaskEmails(r.path), err)
 			}
 			return nil
 		case classRefused:
@@ -316,9 +317,9 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 			return c.apiError(r, status, respBody, err, true, fmt.Sprintf("gave up after %d attempts", attempt))
 		}
 		wait := c.backoff(attempt, cls, header)
-		attrs := []any{"method", r.method, "path", maskEmails(r.path), "status", status, "attempt", attempt, "wait", wait}
+		attrs := []any{"method", r.method, "path", segment.MaskEmails(r.path), "status", status, "attempt", attempt, "wait", wait}
 		if err != nil {
-			attrs = append(attrs, "error", c.scrub(maskEmails(transportMessage(err))))
+			attrs = append(attrs, "error", c.scrub(segment.MaskEmails(transportMessage(err))))
 		}
 		c.log.DebugContext(ctx, "autopilot: retrying request", attrs...)
 		c.statsMu.Lock()
@@ -330,7 +331,7 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 		if r.beforeRetry != nil && cls == classRetry {
 			done, err := r.beforeRetry(ctx)
 			if err != nil {
-				return fmt.Errorf("checking whether %s %s was applied: %w", r.method, maskEmails(r.path), err)
+				return fmt.Errorf("checking whether %s %s was applied: %w", r.method, segment.MaskEmails(r.path), err)
 			}
 			if done {
 				return nil

@@ -680,25 +680,6 @@ func TestUpsertContact(t *testing.T) {
 	}
 }
 
-func TestMaskEmail(t *testing.T) {
-	t.Parallel()
-	tests := map[string]string{
-		"john@example.com": "j***@example.com",
-		"é@x.org":          "é***@x.org",
-		"@x.org":           "***@x.org",
-		"not-an-email":     "***",
-		"":                 "***",
-	}
-	for in, want := range tests {
-		if got := MaskEmail(in); got != want {
-			t.Errorf("MaskEmail(%q) = %q, want %q", in, got, want)
-		}
-	}
-	if got := maskEmails("rejected email(s): ann@x.com, bob@y.org"); got != "rejected email(s): a***@x.com, b***@y.org" {
-		t.Errorf("maskEmails = %q", got)
-	}
-}
-
 func TestAPIErrorMasksPath(t *testing.T) {
 	t.Parallel()
 	e := &APIError{Status: 400, Method: "GET", Path: "/contact/john@example.com", Message: "no john@example.com"}

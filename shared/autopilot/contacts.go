@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/segpilot/segpilot/shared/segment"
 )
 
 // maxBatch is Autopilot's limit of contacts per POST /contacts.
@@ -169,7 +171,7 @@ func (c *Client) UpsertContact(ctx context.Context, listID string, ct Contact) (
 	}
 	err := c.do(ctx, request{method: http.MethodPost, path: "/contact", body: map[string]any{"contact": ct.payload(listID)}}, &answer)
 	if err != nil {
-		return "", fmt.Errorf("upserting contact %s: %w", MaskEmail(ct.Email), err)
+		return "", fmt.Errorf("upserting contact %s: %w", segment.MaskEmail(ct.Email), err)
 	}
 	return answer.ContactID, nil
 }
@@ -179,7 +181,7 @@ func (c *Client) UpsertContact(ctx context.Context, listID string, ct Contact) (
 func (c *Client) GetContact(ctx context.Context, idOrEmail string) (map[string]any, error) {
 	var doc map[string]any
 	if err := c.do(ctx, request{method: http.MethodGet, path: "/contact/" + url.PathEscape(idOrEmail)}, &doc); err != nil {
-		return nil, fmt.Errorf("getting contact %s: %w", maskEmails(idOrEmail), err)
+		return nil, fmt.Errorf("getting contact %s: %w", segment.MaskEmails(idOrEmail), err)
 	}
 	return doc, nil
 }

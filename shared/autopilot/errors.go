@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/segpilot/segpilot/shared/segment"
 )
 
 // ErrNotFound is matched (errors.Is) by an answer 404 to a lookup.
@@ -34,13 +34,13 @@ type APIError struct {
 
 func (e *APIError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "autopilot %s %s", e.Method, maskEmails(e.Path))
+	fmt.Fprintf(&b, "autopilot %s %s", e.Method, segment.MaskEmails(e.Path))
 	if e.Status != 0 {
 		fmt.Fprintf(&b, ": status %d", e.Status)
 	}
 	if e.Message != "" {
 		b.WriteString(": ")
-		b.WriteString(maskEmails(e.Message))
+		b.WriteString(segment.MaskEmails(e.Message))
 	}
 	return b.String()
 }
@@ -55,25 +55,4 @@ func (e *APIError) Is(target error) bool {
 func IsRetryable(err error) bool {
 	var ae *APIError
 	return errors.As(err, &ae) && ae.Retryable
-}
-
-// MaskEmail keeps an email recognisable in logs without revealing it:
-// "john@example.com" becomes "j***@example.com".
-func MaskEmail(email string) string {
-	at := strings.LastIndexByte(email, '@')
-	if at < 0 {
-		return "***"
-	}
-	first, size := utf8.DecodeRuneInString(email)
-	if at == 0 || first == utf8.RuneError && size <= 1 {
-		return "***" + email[at:]
-	}
-	return string(first) + "***" + email[at:]
-}
-
-var emailPattern = regexp.MustCompile(`[^\s@"'<>(),;:/\[\]]+@[^\s@"'<>(),;:/\[\]]+`)
-
-// maskEmails masks every email inside s (a path or an API message).
-func maskEmails(s string) string {
-	return emailPattern.ReplaceAllStringFunc(s, MaskEmail)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/segpilot/segpilot/internal/testutil"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/segpilot/segpilot/internal/testutil"
 )
 
 const testKey = "KEY-SECRET-123"

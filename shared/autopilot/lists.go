@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/segpilot/segpilot/shared/segment"
 )
 
 // EnsureList returns the id of the list titled title, creating it only when
@@ -86,7 +88,7 @@ func (c *Client) RemoveFromList(ctx context.Context, listID, email string) error
 	path := "/list/" + url.PathEscape(listID) + "/contact/" + url.PathEscape(email)
 	err := c.do(ctx, request{method: http.MethodDelete, path: path}, nil)
 	if err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("removing %s from list %s: %w", MaskEmail(email), listID, err)
+		return fmt.Errorf("removing %s from list %s: %w", segment.MaskEmail(email), listID, err)
 	}
 	return nil
 }

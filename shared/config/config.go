@@ -26,12 +26,6 @@ const (
 	DefaultMaxRemovalShare   = 0.2
 )
 
-// Export modes.
-const (
-	ModeUpsert = "upsert" // add and update contacts only
-	ModeMirror = "mirror" // also take leavers off the list
-)
-
 // KindAutopilot is the only destination kind supported today.
 const KindAutopilot = "autopilot"
 
@@ -66,7 +60,7 @@ type Export struct {
 	Segment           string // folder name under segments/
 	List              string // Autopilot list title
 	Match             Match
-	Mode              string // ModeUpsert or ModeMirror
+	Mode              string // plan.ModeUpsert or plan.ModeMirror: the planner implements them
 	MaxProfiles       int
 	MaxRemovalShare   float64 // mirror safety brake: refuse to remove more than this share of the list
 	AllowLargeRemoval bool    // lift the brake permanently for this export

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/segment"
 )
 
@@ -49,7 +50,7 @@ func TestLoadExample(t *testing.T) {
 				Email: "EmailAddress", FirstName: "FirstName", LastName: "LastName",
 				Custom: map[string]string{"LoyaltyTier": "string--Loyalty--Tier"},
 			},
-			Mode:            ModeMirror,
+			Mode:            plan.ModeMirror,
 			MaxProfiles:     100000,
 			MaxRemovalShare: 0.2,
 			Enabled:         true,
@@ -68,7 +69,7 @@ func TestLoadExample(t *testing.T) {
 					"optedIn":   "boolean--Marketing--OptIn",
 				},
 			},
-			Mode:            ModeUpsert,
+			Mode:            plan.ModeUpsert,
 			MaxProfiles:     100000,
 			MaxRemovalShare: 0.5,
 			Enabled:         false,
@@ -143,7 +144,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("connection defaults: %+v", c)
 	}
 	e := cfg.Exports["e"]
-	if e.Mode != ModeUpsert || e.MaxProfiles != 100000 || e.MaxRemovalShare != 0.2 || !e.Enabled || e.AllowLargeRemoval {
+	if e.Mode != plan.ModeUpsert || e.MaxProfiles != 100000 || e.MaxRemovalShare != 0.2 || !e.Enabled || e.AllowLargeRemoval {
 		t.Errorf("export defaults: %+v", e)
 	}
 	if e.Match.Custom != nil {
@@ -451,9 +452,9 @@ func TestSuggest(t *testing.T) {
 		{strings.Repeat("a", 100), ""},
 	}
 	for _, tt := range tests {
-		got, ok := suggest(tt.in, keys)
+		got, ok := closest(tt.in, keys)
 		if got != tt.want || ok != (tt.want != "") {
-			t.Errorf("suggest(%q) = %q, %v; want %q", tt.in, got, ok, tt.want)
+			t.Errorf("closest(%q) = %q, %v; want %q", tt.in, got, ok, tt.want)
 		}
 	}
 }

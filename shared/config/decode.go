@@ -16,6 +16,8 @@ import (
 	"unicode"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/segpilot/segpilot/shared/plan"
 )
 
 // maxFileSize keeps a mistaken upload (a segment saved as the config, say)
@@ -45,7 +47,7 @@ var (
 	exportKeys     = []string{"connection", "segment", "list", "match", "mode", "maxProfiles",
 		"maxRemovalShare", "allowLargeRemoval", "enabled"}
 	matchKeys   = []string{"email", "firstName", "lastName", "custom"}
-	modes       = []string{ModeUpsert, ModeMirror}
+	modes       = []string{plan.ModeUpsert, plan.ModeMirror}
 	customTypes = []string{"string", "integer", "float", "date", "boolean"}
 	// Type names people reach for that Autopilot spells differently.
 	customTypeAliases = map[string]string{
@@ -153,10 +155,10 @@ func (d *decoder) decode(data []byte) *Config {
 		l := list{e.Connection, title}
 		for _, prev := range byList[l] {
 			mirror := e
-			if e.Mode != ModeMirror {
+			if e.Mode != plan.ModeMirror {
 				mirror = prev.e
 			}
-			if mirror.Mode == ModeMirror {
+			if mirror.Mode == plan.ModeMirror {
 				d.add("exports."+e.Name+".list", p.listLine,
 					"%s is also the list of exports.%s (line %d) on connection %s, and exports.%s is in mirror mode: it takes a contact off the list when the contact leaves its segment, even while the other export still sends it; give each mirror export a list of its own",
 					q(e.List), prev.e.Name, prev.listLine, q(e.Connection), mirror.Name)
@@ -282,7 +284,7 @@ func (d *decoder) unknownKey(path string, k *yaml.Node, allowed []string) {
 		d.add(path, k.Line, "unknown key: never put an API key in this file; store it in Secrets Manager and name the secret in the connection's apiKeySecret")
 		return
 	}
-	if s, ok := suggest(k.Value, allowed); ok {
+	if s, ok := closest(k.Value, allowed); ok {
 		d.add(path, k.Line, "unknown key (did you mean %q?)", s)
 		return
 	}
@@ -414,7 +416,7 @@ func (d *decoder) export(f field, conns map[string]*Connection) (e *Export, list
 	path := join("exports", name)
 	e = &Export{
 		Name:            name,
-		Mode:            ModeUpsert,
+		Mode:            plan.ModeUpsert,
 		MaxProfiles:     DefaultMaxProfiles,
 		MaxRemovalShare: DefaultMaxRemovalShare,
 		Enabled:         true,
@@ -537,7 +539,7 @@ func customKeyHint(key string) string {
 	}
 	fixed, ok := customTypeAliases[strings.ToLower(typ)]
 	if !ok {
-		if fixed, ok = suggest(typ, customTypes); !ok {
+		if fixed, ok = closest(typ, customTypes); !ok {
 			return ""
 		}
 	}
@@ -551,14 +553,14 @@ func definedHint(v string, known []string, section string) string {
 	if len(known) == 0 {
 		return " (no " + section + " are defined)"
 	}
-	if s, ok := suggest(v, known); ok {
+	if s, ok := closest(v, known); ok {
 		return fmt.Sprintf(" (did you mean %q?)", s)
 	}
 	return " (defined: " + strings.Join(known, ", ") + ")"
 }
 
 func didYouMean(v string, candidates []string) string {
-	if s, ok := suggest(v, candidates); ok {
+	if s, ok := closest(v, candidates); ok {
 		return fmt.Sprintf(" (did you mean %q?)", s)
 	}
 	return ""

@@ -65,7 +65,7 @@ type UnknownExportError struct {
 
 func (e *UnknownExportError) Error() string {
 	msg := fmt.Sprintf("export %q is not defined in %s", e.Name, e.File)
-	if s, ok := suggest(e.Name, e.Known); ok {
+	if s, ok := closest(e.Name, e.Known); ok {
 		msg += fmt.Sprintf(" (did you mean %q?)", s)
 	}
 	return msg + "; defined: " + strings.Join(e.Known, ", ")

@@ -22,7 +22,7 @@ import (
 	"github.com/segpilot/segpilot/shared/segment"
 )
 
-// Modes of an export.
+// Modes of an export: what a run does with the list (config.Export.Mode).
 const (
 	ModeUpsert = "upsert" // add and update only
 	ModeMirror = "mirror" // also take leavers off the list

@@ -27,7 +27,7 @@ func (rd *reader) matchHeader(header []string) error {
 		}
 		if col < 0 {
 			hint := fmt.Sprintf("fix %s in the export's configuration or the file's header", f.setting)
-			if s := suggest(f.source, header); s != "" {
+			if s := closestColumn(f.source, header); s != "" {
 				hint = fmt.Sprintf("did you mean %q? ", s) + hint
 			}
 			if n := strings.ToLower(rd.name); strings.Contains(n, ".json") {

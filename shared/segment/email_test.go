@@ -166,8 +166,8 @@ func TestSuggest(t *testing.T) {
 		"Country":      "",
 		"T":            "",
 	} {
-		if got := suggest(want, header); got != s {
-			t.Errorf("suggest(%q) = %q, want %q", want, got, s)
+		if got := closestColumn(want, header); got != s {
+			t.Errorf("closestColumn(%q) = %q, want %q", want, got, s)
 		}
 	}
 }

@@ -3,22 +3,15 @@ package segment
 import (
 	"strings"
 	"unicode"
+
+	"github.com/segpilot/segpilot/shared/suggest"
 )
 
-// suggest returns the header name closest to want, or "" when none is close
-// enough to be a likely typo.
-func suggest(want string, header []string) string {
-	w := foldName(want)
-	best, bestD := "", max(1, len([]rune(w))/3)+1
-	for _, h := range header {
-		if len(h) > 200 {
-			continue // not a column name worth comparing; keeps this cheap
-		}
-		if d := distance(w, foldName(h)); d < bestD {
-			best, bestD = h, d
-		}
-	}
-	return best
+// closestColumn returns the header name closest to want, or "" when none
+// is close enough to be a likely typo: one edit per three letters.
+func closestColumn(want string, header []string) string {
+	s, _ := suggest.Closest(want, header, foldName, func(n int) int { return max(1, n/3) })
+	return s
 }
 
 // foldName drops case, spaces and punctuation: "E-mail Address" and
@@ -30,26 +23,4 @@ func foldName(s string) string {
 		}
 		return -1
 	}, s)
-}
-
-// distance is the Levenshtein edit distance between a and b, in runes.
-func distance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
 }

@@ -11,14 +11,13 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 
 	"github.com/segpilot/segpilot/shared/clock"
+	"github.com/segpilot/segpilot/shared/segment"
 )
 
 // Options configures a Server.
@@ -434,7 +433,7 @@ func (s *Server) Unsubscribe(email string) error {
 	defer s.mu.Unlock()
 	c := s.st.lookup(email)
 	if c == nil {
-		return fmt.Errorf("unsubscribing %s: contact %w", maskEmail(email), ErrNotFound)
+		return fmt.Errorf("unsubscribing %s: contact %w", segment.MaskEmail(email), ErrNotFound)
 	}
 	c.unsubscribed = true
 	return nil
@@ -462,14 +461,4 @@ func (s *Server) AddToList(listID, email string) error {
 	}
 	s.st.addMember(l, c)
 	return nil
-}
-
-// maskEmail keeps an email out of errors and logs: "j***@example.com".
-func maskEmail(email string) string {
-	local, domain, ok := strings.Cut(email, "@")
-	if !ok || local == "" {
-		return "***"
-	}
-	r, _ := utf8.DecodeRuneInString(local)
-	return string(r) + "***@" + domain
 }
