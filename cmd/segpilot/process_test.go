@@ -120,16 +120,17 @@ func TestTwoProcessesOnOneBucket(t *testing.T) {
 				t.Fatalf("%d contacts upserted, %d on the list; want %d each", len(upserted), len(st.Lists[0].Members), want)
 			}
 			c := s.Counters()
-			// Two processes sending at once would double the rate (and have
-			// half their requests answered 429); on a loaded machine (make
-			// test runs packages side by side, with -race) a late-woken
-			// worker's request can land in a bunch and cost the odd 429.
-			for sec, n := range c.PerSecond {
-				if n > budget+5 { // + the simulator's burst, by whole second
-					t.Fatalf("%d requests in second %d (per second: %v): above the budget of %d/s", n, sec, c.PerSecond, budget)
+			// Two processes sending at once would double the rate and have
+			// half their requests answered 429. On a loaded machine (make
+			// test runs packages side by side, with -race) a starved
+			// process or simulator sees requests in bunches, so the rate
+			// is judged over 3 s and a few 429s are tolerated.
+			for sec := range len(c.PerSecond) - 2 {
+				if n := c.PerSecond[sec] + c.PerSecond[sec+1] + c.PerSecond[sec+2]; n > 3*budget*115/100 {
+					t.Fatalf("%d requests in seconds %d-%d (per second: %v): above the budget of %d/s", n, sec, sec+2, c.PerSecond, budget)
 				}
 			}
-			if c.ByStatus[429]*20 > c.Total {
+			if c.ByStatus[429]*100 > c.Total*15 {
 				t.Fatalf("%d of %d requests answered 429 (per second: %v)", c.ByStatus[429], c.Total, c.PerSecond)
 			}
 		})

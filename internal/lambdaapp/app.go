@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
-	"golang.org/x/time/rate"
 
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/awsx"
@@ -21,6 +20,7 @@ import (
 	"github.com/segpilot/segpilot/shared/awsx/sfnstarter"
 	"github.com/segpilot/segpilot/shared/awsx/smsecrets"
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/pace"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/secrets"
 )
@@ -81,7 +81,7 @@ type connector struct {
 	log      *slog.Logger
 
 	mu      sync.Mutex
-	limiter *rate.Limiter
+	limiter *pace.Limiter
 }
 
 func (c *connector) connect(ctx context.Context, conn config.Connection, workerRPS float64) (run.Destination, error) {
@@ -96,14 +96,14 @@ func (c *connector) connect(ctx context.Context, conn config.Connection, workerR
 	if workerRPS <= 0 {
 		workerRPS = conn.RequestsPerSecond
 	}
-	return autopilot.New(autopilot.Options{BaseURL: conn.BaseURL, APIKey: key, Limiter: c.pace(workerRPS), Logger: c.log})
+	return autopilot.New(autopilot.Options{BaseURL: conn.BaseURL, APIKey: key, Limiter: c.limiterFor(workerRPS), Logger: c.log})
 }
 
-func (c *connector) pace(rps float64) *rate.Limiter {
+func (c *connector) limiterFor(rps float64) *pace.Limiter {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.limiter == nil || c.limiter.Limit() != rate.Limit(rps) {
-		c.limiter = rate.NewLimiter(rate.Limit(rps), 1)
+	if c.limiter == nil || c.limiter.Rate() != rps {
+		c.limiter = pace.New(rps, 1)
 	}
 	return c.limiter
 }

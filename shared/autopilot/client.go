@@ -21,9 +21,8 @@ import (
 	"time"
 	"unicode"
 
-	"golang.org/x/time/rate"
-
 	"github.com/segpilot/segpilot/shared/clock"
+	"github.com/segpilot/segpilot/shared/pace"
 	"github.com/segpilot/segpilot/shared/segment"
 )
 
@@ -56,7 +55,7 @@ type Options struct {
 	// Limiter, when set, paces this Client instead of RequestsPerSecond and
 	// Burst, so several Clients (one per batch, each with its own Stats) can
 	// share one connection's budget.
-	Limiter *rate.Limiter
+	Limiter *pace.Limiter
 
 	// sleep and now are replaceable so tests can observe backoff waits
 	// without waiting.
@@ -70,7 +69,7 @@ type Client struct {
 	baseURL       string // without trailing slash
 	apiKey        string
 	hc            *http.Client
-	limiter       *rate.Limiter
+	limiter       *pace.Limiter
 	timeout       time.Duration
 	maxAttempts   int
 	baseBackoff   time.Duration
@@ -143,7 +142,7 @@ func New(opts Options) (*Client, error) {
 	}
 	c.limiter = opts.Limiter
 	if c.limiter == nil {
-		c.limiter = rate.NewLimiter(rate.Limit(orDefault(opts.RequestsPerSecond, defaultRequestsPerSecond)), orDefault(opts.Burst, 1))
+		c.limiter = pace.New(orDefault(opts.RequestsPerSecond, defaultRequestsPerSecond), orDefault(opts.Burst, 1))
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -341,14 +340,7 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 }
 
 // waitTurn takes one token of the shared budget, waiting as long as needed.
-func (c *Client) waitTurn(ctx context.Context) error {
-	res := c.limiter.Reserve()
-	if err := clock.Sleep(ctx, res.Delay()); err != nil {
-		res.Cancel()
-		return err
-	}
-	return nil
-}
+func (c *Client) waitTurn(ctx context.Context) error { return c.limiter.Wait(ctx) }
 
 // attempt sends base once with its own timeout and reads the whole answer.
 func (c *Client) attempt(ctx context.Context, base *http.Request, body []byte) (int, http.Header, []byte, error) {

@@ -12,11 +12,10 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/hostproc"
+	"github.com/segpilot/segpilot/shared/pace"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/runner"
 	"github.com/segpilot/segpilot/shared/secrets"
@@ -136,7 +135,7 @@ type Connector struct {
 	Timeout    time.Duration
 
 	mu       sync.Mutex
-	limiters map[string]*rate.Limiter
+	limiters map[string]*pace.Limiter
 }
 
 // Connect implements run.Connector; workerRPS is ignored: locally all
@@ -158,15 +157,15 @@ func (c *Connector) Connect(ctx context.Context, conn config.Connection, _ float
 		Limiter: c.limiter(conn), Logger: c.Log, Timeout: c.Timeout})
 }
 
-func (c *Connector) limiter(conn config.Connection) *rate.Limiter {
+func (c *Connector) limiter(conn config.Connection) *pace.Limiter {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.limiters == nil {
-		c.limiters = map[string]*rate.Limiter{}
+		c.limiters = map[string]*pace.Limiter{}
 	}
 	l, ok := c.limiters[conn.Name]
 	if !ok {
-		l = rate.NewLimiter(rate.Limit(conn.RequestsPerSecond), 1)
+		l = pace.New(conn.RequestsPerSecond, 1)
 		c.limiters[conn.Name] = l
 	}
 	return l
