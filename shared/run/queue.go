@@ -77,6 +77,12 @@ type lockState struct {
 	Owner     string      `json:"owner,omitempty"`     // the Service instance that wrote it
 	Since     time.Time   `json:"since"`
 	Latest    *queueEntry `json:"latest,omitempty"` // the newest request started
+	// Unreported are holders taken over as abandoned whose failed report
+	// is still to be written: recorded by the takeover's own conditional
+	// write and carried on by every later one until a holder has written
+	// it, so a taker that dies (or cannot write) right after the takeover
+	// does not leave the run without a report for good.
+	Unreported []lockState `json:"unreported,omitempty"`
 }
 
 // queueEntry is one waiting request.
@@ -174,20 +180,43 @@ func (s *Service) acquire(ctx context.Context, export, runID string) (*lock, bus
 			return nil, busy{}, err
 		}
 	}
-	l := &lock{export: export, etag: etag, state: lockState{Holder: me, Owner: s.instance(), Since: s.now(), Latest: cur.Latest}}
+	l := &lock{export: export, etag: etag, state: lockState{Holder: me, Owner: s.instance(), Since: s.now(), Latest: cur.Latest,
+		Unreported: cur.Unreported}}
+	if v == abandoned {
+		l.state.Unreported = unreported(cur.Unreported, cur)
+	}
 	got, err := s.swapLock(ctx, l, false)
 	if err != nil || got == nil {
 		return got, busy{}, err
 	}
-	if v == abandoned {
-		// Only now that the lock is ours, so nobody else acts on the old
-		// holder. The report is a record, not a gate: failing to write it
-		// must not block the export.
-		if err := s.markAbandoned(ctx, export, cur); err != nil {
-			s.Logger().Error("recording the end of a stopped run", "export", export, "run", cur.Holder, "error", err)
+	// Only now that the lock is ours, so nobody else acts on the old
+	// holders.
+	got.state.Unreported = s.reportAbandoned(ctx, export, got.state.Unreported)
+	return got, busy{}, nil
+}
+
+// unreported adds st, taken over as abandoned, to the holders whose report
+// is owed; a run already there is kept once, as its latest holder.
+func unreported(owed []lockState, st lockState) []lockState {
+	st.Unreported = nil
+	owed = slices.DeleteFunc(slices.Clone(owed), func(o lockState) bool { return o.Holder == st.Holder })
+	return append(owed, st)
+}
+
+// reportAbandoned writes the failed reports owed for holders taken over
+// and returns those it could not write (the next lock write carries them
+// on). The report is a record, not a gate: failing to write it must not
+// block the export.
+func (s *Service) reportAbandoned(ctx context.Context, export string, owed []lockState) []lockState {
+	var left []lockState
+	for _, st := range owed {
+		if err := s.markAbandoned(ctx, export, st); err != nil {
+			s.Logger().Error("recording the end of a stopped run; the next holder of the lock tries again",
+				"export", export, "run", st.Holder, "error", err)
+			left = append(left, st)
 		}
 	}
-	return got, busy{}, nil
+	return left
 }
 
 // swapLock writes l.state over the lock (create-only when create is set,
@@ -351,7 +380,8 @@ func (s *Service) endedEarly(st lockState) string {
 // records its file as the newest started.
 func (s *Service) handOver(ctx context.Context, l *lock, runID, execution string, e *queueEntry) error {
 	next := *l
-	next.state = lockState{Holder: runID, Execution: execution, Owner: s.instance(), Since: s.now(), Latest: e}
+	next.state = lockState{Holder: runID, Execution: execution, Owner: s.instance(), Since: s.now(), Latest: e,
+		Unreported: l.state.Unreported}
 	got, err := s.swapLock(ctx, &next, false)
 	if err != nil {
 		return err
@@ -375,7 +405,8 @@ func (s *Service) release(ctx context.Context, export, holder string) error {
 	if cur.Holder != holder {
 		return nil // taken over as stale; the new holder releases
 	}
-	l := &lock{export: export, etag: etag, state: lockState{Owner: s.instance(), Since: s.now(), Latest: cur.Latest}}
+	l := &lock{export: export, etag: etag, state: lockState{Owner: s.instance(), Since: s.now(), Latest: cur.Latest,
+		Unreported: cur.Unreported}}
 	_, err = s.swapLock(ctx, l, false)
 	return err
 }

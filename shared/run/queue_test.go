@@ -301,6 +301,28 @@ func TestQueueTakesOverStaleLocks(t *testing.T) {
 		}
 	})
 
+	t.Run("stopped run whose takeover could not write its report", func(t *testing.T) {
+		t.Parallel()
+		f := newQueueFixture(t)
+		a := f.arrive(f.svc, "a.csv", 1, "a@example.com")
+		f.starter.stop(a.RunID, f.now)
+		f.now = f.now.Add(20 * time.Minute)
+		// The drainer that takes a's lock over cannot write a's report (an
+		// S3 error, or its Lambda dies right after the takeover).
+		flaky := f.service()
+		flaky.Store = failingPut{ObjectStore: f.st, key: "runs/vip/" + a.RunID + "/report.json"}
+		b := f.arrive(flaky, "b.csv", 2, "b@example.com")
+		if _, err := run.ReadReport(context.Background(), f.st, "vip", a.RunID); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("a's report after the failed write: %v, want none yet", err)
+		}
+		// Whoever holds the lock next writes it.
+		f.finish(f.service(), b.RunID)
+		rep, err := run.ReadReport(context.Background(), f.st, "vip", a.RunID)
+		if err != nil || rep.Status != run.StatusFailed || !strings.Contains(rep.Message, "stopped by hand") {
+			t.Fatalf("a's report: %+v, %v; want failed, saying why", rep, err)
+		}
+	})
+
 	t.Run("run state unknown", func(t *testing.T) {
 		t.Parallel()
 		f := newQueueFixture(t)
@@ -450,6 +472,19 @@ func TestFinalizePromotesOnlyUnderTheLock(t *testing.T) {
 			t.Fatalf("retried finalize: promoted=%v, snapshot %q; want still promoted and the newer snapshot kept", rep.SnapshotPromoted, snapshot(f))
 		}
 	})
+}
+
+// failingPut is a store whose writes of one key fail.
+type failingPut struct {
+	store.ObjectStore
+	key string
+}
+
+func (f failingPut) Put(ctx context.Context, key string, body io.Reader, opts store.PutOptions) (store.ObjectInfo, error) {
+	if key == f.key {
+		return store.ObjectInfo{}, errors.New("injected: S3 unavailable")
+	}
+	return f.ObjectStore.Put(ctx, key, body, opts)
 }
 
 func md5Of(s string) string {

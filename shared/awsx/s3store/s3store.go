@@ -122,8 +122,11 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, opts store.
 	out, err := s.client.PutObject(ctx, in)
 	if err != nil {
 		err = s.wrap("writing", key, err)
-		if opts.IfMatch != "" && errors.Is(err, store.ErrExists) {
-			// The same 412 (or 409 for a racing conditional write) means the ETag no longer matches.
+		if opts.IfMatch != "" && (errors.Is(err, store.ErrExists) || errors.Is(err, store.ErrNotFound)) {
+			// With If-Match, 412 (or 409 for a racing conditional write)
+			// means the ETag no longer matches, and 404 NoSuchKey that the
+			// object is gone (S3 and moto answer so; gofakes3 answers 412):
+			// either way someone else changed it.
 			return store.ObjectInfo{}, fmt.Errorf("writing %s: %w", s.uri(key), store.ErrChanged)
 		}
 		return store.ObjectInfo{}, err

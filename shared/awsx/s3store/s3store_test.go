@@ -21,9 +21,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
+	"github.com/segpilot/segpilot/internal/testutil"
 	"github.com/segpilot/segpilot/shared/awsx"
 	"github.com/segpilot/segpilot/shared/store"
 )
@@ -49,15 +51,33 @@ func newFixture(t *testing.T, opts ...Option) fixture {
 		faker.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
+	f := fixtureAt(t, srv.URL, opts...)
+	f.listReqs = &listReqs
+	return f
+}
+
+// fixtureAt returns a Store on a fresh bucket of the S3 emulator at endpoint.
+func fixtureAt(t *testing.T, endpoint string, opts ...Option) fixture {
+	t.Helper()
 	cfg := aws.Config{
 		Region:      "us-east-1",
 		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "not-a-secret", ""),
 	}
-	client := awsx.NewS3Client(cfg, srv.URL)
+	client := awsx.NewS3Client(cfg, endpoint)
 	if _, err := client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
 		t.Fatalf("creating bucket: %v", err)
 	}
-	return fixture{store: New(client, bucket, opts...), client: client, listReqs: &listReqs}
+	return fixture{store: New(client, bucket, opts...), client: client}
+}
+
+// emulators are the S3 emulators the conditional writes are checked on:
+// they answer some preconditions differently (see TestConditionalAnswers).
+var emulators = []struct {
+	name    string
+	fixture func(t *testing.T) fixture
+}{
+	{"gofakes3", func(t *testing.T) fixture { return newFixture(t) }},
+	{"moto", func(t *testing.T) fixture { return fixtureAt(t, testutil.Moto(t)) }},
 }
 
 func md5hex(b []byte) string {
@@ -158,7 +178,15 @@ func TestOtherErrorsAreNotNotFound(t *testing.T) {
 
 func TestPutIfNoneMatch(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
+	for _, em := range emulators {
+		t.Run(em.name, func(t *testing.T) {
+			t.Parallel()
+			testPutIfNoneMatch(t, em.fixture(t))
+		})
+	}
+}
+
+func testPutIfNoneMatch(t *testing.T, f fixture) {
 	ctx := context.Background()
 	key := "runs/exp/run-1/manifest.json"
 	if _, err := f.store.Put(ctx, key, strings.NewReader("first"), store.PutOptions{IfNoneMatch: true}); err != nil {
@@ -325,7 +353,15 @@ func TestPutReadErrorIsReported(t *testing.T) {
 
 func TestPutIfMatch(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
+	for _, em := range emulators {
+		t.Run(em.name, func(t *testing.T) {
+			t.Parallel()
+			testPutIfMatch(t, em.fixture(t))
+		})
+	}
+}
+
+func testPutIfMatch(t *testing.T, f fixture) {
 	ctx := context.Background()
 	key := "state/exp/lock.json"
 	if _, err := f.store.Put(ctx, key, strings.NewReader("free"), store.PutOptions{IfMatch: "0123"}); !errors.Is(err, store.ErrChanged) {
@@ -346,5 +382,70 @@ func TestPutIfMatch(t *testing.T) {
 	got, info := readAll(t, f.store, key)
 	if string(got) != "held by a" || info.ETag != second.ETag {
 		t.Fatalf("object = %q (etag %s), want %q (etag %s)", got, info.ETag, "held by a", second.ETag)
+	}
+}
+
+// TestConditionalAnswers pins what each emulator answers to the
+// conditional writes the export lock makes, so the mapping in Put is
+// tested on both answers to an If-Match on a missing key.
+//
+// Where moto 5 differs from AWS S3 (tried against moto_server 5.2.1):
+//   - it never answers 409 ConditionalRequestConflict, which S3 may answer
+//     when two conditional writes of one key race (Put maps it as 412);
+//   - it ignores an If-None-Match with an ETag and overwrites, where S3
+//     accepts only "*" (the lock sends only "*");
+//   - it compares If-Match values with or without quotes.
+//
+// Like S3, it answers If-None-Match: * on an existing key and If-Match
+// with a stale ETag with 412 PreconditionFailed, and If-Match on a missing
+// key with 404 NoSuchKey. gofakes3 answers the last with 412.
+func TestConditionalAnswers(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		emulator string
+		fixture  func(t *testing.T) fixture
+		// error codes for: If-Match on a missing key, If-Match with a
+		// stale ETag, If-None-Match: * on an existing key
+		missing, stale, exists string
+	}{
+		{"gofakes3", emulators[0].fixture, "PreconditionFailed", "PreconditionFailed", "PreconditionFailed"},
+		{"moto", emulators[1].fixture, "NoSuchKey", "PreconditionFailed", "PreconditionFailed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.emulator, func(t *testing.T) {
+			t.Parallel()
+			f := tt.fixture(t)
+			ctx := context.Background()
+			put := func(key, body string, in func(*s3.PutObjectInput)) (string, error) {
+				req := &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: strings.NewReader(body)}
+				in(req)
+				out, err := f.client.PutObject(ctx, req)
+				if err != nil {
+					var apiErr smithy.APIError
+					if errors.As(err, &apiErr) {
+						return apiErr.ErrorCode(), err
+					}
+					return "", err
+				}
+				return aws.ToString(out.ETag), nil
+			}
+			code, err := put("state/exp/lock.json", "x", func(in *s3.PutObjectInput) { in.IfMatch = aws.String(`"0123"`) })
+			if err == nil || code != tt.missing {
+				t.Errorf("If-Match on a missing key: %q (%v), want %s", code, err, tt.missing)
+			}
+			etag, err := put("state/exp/lock.json", "free", func(*s3.PutObjectInput) {})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := put("state/exp/lock.json", "held", func(in *s3.PutObjectInput) { in.IfMatch = aws.String(etag) }); err != nil {
+				t.Fatalf("If-Match with the current ETag: %v", err)
+			}
+			if code, err := put("state/exp/lock.json", "late", func(in *s3.PutObjectInput) { in.IfMatch = aws.String(etag) }); err == nil || code != tt.stale {
+				t.Errorf("If-Match with a stale ETag: %q (%v), want %s", code, err, tt.stale)
+			}
+			if code, err := put("state/exp/lock.json", "new", func(in *s3.PutObjectInput) { in.IfNoneMatch = aws.String("*") }); err == nil || code != tt.exists {
+				t.Errorf("If-None-Match on an existing key: %q (%v), want %s", code, err, tt.exists)
+			}
+		})
 	}
 }
