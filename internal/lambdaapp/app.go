@@ -102,7 +102,7 @@ func (c *connector) connect(ctx context.Context, conn config.Connection, workerR
 func (c *connector) limiterFor(rps float64) *pace.Limiter {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.limiter == nil || c.limiter.Rate() != rps {
+	if c.limiter == nil || c.limiter.Budget() != rps {
 		c.limiter = pace.New(rps, 1)
 	}
 	return c.limiter

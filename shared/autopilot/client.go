@@ -296,6 +296,9 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 		}
 		cls := classify(status, err)
 		c.record(status, err, cls)
+		if status == http.StatusTooManyRequests {
+			c.limiter.Throttled() // every worker of the budget slows down, not only this one
+		}
 		switch cls {
 		case classOK:
 			if out == nil || len(bytes.TrimSpace(respBody)) == 0 {

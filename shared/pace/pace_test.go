@@ -2,6 +2,7 @@ package pace_test
 
 import (
 	"context"
+	"math"
 	"slices"
 	"sync"
 	"testing"
@@ -72,5 +73,51 @@ func TestWaitHonoursContext(t *testing.T) {
 	defer cancel()
 	if err := l.Wait(ctx); err == nil {
 		t.Fatal("waited a second despite a 20 ms deadline")
+	}
+}
+
+// TestAdaptsToThrottling: a 429 cuts the rate to 80 %, once for the
+// workers that meet one overload together; the rate grows back by 10 % of
+// the budget a second, never above it.
+func TestAdaptsToThrottling(t *testing.T) {
+	t.Parallel()
+	l := pace.New(100, 1)
+	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	l.SetNow(func() time.Time { return now })
+	steps := []struct {
+		name      string
+		advance   time.Duration
+		throttled int
+		want      float64
+	}{
+		{"a 429", 0, 1, 80},
+		{"more 429s of the same overload", 100 * time.Millisecond, 5, 80},
+		{"the next overload", 400 * time.Millisecond, 1, (80 + 5) * 0.8}, // grown by 0.5 s × 10/s first
+		{"a second of calm", time.Second, 0, 68 + 10},
+		{"long calm: back to the budget, not above", time.Minute, 0, 100},
+	}
+	for _, st := range steps {
+		now = now.Add(st.advance)
+		for range st.throttled {
+			l.Throttled()
+		}
+		if st.throttled == 0 {
+			if err := l.Wait(context.Background()); err != nil { // the rate grows as waiters come
+				t.Fatal(err)
+			}
+		}
+		if got := l.Rate(); math.Abs(got-st.want) > 1e-9 {
+			t.Fatalf("%s: rate %.3f, want %.3f", st.name, got, st.want)
+		}
+	}
+	for range 200 {
+		now = now.Add(500 * time.Millisecond)
+		l.Throttled()
+	}
+	if got := l.Rate(); math.Abs(got-20) > 1e-6 { // r = (r + 5) × 0.8
+		t.Fatalf("throttled without pause: rate %.3f, want it to settle at 20", got)
+	}
+	if l.Budget() != 100 {
+		t.Fatalf("budget %v, want 100", l.Budget())
 	}
 }
