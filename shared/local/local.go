@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/segpilot/segpilot"
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/hostproc"
@@ -69,6 +70,7 @@ func New(opts Options) (*Pipeline, error) {
 		ReleaseBrake: "run it again with --allow-large-removal"}
 	r, err := runner.New(runner.Options{
 		Definition: statemachine.Export,
+		Template:   segpilot.Template,
 		Functions: map[string]runner.Handler{
 			"SyncBatchFunctionArn": handler(svc.SyncBatch),
 			"FinalizeFunctionArn":  handler(svc.Finalize),

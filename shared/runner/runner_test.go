@@ -48,6 +48,7 @@ func newRunner(t *testing.T, h *harness, items int, sync runner.Handler) *runner
 	h.calls = map[int]int{}
 	r, err := runner.New(runner.Options{
 		Definition: loadDefinition(t),
+		Template:   loadTemplate(t),
 		Functions: map[string]runner.Handler{
 			"SyncBatchFunctionArn": sync,
 			"FinalizeFunctionArn": func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) {
@@ -283,4 +284,13 @@ func TestErrorName(t *testing.T) {
 			t.Errorf("ErrorName(%T) = %q, want %q", err, got, want)
 		}
 	}
+}
+
+func loadTemplate(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../../template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
