@@ -40,6 +40,8 @@ type Options struct {
 	RetrySleep func(ctx context.Context, d time.Duration) error
 	// ClientTimeout is the per-request timeout of the Autopilot client (default 30s).
 	ClientTimeout time.Duration
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
 }
 
 // Pipeline is a ready-to-run local segpilot.
@@ -60,13 +62,17 @@ func New(opts Options) (*Pipeline, error) {
 		}
 		st = folder
 	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
 	conn := &Connector{Secrets: opts.Secrets, BaseURL: opts.BaseURL, HTTPClient: opts.HTTPClient,
 		Log: opts.Log, Timeout: opts.ClientTimeout}
 	self, err := hostproc.Self()
 	if err != nil {
 		return nil, err
 	}
-	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, Processes: processes(self.String()),
+	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, Now: opts.Now, Processes: processes(self.String()),
 		ReleaseBrake: "run it again with --allow-large-removal"}
 	r, err := runner.New(runner.Options{
 		Definition: statemachine.Export,
@@ -76,6 +82,7 @@ func New(opts Options) (*Pipeline, error) {
 			"FinalizeFunctionArn":  handler(svc.Finalize),
 		},
 		Items:    func(ctx context.Context, key string) ([]any, error) { return readItems(ctx, st, key) },
+		Names:    storeNames{st: st, now: now},
 		Progress: opts.Progress,
 		Sleep:    opts.RetrySleep,
 	})
