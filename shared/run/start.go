@@ -44,8 +44,10 @@ type Service struct {
 	// export's lock still runs; nil in Lambda.
 	Processes Processes
 
-	lists        sync.Map   // connection+title -> list id, resolved once per process
-	listMu       sync.Mutex // one resolution at a time
+	manifestMu   sync.Mutex
+	manifests    map[string]*Manifest // manifest key -> its head, see readManifestHead
+	lists        sync.Map             // connection+title -> list id, resolved once per process
+	listMu       sync.Mutex           // one resolution at a time
 	instanceOnce sync.Once
 	instanceID   string
 }
@@ -373,6 +375,46 @@ func (s *Service) readManifest(ctx context.Context, export, runID string) (*Mani
 	}
 	return &m, nil
 }
+
+// readManifestHead returns the manifest without its list of batches
+// (Batches is nil), for a batch: that list has an entry per batch, so
+// every batch of a 3,000-batch run reading it made the run quadratic. A
+// manifest never changes once written (it is created only if absent), so
+// it is read once per process (a warm Lambda container serves many
+// batches of a run).
+func (s *Service) readManifestHead(ctx context.Context, export, runID string) (*Manifest, error) {
+	key := manifestKey(export, runID)
+	s.manifestMu.Lock()
+	m, ok := s.manifests[key]
+	s.manifestMu.Unlock()
+	if ok {
+		return m, nil
+	}
+	var head struct {
+		Manifest
+		Batches skipped `json:"batches"` // shadows Manifest.Batches
+	}
+	if err := getJSON(ctx, s.Store, key, &head); err != nil {
+		return nil, err
+	}
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
+	if len(s.manifests) >= maxCachedManifests {
+		clear(s.manifests) // runs come one at a time per export: a few are enough
+	}
+	if s.manifests == nil {
+		s.manifests = map[string]*Manifest{}
+	}
+	s.manifests[key] = &head.Manifest
+	return &head.Manifest, nil
+}
+
+const maxCachedManifests = 32
+
+// skipped is a JSON value left undecoded.
+type skipped struct{}
+
+func (*skipped) UnmarshalJSON([]byte) error { return nil }
 
 // Pacing splits a connection's budget over parallel workers. More workers
 // than requests per second keeps the budget busy while each worker also

@@ -28,7 +28,7 @@ func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) 
 	if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
-	m, err := s.readManifest(ctx, it.Export, it.RunID)
+	m, err := s.readManifestHead(ctx, it.Export, it.RunID)
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: %w", it.Batch, err)
 	}
