@@ -489,9 +489,65 @@ func TestStateMachinePolicies(t *testing.T) {
 		t.Errorf("state machine may invoke %v, want SyncBatchFunction and FinalizeFunction", invoked)
 	}
 	got := allowedActions(t, at(props, "Policies"))
-	want := []string{"s3:GetObject", "states:DescribeExecution", "states:StartExecution", "states:StopExecution"}
+	// The ResultWriter's needs (Step Functions developer guide, "IAM
+	// policies for ResultWriter"): put, get, and multipart upload clean-up.
+	want := []string{"s3:AbortMultipartUpload", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject",
+		"states:DescribeExecution", "states:StartExecution", "states:StopExecution"}
 	if !slices.Equal(got, want) {
 		t.Errorf("state machine may %v, want %v", got, want)
+	}
+	// Every S3 action is on runs/, where the items are read and the
+	// Map's results written (the ResultWriter's Prefix is under the run's).
+	found := map[string]obj{}
+	statements(at(props, "Policies"), "", found)
+	for where, st := range found {
+		for _, a := range stringList(st["Action"]) {
+			sub, _ := at(st["Resource"], "Fn::Sub").([]any)
+			if strings.HasPrefix(a, "s3:") && (len(sub) != 2 || !strings.HasSuffix(fmt.Sprint(sub[0]), "/runs/*")) {
+				t.Errorf("state machine%s: %s on %v, want only runs/*", where, a, st["Resource"])
+			}
+		}
+	}
+}
+
+// TestMapWritesItsResultsToTheRun: a Distributed Map without a ResultWriter
+// returns the array of every child's output, and past 256 KiB fails with
+// States.DataLimitExceeded, which no Catch handles: finalize never runs and
+// the export's lock stays held. Its results go to the run's prefix instead.
+func TestMapWritesItsResultsToTheRun(t *testing.T) {
+	asl, err := os.ReadFile(stateMachinePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var def struct {
+		States map[string]struct {
+			Type         string
+			ResultWriter struct {
+				Resource   string
+				Parameters map[string]string
+			}
+			ItemProcessor *struct {
+				ProcessorConfig struct{ Mode string }
+			}
+		}
+	}
+	if err := json.Unmarshal(asl, &def); err != nil {
+		t.Fatal(err)
+	}
+	var maps int
+	for name, st := range def.States {
+		if st.Type != "Map" || st.ItemProcessor == nil || st.ItemProcessor.ProcessorConfig.Mode != "DISTRIBUTED" {
+			continue
+		}
+		maps++
+		w := st.ResultWriter
+		if !strings.HasSuffix(w.Resource, ":states:::s3:putObject") || w.Parameters["Bucket"] != "${BucketName}" ||
+			w.Parameters["Prefix.$"] != "$.mapResultsPrefix" {
+			t.Errorf("Map %s ResultWriter = %+v; want s3:putObject to ${BucketName} under $.mapResultsPrefix", name, w)
+		}
+	}
+	if maps == 0 {
+		t.Fatal("no Distributed Map in the definition")
 	}
 }
 

@@ -4,6 +4,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -81,8 +82,12 @@ func New(opts Options) (*Pipeline, error) {
 			"SyncBatchFunctionArn": handler(svc.SyncBatch),
 			"FinalizeFunctionArn":  handler(svc.Finalize),
 		},
-		Items:    func(ctx context.Context, key string) ([]any, error) { return readItems(ctx, st, key) },
-		Names:    storeNames{st: st, now: now},
+		Items: func(ctx context.Context, key string) ([]any, error) { return readItems(ctx, st, key) },
+		Names: storeNames{st: st, now: now},
+		Results: func(ctx context.Context, key string, body []byte) error {
+			_, err := st.Put(ctx, key, bytes.NewReader(body), store.PutOptions{ContentType: "application/json"})
+			return err
+		},
 		Progress: opts.Progress,
 		Sleep:    opts.RetrySleep,
 	})

@@ -283,7 +283,8 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		resumed = len(settled)
 		s.Logger().Info("resuming run", "export", e.Name, "run", runID, "settled", resumed, "batches", len(m.Batches))
 	}
-	input, err := json.Marshal(Execution{Export: e.Name, RunID: runID, ItemsKey: itemsKey(e.Name, runID), ListID: listID,
+	input, err := json.Marshal(Execution{Export: e.Name, RunID: runID, ItemsKey: itemsKey(e.Name, runID),
+		MapResultsPrefix: mapResultsPrefix(e.Name, runID), ListID: listID,
 		Concurrency: m.Concurrency, WorkerRPS: m.WorkerRPS, StartedAt: attemptStart, Resumed: resumed})
 	if err != nil {
 		return res, err

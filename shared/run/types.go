@@ -118,12 +118,15 @@ type Manifest struct {
 
 // Execution is the state machine's input.
 type Execution struct {
-	Export      string  `json:"export"`
-	RunID       string  `json:"runId"`
-	ItemsKey    string  `json:"itemsKey"`
-	ListID      string  `json:"listId"`
-	Concurrency int     `json:"concurrency"`
-	WorkerRPS   float64 `json:"workerRps"`
+	Export   string `json:"export"`
+	RunID    string `json:"runId"`
+	ItemsKey string `json:"itemsKey"`
+	// MapResultsPrefix is where the Map's ResultWriter puts its children's
+	// results (runs/<export>/<run>/map), keeping the Map's own result tiny.
+	MapResultsPrefix string  `json:"mapResultsPrefix"`
+	ListID           string  `json:"listId"`
+	Concurrency      int     `json:"concurrency"`
+	WorkerRPS        float64 `json:"workerRps"`
 	// StartedAt is when this attempt began (before planning, when it
 	// planned); Resumed counts the batches earlier attempts settled.
 	StartedAt time.Time `json:"startedAt,omitzero"`
@@ -214,8 +217,9 @@ func runPrefix(export, runID string) string { return "runs/" + export + "/" + ru
 func manifestKey(export, runID string) string {
 	return runPrefix(export, runID) + "manifest.json"
 }
-func itemsKey(export, runID string) string  { return runPrefix(export, runID) + "items.json" }
-func reportKey(export, runID string) string { return runPrefix(export, runID) + "report.json" }
+func itemsKey(export, runID string) string         { return runPrefix(export, runID) + "items.json" }
+func mapResultsPrefix(export, runID string) string { return runPrefix(export, runID) + "map" }
+func reportKey(export, runID string) string        { return runPrefix(export, runID) + "report.json" }
 
 // listRequestsKey holds the requests ingest made to find the run's list.
 func listRequestsKey(export, runID string) string {

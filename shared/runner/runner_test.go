@@ -41,6 +41,7 @@ type harness struct {
 	sleeps    []time.Duration
 	calls     map[int]int
 	finalized []map[string]any
+	written   map[string][]byte // the ResultWriter's objects
 }
 
 func newRunner(t *testing.T, h *harness, items int, sync runner.Handler) *runner.Runner {
@@ -72,6 +73,15 @@ func newRunner(t *testing.T, h *harness, items int, sync runner.Handler) *runner
 			}
 			return out, nil
 		},
+		Results: func(ctx context.Context, key string, body []byte) error {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if h.written == nil {
+				h.written = map[string][]byte{}
+			}
+			h.written[key] = body
+			return nil
+		},
 		Sleep: func(ctx context.Context, d time.Duration) error {
 			h.mu.Lock()
 			h.sleeps = append(h.sleeps, d)
@@ -87,7 +97,7 @@ func newRunner(t *testing.T, h *harness, items int, sync runner.Handler) *runner
 }
 
 func input(concurrency int) []byte {
-	return []byte(`{"export":"e","runId":"r1","itemsKey":"runs/e/r1/items.json","listId":"contactlist_1","workerRps":1.5,"concurrency":` + itoa(concurrency) + `}`)
+	return []byte(`{"export":"e","runId":"r1","itemsKey":"runs/e/r1/items.json","mapResultsPrefix":"runs/e/r1/map","listId":"contactlist_1","workerRps":1.5,"concurrency":` + itoa(concurrency) + `}`)
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
@@ -293,4 +303,49 @@ func loadTemplate(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestMapResultsGoToTheRunPrefix: the Map's children report kilobytes each;
+// their results go to the run's prefix in the bucket (ResultWriter), and the
+// Map's own result, only where they went, stays far under the quota.
+func TestMapResultsGoToTheRunPrefix(t *testing.T) {
+	t.Parallel()
+	const items, size = 600, 2048
+	h := &harness{}
+	r := newRunner(t, h, items, func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) {
+		return json.RawMessage(`{"batch":` + itoa(batchOf(t, p)) + `,"note":"` + strings.Repeat("x", size) + `"}`), nil
+	})
+	if _, err := r.Execute(context.Background(), input(8)); err != nil {
+		t.Fatalf("%d children of %d bytes each: %v", items, size, err)
+	}
+	if got := r.LargestPayload(); got > 4096 {
+		t.Errorf("largest payload %d bytes; the Map's result should be only where its results went", got)
+	}
+	var manifest, succeeded string
+	for key := range h.written {
+		switch {
+		case !strings.HasPrefix(key, "runs/e/r1/map/"):
+			t.Errorf("result object %s is outside the run's map/ prefix", key)
+		case strings.HasSuffix(key, "/manifest.json"):
+			manifest = key
+		case strings.HasSuffix(key, "/SUCCEEDED_0.json"):
+			succeeded = key
+		}
+	}
+	var ends []struct{ Status, Output string }
+	if err := json.Unmarshal(h.written[succeeded], &ends); err != nil || len(ends) != items || manifest == "" {
+		t.Fatalf("results %v: %d children exported (%v), manifest %q; want %d and a manifest", keysOf(h.written), len(ends), err, manifest, items)
+	}
+	fin := h.finalized[0]
+	if _, failed := fin["mapError"]; failed {
+		t.Fatalf("finalize got a map error: %v", fin)
+	}
+}
+
+func keysOf(m map[string][]byte) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
