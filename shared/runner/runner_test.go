@@ -44,10 +44,20 @@ type harness struct {
 	written   map[string][]byte // the ResultWriter's objects
 }
 
-func newRunner(t *testing.T, h *harness, items int, sync runner.Handler) *runner.Runner {
+type option func(*runner.Options)
+
+func withTimeouts(m map[string]time.Duration) option {
+	return func(o *runner.Options) { o.Timeouts = m }
+}
+
+func withFinalize(h runner.Handler) option {
+	return func(o *runner.Options) { o.Functions["FinalizeFunctionArn"] = h }
+}
+
+func newRunner(t *testing.T, h *harness, items int, sync runner.Handler, opts ...option) *runner.Runner {
 	t.Helper()
 	h.calls = map[int]int{}
-	r, err := runner.New(runner.Options{
+	o := runner.Options{
 		Definition: loadDefinition(t),
 		Template:   loadTemplate(t),
 		Functions: map[string]runner.Handler{
@@ -89,7 +99,11 @@ func newRunner(t *testing.T, h *harness, items int, sync runner.Handler) *runner
 			return nil
 		},
 		Jitter: func() float64 { return 1 }, // the jitter's upper bound: the full computed delay
-	})
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	r, err := runner.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,4 +362,74 @@ func keysOf(m map[string][]byte) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestLambdaErrorsAreRetried: a syncbatch or finalize invocation that
+// Lambda fails (a timeout, which Lambda reports as Sandbox.Timedout, or
+// Lambda.Unknown from older runtimes; or one of the service errors Step
+// Functions recommends retrying) is retried with backoff, not recorded as
+// a failed batch or a failed run.
+func TestLambdaErrorsAreRetried(t *testing.T) {
+	t.Parallel()
+	names := []string{"Sandbox.Timedout", "Lambda.Unknown", "Lambda.ClientExecutionTimeoutException", "Lambda.ServiceException",
+		"Lambda.AWSLambdaException", "Lambda.SdkClientException", "Lambda.TooManyRequestsException"}
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			h := &harness{}
+			var finalizeCalls int
+			r := newRunner(t, h, 2, func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) {
+				b := batchOf(t, p)
+				h.mu.Lock()
+				h.calls[b]++
+				n := h.calls[b]
+				h.mu.Unlock()
+				if b == 1 && n <= 2 {
+					if name == "Sandbox.Timedout" {
+						<-ctx.Done() // outlives the function's timeout
+						time.Sleep(10 * time.Millisecond)
+						return json.RawMessage(`{"late":true}`), nil
+					}
+					return nil, &runner.StateError{Name: name, Cause: "injected"}
+				}
+				return json.RawMessage(`{"ok":true}`), nil
+			}, withTimeouts(map[string]time.Duration{"SyncBatchFunctionArn": 100 * time.Millisecond, "FinalizeFunctionArn": time.Minute}),
+				withFinalize(func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) {
+					h.mu.Lock()
+					finalizeCalls++
+					n := finalizeCalls
+					h.mu.Unlock()
+					if n <= 2 && name != "Sandbox.Timedout" {
+						return nil, &runner.StateError{Name: name, Cause: "injected"}
+					}
+					var in map[string]any
+					if err := json.Unmarshal(p, &in); err != nil {
+						return nil, err
+					}
+					h.mu.Lock()
+					h.finalized = append(h.finalized, in)
+					h.mu.Unlock()
+					return json.RawMessage(`{"status":"done"}`), nil
+				}))
+			out, err := r.Execute(context.Background(), input(1))
+			r.Wait()
+			if err != nil {
+				t.Fatalf("%s was not retried: %v", name, err)
+			}
+			if h.calls[1] != 3 {
+				t.Fatalf("batch 1 called %d times; want 3 (two %s, then success)", h.calls[1], name)
+			}
+			if len(h.finalized) != 1 {
+				t.Fatalf("finalize completed %d times", len(h.finalized))
+			}
+			if _, failed := h.finalized[0]["mapError"]; failed || !strings.Contains(string(out), "done") {
+				t.Fatalf("the run saw a failure: finalize input %v, output %s", h.finalized[0], out)
+			}
+			for _, d := range h.sleeps {
+				if d <= 0 {
+					t.Errorf("a retry without backoff: %v", h.sleeps)
+				}
+			}
+		})
+	}
 }
