@@ -41,19 +41,32 @@ func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) 
 		return nil, err
 	}
 	start := time.Now()
-	dest, err := s.Connect(ctx, m.Connection, it.WorkerRPS)
+	// Sending stops early enough before the invocation's deadline (Lambda's
+	// timeout) to checkpoint and answer Transient: the state machine then
+	// retries the batch, which resumes where this attempt stopped, instead
+	// of Lambda killing it mid-write.
+	work, stop := beforeDeadline(ctx)
+	defer stop()
+	dest, err := s.Connect(work, m.Connection, it.WorkerRPS)
 	if err != nil {
 		return nil, classify(fmt.Errorf("batch %d: connecting: %w", it.Batch, err))
 	}
 	res := &BatchResult{Batch: it.Batch}
-	sendErr := s.send(ctx, dest, m, it, b, &prog, res)
+	sendErr := s.send(work, dest, m, it, b, &prog, res)
 	res.Requests = prog.Requests
 	res.Requests.add(requestsOf(dest.Stats()))
 	res.DurationMS = time.Since(start).Milliseconds()
 	log := s.Logger().With("export", it.Export, "run", it.RunID, "batch", it.Batch)
+	outOfTime := work.Err() != nil && ctx.Err() == nil
 	if sendErr != nil {
+		cerr := s.checkpoint(ctx, it, &prog, dest)
+		if outOfTime && cerr == nil {
+			log.Warn("batch out of time", "status", "retry", "sent", prog.Sent, "removed", len(prog.Removed))
+			return nil, &Transient{Msg: fmt.Sprintf("batch %d: stopped before the function's timeout with contacts left to send; "+
+				"its retry resumes from the checkpoint", it.Batch)}
+		}
 		log.Error("batch stopped", "status", "error", "error", sendErr)
-		return nil, classify(errors.Join(sendErr, s.checkpoint(ctx, it, &prog, dest)))
+		return nil, classify(errors.Join(sendErr, cerr))
 	}
 	if len(res.Failed) > 0 {
 		// Record why, for finalize, in case every retry fails; then let the
@@ -103,6 +116,22 @@ func (s *Service) readBatch(ctx context.Context, export, runID string, seq int, 
 	}
 	return b, nil
 }
+
+// beforeDeadline returns ctx with a deadline a margin before ctx's own (a
+// fifth of the time left, at most deadlineMargin); without a deadline, ctx.
+func beforeDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	margin := min(deadlineMargin, time.Until(deadline)/5)
+	return context.WithDeadline(ctx, deadline.Add(-margin))
+}
+
+// deadlineMargin is how long before its Lambda's timeout (300 s for
+// syncbatch) a batch stops sending: time for the checkpoint, the failure
+// record and the answer.
+const deadlineMargin = 15 * time.Second
 
 // maxBatchBytes bounds a batch file: 100 profiles of at most a few KB each.
 const maxBatchBytes = 16 << 20
