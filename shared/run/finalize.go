@@ -37,6 +37,11 @@ type MapError struct {
 // and, only when nothing failed, promotes the run's profile set to the
 // export's snapshot, so the next run diffs against what Autopilot holds.
 func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, error) {
+	rep, err := s.finalize(ctx, in)
+	return rep, s.classify(err)
+}
+
+func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, error) {
 	m, err := s.readManifest(ctx, in.Export, in.RunID)
 	if err != nil {
 		return nil, fmt.Errorf("finalizing %s: %w", in.RunID, err)

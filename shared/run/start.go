@@ -44,6 +44,11 @@ type Service struct {
 	// export's lock still runs; nil in Lambda.
 	Processes Processes
 
+	// Transient tells an infrastructure error worth retrying later (an
+	// SDK's throttling, 5xx, a dropped connection; awsx.IsTransient in
+	// Lambda) from one that is not; nil: none is.
+	Transient func(error) bool
+
 	manifestMu   sync.Mutex
 	manifests    map[string]*Manifest // manifest key -> its head, see readManifestHead
 	lists        sync.Map             // connection+title -> list id, resolved once per process
@@ -355,16 +360,16 @@ func (s *Service) resolveList(ctx context.Context, m *Manifest) (string, error) 
 	}
 	dest, err := s.Connect(ctx, m.Connection, m.WorkerRPS)
 	if err != nil {
-		return "", classify(fmt.Errorf("connecting to %s: %w", m.Connection.Name, err))
+		return "", s.classify(fmt.Errorf("connecting to %s: %w", m.Connection.Name, err))
 	}
 	id, err := s.listID(ctx, dest, m)
 	if st := dest.Stats(); st.Requests > 0 {
 		if perr := putJSON(ctx, s.Store, listRequestsKey(m.Export, m.RunID), requestsOf(st), store.PutOptions{}); perr != nil {
-			return "", errors.Join(classify(err), perr)
+			return "", errors.Join(s.classify(err), perr)
 		}
 	}
 	if err != nil {
-		return "", classify(err)
+		return "", s.classify(err)
 	}
 	return id, nil
 }

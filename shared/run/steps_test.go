@@ -3,13 +3,17 @@ package run_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/run"
+	"github.com/segpilot/segpilot/shared/store"
 )
 
 // planned drops a file and returns its started run's execution and the
@@ -83,5 +87,62 @@ func TestSyncBatchStopsBeforeItsDeadline(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Fatal("returned only once the invocation's own deadline had passed")
+	}
+}
+
+// errUnavailable stands for an S3 answer worth retrying (a 503, say).
+var errUnavailable = errors.New("service unavailable")
+
+// flakyStore fails every read and write under prefix with errUnavailable.
+type flakyStore struct {
+	store.ObjectStore
+	prefix string
+}
+
+func (f flakyStore) Get(ctx context.Context, key string) (io.ReadCloser, store.ObjectInfo, error) {
+	if strings.HasPrefix(key, f.prefix) {
+		return nil, store.ObjectInfo{}, fmt.Errorf("getting %s: %w", key, errUnavailable)
+	}
+	return f.ObjectStore.Get(ctx, key)
+}
+
+func (f flakyStore) Put(ctx context.Context, key string, body io.Reader, opts store.PutOptions) (store.ObjectInfo, error) {
+	if strings.HasPrefix(key, f.prefix) {
+		return store.ObjectInfo{}, fmt.Errorf("writing %s: %w", key, errUnavailable)
+	}
+	return f.ObjectStore.Put(ctx, key, body, opts)
+}
+
+// An S3 (or any infrastructure) error that the deployment's classifier
+// calls transient reaches the state machine as *Transient from syncbatch
+// and finalize, which it retries; other errors are left as they are.
+func TestStoreErrorsAreClassified(t *testing.T) {
+	t.Parallel()
+	f := newQueueFixture(t)
+	ex, items := f.planned("a@example.com", "b@example.com")
+	prefix := "runs/vip/" + ex.RunID + "/"
+	steps := map[string]func(*run.Service) error{
+		"syncbatch": func(svc *run.Service) error { _, err := svc.SyncBatch(context.Background(), items[0]); return err },
+		"finalize": func(svc *run.Service) error {
+			_, err := svc.Finalize(context.Background(), run.FinalizeInput{Export: ex.Export, RunID: ex.RunID})
+			return err
+		},
+	}
+	for name, step := range steps {
+		for _, where := range []string{prefix + "results/", prefix + "manifest.json"} {
+			svc := f.service()
+			svc.Store = flakyStore{ObjectStore: f.st, prefix: where}
+			svc.Transient = func(err error) bool { return errors.Is(err, errUnavailable) }
+			err := step(svc)
+			if _, ok := err.(*run.Transient); !ok {
+				t.Errorf("%s with %s unavailable returned %v (%T); want *run.Transient", name, where, err, err)
+			}
+			svc.Transient = nil
+			if err := step(svc); err == nil {
+				t.Errorf("%s with %s unavailable succeeded", name, where)
+			} else if _, ok := err.(*run.Transient); ok {
+				t.Errorf("%s called %v transient with no classifier", name, err)
+			}
+		}
 	}
 }

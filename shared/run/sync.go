@@ -19,6 +19,11 @@ import (
 // idempotent. It returns *Unauthorized, *Transient or *Throttled for the
 // state machine to act on.
 func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) {
+	res, err := s.syncBatch(ctx, it)
+	return res, s.classify(err)
+}
+
+func (s *Service) syncBatch(ctx context.Context, it Item) (*BatchResult, error) {
 	var done BatchResult
 	err := getJSON(ctx, s.Store, resultKey(it.Export, it.RunID, it.Batch), &done)
 	if err == nil {
@@ -49,7 +54,7 @@ func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) 
 	defer stop()
 	dest, err := s.Connect(work, m.Connection, it.WorkerRPS)
 	if err != nil {
-		return nil, classify(fmt.Errorf("batch %d: connecting: %w", it.Batch, err))
+		return nil, fmt.Errorf("batch %d: connecting: %w", it.Batch, err)
 	}
 	res := &BatchResult{Batch: it.Batch}
 	sendErr := s.send(work, dest, m, it, b, &prog, res)
@@ -66,7 +71,7 @@ func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) 
 				"its retry resumes from the checkpoint", it.Batch)}
 		}
 		log.Error("batch stopped", "status", "error", "error", sendErr)
-		return nil, classify(errors.Join(sendErr, cerr))
+		return nil, errors.Join(sendErr, cerr)
 	}
 	if len(res.Failed) > 0 {
 		// Record why, for finalize, in case every retry fails; then let the
@@ -256,16 +261,34 @@ func (s *Service) listID(ctx context.Context, dest Destination, m *Manifest) (st
 	return id, nil
 }
 
-// classify maps a client error onto the error types the state machine matches.
-func classify(err error) error {
-	var unauth *autopilot.UnauthorizedError
-	var apiErr *autopilot.APIError
+// classify maps an error onto the types the state machine's Retry and
+// Catch match (their names are Lambda's errorType), so every step sorts
+// its errors here and nowhere else: a refused key stops the run; a 429 past
+// the client's retries is Throttled; what may pass (a retryable API
+// answer, or an infrastructure error the deployment's Transient calls so:
+// S3 or Secrets Manager throttling, 5xx, a dropped connection) is
+// Transient, which the state machine retries with backoff. Anything else
+// is returned as it is, and fails the step for good.
+func (s *Service) classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var (
+		unauth    *autopilot.UnauthorizedError
+		apiErr    *autopilot.APIError
+		refused   *Unauthorized
+		corrupt   *Corrupt
+		throttled *Throttled
+		transient *Transient
+	)
 	switch {
-	case errors.As(err, &unauth):
+	case errors.As(err, &refused), errors.As(err, &unauth):
 		return &Unauthorized{Msg: err.Error()}
-	case errors.As(err, &apiErr) && apiErr.Status == 429:
+	case errors.As(err, &corrupt):
+		return &Corrupt{Msg: err.Error()}
+	case errors.As(err, &throttled), errors.As(err, &apiErr) && apiErr.Status == 429:
 		return &Throttled{Msg: err.Error()}
-	case autopilot.IsRetryable(err):
+	case errors.As(err, &transient), autopilot.IsRetryable(err), s.Transient != nil && s.Transient(err):
 		return &Transient{Msg: err.Error()}
 	}
 	return err
