@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/segpilot/segpilot/shared/plan"
@@ -99,11 +98,14 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	if err := s.writeRejected(ctx, m, issues); err != nil {
 		return nil, err
 	}
+	refused, err := s.readRefusal(ctx, m.Export, m.RunID, cmp.Or(in.StartedAt, m.PlannedAt))
+	if err != nil {
+		return nil, err
+	}
 	rep.Status = StatusSucceeded
 	switch {
-	case in.MapError != nil && strings.Contains(in.MapError.Error+in.MapError.Cause, "Unauthorized"):
-		rep.Status = StatusFailed
-		rep.Message = "Autopilot refused the API key (401/403): check or rotate the secret, then run again; nothing more was sent"
+	case refused != nil:
+		rep.Status, rep.Message = StatusFailed, refused.Message
 	case rep.Batches.Failed > 0 || in.MapError != nil:
 		rep.Status = StatusFailed
 		rep.Message = fmt.Sprintf("%d of %d batches failed (%s); their contacts are in rejected.csv and the next run retries them",

@@ -146,3 +146,37 @@ func TestStoreErrorsAreClassified(t *testing.T) {
 		}
 	}
 }
+
+// refusingDestination answers every upsert with 401: the key was refused.
+type refusingDestination struct{ listOnly }
+
+func (refusingDestination) UpsertContacts(context.Context, string, []autopilot.Contact) ([]autopilot.Outcome, error) {
+	return nil, &autopilot.UnauthorizedError{Status: 401}
+}
+
+// On AWS a refused key fails the Map with States.ExceedToleratedFailureThreshold
+// and a Cause that need not name the child's error: finalize must learn of
+// the refusal from the run itself, not from that text.
+func TestFinalizeKnowsARefusedKeyWithoutTheCause(t *testing.T) {
+	t.Parallel()
+	f := newQueueFixture(t)
+	ex, items := f.planned("a@example.com", "b@example.com")
+	svc := f.service()
+	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) {
+		return refusingDestination{}, nil
+	}
+	if _, err := svc.SyncBatch(context.Background(), items[0]); err == nil {
+		t.Fatal("a refused key did not fail the batch")
+	} else if _, ok := err.(*run.Unauthorized); !ok {
+		t.Fatalf("a refused key: %v (%T); want *run.Unauthorized", err, err)
+	}
+	rep, err := f.service().Finalize(context.Background(), run.FinalizeInput{Export: ex.Export, RunID: ex.RunID,
+		MapError: &run.MapError{Error: "States.ExceedToleratedFailureThreshold",
+			Cause: "The specified tolerated failure threshold was exceeded"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Status != run.StatusFailed || !strings.Contains(rep.Message, "refused the API key") {
+		t.Fatalf("report %s: %q; want failed, saying Autopilot refused the API key", rep.Status, rep.Message)
+	}
+}

@@ -20,7 +20,43 @@ import (
 // state machine to act on.
 func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) {
 	res, err := s.syncBatch(ctx, it)
-	return res, s.classify(err)
+	err = s.classify(err)
+	var refused *Unauthorized
+	if errors.As(err, &refused) {
+		// The Map fails on this error, and its Cause on AWS need not say
+		// why: finalize reads the reason from the run instead.
+		if rerr := s.recordRefusal(context.WithoutCancel(ctx), it, refused); rerr != nil {
+			s.Logger().Error("recording the refused key", "export", it.Export, "run", it.RunID, "batch", it.Batch, "error", rerr)
+		}
+	}
+	return res, err
+}
+
+// refusal is runs/<export>/<run>/refused.json: the key was refused (or is
+// missing) in this attempt of the run, and what the report should say.
+type refusal struct {
+	Message string    `json:"message"`
+	Batch   int       `json:"batch"`
+	At      time.Time `json:"at"`
+}
+
+func (s *Service) recordRefusal(ctx context.Context, it Item, u *Unauthorized) error {
+	return putJSON(ctx, s.Store, refusalKey(it.Export, it.RunID), refusal{Message: u.reportMessage(), Batch: it.Batch, At: s.now()}, store.PutOptions{})
+}
+
+// readRefusal returns the refusal recorded since the attempt began, or nil.
+func (s *Service) readRefusal(ctx context.Context, export, runID string, since time.Time) (*refusal, error) {
+	var r refusal
+	err := getJSON(ctx, s.Store, refusalKey(export, runID), &r)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case r.At.Before(since): // an earlier attempt's: the key has been fixed since
+		return nil, nil
+	}
+	return &r, nil
 }
 
 func (s *Service) syncBatch(ctx context.Context, it Item) (*BatchResult, error) {

@@ -193,6 +193,11 @@ type Unauthorized struct{ Msg string }
 
 func (e *Unauthorized) Error() string { return e.Msg }
 
+// reportMessage is what a run's report says when its key was refused.
+func (e *Unauthorized) reportMessage() string {
+	return "Autopilot refused the API key (401/403): check or rotate the secret, then run again; nothing more was sent"
+}
+
 // Transient: some contacts could not be delivered for a retryable reason;
 // the state machine retries the batch with backoff.
 type Transient struct{ Msg string }
@@ -243,4 +248,5 @@ func inputRejectedKey(export, runID string) string {
 	return runPrefix(export, runID) + "input-rejected.csv"
 }
 func rejectedKey(export, runID string) string { return runPrefix(export, runID) + "rejected.csv" }
+func refusalKey(export, runID string) string  { return runPrefix(export, runID) + "refused.json" }
 func snapshotKey(export string) string        { return "state/" + export + "/snapshot" }
