@@ -14,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -172,3 +173,82 @@ func TestStepErrorNames(t *testing.T) {
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+// mutableSecrets is fakeSecrets whose values the test changes.
+type mutableSecrets struct {
+	mu     sync.Mutex
+	values map[string]string
+}
+
+func (m *mutableSecrets) set(id, value string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.values[id] = value
+}
+
+func (m *mutableSecrets) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m.mu.Lock()
+	values := maps.Clone(m.values)
+	m.mu.Unlock()
+	fakeSecrets{values: values}.ServeHTTP(w, r)
+}
+
+// TestEmptySecretIsReported: the stack creates the API-key secret as
+// {"apiKey":""}. A file dropped before the key is put in must not fail
+// ingest (S3's event would be retried twice and dropped, leaving no
+// report): ingest answers, the run's report says to set the secret,
+// nothing is started; once the key is there, the schedule runs it.
+func TestEmptySecretIsReported(t *testing.T) {
+	t.Parallel()
+	rie := rieBinary(t)
+	bootstraps := hostBuild(t)
+	s3URL, bkt := newS3(t, bucket)
+	secrets := &mutableSecrets{values: map[string]string{secretID: `{"apiKey":""}`}}
+	secretsSrv := httptest.NewServer(secrets)
+	t.Cleanup(secretsSrv.Close)
+	sfn := &fakeSFN{arn: machineARN}
+	sfnSrv := httptest.NewServer(sfn)
+	t.Cleanup(sfnSrv.Close)
+	autopilot := sim.New(sim.Options{APIKey: apiKey})
+	apSrv := httptest.NewServer(autopilot)
+	t.Cleanup(apSrv.Close)
+	example, err := os.ReadFile("../../examples/exports.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	putObject(t, bkt, run.ConfigKey, []byte(strings.Replace(string(example), "https://api2.autopilothq.com/v1", apSrv.URL+"/v1", 1)))
+	var csv bytes.Buffer
+	if _, err := sample.Write(&csv, sample.Options{Rows: 120, Seed: 9}); err != nil {
+		t.Fatal(err)
+	}
+	const segmentKey = "segments/vip-customers/first.csv"
+	seg := putObject(t, bkt, segmentKey, csv.Bytes())
+
+	env := append(functionEnv(t, s3URL, secretsSrv.URL, sfnSrv.URL), "API_KEY_SECRET_ID="+secretID)
+	ingest := startEmulator(t, rie, "ingest", bootstraps["ingest"], env)
+	refresh := startEmulator(t, rie, "refresh", bootstraps["refresh"], env)
+
+	s3Event := readJSON(t, "events/s3-put.json")
+	object := s3Event["Records"].([]any)[0].(map[string]any)["s3"].(map[string]any)["object"].(map[string]any)
+	object["key"], object["eTag"], object["size"], object["versionId"] = url.QueryEscape(segmentKey), seg.ETag, seg.Size, seg.VersionID
+	var res []run.Result
+	ingest.call(t, mustJSON(t, s3Event), &res) // fails the test on an errorType
+	if len(res) != 1 || res[0].Status != run.StatusFailed || res[0].Started {
+		t.Fatalf("ingest with an empty secret answered %+v; want one failed run, not started", res)
+	}
+	var rep run.Report
+	getObject(t, bkt, "runs/"+exportName+"/"+res[0].RunID+"/report.json", &rep)
+	if rep.Status != run.StatusFailed || !strings.Contains(rep.Message, "put-secret-value") {
+		t.Fatalf("report %s %q; want failed, saying how to set the secret", rep.Status, rep.Message)
+	}
+	if execs, _ := sfn.snapshot(); len(execs) != 0 || autopilot.Counters().Total != 0 {
+		t.Fatalf("with no key: %d executions, %d Autopilot requests; want none", len(execs), autopilot.Counters().Total)
+	}
+
+	secrets.set(secretID, `{"apiKey":"`+apiKey+`"}`)
+	var again []run.Result
+	refresh.call(t, mustJSON(t, readJSON(t, "events/scheduler.json")), &again)
+	if len(again) != 1 || again[0].RunID != res[0].RunID || again[0].Status != run.StatusRunning || !again[0].Started {
+		t.Fatalf("the scheduled refresh once the key is set answered %+v; want run %s started", again, res[0].RunID)
+	}
+}

@@ -74,7 +74,8 @@ func New(opts Options) (*Pipeline, error) {
 		return nil, err
 	}
 	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, Now: opts.Now, Processes: processes(self.String()),
-		ReleaseBrake: "run it again with --allow-large-removal"}
+		ReleaseBrake: "run it again with --allow-large-removal",
+		SetKey:       "set the AUTOPILOT_API_KEY environment variable (or run with --sim)"}
 	r, err := runner.New(runner.Options{
 		Definition: statemachine.Export,
 		Template:   segpilot.Template,

@@ -44,6 +44,10 @@ type Service struct {
 	// export's lock still runs; nil in Lambda.
 	Processes Processes
 
+	// SetKey tells how to put the API key in place, in this deployment's
+	// words, for a run that found none. Default: the secret, as in Lambda.
+	SetKey string
+
 	// Transient tells an infrastructure error worth retrying later (an
 	// SDK's throttling, 5xx, a dropped connection; awsx.IsTransient in
 	// Lambda) from one that is not; nil: none is.
@@ -266,9 +270,9 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		if !errors.As(err, &unauth) {
 			return s.failedAttempt(ctx, res, base, m, prev, "finding the list failed", err)
 		}
-		res.Status, res.Message = StatusFailed, err.Error()
+		res.Status, res.Message = StatusFailed, s.refusedMessage(unauth)
 		rep := base
-		rep.Status, rep.Message, rep.Plan, rep.PlannedAt, rep.FinishedAt = StatusFailed, err.Error(), m.Counts, m.PlannedAt, s.now()
+		rep.Status, rep.Message, rep.Plan, rep.PlannedAt, rep.FinishedAt = StatusFailed, res.Message, m.Counts, m.PlannedAt, s.now()
 		return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
 	}
 
@@ -317,6 +321,18 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 }
 
 func storePut() store.PutOptions { return store.PutOptions{} }
+
+// refusedMessage is what a run's report says when its key was refused or
+// there is none: what happened, and what to do.
+func (s *Service) refusedMessage(u *Unauthorized) string {
+	if !u.noKey {
+		return "Autopilot refused the API key (401/403): check or rotate the secret, then run again; nothing more was sent"
+	}
+	how := cmp.Or(s.SetKey, `put the key into the API-key secret (aws secretsmanager put-secret-value `+
+		`--secret-id <ApiKeySecretArn> --secret-string '{"apiKey":"..."}')`)
+	return "there is no Autopilot API key to send with (" + u.Msg + "): " + how +
+		"; the next file dropped or the scheduled refresh then runs this export normally; nothing was sent"
+}
 
 // held says why the brake holds m, and how to lift it.
 func (s *Service) held(e *config.Export, m *Manifest) string {

@@ -13,6 +13,7 @@ import (
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/run"
+	"github.com/segpilot/segpilot/shared/secrets"
 	"github.com/segpilot/segpilot/shared/store"
 )
 
@@ -178,5 +179,61 @@ func TestFinalizeKnowsARefusedKeyWithoutTheCause(t *testing.T) {
 	}
 	if rep.Status != run.StatusFailed || !strings.Contains(rep.Message, "refused the API key") {
 		t.Fatalf("report %s: %q; want failed, saying Autopilot refused the API key", rep.Status, rep.Message)
+	}
+}
+
+// The stack creates the API-key secret empty; until the user puts the key
+// in, a run must not fail ingest (its S3 event would be retried and then
+// dropped, with no report): it is refused like a refused key, with a report
+// saying to set the secret, nothing sent, and the next drop or scheduled
+// refresh runs normally once the key is there.
+func TestMissingAPIKeyIsARefusalNotAnError(t *testing.T) {
+	t.Parallel()
+	for name, keyErr := range map[string]error{
+		"empty":   fmt.Errorf("secret arn:aws:secretsmanager:eu-west-1:1:secret:k: SecretString field %q is empty: %w", "apiKey", secrets.ErrEmpty),
+		"missing": fmt.Errorf("reading secret k: %w", secrets.ErrNotFound),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := newQueueFixture(t)
+			var sent int
+			noKey := true
+			connect := func(context.Context, config.Connection, float64) (run.Destination, error) {
+				if noKey {
+					return nil, fmt.Errorf("reading the API key secret: %w", keyErr)
+				}
+				sent++
+				return listOnly{}, nil
+			}
+			f.svc.Connect = connect
+			res, err := f.svc.Start(context.Background(), run.StartRequest{Trigger: run.TriggerS3,
+				Source: run.Source{Key: "segments/vip/a.csv", ETag: f.put("segments/vip/a.csv", "Email\na@example.com\n").ETag}})
+			if err != nil {
+				t.Fatalf("ingest failed (its event would be retried, then dropped): %v", err)
+			}
+			if len(res) != 1 || res[0].Status != run.StatusFailed || res[0].Started {
+				t.Fatalf("results %+v; want one failed run, not started", res)
+			}
+			rep, err := run.ReadReport(context.Background(), f.st, "vip", res[0].RunID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Status != run.StatusFailed || !strings.Contains(rep.Message, "put-secret-value") {
+				t.Fatalf("report %s %q; want failed, saying how to set the secret", rep.Status, rep.Message)
+			}
+			if len(f.starter.runs()) != 0 || sent != 0 {
+				t.Fatalf("a run without a key started %v executions, connected %d times", f.starter.runs(), sent)
+			}
+			// The key is put in; the schedule runs the export normally.
+			noKey = false
+			f.now = f.now.Add(time.Hour)
+			again, err := f.svc.Refresh(context.Background(), run.RefreshRequest{Trigger: run.TriggerSchedule})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(again) != 1 || again[0].Status != run.StatusRunning || !again[0].Started {
+				t.Fatalf("the scheduled refresh after the key was set: %+v; want the run started", again)
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/plan"
+	"github.com/segpilot/segpilot/shared/secrets"
 	"github.com/segpilot/segpilot/shared/store"
 )
 
@@ -41,7 +42,7 @@ type refusal struct {
 }
 
 func (s *Service) recordRefusal(ctx context.Context, it Item, u *Unauthorized) error {
-	return putJSON(ctx, s.Store, refusalKey(it.Export, it.RunID), refusal{Message: u.reportMessage(), Batch: it.Batch, At: s.now()}, store.PutOptions{})
+	return putJSON(ctx, s.Store, refusalKey(it.Export, it.RunID), refusal{Message: s.refusedMessage(u), Batch: it.Batch, At: s.now()}, store.PutOptions{})
 }
 
 // readRefusal returns the refusal recorded since the attempt began, or nil.
@@ -299,7 +300,8 @@ func (s *Service) listID(ctx context.Context, dest Destination, m *Manifest) (st
 
 // classify maps an error onto the types the state machine's Retry and
 // Catch match (their names are Lambda's errorType), so every step sorts
-// its errors here and nowhere else: a refused key stops the run; a 429 past
+// its errors here and nowhere else: a refused key, or none (the secret
+// missing or empty), stops the run; a 429 past
 // the client's retries is Throttled; what may pass (a retryable API
 // answer, or an infrastructure error the deployment's Transient calls so:
 // S3 or Secrets Manager throttling, 5xx, a dropped connection) is
@@ -318,7 +320,11 @@ func (s *Service) classify(err error) error {
 		transient *Transient
 	)
 	switch {
-	case errors.As(err, &refused), errors.As(err, &unauth):
+	case errors.As(err, &refused):
+		return &Unauthorized{Msg: err.Error(), noKey: refused.noKey}
+	case errors.Is(err, secrets.ErrNotFound), errors.Is(err, secrets.ErrEmpty):
+		return &Unauthorized{Msg: err.Error(), noKey: true}
+	case errors.As(err, &unauth):
 		return &Unauthorized{Msg: err.Error()}
 	case errors.As(err, &corrupt):
 		return &Corrupt{Msg: err.Error()}

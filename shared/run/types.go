@@ -188,15 +188,14 @@ type BatchResult struct {
 // that the state machine's Retry and Catch match, so do not rename them
 // without changing statemachine/export.asl.json.
 
-// Unauthorized: the key was refused; the whole run stops at once.
-type Unauthorized struct{ Msg string }
+// Unauthorized: the key was refused, or there is none (the secret is
+// missing or empty); the whole run stops at once.
+type Unauthorized struct {
+	Msg   string
+	noKey bool // no key to send: the secret is missing or empty
+}
 
 func (e *Unauthorized) Error() string { return e.Msg }
-
-// reportMessage is what a run's report says when its key was refused.
-func (e *Unauthorized) reportMessage() string {
-	return "Autopilot refused the API key (401/403): check or rotate the secret, then run again; nothing more was sent"
-}
 
 // Transient: some contacts could not be delivered for a retryable reason;
 // the state machine retries the batch with backoff.
