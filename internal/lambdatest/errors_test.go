@@ -164,7 +164,7 @@ func TestStepErrorNames(t *testing.T) {
 
 	// Once S3 and Autopilot answer again, the same batches go through.
 	for i := range 2 {
-		var res run.BatchResult
+		var res run.BatchSummary
 		syncbatch.call(t, item(i), &res)
 		if res.Sent == 0 {
 			t.Fatalf("batch %d after the faults: %+v", items[i].Batch, res)

@@ -18,10 +18,14 @@ import (
 // SyncBatch sends one batch (the syncbatch step). It is safe to repeat: a
 // batch whose result file exists is not sent again, and upserts by email are
 // idempotent. It returns *Unauthorized, *Transient or *Throttled for the
-// state machine to act on.
-func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) {
+// state machine to act on, and a summary with no contact in it.
+func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchSummary, error) {
 	res, err := s.syncBatch(ctx, it)
 	err = s.classify(err)
+	if err == nil {
+		return &BatchSummary{Batch: res.Batch, Sent: res.Sent, Removed: res.Removed, Rejected: len(res.Rejected),
+			Requests: res.Requests.Total, Skipped: res.Skipped}, nil
+	}
 	var refused *Unauthorized
 	if errors.As(err, &refused) {
 		// The Map fails on this error, and its Cause on AWS need not say
@@ -30,7 +34,7 @@ func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) 
 			s.Logger().Error("recording the refused key", "export", it.Export, "run", it.RunID, "batch", it.Batch, "error", rerr)
 		}
 	}
-	return res, err
+	return nil, err
 }
 
 // refusal is runs/<export>/<run>/refused.json: the key was refused (or is

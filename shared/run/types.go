@@ -184,6 +184,19 @@ type BatchResult struct {
 	Skipped    bool       `json:"skipped,omitempty"` // the result already existed: nothing was sent again
 }
 
+// BatchSummary is what syncbatch answers: counts, never a contact. Step
+// Functions keeps a task's answer in the execution's history and in the
+// Map's ResultWriter export, where no email belongs; the batch's result
+// file (results/NNNNNN.json) holds the details finalize reads.
+type BatchSummary struct {
+	Batch    int  `json:"batch"`
+	Sent     int  `json:"sent"`
+	Removed  int  `json:"removed"`
+	Rejected int  `json:"rejected"`
+	Requests int  `json:"requests"`
+	Skipped  bool `json:"skipped,omitempty"` // the result already existed: nothing was sent again
+}
+
 // The errors syncbatch returns. Their type names are the Lambda errorType
 // that the state machine's Retry and Catch match, so do not rename them
 // without changing statemachine/export.asl.json.
