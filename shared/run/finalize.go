@@ -103,10 +103,11 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 		return nil, err
 	}
 	rep.Status = StatusSucceeded
+	failed := rep.Batches.Failed > 0 || in.MapError != nil
 	switch {
-	case refused != nil:
+	case failed && refused != nil: // why the Map stopped (every batch settling says the key works after all)
 		rep.Status, rep.Message = StatusFailed, refused.Message
-	case rep.Batches.Failed > 0 || in.MapError != nil:
+	case failed:
 		rep.Status = StatusFailed
 		rep.Message = fmt.Sprintf("%d of %d batches failed (%s); their contacts are in rejected.csv and the next run retries them",
 			rep.Batches.Failed, rep.Batches.Total, cause)
