@@ -3,7 +3,6 @@ package lambdaapp
 import (
 	"context"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -58,16 +57,7 @@ func Refresh(svc *run.Service) func(context.Context, RefreshEvent) ([]run.Result
 	}
 }
 
-// Finalize closes a run and writes its metrics (EMF) to metrics.
-func Finalize(svc *run.Service, metrics io.Writer) func(context.Context, run.FinalizeInput) (*run.Report, error) {
-	return func(ctx context.Context, in run.FinalizeInput) (*run.Report, error) {
-		rep, err := svc.Finalize(ctx, in)
-		if err != nil {
-			return nil, err
-		}
-		if err := run.EmitMetrics(metrics, rep); err != nil {
-			svc.Logger().Warn("writing metrics", "export", rep.Export, "run", rep.RunID, "error", err)
-		}
-		return rep, nil
-	}
+// Finalize closes a run; its report's metrics go to the Service's sink.
+func Finalize(svc *run.Service) func(context.Context, run.FinalizeInput) (*run.Report, error) {
+	return svc.Finalize
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/awslabs/goformation/v7/intrinsics"
 
 	"github.com/segpilot/segpilot/internal/testutil"
+	"github.com/segpilot/segpilot/shared/run"
 )
 
 const (
@@ -749,27 +750,124 @@ func TestEveryFunctionLogsToARetainedGroup(t *testing.T) {
 	}
 }
 
-func TestFailedRunsAlarm(t *testing.T) {
-	tmpl := rawTemplate(t)
-	alarm := at(resource(t, tmpl, "FailedRunsAlarm"), "Properties")
-	checks := map[string]any{
-		"Namespace":          "AWS/States",
-		"MetricName":         "ExecutionsFailed",
-		"Threshold":          float64(1),
-		"ComparisonOperator": "GreaterThanOrEqualToThreshold",
-	}
-	for k, want := range checks {
-		if got := at(alarm, k); got != want {
-			t.Errorf("FailedRunsAlarm %s = %v, want %v", k, got, want)
+// alarms returns every CloudWatch alarm of the template by id.
+func alarms(t *testing.T, tmpl obj) map[string]obj {
+	t.Helper()
+	out := map[string]obj{}
+	for id, r := range tmpl["Resources"].(obj) {
+		if at(r, "Type") == "AWS::CloudWatch::Alarm" {
+			out[id] = at(r, "Properties").(obj)
 		}
 	}
-	dims := asList(at(alarm, "Dimensions"))
-	if len(dims) != 1 || at(dims[0], "Name") != "StateMachineArn" || !reflect.DeepEqual(at(dims[0], "Value"), ref("ExportStateMachine")) {
-		t.Errorf("FailedRunsAlarm dimensions = %v, want StateMachineArn = !Ref ExportStateMachine", dims)
+	return out
+}
+
+// emitted is the EMF record finalize (or ingest) writes for a failed run:
+// the metric names and dimension sets the alarms can watch.
+func emitted(t *testing.T) (namespace string, names []string, dimensionSets [][]string) {
+	t.Helper()
+	var b strings.Builder
+	if err := run.EmitMetrics(&b, &run.Report{Export: "e", RunID: "r", Status: run.StatusFailed}); err != nil {
+		t.Fatal(err)
 	}
-	for _, id := range []string{"AlarmTopic", "AlarmEmailSubscription"} {
-		if c := at(resource(t, tmpl, id), "Condition"); c != "HasAlarmEmail" {
-			t.Errorf("%s Condition = %v, want HasAlarmEmail", id, c)
+	var rec struct {
+		AWS struct {
+			CloudWatchMetrics []struct {
+				Namespace  string
+				Dimensions [][]string
+				Metrics    []struct{ Name string }
+			}
+		} `json:"_aws"`
+	}
+	if err := json.Unmarshal([]byte(b.String()), &rec); err != nil || len(rec.AWS.CloudWatchMetrics) != 1 {
+		t.Fatalf("EMF record %s: %v", b.String(), err)
+	}
+	cw := rec.AWS.CloudWatchMetrics[0]
+	for _, m := range cw.Metrics {
+		names = append(names, m.Name)
+	}
+	return cw.Namespace, names, cw.Dimensions
+}
+
+// TestAlarmsSeeEveryFailedRun: finalize writes a failed report and the
+// execution still ends SUCCEEDED, and a run refused at ingest has no
+// execution at all, so an alarm on Step Functions' ExecutionsFailed alone
+// is blind to them. Runs' outcomes are metrics (EMF, namespace segpilot),
+// alarmed on deployment-wide; the four functions' errors are alarmed too;
+// every alarm tells one SNS topic.
+func TestAlarmsSeeEveryFailedRun(t *testing.T) {
+	tmpl := rawTemplate(t)
+	all := alarms(t, tmpl)
+	namespace, names, dimensionSets := emitted(t)
+	if !slices.ContainsFunc(dimensionSets, func(d []string) bool { return len(d) == 0 }) {
+		t.Fatalf("the metrics are published with dimension sets %v: without an empty one, no dimensionless alarm sees them", dimensionSets)
+	}
+	wantOutcome := map[string]string{"FailedRunsAlarm": "RunsFailed", "HeldRunsAlarm": "RunsHeld", "InvalidRunsAlarm": "RunsInvalid"}
+	for id, metric := range wantOutcome {
+		a, ok := all[id]
+		if !ok {
+			t.Errorf("alarm %s is missing", id)
+			continue
+		}
+		if at(a, "Namespace") != namespace || at(a, "MetricName") != metric || at(a, "Dimensions") != nil ||
+			at(a, "Statistic") != "Sum" || at(a, "Threshold") != float64(1) || at(a, "ComparisonOperator") != "GreaterThanOrEqualToThreshold" ||
+			at(a, "TreatMissingData") != "notBreaching" {
+			t.Errorf("%s = %v; want Sum of %s/%s (no dimension) >= 1, missing data not breaching", id, a, namespace, metric)
+		}
+		if !slices.Contains(names, metric) {
+			t.Errorf("%s watches %s, which the code does not emit (it emits %v)", id, metric, names)
+		}
+	}
+	// A finalize that fails for good (or an execution that times out)
+	// fails the execution: no report says so, Step Functions does.
+	executions := all["FailedExecutionsAlarm"]
+	var statesMetrics []string
+	for _, q := range asList(at(executions, "Metrics")) {
+		if at(q, "MetricStat", "Metric", "Namespace") == "AWS/States" {
+			statesMetrics = append(statesMetrics, fmt.Sprint(at(q, "MetricStat", "Metric", "MetricName")))
+			dims := asList(at(q, "MetricStat", "Metric", "Dimensions"))
+			if len(dims) != 1 || at(dims[0], "Name") != "StateMachineArn" || !reflect.DeepEqual(at(dims[0], "Value"), ref("ExportStateMachine")) {
+				t.Errorf("FailedExecutionsAlarm metric dimensions %v, want StateMachineArn = !Ref ExportStateMachine", dims)
+			}
+		}
+	}
+	sort.Strings(statesMetrics)
+	if !slices.Equal(statesMetrics, []string{"ExecutionsFailed", "ExecutionsTimedOut"}) {
+		t.Errorf("FailedExecutionsAlarm watches %v; want ExecutionsFailed and ExecutionsTimedOut", statesMetrics)
+	}
+	// Each function's errors: ingest's and refresh's events are retried
+	// and then dropped (or dead-lettered), finalize's fail the execution,
+	// syncbatch's are retried by the state machine (so its alarm waits
+	// for errors that persist).
+	errorAlarms := map[string]string{}
+	for id, a := range all {
+		if at(a, "Namespace") == "AWS/Lambda" && at(a, "MetricName") == "Errors" {
+			dims := asList(at(a, "Dimensions"))
+			if len(dims) == 1 && at(dims[0], "Name") == "FunctionName" {
+				fn, _ := at(dims[0], "Value", "Ref").(string)
+				errorAlarms[fn] = id
+			}
+		}
+	}
+	for _, fn := range functionIDs {
+		if errorAlarms[fn] == "" {
+			t.Errorf("no Errors alarm for %s", fn)
+		}
+	}
+	// One topic for all: every alarm tells it, whether or not an e-mail
+	// is subscribed (others may subscribe to it: output AlarmTopicArn).
+	if topic := resource(t, tmpl, "AlarmTopic"); at(topic, "Condition") != nil || at(topic, "Type") != "AWS::SNS::Topic" {
+		t.Errorf("AlarmTopic must be an unconditional AWS::SNS::Topic")
+	}
+	if c := at(resource(t, tmpl, "AlarmEmailSubscription"), "Condition"); c != "HasAlarmEmail" {
+		t.Errorf("AlarmEmailSubscription Condition = %v, want HasAlarmEmail", c)
+	}
+	if at(tmpl, "Outputs", "AlarmTopicArn", "Value") == nil {
+		t.Error("output AlarmTopicArn is missing")
+	}
+	for id, a := range all {
+		if actions := asList(at(a, "AlarmActions")); len(actions) != 1 || !reflect.DeepEqual(actions[0], ref("AlarmTopic")) {
+			t.Errorf("%s AlarmActions = %v; want [!Ref AlarmTopic]", id, at(a, "AlarmActions"))
 		}
 	}
 }

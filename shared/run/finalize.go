@@ -133,7 +133,7 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	rep.StartedAt = cmp.Or(in.StartedAt, m.PlannedAt)
 	rep.DurationSeconds = rep.FinishedAt.Sub(rep.StartedAt).Seconds()
 	rep.FloorSeconds = floorSeconds(m)
-	if err := putJSON(ctx, s.Store, reportKey(m.Export, m.RunID), rep, store.PutOptions{}); err != nil {
+	if err := s.putReport(ctx, rep); err != nil {
 		return nil, err
 	}
 	s.Logger().Info("run "+rep.Status, "export", m.Export, "run", m.RunID, "status", rep.Status,
@@ -271,14 +271,30 @@ func floorSeconds(m *Manifest) float64 {
 	return float64(requests) / m.Connection.RequestsPerSecond
 }
 
-// EmitMetrics writes the run's figures as one CloudWatch Embedded Metric
-// Format line, so metrics cost no API calls.
+// EmitMetrics writes the run's outcome and figures as one CloudWatch
+// Embedded Metric Format line (namespace segpilot), so metrics cost no API
+// calls. The outcome is one of RunsSucceeded, RunsFailed, RunsHeld,
+// RunsInvalid and RunsRefused at 1, the others at 0. Every metric is
+// published twice: by Export, and without a dimension for the
+// deployment-wide alarms (CloudWatch keeps one metric per dimension set,
+// and an alarm watches exactly one).
 func EmitMetrics(w io.Writer, rep *Report) error {
+	outcome := func(status string) float64 {
+		if rep.Status == status {
+			return 1
+		}
+		return 0
+	}
 	metrics := []struct {
 		name  string
 		unit  string
 		value float64
 	}{
+		{"RunsSucceeded", "Count", outcome(StatusSucceeded)},
+		{"RunsFailed", "Count", outcome(StatusFailed)},
+		{"RunsHeld", "Count", outcome(StatusHeld)},
+		{"RunsInvalid", "Count", outcome(StatusInvalid)},
+		{"RunsRefused", "Count", outcome(StatusRefused)},
 		{"ContactsSent", "Count", float64(rep.Outcome.Sent)},
 		{"ContactsRejected", "Count", float64(rep.Outcome.Rejected + rep.Outcome.RejectedByAPI)},
 		{"ContactsFailed", "Count", float64(rep.Outcome.Failed)},
@@ -296,7 +312,7 @@ func EmitMetrics(w io.Writer, rep *Report) error {
 	doc["_aws"] = map[string]any{
 		"Timestamp": time.Now().UnixMilli(),
 		"CloudWatchMetrics": []any{map[string]any{
-			"Namespace": "segpilot", "Dimensions": [][]string{{"Export"}}, "Metrics": defs,
+			"Namespace": MetricsNamespace, "Dimensions": [][]string{{"Export"}, {}}, "Metrics": defs,
 		}},
 	}
 	b, err := json.Marshal(doc)
@@ -306,3 +322,6 @@ func EmitMetrics(w io.Writer, rep *Report) error {
 	_, err = w.Write(append(b, '\n'))
 	return err
 }
+
+// MetricsNamespace is the CloudWatch namespace of segpilot's metrics.
+const MetricsNamespace = "segpilot"

@@ -44,6 +44,11 @@ type Service struct {
 	// export's lock still runs; nil in Lambda.
 	Processes Processes
 
+	// Metrics, when set, receives each run's outcome and figures as
+	// CloudWatch Embedded Metric Format, one line per report written
+	// (Lambda: stdout, which CloudWatch Logs reads); nil: none.
+	Metrics io.Writer
+
 	// SetKey tells how to put the API key in place, in this deployment's
 	// words, for a run that found none. Default: the secret, as in Lambda.
 	SetKey string
@@ -213,7 +218,7 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		}
 		rep := base
 		rep.Status, rep.Message, rep.FinishedAt = StatusRefused, err.Error(), s.now()
-		return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+		return res, s.putReport(ctx, &rep)
 	}
 
 	prev, err := ReadReport(ctx, s.Store, e.Name, runID)
@@ -238,7 +243,7 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 			}
 			rep := base
 			rep.Status, rep.Message, rep.FinishedAt = StatusInvalid, err.Error(), s.now()
-			return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+			return res, s.putReport(ctx, &rep)
 		}
 	}
 	if err != nil {
@@ -259,7 +264,7 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		res.Status, res.Message = StatusHeld, s.held(e, m)
 		rep := base
 		rep.Status, rep.Message, rep.Plan, rep.PlannedAt = StatusHeld, res.Message, m.Counts, m.PlannedAt
-		return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+		return res, s.putReport(ctx, &rep)
 	}
 
 	// Resolve the list once, before the fan-out: it also proves the key works
@@ -273,7 +278,7 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		res.Status, res.Message = StatusFailed, s.refusedMessage(unauth)
 		rep := base
 		rep.Status, rep.Message, rep.Plan, rep.PlannedAt, rep.FinishedAt = StatusFailed, res.Message, m.Counts, m.PlannedAt, s.now()
-		return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+		return res, s.putReport(ctx, &rep)
 	}
 
 	// A run whose earlier attempt failed or was held starts a new execution
@@ -320,8 +325,6 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 	return res, nil
 }
 
-func storePut() store.PutOptions { return store.PutOptions{} }
-
 // refusedMessage is what a run's report says when its key was refused or
 // there is none: what happened, and what to do.
 func (s *Service) refusedMessage(u *Unauthorized) string {
@@ -362,7 +365,7 @@ func (s *Service) failedAttempt(ctx context.Context, res Result, base Report, m 
 	rep.Status, rep.FinishedAt = StatusFailed, s.now()
 	rep.Message = what + ": " + err.Error() + "; batches already settled are not sent again when the file runs again"
 	res.Status, res.Message = rep.Status, rep.Message
-	if perr := putJSON(ctx, s.Store, reportKey(base.Export, base.RunID), rep, storePut()); perr != nil {
+	if perr := s.putReport(ctx, &rep); perr != nil {
 		return res, errors.Join(err, perr)
 	}
 	return res, err
