@@ -619,10 +619,10 @@ func TestEnvironmentHoldsNoSecretValues(t *testing.T) {
 	tmpl := rawTemplate(t)
 	secretARN := obj{"Fn::If": []any{"CreateApiKeySecret", ref("ApiKeySecret"), ref("ExistingApiKeySecretArn")}}
 	wantVars := map[string][]string{
-		"IngestFunction":    {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
-		"RefreshFunction":   {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
-		"SyncBatchFunction": {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL"},
-		"FinalizeFunction":  {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
+		"IngestFunction":    {"API_KEY_SECRET_ID", "BUCKET", "STATE_MACHINE_ARN"},
+		"RefreshFunction":   {"API_KEY_SECRET_ID", "BUCKET", "STATE_MACHINE_ARN"},
+		"SyncBatchFunction": {"API_KEY_SECRET_ID", "BUCKET"},
+		"FinalizeFunction":  {"API_KEY_SECRET_ID", "BUCKET", "STATE_MACHINE_ARN"},
 	}
 	credentialName := regexp.MustCompile(`(?i)key|secret|token|password|credential`)
 	for id, want := range wantVars {
@@ -907,6 +907,37 @@ func TestParametersAndOutputs(t *testing.T) {
 	for _, name := range []string{"BucketName", "StateMachineArn", "RefreshFunctionName", "ApiKeySecretArn"} {
 		if at(outputs, name, "Value") == nil {
 			t.Errorf("output %s is missing", name)
+		}
+	}
+}
+
+// TestLogLevelReachesTheFunctions: the functions log with aws-lambda-go's
+// lambdacontext logger, which takes its level from AWS_LAMBDA_LOG_LEVEL,
+// which Lambda sets from LoggingConfig.ApplicationLogLevel (upper case).
+// The LogLevel parameter must end there, not in a variable nothing reads.
+func TestLogLevelReachesTheFunctions(t *testing.T) {
+	tmpl := rawTemplate(t)
+	param := at(tmpl, "Parameters", "LogLevel")
+	levels := stringList(at(param, "AllowedValues"))
+	if len(levels) == 0 {
+		t.Fatal("parameter LogLevel has no AllowedValues")
+	}
+	want := obj{"Fn::FindInMap": []any{"LogLevels", ref("LogLevel"), "Application"}}
+	for _, id := range functionIDs {
+		logging := at(resource(t, tmpl, id), "Properties", "LoggingConfig")
+		if got := at(logging, "ApplicationLogLevel"); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s LoggingConfig.ApplicationLogLevel = %v, want %v", id, got, want)
+		}
+		if v := at(resource(t, tmpl, id), "Properties", "Environment", "Variables", "LOG_LEVEL"); v != nil {
+			t.Errorf("%s sets LOG_LEVEL, which no code reads", id)
+		}
+	}
+	// The upper-case names lambdacontext understands (others mean INFO).
+	understood := []string{"DEBUG", "INFO", "WARN", "ERROR"}
+	for _, l := range levels {
+		got, _ := at(tmpl, "Mappings", "LogLevels", l, "Application").(string)
+		if got != strings.ToUpper(l) || !slices.Contains(understood, got) {
+			t.Errorf("LogLevels mapping of %q = %q, want %q", l, got, strings.ToUpper(l))
 		}
 	}
 }
