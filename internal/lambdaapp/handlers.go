@@ -45,14 +45,19 @@ type RefreshEvent struct {
 	AllowLargeRemoval bool   `json:"allowLargeRemoval"`
 }
 
+// TriggerOf says what started a refresh: the schedule (its Input, or an
+// EventBridge "Scheduled Event"), else a person.
+func TriggerOf(ev RefreshEvent) string {
+	if ev.Trigger == run.TriggerSchedule || ev.DetailType == "Scheduled Event" {
+		return run.TriggerSchedule
+	}
+	return run.TriggerManual
+}
+
 // Refresh handles the schedule and manual runs.
 func Refresh(svc *run.Service) func(context.Context, RefreshEvent) ([]run.Result, error) {
 	return func(ctx context.Context, ev RefreshEvent) ([]run.Result, error) {
-		trigger := run.TriggerManual
-		if ev.Trigger == run.TriggerSchedule || ev.DetailType == "Scheduled Event" {
-			trigger = run.TriggerSchedule
-		}
-		return svc.Refresh(ctx, run.RefreshRequest{Trigger: trigger, Export: ev.Export,
+		return svc.Refresh(ctx, run.RefreshRequest{Trigger: TriggerOf(ev), Export: ev.Export,
 			DryRun: ev.DryRun, AllowLargeRemoval: ev.AllowLargeRemoval})
 	}
 }

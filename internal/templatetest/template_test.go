@@ -26,6 +26,7 @@ import (
 	"github.com/awslabs/goformation/v7/cloudformation"
 	"github.com/awslabs/goformation/v7/intrinsics"
 
+	"github.com/segpilot/segpilot/internal/lambdaapp"
 	"github.com/segpilot/segpilot/internal/testutil"
 	"github.com/segpilot/segpilot/shared/run"
 )
@@ -939,5 +940,23 @@ func TestLogLevelReachesTheFunctions(t *testing.T) {
 		if got != strings.ToUpper(l) || !slices.Contains(understood, got) {
 			t.Errorf("LogLevels mapping of %q = %q, want %q", l, got, strings.ToUpper(l))
 		}
+	}
+}
+
+// TestScheduleIsRecordedAsScheduled: what the schedule sends must be what
+// the refresh handler takes for the schedule, or every scheduled run's
+// report says "manual".
+func TestScheduleIsRecordedAsScheduled(t *testing.T) {
+	tmpl := rawTemplate(t)
+	input, _ := at(resource(t, tmpl, "RefreshScheduleRule"), "Properties", "Target", "Input").(string)
+	var ev lambdaapp.RefreshEvent
+	if err := json.Unmarshal([]byte(input), &ev); err != nil {
+		t.Fatalf("schedule Input %q: %v", input, err)
+	}
+	if got := lambdaapp.TriggerOf(ev); got != run.TriggerSchedule {
+		t.Fatalf("the schedule's Input %s is taken for trigger %q, want %q", input, got, run.TriggerSchedule)
+	}
+	if ev.Export != "" || ev.DryRun || ev.AllowLargeRemoval {
+		t.Fatalf("the schedule's Input %s narrows the refresh; it must re-run every enabled export", input)
 	}
 }
