@@ -214,39 +214,112 @@ func deref[T any](p *T) T {
 	return *p
 }
 
+// samTranslated is template.yaml as CloudFormation deploys it: expanded by
+// the AWS SAM translator (the image's python3 with aws-sam-translator).
+func samTranslated(t *testing.T) obj {
+	t.Helper()
+	python := testutil.NeedTool(t, "python3", "the image's pyenv python3 with aws-sam-translator (pip install aws-sam-translator)")
+	if python == "" {
+		return nil
+	}
+	if err := exec.Command(python, "-c", "import samtranslator").Run(); err != nil {
+		testutil.MissingTool(t, "the python module samtranslator", "pip install aws-sam-translator")
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "testdata/sam_translate.py", templatePath)
+	cmd.Env = append(os.Environ(), "AWS_DEFAULT_REGION=us-east-1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("SAM translation: %v\n%s", err, stderr.String())
+	}
+	var cfn obj
+	if err := json.Unmarshal(out, &cfn); err != nil {
+		t.Fatalf("SAM translation output: %v", err)
+	}
+	return cfn
+}
+
+// TestIngestS3EventOnSegmentsPrefix: objects created under segments/ invoke
+// ingest, and only this bucket may invoke it. SAM's S3 event grants S3
+// the invoke with SourceAccount alone (any bucket of the account could
+// invoke ingest); the notification and the permission are therefore
+// written out, the permission scoped to the bucket by SourceArn. Checked on
+// the CloudFormation the SAM translator makes, which is what deploys.
 func TestIngestS3EventOnSegmentsPrefix(t *testing.T) {
-	tmpl := rawTemplate(t)
-	events, _ := at(resource(t, tmpl, "IngestFunction"), "Properties", "Events").(obj)
-	var found int
-	for name, ev := range events {
-		if at(ev, "Type") != "S3" {
+	raw := rawTemplate(t)
+	name, vars := bucketName(t, raw)
+	bucketARN := obj{"Fn::Sub": []any{"arn:${AWS::Partition}:s3:::" + name, vars}}
+	cfn := samTranslated(t)
+	var s3Permissions []string
+	for id, r := range cfn["Resources"].(obj) {
+		if at(r, "Type") != "AWS::Lambda::Permission" || at(r, "Properties", "Principal") != "s3.amazonaws.com" {
 			continue
 		}
-		found++
-		props := at(ev, "Properties")
-		if !reflect.DeepEqual(at(props, "Bucket"), ref("Bucket")) {
-			t.Errorf("event %s Bucket = %v, want !Ref Bucket", name, at(props, "Bucket"))
+		s3Permissions = append(s3Permissions, id)
+		props := at(r, "Properties")
+		if !reflect.DeepEqual(at(props, "SourceArn"), bucketARN) {
+			t.Errorf("%s SourceArn = %v, want the bucket's ARN %v", id, at(props, "SourceArn"), bucketARN)
 		}
-		if !slices.ContainsFunc(stringList(at(props, "Events")), func(e string) bool {
-			return strings.HasPrefix(e, "s3:ObjectCreated:")
-		}) {
-			t.Errorf("event %s does not fire on s3:ObjectCreated", name)
+		if !reflect.DeepEqual(at(props, "SourceAccount"), ref("AWS::AccountId")) {
+			t.Errorf("%s SourceAccount = %v, want !Ref AWS::AccountId", id, at(props, "SourceAccount"))
 		}
-		var prefixes []string
-		for _, rule := range asList(at(props, "Filter", "S3Key", "Rules")) {
-			if strings.EqualFold(fmt.Sprint(at(rule, "Name")), "prefix") {
-				prefixes = append(prefixes, fmt.Sprint(at(rule, "Value")))
-			}
-		}
-		if !slices.Equal(prefixes, []string{"segments/"}) {
-			t.Errorf("event %s prefix filter = %v, want [segments/]", name, prefixes)
+		if !reflect.DeepEqual(at(props, "FunctionName"), ref("IngestFunction")) && getAtt(at(props, "FunctionName")) != "IngestFunction.Arn" {
+			t.Errorf("%s lets S3 invoke %v, want IngestFunction", id, at(props, "FunctionName"))
 		}
 	}
-	if found != 1 {
-		t.Fatalf("IngestFunction has %d S3 events, want 1", found)
+	if len(s3Permissions) != 1 {
+		t.Fatalf("S3 may invoke functions through %v, want one permission", s3Permissions)
 	}
-	if nc := at(resource(t, tmpl, "Bucket"), "Properties", "NotificationConfiguration"); nc != nil {
-		t.Errorf("Bucket declares its own NotificationConfiguration; SAM builds it from the S3 event")
+	bucket := at(cfn, "Resources", "Bucket")
+	if deps := stringList(at(bucket, "DependsOn")); !slices.Contains(deps, s3Permissions[0]) {
+		t.Errorf("Bucket DependsOn %v: S3 checks the permission when the notification is set, so it must exist first", deps)
+	}
+	configs := asList(at(bucket, "Properties", "NotificationConfiguration", "LambdaConfigurations"))
+	if len(configs) != 1 {
+		t.Fatalf("bucket notifications %v, want one", configs)
+	}
+	nc := configs[0]
+	if getAtt(at(nc, "Function")) != "IngestFunction.Arn" || !strings.HasPrefix(fmt.Sprint(at(nc, "Event")), "s3:ObjectCreated:") {
+		t.Errorf("notification %v; want s3:ObjectCreated:* to IngestFunction", nc)
+	}
+	var prefixes []string
+	for _, rule := range asList(at(nc, "Filter", "S3Key", "Rules")) {
+		if strings.EqualFold(fmt.Sprint(at(rule, "Name")), "prefix") {
+			prefixes = append(prefixes, fmt.Sprint(at(rule, "Value")))
+		}
+	}
+	if !slices.Equal(prefixes, []string{"segments/"}) {
+		t.Errorf("notification prefix filter = %v, want [segments/]", prefixes)
+	}
+}
+
+// TestStateMachineUsesThePartition: the definition names its service
+// integrations with the stack's partition, so it deploys in aws-cn and
+// aws-us-gov too.
+func TestStateMachineUsesThePartition(t *testing.T) {
+	asl, err := os.ReadFile(stateMachinePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(asl), "arn:aws:") {
+		t.Error("the definition hard-codes arn:aws:; use arn:${Partition}:")
+	}
+	resources := regexp.MustCompile(`"Resource":\s*"([^"]*)"`).FindAllSubmatch(asl, -1)
+	if len(resources) < 3 {
+		t.Fatalf("found %d Resource fields; the search is broken", len(resources))
+	}
+	for _, m := range resources {
+		if !strings.HasPrefix(string(m[1]), "arn:${Partition}:states:::") {
+			t.Errorf("Resource %s does not start with arn:${Partition}:states:::", m[1])
+		}
+	}
+	sub := at(resource(t, rawTemplate(t), "ExportStateMachine"), "Properties", "DefinitionSubstitutions", "Partition")
+	if !reflect.DeepEqual(sub, ref("AWS::Partition")) {
+		t.Errorf("DefinitionSubstitutions.Partition = %v, want !Ref AWS::Partition", sub)
 	}
 }
 
