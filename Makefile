@@ -29,6 +29,8 @@ run: ## a real export end to end: sample segment, local folder as bucket, in-pro
 THIRDPARTY_CLIENT := internal/thirdparty/node_modules/autopilot-api/index.js
 
 test: $(THIRDPARTY_CLIENT) ## vet, staticcheck, state machine check, govulncheck, unit + integration + end-to-end tests with -race, short fuzzing
+	@# cfn-lint, moto_server, the SAM translator and aws-lambda-rie: missing is a failure, not a skip.
+	./scripts/need-tools.sh
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 	./scripts/vulncheck.sh
