@@ -237,3 +237,87 @@ func TestMissingAPIKeyIsARefusalNotAnError(t *testing.T) {
 		})
 	}
 }
+
+// When the Map fails, the children already invoking syncbatch finish after
+// finalize has written the report (Step Functions does not stop Lambda
+// invocations). Their late results must not upset the run: the report
+// stands, the snapshot is not promoted, and the next attempt resumes with
+// the late batch settled, sending it nothing again.
+func TestFinalizeToleratesLateResults(t *testing.T) {
+	t.Parallel()
+	f := newQueueFixture(t)
+	var emails []string
+	for i := range 150 { // two batches
+		emails = append(emails, fmt.Sprintf("c%03d@example.com", i))
+	}
+	ex, items := f.planned(emails...)
+	if len(items) != 2 {
+		t.Fatalf("%d batches, want 2", len(items))
+	}
+	svc := f.service()
+	// Batch 1's key is refused; the Map fails and finalize runs while
+	// batch 2 is still sending.
+	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) { return refusingDestination{}, nil }
+	if _, err := svc.SyncBatch(context.Background(), items[0]); err == nil {
+		t.Fatal("batch 1 was not refused")
+	}
+	rep, err := f.service().Finalize(context.Background(), run.FinalizeInput{Export: ex.Export, RunID: ex.RunID, StartedAt: ex.StartedAt,
+		MapError: &run.MapError{Error: "States.ExceedToleratedFailureThreshold", Cause: "The specified tolerated failure threshold was exceeded"}})
+	if err != nil || rep.Status != run.StatusFailed || rep.SnapshotPromoted {
+		t.Fatalf("finalize: %+v, %v; want failed, not promoted", rep, err)
+	}
+	// Batch 2 ends late, with the key working again.
+	var upserts int
+	counting := func(context.Context, config.Connection, float64) (run.Destination, error) {
+		return countingDestination{n: &upserts}, nil
+	}
+	late := f.service()
+	late.Connect = counting
+	if _, err := late.SyncBatch(context.Background(), items[1]); err != nil {
+		t.Fatalf("the late batch: %v", err)
+	}
+	if again, err := run.ReadReport(context.Background(), f.st, ex.Export, ex.RunID); err != nil || again.Status != run.StatusFailed {
+		t.Fatalf("the report after a late result: %+v, %v; want it to stand", again, err)
+	}
+	// The next attempt resumes: batch 2 is settled and not sent again.
+	f.now = f.now.Add(time.Hour)
+	f.svc.Connect = counting
+	res, err := f.svc.Refresh(context.Background(), run.RefreshRequest{Trigger: run.TriggerSchedule})
+	if err != nil || len(res) != 1 || !res[0].Started {
+		t.Fatalf("the next attempt: %+v, %v", res, err)
+	}
+	f.starter.mu.Lock()
+	next := f.starter.started[len(f.starter.started)-1]
+	f.starter.mu.Unlock()
+	if next.Resumed != 1 {
+		t.Fatalf("the next attempt resumed %d settled batches, want 1 (the late one)", next.Resumed)
+	}
+	before := upserts
+	for _, it := range items {
+		if _, err := f.svc.SyncBatch(context.Background(), it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if upserts-before != 1 {
+		t.Fatalf("the next attempt sent %d batches, want 1 (the late batch is not sent again)", upserts-before)
+	}
+	rep, err = f.svc.Finalize(context.Background(), run.FinalizeInput{Export: next.Export, RunID: next.RunID, StartedAt: next.StartedAt, Resumed: next.Resumed})
+	if err != nil || rep.Status != run.StatusSucceeded || !rep.SnapshotPromoted || rep.Batches.Settled != 2 {
+		t.Fatalf("the next attempt's finalize: %+v, %v; want succeeded, both batches settled, promoted", rep, err)
+	}
+}
+
+// countingDestination accepts everything and counts upsert calls.
+type countingDestination struct {
+	listOnly
+	n *int
+}
+
+func (c countingDestination) UpsertContacts(_ context.Context, _ string, cs []autopilot.Contact) ([]autopilot.Outcome, error) {
+	*c.n++
+	out := make([]autopilot.Outcome, len(cs))
+	for i := range out {
+		out[i] = autopilot.Outcome{Status: autopilot.StatusSent}
+	}
+	return out, nil
+}
