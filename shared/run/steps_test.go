@@ -257,7 +257,9 @@ func TestFinalizeToleratesLateResults(t *testing.T) {
 	svc := f.service()
 	// Batch 1's key is refused; the Map fails and finalize runs while
 	// batch 2 is still sending.
-	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) { return refusingDestination{}, nil }
+	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) {
+		return refusingDestination{}, nil
+	}
 	if _, err := svc.SyncBatch(context.Background(), items[0]); err == nil {
 		t.Fatal("batch 1 was not refused")
 	}
