@@ -29,10 +29,14 @@ run: ## a real export end to end: sample segment, local folder as bucket, in-pro
 THIRDPARTY_CLIENT := internal/thirdparty/node_modules/autopilot-api/index.js
 
 test: $(THIRDPARTY_CLIENT) ## vet, staticcheck, state machine check, govulncheck, unit + integration + end-to-end tests with -race, short fuzzing
+	@# cfn-lint, moto_server, the SAM translator and aws-lambda-rie: missing is a failure, not a skip.
+	./scripts/need-tools.sh
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 	./scripts/vulncheck.sh
-	$(ASL_VALIDATOR) --json-path statemachine/export.asl.json
+	@# SAM substitutes $${Partition} (aws, aws-cn, aws-us-gov) before deploying;
+	@# the validator checks Resource ARNs, so it sees what SAM makes in aws.
+	$(ASL_VALIDATOR) --json-definition "$$(sed 's/\$${Partition}/aws/g' statemachine/export.asl.json)"
 	$(GO) test -race -count=1 ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzReadCSV$$' -fuzztime $(FUZZRUNS) ./shared/segment
 	$(GO) test -run '^$$' -fuzz '^FuzzCSVBlocksMatchOracle$$' -fuzztime $(FUZZRUNS) ./shared/segment

@@ -19,5 +19,5 @@ func main() {
 		slog.Error("start-up failed", "error", err)
 		os.Exit(1)
 	}
-	lambda.Start(lambdaapp.Finalize(svc, os.Stdout))
+	lambda.Start(lambdaapp.Finalize(svc))
 }

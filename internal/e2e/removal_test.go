@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"sync/atomic"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
+	"github.com/segpilot/segpilot/shared/hostproc"
 	"github.com/segpilot/segpilot/shared/local"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/store"
@@ -53,10 +56,11 @@ func TestResumeRepeatsFewRemovals(t *testing.T) {
 	if _, err := crashing.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerS3, Source: src}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("killed run: %v", err)
 	}
-	// What a killed process leaves: the lock names a process that is gone.
-	if err := h.p.Store.Delete(context.Background(), "state/vip-newsletter/lock.json"); err != nil {
-		t.Fatal(err)
-	}
+	// What a killed process leaves: the lock names a process that is gone
+	// (here: this one with another start time), and its execution's name
+	// is used. The next run finds the holder dead, records its end and
+	// resumes the plan under a new execution name, as in the cloud.
+	buryLockHolder(t, h.p.Store, "state/vip-newsletter/lock.json")
 	h.waitIdle()
 	done := removals()
 
@@ -74,6 +78,38 @@ func TestResumeRepeatsFewRemovals(t *testing.T) {
 	if repeated := removals() - 300; repeated > inFlight*checkpointEvery {
 		t.Fatalf("the resume repeated %d removals after %d were done; want at most %d (%d batches × a checkpoint every %d)",
 			repeated, done, inFlight*checkpointEvery, inFlight, checkpointEvery)
+	}
+}
+
+// buryLockHolder rewrites a lock's owner as a process that has ended.
+func buryLockHolder(t *testing.T, st store.ObjectStore, key string) {
+	t.Helper()
+	ctx := context.Background()
+	rc, _, err := st.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lock map[string]any
+	if err := json.Unmarshal(raw, &lock); err != nil {
+		t.Fatal(err)
+	}
+	self, err := hostproc.Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self.Start = "0" // the same pid, started at another time: a process that is gone
+	lock["owner"] = self.String()
+	raw, err = json.Marshal(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(ctx, key, bytes.NewReader(raw), store.PutOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -53,6 +53,12 @@ func NewService(ctx context.Context, needs Needs) (*run.Service, error) {
 		Store:   s3store.New(awsx.NewS3Client(cfg, os.Getenv(awsx.EnvS3Endpoint)), bucket),
 		Log:     Logger(),
 		TempDir: os.TempDir(),
+		// Every run's outcome (RunsFailed...) as Embedded Metric Format:
+		// CloudWatch Logs makes metrics of what the function prints.
+		Metrics: os.Stdout,
+		// S3, Secrets Manager and Step Functions errors worth a retry
+		// reach the state machine as Transient.
+		Transient: awsx.IsTransient,
 	}
 	if needs.Starter {
 		arn := os.Getenv("STATE_MACHINE_ARN")

@@ -3,7 +3,6 @@ package lambdaapp
 import (
 	"context"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -46,28 +45,24 @@ type RefreshEvent struct {
 	AllowLargeRemoval bool   `json:"allowLargeRemoval"`
 }
 
+// TriggerOf says what started a refresh: the schedule (its Input, or an
+// EventBridge "Scheduled Event"), else a person.
+func TriggerOf(ev RefreshEvent) string {
+	if ev.Trigger == run.TriggerSchedule || ev.DetailType == "Scheduled Event" {
+		return run.TriggerSchedule
+	}
+	return run.TriggerManual
+}
+
 // Refresh handles the schedule and manual runs.
 func Refresh(svc *run.Service) func(context.Context, RefreshEvent) ([]run.Result, error) {
 	return func(ctx context.Context, ev RefreshEvent) ([]run.Result, error) {
-		trigger := run.TriggerManual
-		if ev.Trigger == run.TriggerSchedule || ev.DetailType == "Scheduled Event" {
-			trigger = run.TriggerSchedule
-		}
-		return svc.Refresh(ctx, run.RefreshRequest{Trigger: trigger, Export: ev.Export,
+		return svc.Refresh(ctx, run.RefreshRequest{Trigger: TriggerOf(ev), Export: ev.Export,
 			DryRun: ev.DryRun, AllowLargeRemoval: ev.AllowLargeRemoval})
 	}
 }
 
-// Finalize closes a run and writes its metrics (EMF) to metrics.
-func Finalize(svc *run.Service, metrics io.Writer) func(context.Context, run.FinalizeInput) (*run.Report, error) {
-	return func(ctx context.Context, in run.FinalizeInput) (*run.Report, error) {
-		rep, err := svc.Finalize(ctx, in)
-		if err != nil {
-			return nil, err
-		}
-		if err := run.EmitMetrics(metrics, rep); err != nil {
-			svc.Logger().Warn("writing metrics", "export", rep.Export, "run", rep.RunID, "error", err)
-		}
-		return rep, nil
-	}
+// Finalize closes a run; its report's metrics go to the Service's sink.
+func Finalize(svc *run.Service) func(context.Context, run.FinalizeInput) (*run.Report, error) {
+	return svc.Finalize
 }

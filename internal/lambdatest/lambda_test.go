@@ -96,6 +96,9 @@ func aslContract(t testing.TB) (inputFields, itemKeys []string) {
 				}
 				ItemSelector       map[string]string
 				MaxConcurrencyPath string
+				ResultWriter       struct {
+					Parameters map[string]string
+				}
 			}
 		}
 	}
@@ -107,7 +110,7 @@ func aslContract(t testing.TB) (inputFields, itemKeys []string) {
 		t.Fatal(err)
 	}
 	m := asl.States.SyncBatches
-	paths := []string{m.ItemReader.Parameters["Key.$"], m.MaxConcurrencyPath}
+	paths := []string{m.ItemReader.Parameters["Key.$"], m.MaxConcurrencyPath, m.ResultWriter.Parameters["Prefix.$"]}
 	for k, p := range m.ItemSelector {
 		paths = append(paths, p)
 		itemKeys = append(itemKeys, strings.TrimSuffix(k, ".$")) // "k.$": the value is a path
@@ -244,7 +247,8 @@ func TestFunctions(t *testing.T) {
 	}
 	concurrency, workerRPS := run.Pacing(100)
 	wantExec := run.Execution{Export: exportName, RunID: runID, ItemsKey: "runs/" + exportName + "/" + runID + "/items.json",
-		ListID: exec.ListID, Concurrency: concurrency, WorkerRPS: workerRPS, StartedAt: exec.StartedAt}
+		MapResultsPrefix: "runs/" + exportName + "/" + runID + "/map",
+		ListID:           exec.ListID, Concurrency: concurrency, WorkerRPS: workerRPS, StartedAt: exec.StartedAt}
 	if exec != wantExec || exec.StartedAt.IsZero() {
 		t.Errorf("execution input = %+v, want %+v", exec, wantExec)
 	}
@@ -307,15 +311,15 @@ func TestFunctions(t *testing.T) {
 
 	sent := 0
 	for _, it := range items {
-		var res run.BatchResult
+		var res run.BatchSummary
 		syncbatch.call(t, item(it.Batch), &res)
-		if res.Batch != it.Batch || res.Sent == 0 || len(res.Failed) != 0 || res.Skipped {
+		if res.Batch != it.Batch || res.Sent == 0 || res.Skipped {
 			t.Fatalf("batch %d answered %+v; want it sent", it.Batch, res)
 		}
 		sent += res.Sent
 	}
 	// A retried item (Step Functions retries, or redrives) sends nothing again.
-	var retried run.BatchResult
+	var retried run.BatchSummary
 	syncbatch.call(t, item(items[0].Batch), &retried)
 	if !retried.Skipped {
 		t.Fatalf("a repeated batch answered %+v; want skipped", retried)

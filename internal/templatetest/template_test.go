@@ -26,7 +26,9 @@ import (
 	"github.com/awslabs/goformation/v7/cloudformation"
 	"github.com/awslabs/goformation/v7/intrinsics"
 
+	"github.com/segpilot/segpilot/internal/lambdaapp"
 	"github.com/segpilot/segpilot/internal/testutil"
+	"github.com/segpilot/segpilot/shared/run"
 )
 
 const (
@@ -212,39 +214,112 @@ func deref[T any](p *T) T {
 	return *p
 }
 
+// samTranslated is template.yaml as CloudFormation deploys it: expanded by
+// the AWS SAM translator (the image's python3 with aws-sam-translator).
+func samTranslated(t *testing.T) obj {
+	t.Helper()
+	python := testutil.NeedTool(t, "python3", "the image's pyenv python3 with aws-sam-translator (pip install aws-sam-translator)")
+	if python == "" {
+		return nil
+	}
+	if err := exec.Command(python, "-c", "import samtranslator").Run(); err != nil {
+		testutil.MissingTool(t, "the python module samtranslator", "pip install aws-sam-translator")
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "testdata/sam_translate.py", templatePath)
+	cmd.Env = append(os.Environ(), "AWS_DEFAULT_REGION=us-east-1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("SAM translation: %v\n%s", err, stderr.String())
+	}
+	var cfn obj
+	if err := json.Unmarshal(out, &cfn); err != nil {
+		t.Fatalf("SAM translation output: %v", err)
+	}
+	return cfn
+}
+
+// TestIngestS3EventOnSegmentsPrefix: objects created under segments/ invoke
+// ingest, and only this bucket may invoke it. SAM's S3 event grants S3
+// the invoke with SourceAccount alone (any bucket of the account could
+// invoke ingest); the notification and the permission are therefore
+// written out, the permission scoped to the bucket by SourceArn. Checked on
+// the CloudFormation the SAM translator makes, which is what deploys.
 func TestIngestS3EventOnSegmentsPrefix(t *testing.T) {
-	tmpl := rawTemplate(t)
-	events, _ := at(resource(t, tmpl, "IngestFunction"), "Properties", "Events").(obj)
-	var found int
-	for name, ev := range events {
-		if at(ev, "Type") != "S3" {
+	raw := rawTemplate(t)
+	name, vars := bucketName(t, raw)
+	bucketARN := obj{"Fn::Sub": []any{"arn:${AWS::Partition}:s3:::" + name, vars}}
+	cfn := samTranslated(t)
+	var s3Permissions []string
+	for id, r := range cfn["Resources"].(obj) {
+		if at(r, "Type") != "AWS::Lambda::Permission" || at(r, "Properties", "Principal") != "s3.amazonaws.com" {
 			continue
 		}
-		found++
-		props := at(ev, "Properties")
-		if !reflect.DeepEqual(at(props, "Bucket"), ref("Bucket")) {
-			t.Errorf("event %s Bucket = %v, want !Ref Bucket", name, at(props, "Bucket"))
+		s3Permissions = append(s3Permissions, id)
+		props := at(r, "Properties")
+		if !reflect.DeepEqual(at(props, "SourceArn"), bucketARN) {
+			t.Errorf("%s SourceArn = %v, want the bucket's ARN %v", id, at(props, "SourceArn"), bucketARN)
 		}
-		if !slices.ContainsFunc(stringList(at(props, "Events")), func(e string) bool {
-			return strings.HasPrefix(e, "s3:ObjectCreated:")
-		}) {
-			t.Errorf("event %s does not fire on s3:ObjectCreated", name)
+		if !reflect.DeepEqual(at(props, "SourceAccount"), ref("AWS::AccountId")) {
+			t.Errorf("%s SourceAccount = %v, want !Ref AWS::AccountId", id, at(props, "SourceAccount"))
 		}
-		var prefixes []string
-		for _, rule := range asList(at(props, "Filter", "S3Key", "Rules")) {
-			if strings.EqualFold(fmt.Sprint(at(rule, "Name")), "prefix") {
-				prefixes = append(prefixes, fmt.Sprint(at(rule, "Value")))
-			}
-		}
-		if !slices.Equal(prefixes, []string{"segments/"}) {
-			t.Errorf("event %s prefix filter = %v, want [segments/]", name, prefixes)
+		if !reflect.DeepEqual(at(props, "FunctionName"), ref("IngestFunction")) && getAtt(at(props, "FunctionName")) != "IngestFunction.Arn" {
+			t.Errorf("%s lets S3 invoke %v, want IngestFunction", id, at(props, "FunctionName"))
 		}
 	}
-	if found != 1 {
-		t.Fatalf("IngestFunction has %d S3 events, want 1", found)
+	if len(s3Permissions) != 1 {
+		t.Fatalf("S3 may invoke functions through %v, want one permission", s3Permissions)
 	}
-	if nc := at(resource(t, tmpl, "Bucket"), "Properties", "NotificationConfiguration"); nc != nil {
-		t.Errorf("Bucket declares its own NotificationConfiguration; SAM builds it from the S3 event")
+	bucket := at(cfn, "Resources", "Bucket")
+	if deps := stringList(at(bucket, "DependsOn")); !slices.Contains(deps, s3Permissions[0]) {
+		t.Errorf("Bucket DependsOn %v: S3 checks the permission when the notification is set, so it must exist first", deps)
+	}
+	configs := asList(at(bucket, "Properties", "NotificationConfiguration", "LambdaConfigurations"))
+	if len(configs) != 1 {
+		t.Fatalf("bucket notifications %v, want one", configs)
+	}
+	nc := configs[0]
+	if getAtt(at(nc, "Function")) != "IngestFunction.Arn" || !strings.HasPrefix(fmt.Sprint(at(nc, "Event")), "s3:ObjectCreated:") {
+		t.Errorf("notification %v; want s3:ObjectCreated:* to IngestFunction", nc)
+	}
+	var prefixes []string
+	for _, rule := range asList(at(nc, "Filter", "S3Key", "Rules")) {
+		if strings.EqualFold(fmt.Sprint(at(rule, "Name")), "prefix") {
+			prefixes = append(prefixes, fmt.Sprint(at(rule, "Value")))
+		}
+	}
+	if !slices.Equal(prefixes, []string{"segments/"}) {
+		t.Errorf("notification prefix filter = %v, want [segments/]", prefixes)
+	}
+}
+
+// TestStateMachineUsesThePartition: the definition names its service
+// integrations with the stack's partition, so it deploys in aws-cn and
+// aws-us-gov too.
+func TestStateMachineUsesThePartition(t *testing.T) {
+	asl, err := os.ReadFile(stateMachinePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(asl), "arn:aws:") {
+		t.Error("the definition hard-codes arn:aws:; use arn:${Partition}:")
+	}
+	resources := regexp.MustCompile(`"Resource":\s*"([^"]*)"`).FindAllSubmatch(asl, -1)
+	if len(resources) < 3 {
+		t.Fatalf("found %d Resource fields; the search is broken", len(resources))
+	}
+	for _, m := range resources {
+		if !strings.HasPrefix(string(m[1]), "arn:${Partition}:states:::") {
+			t.Errorf("Resource %s does not start with arn:${Partition}:states:::", m[1])
+		}
+	}
+	sub := at(resource(t, rawTemplate(t), "ExportStateMachine"), "Properties", "DefinitionSubstitutions", "Partition")
+	if !reflect.DeepEqual(sub, ref("AWS::Partition")) {
+		t.Errorf("DefinitionSubstitutions.Partition = %v, want !Ref AWS::Partition", sub)
 	}
 }
 
@@ -489,9 +564,65 @@ func TestStateMachinePolicies(t *testing.T) {
 		t.Errorf("state machine may invoke %v, want SyncBatchFunction and FinalizeFunction", invoked)
 	}
 	got := allowedActions(t, at(props, "Policies"))
-	want := []string{"s3:GetObject", "states:DescribeExecution", "states:StartExecution", "states:StopExecution"}
+	// The ResultWriter's needs (Step Functions developer guide, "IAM
+	// policies for ResultWriter"): put, get, and multipart upload clean-up.
+	want := []string{"s3:AbortMultipartUpload", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject",
+		"states:DescribeExecution", "states:StartExecution", "states:StopExecution"}
 	if !slices.Equal(got, want) {
 		t.Errorf("state machine may %v, want %v", got, want)
+	}
+	// Every S3 action is on runs/, where the items are read and the
+	// Map's results written (the ResultWriter's Prefix is under the run's).
+	found := map[string]obj{}
+	statements(at(props, "Policies"), "", found)
+	for where, st := range found {
+		for _, a := range stringList(st["Action"]) {
+			sub, _ := at(st["Resource"], "Fn::Sub").([]any)
+			if strings.HasPrefix(a, "s3:") && (len(sub) != 2 || !strings.HasSuffix(fmt.Sprint(sub[0]), "/runs/*")) {
+				t.Errorf("state machine%s: %s on %v, want only runs/*", where, a, st["Resource"])
+			}
+		}
+	}
+}
+
+// TestMapWritesItsResultsToTheRun: a Distributed Map without a ResultWriter
+// returns the array of every child's output, and past 256 KiB fails with
+// States.DataLimitExceeded, which no Catch handles: finalize never runs and
+// the export's lock stays held. Its results go to the run's prefix instead.
+func TestMapWritesItsResultsToTheRun(t *testing.T) {
+	asl, err := os.ReadFile(stateMachinePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var def struct {
+		States map[string]struct {
+			Type         string
+			ResultWriter struct {
+				Resource   string
+				Parameters map[string]string
+			}
+			ItemProcessor *struct {
+				ProcessorConfig struct{ Mode string }
+			}
+		}
+	}
+	if err := json.Unmarshal(asl, &def); err != nil {
+		t.Fatal(err)
+	}
+	var maps int
+	for name, st := range def.States {
+		if st.Type != "Map" || st.ItemProcessor == nil || st.ItemProcessor.ProcessorConfig.Mode != "DISTRIBUTED" {
+			continue
+		}
+		maps++
+		w := st.ResultWriter
+		if !strings.HasSuffix(w.Resource, ":states:::s3:putObject") || w.Parameters["Bucket"] != "${BucketName}" ||
+			w.Parameters["Prefix.$"] != "$.mapResultsPrefix" {
+			t.Errorf("Map %s ResultWriter = %+v; want s3:putObject to ${BucketName} under $.mapResultsPrefix", name, w)
+		}
+	}
+	if maps == 0 {
+		t.Fatal("no Distributed Map in the definition")
 	}
 }
 
@@ -562,10 +693,10 @@ func TestEnvironmentHoldsNoSecretValues(t *testing.T) {
 	tmpl := rawTemplate(t)
 	secretARN := obj{"Fn::If": []any{"CreateApiKeySecret", ref("ApiKeySecret"), ref("ExistingApiKeySecretArn")}}
 	wantVars := map[string][]string{
-		"IngestFunction":    {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
-		"RefreshFunction":   {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
-		"SyncBatchFunction": {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL"},
-		"FinalizeFunction":  {"API_KEY_SECRET_ID", "BUCKET", "LOG_LEVEL", "STATE_MACHINE_ARN"},
+		"IngestFunction":    {"API_KEY_SECRET_ID", "BUCKET", "STATE_MACHINE_ARN"},
+		"RefreshFunction":   {"API_KEY_SECRET_ID", "BUCKET", "STATE_MACHINE_ARN"},
+		"SyncBatchFunction": {"API_KEY_SECRET_ID", "BUCKET"},
+		"FinalizeFunction":  {"API_KEY_SECRET_ID", "BUCKET", "STATE_MACHINE_ARN"},
 	}
 	credentialName := regexp.MustCompile(`(?i)key|secret|token|password|credential`)
 	for id, want := range wantVars {
@@ -693,27 +824,124 @@ func TestEveryFunctionLogsToARetainedGroup(t *testing.T) {
 	}
 }
 
-func TestFailedRunsAlarm(t *testing.T) {
-	tmpl := rawTemplate(t)
-	alarm := at(resource(t, tmpl, "FailedRunsAlarm"), "Properties")
-	checks := map[string]any{
-		"Namespace":          "AWS/States",
-		"MetricName":         "ExecutionsFailed",
-		"Threshold":          float64(1),
-		"ComparisonOperator": "GreaterThanOrEqualToThreshold",
-	}
-	for k, want := range checks {
-		if got := at(alarm, k); got != want {
-			t.Errorf("FailedRunsAlarm %s = %v, want %v", k, got, want)
+// alarms returns every CloudWatch alarm of the template by id.
+func alarms(t *testing.T, tmpl obj) map[string]obj {
+	t.Helper()
+	out := map[string]obj{}
+	for id, r := range tmpl["Resources"].(obj) {
+		if at(r, "Type") == "AWS::CloudWatch::Alarm" {
+			out[id] = at(r, "Properties").(obj)
 		}
 	}
-	dims := asList(at(alarm, "Dimensions"))
-	if len(dims) != 1 || at(dims[0], "Name") != "StateMachineArn" || !reflect.DeepEqual(at(dims[0], "Value"), ref("ExportStateMachine")) {
-		t.Errorf("FailedRunsAlarm dimensions = %v, want StateMachineArn = !Ref ExportStateMachine", dims)
+	return out
+}
+
+// emitted is the EMF record finalize (or ingest) writes for a failed run:
+// the metric names and dimension sets the alarms can watch.
+func emitted(t *testing.T) (namespace string, names []string, dimensionSets [][]string) {
+	t.Helper()
+	var b strings.Builder
+	if err := run.EmitMetrics(&b, &run.Report{Export: "e", RunID: "r", Status: run.StatusFailed}); err != nil {
+		t.Fatal(err)
 	}
-	for _, id := range []string{"AlarmTopic", "AlarmEmailSubscription"} {
-		if c := at(resource(t, tmpl, id), "Condition"); c != "HasAlarmEmail" {
-			t.Errorf("%s Condition = %v, want HasAlarmEmail", id, c)
+	var rec struct {
+		AWS struct {
+			CloudWatchMetrics []struct {
+				Namespace  string
+				Dimensions [][]string
+				Metrics    []struct{ Name string }
+			}
+		} `json:"_aws"`
+	}
+	if err := json.Unmarshal([]byte(b.String()), &rec); err != nil || len(rec.AWS.CloudWatchMetrics) != 1 {
+		t.Fatalf("EMF record %s: %v", b.String(), err)
+	}
+	cw := rec.AWS.CloudWatchMetrics[0]
+	for _, m := range cw.Metrics {
+		names = append(names, m.Name)
+	}
+	return cw.Namespace, names, cw.Dimensions
+}
+
+// TestAlarmsSeeEveryFailedRun: finalize writes a failed report and the
+// execution still ends SUCCEEDED, and a run refused at ingest has no
+// execution at all, so an alarm on Step Functions' ExecutionsFailed alone
+// is blind to them. Runs' outcomes are metrics (EMF, namespace segpilot),
+// alarmed on deployment-wide; the four functions' errors are alarmed too;
+// every alarm tells one SNS topic.
+func TestAlarmsSeeEveryFailedRun(t *testing.T) {
+	tmpl := rawTemplate(t)
+	all := alarms(t, tmpl)
+	namespace, names, dimensionSets := emitted(t)
+	if !slices.ContainsFunc(dimensionSets, func(d []string) bool { return len(d) == 0 }) {
+		t.Fatalf("the metrics are published with dimension sets %v: without an empty one, no dimensionless alarm sees them", dimensionSets)
+	}
+	wantOutcome := map[string]string{"FailedRunsAlarm": "RunsFailed", "HeldRunsAlarm": "RunsHeld", "InvalidRunsAlarm": "RunsInvalid"}
+	for id, metric := range wantOutcome {
+		a, ok := all[id]
+		if !ok {
+			t.Errorf("alarm %s is missing", id)
+			continue
+		}
+		if at(a, "Namespace") != namespace || at(a, "MetricName") != metric || at(a, "Dimensions") != nil ||
+			at(a, "Statistic") != "Sum" || at(a, "Threshold") != float64(1) || at(a, "ComparisonOperator") != "GreaterThanOrEqualToThreshold" ||
+			at(a, "TreatMissingData") != "notBreaching" {
+			t.Errorf("%s = %v; want Sum of %s/%s (no dimension) >= 1, missing data not breaching", id, a, namespace, metric)
+		}
+		if !slices.Contains(names, metric) {
+			t.Errorf("%s watches %s, which the code does not emit (it emits %v)", id, metric, names)
+		}
+	}
+	// A finalize that fails for good (or an execution that times out)
+	// fails the execution: no report says so, Step Functions does.
+	executions := all["FailedExecutionsAlarm"]
+	var statesMetrics []string
+	for _, q := range asList(at(executions, "Metrics")) {
+		if at(q, "MetricStat", "Metric", "Namespace") == "AWS/States" {
+			statesMetrics = append(statesMetrics, fmt.Sprint(at(q, "MetricStat", "Metric", "MetricName")))
+			dims := asList(at(q, "MetricStat", "Metric", "Dimensions"))
+			if len(dims) != 1 || at(dims[0], "Name") != "StateMachineArn" || !reflect.DeepEqual(at(dims[0], "Value"), ref("ExportStateMachine")) {
+				t.Errorf("FailedExecutionsAlarm metric dimensions %v, want StateMachineArn = !Ref ExportStateMachine", dims)
+			}
+		}
+	}
+	sort.Strings(statesMetrics)
+	if !slices.Equal(statesMetrics, []string{"ExecutionsFailed", "ExecutionsTimedOut"}) {
+		t.Errorf("FailedExecutionsAlarm watches %v; want ExecutionsFailed and ExecutionsTimedOut", statesMetrics)
+	}
+	// Each function's errors: ingest's and refresh's events are retried
+	// and then dropped (or dead-lettered), finalize's fail the execution,
+	// syncbatch's are retried by the state machine (so its alarm waits
+	// for errors that persist).
+	errorAlarms := map[string]string{}
+	for id, a := range all {
+		if at(a, "Namespace") == "AWS/Lambda" && at(a, "MetricName") == "Errors" {
+			dims := asList(at(a, "Dimensions"))
+			if len(dims) == 1 && at(dims[0], "Name") == "FunctionName" {
+				fn, _ := at(dims[0], "Value", "Ref").(string)
+				errorAlarms[fn] = id
+			}
+		}
+	}
+	for _, fn := range functionIDs {
+		if errorAlarms[fn] == "" {
+			t.Errorf("no Errors alarm for %s", fn)
+		}
+	}
+	// One topic for all: every alarm tells it, whether or not an e-mail
+	// is subscribed (others may subscribe to it: output AlarmTopicArn).
+	if topic := resource(t, tmpl, "AlarmTopic"); at(topic, "Condition") != nil || at(topic, "Type") != "AWS::SNS::Topic" {
+		t.Errorf("AlarmTopic must be an unconditional AWS::SNS::Topic")
+	}
+	if c := at(resource(t, tmpl, "AlarmEmailSubscription"), "Condition"); c != "HasAlarmEmail" {
+		t.Errorf("AlarmEmailSubscription Condition = %v, want HasAlarmEmail", c)
+	}
+	if at(tmpl, "Outputs", "AlarmTopicArn", "Value") == nil {
+		t.Error("output AlarmTopicArn is missing")
+	}
+	for id, a := range all {
+		if actions := asList(at(a, "AlarmActions")); len(actions) != 1 || !reflect.DeepEqual(actions[0], ref("AlarmTopic")) {
+			t.Errorf("%s AlarmActions = %v; want [!Ref AlarmTopic]", id, at(a, "AlarmActions"))
 		}
 	}
 }
@@ -754,5 +982,54 @@ func TestParametersAndOutputs(t *testing.T) {
 		if at(outputs, name, "Value") == nil {
 			t.Errorf("output %s is missing", name)
 		}
+	}
+}
+
+// TestLogLevelReachesTheFunctions: the functions log with aws-lambda-go's
+// lambdacontext logger, which takes its level from AWS_LAMBDA_LOG_LEVEL,
+// which Lambda sets from LoggingConfig.ApplicationLogLevel (upper case).
+// The LogLevel parameter must end there, not in a variable nothing reads.
+func TestLogLevelReachesTheFunctions(t *testing.T) {
+	tmpl := rawTemplate(t)
+	param := at(tmpl, "Parameters", "LogLevel")
+	levels := stringList(at(param, "AllowedValues"))
+	if len(levels) == 0 {
+		t.Fatal("parameter LogLevel has no AllowedValues")
+	}
+	want := obj{"Fn::FindInMap": []any{"LogLevels", ref("LogLevel"), "Application"}}
+	for _, id := range functionIDs {
+		logging := at(resource(t, tmpl, id), "Properties", "LoggingConfig")
+		if got := at(logging, "ApplicationLogLevel"); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s LoggingConfig.ApplicationLogLevel = %v, want %v", id, got, want)
+		}
+		if v := at(resource(t, tmpl, id), "Properties", "Environment", "Variables", "LOG_LEVEL"); v != nil {
+			t.Errorf("%s sets LOG_LEVEL, which no code reads", id)
+		}
+	}
+	// The upper-case names lambdacontext understands (others mean INFO).
+	understood := []string{"DEBUG", "INFO", "WARN", "ERROR"}
+	for _, l := range levels {
+		got, _ := at(tmpl, "Mappings", "LogLevels", l, "Application").(string)
+		if got != strings.ToUpper(l) || !slices.Contains(understood, got) {
+			t.Errorf("LogLevels mapping of %q = %q, want %q", l, got, strings.ToUpper(l))
+		}
+	}
+}
+
+// TestScheduleIsRecordedAsScheduled: what the schedule sends must be what
+// the refresh handler takes for the schedule, or every scheduled run's
+// report says "manual".
+func TestScheduleIsRecordedAsScheduled(t *testing.T) {
+	tmpl := rawTemplate(t)
+	input, _ := at(resource(t, tmpl, "RefreshScheduleRule"), "Properties", "Target", "Input").(string)
+	var ev lambdaapp.RefreshEvent
+	if err := json.Unmarshal([]byte(input), &ev); err != nil {
+		t.Fatalf("schedule Input %q: %v", input, err)
+	}
+	if got := lambdaapp.TriggerOf(ev); got != run.TriggerSchedule {
+		t.Fatalf("the schedule's Input %s is taken for trigger %q, want %q", input, got, run.TriggerSchedule)
+	}
+	if ev.Export != "" || ev.DryRun || ev.AllowLargeRemoval {
+		t.Fatalf("the schedule's Input %s narrows the refresh; it must re-run every enabled export", input)
 	}
 }

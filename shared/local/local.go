@@ -4,6 +4,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/segpilot/segpilot"
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/hostproc"
@@ -38,6 +40,8 @@ type Options struct {
 	RetrySleep func(ctx context.Context, d time.Duration) error
 	// ClientTimeout is the per-request timeout of the Autopilot client (default 30s).
 	ClientTimeout time.Duration
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
 }
 
 // Pipeline is a ready-to-run local segpilot.
@@ -58,21 +62,32 @@ func New(opts Options) (*Pipeline, error) {
 		}
 		st = folder
 	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
 	conn := &Connector{Secrets: opts.Secrets, BaseURL: opts.BaseURL, HTTPClient: opts.HTTPClient,
 		Log: opts.Log, Timeout: opts.ClientTimeout}
 	self, err := hostproc.Self()
 	if err != nil {
 		return nil, err
 	}
-	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, Processes: processes(self.String()),
-		ReleaseBrake: func(string) string { return "run it again with --allow-large-removal" }}
+	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, Now: opts.Now, Processes: processes(self.String()),
+		ReleaseBrake: func(string) string { return "run it again with --allow-large-removal" },
+		SetKey:       "set the AUTOPILOT_API_KEY environment variable (or run with --sim)"}
 	r, err := runner.New(runner.Options{
 		Definition: statemachine.Export,
+		Template:   segpilot.Template,
 		Functions: map[string]runner.Handler{
 			"SyncBatchFunctionArn": handler(svc.SyncBatch),
 			"FinalizeFunctionArn":  handler(svc.Finalize),
 		},
-		Items:    func(ctx context.Context, key string) ([]any, error) { return readItems(ctx, st, key) },
+		Items: func(ctx context.Context, key string) ([]any, error) { return readItems(ctx, st, key) },
+		Names: storeNames{st: st, now: now},
+		Results: func(ctx context.Context, key string, body []byte) error {
+			_, err := st.Put(ctx, key, bytes.NewReader(body), store.PutOptions{ContentType: "application/json"})
+			return err
+		},
 		Progress: opts.Progress,
 		Sleep:    opts.RetrySleep,
 	})

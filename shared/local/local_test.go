@@ -1,42 +1,65 @@
-package local_test
+package local
 
 import (
 	"context"
-	"net"
-	"net/http"
-	"strings"
-	"sync/atomic"
+	"io"
 	"testing"
+	"time"
 
-	"github.com/segpilot/segpilot/shared/config"
-	"github.com/segpilot/segpilot/shared/local"
+	"github.com/segpilot/segpilot/shared/runner"
 	"github.com/segpilot/segpilot/shared/secrets"
+	"github.com/segpilot/segpilot/shared/store"
 )
 
-// TestConnectRefusesKeyInClearText: a base URL override that would send
-// the API key over plain http to a host other than loopback fails before
-// any connection is made (AUTOPILOT_BASE_URL skips the config's check).
-func TestConnectRefusesKeyInClearText(t *testing.T) {
+// Step Functions refuses an execution name its state machine used in the
+// last 90 days, whichever caller asks; locally every process sharing a
+// bucket folder must see the names the others used.
+func TestExecutionNamesAcrossProcesses(t *testing.T) {
 	t.Parallel()
-	var dials atomic.Int32
-	client := &http.Client{Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
-		dials.Add(1)
-		return nil, net.ErrClosed
-	}}}
-	conn := config.Connection{Name: "main", APIKeySecret: "k", BaseURL: config.DefaultBaseURL, RequestsPerSecond: 5}
-	for _, base := range []string{"http://192.0.2.1/v1", "http://api2.autopilothq.com/v1", "ftp://127.0.0.1/v1", "http://user:pw@127.0.0.1/v1"} {
-		c := &local.Connector{Secrets: secrets.Static{"k": "KEY"}, BaseURL: base, HTTPClient: client}
-		dest, err := c.Connect(context.Background(), conn, 0)
-		if err == nil {
-			_, err = dest.EnsureList(context.Background(), "VIP")
-			t.Errorf("%s: connected (then %v); want refused before any request", base, err)
-			continue
+	dir := t.TempDir()
+	now := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	pipeline := func() *Pipeline {
+		p, err := New(Options{BucketDir: dir, Secrets: secrets.Static{}, Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
 		}
-		if strings.Contains(err.Error(), "KEY") {
-			t.Errorf("%s: the error shows the key: %v", base, err)
-		}
+		return p
 	}
-	if n := dials.Load(); n != 0 {
-		t.Fatalf("%d connections attempted", n)
+	first, second := pipeline(), pipeline() // two processes on one folder
+	ctx := context.Background()
+	input := []byte(`{"export":"e","runId":"e-1","itemsKey":"runs/e/e-1/items.json","concurrency":1}`)
+	if _, err := first.Store.Put(ctx, "runs/e/e-1/items.json", stringsReader("[]"), store.PutOptions{}); err != nil {
+		t.Fatal(err)
 	}
+	// Finalize fails (there is no manifest): the name is used all the same.
+	if started, _ := first.Runner.StartRun(ctx, "e-1", input); !started {
+		t.Fatal("a new name did not start")
+	}
+	if started, err := second.Runner.StartRun(ctx, "e-1", input); started || err != nil {
+		t.Fatalf("another process started the used name e-1 again (started=%v, err=%v)", started, err)
+	}
+	now = now.Add(runner.NameReuseAfter - time.Hour)
+	if started, _ := second.Runner.StartRun(ctx, "e-1", input); started {
+		t.Fatal("e-1 started again before 90 days had passed since its execution closed")
+	}
+	now = now.Add(2 * time.Hour)
+	if started, _ := second.Runner.StartRun(ctx, "e-1", input); !started {
+		t.Fatal("e-1 did not start again 90 days after its execution closed")
+	}
+}
+
+func stringsReader(s string) *stringReader { return &stringReader{s: s} }
+
+type stringReader struct {
+	s string
+	i int
+}
+
+func (r *stringReader) Read(p []byte) (int, error) {
+	if r.i >= len(r.s) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.s[r.i:])
+	r.i += n
+	return n, nil
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/segpilot/segpilot/shared/plan"
@@ -37,6 +36,11 @@ type MapError struct {
 // and, only when nothing failed, promotes the run's profile set to the
 // export's snapshot, so the next run diffs against what Autopilot holds.
 func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, error) {
+	rep, err := s.finalize(ctx, in)
+	return rep, s.classify(err)
+}
+
+func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, error) {
 	m, err := s.readManifest(ctx, in.Export, in.RunID)
 	if err != nil {
 		return nil, fmt.Errorf("finalizing %s: %w", in.RunID, err)
@@ -94,12 +98,16 @@ func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	if err := s.writeRejected(ctx, m, issues); err != nil {
 		return nil, err
 	}
+	refused, err := s.readRefusal(ctx, m.Export, m.RunID, cmp.Or(in.StartedAt, m.PlannedAt))
+	if err != nil {
+		return nil, err
+	}
 	rep.Status = StatusSucceeded
+	failed := rep.Batches.Failed > 0 || in.MapError != nil
 	switch {
-	case in.MapError != nil && strings.Contains(in.MapError.Error+in.MapError.Cause, "Unauthorized"):
-		rep.Status = StatusFailed
-		rep.Message = "Autopilot refused the API key (401/403): check or rotate the secret, then run again; nothing more was sent"
-	case rep.Batches.Failed > 0 || in.MapError != nil:
+	case failed && refused != nil: // why the Map stopped (every batch settling says the key works after all)
+		rep.Status, rep.Message = StatusFailed, refused.Message
+	case failed:
 		rep.Status = StatusFailed
 		rep.Message = fmt.Sprintf("%d of %d batches failed (%s); their contacts are in rejected.csv and the next run retries them",
 			rep.Batches.Failed, rep.Batches.Total, cause)
@@ -125,7 +133,7 @@ func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	rep.StartedAt = cmp.Or(in.StartedAt, m.PlannedAt)
 	rep.DurationSeconds = rep.FinishedAt.Sub(rep.StartedAt).Seconds()
 	rep.FloorSeconds = floorSeconds(m)
-	if err := putJSON(ctx, s.Store, reportKey(m.Export, m.RunID), rep, store.PutOptions{}); err != nil {
+	if err := s.putReport(ctx, rep); err != nil {
 		return nil, err
 	}
 	s.Logger().Info("run "+rep.Status, "export", m.Export, "run", m.RunID, "status", rep.Status,
@@ -263,14 +271,30 @@ func floorSeconds(m *Manifest) float64 {
 	return float64(requests) / m.Connection.RequestsPerSecond
 }
 
-// EmitMetrics writes the run's figures as one CloudWatch Embedded Metric
-// Format line, so metrics cost no API calls.
+// EmitMetrics writes the run's outcome and figures as one CloudWatch
+// Embedded Metric Format line (namespace segpilot), so metrics cost no API
+// calls. The outcome is one of RunsSucceeded, RunsFailed, RunsHeld,
+// RunsInvalid and RunsRefused at 1, the others at 0. Every metric is
+// published twice: by Export, and without a dimension for the
+// deployment-wide alarms (CloudWatch keeps one metric per dimension set,
+// and an alarm watches exactly one).
 func EmitMetrics(w io.Writer, rep *Report) error {
+	outcome := func(status string) float64 {
+		if rep.Status == status {
+			return 1
+		}
+		return 0
+	}
 	metrics := []struct {
 		name  string
 		unit  string
 		value float64
 	}{
+		{"RunsSucceeded", "Count", outcome(StatusSucceeded)},
+		{"RunsFailed", "Count", outcome(StatusFailed)},
+		{"RunsHeld", "Count", outcome(StatusHeld)},
+		{"RunsInvalid", "Count", outcome(StatusInvalid)},
+		{"RunsRefused", "Count", outcome(StatusRefused)},
 		{"ContactsSent", "Count", float64(rep.Outcome.Sent)},
 		{"ContactsRejected", "Count", float64(rep.Outcome.Rejected + rep.Outcome.RejectedByAPI)},
 		{"ContactsFailed", "Count", float64(rep.Outcome.Failed)},
@@ -288,7 +312,7 @@ func EmitMetrics(w io.Writer, rep *Report) error {
 	doc["_aws"] = map[string]any{
 		"Timestamp": time.Now().UnixMilli(),
 		"CloudWatchMetrics": []any{map[string]any{
-			"Namespace": "segpilot", "Dimensions": [][]string{{"Export"}}, "Metrics": defs,
+			"Namespace": MetricsNamespace, "Dimensions": [][]string{{"Export"}, {}}, "Metrics": defs,
 		}},
 	}
 	b, err := json.Marshal(doc)
@@ -298,3 +322,6 @@ func EmitMetrics(w io.Writer, rep *Report) error {
 	_, err = w.Write(append(b, '\n'))
 	return err
 }
+
+// MetricsNamespace is the CloudWatch namespace of segpilot's metrics.
+const MetricsNamespace = "segpilot"

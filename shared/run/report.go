@@ -64,6 +64,22 @@ type Report struct {
 	Rejected         string      `json:"rejectedCsv,omitempty"` // key of rejected.csv
 }
 
+// putReport writes a run's report.json and, when the Service has a metrics
+// sink, the run's outcome and figures as one EMF record: every place a run
+// ends (ingest refusing it, finalize closing it, a later run finding it
+// abandoned) writes its report here, so every outcome is counted.
+func (s *Service) putReport(ctx context.Context, rep *Report) error {
+	if err := putJSON(ctx, s.Store, reportKey(rep.Export, rep.RunID), rep, store.PutOptions{}); err != nil {
+		return err
+	}
+	if s.Metrics != nil {
+		if err := EmitMetrics(s.Metrics, rep); err != nil {
+			s.Logger().Warn("writing metrics", "export", rep.Export, "run", rep.RunID, "status", rep.Status, "error", err)
+		}
+	}
+	return nil
+}
+
 func putJSON(ctx context.Context, s store.ObjectStore, key string, v any, opts store.PutOptions) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {

@@ -44,8 +44,24 @@ type Service struct {
 	// export's lock still runs; nil in Lambda.
 	Processes Processes
 
-	lists        sync.Map   // connection+title -> list id, resolved once per process
-	listMu       sync.Mutex // one resolution at a time
+	// Metrics, when set, receives each run's outcome and figures as
+	// CloudWatch Embedded Metric Format, one line per report written
+	// (Lambda: stdout, which CloudWatch Logs reads); nil: none.
+	Metrics io.Writer
+
+	// SetKey tells how to put the API key in place, in this deployment's
+	// words, for a run that found none. Default: the secret, as in Lambda.
+	SetKey string
+
+	// Transient tells an infrastructure error worth retrying later (an
+	// SDK's throttling, 5xx, a dropped connection; awsx.IsTransient in
+	// Lambda) from one that is not; nil: none is.
+	Transient func(error) bool
+
+	manifestMu   sync.Mutex
+	manifests    map[string]*Manifest // manifest key -> its head, see readManifestHead
+	lists        sync.Map             // connection+title -> list id, resolved once per process
+	listMu       sync.Mutex           // one resolution at a time
 	instanceOnce sync.Once
 	instanceID   string
 }
@@ -202,7 +218,7 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		}
 		rep := base
 		rep.Status, rep.Message, rep.FinishedAt = StatusRefused, err.Error(), s.now()
-		return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+		return res, s.putReport(ctx, &rep)
 	}
 
 	prev, err := ReadReport(ctx, s.Store, e.Name, runID)
@@ -227,7 +243,7 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 			}
 			rep := base
 			rep.Status, rep.Message, rep.FinishedAt = StatusInvalid, err.Error(), s.now()
-			return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+			return res, s.putReport(ctx, &rep)
 		}
 	}
 	if err != nil {
@@ -248,7 +264,7 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		res.Status, res.Message = StatusHeld, s.held(e, m)
 		rep := base
 		rep.Status, rep.Message, rep.Plan, rep.PlannedAt = StatusHeld, res.Message, m.Counts, m.PlannedAt
-		return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+		return res, s.putReport(ctx, &rep)
 	}
 
 	// Resolve the list once, before the fan-out: it also proves the key works
@@ -259,10 +275,10 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		if !errors.As(err, &unauth) {
 			return s.failedAttempt(ctx, res, base, m, prev, "finding the list failed", err)
 		}
-		res.Status, res.Message = StatusFailed, err.Error()
+		res.Status, res.Message = StatusFailed, s.refusedMessage(unauth)
 		rep := base
-		rep.Status, rep.Message, rep.Plan, rep.PlannedAt, rep.FinishedAt = StatusFailed, err.Error(), m.Counts, m.PlannedAt, s.now()
-		return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+		rep.Status, rep.Message, rep.Plan, rep.PlannedAt, rep.FinishedAt = StatusFailed, res.Message, m.Counts, m.PlannedAt, s.now()
+		return res, s.putReport(ctx, &rep)
 	}
 
 	// A run whose earlier attempt failed or was held starts a new execution
@@ -281,7 +297,8 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		resumed = len(settled)
 		s.Logger().Info("resuming run", "export", e.Name, "run", runID, "settled", resumed, "batches", len(m.Batches))
 	}
-	input, err := json.Marshal(Execution{Export: e.Name, RunID: runID, ItemsKey: itemsKey(e.Name, runID), ListID: listID,
+	input, err := json.Marshal(Execution{Export: e.Name, RunID: runID, ItemsKey: itemsKey(e.Name, runID),
+		MapResultsPrefix: mapResultsPrefix(e.Name, runID), ListID: listID,
 		Concurrency: m.Concurrency, WorkerRPS: m.WorkerRPS, StartedAt: attemptStart, Resumed: resumed})
 	if err != nil {
 		return res, err
@@ -308,7 +325,17 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 	return res, nil
 }
 
-func storePut() store.PutOptions { return store.PutOptions{} }
+// refusedMessage is what a run's report says when its key was refused or
+// there is none: what happened, and what to do.
+func (s *Service) refusedMessage(u *Unauthorized) string {
+	if !u.noKey {
+		return "Autopilot refused the API key (401/403): check or rotate the secret, then run again; nothing more was sent"
+	}
+	how := cmp.Or(s.SetKey, `put the key into the API-key secret (aws secretsmanager put-secret-value `+
+		`--secret-id <ApiKeySecretArn> --secret-string '{"apiKey":"..."}')`)
+	return "there is no Autopilot API key to send with (" + u.Msg + "): " + how +
+		"; the next file dropped or the scheduled refresh then runs this export normally; nothing was sent"
+}
 
 // held says why the brake holds m, and how to lift it.
 func (s *Service) held(e *config.Export, m *Manifest) string {
@@ -341,7 +368,7 @@ func (s *Service) failedAttempt(ctx context.Context, res Result, base Report, m 
 	rep.Status, rep.FinishedAt = StatusFailed, s.now()
 	rep.Message = what + ": " + err.Error() + "; batches already settled are not sent again when the file runs again"
 	res.Status, res.Message = rep.Status, rep.Message
-	if perr := putJSON(ctx, s.Store, reportKey(base.Export, base.RunID), rep, storePut()); perr != nil {
+	if perr := s.putReport(ctx, &rep); perr != nil {
 		return res, errors.Join(err, perr)
 	}
 	return res, err
@@ -355,16 +382,16 @@ func (s *Service) resolveList(ctx context.Context, m *Manifest) (string, error) 
 	}
 	dest, err := s.Connect(ctx, m.Connection, m.WorkerRPS)
 	if err != nil {
-		return "", classify(fmt.Errorf("connecting to %s: %w", m.Connection.Name, err))
+		return "", s.classify(fmt.Errorf("connecting to %s: %w", m.Connection.Name, err))
 	}
 	id, err := s.listID(ctx, dest, m)
 	if st := dest.Stats(); st.Requests > 0 {
 		if perr := putJSON(ctx, s.Store, listRequestsKey(m.Export, m.RunID), requestsOf(st), store.PutOptions{}); perr != nil {
-			return "", errors.Join(classify(err), perr)
+			return "", errors.Join(s.classify(err), perr)
 		}
 	}
 	if err != nil {
-		return "", classify(err)
+		return "", s.classify(err)
 	}
 	return id, nil
 }
@@ -376,6 +403,46 @@ func (s *Service) readManifest(ctx context.Context, export, runID string) (*Mani
 	}
 	return &m, nil
 }
+
+// readManifestHead returns the manifest without its list of batches
+// (Batches is nil), for a batch: that list has an entry per batch, so
+// every batch of a 3,000-batch run reading it made the run quadratic. A
+// manifest never changes once written (it is created only if absent), so
+// it is read once per process (a warm Lambda container serves many
+// batches of a run).
+func (s *Service) readManifestHead(ctx context.Context, export, runID string) (*Manifest, error) {
+	key := manifestKey(export, runID)
+	s.manifestMu.Lock()
+	m, ok := s.manifests[key]
+	s.manifestMu.Unlock()
+	if ok {
+		return m, nil
+	}
+	var head struct {
+		Manifest
+		Batches skipped `json:"batches"` // shadows Manifest.Batches
+	}
+	if err := getJSON(ctx, s.Store, key, &head); err != nil {
+		return nil, err
+	}
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
+	if len(s.manifests) >= maxCachedManifests {
+		clear(s.manifests) // runs come one at a time per export: a few are enough
+	}
+	if s.manifests == nil {
+		s.manifests = map[string]*Manifest{}
+	}
+	s.manifests[key] = &head.Manifest
+	return &head.Manifest, nil
+}
+
+const maxCachedManifests = 32
+
+// skipped is a JSON value left undecoded.
+type skipped struct{}
+
+func (*skipped) UnmarshalJSON([]byte) error { return nil }
 
 // Pacing splits a connection's budget over parallel workers. More workers
 // than requests per second keeps the budget busy while each worker also

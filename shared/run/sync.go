@@ -11,14 +11,60 @@ import (
 
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/plan"
+	"github.com/segpilot/segpilot/shared/secrets"
 	"github.com/segpilot/segpilot/shared/store"
 )
 
 // SyncBatch sends one batch (the syncbatch step). It is safe to repeat: a
 // batch whose result file exists is not sent again, and upserts by email are
 // idempotent. It returns *Unauthorized, *Transient or *Throttled for the
-// state machine to act on.
-func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) {
+// state machine to act on, and a summary with no contact in it.
+func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchSummary, error) {
+	res, err := s.syncBatch(ctx, it)
+	err = s.classify(err)
+	if err == nil {
+		return &BatchSummary{Batch: res.Batch, Sent: res.Sent, Removed: res.Removed, Rejected: len(res.Rejected),
+			Requests: res.Requests.Total, Skipped: res.Skipped}, nil
+	}
+	var refused *Unauthorized
+	if errors.As(err, &refused) {
+		// The Map fails on this error, and its Cause on AWS need not say
+		// why: finalize reads the reason from the run instead.
+		if rerr := s.recordRefusal(context.WithoutCancel(ctx), it, refused); rerr != nil {
+			s.Logger().Error("recording the refused key", "export", it.Export, "run", it.RunID, "batch", it.Batch, "error", rerr)
+		}
+	}
+	return nil, err
+}
+
+// refusal is runs/<export>/<run>/refused.json: the key was refused (or is
+// missing) in this attempt of the run, and what the report should say.
+type refusal struct {
+	Message string    `json:"message"`
+	Batch   int       `json:"batch"`
+	At      time.Time `json:"at"`
+}
+
+func (s *Service) recordRefusal(ctx context.Context, it Item, u *Unauthorized) error {
+	return putJSON(ctx, s.Store, refusalKey(it.Export, it.RunID), refusal{Message: s.refusedMessage(u), Batch: it.Batch, At: s.now()}, store.PutOptions{})
+}
+
+// readRefusal returns the refusal recorded since the attempt began, or nil.
+func (s *Service) readRefusal(ctx context.Context, export, runID string, since time.Time) (*refusal, error) {
+	var r refusal
+	err := getJSON(ctx, s.Store, refusalKey(export, runID), &r)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case r.At.Before(since): // an earlier attempt's: the key has been fixed since
+		return nil, nil
+	}
+	return &r, nil
+}
+
+func (s *Service) syncBatch(ctx context.Context, it Item) (*BatchResult, error) {
 	var done BatchResult
 	err := getJSON(ctx, s.Store, resultKey(it.Export, it.RunID, it.Batch), &done)
 	if err == nil {
@@ -28,7 +74,7 @@ func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) 
 	if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
-	m, err := s.readManifest(ctx, it.Export, it.RunID)
+	m, err := s.readManifestHead(ctx, it.Export, it.RunID)
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: %w", it.Batch, err)
 	}
@@ -41,19 +87,32 @@ func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchResult, error) 
 		return nil, err
 	}
 	start := time.Now()
-	dest, err := s.Connect(ctx, m.Connection, it.WorkerRPS)
+	// Sending stops early enough before the invocation's deadline (Lambda's
+	// timeout) to checkpoint and answer Transient: the state machine then
+	// retries the batch, which resumes where this attempt stopped, instead
+	// of Lambda killing it mid-write.
+	work, stop := beforeDeadline(ctx)
+	defer stop()
+	dest, err := s.Connect(work, m.Connection, it.WorkerRPS)
 	if err != nil {
-		return nil, classify(fmt.Errorf("batch %d: connecting: %w", it.Batch, err))
+		return nil, fmt.Errorf("batch %d: connecting: %w", it.Batch, err)
 	}
 	res := &BatchResult{Batch: it.Batch}
-	sendErr := s.send(ctx, dest, m, it, b, &prog, res)
+	sendErr := s.send(work, dest, m, it, b, &prog, res)
 	res.Requests = prog.Requests
 	res.Requests.add(requestsOf(dest.Stats()))
 	res.DurationMS = time.Since(start).Milliseconds()
 	log := s.Logger().With("export", it.Export, "run", it.RunID, "batch", it.Batch)
+	outOfTime := work.Err() != nil && ctx.Err() == nil
 	if sendErr != nil {
+		cerr := s.checkpoint(ctx, it, &prog, dest)
+		if outOfTime && cerr == nil {
+			log.Warn("batch out of time", "status", "retry", "sent", prog.Sent, "removed", len(prog.Removed))
+			return nil, &Transient{Msg: fmt.Sprintf("batch %d: stopped before the function's timeout with contacts left to send; "+
+				"its retry resumes from the checkpoint", it.Batch)}
+		}
 		log.Error("batch stopped", "status", "error", "error", sendErr)
-		return nil, classify(errors.Join(sendErr, s.checkpoint(ctx, it, &prog, dest)))
+		return nil, errors.Join(sendErr, cerr)
 	}
 	if len(res.Failed) > 0 {
 		// Record why, for finalize, in case every retry fails; then let the
@@ -103,6 +162,22 @@ func (s *Service) readBatch(ctx context.Context, export, runID string, seq int, 
 	}
 	return b, nil
 }
+
+// beforeDeadline returns ctx with a deadline a margin before ctx's own (a
+// fifth of the time left, at most deadlineMargin); without a deadline, ctx.
+func beforeDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	margin := min(deadlineMargin, time.Until(deadline)/5)
+	return context.WithDeadline(ctx, deadline.Add(-margin))
+}
+
+// deadlineMargin is how long before its Lambda's timeout (300 s for
+// syncbatch) a batch stops sending: time for the checkpoint, the failure
+// record and the answer.
+const deadlineMargin = 15 * time.Second
 
 // maxBatchBytes bounds a batch file: 100 profiles of at most a few KB each.
 const maxBatchBytes = 16 << 20
@@ -227,16 +302,39 @@ func (s *Service) listID(ctx context.Context, dest Destination, m *Manifest) (st
 	return id, nil
 }
 
-// classify maps a client error onto the error types the state machine matches.
-func classify(err error) error {
-	var unauth *autopilot.UnauthorizedError
-	var apiErr *autopilot.APIError
+// classify maps an error onto the types the state machine's Retry and
+// Catch match (their names are Lambda's errorType), so every step sorts
+// its errors here and nowhere else: a refused key, or none (the secret
+// missing or empty), stops the run; a 429 past
+// the client's retries is Throttled; what may pass (a retryable API
+// answer, or an infrastructure error the deployment's Transient calls so:
+// S3 or Secrets Manager throttling, 5xx, a dropped connection) is
+// Transient, which the state machine retries with backoff. Anything else
+// is returned as it is, and fails the step for good.
+func (s *Service) classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var (
+		unauth    *autopilot.UnauthorizedError
+		apiErr    *autopilot.APIError
+		refused   *Unauthorized
+		corrupt   *Corrupt
+		throttled *Throttled
+		transient *Transient
+	)
 	switch {
+	case errors.As(err, &refused):
+		return &Unauthorized{Msg: err.Error(), noKey: refused.noKey}
+	case errors.Is(err, secrets.ErrNotFound), errors.Is(err, secrets.ErrEmpty):
+		return &Unauthorized{Msg: err.Error(), noKey: true}
 	case errors.As(err, &unauth):
 		return &Unauthorized{Msg: err.Error()}
-	case errors.As(err, &apiErr) && apiErr.Status == 429:
+	case errors.As(err, &corrupt):
+		return &Corrupt{Msg: err.Error()}
+	case errors.As(err, &throttled), errors.As(err, &apiErr) && apiErr.Status == 429:
 		return &Throttled{Msg: err.Error()}
-	case autopilot.IsRetryable(err):
+	case errors.As(err, &transient), autopilot.IsRetryable(err), s.Transient != nil && s.Transient(err):
 		return &Transient{Msg: err.Error()}
 	}
 	return err

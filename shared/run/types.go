@@ -118,12 +118,15 @@ type Manifest struct {
 
 // Execution is the state machine's input.
 type Execution struct {
-	Export      string  `json:"export"`
-	RunID       string  `json:"runId"`
-	ItemsKey    string  `json:"itemsKey"`
-	ListID      string  `json:"listId"`
-	Concurrency int     `json:"concurrency"`
-	WorkerRPS   float64 `json:"workerRps"`
+	Export   string `json:"export"`
+	RunID    string `json:"runId"`
+	ItemsKey string `json:"itemsKey"`
+	// MapResultsPrefix is where the Map's ResultWriter puts its children's
+	// results (runs/<export>/<run>/map), keeping the Map's own result tiny.
+	MapResultsPrefix string  `json:"mapResultsPrefix"`
+	ListID           string  `json:"listId"`
+	Concurrency      int     `json:"concurrency"`
+	WorkerRPS        float64 `json:"workerRps"`
 	// StartedAt is when this attempt began (before planning, when it
 	// planned); Resumed counts the batches earlier attempts settled.
 	StartedAt time.Time `json:"startedAt,omitzero"`
@@ -181,12 +184,29 @@ type BatchResult struct {
 	Skipped    bool       `json:"skipped,omitempty"` // the result already existed: nothing was sent again
 }
 
+// BatchSummary is what syncbatch answers: counts, never a contact. Step
+// Functions keeps a task's answer in the execution's history and in the
+// Map's ResultWriter export, where no email belongs; the batch's result
+// file (results/NNNNNN.json) holds the details finalize reads.
+type BatchSummary struct {
+	Batch    int  `json:"batch"`
+	Sent     int  `json:"sent"`
+	Removed  int  `json:"removed"`
+	Rejected int  `json:"rejected"`
+	Requests int  `json:"requests"`
+	Skipped  bool `json:"skipped,omitempty"` // the result already existed: nothing was sent again
+}
+
 // The errors syncbatch returns. Their type names are the Lambda errorType
 // that the state machine's Retry and Catch match, so do not rename them
 // without changing statemachine/export.asl.json.
 
-// Unauthorized: the key was refused; the whole run stops at once.
-type Unauthorized struct{ Msg string }
+// Unauthorized: the key was refused, or there is none (the secret is
+// missing or empty); the whole run stops at once.
+type Unauthorized struct {
+	Msg   string
+	noKey bool // no key to send: the secret is missing or empty
+}
 
 func (e *Unauthorized) Error() string { return e.Msg }
 
@@ -214,8 +234,9 @@ func runPrefix(export, runID string) string { return "runs/" + export + "/" + ru
 func manifestKey(export, runID string) string {
 	return runPrefix(export, runID) + "manifest.json"
 }
-func itemsKey(export, runID string) string  { return runPrefix(export, runID) + "items.json" }
-func reportKey(export, runID string) string { return runPrefix(export, runID) + "report.json" }
+func itemsKey(export, runID string) string         { return runPrefix(export, runID) + "items.json" }
+func mapResultsPrefix(export, runID string) string { return runPrefix(export, runID) + "map" }
+func reportKey(export, runID string) string        { return runPrefix(export, runID) + "report.json" }
 
 // listRequestsKey holds the requests ingest made to find the run's list.
 func listRequestsKey(export, runID string) string {
@@ -239,4 +260,5 @@ func inputRejectedKey(export, runID string) string {
 	return runPrefix(export, runID) + "input-rejected.csv"
 }
 func rejectedKey(export, runID string) string { return runPrefix(export, runID) + "rejected.csv" }
+func refusalKey(export, runID string) string  { return runPrefix(export, runID) + "refused.json" }
 func snapshotKey(export string) string        { return "state/" + export + "/snapshot" }

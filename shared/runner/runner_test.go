@@ -41,13 +41,25 @@ type harness struct {
 	sleeps    []time.Duration
 	calls     map[int]int
 	finalized []map[string]any
+	written   map[string][]byte // the ResultWriter's objects
 }
 
-func newRunner(t *testing.T, h *harness, items int, sync runner.Handler) *runner.Runner {
+type option func(*runner.Options)
+
+func withTimeouts(m map[string]time.Duration) option {
+	return func(o *runner.Options) { o.Timeouts = m }
+}
+
+func withFinalize(h runner.Handler) option {
+	return func(o *runner.Options) { o.Functions["FinalizeFunctionArn"] = h }
+}
+
+func newRunner(t *testing.T, h *harness, items int, sync runner.Handler, opts ...option) *runner.Runner {
 	t.Helper()
 	h.calls = map[int]int{}
-	r, err := runner.New(runner.Options{
+	o := runner.Options{
 		Definition: loadDefinition(t),
+		Template:   loadTemplate(t),
 		Functions: map[string]runner.Handler{
 			"SyncBatchFunctionArn": sync,
 			"FinalizeFunctionArn": func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) {
@@ -71,6 +83,15 @@ func newRunner(t *testing.T, h *harness, items int, sync runner.Handler) *runner
 			}
 			return out, nil
 		},
+		Results: func(ctx context.Context, key string, body []byte) error {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if h.written == nil {
+				h.written = map[string][]byte{}
+			}
+			h.written[key] = body
+			return nil
+		},
 		Sleep: func(ctx context.Context, d time.Duration) error {
 			h.mu.Lock()
 			h.sleeps = append(h.sleeps, d)
@@ -78,7 +99,11 @@ func newRunner(t *testing.T, h *harness, items int, sync runner.Handler) *runner
 			return nil
 		},
 		Jitter: func() float64 { return 1 }, // the jitter's upper bound: the full computed delay
-	})
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	r, err := runner.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +111,7 @@ func newRunner(t *testing.T, h *harness, items int, sync runner.Handler) *runner
 }
 
 func input(concurrency int) []byte {
-	return []byte(`{"export":"e","runId":"r1","itemsKey":"runs/e/r1/items.json","listId":"contactlist_1","workerRps":1.5,"concurrency":` + itoa(concurrency) + `}`)
+	return []byte(`{"export":"e","runId":"r1","itemsKey":"runs/e/r1/items.json","mapResultsPrefix":"runs/e/r1/map","listId":"contactlist_1","workerRps":1.5,"concurrency":` + itoa(concurrency) + `}`)
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
@@ -282,5 +307,129 @@ func TestErrorName(t *testing.T) {
 		if got := runner.ErrorName(err); got != want {
 			t.Errorf("ErrorName(%T) = %q, want %q", err, got, want)
 		}
+	}
+}
+
+func loadTemplate(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../../template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestMapResultsGoToTheRunPrefix: the Map's children report kilobytes each;
+// their results go to the run's prefix in the bucket (ResultWriter), and the
+// Map's own result, only where they went, stays far under the quota.
+func TestMapResultsGoToTheRunPrefix(t *testing.T) {
+	t.Parallel()
+	const items, size = 600, 2048
+	h := &harness{}
+	r := newRunner(t, h, items, func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) {
+		return json.RawMessage(`{"batch":` + itoa(batchOf(t, p)) + `,"note":"` + strings.Repeat("x", size) + `"}`), nil
+	})
+	if _, err := r.Execute(context.Background(), input(8)); err != nil {
+		t.Fatalf("%d children of %d bytes each: %v", items, size, err)
+	}
+	if got := r.LargestPayload(); got > 4096 {
+		t.Errorf("largest payload %d bytes; the Map's result should be only where its results went", got)
+	}
+	var manifest, succeeded string
+	for key := range h.written {
+		switch {
+		case !strings.HasPrefix(key, "runs/e/r1/map/"):
+			t.Errorf("result object %s is outside the run's map/ prefix", key)
+		case strings.HasSuffix(key, "/manifest.json"):
+			manifest = key
+		case strings.HasSuffix(key, "/SUCCEEDED_0.json"):
+			succeeded = key
+		}
+	}
+	var ends []struct{ Status, Output string }
+	if err := json.Unmarshal(h.written[succeeded], &ends); err != nil || len(ends) != items || manifest == "" {
+		t.Fatalf("results %v: %d children exported (%v), manifest %q; want %d and a manifest", keysOf(h.written), len(ends), err, manifest, items)
+	}
+	fin := h.finalized[0]
+	if _, failed := fin["mapError"]; failed {
+		t.Fatalf("finalize got a map error: %v", fin)
+	}
+}
+
+func keysOf(m map[string][]byte) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// TestLambdaErrorsAreRetried: a syncbatch or finalize invocation that
+// Lambda fails (a timeout, which Lambda reports as Sandbox.Timedout, or
+// Lambda.Unknown from older runtimes; or one of the service errors Step
+// Functions recommends retrying) is retried with backoff, not recorded as
+// a failed batch or a failed run.
+func TestLambdaErrorsAreRetried(t *testing.T) {
+	t.Parallel()
+	names := []string{"Sandbox.Timedout", "Lambda.Unknown", "Lambda.ClientExecutionTimeoutException", "Lambda.ServiceException",
+		"Lambda.AWSLambdaException", "Lambda.SdkClientException", "Lambda.TooManyRequestsException"}
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			h := &harness{}
+			var finalizeCalls int
+			r := newRunner(t, h, 2, func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) {
+				b := batchOf(t, p)
+				h.mu.Lock()
+				h.calls[b]++
+				n := h.calls[b]
+				h.mu.Unlock()
+				if b == 1 && n <= 2 {
+					if name == "Sandbox.Timedout" {
+						<-ctx.Done() // outlives the function's timeout
+						time.Sleep(10 * time.Millisecond)
+						return json.RawMessage(`{"late":true}`), nil
+					}
+					return nil, &runner.StateError{Name: name, Cause: "injected"}
+				}
+				return json.RawMessage(`{"ok":true}`), nil
+			}, withTimeouts(map[string]time.Duration{"SyncBatchFunctionArn": 100 * time.Millisecond, "FinalizeFunctionArn": time.Minute}),
+				withFinalize(func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) {
+					h.mu.Lock()
+					finalizeCalls++
+					n := finalizeCalls
+					h.mu.Unlock()
+					if n <= 2 && name != "Sandbox.Timedout" {
+						return nil, &runner.StateError{Name: name, Cause: "injected"}
+					}
+					var in map[string]any
+					if err := json.Unmarshal(p, &in); err != nil {
+						return nil, err
+					}
+					h.mu.Lock()
+					h.finalized = append(h.finalized, in)
+					h.mu.Unlock()
+					return json.RawMessage(`{"status":"done"}`), nil
+				}))
+			out, err := r.Execute(context.Background(), input(1))
+			r.Wait()
+			if err != nil {
+				t.Fatalf("%s was not retried: %v", name, err)
+			}
+			if h.calls[1] != 3 {
+				t.Fatalf("batch 1 called %d times; want 3 (two %s, then success)", h.calls[1], name)
+			}
+			if len(h.finalized) != 1 {
+				t.Fatalf("finalize completed %d times", len(h.finalized))
+			}
+			if _, failed := h.finalized[0]["mapError"]; failed || !strings.Contains(string(out), "done") {
+				t.Fatalf("the run saw a failure: finalize input %v, output %s", h.finalized[0], out)
+			}
+			for _, d := range h.sleeps {
+				if d <= 0 {
+					t.Errorf("a retry without backoff: %v", h.sleeps)
+				}
+			}
+		})
 	}
 }

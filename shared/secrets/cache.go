@@ -123,7 +123,7 @@ func (c *Cache) fetch(ctx context.Context, id string, cl *call) {
 	started := c.now()
 	value, err := c.src.Secret(ctx, id)
 	if err == nil && value == "" {
-		err = fmt.Errorf("secret %s is empty", id)
+		err = fmt.Errorf("secret %s is empty: %w", id, ErrEmpty)
 	}
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
 		err = fmt.Errorf("fetching secret %s: gave up after %s: %w", id, c.fetchTimeout, err)

@@ -127,7 +127,7 @@ func TestCacheNotFoundAndEmpty(t *testing.T) {
 	if _, err := c.Secret(context.Background(), "missing"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing secret: err = %v, want ErrNotFound", err)
 	}
-	if _, err := c.Secret(context.Background(), "empty"); err == nil || !strings.Contains(err.Error(), "empty") {
+	if _, err := c.Secret(context.Background(), "empty"); !errors.Is(err, ErrEmpty) || !strings.Contains(err.Error(), "empty") {
 		t.Fatalf("empty secret: err = %v, want an 'empty' error", err)
 	}
 }

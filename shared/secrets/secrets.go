@@ -10,6 +10,10 @@ import (
 // ErrNotFound is returned (wrapped) when the secret does not exist.
 var ErrNotFound = errors.New("secret not found")
 
+// ErrEmpty is returned (wrapped) when the secret exists but holds no key:
+// the deployed stack creates it so, for the user to fill in.
+var ErrEmpty = errors.New("secret holds no key")
+
 // Source returns the current value of a named secret.
 type Source interface {
 	Secret(ctx context.Context, id string) (string, error)

@@ -35,7 +35,9 @@ func New(client *secretsmanager.Client) *Source {
 
 // Secret returns the API key stored under id (a secret name or ARN). The
 // SecretString is either the key itself or a JSON object {"apiKey": "..."}.
-// A missing secret wraps secrets.ErrNotFound. No error carries the value.
+// A missing secret wraps secrets.ErrNotFound, one holding no key (empty,
+// or {"apiKey": ""} as the stack creates it) secrets.ErrEmpty. No error
+// carries the value.
 func (s *Source) Secret(ctx context.Context, id string) (string, error) {
 	out, err := s.client.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(id)})
 	if err != nil {
@@ -60,7 +62,7 @@ func (s *Source) Secret(ctx context.Context, id string) (string, error) {
 func parse(raw string) (string, error) {
 	raw = strings.TrimSpace(raw)
 	if raw == "" {
-		return "", errors.New("SecretString is empty")
+		return "", fmt.Errorf("SecretString is empty: %w", secrets.ErrEmpty)
 	}
 	if !strings.HasPrefix(raw, "{") {
 		return raw, nil
@@ -79,7 +81,7 @@ func parse(raw string) (string, error) {
 		return "", fmt.Errorf("SecretString field %q is not a string", JSONField)
 	}
 	if key = strings.TrimSpace(key); key == "" {
-		return "", fmt.Errorf("SecretString field %q is empty", JSONField)
+		return "", fmt.Errorf("SecretString field %q is empty: %w", JSONField, secrets.ErrEmpty)
 	}
 	return key, nil
 }

@@ -128,6 +128,11 @@ func TestSecretShapes(t *testing.T) {
 			if !strings.Contains(err.Error(), "segpilot/autopilot") {
 				t.Fatalf("error does not name the secret: %v", err)
 			}
+			// A secret that holds no key (the stack creates it so) is told
+			// apart: the run is refused with "set the secret", not failed.
+			if empty := strings.Contains(tt.wantErr, "empty"); errors.Is(err, secrets.ErrEmpty) != empty {
+				t.Fatalf("errors.Is(%v, ErrEmpty) = %v, want %v", err, !empty, empty)
+			}
 		})
 	}
 }

@@ -1,0 +1,84 @@
+package e2e
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/shared/autopilot"
+	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/local"
+	"github.com/segpilot/segpilot/shared/run"
+	"github.com/segpilot/segpilot/shared/runner"
+)
+
+// rejectingDestination accepts every contact but the first of each batch,
+// which it refuses with a reason as long as Autopilot's: every batch has
+// rejected rows to report, the heaviest result a batch can have.
+type rejectingDestination struct{ calls *atomic.Int64 }
+
+func (rejectingDestination) EnsureList(context.Context, string) (string, error) {
+	return "contactlist_limits", nil
+}
+
+func (d rejectingDestination) UpsertContacts(_ context.Context, _ string, cs []autopilot.Contact) ([]autopilot.Outcome, error) {
+	d.calls.Add(1)
+	out := make([]autopilot.Outcome, len(cs))
+	for i := range cs {
+		out[i] = autopilot.Outcome{Status: autopilot.StatusSent}
+	}
+	out[0] = autopilot.Outcome{Status: autopilot.StatusRejected,
+		Reason: "400 Bad Request: " + strings.Repeat("the contact's email address was refused by the destination; ", 3)}
+	return out, nil
+}
+
+func (rejectingDestination) RemoveFromList(context.Context, string, string) error { return nil }
+func (rejectingDestination) Stats() autopilot.Stats                               { return autopilot.Stats{Requests: 1} }
+
+// TestLargeRunStaysUnderStepFunctionsLimits plans 300,000 profiles and runs
+// them through the runner, which holds every state input, output and result
+// to Step Functions' 256 KiB quota and fails (uncatchably, as the cloud
+// does) past it. 3,000 batches each reporting rejected rows: without a
+// ResultWriter the Map's result, the array of every child's output, is
+// megabytes. (Seen failing so before the ResultWriter was added.)
+func TestLargeRunStaysUnderStepFunctionsLimits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("plans and runs 300,000 profiles")
+	}
+	t.Parallel()
+	const profiles = 300_000
+	p, err := local.New(local.Options{BucketDir: t.TempDir(), Secrets: fixedKey(apiKey), RetrySleep: noWait,
+		Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := &atomic.Int64{}
+	p.Service.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) {
+		return rejectingDestination{calls: calls}, nil
+	}
+	h := &harness{t: t, p: p}
+	h.put(run.ConfigKey, []byte(configYAML("upsert", 100)+"    maxProfiles: 300000\n"))
+	res := h.drop("big.csv", generate(t, sample.Options{Rows: profiles, Seed: 3}))
+	if len(res) != 1 {
+		t.Fatalf("results %+v", res)
+	}
+	rep := h.report(res[0])
+	const batches = profiles / 100
+	if rep.Status != run.StatusSucceeded || rep.Batches.Total != batches || rep.Outcome.RejectedByAPI != batches ||
+		rep.Outcome.Sent != profiles-batches || !rep.Outcome.Reconciles() {
+		t.Fatalf("run %s: %s (%s), %d batches, %d sent, %d rejected by the API; want succeeded, %d batches each with one rejection",
+			res[0].RunID, rep.Status, rep.Message, rep.Batches.Total, rep.Outcome.Sent, rep.Outcome.RejectedByAPI, batches)
+	}
+	if calls.Load() != batches {
+		t.Fatalf("%d upserts, want %d", calls.Load(), batches)
+	}
+	largest := p.Runner.LargestPayload()
+	t.Logf("largest state input/output/result of the run: %d bytes (%.1f%% of the quota)", largest, 100*float64(largest)/runner.PayloadQuota)
+	if largest > runner.PayloadQuota/4 {
+		t.Errorf("the largest payload, %d bytes, is within 4x of the %d-byte quota: a larger run or longer reasons could cross it",
+			largest, runner.PayloadQuota)
+	}
+}
