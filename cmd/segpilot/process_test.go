@@ -101,9 +101,12 @@ func TestTwoProcessesOnOneBucket(t *testing.T) {
 					t.Fatalf("process %d: exit %d\n%s\n%s", i+1, code, p.out.String(), p.err.String())
 				}
 			}
+			// Each process prints its own request's outcome: the one run's
+			// (whichever process ran it), or up to date when the run was
+			// already under way when it asked.
 			outs := first.out.String() + second.out.String()
-			if n := strings.Count(outs, ": SUCCEEDED"); n != 1 || strings.Count(outs, ": UP-TO-DATE") != 1 {
-				t.Fatalf("want one SUCCEEDED and one UP-TO-DATE headline:\n%s", outs)
+			if n := strings.Count(outs, ": SUCCEEDED"); n < 1 || n+strings.Count(outs, ": UP-TO-DATE") != 2 {
+				t.Fatalf("want two headlines, SUCCEEDED or UP-TO-DATE, at least one SUCCEEDED:\n%s", outs)
 			}
 			st := s.Dump()
 			if len(st.Lists) != 1 {
