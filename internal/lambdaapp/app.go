@@ -7,20 +7,17 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
-	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/awsx"
 	"github.com/segpilot/segpilot/shared/awsx/s3store"
 	"github.com/segpilot/segpilot/shared/awsx/sfnstarter"
 	"github.com/segpilot/segpilot/shared/awsx/smsecrets"
-	"github.com/segpilot/segpilot/shared/config"
-	"github.com/segpilot/segpilot/shared/pace"
+	"github.com/segpilot/segpilot/shared/connect"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/secrets"
 )
@@ -73,43 +70,15 @@ func NewService(ctx context.Context, needs Needs) (*run.Service, error) {
 			return nil, fmt.Errorf("environment variable API_KEY_SECRET_ID is not set")
 		}
 		src := secrets.NewCache(smsecrets.New(awsx.NewSecretsClient(cfg, os.Getenv(awsx.EnvSecretsEndpoint))), SecretTTL)
-		c := &connector{secrets: src, secretID: secretID, log: svc.Log}
-		svc.Connect = c.connect
+		// Each container paces its worker's share of the budget; containers
+		// started together begin at random phases of their interval.
+		c := &connect.Connector{Secrets: src, SecretID: secretID, Log: svc.Log, StartPhase: randomPhase}
+		svc.Connect = c.Connect
 	}
 	return svc, nil
 }
 
-// connector gives each batch a fresh client (its own request counts) paced
-// by the container's limiter at this worker's share of the budget.
-type connector struct {
-	secrets  secrets.Source
-	secretID string // the deployed secret; overrides the config's apiKeySecret so IAM scoping holds
-	log      *slog.Logger
-
-	mu      sync.Mutex
-	limiter *pace.Limiter
-}
-
-func (c *connector) connect(ctx context.Context, conn config.Connection, workerRPS float64) (run.Destination, error) {
-	id := conn.APIKeySecret
-	if c.secretID != "" && !strings.EqualFold(id, c.secretID) {
-		id = c.secretID
-	}
-	key, err := c.secrets.Secret(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("reading the API key secret: %w", err)
-	}
-	if workerRPS <= 0 {
-		workerRPS = conn.RequestsPerSecond
-	}
-	return autopilot.New(autopilot.Options{BaseURL: conn.BaseURL, APIKey: key, Limiter: c.limiterFor(workerRPS), Logger: c.log})
-}
-
-func (c *connector) limiterFor(rps float64) *pace.Limiter {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.limiter == nil || c.limiter.Budget() != rps {
-		c.limiter = pace.New(rps, 1)
-	}
-	return c.limiter
+// randomPhase is a uniformly random delay within one interval.
+func randomPhase(interval time.Duration) time.Duration {
+	return time.Duration(rand.Int64N(int64(interval) + 1))
 }

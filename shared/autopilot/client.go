@@ -87,9 +87,6 @@ type Client struct {
 
 	statsMu sync.Mutex
 	stats   Stats
-
-	listMu sync.Mutex // held through EnsureList so concurrent callers cannot create one list twice
-	lists  map[string]string
 }
 
 // Stats counts what the Client has sent since it was created.
@@ -138,7 +135,6 @@ func New(opts Options) (*Client, error) {
 		sleep:         opts.sleep,
 		now:           opts.now,
 		stats:         Stats{ByStatus: map[int]int{}},
-		lists:         map[string]string{},
 	}
 	c.limiter = opts.Limiter
 	if c.limiter == nil {

@@ -14,15 +14,12 @@ import (
 
 // EnsureList returns the id of the list titled title, creating it only when
 // no such list exists. With several lists of that title it picks the lowest
-// list_id. Ids are cached for the Client's lifetime.
+// list_id. It remembers nothing: its caller resolves a run's list once and
+// keeps it (run.Service, per process), so that concurrent batches never
+// race to create one.
 func (c *Client) EnsureList(ctx context.Context, title string) (string, error) {
 	if strings.TrimSpace(title) == "" {
 		return "", errors.New("ensuring list: empty title")
-	}
-	c.listMu.Lock()
-	defer c.listMu.Unlock()
-	if id, ok := c.lists[title]; ok {
-		return id, nil
 	}
 	id, err := c.findList(ctx, title)
 	if err != nil {
@@ -55,7 +52,6 @@ func (c *Client) EnsureList(ctx context.Context, title string) (string, error) {
 			return "", fmt.Errorf("creating list %q: answer carried no list_id", title)
 		}
 	}
-	c.lists[title] = id
 	return id, nil
 }
 

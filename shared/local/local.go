@@ -10,14 +10,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/segpilot/segpilot"
-	"github.com/segpilot/segpilot/shared/autopilot"
-	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/connect"
 	"github.com/segpilot/segpilot/shared/hostproc"
-	"github.com/segpilot/segpilot/shared/pace"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/runner"
 	"github.com/segpilot/segpilot/shared/secrets"
@@ -49,7 +46,7 @@ type Pipeline struct {
 	Service *run.Service
 	Store   store.ObjectStore
 	Runner  *runner.Runner
-	Connect *Connector
+	Connect *connect.Connector
 }
 
 // New builds a pipeline over a bucket folder.
@@ -66,8 +63,9 @@ func New(opts Options) (*Pipeline, error) {
 	if now == nil {
 		now = time.Now
 	}
-	conn := &Connector{Secrets: opts.Secrets, BaseURL: opts.BaseURL, HTTPClient: opts.HTTPClient,
-		Log: opts.Log, Timeout: opts.ClientTimeout}
+	// Locally every worker shares the connection's whole budget, as one key sees it.
+	conn := &connect.Connector{Secrets: opts.Secrets, BaseURL: opts.BaseURL, HTTPClient: opts.HTTPClient,
+		Log: opts.Log, Timeout: opts.ClientTimeout, Shared: true}
 	self, err := hostproc.Self()
 	if err != nil {
 		return nil, err
@@ -137,51 +135,4 @@ func readItems(ctx context.Context, st store.ObjectStore, key string) ([]any, er
 		return nil, fmt.Errorf("decoding %s: %w", key, err)
 	}
 	return items, nil
-}
-
-// Connector hands each batch its own Autopilot client (so its request
-// counts are its own) while every client of one connection shares a single
-// rate limiter: the whole budget, as one key sees it.
-type Connector struct {
-	Secrets    secrets.Source
-	BaseURL    string
-	HTTPClient *http.Client
-	Log        *slog.Logger
-	Timeout    time.Duration
-
-	mu       sync.Mutex
-	limiters map[string]*pace.Limiter
-}
-
-// Connect implements run.Connector; workerRPS is ignored: locally all
-// workers share the connection's whole budget.
-func (c *Connector) Connect(ctx context.Context, conn config.Connection, _ float64) (run.Destination, error) {
-	base := conn.BaseURL
-	if c.BaseURL != "" {
-		base = c.BaseURL
-	}
-	// Before the key goes anywhere: an override skipped the config's check.
-	if err := config.CheckBaseURL(base); err != nil {
-		return nil, err
-	}
-	key, err := c.Secrets.Secret(ctx, conn.APIKeySecret)
-	if err != nil {
-		return nil, fmt.Errorf("reading the API key for connection %s: %w", conn.Name, err)
-	}
-	return autopilot.New(autopilot.Options{BaseURL: base, APIKey: key, HTTPClient: c.HTTPClient,
-		Limiter: c.limiter(conn), Logger: c.Log, Timeout: c.Timeout})
-}
-
-func (c *Connector) limiter(conn config.Connection) *pace.Limiter {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.limiters == nil {
-		c.limiters = map[string]*pace.Limiter{}
-	}
-	l, ok := c.limiters[conn.Name]
-	if !ok {
-		l = pace.New(conn.RequestsPerSecond, 1)
-		c.limiters[conn.Name] = l
-	}
-	return l
 }

@@ -43,6 +43,7 @@ type Limiter struct {
 	lim       *rate.Limiter
 	budget    float64   // the configured rate: never exceeded
 	current   float64   // the rate now (<= budget)
+	notBefore time.Time // no request before (StartAfter)
 	adjusted  time.Time // when current last changed
 	decreased time.Time // when a 429 last cut it
 
@@ -66,12 +67,28 @@ func (l *Limiter) Wait(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.grow()
+	if wait := l.notBefore.Sub(l.now()); wait > 0 {
+		if err := l.sleep(ctx, wait); err != nil {
+			return err
+		}
+		l.notBefore = time.Time{}
+	}
 	res := l.lim.Reserve()
 	if err := l.sleep(ctx, res.Delay()); err != nil {
 		res.Cancel()
 		return err
 	}
 	return nil
+}
+
+// StartAfter holds the first request back by d. Workers that pace their
+// own shares of one budget (Lambda containers) and start together would
+// otherwise send their first requests together: a burst of one request
+// per worker. Each starting at a random phase of its interval spreads them.
+func (l *Limiter) StartAfter(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.notBefore = l.now().Add(d) // then its bucket's one token: the next request an interval later
 }
 
 // Throttled tells the limiter the API answered 429: it slows down.

@@ -121,3 +121,26 @@ func TestAdaptsToThrottling(t *testing.T) {
 		t.Fatalf("budget %v, want 100", l.Budget())
 	}
 }
+
+func TestStartAfterHoldsTheFirstRequest(t *testing.T) {
+	t.Parallel()
+	l := pace.New(10, 1)
+	var waits []time.Duration // what the limiter asked to sleep, not slept
+	l.SetSleep(func(_ context.Context, d time.Duration) error {
+		if d > 0 {
+			waits = append(waits, d)
+		}
+		return nil
+	})
+	l.StartAfter(60 * time.Millisecond)
+	for range 2 {
+		if err := l.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first request at its phase (60 ms), the next one interval (100 ms) later.
+	near := func(d, want time.Duration) bool { return d > want-20*time.Millisecond && d <= want }
+	if len(waits) != 2 || !near(waits[0], 60*time.Millisecond) || !near(waits[1], 100*time.Millisecond) {
+		t.Fatalf("waits %v, want [60ms 100ms]", waits)
+	}
+}

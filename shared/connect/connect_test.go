@@ -1,4 +1,4 @@
-package local_test
+package connect_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/segpilot/segpilot/shared/config"
-	"github.com/segpilot/segpilot/shared/local"
+	"github.com/segpilot/segpilot/shared/connect"
 	"github.com/segpilot/segpilot/shared/secrets"
 )
 
@@ -25,7 +25,7 @@ func TestConnectRefusesKeyInClearText(t *testing.T) {
 	}}}
 	conn := config.Connection{Name: "main", APIKeySecret: "k", BaseURL: config.DefaultBaseURL, RequestsPerSecond: 5}
 	for _, base := range []string{"http://192.0.2.1/v1", "http://api2.autopilothq.com/v1", "ftp://127.0.0.1/v1", "http://user:pw@127.0.0.1/v1"} {
-		c := &local.Connector{Secrets: secrets.Static{"k": "KEY"}, BaseURL: base, HTTPClient: client}
+		c := &connect.Connector{Secrets: secrets.Static{"k": "KEY"}, BaseURL: base, HTTPClient: client}
 		dest, err := c.Connect(context.Background(), conn, 0)
 		if err == nil {
 			_, err = dest.EnsureList(context.Background(), "VIP")
