@@ -35,6 +35,8 @@ type target struct {
 	simRPS  float64
 	baseURL string // AUTOPILOT_BASE_URL: overrides the config's baseURL
 	noWait  bool   // fail at once, rather than wait, when another process holds what this one needs
+	lambda  bool   // run the Map's children as Lambda does: containers pacing their own shares
+	churn   float64
 }
 
 // pollEvery is how often a waiting process looks whether its turn came.
@@ -56,6 +58,9 @@ func (k fixedKey) Secret(context.Context, string) (string, error) { return strin
 func (e *env) open(ctx context.Context, bucketDir string, t target, cfg *config.Config) (*session, error) {
 	s := &session{close: func() {}}
 	opts := local.Options{BucketDir: bucketDir, Log: e.log}
+	if t.lambda {
+		opts.Lambda = &local.LambdaModel{Seed: uint64(t.seed), Churn: t.churn}
+	}
 	if !e.json {
 		s.progress = newProgress(e.stdout)
 		opts.Progress = s.progress.update
@@ -245,7 +250,9 @@ func (e *env) runFlagSet(name string, f *runFlags, def runFlags) *flag.FlagSet {
 	fs.BoolVar(&f.allowLargeRemoval, "allow-large-removal", false, "lift the mirror safety brake for this run")
 	fs.BoolVar(&f.t.useSim, "sim", false, "send to the built-in Autopilot simulator instead of the config's baseURL")
 	fs.StringVar(&f.t.faults, "faults", "", "with --sim: inject faults, e.g. 5xx=0.05,429burst=0.01:5")
-	fs.Int64Var(&f.t.seed, "seed", 1, "with --sim: fault seed")
+	fs.Int64Var(&f.t.seed, "seed", 1, "with --sim: fault seed; with --as-lambda: churn and phase seed")
+	fs.BoolVar(&f.t.lambda, "as-lambda", false, "run the batches as the Lambda deployment does: each in a container of its own pacing its share of the budget, some recycled (--churn), instead of one shared limiter")
+	fs.Float64Var(&f.t.churn, "churn", 0.1, "with --as-lambda: the chance a container is recycled after an invocation (seeded by --seed)")
 	fs.BoolVar(&f.t.noWait, "no-wait", false, "if another process is running this export, exit at once (exit code 3) instead of waiting for it; the file is left queued and that process runs it next")
 	return fs
 }

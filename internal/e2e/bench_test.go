@@ -9,6 +9,7 @@ import (
 
 	"github.com/segpilot/segpilot/internal/sample"
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
+	"github.com/segpilot/segpilot/shared/local"
 )
 
 // BenchmarkExport100k runs the whole local pipeline (plan, the state
@@ -75,5 +76,60 @@ func BenchmarkExport100k(b *testing.B) {
 		b.ReportMetric(float64(rerun), "rerun-requests")
 		b.ReportMetric(float64(delta), "delta-requests")
 		b.ReportMetric(math.Ceil(float64(len(changed))/100), "delta-target")
+	}
+}
+
+// BenchmarkPacing100k runs 100,000 profiles through the whole pipeline at
+// a budget of 100 requests/s against a simulator with a burst of 10, in
+// both execution models — local (one process, one limiter) and lambda
+// (each Map child in a simulated container pacing its own share, 10 %
+// recycled after each invocation) — on a quiet network and with 0–80 ms
+// of random delay per request, and with the budget set 20 % above the
+// simulator's real limit. It reports:
+//   - elapsed/floor: wall time over the floor at the simulator's real rate
+//     (requests / real rate): the fastest any exporter could go;
+//   - 429-share: share of requests answered 429;
+//   - cold-starts: containers started (lambda model).
+func BenchmarkPacing100k(b *testing.B) {
+	const rows, budget = 100_000, 100.0
+	data := generate(b, sample.Options{Rows: rows, Seed: 6})
+	cases := []struct {
+		name   string
+		lambda bool
+		jitter time.Duration
+		real   float64 // the simulator's real limit
+	}{
+		{"model=local/net=quiet", false, 0, budget},
+		{"model=lambda/net=quiet", true, 0, budget},
+		{"model=local/net=jitter80ms", false, 80 * time.Millisecond, budget},
+		{"model=lambda/net=jitter80ms", true, 80 * time.Millisecond, budget},
+		{"model=local/budget=120pct", false, 0, budget / 1.2},
+		{"model=lambda/budget=120pct", true, 0, budget / 1.2},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				var model *local.LambdaModel
+				if c.lambda {
+					model = &local.LambdaModel{Seed: 7, Churn: 0.1}
+				}
+				h := newHarness(b, sim.Options{RequestsPerSecond: c.real, Burst: 10, RetryAfter: true,
+					Faults: sim.Faults{Jitter: c.jitter}, Seed: 7},
+					configYAML("upsert", int(budget)), func(o *local.Options) { o.Lambda = model })
+				start := time.Now()
+				rep := h.report(h.drop("week1.csv", data)[0])
+				elapsed := time.Since(start)
+				cnt := h.sim.Counters()
+				if rep.Outcome.Sent != rows || rep.Status != "succeeded" {
+					b.Fatalf("run %s sent %d of %d: %+v", rep.Status, rep.Outcome.Sent, rows, rep.Outcome)
+				}
+				trueFloor := rep.FloorSeconds * budget / c.real
+				b.ReportMetric(elapsed.Seconds()/trueFloor, "elapsed/floor")
+				b.ReportMetric(float64(cnt.ByStatus[429])/float64(cnt.Total), "429-share")
+				if h.p.Containers != nil {
+					b.ReportMetric(float64(h.p.Containers().ColdStarts), "cold-starts")
+				}
+			}
+		})
 	}
 }

@@ -98,7 +98,7 @@ func baseURL(h *harness) string { return h.url }
 // noWait skips the state machine's retry waits: tests assert outcomes, not time.
 func noWait(ctx context.Context, d time.Duration) error { return ctx.Err() }
 
-func newHarness(t testing.TB, simOpts sim.Options, config string) *harness {
+func newHarness(t testing.TB, simOpts sim.Options, config string, options ...func(*local.Options)) *harness {
 	t.Helper()
 	if simOpts.APIKey == "" {
 		simOpts.APIKey = apiKey
@@ -113,12 +113,16 @@ func newHarness(t testing.TB, simOpts sim.Options, config string) *harness {
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
 	logs := &testutil.SyncBuffer{}
-	p, err := local.New(local.Options{
+	opts := local.Options{
 		BucketDir: dir, Secrets: fixedKey(apiKey), BaseURL: srv.URL + "/v1",
 		Log:           slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		RetrySleep:    noWait,
 		ClientTimeout: 2 * time.Second,
-	})
+	}
+	for _, o := range options {
+		o(&opts)
+	}
+	p, err := local.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

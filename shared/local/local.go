@@ -39,6 +39,10 @@ type Options struct {
 	ClientTimeout time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Lambda, when set, runs the Map's children in simulated Lambda
+	// containers, each pacing its own share of the budget, instead of
+	// sharing one limiter in this process.
+	Lambda *LambdaModel
 }
 
 // Pipeline is a ready-to-run local segpilot.
@@ -47,6 +51,8 @@ type Pipeline struct {
 	Store   store.ObjectStore
 	Runner  *runner.Runner
 	Connect *connect.Connector
+	// Containers reports how the Map's children were placed (LambdaModel only).
+	Containers func() ContainerStats
 }
 
 // New builds a pipeline over a bucket folder.
@@ -73,11 +79,19 @@ func New(opts Options) (*Pipeline, error) {
 	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, Now: opts.Now, Processes: processes(self.String()),
 		ReleaseBrake: func(string) string { return "run it again with --allow-large-removal" },
 		SetKey:       "set the AUTOPILOT_API_KEY environment variable (or run with --sim)"}
+	syncBatch := handler(svc.SyncBatch)
+	var stats func() ContainerStats
+	if opts.Lambda != nil {
+		pool := newContainers(*opts.Lambda, func(phase func(time.Duration) time.Duration) *run.Service {
+			return containerService(svc, opts, phase)
+		})
+		syncBatch, stats = pool.handler(), pool.Stats
+	}
 	r, err := runner.New(runner.Options{
 		Definition: statemachine.Export,
 		Template:   segpilot.Template,
 		Functions: map[string]runner.Handler{
-			"SyncBatchFunctionArn": handler(svc.SyncBatch),
+			"SyncBatchFunctionArn": syncBatch,
 			"FinalizeFunctionArn":  handler(svc.Finalize),
 		},
 		Items: func(ctx context.Context, key string) ([]any, error) { return readItems(ctx, st, key) },
@@ -93,7 +107,7 @@ func New(opts Options) (*Pipeline, error) {
 		return nil, err
 	}
 	svc.Starter = r
-	return &Pipeline{Service: svc, Store: st, Runner: r, Connect: conn}, nil
+	return &Pipeline{Service: svc, Store: st, Runner: r, Connect: conn, Containers: stats}, nil
 }
 
 // processes tells which segpilot processes on this host still run.

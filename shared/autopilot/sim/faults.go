@@ -15,6 +15,7 @@ type Faults struct {
 	ThrottleBurstRate float64       // chance that a request starts a burst of 429s
 	ThrottleBurstLen  int           // consecutive requests a burst answers 429 (default 5)
 	Latency           time.Duration // added to every request, before any answer
+	Jitter            time.Duration // a random network delay per request, uniform in [0, Jitter), before the rate limit sees it
 	DropRate          float64       // share of requests whose connection is closed with no answer (not applied)
 	HangRate          float64       // share of requests that are applied, then answered only after HangFor
 	HangFor           time.Duration // default 5s; cut short when the client goes away
@@ -48,6 +49,9 @@ func (f Faults) Validate() error {
 	if f.Latency < 0 {
 		return fmt.Errorf("fault latency: %v is negative", f.Latency)
 	}
+	if f.Jitter < 0 {
+		return fmt.Errorf("fault jitter: %v is negative", f.Jitter)
+	}
 	if f.HangFor < 0 {
 		return fmt.Errorf("fault hang: duration %v is negative", f.HangFor)
 	}
@@ -60,11 +64,11 @@ func (f Faults) Validate() error {
 }
 
 // faultKeys lists the spec keys, in the order the doc presents them.
-const faultKeys = "5xx, 429burst, latency, drop, hang, reject"
+const faultKeys = "5xx, 429burst, latency, jitter, drop, hang, reject"
 
 // ParseFaults parses a fault spec such as
 //
-//	5xx=0.05,429burst=0.01:5,latency=20ms,drop=0.01,hang=0.01:3s,reject=@bad\.example$
+//	5xx=0.05,429burst=0.01:5,latency=20ms,jitter=80ms,drop=0.01,hang=0.01:3s,reject=@bad\.example$
 //
 // Items are comma-separated KEY=VALUE pairs. Because a regexp may hold a
 // comma, reject= must come last and takes the rest of the spec verbatim.
@@ -124,6 +128,8 @@ func (f *Faults) set(key, val string) error {
 		}
 	case "latency":
 		f.Latency, err = parseDuration(val)
+	case "jitter":
+		f.Jitter, err = parseDuration(val)
 	case "hang":
 		rate, dur, hasDur := strings.Cut(val, ":")
 		if f.HangRate, err = parseRate(rate); err != nil {

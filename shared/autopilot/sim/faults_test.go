@@ -1,6 +1,9 @@
 package sim_test
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,10 +22,10 @@ func TestParseFaults(t *testing.T) {
 		{name: "empty", spec: "", want: sim.Faults{}},
 		{
 			name: "full example",
-			spec: `5xx=0.05,429burst=0.01:5,latency=20ms,drop=0.01,hang=0.01:3s,reject=@bad\.example$`,
+			spec: `5xx=0.05,429burst=0.01:5,latency=20ms,jitter=80ms,drop=0.01,hang=0.01:3s,reject=@bad\.example$`,
 			want: sim.Faults{
 				ServerErrorRate: 0.05, ThrottleBurstRate: 0.01, ThrottleBurstLen: 5,
-				Latency: 20 * time.Millisecond, DropRate: 0.01, HangRate: 0.01, HangFor: 3 * time.Second,
+				Latency: 20 * time.Millisecond, Jitter: 80 * time.Millisecond, DropRate: 0.01, HangRate: 0.01, HangFor: 3 * time.Second,
 				RejectEmails: `@bad\.example$`,
 			},
 		},
@@ -34,6 +37,7 @@ func TestParseFaults(t *testing.T) {
 		{name: "rate not a number", spec: "drop=lots", wantErr: "between 0 and 1"},
 		{name: "no equals", spec: "latency", wantErr: "want KEY=VALUE"},
 		{name: "bad duration", spec: "latency=fast", wantErr: `duration "fast"`},
+		{name: "negative jitter", spec: "jitter=-1ms", wantErr: "negative"},
 		{name: "negative duration", spec: "hang=0.1:-1s", wantErr: "negative"},
 		{name: "bad burst length", spec: "429burst=0.1:0", wantErr: "burst length"},
 		{name: "bad regexp", spec: "reject=(", wantErr: "bad regexp"},
@@ -72,5 +76,33 @@ func TestFaultsValidate(t *testing.T) {
 		if err := f.Validate(); err == nil {
 			t.Errorf("Validate(%+v) = nil, want an error", f)
 		}
+	}
+}
+
+// TestJitterDelaysBeforeTheRateLimit: a jittered request reaches the rate
+// limit late, by a different random delay each, all below the bound.
+func TestJitterDelaysBeforeTheRateLimit(t *testing.T) {
+	t.Parallel()
+	s := sim.New(sim.Options{APIKey: "k", Faults: sim.Faults{Jitter: 30 * time.Millisecond}, Seed: 3})
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	var took []time.Duration
+	for range 20 {
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/v1/account", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("autopilotapikey", "k")
+		start := time.Now()
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		took = append(took, time.Since(start))
+	}
+	slices.Sort(took)
+	if took[len(took)-1]-took[0] < 5*time.Millisecond {
+		t.Fatalf("20 jittered requests took %v…%v: no spread", took[0], took[len(took)-1])
 	}
 }

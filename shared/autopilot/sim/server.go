@@ -89,8 +89,9 @@ type Server struct {
 	mu sync.Mutex // guards st
 	st *store
 
-	fmu       sync.Mutex // guards rng and burstLeft
+	fmu       sync.Mutex // guards rng, jitterRng and burstLeft
 	rng       *rand.Rand
+	jitterRng *rand.Rand // its own stream: adding jitter leaves the other faults' draws as they were
 	burstLeft int
 
 	cmu      sync.Mutex // guards counters, first and upserted
@@ -114,7 +115,8 @@ func New(opts Options) *Server {
 		log:  opts.Logger,
 		st:   newStore(),
 		// Two words of the seed keep runs with the same seed identical.
-		rng: rand.New(rand.NewPCG(uint64(opts.Seed), uint64(opts.Seed)^0x9e3779b97f4a7c15)),
+		rng:       rand.New(rand.NewPCG(uint64(opts.Seed), uint64(opts.Seed)^0x9e3779b97f4a7c15)),
+		jitterRng: rand.New(rand.NewPCG(uint64(opts.Seed)^0x6a09e667f3bcc908, uint64(opts.Seed))),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -223,7 +225,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt *route, params
 	if s.configErr != nil {
 		return errorf(http.StatusInternalServerError, "simulator misconfigured", "%v", s.configErr), false
 	}
-	if clock.Sleep(ctx, s.opts.Faults.Latency) != nil {
+	if clock.Sleep(ctx, s.opts.Faults.Latency+s.jitter()) != nil {
 		return answer{}, false
 	}
 	key := r.Header.Get("autopilotapikey")
@@ -268,6 +270,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt *route, params
 		}
 	}
 	return a, true
+}
+
+// jitter draws this request's network delay.
+func (s *Server) jitter() time.Duration {
+	if s.opts.Faults.Jitter <= 0 {
+		return 0
+	}
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	return time.Duration(s.jitterRng.Int64N(int64(s.opts.Faults.Jitter)))
 }
 
 // rateLimit takes a token, or answers 429 when the bucket is empty.
