@@ -54,6 +54,7 @@ func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	rep.Requests.add(listReqs)
 
 	var issues []RowIssue // API rejections and failures, for rejected.csv
+	var tl timeline       // the batches' timings, for the run's page
 	apiRejected := map[string]bool{}
 	cause := "the batch did not complete"
 	if in.MapError != nil {
@@ -73,6 +74,7 @@ func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 				return nil, err
 			}
 		}
+		tl.add(res)
 		rep.Outcome.Sent += res.Sent
 		rep.Outcome.Removed += res.Removed
 		rep.Outcome.RejectedByAPI += len(res.Rejected)
@@ -125,7 +127,10 @@ func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	rep.StartedAt = cmp.Or(in.StartedAt, m.PlannedAt)
 	rep.DurationSeconds = rep.FinishedAt.Sub(rep.StartedAt).Seconds()
 	rep.FloorSeconds = floorSeconds(m)
-	if err := putJSON(ctx, s.Store, reportKey(m.Export, m.RunID), rep, store.PutOptions{}); err != nil {
+	if err := s.pageDetails(ctx, m, rep, issues, &tl); err != nil {
+		return nil, err
+	}
+	if err := s.writeReport(ctx, rep); err != nil {
 		return nil, err
 	}
 	s.Logger().Info("run "+rep.Status, "export", m.Export, "run", m.RunID, "status", rep.Status,

@@ -336,7 +336,7 @@ func (s *Service) markAbandoned(ctx context.Context, export string, st lockState
 		Status: StatusFailed, FinishedAt: s.now(), Message: s.endedEarly(st) +
 			": what it sent is not counted here; run the file again to resume it (settled batches are not sent again), " +
 			"and any later run diffs against the last promoted snapshot, so nothing is lost"}
-	return putJSON(ctx, s.Store, reportKey(export, st.Holder), abandoned, store.PutOptions{})
+	return s.writeReport(ctx, &abandoned)
 }
 
 // endedEarly says how the run holding st ended without finalizing.
@@ -618,7 +618,7 @@ func (s *Service) supersede(ctx context.Context, cfg *config.Config, e *config.E
 		req.Source.Key, latest.Source.Key)
 	rep := Report{Export: e.Name, RunID: runID, Trigger: req.Trigger, Source: req.Source, ConfigVersion: cfg.Version,
 		Mode: e.Mode, List: e.List, Status: StatusSuperseded, Message: msg, FinishedAt: s.now()}
-	if err := putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, store.PutOptions{}); err != nil {
+	if err := s.writeReport(ctx, &rep); err != nil {
 		return Result{}, err
 	}
 	return Result{Export: e.Name, RunID: runID, Status: StatusSuperseded, Message: msg}, nil

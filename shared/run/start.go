@@ -40,6 +40,15 @@ type Service struct {
 	// invocation.
 	ReleaseBrake func(export string) string
 
+	// Page renders a report as report.html, written next to report.json
+	// (runpage.Render: run cannot import it, since it renders run's
+	// types); nil writes no page.
+	Page func(*Report) ([]byte, error)
+	// BrakeCommand is the exact command that lifts the mirror safety brake
+	// for one run of export's file src, shown on a held run's page.
+	// Default: the refresh function's manual invocation.
+	BrakeCommand func(export string, src Source) string
+
 	// Processes, in local mode, tells whether the process holding an
 	// export's lock still runs; nil in Lambda.
 	Processes Processes
@@ -202,7 +211,7 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		}
 		rep := base
 		rep.Status, rep.Message, rep.FinishedAt = StatusRefused, err.Error(), s.now()
-		return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+		return res, s.writeReport(ctx, &rep)
 	}
 
 	prev, err := ReadReport(ctx, s.Store, e.Name, runID)
@@ -227,7 +236,7 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 			}
 			rep := base
 			rep.Status, rep.Message, rep.FinishedAt = StatusInvalid, err.Error(), s.now()
-			return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+			return res, s.writeReport(ctx, &rep)
 		}
 	}
 	if err != nil {
@@ -248,7 +257,8 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		res.Status, res.Message = StatusHeld, s.held(e, m)
 		rep := base
 		rep.Status, rep.Message, rep.Plan, rep.PlannedAt = StatusHeld, res.Message, m.Counts, m.PlannedAt
-		return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+		rep.Brake = s.brake(e, m)
+		return res, s.writeReport(ctx, &rep)
 	}
 
 	// Resolve the list once, before the fan-out: it also proves the key works
@@ -262,7 +272,7 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		res.Status, res.Message = StatusFailed, err.Error()
 		rep := base
 		rep.Status, rep.Message, rep.Plan, rep.PlannedAt, rep.FinishedAt = StatusFailed, err.Error(), m.Counts, m.PlannedAt, s.now()
-		return res, putJSON(ctx, s.Store, reportKey(e.Name, runID), rep, storePut())
+		return res, s.writeReport(ctx, &rep)
 	}
 
 	// A run whose earlier attempt failed or was held starts a new execution
@@ -308,8 +318,6 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 	return res, nil
 }
 
-func storePut() store.PutOptions { return store.PutOptions{} }
-
 // held says why the brake holds m, and how to lift it.
 func (s *Service) held(e *config.Export, m *Manifest) string {
 	how := `invoke the refresh function with {"export": "` + e.Name + `", "allowLargeRemoval": true}`
@@ -341,7 +349,7 @@ func (s *Service) failedAttempt(ctx context.Context, res Result, base Report, m 
 	rep.Status, rep.FinishedAt = StatusFailed, s.now()
 	rep.Message = what + ": " + err.Error() + "; batches already settled are not sent again when the file runs again"
 	res.Status, res.Message = rep.Status, rep.Message
-	if perr := putJSON(ctx, s.Store, reportKey(base.Export, base.RunID), rep, storePut()); perr != nil {
+	if perr := s.writeReport(ctx, &rep); perr != nil {
 		return res, errors.Join(err, perr)
 	}
 	return res, err
@@ -425,7 +433,7 @@ func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export
 	concurrency, workerRPS := Pacing(conn.RequestsPerSecond)
 	m := &Manifest{Export: e.Name, RunID: runID, Trigger: req.Trigger, Source: req.Source,
 		ConfigVersion: cfg.Version, Connection: *conn, List: e.List, Mode: e.Mode, Counts: p.Counts,
-		Batches: p.Batches, Held: p.Held, HeldReason: p.HeldReason,
+		Batches: p.Batches, Held: p.Held, HeldReason: p.HeldReason, ShowEmails: e.ShowEmails,
 		Concurrency: concurrency, WorkerRPS: workerRPS, PlannedAt: s.now()}
 	if req.DryRun {
 		return m, nil
