@@ -22,6 +22,7 @@ import (
 	"github.com/segpilot/segpilot/shared/awsx/smsecrets"
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/run"
+	"github.com/segpilot/segpilot/shared/runpage"
 	"github.com/segpilot/segpilot/shared/secrets"
 )
 
@@ -53,6 +54,7 @@ func NewService(ctx context.Context, needs Needs) (*run.Service, error) {
 		Store:   s3store.New(awsx.NewS3Client(cfg, os.Getenv(awsx.EnvS3Endpoint)), bucket),
 		Log:     Logger(),
 		TempDir: os.TempDir(),
+		Page:    runpage.Render, // report.html next to every report.json
 	}
 	if needs.Starter {
 		arn := os.Getenv("STATE_MACHINE_ARN")

@@ -19,6 +19,7 @@ import (
 	"github.com/segpilot/segpilot/shared/hostproc"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/runner"
+	"github.com/segpilot/segpilot/shared/runpage"
 	"github.com/segpilot/segpilot/shared/secrets"
 	"github.com/segpilot/segpilot/shared/store"
 	"github.com/segpilot/segpilot/statemachine"
@@ -66,7 +67,7 @@ func New(opts Options) (*Pipeline, error) {
 		return nil, err
 	}
 	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, Processes: processes(self.String()),
-		ReleaseBrake: func(string) string { return "run it again with --allow-large-removal" }}
+		ReleaseBrake: func(string) string { return "run it again with --allow-large-removal" }, Page: runpage.Render}
 	r, err := runner.New(runner.Options{
 		Definition: statemachine.Export,
 		Functions: map[string]runner.Handler{
