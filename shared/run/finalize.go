@@ -283,6 +283,8 @@ func EmitMetrics(w io.Writer, rep *Report) error {
 		{"Throttled", "Count", float64(rep.Requests.Throttled)},
 		{"Requests", "Count", float64(rep.Requests.Total)},
 		{"RunDuration", "Seconds", rep.DurationSeconds},
+		{"Retries", "Count", float64(rep.Requests.Retries)},
+		{"RunFloor", "Seconds", rep.FloorSeconds}, // the dashboard draws RunDuration against it
 	}
 	defs := make([]map[string]string, len(metrics))
 	doc := map[string]any{"Export": rep.Export, "Status": rep.Status, "run": rep.RunID}
