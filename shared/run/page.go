@@ -50,25 +50,33 @@ type Brake struct {
 
 func pageKey(export, runID string) string { return runPrefix(export, runID) + "report.html" }
 
-// writeReport writes report.json and, with a Page renderer, report.html
-// first: report.json marks the run's record final, so its page is there
-// by then. A page that cannot be rendered is logged, not fatal: the record
-// matters more than its view.
+// writeReport writes a run's report: its page, then report.json, which
+// marks the record final, so the page is there by then.
 func (s *Service) writeReport(ctx context.Context, rep *Report) error {
-	if s.Page != nil {
-		rep.Page = pageKey(rep.Export, rep.RunID)
-		html, err := s.Page(rep)
-		if err == nil {
-			_, err = s.Store.Put(ctx, rep.Page, bytes.NewReader(html), store.PutOptions{ContentType: "text/html; charset=utf-8"})
-			if err != nil {
-				return fmt.Errorf("writing report.html: %w", err)
-			}
-		} else {
-			rep.Page = ""
-			s.Logger().Error("rendering report.html", "export", rep.Export, "run", rep.RunID, "error", err)
-		}
+	if err := s.putPage(ctx, rep); err != nil {
+		return err
 	}
 	return putJSON(ctx, s.Store, reportKey(rep.Export, rep.RunID), rep, store.PutOptions{})
+}
+
+// putPage writes report.html and records its key in rep, when the Service
+// has a Page renderer. A page that cannot be rendered is logged, not
+// fatal: the record matters more than its view.
+func (s *Service) putPage(ctx context.Context, rep *Report) error {
+	if s.Page == nil {
+		return nil
+	}
+	rep.Page = pageKey(rep.Export, rep.RunID)
+	html, err := s.Page(rep)
+	if err != nil {
+		rep.Page = ""
+		s.Logger().Error("rendering report.html", "export", rep.Export, "run", rep.RunID, "error", err)
+		return nil
+	}
+	if _, err := s.Store.Put(ctx, rep.Page, bytes.NewReader(html), store.PutOptions{ContentType: "text/html; charset=utf-8"}); err != nil {
+		return fmt.Errorf("writing report.html: %w", err)
+	}
+	return nil
 }
 
 // pageDetails adds to a finalized report what its page shows beyond the
