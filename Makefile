@@ -21,7 +21,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # and fails with a bare "context deadline exceeded" on a loaded machine.
 FUZZRUNS ?= 40000x
 
-.PHONY: run test bench fuzz soak build lint clean
+.PHONY: run test bench fuzz soak build lint clean screenshots
 
 run: ## a real export end to end: sample segment, local folder as bucket, in-process Autopilot simulator
 	$(GO) run ./cmd/segpilot demo $(if $(FILE),--file $(FILE))
@@ -60,6 +60,9 @@ fuzz: ## longer fuzzing of the parsers (FUZZTIME each, default 60s)
 
 bench: ## benchmarks (minutes); results go to docs/benchmarks.md
 	./scripts/bench.sh
+
+screenshots: ## docs/run-page-<status>.png: each golden run page in headless Chromium (apt-get install chromium)
+	SEGPILOT_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestScreenshots$$' ./shared/runpage
 
 soak: ## 100,000 profiles through the local pipeline with faults (minutes)
 	SEGPILOT_SOAK=1 $(GO) test -race=false -count=1 -run '^TestSoak$$' -timeout 60m -v ./internal/e2e

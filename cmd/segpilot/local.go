@@ -139,6 +139,9 @@ func (e *env) open(ctx context.Context, bucketDir string, t target, cfg *config.
 		s.close()
 		return nil, err
 	}
+	if cfg != nil {
+		p.Service.BrakeCommand = liftCommand(bucketDir, cfg, t)
+	}
 	s.p = p
 	return s, nil
 }
@@ -380,6 +383,7 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 	fmt.Fprintf(w, "  rows %d · added %d · changed %d · unchanged %d · removed %d · duplicates %d · rejected %d\n",
 		c.Rows, c.Added, c.Changed, c.Unchanged, c.Removed, c.Duplicates, c.Rejected)
 	if rep == nil || rep.Rejected == "" { // no finalize: nothing was counted as sent
+		printPage(w, bucketDir, rep)
 		return
 	}
 	if b := rep.Batches; b.Resumed > 0 {
@@ -395,6 +399,14 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 		rep.Requests.Total, rep.Requests.Throttled, rep.Requests.Retries, seconds(rep.DurationSeconds), floor, seconds(rep.FloorSeconds))
 	base := filepath.Join(bucketDir, "runs", r.Export, r.RunID)
 	fmt.Fprintf(w, "  report:   %s\n  rejected: %s\n", filepath.Join(base, "report.json"), filepath.Join(base, "rejected.csv"))
+	printPage(w, bucketDir, rep)
+}
+
+// printPage prints where the run's page is, when it has one.
+func printPage(w io.Writer, bucketDir string, rep *run.Report) {
+	if rep != nil && rep.Page != "" {
+		fmt.Fprintf(w, "  page:     %s\n", filepath.Join(bucketDir, filepath.FromSlash(rep.Page)))
+	}
 }
 
 // seconds prints a report's seconds as a duration, to a tenth.
@@ -432,6 +444,7 @@ func cmdRuns(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(&b, "%s  %-28s %-10s %-8s sent %-6d rejected %-5d failed %-5d removed %-5d %s\n",
 			when.Format(time.RFC3339), r.RunID, r.Status, r.Trigger, r.Outcome.Sent,
 			r.Outcome.Rejected+r.Outcome.RejectedByAPI, r.Outcome.Failed, r.Outcome.Removed, r.Source.Key)
+		printPage(&b, *bucketDir, r)
 	}
 	return e.print(reps, b.String())
 }

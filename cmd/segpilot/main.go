@@ -65,6 +65,7 @@ func commands() map[string]command {
 		"sim":      {"serve the Autopilot simulator on loopback", "segpilot sim --addr 127.0.0.1:8089 --api-key test-key --rps 5", cmdSim},
 		"watch":    {"run exports for every file dropped into DIR/segments/<segment>/", "segpilot watch --config exports.yaml --dir ./bucket --sim", cmdWatch},
 		"runs":     {"list the runs of an export and their status", "segpilot runs --export vip-newsletter --bucket-dir .segpilot/bucket", cmdRuns},
+		"report":   {"print the path of a run's page (report.html); --open opens it", "segpilot report vip-newsletter-0123456789abcdef --bucket-dir .segpilot/demo --open", cmdReport},
 		"version":  {"print segpilot's version (module version and commit)", "segpilot version", cmdVersion},
 	}
 }

@@ -11,10 +11,11 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/segpilot/segpilot/internal/lambdaapp"
+	"github.com/segpilot/segpilot/shared/runpage"
 )
 
 func main() {
-	svc, err := lambdaapp.NewService(context.Background(), lambdaapp.Needs{Starter: true, Connector: true})
+	svc, err := lambdaapp.NewService(context.Background(), lambdaapp.Needs{Starter: true, Connector: true, Page: runpage.Render})
 	if err != nil {
 		slog.Error("start-up failed", "error", err)
 		os.Exit(1)

@@ -30,6 +30,11 @@ const SecretTTL = 5 * time.Minute
 type Needs struct {
 	Starter   bool // ingest, refresh, finalize (it starts the next queued run)
 	Connector bool // syncbatch; ingest, refresh and finalize resolve the list
+	// Page renders report.html beside each report.json (runpage.Render):
+	// for the functions that write reports. Passed in by their main, so
+	// syncbatch's binary does not link html/template (it doubles a binary:
+	// its reflection keeps every method of every linked type).
+	Page func(*run.Report) ([]byte, error)
 }
 
 // Logger is the JSON slog logger Lambda's JSON log format expects, with the
@@ -56,6 +61,7 @@ func NewService(ctx context.Context, needs Needs) (*run.Service, error) {
 		// S3, Secrets Manager and Step Functions errors worth a retry
 		// reach the state machine as Transient.
 		Transient: awsx.IsTransient,
+		Page:      needs.Page,
 	}
 	if needs.Starter {
 		arn := os.Getenv("STATE_MACHINE_ARN")

@@ -65,6 +65,9 @@ type Export struct {
 	MaxRemovalShare   float64 // mirror safety brake: refuse to remove more than this share of the list
 	AllowLargeRemoval bool    // lift the brake permanently for this export
 	Enabled           bool
+	// ShowEmails writes rejected rows' emails unmasked into report.json and
+	// report.html; by default they are masked there, as in the logs.
+	ShowEmails bool
 }
 
 // LoadFile reads and validates the config file at path.

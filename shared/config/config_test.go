@@ -73,6 +73,7 @@ func TestLoadExample(t *testing.T) {
 			MaxProfiles:     100000,
 			MaxRemovalShare: 0.5,
 			Enabled:         false,
+			ShowEmails:      true,
 		},
 	}
 	if !reflect.DeepEqual(cfg.Connections, wantConns) {
@@ -144,7 +145,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("connection defaults: %+v", c)
 	}
 	e := cfg.Exports["e"]
-	if e.Mode != plan.ModeUpsert || e.MaxProfiles != 100000 || e.MaxRemovalShare != 0.2 || !e.Enabled || e.AllowLargeRemoval {
+	if e.Mode != plan.ModeUpsert || e.MaxProfiles != 100000 || e.MaxRemovalShare != 0.2 || !e.Enabled || e.AllowLargeRemoval || e.ShowEmails {
 		t.Errorf("export defaults: %+v", e)
 	}
 	if e.Match.Custom != nil {

@@ -45,7 +45,7 @@ var (
 	rootKeys       = []string{"connections", "exports"}
 	connectionKeys = []string{"kind", "apiKeySecret", "baseURL", "consent", "requestsPerSecond"}
 	exportKeys     = []string{"connection", "segment", "list", "match", "mode", "maxProfiles",
-		"maxRemovalShare", "allowLargeRemoval", "enabled"}
+		"maxRemovalShare", "allowLargeRemoval", "enabled", "showEmails"}
 	matchKeys   = []string{"email", "firstName", "lastName", "custom"}
 	modes       = []string{plan.ModeUpsert, plan.ModeMirror}
 	customTypes = []string{"string", "integer", "float", "date", "boolean"}
@@ -474,6 +474,9 @@ func (d *decoder) export(f field, conns map[string]*Connection) (e *Export, list
 	}
 	if v, ok := d.boolean(o, "enabled"); ok {
 		e.Enabled = v
+	}
+	if v, ok := d.boolean(o, "showEmails"); ok {
+		e.ShowEmails = v
 	}
 	return e, listLine
 }

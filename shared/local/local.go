@@ -17,6 +17,7 @@ import (
 	"github.com/segpilot/segpilot/shared/hostproc"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/runner"
+	"github.com/segpilot/segpilot/shared/runpage"
 	"github.com/segpilot/segpilot/shared/secrets"
 	"github.com/segpilot/segpilot/shared/store"
 	"github.com/segpilot/segpilot/statemachine"
@@ -78,7 +79,7 @@ func New(opts Options) (*Pipeline, error) {
 	}
 	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, Now: opts.Now, Processes: processes(self.String()),
 		ReleaseBrake: func(string) string { return "run it again with --allow-large-removal" },
-		SetKey:       "set the AUTOPILOT_API_KEY environment variable (or run with --sim)"}
+		SetKey:       "set the AUTOPILOT_API_KEY environment variable (or run with --sim)", Page: runpage.Render}
 	syncBatch := handler(svc.SyncBatch)
 	var stats func() ContainerStats
 	if opts.Lambda != nil {

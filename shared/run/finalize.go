@@ -58,6 +58,7 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	rep.Requests.add(listReqs)
 
 	var issues []RowIssue // API rejections and failures, for rejected.csv
+	var tl timeline       // the batches' timings, for the run's page
 	apiRejected := map[string]bool{}
 	cause := "the batch did not complete"
 	if in.MapError != nil {
@@ -77,6 +78,7 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 				return nil, err
 			}
 		}
+		tl.add(res)
 		rep.Outcome.Sent += res.Sent
 		rep.Outcome.Removed += res.Removed
 		rep.Outcome.RejectedByAPI += len(res.Rejected)
@@ -133,7 +135,10 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	rep.StartedAt = cmp.Or(in.StartedAt, m.PlannedAt)
 	rep.DurationSeconds = rep.FinishedAt.Sub(rep.StartedAt).Seconds()
 	rep.FloorSeconds = floorSeconds(m)
-	if err := s.putReport(ctx, rep); err != nil {
+	if err := s.pageDetails(ctx, m, rep, issues, &tl); err != nil {
+		return nil, err
+	}
+		if err := s.putReport(ctx, rep); err != nil {
 		return nil, err
 	}
 	s.Logger().Info("run "+rep.Status, "export", m.Export, "run", m.RunID, "status", rep.Status,
@@ -302,6 +307,8 @@ func EmitMetrics(w io.Writer, rep *Report) error {
 		{"Throttled", "Count", float64(rep.Requests.Throttled)},
 		{"Requests", "Count", float64(rep.Requests.Total)},
 		{"RunDuration", "Seconds", rep.DurationSeconds},
+		{"Retries", "Count", float64(rep.Requests.Retries)},
+		{"RunFloor", "Seconds", rep.FloorSeconds}, // the dashboard draws RunDuration against it
 	}
 	defs := make([]map[string]string, len(metrics))
 	doc := map[string]any{"Export": rep.Export, "Status": rep.Status, "run": rep.RunID}

@@ -62,6 +62,16 @@ type Report struct {
 	FloorSeconds     float64     `json:"floorSeconds"`    // requests / requestsPerSecond: the fastest any exporter could go
 	SnapshotPromoted bool        `json:"snapshotPromoted"`
 	Rejected         string      `json:"rejectedCsv,omitempty"` // key of rejected.csv
+
+	// For the run's page (report.html), which shows nothing report.json
+	// does not hold; each is bounded (see page.go).
+	RequestsPerSecond float64    `json:"requestsPerSecond,omitempty"` // the connection's budget
+	Timeline          *Timeline  `json:"timeline,omitempty"`          // this attempt's batch requests over time
+	Rejections        []RowIssue `json:"rejections,omitempty"`        // the first MaxRejections rows of rejected.csv
+	RejectionsTotal   int        `json:"rejectionsTotal,omitempty"`   // rows in rejected.csv
+	EmailsShown       bool       `json:"emailsShown,omitempty"`       // Rejections' emails unmasked (the export's showEmails)
+	Brake             *Brake     `json:"brake,omitempty"`             // a held run's brake
+	Page              string     `json:"reportHtml,omitempty"`        // key of report.html
 }
 
 // putReport writes a run's report.json and, when the Service has a metrics
@@ -69,6 +79,11 @@ type Report struct {
 // ends (ingest refusing it, finalize closing it, a later run finding it
 // abandoned) writes its report here, so every outcome is counted.
 func (s *Service) putReport(ctx context.Context, rep *Report) error {
+	// The page first: report.json marks the record final, so the page is
+	// there by then.
+	if err := s.putPage(ctx, rep); err != nil {
+		return err
+	}
 	if err := putJSON(ctx, s.Store, reportKey(rep.Export, rep.RunID), rep, store.PutOptions{}); err != nil {
 		return err
 	}

@@ -40,6 +40,15 @@ type Service struct {
 	// invocation.
 	ReleaseBrake func(export string) string
 
+	// Page renders a report as report.html, written next to report.json
+	// (runpage.Render: run cannot import it, since it renders run's
+	// types); nil writes no page.
+	Page func(*Report) ([]byte, error)
+	// BrakeCommand is the exact command that lifts the mirror safety brake
+	// for one run of export's file src, shown on a held run's page.
+	// Default: the refresh function's manual invocation.
+	BrakeCommand func(export string, src Source) string
+
 	// Processes, in local mode, tells whether the process holding an
 	// export's lock still runs; nil in Lambda.
 	Processes Processes
@@ -264,6 +273,7 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 		res.Status, res.Message = StatusHeld, s.held(e, m)
 		rep := base
 		rep.Status, rep.Message, rep.Plan, rep.PlannedAt = StatusHeld, res.Message, m.Counts, m.PlannedAt
+		rep.Brake = s.brake(e, m)
 		return res, s.putReport(ctx, &rep)
 	}
 
@@ -492,7 +502,7 @@ func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export
 	concurrency, workerRPS := Pacing(conn.RequestsPerSecond)
 	m := &Manifest{Export: e.Name, RunID: runID, Trigger: req.Trigger, Source: req.Source,
 		ConfigVersion: cfg.Version, Connection: *conn, List: e.List, Mode: e.Mode, Counts: p.Counts,
-		Batches: p.Batches, Held: p.Held, HeldReason: p.HeldReason,
+		Batches: p.Batches, Held: p.Held, HeldReason: p.HeldReason, ShowEmails: e.ShowEmails,
 		Concurrency: concurrency, WorkerRPS: workerRPS, PlannedAt: s.now()}
 	if req.DryRun {
 		return m, nil

@@ -97,7 +97,7 @@ func (s *Service) syncBatch(ctx context.Context, it Item) (*BatchResult, error) 
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: connecting: %w", it.Batch, err)
 	}
-	res := &BatchResult{Batch: it.Batch}
+	res := &BatchResult{Batch: it.Batch, StartedAt: start.UTC()}
 	sendErr := s.send(work, dest, m, it, b, &prog, res)
 	res.Requests = prog.Requests
 	res.Requests.add(requestsOf(dest.Stats()))

@@ -111,6 +111,7 @@ type Manifest struct {
 	Batches       []plan.BatchRef   `json:"batches"`
 	Held          bool              `json:"held,omitempty"`
 	HeldReason    string            `json:"heldReason,omitempty"`
+	ShowEmails    bool              `json:"showEmails,omitempty"` // the export's showEmails: unmasked emails in the report
 	Concurrency   int               `json:"concurrency"`
 	WorkerRPS     float64           `json:"workerRps"`
 	PlannedAt     time.Time         `json:"plannedAt"`
@@ -172,7 +173,8 @@ func (r *Requests) add(o Requests) {
 
 // BatchResult is runs/<export>/<run>/results/NNNNNN.json, written once a
 // batch is settled (every contact sent or rejected), and
-// failures/NNNNNN.json for an attempt that left contacts failed.
+// failures/NNNNNN.json for an attempt that left contacts failed. StartedAt
+// and DurationMS place it on the report's requests timeline.
 type BatchResult struct {
 	Batch      int        `json:"batch"`
 	Sent       int        `json:"sent"`
@@ -182,6 +184,7 @@ type BatchResult struct {
 	Requests   Requests   `json:"requests"`
 	DurationMS int64      `json:"durationMs"`
 	Skipped    bool       `json:"skipped,omitempty"` // the result already existed: nothing was sent again
+	StartedAt  time.Time  `json:"startedAt,omitzero"`
 }
 
 // BatchSummary is what syncbatch answers: counts, never a contact. Step

@@ -1,0 +1,493 @@
+// Package runpage renders a run's report.json as report.html: one
+// self-contained page (inline CSS and SVG, no scripts, nothing fetched)
+// that can be opened from S3 or attached to a ticket. It is pure: a
+// report in, HTML out; every figure on the page comes from the report.
+package runpage
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"html/template"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segpilot/segpilot/shared/run"
+	"github.com/segpilot/segpilot/shared/segment"
+)
+
+//go:embed page.html.tmpl
+var pageSource string
+
+var page = template.Must(template.New("page").Parse(pageSource))
+
+// Render returns the page of rep.
+func Render(rep *run.Report) ([]byte, error) {
+	var b bytes.Buffer
+	if err := page.Execute(&b, newView(rep)); err != nil {
+		return nil, fmt.Errorf("rendering the page of run %s: %w", rep.RunID, err)
+	}
+	return b.Bytes(), nil
+}
+
+// view is what the template shows, every value derived from the report.
+type view struct {
+	Export, RunID, Status, Title, Headline, Message string
+	Facts                                           []fact
+	Funnel                                          *chart
+	Requests                                        *timelineChart
+	RequestLine                                     string
+	ByStatus                                        string
+	Duration                                        *chart
+	DurationLine                                    string
+	Rejections                                      *rejections
+	Brake                                           *brake
+	EmailsShown                                     bool
+}
+
+type fact struct{ Label, Value string }
+
+// chart is a horizontal bar chart; coordinates are SVG user units.
+type chart struct {
+	Width, Height int
+	Groups        []group
+	Bars          []bar
+	LabelX, BarX  int
+}
+
+type group struct {
+	Label string
+	Y     int
+}
+
+type bar struct {
+	Key, Label, Value, Note, Class string
+	RectY, TextY, W, ValueX        int
+}
+
+type timelineChart struct {
+	Width, Height      int
+	Bars               []slotBar
+	Grid               []line
+	XLabels            []label
+	Budget             *line
+	Throttled, Retries []mark
+	Caption            string
+}
+
+type slotBar struct {
+	X, Y, W, H float64
+	Title      string
+}
+
+type line struct {
+	X1, Y1, X2, Y2 float64
+	Label          label
+}
+
+type label struct {
+	X, Y         float64
+	Text, Anchor string
+}
+
+// mark flags 429s (a triangle) or retries (a circle) above a slot.
+type mark struct {
+	X, Y   float64
+	Points string // the triangle's
+	Count  string
+	Title  string
+}
+
+type rejections struct {
+	Rows        []rejectedRow
+	Shown       string
+	Total       string
+	More        bool
+	CSV         string // the link to rejected.csv, relative: it sits next to the page
+	EmailsShown bool
+}
+
+type rejectedRow struct{ Row, Email, Reason string }
+
+type brake struct {
+	Figures, Limit, Command, Export string
+}
+
+// The statuses the page knows how to say; anything else is shown as is.
+var titles = map[string]string{
+	run.StatusSucceeded:  "Succeeded",
+	run.StatusFailed:     "Failed",
+	run.StatusHeld:       "Held",
+	run.StatusRefused:    "Refused",
+	run.StatusInvalid:    "Invalid",
+	run.StatusSuperseded: "Superseded",
+	run.StatusRunning:    "Running",
+}
+
+func newView(rep *run.Report) view {
+	v := view{Export: rep.Export, RunID: rep.RunID, Status: rep.Status, EmailsShown: rep.EmailsShown,
+		Message: maskUnlessShown(rep, rep.Message)}
+	v.Title = titles[rep.Status]
+	if v.Title == "" {
+		v.Title = rep.Status
+	}
+	finalized := rep.Rejected != "" // finalize ran: the outcome counts are the run's
+	v.Headline = headline(rep, finalized)
+	v.Facts = facts(rep)
+	if rep.Plan.Rows > 0 || rep.Plan.Previous > 0 {
+		v.Funnel = funnel(rep, finalized)
+	}
+	if finalized {
+		v.Requests = requestsChart(rep)
+		v.RequestLine = fmt.Sprintf("%s requests (%s answered 429, %s retries)",
+			num(rep.Requests.Total), num(rep.Requests.Throttled), num(rep.Requests.Retries))
+		v.ByStatus = byStatus(rep.Requests.ByStatus)
+		v.Duration, v.DurationLine = durationChart(rep)
+		v.Rejections = rejected(rep)
+	}
+	if rep.Status == run.StatusHeld && rep.Brake != nil {
+		v.Brake = brakeOf(rep)
+	}
+	return v
+}
+
+func headline(rep *run.Report, finalized bool) string {
+	o := rep.Outcome
+	switch {
+	case finalized:
+		return fmt.Sprintf("%s sent · %s rejected · %s failed · %s removed · took %s (rate-limit floor %s)",
+			num(o.Sent), num(o.Rejected+o.RejectedByAPI), num(o.Failed), num(o.Removed),
+			secs(rep.DurationSeconds), secs(rep.FloorSeconds))
+	case rep.Status == run.StatusHeld:
+		return fmt.Sprintf("nothing sent: the mirror safety brake holds %s removals of %s contacts",
+			num(rep.Plan.Removed), num(rep.Plan.Previous))
+	case rep.Status == run.StatusFailed:
+		return "the attempt ended before its report was final; what it sent is not counted here"
+	}
+	return "nothing sent"
+}
+
+func facts(rep *run.Report) []fact {
+	src := rep.Source.Key
+	if rep.Source.Size > 0 {
+		src += " (" + bytesize(rep.Source.Size) + ")"
+	}
+	out := []fact{
+		{"Export", rep.Export},
+		{"List", rep.List},
+		{"Mode", rep.Mode},
+		{"Trigger", rep.Trigger},
+		{"Source file", src},
+		{"ETag", rep.Source.ETag},
+		{"Config version", rep.ConfigVersion},
+		{"Run", rep.RunID},
+		{"Planned", when(rep.PlannedAt)},
+		{"Started", when(rep.StartedAt)},
+		{"Finished", when(rep.FinishedAt)},
+	}
+	if b := rep.Batches; b.Total > 0 {
+		s := fmt.Sprintf("%s settled, %s failed, of %s", num(b.Settled), num(b.Failed), num(b.Total))
+		if b.Resumed > 0 {
+			s += fmt.Sprintf(" (%s already settled by an earlier attempt)", num(b.Resumed))
+		}
+		out = append(out, fact{"Batches", s})
+	}
+	if rep.Rejected != "" {
+		promoted := "no: the next run sends what differs from the last promoted snapshot"
+		if rep.SnapshotPromoted {
+			promoted = "yes: the next run diffs against this one"
+		}
+		out = append(out, fact{"Snapshot promoted", promoted})
+	}
+	kept := out[:0]
+	for _, f := range out {
+		if f.Value != "" {
+			kept = append(kept, f)
+		}
+	}
+	return kept
+}
+
+// Funnel geometry: label column, bar area, value text.
+const (
+	funnelWidth  = 720
+	funnelLabelW = 170
+	funnelBarW   = 340
+	rowH         = 24
+	groupH       = 26
+)
+
+func funnel(rep *run.Report, finalized bool) *chart {
+	p, o := rep.Plan, rep.Outcome
+	type item struct {
+		label       string
+		value       int
+		note, class string
+	}
+	type section struct {
+		label string
+		items []item
+	}
+	sections := []section{
+		{"The file", []item{
+			{"rows", p.Rows, "", "in"},
+			{"valid", p.Valid, fmt.Sprintf("%s rejected", num(p.Rejected)), "in"},
+			{"unique", p.Unique, fmt.Sprintf("%s duplicates", num(p.Duplicates)), "in"},
+		}},
+		{"Against the list", []item{
+			{"added", p.Added, "", "plan"},
+			{"changed", p.Changed, "", "plan"},
+			{"unchanged", p.Unchanged, "not sent again", "plan"},
+			{"removed", p.Removed, fmt.Sprintf("of %s before", num(p.Previous)), "plan"},
+		}},
+	}
+	if finalized {
+		out := []item{
+			{"sent", o.Sent, "", "ok"},
+			{"rejected by Autopilot", o.RejectedByAPI, "", "warn"},
+			{"failed", o.Failed, "", "bad"},
+			{"taken off the list", o.Removed, "", "ok"},
+		}
+		if o.RemoveFailed > 0 {
+			out = append(out, item{"removal failed", o.RemoveFailed, "", "bad"})
+		}
+		sections = append(sections, section{"Sent to Autopilot", out})
+	}
+	top := 1
+	for _, s := range sections {
+		for _, it := range s.items {
+			top = max(top, it.value)
+		}
+	}
+	c := &chart{Width: funnelWidth, LabelX: funnelLabelW - 10, BarX: funnelLabelW}
+	y := 0
+	for _, s := range sections {
+		c.Groups = append(c.Groups, group{Label: s.label, Y: y + 18})
+		y += groupH
+		for _, it := range s.items {
+			c.Bars = append(c.Bars, newBar(strings.ReplaceAll(it.label, " ", "-"), it.label, num(it.value), it.note, it.class,
+				y, float64(it.value)/float64(top)))
+			y += rowH
+		}
+	}
+	c.Height = y + 4
+	return c
+}
+
+// newBar places one bar of a chart at row top y, share of the bar area long.
+func newBar(key, label, value, note, class string, y int, share float64) bar {
+	w := int(math.Round(share * funnelBarW))
+	if share > 0 {
+		w = max(w, 2)
+	}
+	return bar{Key: key, Label: label, Value: value, Note: note, Class: class,
+		RectY: y + 4, TextY: y + 17, W: w, ValueX: funnelLabelW + w + 8}
+}
+
+// Timeline geometry.
+const (
+	tlWidth, tlHeight = 720, 240
+	tlLeft, tlTop     = 56, 24
+	tlRight, tlBottom = 16, 40
+)
+
+func requestsChart(rep *run.Report) *timelineChart {
+	tl := rep.Timeline
+	if tl == nil || len(tl.Slots) == 0 || tl.SlotSeconds <= 0 {
+		return nil
+	}
+	c := &timelineChart{Width: tlWidth, Height: tlHeight}
+	left, right := float64(tlLeft), float64(tlWidth-tlRight)
+	top, bottom := float64(tlTop), float64(tlHeight-tlBottom)
+	var peak, sum float64
+	var throttled, retries int
+	for _, s := range tl.Slots {
+		peak = max(peak, s.Requests/tl.SlotSeconds)
+		sum += s.Requests
+		throttled += s.Throttled
+		retries += s.Retries
+	}
+	yMax := niceCeil(max(peak, rep.RequestsPerSecond) * 1.15)
+	yOf := func(rate float64) float64 { return round1(bottom - (bottom-top)*rate/yMax) }
+	span := float64(len(tl.Slots)) * tl.SlotSeconds
+	slotW := (right - left) / float64(len(tl.Slots))
+	for i, s := range tl.Slots {
+		rate := s.Requests / tl.SlotSeconds
+		x, y := left+float64(i)*slotW, yOf(rate)
+		from, to := secs(float64(i)*tl.SlotSeconds), secs(float64(i+1)*tl.SlotSeconds)
+		c.Bars = append(c.Bars, slotBar{X: round1(x + slotW*0.1), Y: y, W: round1(slotW * 0.8), H: round1(bottom - y),
+			Title: fmt.Sprintf("%s–%s: %s requests (%s/s)", from, to, trim(s.Requests), trim(rate))})
+		mx := round1(x + slotW/2)
+		if s.Throttled > 0 {
+			my := y - 4
+			c.Throttled = append(c.Throttled, mark{X: mx, Y: round1(my - 12), Count: num(s.Throttled),
+				Points: fmt.Sprintf("%v,%v %v,%v %v,%v", round1(mx-5), round1(my-9), round1(mx+5), round1(my-9), mx, round1(my)),
+				Title:  fmt.Sprintf("%s answered 429 (batches ending %s–%s)", num(s.Throttled), from, to)})
+		}
+		if s.Retries > 0 {
+			my := y - 4
+			if s.Throttled > 0 {
+				my -= 28
+			}
+			c.Retries = append(c.Retries, mark{X: mx, Y: round1(my - 4), Count: num(s.Retries),
+				Title: fmt.Sprintf("%s retries (batches ending %s–%s)", num(s.Retries), from, to)})
+		}
+	}
+	// The y axis is labelled at 0, the budget (its line's label) and the top.
+	ticks := []float64{0, yMax}
+	if rep.RequestsPerSecond > 0 {
+		y := yOf(rep.RequestsPerSecond)
+		c.Budget = &line{X1: left, Y1: y, X2: right, Y2: y, Label: label{X: left - 6, Y: y + 4, Text: trim(rep.RequestsPerSecond) + "/s"}}
+	} else {
+		ticks = append(ticks, yMax/2)
+	}
+	for _, rate := range ticks {
+		y := yOf(rate)
+		c.Grid = append(c.Grid, line{X1: left, Y1: y, X2: right, Y2: y, Label: label{X: left - 6, Y: y + 4, Text: trim(rate) + "/s"}})
+	}
+	for _, f := range []float64{0, 0.5, 1} {
+		c.XLabels = append(c.XLabels, label{X: round1(left + (right-left)*f), Y: bottom + 18, Text: secs(span * f),
+			Anchor: map[float64]string{0: "start", 0.5: "middle", 1: "end"}[f]})
+	}
+	c.Caption = fmt.Sprintf("%s batch requests, each batch's spread over its time, in %s slots of %s; peak %s/s against a budget of %s/s; %s answered 429; %s retries",
+		num(int(math.Round(sum))), num(len(tl.Slots)), secs(tl.SlotSeconds), trim(peak), trim(rep.RequestsPerSecond), num(throttled), num(retries))
+	return c
+}
+
+func durationChart(rep *run.Report) (*chart, string) {
+	top := max(rep.DurationSeconds, rep.FloorSeconds)
+	if top <= 0 {
+		return nil, ""
+	}
+	c := &chart{Width: funnelWidth, Height: 2*rowH + 4, LabelX: funnelLabelW - 10, BarX: funnelLabelW}
+	c.Bars = []bar{
+		newBar("took", "took", secs(rep.DurationSeconds), "", "in", 0, rep.DurationSeconds/top),
+		newBar("floor", "rate-limit floor", secs(rep.FloorSeconds), "", "floor", rowH, rep.FloorSeconds/top),
+	}
+	text := fmt.Sprintf("took %s against a rate-limit floor of %s", secs(rep.DurationSeconds), secs(rep.FloorSeconds))
+	if rep.FloorSeconds > 0 {
+		text += fmt.Sprintf(" (%s× the floor; the floor is the requests at the budget, the least any exporter needs)",
+			strconv.FormatFloat(rep.DurationSeconds/rep.FloorSeconds, 'f', 2, 64))
+	}
+	return c, text
+}
+
+func rejected(rep *run.Report) *rejections {
+	r := &rejections{Shown: num(len(rep.Rejections)), Total: num(rep.RejectionsTotal),
+		More: rep.RejectionsTotal > len(rep.Rejections), CSV: "rejected.csv", EmailsShown: rep.EmailsShown}
+	for _, is := range rep.Rejections {
+		row := "—" // a removal has no row in the file
+		if is.Row > 0 {
+			row = strconv.Itoa(is.Row)
+		}
+		email, reason := is.Email, is.Reason
+		if !rep.EmailsShown {
+			email, reason = segment.MaskEmail(email), segment.MaskEmails(reason)
+		}
+		r.Rows = append(r.Rows, rejectedRow{Row: row, Email: email, Reason: reason})
+	}
+	return r
+}
+
+func brakeOf(rep *run.Report) *brake {
+	p := rep.Plan
+	b := &brake{Command: rep.Brake.Command, Export: rep.Export,
+		Limit: "maxRemovalShare " + percent(rep.Brake.MaxRemovalShare)}
+	switch {
+	case p.Unique == 0:
+		b.Figures = fmt.Sprintf("the file has no valid profiles: mirroring it would take all %s contacts off the list", num(p.Previous))
+	case p.Previous > 0 && float64(p.Removed)/float64(p.Previous) > rep.Brake.MaxRemovalShare:
+		b.Figures = fmt.Sprintf("would take %s of %s contacts off the list (%s)", num(p.Removed), num(p.Previous),
+			percent(float64(p.Removed)/float64(p.Previous)))
+	default:
+		b.Figures = fmt.Sprintf("the file has %s profiles against %s contacts before (%s fewer)", num(p.Unique), num(p.Previous),
+			percent(1-float64(p.Unique)/float64(max(1, p.Previous))))
+	}
+	return b
+}
+
+// maskUnlessShown masks the emails in s unless the export shows them.
+func maskUnlessShown(rep *run.Report, s string) string {
+	if rep.EmailsShown {
+		return s
+	}
+	return segment.MaskEmails(s)
+}
+
+func byStatus(m map[string]int) string {
+	var parts []string
+	for _, code := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, code+": "+num(m[code]))
+	}
+	return strings.Join(parts, " · ")
+}
+
+// num formats n with thousands separators: 3015 → "3,015".
+func num(n int) string {
+	s := strconv.Itoa(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+// secs formats seconds as the CLI summary does: to a tenth.
+func secs(s float64) string {
+	return time.Duration(s * float64(time.Second)).Round(100 * time.Millisecond).String()
+}
+
+func when(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+func bytesize(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + " MiB"
+	case n >= 1<<10:
+		return strconv.FormatFloat(float64(n)/(1<<10), 'f', 1, 64) + " KiB"
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
+}
+
+func percent(share float64) string {
+	return trim(math.Round(share*1000)/10) + "%"
+}
+
+// trim formats f with at most two decimals and no trailing zeros.
+func trim(f float64) string {
+	return strconv.FormatFloat(math.Round(f*100)/100, 'f', -1, 64)
+}
+
+func round1(f float64) float64 { return math.Round(f*10) / 10 }
+
+// niceCeil rounds up to a round axis top: 1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8
+// times a power of ten.
+func niceCeil(f float64) float64 {
+	if f <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(f)))
+	for _, m := range []float64{1, 1.5, 2, 2.5, 3, 4, 5, 6, 8} {
+		if m*p >= f {
+			return m * p
+		}
+	}
+	return 10 * p
+}
