@@ -10,8 +10,11 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/segpilot/segpilot/shared/pace"
 )
 
 func TestNewValidates(t *testing.T) {
@@ -688,5 +691,27 @@ func TestAPIErrorMasksPath(t *testing.T) {
 	}
 	if !strings.Contains((&UnauthorizedError{Status: 401}).Error(), "rotate") {
 		t.Error("UnauthorizedError should tell to check or rotate the secret")
+	}
+}
+
+// TestThrottlingSlowsTheSharedBudget: a 429 slows down the limiter every
+// client of the budget shares, not only the request that met it.
+// (Seen failing with the client not telling the limiter.)
+func TestThrottlingSlowsTheSharedBudget(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	shared := pace.New(50, 1)
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			status(429)(w, r)
+			return
+		}
+		okBulk(w, r)
+	}), func(o *Options) { o.Limiter = shared })
+	if _, err := h.c.UpsertContacts(context.Background(), "", []Contact{{Email: "a@x.com"}, {Email: "b@x.com"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := shared.Rate(); got >= 50 {
+		t.Fatalf("shared rate %.1f after a 429, want below the budget of 50", got)
 	}
 }
