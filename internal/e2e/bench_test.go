@@ -124,6 +124,7 @@ func BenchmarkPacing100k(b *testing.B) {
 					b.Fatalf("run %s sent %d of %d: %+v", rep.Status, rep.Outcome.Sent, rows, rep.Outcome)
 				}
 				trueFloor := rep.FloorSeconds * budget / c.real
+				b.ReportMetric(cnt.Span.Seconds()/trueFloor, "send/floor")
 				b.ReportMetric(elapsed.Seconds()/trueFloor, "elapsed/floor")
 				b.ReportMetric(float64(cnt.ByStatus[429])/float64(cnt.Total), "429-share")
 				if h.p.Containers != nil {

@@ -38,9 +38,12 @@ type Counters struct {
 	ByRoute  map[string]map[int]int `json:"by_route"`  // "POST /contacts" -> status -> n
 	// PerSecond counts requests that passed auth by whole second since the
 	// first of them (since the last ResetCounters), for pacing tests.
-	PerSecond        []int    `json:"per_second"`
-	ContactsUpserted int      `json:"contacts_upserted"` // contacts applied by successful upserts
-	Injected         Injected `json:"injected"`
+	PerSecond []int `json:"per_second"`
+	// Span is from the first to the last request that passed auth: how
+	// long the sending took, as the API saw it.
+	Span             time.Duration `json:"span_ns"`
+	ContactsUpserted int           `json:"contacts_upserted"` // contacts applied by successful upserts
+	Injected         Injected      `json:"injected"`
 }
 
 // Injected counts the requests each class of Options.Faults was injected
@@ -364,6 +367,7 @@ func (s *Server) record(start time.Time, route string, a answer, authed bool) {
 			c.PerSecond = append(c.PerSecond, 0)
 		}
 		c.PerSecond[sec]++
+		c.Span = max(c.Span, start.Sub(s.first))
 	}
 }
 
