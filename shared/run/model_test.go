@@ -1014,6 +1014,13 @@ func (m modelStore) Get(ctx context.Context, key string) (io.ReadCloser, store.O
 	return m.w.raw.Get(ctx, key)
 }
 
+func (m modelStore) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	if err := m.before("GetRange", key); err != nil {
+		return nil, err
+	}
+	return m.w.raw.GetRange(ctx, key, offset, length)
+}
+
 func (m modelStore) Head(ctx context.Context, key string) (store.ObjectInfo, error) {
 	if err := m.before("Head", key); err != nil {
 		return store.ObjectInfo{}, err

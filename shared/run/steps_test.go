@@ -107,6 +107,13 @@ func (f flakyStore) Get(ctx context.Context, key string) (io.ReadCloser, store.O
 	return f.ObjectStore.Get(ctx, key)
 }
 
+func (f flakyStore) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	if strings.HasPrefix(key, f.prefix) {
+		return nil, fmt.Errorf("getting %s: %w", key, errUnavailable)
+	}
+	return f.ObjectStore.GetRange(ctx, key, offset, length)
+}
+
 func (f flakyStore) Put(ctx context.Context, key string, body io.Reader, opts store.PutOptions) (store.ObjectInfo, error) {
 	if strings.HasPrefix(key, f.prefix) {
 		return store.ObjectInfo{}, fmt.Errorf("writing %s: %w", key, errUnavailable)
