@@ -995,7 +995,7 @@ type modelStore struct {
 // parallel (and rejected.csv's input read beside its write): those are no
 // step of their own, so the schedule stays deterministic.
 func (m modelStore) before(op, key string) error {
-	if strings.HasPrefix(key, "runs/") && (strings.Contains(key, "/batches/") ||
+	if strings.HasPrefix(key, "runs/") && (strings.HasSuffix(key, "/batches.jsonl") ||
 		strings.HasSuffix(key, "/snapshot") || strings.HasSuffix(key, "/input-rejected.csv")) {
 		m.w.mu.Lock()
 		defer m.w.mu.Unlock()

@@ -2,8 +2,7 @@
 // local mode and tests. Nothing available offline executes a Distributed Map,
 // so this small interpreter runs the subset of Amazon States Language the
 // definition uses (Task, Map, Pass, Fail; Retry, Catch; Parameters,
-// ItemSelector, ItemReader, ItemBatcher, ResultWriter, ResultPath,
-// OutputPath) and takes
+// ItemReader, ItemBatcher, ResultWriter, ResultPath, OutputPath) and takes
 // every number and error name from the same file the cloud uses, so the two
 // cannot drift. It refuses a field it does not implement rather than ignore
 // what the cloud would apply, and it is as strict as the cloud where the
@@ -40,15 +39,14 @@ type State struct {
 	Catch      []Catcher       `json:"Catch"`
 
 	// Map
-	ItemReader                 *ItemReader     `json:"ItemReader"`
-	ItemsPath                  string          `json:"ItemsPath"`
-	ItemSelector               json.RawMessage `json:"ItemSelector"`
-	ItemBatcher                *ItemBatcher    `json:"ItemBatcher"`
-	ItemProcessor              *Definition     `json:"ItemProcessor"`
-	ResultWriter               *ResultWriter   `json:"ResultWriter"`
-	MaxConcurrency             int             `json:"MaxConcurrency"`
-	MaxConcurrencyPath         string          `json:"MaxConcurrencyPath"`
-	ToleratedFailurePercentage float64         `json:"ToleratedFailurePercentage"`
+	ItemReader                 *ItemReader   `json:"ItemReader"`
+	ItemsPath                  string        `json:"ItemsPath"`
+	ItemBatcher                *ItemBatcher  `json:"ItemBatcher"`
+	ItemProcessor              *Definition   `json:"ItemProcessor"`
+	ResultWriter               *ResultWriter `json:"ResultWriter"`
+	MaxConcurrency             int           `json:"MaxConcurrency"`
+	MaxConcurrencyPath         string        `json:"MaxConcurrencyPath"`
+	ToleratedFailurePercentage float64       `json:"ToleratedFailurePercentage"`
 
 	// Fail
 	Error string `json:"Error"`
@@ -118,7 +116,7 @@ var (
 	stateFields  = map[string][]string{
 		"Task": {"Resource", "Parameters", "ResultPath", "OutputPath", "Retry", "Catch"},
 		"Pass": {"Parameters", "ResultPath", "OutputPath"},
-		"Map": {"ItemReader", "ItemsPath", "ItemSelector", "ItemBatcher", "ItemProcessor", "ResultWriter", "MaxConcurrency",
+		"Map": {"ItemReader", "ItemsPath", "ItemBatcher", "ItemProcessor", "ResultWriter", "MaxConcurrency",
 			"MaxConcurrencyPath", "ToleratedFailurePercentage", "ResultPath", "OutputPath", "Retry", "Catch"},
 		"Fail": {"Error", "Cause"},
 	}
@@ -315,11 +313,6 @@ func (d *Definition) check(where string) error {
 			}
 			if b.MaxItemsPerBatch < 0 {
 				return fmt.Errorf("state machine: %s.ItemBatcher: MaxItemsPerBatch must be a positive integer", at)
-			}
-			// Whether Step Functions selects each item before or after
-			// grouping is not what the runner could promise: refused.
-			if st.ItemSelector != nil {
-				return fmt.Errorf("state machine: %s: ItemSelector with an ItemBatcher is not supported by the local runner", at)
 			}
 		}
 		if st.Type == "Map" {

@@ -548,14 +548,14 @@ launch:
 			defer r.stray.Done()
 			defer running.Done()
 			defer func() { <-sem }()
-			in, out, err := r.item(&execution{flow: stop, invoke: ex.invoke}, st, input, i, c.input)
+			out, err := r.item(&execution{flow: stop, invoke: ex.invoke}, st, i, c.input)
 			mu.Lock()
 			defer mu.Unlock()
 			if decided {
 				return
 			}
 			done += c.items
-			exported[i].Input = marshalString(in)
+			exported[i].Input = marshalString(c.input)
 			if err != nil {
 				fails += c.items
 				var se *StateError
@@ -762,24 +762,16 @@ func (r *Runner) items(ctx context.Context, st *State, input any) ([]any, error)
 	return items, nil
 }
 
-// item runs one child execution and returns its input and output.
-func (r *Runner) item(ex *execution, st *State, input any, i int, it any) (any, any, error) {
+// item runs one child execution on in and returns its output.
+func (r *Runner) item(ex *execution, st *State, i int, in any) (any, error) {
 	co := &contextObject{}
 	co.Map.Item.Index = i
-	co.Map.Item.Value = it
-	in := it
-	if st.ItemSelector != nil {
-		var err error
-		if in, err = applyParameters(st.ItemSelector, input, co, nil); err != nil {
-			return it, nil, &StateError{Name: "States.Runtime", Cause: err.Error()}
-		}
-	}
+	co.Map.Item.Value = in
 	// Each child is an execution: its input has the execution quota.
 	if err := r.checkSize("a child execution's input", in); err != nil {
-		return in, nil, err
+		return nil, err
 	}
-	out, err := r.run(ex, st.ItemProcessor, in, co)
-	return in, out, err
+	return r.run(ex, st.ItemProcessor, in, co)
 }
 
 // memoryNames keeps execution names for the life of the process.
