@@ -25,7 +25,7 @@ command -v mlr >/dev/null || have_mlr=0
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-plan.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-fs=$(stat -f -c %T "$work")
+fs=$(findmnt -no FSTYPE -T "$work" 2>/dev/null || stat -f -c %T "$work")
 if [ "$fs" = tmpfs ] || [ "$fs" = ramfs ]; then
   echo "bench-plan: $work is on $fs; set TMPDIR to a folder on disk" >&2
   exit 1
