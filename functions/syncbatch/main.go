@@ -1,6 +1,7 @@
-// Command syncbatch is the Map iteration Lambda: send one batch file to
-// Autopilot. Its error types (Unauthorized, Transient, Throttled) are what
-// the state machine's Retry and Catch match.
+// Command syncbatch is the Map iteration Lambda: send a group of
+// consecutive batches to Autopilot. Its error types (Unauthorized,
+// Transient, Throttled, Corrupt) are what the state machine's Retry and
+// Catch match.
 package main
 
 import (

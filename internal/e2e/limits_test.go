@@ -2,17 +2,23 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/segpilot/segpilot"
 	"github.com/segpilot/segpilot/internal/sample"
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/local"
+	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/runner"
+	"github.com/segpilot/segpilot/statemachine"
 )
 
 // rejectingDestination accepts every contact but the first of each batch,
@@ -80,5 +86,71 @@ func TestLargeRunStaysUnderStepFunctionsLimits(t *testing.T) {
 	if largest > runner.PayloadQuota/4 {
 		t.Errorf("the largest payload, %d bytes, is within 4x of the %d-byte quota: a larger run or longer reasons could cross it",
 			largest, runner.PayloadQuota)
+	}
+}
+
+// TestMillionProfileGroupsStayUnderStepFunctionsLimits runs the Map of a
+// 1,000,000-profile run (10,000 batches) at the largest budget, 100
+// requests/s, whose groups are the largest, through the runner's 256 KiB
+// checks: the execution input and every group of items (each a child's
+// input) must stay far under the quota. Items carry the widest numbers a
+// plan of that size writes (batches of a megabyte, offsets of ten digits).
+func TestMillionProfileGroupsStayUnderStepFunctionsLimits(t *testing.T) {
+	t.Parallel()
+	const batches = 10_000
+	refs := make([]plan.BatchRef, batches)
+	items := make([]any, batches)
+	for i := range refs {
+		refs[i] = plan.BatchRef{Seq: i + 1, Offset: int64(i) * 1_000_000, Length: 999_999, Upserts: 100, CRC32C: "yZRlqg=="}
+		items[i] = run.Item{Batch: refs[i].Seq, Offset: refs[i].Offset, Length: refs[i].Length, CRC32C: refs[i].CRC32C}
+	}
+	concurrency, workerRPS := run.Pacing(100)
+	export := strings.Repeat("e", 64)
+	runID := run.RunID(export, run.Source{Key: "segments/s/f.csv", ETag: "x"}, "v")
+	input, err := json.Marshal(run.Execution{Export: export, RunID: runID, ItemsKey: "runs/" + export + "/" + runID + "/items.json",
+		MapResultsPrefix: "runs/" + export + "/" + runID + "/map", ListID: "contactlist_" + strings.Repeat("0", 36),
+		Concurrency: concurrency, WorkerRPS: workerRPS, GroupSize: run.GroupSize(refs, concurrency, workerRPS), StartedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu       sync.Mutex
+		largest  int
+		received int
+	)
+	r, err := runner.New(runner.Options{
+		Definition: statemachine.Export,
+		Template:   segpilot.Template,
+		Functions: map[string]runner.Handler{
+			"SyncBatchFunctionArn": func(_ context.Context, p json.RawMessage) (json.RawMessage, error) {
+				var g run.Group
+				if err := json.Unmarshal(p, &g); err != nil {
+					return nil, err
+				}
+				mu.Lock()
+				largest, received = max(largest, len(g.Items)), received+len(g.Items)
+				mu.Unlock()
+				return json.Marshal(run.GroupSummary{First: g.Items[0].Batch, Last: g.Items[len(g.Items)-1].Batch,
+					Sent: 100 * len(g.Items), Requests: len(g.Items)})
+			},
+			"FinalizeFunctionArn": func(context.Context, json.RawMessage) (json.RawMessage, error) { return json.RawMessage(`{}`), nil },
+		},
+		Items:   func(context.Context, string) ([]any, error) { return items, nil },
+		Results: func(context.Context, string, []byte) error { return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Execute(context.Background(), input); err != nil {
+		t.Fatal(err)
+	}
+	if received != batches || largest != 150 {
+		t.Fatalf("the children got %d batches in groups of up to %d; want all %d, in groups of 150 (a minute at 2.5 requests/s)",
+			received, largest, batches)
+	}
+	got := r.LargestPayload()
+	t.Logf("largest state input/output/result: %d bytes (%.1f%% of the quota), groups of %d batches", got, 100*float64(got)/runner.PayloadQuota, largest)
+	if got > runner.PayloadQuota/4 {
+		t.Errorf("the largest payload, %d bytes, is within 4x of the %d-byte quota", got, runner.PayloadQuota)
 	}
 }

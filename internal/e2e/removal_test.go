@@ -128,6 +128,13 @@ func (d *dyingStore) Get(ctx context.Context, key string) (io.ReadCloser, store.
 	return d.ObjectStore.Get(ctx, key)
 }
 
+func (d *dyingStore) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	if d.dead.Load() {
+		return nil, errKilled
+	}
+	return d.ObjectStore.GetRange(ctx, key, offset, length)
+}
+
 func (d *dyingStore) Put(ctx context.Context, key string, body io.Reader, opts store.PutOptions) (store.ObjectInfo, error) {
 	if d.dead.Load() {
 		return store.ObjectInfo{}, errKilled

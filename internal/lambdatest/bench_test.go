@@ -235,24 +235,18 @@ func closeRun(b *testing.B, finalize *emulator, input []byte) {
 	}
 }
 
-// mapItem is the syncbatch event for one batch (events/syncbatch-item.json's
-// shape, as the Map's ItemSelector builds it).
+// mapItem is the syncbatch event for a group of one batch.
 func mapItem(b *testing.B, w *benchWorld, exec run.Execution, batch int, workerRPS float64) []byte {
 	b.Helper()
-	var items []struct {
-		Batch  int    `json:"batch"`
-		CRC32C string `json:"crc32c"`
-	}
+	var items []run.Item
 	getObject(b, w.bkt, exec.ItemsKey, &items)
-	ev := readJSON(b, "events/syncbatch-item.json")
-	ev["export"], ev["runId"], ev["listId"], ev["workerRps"], ev["batch"] = exec.Export, exec.RunID, exec.ListID, workerRPS, batch
-	ev["crc32c"] = ""
 	for _, it := range items {
 		if it.Batch == batch {
-			ev["crc32c"] = it.CRC32C
+			return groupEvent(b, exec, workerRPS, it)
 		}
 	}
-	return mustJSON(b, ev)
+	b.Fatalf("run %s has no batch %d", exec.RunID, batch)
+	return nil
 }
 
 // ingestInvocations: each invocation announces a new file, so each plans and
@@ -305,9 +299,9 @@ func syncbatchInvocations(b *testing.B, w *benchWorld) func(int) invocations {
 		send := func(batch int) func(*emulator) {
 			event := mapItem(b, w, exec, batch, exec.WorkerRPS)
 			return func(e *emulator) {
-				var res run.BatchSummary
+				var res run.GroupSummary
 				e.call(b, event, &res)
-				if res.Batch != batch || res.Sent == 0 || res.Skipped {
+				if res.First != batch || res.Sent == 0 || res.Skipped != 0 {
 					b.Fatalf("syncbatch answered %+v for batch %d of %s; want it sent", res, batch, exec.RunID)
 				}
 			}
@@ -330,7 +324,7 @@ func finalizeInvocations(b *testing.B, w *benchWorld) func(int) invocations {
 		input, exec, batches := w.startRun(b, ingest, name)
 		for _, batch := range batches {
 			// Preparation, not measured: one worker may use the whole budget.
-			var res run.BatchSummary
+			var res run.GroupSummary
 			syncbatch.call(b, mapItem(b, w, exec, batch, 100), &res)
 			if res.Sent == 0 {
 				b.Fatalf("preparing: batch %d of %s answered %+v", batch, exec.RunID, res)

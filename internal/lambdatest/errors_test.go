@@ -123,18 +123,9 @@ func TestStepErrorNames(t *testing.T) {
 	if err := json.Unmarshal([]byte(execs[0].Input), &exec); err != nil {
 		t.Fatal(err)
 	}
-	var items []struct {
-		Batch  int    `json:"batch"`
-		CRC32C string `json:"crc32c"`
-	}
+	var items []run.Item
 	getObject(t, bkt, exec.ItemsKey, &items)
-	template := readJSON(t, "events/syncbatch-item.json")
-	item := func(i int) []byte {
-		ev := maps.Clone(template)
-		ev["export"], ev["runId"], ev["listId"], ev["workerRps"] = exec.Export, exec.RunID, exec.ListID, exec.WorkerRPS
-		ev["batch"], ev["crc32c"] = items[i].Batch, items[i].CRC32C
-		return mustJSON(t, ev)
-	}
+	item := func(i int) []byte { return groupEvent(t, exec, exec.WorkerRPS, items[i]) }
 	expect := func(e *emulator, event []byte, want string) {
 		t.Helper()
 		_, lerr := e.invoke(t, event)
@@ -164,7 +155,7 @@ func TestStepErrorNames(t *testing.T) {
 
 	// Once S3 and Autopilot answer again, the same batches go through.
 	for i := range 2 {
-		var res run.BatchSummary
+		var res run.GroupSummary
 		syncbatch.call(t, item(i), &res)
 		if res.Sent == 0 {
 			t.Fatalf("batch %d after the faults: %+v", items[i].Batch, res)

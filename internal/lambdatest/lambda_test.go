@@ -22,6 +22,7 @@ import (
 	"github.com/segpilot/segpilot/shared/awsx"
 	"github.com/segpilot/segpilot/shared/awsx/s3store"
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/store"
 )
@@ -84,9 +85,21 @@ func mustJSON(t testing.TB, v any) []byte {
 	return b
 }
 
+// groupEvent is the syncbatch event for a group of a run's batches, in
+// events/syncbatch-group.json's shape, as the Map's ItemBatcher builds it.
+func groupEvent(t testing.TB, exec run.Execution, workerRPS float64, items ...run.Item) []byte {
+	t.Helper()
+	ev := readJSON(t, "events/syncbatch-group.json")
+	in := ev["BatchInput"].(map[string]any)
+	in["export"], in["runId"], in["listId"], in["workerRps"] = exec.Export, exec.RunID, exec.ListID, workerRPS
+	ev["Items"] = items
+	return mustJSON(t, ev)
+}
+
 // aslContract reads what the state machine takes from its execution input
-// ($.x paths of the Map state) and the keys of the syncbatch item it builds.
-func aslContract(t testing.TB) (inputFields, itemKeys []string) {
+// ($.x paths of the Map state) and the keys of the BatchInput its
+// ItemBatcher gives each syncbatch group.
+func aslContract(t testing.TB) (inputFields, batchInputKeys []string) {
 	t.Helper()
 	var asl struct {
 		States struct {
@@ -94,7 +107,10 @@ func aslContract(t testing.TB) (inputFields, itemKeys []string) {
 				ItemReader struct {
 					Parameters map[string]string
 				}
-				ItemSelector       map[string]string
+				ItemBatcher struct {
+					MaxItemsPerBatchPath string
+					BatchInput           map[string]string
+				}
 				MaxConcurrencyPath string
 				ResultWriter       struct {
 					Parameters map[string]string
@@ -110,10 +126,11 @@ func aslContract(t testing.TB) (inputFields, itemKeys []string) {
 		t.Fatal(err)
 	}
 	m := asl.States.SyncBatches
-	paths := []string{m.ItemReader.Parameters["Key.$"], m.MaxConcurrencyPath, m.ResultWriter.Parameters["Prefix.$"]}
-	for k, p := range m.ItemSelector {
+	paths := []string{m.ItemReader.Parameters["Key.$"], m.MaxConcurrencyPath, m.ResultWriter.Parameters["Prefix.$"],
+		m.ItemBatcher.MaxItemsPerBatchPath}
+	for k, p := range m.ItemBatcher.BatchInput {
 		paths = append(paths, p)
-		itemKeys = append(itemKeys, strings.TrimSuffix(k, ".$")) // "k.$": the value is a path
+		batchInputKeys = append(batchInputKeys, strings.TrimSuffix(k, ".$")) // "k.$": the value is a path
 	}
 	for _, p := range paths {
 		if f, ok := strings.CutPrefix(p, "$."); ok { // "$$.Map..." is the context object
@@ -124,8 +141,8 @@ func aslContract(t testing.TB) (inputFields, itemKeys []string) {
 	if len(inputFields) < 5 {
 		t.Fatalf("the ASL's Map state reads only %v from the input; has its shape changed?", inputFields)
 	}
-	slices.Sort(itemKeys)
-	return inputFields, itemKeys
+	slices.Sort(batchInputKeys)
+	return inputFields, batchInputKeys
 }
 
 func putObject(t testing.TB, st *s3store.Store, key string, body []byte) store.ObjectInfo {
@@ -231,7 +248,7 @@ func TestFunctions(t *testing.T) {
 	if len(execs) != 1 || execs[0].Name != runID {
 		t.Fatalf("StartExecution calls accepted: %+v; want one named %s", execs, runID)
 	}
-	inputFields, itemKeys := aslContract(t)
+	inputFields, batchInputKeys := aslContract(t)
 	var input map[string]any
 	if err := json.Unmarshal([]byte(execs[0].Input), &input); err != nil {
 		t.Fatalf("execution input %s: %v", execs[0].Input, err)
@@ -248,7 +265,7 @@ func TestFunctions(t *testing.T) {
 	concurrency, workerRPS := run.Pacing(100)
 	wantExec := run.Execution{Export: exportName, RunID: runID, ItemsKey: "runs/" + exportName + "/" + runID + "/items.json",
 		MapResultsPrefix: "runs/" + exportName + "/" + runID + "/map",
-		ListID:           exec.ListID, Concurrency: concurrency, WorkerRPS: workerRPS, StartedAt: exec.StartedAt}
+		ListID:           exec.ListID, Concurrency: concurrency, WorkerRPS: workerRPS, StartedAt: exec.StartedAt, GroupSize: exec.GroupSize}
 	if exec != wantExec || exec.StartedAt.IsZero() {
 		t.Errorf("execution input = %+v, want %+v", exec, wantExec)
 	}
@@ -269,60 +286,51 @@ func TestFunctions(t *testing.T) {
 		t.Fatalf("after a duplicate delivery: %d executions from %d StartExecution calls; want 1 from 1", len(execs), calls)
 	}
 
-	// Syncbatch items as the Map's ItemSelector builds them, on the sample's shape.
-	template := readJSON(t, "events/syncbatch-item.json")
-	if got := slices.Sorted(maps.Keys(template)); !slices.Equal(got, itemKeys) {
-		t.Fatalf("events/syncbatch-item.json has fields %v; the ASL's ItemSelector passes %v", got, itemKeys)
+	// Syncbatch groups as the Map's ItemBatcher builds them, on the sample's shape.
+	template := readJSON(t, "events/syncbatch-group.json")
+	if got := slices.Sorted(maps.Keys(template["BatchInput"].(map[string]any))); !slices.Equal(got, batchInputKeys) {
+		t.Fatalf("events/syncbatch-group.json's BatchInput has fields %v; the ASL's ItemBatcher passes %v", got, batchInputKeys)
 	}
-	var items []struct {
-		Batch  int    `json:"batch"`
-		CRC32C string `json:"crc32c"`
-	}
+	var items []run.Item
 	getObject(t, bkt, exec.ItemsKey, &items)
-	if len(items) < 2 {
+	if len(items) < 3 {
 		t.Fatalf("items.json lists %d batches; want several for %d rows", len(items), rows)
 	}
-	crcOf := map[int]string{}
 	for _, it := range items {
-		crcOf[it.Batch] = it.CRC32C
-	}
-	item := func(batch int) []byte {
-		ev := maps.Clone(template)
-		ev["export"], ev["runId"], ev["listId"], ev["workerRps"], ev["batch"] = exec.Export, exec.RunID, exec.ListID, exec.WorkerRPS, batch
-		ev["crc32c"] = crcOf[batch]
-		return mustJSON(t, ev)
+		if it.Length == 0 || it.CRC32C == "" {
+			t.Fatalf("items.json item %+v: want each batch's byte range in %s and its checksum", it, plan.BatchesFile)
+		}
 	}
 
-	// A batch file changed after planning is refused before anything is sent.
-	tampered := maps.Clone(template)
-	tampered["export"], tampered["runId"], tampered["listId"], tampered["workerRps"], tampered["batch"] = exec.Export, exec.RunID, exec.ListID, exec.WorkerRPS, items[0].Batch
-	tampered["crc32c"] = "AAAAAA=="
-	if _, lerr := syncbatch.invoke(t, mustJSON(t, tampered)); lerr == nil || lerr.ErrorType != "Corrupt" {
+	// A plan changed after planning is refused before anything is sent.
+	tampered := slices.Clone(items[:2])
+	tampered[1].CRC32C = "AAAAAA=="
+	if _, lerr := syncbatch.invoke(t, groupEvent(t, exec, exec.WorkerRPS, tampered...)); lerr == nil || lerr.ErrorType != "Corrupt" {
 		t.Fatalf("syncbatch with a wrong checksum answered %+v; want errorType Corrupt", lerr)
 	}
 	if n := autopilot.Counters().ByRoute["POST /contacts"][200]; n != 0 {
-		t.Fatalf("a refused batch sent %d bulk upserts", n)
+		t.Fatalf("a refused group sent %d bulk upserts", n)
 	}
 
-	// A refused key stops the batch with the error type the ASL catches.
-	if _, lerr := revoked.invoke(t, item(items[0].Batch)); lerr == nil || lerr.ErrorType != "Unauthorized" {
+	// A refused key stops the group with the error type the ASL catches.
+	if _, lerr := revoked.invoke(t, groupEvent(t, exec, exec.WorkerRPS, items[0])); lerr == nil || lerr.ErrorType != "Unauthorized" {
 		t.Fatalf("syncbatch with a revoked key answered %+v; want errorType Unauthorized", lerr)
 	}
 
-	sent := 0
-	for _, it := range items {
-		var res run.BatchSummary
-		syncbatch.call(t, item(it.Batch), &res)
-		if res.Batch != it.Batch || res.Sent == 0 || res.Skipped {
-			t.Fatalf("batch %d answered %+v; want it sent", it.Batch, res)
-		}
-		sent += res.Sent
+	// The first batch alone, then a group of the rest: one ranged GET each.
+	var first, rest run.GroupSummary
+	syncbatch.call(t, groupEvent(t, exec, exec.WorkerRPS, items[0]), &first)
+	syncbatch.call(t, groupEvent(t, exec, exec.WorkerRPS, items[1:]...), &rest)
+	if first.First != items[0].Batch || first.Sent == 0 || first.Skipped != 0 ||
+		rest.First != items[1].Batch || rest.Last != items[len(items)-1].Batch || rest.Sent == 0 || rest.Skipped != 0 {
+		t.Fatalf("the groups answered %+v and %+v; want every batch sent", first, rest)
 	}
-	// A retried item (Step Functions retries, or redrives) sends nothing again.
-	var retried run.BatchSummary
-	syncbatch.call(t, item(items[0].Batch), &retried)
-	if !retried.Skipped {
-		t.Fatalf("a repeated batch answered %+v; want skipped", retried)
+	sent := first.Sent + rest.Sent
+	// A retried group (Step Functions retries, or redrives) sends nothing again.
+	var retried run.GroupSummary
+	syncbatch.call(t, groupEvent(t, exec, exec.WorkerRPS, items...), &retried)
+	if retried.Skipped != len(items) || retried.Sent != 0 {
+		t.Fatalf("a repeated group answered %+v; want every batch skipped", retried)
 	}
 	state := autopilot.Dump()
 	if got := len(state.Lists[0].Members); got != sent {

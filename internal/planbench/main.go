@@ -124,13 +124,13 @@ func run(rows int, file string, generate bool, changed float64, snapshot, saveSn
 	if err != nil {
 		return err
 	}
-	var batchBytes int64
-	for _, b := range p.Batches {
-		fi, err := os.Stat(filepath.Join(out, b.File))
-		if err != nil {
-			return err
-		}
-		batchBytes += fi.Size()
+	fi, err := os.Stat(filepath.Join(out, p.Files.Batches))
+	if err != nil {
+		return err
+	}
+	files, err := os.ReadDir(out)
+	if err != nil {
+		return err
 	}
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{
 		"rows":           p.Counts.Rows,
@@ -139,7 +139,8 @@ func run(rows int, file string, generate bool, changed float64, snapshot, saveSn
 		"peak_rss_bytes": hwm,
 		"cpu_s":          (cpuEnd - cpuStart).Seconds(),
 		"batches":        len(p.Batches),
-		"batch_bytes":    batchBytes,
+		"batch_bytes":    fi.Size(),
+		"files":          len(files), // in the plan folder
 		"counts":         p.Counts,
 	})
 }

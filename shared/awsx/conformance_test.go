@@ -107,6 +107,18 @@ func TestS3StoreConformance(t *testing.T) {
 				t.Fatalf("Head = %+v, %v", head, err)
 			}
 
+			// A ranged GET reads the bytes asked for (a group of batches out
+			// of batches.jsonl).
+			rc, err = st.GetRange(ctx, "runs/e/r/manifest.json", 1, 3)
+			if err != nil {
+				t.Fatalf("GetRange: %v", err)
+			}
+			part, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil || string(part) != `"a"` {
+				t.Fatalf("GetRange(1, 3) = %q, %v; want %q", part, err, `"a"`)
+			}
+
 			// Missing objects are store.ErrNotFound, reading or describing.
 			if _, _, err := st.Get(ctx, "state/e/snapshot"); !errors.Is(err, store.ErrNotFound) {
 				t.Fatalf("Get of a missing key: %v, want ErrNotFound", err)

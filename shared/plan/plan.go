@@ -1,6 +1,7 @@
 // Package plan turns a stream of validated profiles, an export's settings and
-// the previous successful snapshot into an exact plan: batch files of upserts
-// and removals, rejected.csv and the next snapshot (pipeline step 1).
+// the previous successful snapshot into an exact plan: batches of upserts
+// and removals (batches.jsonl and its index), rejected.csv and the next
+// snapshot (pipeline step 1).
 //
 // Memory stays flat whatever the input size: records are encoded into
 // chunks, each chunk is sorted by (email, row) and spilled to a temp file,
@@ -34,11 +35,12 @@ const (
 	DefaultChunkRecords = 65536
 )
 
-// Output file names inside outDir.
+// Output file names inside outDir: a plan is these three files whatever
+// its size.
 const (
 	SnapshotFile = "snapshot"
 	RejectedFile = "rejected.csv"
-	batchesDir   = "batches"
+	BatchesFile  = "batches.jsonl" // one batch per line, in sequence order
 )
 
 // Options are one export's settings for one plan.
@@ -87,7 +89,7 @@ type Source func(ctx context.Context, emit func(segment.Record) error, reject fu
 // Plan is what one run will do.
 type Plan struct {
 	Counts     Counts        `json:"counts"`
-	Batches    []BatchRef    `json:"batches"`              // in sequence order: upsert batches, then removal batches
+	Batches    []BatchRef    `json:"batches"`              // the index of batches.jsonl, in sequence order: upsert batches, then removal batches
 	Held       bool          `json:"held"`                 // mirror safety brake engaged: batches are written, but must not be sent
 	HeldReason string        `json:"heldReason,omitempty"` // why, and how to release it
 	Files      Files         `json:"files"`                // relative paths inside outDir
@@ -98,6 +100,7 @@ type Plan struct {
 type Files struct {
 	Snapshot string `json:"snapshot"`
 	Rejected string `json:"rejected"`
+	Batches  string `json:"batches"`
 }
 
 // Counts of one plan. Rows == Valid+Rejected; Valid == Unique+Duplicates;
@@ -115,16 +118,18 @@ type Counts struct {
 	Previous   int `json:"previous"`
 }
 
-// BatchRef describes one written batch file.
+// BatchRef indexes one batch: its line of batches.jsonl.
 type BatchRef struct {
 	Seq      int    `json:"seq"`
-	File     string `json:"file"` // "batches/000001.json", relative to outDir
+	Offset   int64  `json:"offset"` // of the line in batches.jsonl
+	Length   int64  `json:"length"` // of the line, its newline included
 	Upserts  int    `json:"upserts"`
 	Removals int    `json:"removals"`
-	CRC32C   string `json:"crc32c"` // of the file's bytes, see CRC32C
+	CRC32C   string `json:"crc32c"` // of the line's bytes, see CRC32C
 }
 
-// Batch is the content of one batch file: upserts or removals, never both.
+// Batch is one batch (a line of batches.jsonl): upserts or removals, never
+// both.
 type Batch struct {
 	Seq      int      `json:"seq"`
 	Upserts  []Upsert `json:"upserts,omitempty"`
@@ -147,8 +152,8 @@ func (e *LimitError) Error() string {
 	return fmt.Sprintf("segment has %d profiles, above maxProfiles %d; raise maxProfiles for this export or split the segment", e.Unique, e.Max)
 }
 
-// Build plans one run, writing batches/NNNNNN.json, rejected.csv and snapshot
-// into outDir (created; an existing batches folder there is replaced).
+// Build plans one run, writing batches.jsonl, rejected.csv and snapshot
+// into outDir (created; files of those names there are replaced).
 // snapshot is the previous successful snapshot, nil on a first run. On
 // *LimitError outDir is left untouched; on other errors Build removes the
 // outputs it wrote.
@@ -294,14 +299,23 @@ func (out *outputs) remove() error {
 }
 
 func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader, work, stagedRejected string, o Options, counts Counts) (*Plan, error) {
-	batchDir := filepath.Join(out.dir, batchesDir)
-	if err := os.RemoveAll(batchDir); err != nil {
-		return nil, fmt.Errorf("clearing old batches: %w", err)
+	if err := os.MkdirAll(out.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating plan folder: %w", err)
 	}
-	out.written = append(out.written, batchDir)
-	if err := os.MkdirAll(batchDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating batches folder: %w", err)
+	batchPath := filepath.Join(out.dir, BatchesFile)
+	out.written = append(out.written, batchPath)
+	batchFile, err := os.OpenFile(batchPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", BatchesFile, err)
 	}
+	defer batchFile.Close() // second close after the checked one below is harmless
+	bw := newBatchWriter(batchFile, o.BatchSize)
+	bwOpen := true
+	defer func() {
+		if bwOpen {
+			bw.close() // stops its goroutine; an error is already being returned
+		}
+	}()
 
 	snapPath := filepath.Join(out.dir, SnapshotFile)
 	out.written = append(out.written, snapPath)
@@ -332,7 +346,6 @@ func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader
 		}
 	}()
 
-	bw := newBatchWriter(ctx, out.dir, o.BatchSize)
 	j := &joiner{
 		rejected: dupW,
 		mirror:   o.Mode == ModeMirror,
@@ -344,24 +357,21 @@ func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader
 	}
 	dups, err := j.run(ctx, runs)
 	if err != nil {
-		bw.abort()
-		return nil, err
-	}
-	if err := bw.flush(); err != nil {
-		bw.abort()
 		return nil, err
 	}
 	if err := j.removals.Flush(); err != nil {
-		bw.abort()
 		return nil, fmt.Errorf("writing removals file: %w", err)
 	}
 	if err := addRemovals(removals, bw); err != nil {
-		bw.abort()
 		return nil, err
 	}
+	bwOpen = false
 	refs, err := bw.close()
 	if err != nil {
 		return nil, err
+	}
+	if err := batchFile.Close(); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", BatchesFile, err)
 	}
 	if err := j.snapOut.Flush(); err != nil {
 		return nil, fmt.Errorf("writing snapshot: %w", err)
@@ -388,7 +398,7 @@ func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader
 	p := &Plan{
 		Counts:  counts,
 		Batches: refs,
-		Files:   Files{Snapshot: SnapshotFile, Rejected: RejectedFile},
+		Files:   Files{Snapshot: SnapshotFile, Rejected: RejectedFile, Batches: BatchesFile},
 	}
 	p.Held, p.HeldReason = brake(counts, o)
 	return p, nil
@@ -406,9 +416,7 @@ func addRemovals(f *os.File, bw *batchWriter) error {
 		var err error
 		line, err = readLine(br, line[:0])
 		if len(line) > 0 {
-			if aerr := bw.addRemoval(string(line)); aerr != nil {
-				return aerr
-			}
+			bw.addRemoval(string(line))
 		}
 		if err == io.EOF {
 			return nil
@@ -471,9 +479,7 @@ func (j *joiner) unique(r *record) error {
 		j.counts.Added++
 	}
 	if upsert {
-		if err := j.batches.addUpsert(r.row, r.email, r.json); err != nil {
-			return err
-		}
+		j.batches.addUpsert(r.row, r.email, r.json)
 	}
 	return writeSnapshotLine(j.snapOut, r.email, j.hexHash[:])
 }

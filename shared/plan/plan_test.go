@@ -100,13 +100,22 @@ type result struct {
 func readBack(t *testing.T, dir string, p *Plan, batchSize int) result {
 	t.Helper()
 	var res result
+	if p.Files.Batches != BatchesFile {
+		t.Fatalf("plan files %+v; want the batches in %s", p.Files, BatchesFile)
+	}
+	all, err := os.ReadFile(filepath.Join(dir, p.Files.Batches))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var next int64 // the batches are the file's lines, back to back
 	for i, ref := range p.Batches {
-		if ref.Seq != i+1 || ref.File != fmt.Sprintf("batches/%06d.json", i+1) {
-			t.Fatalf("batch %d: ref %+v", i, ref)
+		if ref.Seq != i+1 || ref.Offset != next || ref.Length < 2 || ref.Offset+ref.Length > int64(len(all)) {
+			t.Fatalf("batch %d: ref %+v, want seq %d at offset %d of the %d-byte file", i, ref, i+1, next, len(all))
 		}
-		raw, err := os.ReadFile(filepath.Join(dir, ref.File))
-		if err != nil {
-			t.Fatal(err)
+		next += ref.Length
+		raw := all[ref.Offset : ref.Offset+ref.Length]
+		if raw[len(raw)-1] != '\n' || bytes.Count(raw, []byte("\n")) != 1 {
+			t.Fatalf("batch %d: %q is not one line", ref.Seq, raw)
 		}
 		if sum := crc32.Checksum(raw, crc32.MakeTable(crc32.Castagnoli)); base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, sum)) != ref.CRC32C {
 			t.Fatalf("batch %d: crc32c mismatch", ref.Seq)
@@ -129,6 +138,9 @@ func readBack(t *testing.T, dir string, p *Plan, batchSize int) result {
 		}
 		res.upserts = append(res.upserts, b.Upserts...)
 		res.removals = append(res.removals, b.Removals...)
+	}
+	if next != int64(len(all)) {
+		t.Fatalf("the index covers %d of the %d bytes of %s", next, len(all), p.Files.Batches)
 	}
 	if !slices.IsSortedFunc(res.upserts, func(a, b Upsert) int { return strings.Compare(a.Profile.Email, b.Profile.Email) }) {
 		t.Error("upserts not in email order")

@@ -1,6 +1,7 @@
 package run
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/csv"
@@ -73,7 +74,7 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 			return nil, err
 		} else {
 			rep.Batches.Failed++
-			res, err = s.failedBatch(ctx, m, ref.Seq, cause)
+			res, err = s.failedBatch(ctx, m, ref, cause)
 			if err != nil {
 				return nil, err
 			}
@@ -150,7 +151,8 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 
 // failedBatch accounts for a batch that never settled: what its last attempt
 // recorded, or else every contact in it as failed.
-func (s *Service) failedBatch(ctx context.Context, m *Manifest, seq int, cause string) (BatchResult, error) {
+func (s *Service) failedBatch(ctx context.Context, m *Manifest, ref plan.BatchRef, cause string) (BatchResult, error) {
+	seq := ref.Seq
 	var last BatchResult
 	err := getJSON(ctx, s.Store, failureKey(m.Export, m.RunID, seq), &last)
 	if err == nil {
@@ -159,7 +161,7 @@ func (s *Service) failedBatch(ctx context.Context, m *Manifest, seq int, cause s
 	if !errors.Is(err, store.ErrNotFound) {
 		return last, err
 	}
-	b, err := s.readBatch(ctx, m.Export, m.RunID, seq, "")
+	b, err := s.readPlannedBatch(ctx, m, ref)
 	if err != nil {
 		return last, err
 	}
@@ -171,6 +173,34 @@ func (s *Service) failedBatch(ctx context.Context, m *Manifest, seq int, cause s
 		res.Failed = append(res.Failed, RowIssue{Email: e, Reason: "not removed from the list: " + cause})
 	}
 	return res, nil
+}
+
+// readPlannedBatch reads one batch of the plan by its index entry: its
+// line of batches.jsonl (a file of its own, planned by an earlier
+// segpilot). Like every reader of a batch not about to be sent, it does
+// not check the checksum.
+func (s *Service) readPlannedBatch(ctx context.Context, m *Manifest, ref plan.BatchRef) (*plan.Batch, error) {
+	if ref.Length == 0 {
+		return s.readBatchFile(ctx, m.Export, m.RunID, ref.Seq, "")
+	}
+	if ref.Length > maxBatchBytes {
+		return nil, fmt.Errorf("batch %d: a range of %d bytes is not one segpilot's planner wrote", ref.Seq, ref.Length)
+	}
+	key := batchesKey(m.Export, m.RunID)
+	rc, err := s.Store.GetRange(ctx, key, ref.Offset, ref.Length)
+	if err != nil {
+		return nil, fmt.Errorf("batch %d: %w", ref.Seq, err)
+	}
+	defer rc.Close()
+	raw := make([]byte, ref.Length)
+	if _, err := io.ReadFull(rc, raw); err != nil {
+		return nil, fmt.Errorf("batch %d: reading %s: %w", ref.Seq, key, err)
+	}
+	b, err := plan.ReadBatch(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("batch %d: %w", ref.Seq, err)
+	}
+	return b, nil
 }
 
 // writeRejected writes rejected.csv: the file's invalid rows, then the

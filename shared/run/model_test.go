@@ -995,7 +995,7 @@ type modelStore struct {
 // parallel (and rejected.csv's input read beside its write): those are no
 // step of their own, so the schedule stays deterministic.
 func (m modelStore) before(op, key string) error {
-	if strings.HasPrefix(key, "runs/") && (strings.Contains(key, "/batches/") ||
+	if strings.HasPrefix(key, "runs/") && (strings.HasSuffix(key, "/batches.jsonl") ||
 		strings.HasSuffix(key, "/snapshot") || strings.HasSuffix(key, "/input-rejected.csv")) {
 		m.w.mu.Lock()
 		defer m.w.mu.Unlock()
@@ -1012,6 +1012,13 @@ func (m modelStore) Get(ctx context.Context, key string) (io.ReadCloser, store.O
 		return nil, store.ObjectInfo{}, err
 	}
 	return m.w.raw.Get(ctx, key)
+}
+
+func (m modelStore) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	if err := m.before("GetRange", key); err != nil {
+		return nil, err
+	}
+	return m.w.raw.GetRange(ctx, key, offset, length)
 }
 
 func (m modelStore) Head(ctx context.Context, key string) (store.ObjectInfo, error) {

@@ -309,7 +309,8 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 	}
 	input, err := json.Marshal(Execution{Export: e.Name, RunID: runID, ItemsKey: itemsKey(e.Name, runID),
 		MapResultsPrefix: mapResultsPrefix(e.Name, runID), ListID: listID,
-		Concurrency: m.Concurrency, WorkerRPS: m.WorkerRPS, StartedAt: attemptStart, Resumed: resumed})
+		Concurrency: m.Concurrency, WorkerRPS: m.WorkerRPS, GroupSize: GroupSize(m.Batches, m.Concurrency, m.WorkerRPS),
+		StartedAt: attemptStart, Resumed: resumed})
 	if err != nil {
 		return res, err
 	}
@@ -463,6 +464,31 @@ func Pacing(rps float64) (concurrency int, workerRPS float64) {
 	return concurrency, rps / float64(concurrency)
 }
 
+// groupTime is about how long one syncbatch invocation sends for: long
+// enough that a run of a million profiles is a few hundred invocations,
+// not ten thousand, and well inside syncbatch's 300 s timeout.
+const groupTime = 60 * time.Second
+
+// GroupSize is how many consecutive batches one syncbatch invocation sends
+// (the execution input's groupSize, which the Map's ItemBatcher reads):
+// about groupTime of requests at the worker's pace, counting the costliest
+// batch (an upsert batch is one request, a removal batch one per email),
+// but never so many that the run has fewer groups than workers, which
+// would leave part of the budget unused. At least 1.
+func GroupSize(batches []plan.BatchRef, concurrency int, workerRPS float64) int {
+	cost := 1
+	for _, b := range batches {
+		if b.Upserts == 0 {
+			cost = max(cost, b.Removals)
+		}
+	}
+	size := int(groupTime.Seconds() * workerRPS / float64(cost))
+	if concurrency > 0 {
+		size = min(size, (len(batches)+concurrency-1)/concurrency)
+	}
+	return max(size, 1)
+}
+
 // plan reads the segment file, plans the run and (unless dry) uploads it.
 func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export, conn *config.Connection, req StartRequest, runID string) (*Manifest, error) {
 	dir, err := os.MkdirTemp(s.TempDir, "segpilot-plan-*")
@@ -513,24 +539,22 @@ func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export
 	return m, nil
 }
 
-// upload writes the plan under runs/<export>/<run>/, the manifest last, so
-// a manifest's presence means the whole plan is there.
+// upload writes the plan under runs/<export>/<run>/ in five objects,
+// whatever its size: the snapshot, input-rejected.csv, batches.jsonl,
+// items.json (its index, which the Map reads) and the manifest, last, so a
+// manifest's presence means the whole plan is there.
 func (s *Service) upload(ctx context.Context, dir string, p *plan.Plan, m *Manifest) error {
 	type file struct{ local, key string }
 	files := []file{
 		{p.Files.Snapshot, plannedSnapshotKey(m.Export, m.RunID)},
 		{p.Files.Rejected, inputRejectedKey(m.Export, m.RunID)},
+		{p.Files.Batches, batchesKey(m.Export, m.RunID)},
 	}
-	type item struct {
-		Batch  int    `json:"batch"`
-		CRC32C string `json:"crc32c"`
-	}
-	items := make([]item, len(p.Batches))
+	items := make([]Item, len(p.Batches))
 	for i, b := range p.Batches {
-		files = append(files, file{b.File, batchKey(m.Export, m.RunID, b.Seq)})
-		items[i] = item{Batch: b.Seq, CRC32C: b.CRC32C}
+		items[i] = Item{Batch: b.Seq, Offset: b.Offset, Length: b.Length, CRC32C: b.CRC32C}
 	}
-	if err := parallel(ctx, len(files), 8, func(ctx context.Context, i int) error {
+	if err := parallel(ctx, len(files), len(files), func(ctx context.Context, i int) error {
 		f, err := os.Open(filepath.Join(dir, files[i].local))
 		if err != nil {
 			return fmt.Errorf("uploading plan: %w", err)

@@ -17,9 +17,10 @@ import (
 	"github.com/segpilot/segpilot/shared/store"
 )
 
-// planned drops a file and returns its started run's execution and the
-// Map items ingest wrote for it.
-func (f *queueFixture) planned(emails ...string) (run.Execution, []run.Item) {
+// planned drops a file and returns its started run's execution and, for
+// each batch in the Map items ingest wrote, the syncbatch event of a group
+// of that one batch.
+func (f *queueFixture) planned(emails ...string) (run.Execution, []run.Group) {
 	f.t.Helper()
 	res := f.arrive(f.svc, "a.csv", 1, emails...)
 	if res.Status != run.StatusRunning {
@@ -28,28 +29,31 @@ func (f *queueFixture) planned(emails ...string) (run.Execution, []run.Item) {
 	f.starter.mu.Lock()
 	ex := f.starter.started[len(f.starter.started)-1]
 	f.starter.mu.Unlock()
+	var groups []run.Group
+	for _, it := range f.items(ex) {
+		groups = append(groups, run.Group{Items: []run.Item{it}, BatchInput: batchInput(ex)})
+	}
+	return ex, groups
+}
+
+// items reads the Map's items (items.json) of an execution.
+func (f *queueFixture) items(ex run.Execution) []run.Item {
+	f.t.Helper()
 	rc, _, err := f.st.Get(context.Background(), ex.ItemsKey)
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	defer rc.Close()
-	raw, err := io.ReadAll(rc)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	var refs []struct {
-		Batch  int    `json:"batch"`
-		CRC32C string `json:"crc32c"`
-	}
-	if err := json.Unmarshal(raw, &refs); err != nil {
-		f.t.Fatal(err)
-	}
 	var items []run.Item
-	for _, r := range refs {
-		items = append(items, run.Item{Export: ex.Export, RunID: ex.RunID, Batch: r.Batch, CRC32C: r.CRC32C,
-			ListID: ex.ListID, WorkerRPS: ex.WorkerRPS})
+	if err := json.NewDecoder(rc).Decode(&items); err != nil {
+		f.t.Fatal(err)
 	}
-	return ex, items
+	return items
+}
+
+// batchInput is what the Map's ItemBatcher gives every group of ex.
+func batchInput(ex run.Execution) run.GroupInput {
+	return run.GroupInput{Export: ex.Export, RunID: ex.RunID, ListID: ex.ListID, WorkerRPS: ex.WorkerRPS}
 }
 
 // stuckDestination never answers an upsert until its context ends.
@@ -105,6 +109,13 @@ func (f flakyStore) Get(ctx context.Context, key string) (io.ReadCloser, store.O
 		return nil, store.ObjectInfo{}, fmt.Errorf("getting %s: %w", key, errUnavailable)
 	}
 	return f.ObjectStore.Get(ctx, key)
+}
+
+func (f flakyStore) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	if strings.HasPrefix(key, f.prefix) {
+		return nil, fmt.Errorf("getting %s: %w", key, errUnavailable)
+	}
+	return f.ObjectStore.GetRange(ctx, key, offset, length)
 }
 
 func (f flakyStore) Put(ctx context.Context, key string, body io.Reader, opts store.PutOptions) (store.ObjectInfo, error) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"time"
 
@@ -15,23 +16,25 @@ import (
 	"github.com/segpilot/segpilot/shared/store"
 )
 
-// SyncBatch sends one batch (the syncbatch step). It is safe to repeat: a
-// batch whose result file exists is not sent again, and upserts by email are
-// idempotent. It returns *Unauthorized, *Transient or *Throttled for the
-// state machine to act on, and a summary with no contact in it.
-func (s *Service) SyncBatch(ctx context.Context, it Item) (*BatchSummary, error) {
-	res, err := s.syncBatch(ctx, it)
+// SyncBatch sends a group of consecutive batches of a run (the syncbatch
+// step) in order, with one destination client, so one pacing for the
+// group. It is safe to repeat: a batch whose result file exists is not
+// sent again, and upserts by email are idempotent, so a retry resumes at
+// the group's first batch not settled. It returns *Unauthorized,
+// *Transient, *Throttled or *Corrupt for the state machine to act on, and
+// a summary with no contact in it.
+func (s *Service) SyncBatch(ctx context.Context, g Group) (*GroupSummary, error) {
+	sum, at, err := s.syncGroup(ctx, g)
 	err = s.classify(err)
 	if err == nil {
-		return &BatchSummary{Batch: res.Batch, Sent: res.Sent, Removed: res.Removed, Rejected: len(res.Rejected),
-			Requests: res.Requests.Total, Skipped: res.Skipped}, nil
+		return sum, nil
 	}
 	var refused *Unauthorized
 	if errors.As(err, &refused) {
 		// The Map fails on this error, and its Cause on AWS need not say
 		// why: finalize reads the reason from the run instead.
-		if rerr := s.recordRefusal(context.WithoutCancel(ctx), it, refused); rerr != nil {
-			s.Logger().Error("recording the refused key", "export", it.Export, "run", it.RunID, "batch", it.Batch, "error", rerr)
+		if rerr := s.recordRefusal(context.WithoutCancel(ctx), g.BatchInput, at, refused); rerr != nil {
+			s.Logger().Error("recording the refused key", "export", g.BatchInput.Export, "run", g.BatchInput.RunID, "batch", at, "error", rerr)
 		}
 	}
 	return nil, err
@@ -45,8 +48,8 @@ type refusal struct {
 	At      time.Time `json:"at"`
 }
 
-func (s *Service) recordRefusal(ctx context.Context, it Item, u *Unauthorized) error {
-	return putJSON(ctx, s.Store, refusalKey(it.Export, it.RunID), refusal{Message: s.refusedMessage(u), Batch: it.Batch, At: s.now()}, store.PutOptions{})
+func (s *Service) recordRefusal(ctx context.Context, in GroupInput, batch int, u *Unauthorized) error {
+	return putJSON(ctx, s.Store, refusalKey(in.Export, in.RunID), refusal{Message: s.refusedMessage(u), Batch: batch, At: s.now()}, store.PutOptions{})
 }
 
 // readRefusal returns the refusal recorded since the attempt began, or nil.
@@ -64,69 +67,121 @@ func (s *Service) readRefusal(ctx context.Context, export, runID string, since t
 	return &r, nil
 }
 
-func (s *Service) syncBatch(ctx context.Context, it Item) (*BatchResult, error) {
-	var done BatchResult
-	err := getJSON(ctx, s.Store, resultKey(it.Export, it.RunID, it.Batch), &done)
-	if err == nil {
-		done.Skipped = true
-		return &done, nil
+// syncGroup sends the group's batches that are not settled yet, in order;
+// it returns the summary so far and the batch it stopped at.
+func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, error) {
+	in := g.BatchInput
+	if len(g.Items) == 0 || in.Export == "" || in.RunID == "" {
+		return nil, 0, errors.New("syncbatch event: want Items (the batches) and a BatchInput naming the export and run")
 	}
-	if !errors.Is(err, store.ErrNotFound) {
-		return nil, err
-	}
-	m, err := s.readManifestHead(ctx, it.Export, it.RunID)
-	if err != nil {
-		return nil, fmt.Errorf("batch %d: %w", it.Batch, err)
-	}
-	b, err := s.readBatch(ctx, it.Export, it.RunID, it.Batch, it.CRC32C)
-	if err != nil {
-		return nil, err
-	}
-	var prog batchProgress
-	if err := getJSON(ctx, s.Store, progressKey(it.Export, it.RunID, it.Batch), &prog); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, err
-	}
-	start := time.Now()
+	sum := &GroupSummary{First: g.Items[0].Batch, Last: g.Items[len(g.Items)-1].Batch}
 	// Sending stops early enough before the invocation's deadline (Lambda's
 	// timeout) to checkpoint and answer Transient: the state machine then
-	// retries the batch, which resumes where this attempt stopped, instead
+	// retries the group, which resumes where this attempt stopped, instead
 	// of Lambda killing it mid-write.
 	work, stop := beforeDeadline(ctx)
 	defer stop()
-	dest, err := s.Connect(work, m.Connection, it.WorkerRPS)
-	if err != nil {
-		return nil, fmt.Errorf("batch %d: connecting: %w", it.Batch, err)
+	var (
+		m          *Manifest
+		dest       Destination
+		incomplete []int // batches that left contacts undelivered, to retry
+		why        string
+	)
+	batches := &groupBatches{s: s, in: in, items: g.Items}
+	for i, it := range g.Items {
+		var done BatchResult
+		err := getJSON(ctx, s.Store, resultKey(in.Export, in.RunID, it.Batch), &done)
+		if err == nil {
+			sum.Skipped++
+			continue
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return sum, it.Batch, err
+		}
+		if err := ctx.Err(); err != nil {
+			return sum, it.Batch, err
+		}
+		if work.Err() != nil {
+			s.Logger().Warn("group out of time", "export", in.Export, "run", in.RunID, "batch", it.Batch, "status", "retry")
+			return sum, it.Batch, &Transient{Msg: fmt.Sprintf("batches %d-%d: stopped before the function's timeout at batch %d; "+
+				"the retry resumes there", sum.First, sum.Last, it.Batch)}
+		}
+		if m == nil {
+			if m, err = s.readManifestHead(ctx, in.Export, in.RunID); err != nil {
+				return sum, it.Batch, fmt.Errorf("batch %d: %w", it.Batch, err)
+			}
+		}
+		b, err := batches.batch(ctx, i)
+		if err != nil {
+			return sum, it.Batch, err
+		}
+		if dest == nil {
+			if dest, err = s.Connect(work, m.Connection, in.WorkerRPS); err != nil {
+				return sum, it.Batch, fmt.Errorf("batch %d: connecting: %w", it.Batch, err)
+			}
+		}
+		res, err := s.sendBatch(ctx, work, m, in, b, dest)
+		if err != nil {
+			return sum, it.Batch, err
+		}
+		if len(res.Failed) > 0 {
+			if why == "" {
+				why = fmt.Sprintf("batch %d: %d contacts not delivered: %s", it.Batch, len(res.Failed), res.Failed[0].Reason)
+			}
+			incomplete = append(incomplete, it.Batch)
+			continue
+		}
+		sum.Sent += res.Sent
+		sum.Removed += res.Removed
+		sum.Rejected += len(res.Rejected)
+		sum.Requests += res.Requests.Total
 	}
-	res := &BatchResult{Batch: it.Batch, StartedAt: start.UTC()}
-	sendErr := s.send(work, dest, m, it, b, &prog, res)
+	if len(incomplete) > 0 {
+		// The state machine retries the group: what is done is not sent again.
+		return sum, incomplete[0], &Transient{Msg: fmt.Sprintf("%s (%d of batches %d-%d incomplete)", why, len(incomplete), sum.First, sum.Last)}
+	}
+	return sum, 0, nil
+}
+
+// sendBatch sends one batch of a group through the group's destination and
+// settles it: its result file once every contact is sent or rejected;
+// otherwise its failure record (failures/), for finalize in case every
+// retry fails, and the result with its Failed contacts.
+func (s *Service) sendBatch(ctx, work context.Context, m *Manifest, in GroupInput, b *plan.Batch, groupDest Destination) (*BatchResult, error) {
+	var prog batchProgress
+	if err := getJSON(ctx, s.Store, progressKey(in.Export, in.RunID, b.Seq), &prog); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	start := time.Now()
+	dest := &batchDestination{Destination: groupDest, before: groupDest.Stats()}
+	res := &BatchResult{Batch: b.Seq, StartedAt: start.UTC()}
+	sendErr := s.send(work, dest, m, in, b, &prog, res)
 	res.Requests = prog.Requests
 	res.Requests.add(requestsOf(dest.Stats()))
 	res.DurationMS = time.Since(start).Milliseconds()
-	log := s.Logger().With("export", it.Export, "run", it.RunID, "batch", it.Batch)
+	log := s.Logger().With("export", in.Export, "run", in.RunID, "batch", b.Seq)
 	outOfTime := work.Err() != nil && ctx.Err() == nil
 	if sendErr != nil {
-		cerr := s.checkpoint(ctx, it, &prog, dest)
+		cerr := s.checkpoint(ctx, in, b.Seq, &prog, dest)
 		if outOfTime && cerr == nil {
 			log.Warn("batch out of time", "status", "retry", "sent", prog.Sent, "removed", len(prog.Removed))
 			return nil, &Transient{Msg: fmt.Sprintf("batch %d: stopped before the function's timeout with contacts left to send; "+
-				"its retry resumes from the checkpoint", it.Batch)}
+				"its retry resumes from the checkpoint", b.Seq)}
 		}
 		log.Error("batch stopped", "status", "error", "error", sendErr)
 		return nil, errors.Join(sendErr, cerr)
 	}
 	if len(res.Failed) > 0 {
-		// Record why, for finalize, in case every retry fails; then let the
-		// state machine retry the batch: what is done is not sent again.
-		if err := putJSON(ctx, s.Store, failureKey(it.Export, it.RunID, it.Batch), res, store.PutOptions{}); err != nil {
+		if err := putJSON(ctx, s.Store, failureKey(in.Export, in.RunID, b.Seq), res, store.PutOptions{}); err != nil {
 			return nil, err
 		}
-		if err := s.checkpoint(ctx, it, &prog, dest); err != nil {
+		if err := s.checkpoint(ctx, in, b.Seq, &prog, dest); err != nil {
 			return nil, err
 		}
 		log.Warn("batch incomplete", "status", "retry", "sent", res.Sent, "failed", len(res.Failed))
-		return nil, &Transient{Msg: fmt.Sprintf("batch %d: %d contacts not delivered: %s", it.Batch, len(res.Failed), res.Failed[0].Reason)}
+		return res, nil
 	}
-	if err := putJSON(ctx, s.Store, resultKey(it.Export, it.RunID, it.Batch), res, store.PutOptions{}); err != nil {
+	if err := putJSON(ctx, s.Store, resultKey(in.Export, in.RunID, b.Seq), res, store.PutOptions{}); err != nil {
 		return nil, err
 	}
 	log.Info("batch sent", "status", "ok", "sent", res.Sent, "removed", res.Removed,
@@ -134,11 +189,112 @@ func (s *Service) syncBatch(ctx context.Context, it Item) (*BatchResult, error) 
 	return res, nil
 }
 
-// readBatch reads a batch file and, when the item carries the plan's
-// checksum, refuses a file that does not match it: a truncated, corrupted
-// or replaced batch must not reach Autopilot.
-func (s *Service) readBatch(ctx context.Context, export, runID string, seq int, crc string) (*plan.Batch, error) {
-	key := batchKey(export, runID, seq)
+// batchDestination is a group's destination as one batch sees it: its
+// Stats count the requests since the batch began.
+type batchDestination struct {
+	Destination
+	before autopilot.Stats
+}
+
+func (d *batchDestination) Stats() autopilot.Stats {
+	st := d.Destination.Stats()
+	st.Requests -= d.before.Requests
+	st.Retries -= d.before.Retries
+	st.Throttled -= d.before.Throttled
+	st.NetworkErrors -= d.before.NetworkErrors
+	st.Timeouts -= d.before.Timeouts
+	for code, n := range d.before.ByStatus {
+		if st.ByStatus[code] -= n; st.ByStatus[code] == 0 {
+			delete(st.ByStatus, code)
+		}
+	}
+	return st
+}
+
+// groupBatches reads a group's batches out of batches.jsonl: the range
+// from the first batch it needs over as many following ones as maxFetch
+// allows (the whole group, but for batches of unusual size), in one ranged
+// GET, each checked against its checksum before any of them is used.
+type groupBatches struct {
+	s     *Service
+	in    GroupInput
+	items []Item
+
+	data     []byte
+	from, to int // items[from:to] are in data, items[from] at its start
+}
+
+// maxFetch bounds the bytes of batches read at once (a group is about 30
+// batches of 16 KB).
+const maxFetch = 8 << 20
+
+// batch returns the group's i-th batch.
+func (gb *groupBatches) batch(ctx context.Context, i int) (*plan.Batch, error) {
+	it := gb.items[i]
+	if it.Length == 0 { // planned by an earlier segpilot: a file per batch
+		return gb.s.readBatchFile(ctx, gb.in.Export, gb.in.RunID, it.Batch, it.CRC32C)
+	}
+	if i < gb.from || i >= gb.to {
+		if err := gb.fetch(ctx, i); err != nil {
+			return nil, err
+		}
+	}
+	off := it.Offset - gb.items[gb.from].Offset
+	b, err := plan.ReadBatch(bytes.NewReader(gb.data[off : off+it.Length]))
+	if err != nil {
+		return nil, fmt.Errorf("batch %d: %w", it.Batch, err)
+	}
+	if b.Seq != it.Batch {
+		return nil, &Corrupt{Msg: fmt.Sprintf("batch %d: %s holds batch %d at that place", it.Batch, plan.BatchesFile, b.Seq)}
+	}
+	return b, nil
+}
+
+// fetch reads items[i] and the batches right after it in batches.jsonl.
+func (gb *groupBatches) fetch(ctx context.Context, i int) error {
+	first := gb.items[i]
+	if first.Length > maxBatchBytes || first.Offset < 0 {
+		return fmt.Errorf("batch %d: a range of %d bytes at %d is not one segpilot's planner wrote", first.Batch, first.Length, first.Offset)
+	}
+	n, j := first.Length, i+1
+	for ; j < len(gb.items); j++ {
+		it, prev := gb.items[j], gb.items[j-1]
+		if it.Length <= 0 || it.Offset != prev.Offset+prev.Length || n+it.Length > maxFetch {
+			break
+		}
+		n += it.Length
+	}
+	key := batchesKey(gb.in.Export, gb.in.RunID)
+	rc, err := gb.s.Store.GetRange(ctx, key, first.Offset, n)
+	if err != nil {
+		return fmt.Errorf("batch %d: %w", first.Batch, err)
+	}
+	defer rc.Close()
+	data := slices.Grow(gb.data[:0], int(n))[:n]
+	if _, err := io.ReadFull(rc, data); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return &Corrupt{Msg: fmt.Sprintf("batches %d-%d: %s ends before the bytes the plan gives them: "+
+				"it was changed after planning; start the run again to re-plan it", first.Batch, gb.items[j-1].Batch, key)}
+		}
+		return fmt.Errorf("batch %d: reading %s: %w", first.Batch, key, err)
+	}
+	for _, it := range gb.items[i:j] {
+		line := data[it.Offset-first.Offset : it.Offset-first.Offset+it.Length]
+		if got := plan.CRC32C(line); got != it.CRC32C {
+			return &Corrupt{Msg: fmt.Sprintf("batch %d: its bytes in %s have checksum %s, the plan says %s: the file was changed after planning; "+
+				"start the run again to re-plan it", it.Batch, key, got, it.CRC32C)}
+		}
+	}
+	gb.data, gb.from, gb.to = data, i, j
+	return nil
+}
+
+// readBatchFile reads a batch of a run planned by an earlier segpilot,
+// which wrote a file per batch, and, when crc is set, refuses a file that
+// does not match it: a truncated, corrupted or replaced batch must not
+// reach Autopilot.
+func (s *Service) readBatchFile(ctx context.Context, export, runID string, seq int, crc string) (*plan.Batch, error) {
+	key := batchFileKey(export, runID, seq)
 	rc, _, err := s.Store.Get(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: %w", seq, err)
@@ -179,7 +335,7 @@ func beforeDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 // record and the answer.
 const deadlineMargin = 15 * time.Second
 
-// maxBatchBytes bounds a batch file: 100 profiles of at most a few KB each.
+// maxBatchBytes bounds a batch: 100 profiles of at most a few KB each.
 const maxBatchBytes = 16 << 20
 
 // batchProgress is runs/<export>/<run>/progress/NNNNNN.json: what earlier
@@ -199,14 +355,14 @@ const checkpointEvery = 5
 // checkpoint records prog with the requests dest made so far. It is
 // written even when ctx was cancelled (a local Ctrl-C), so a resume skips
 // what was done.
-func (s *Service) checkpoint(ctx context.Context, it Item, prog *batchProgress, dest Destination) error {
+func (s *Service) checkpoint(ctx context.Context, in GroupInput, seq int, prog *batchProgress, dest Destination) error {
 	saved := *prog
 	saved.Requests.add(requestsOf(dest.Stats()))
-	return putJSON(context.WithoutCancel(ctx), s.Store, progressKey(it.Export, it.RunID, it.Batch), saved, store.PutOptions{})
+	return putJSON(context.WithoutCancel(ctx), s.Store, progressKey(in.Export, in.RunID, seq), saved, store.PutOptions{})
 }
 
-func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, it Item, b *plan.Batch, prog *batchProgress, res *BatchResult) error {
-	listID := it.ListID
+func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, in GroupInput, b *plan.Batch, prog *batchProgress, res *BatchResult) error {
+	listID := in.ListID
 	if listID == "" { // an execution started before ingest resolved lists
 		var err error
 		if listID, err = s.listID(ctx, dest, m); err != nil {
@@ -241,7 +397,7 @@ func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, it It
 		if settled {
 			prog.Upserted, prog.Sent, prog.Rejected = true, sent, rejected
 			if len(b.Removals) > 0 {
-				if err := s.checkpoint(ctx, it, prog, dest); err != nil {
+				if err := s.checkpoint(ctx, in, b.Seq, prog, dest); err != nil {
 					return err
 				}
 			}
@@ -272,7 +428,7 @@ func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, it It
 		prog.Removed = append(prog.Removed, email)
 		if sinceCheckpoint++; sinceCheckpoint == checkpointEvery {
 			sinceCheckpoint = 0
-			if err := s.checkpoint(ctx, it, prog, dest); err != nil {
+			if err := s.checkpoint(ctx, in, b.Seq, prog, dest); err != nil {
 				return err
 			}
 		}

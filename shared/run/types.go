@@ -1,5 +1,5 @@
 // Package run is segpilot's pipeline core: it plans a run from a segment file
-// (ingest and refresh), sends one batch (syncbatch) and closes a run
+// (ingest and refresh), sends a group of batches (syncbatch) and closes a run
 // (finalize). It talks to the world only through small interfaces (an object
 // store, a workflow starter, a destination), so Lambda, local mode and tests
 // share every line of it.
@@ -7,6 +7,7 @@ package run
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -108,13 +109,16 @@ type Manifest struct {
 	List          string            `json:"list"`
 	Mode          string            `json:"mode"`
 	Counts        plan.Counts       `json:"counts"`
-	Batches       []plan.BatchRef   `json:"batches"`
-	Held          bool              `json:"held,omitempty"`
-	HeldReason    string            `json:"heldReason,omitempty"`
-	ShowEmails    bool              `json:"showEmails,omitempty"` // the export's showEmails: unmasked emails in the report
-	Concurrency   int               `json:"concurrency"`
-	WorkerRPS     float64           `json:"workerRps"`
-	PlannedAt     time.Time         `json:"plannedAt"`
+	// Batches is the index of batches.jsonl. A run planned by an earlier
+	// segpilot wrote a file per batch (batches/NNNNNN.json): its entries
+	// have no byte range (Length 0), and its batches are read from there.
+	Batches     []plan.BatchRef `json:"batches"`
+	Held        bool            `json:"held,omitempty"`
+	HeldReason  string          `json:"heldReason,omitempty"`
+	ShowEmails  bool            `json:"showEmails,omitempty"` // the export's showEmails: unmasked emails in the report
+	Concurrency int             `json:"concurrency"`
+	WorkerRPS   float64         `json:"workerRps"`
+	PlannedAt   time.Time       `json:"plannedAt"`
 }
 
 // Execution is the state machine's input.
@@ -128,20 +132,61 @@ type Execution struct {
 	ListID           string  `json:"listId"`
 	Concurrency      int     `json:"concurrency"`
 	WorkerRPS        float64 `json:"workerRps"`
+	// GroupSize is how many consecutive batches one syncbatch invocation
+	// sends (the Map's ItemBatcher reads it); see GroupSize.
+	GroupSize int `json:"groupSize"`
 	// StartedAt is when this attempt began (before planning, when it
 	// planned); Resumed counts the batches earlier attempts settled.
 	StartedAt time.Time `json:"startedAt,omitzero"`
 	Resumed   int       `json:"resumed,omitempty"`
 }
 
-// Item is one Map iteration: the syncbatch Lambda's event.
+// Item is one batch in items.json, the list the Map reads: where its line
+// is in batches.jsonl, and the line's checksum, checked before sending. An
+// item of a run planned by an earlier segpilot has no range (Length 0):
+// its batch is the file batches/NNNNNN.json.
 type Item struct {
+	Batch  int    `json:"batch"`
+	Offset int64  `json:"offset"`
+	Length int64  `json:"length"`
+	CRC32C string `json:"crc32c,omitempty"`
+}
+
+// Group is the syncbatch Lambda's event: consecutive items of one run, as
+// the Map's ItemBatcher hands them to a child, and what all of them share.
+type Group struct {
+	Items      []Item     `json:"Items"`
+	BatchInput GroupInput `json:"BatchInput"`
+}
+
+// GroupInput is what every batch of a group shares (the ItemBatcher's
+// BatchInput, from the execution input).
+type GroupInput struct {
 	Export    string  `json:"export"`
 	RunID     string  `json:"runId"`
-	Batch     int     `json:"batch"`
-	CRC32C    string  `json:"crc32c,omitempty"` // the batch file's checksum from the plan; checked before sending
 	ListID    string  `json:"listId"`
 	WorkerRPS float64 `json:"workerRps"`
+}
+
+// UnmarshalJSON also reads the event of an execution started before
+// groups, one batch: {"export", "runId", "listId", "workerRps", "batch",
+// "crc32c"}. Step Functions finishes an execution on the definition it
+// started with, so such events arrive after an upgrade.
+func (g *Group) UnmarshalJSON(data []byte) error {
+	type group Group // without this method
+	var ev struct {
+		group
+		GroupInput
+		Item
+	}
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return err
+	}
+	*g = Group(ev.group)
+	if len(g.Items) == 0 && ev.Item.Batch > 0 {
+		*g = Group{Items: []Item{ev.Item}, BatchInput: ev.GroupInput}
+	}
+	return nil
 }
 
 // RowIssue is one contact that was not delivered, and why.
@@ -187,17 +232,19 @@ type BatchResult struct {
 	StartedAt  time.Time  `json:"startedAt,omitzero"`
 }
 
-// BatchSummary is what syncbatch answers: counts, never a contact. Step
-// Functions keeps a task's answer in the execution's history and in the
-// Map's ResultWriter export, where no email belongs; the batch's result
-// file (results/NNNNNN.json) holds the details finalize reads.
-type BatchSummary struct {
-	Batch    int  `json:"batch"`
-	Sent     int  `json:"sent"`
-	Removed  int  `json:"removed"`
-	Rejected int  `json:"rejected"`
-	Requests int  `json:"requests"`
-	Skipped  bool `json:"skipped,omitempty"` // the result already existed: nothing was sent again
+// GroupSummary is what syncbatch answers for a group: counts, never a
+// contact. Step Functions keeps a task's answer in the execution's history
+// and in the Map's ResultWriter export, where no email belongs; each
+// batch's result file (results/NNNNNN.json) holds the details finalize
+// reads.
+type GroupSummary struct {
+	First    int `json:"first"` // the group's first and last batch
+	Last     int `json:"last"`
+	Sent     int `json:"sent"`
+	Removed  int `json:"removed"`
+	Rejected int `json:"rejected"`
+	Requests int `json:"requests"`
+	Skipped  int `json:"skipped,omitempty"` // batches an earlier attempt had settled: nothing was sent again
 }
 
 // The errors syncbatch returns. Their type names are the Lambda errorType
@@ -219,8 +266,8 @@ type Transient struct{ Msg string }
 
 func (e *Transient) Error() string { return e.Msg }
 
-// Corrupt: the batch file does not match the plan's checksum; nothing of it
-// is sent and retrying cannot help.
+// Corrupt: a batch's bytes do not match the plan's checksum (or are not
+// all there); nothing of that batch is sent and retrying cannot help.
 type Corrupt struct{ Msg string }
 
 func (e *Corrupt) Error() string { return e.Msg }
@@ -245,7 +292,10 @@ func reportKey(export, runID string) string        { return runPrefix(export, ru
 func listRequestsKey(export, runID string) string {
 	return runPrefix(export, runID) + "list-requests.json"
 }
-func batchKey(export, runID string, seq int) string {
+func batchesKey(export, runID string) string { return runPrefix(export, runID) + plan.BatchesFile }
+
+// batchFileKey is where a run planned by an earlier segpilot keeps a batch.
+func batchFileKey(export, runID string, seq int) string {
 	return fmt.Sprintf("%sbatches/%06d.json", runPrefix(export, runID), seq)
 }
 func resultsPrefix(export, runID string) string { return runPrefix(export, runID) + "results/" }

@@ -2,7 +2,7 @@
 // local mode and tests. Nothing available offline executes a Distributed Map,
 // so this small interpreter runs the subset of Amazon States Language the
 // definition uses (Task, Map, Pass, Fail; Retry, Catch; Parameters,
-// ItemSelector, ItemReader, ResultWriter, ResultPath, OutputPath) and takes
+// ItemReader, ItemBatcher, ResultWriter, ResultPath, OutputPath) and takes
 // every number and error name from the same file the cloud uses, so the two
 // cannot drift. It refuses a field it does not implement rather than ignore
 // what the cloud would apply, and it is as strict as the cloud where the
@@ -39,14 +39,14 @@ type State struct {
 	Catch      []Catcher       `json:"Catch"`
 
 	// Map
-	ItemReader                 *ItemReader     `json:"ItemReader"`
-	ItemsPath                  string          `json:"ItemsPath"`
-	ItemSelector               json.RawMessage `json:"ItemSelector"`
-	ItemProcessor              *Definition     `json:"ItemProcessor"`
-	ResultWriter               *ResultWriter   `json:"ResultWriter"`
-	MaxConcurrency             int             `json:"MaxConcurrency"`
-	MaxConcurrencyPath         string          `json:"MaxConcurrencyPath"`
-	ToleratedFailurePercentage float64         `json:"ToleratedFailurePercentage"`
+	ItemReader                 *ItemReader   `json:"ItemReader"`
+	ItemsPath                  string        `json:"ItemsPath"`
+	ItemBatcher                *ItemBatcher  `json:"ItemBatcher"`
+	ItemProcessor              *Definition   `json:"ItemProcessor"`
+	ResultWriter               *ResultWriter `json:"ResultWriter"`
+	MaxConcurrency             int           `json:"MaxConcurrency"`
+	MaxConcurrencyPath         string        `json:"MaxConcurrencyPath"`
+	ToleratedFailurePercentage float64       `json:"ToleratedFailurePercentage"`
 
 	// Fail
 	Error string `json:"Error"`
@@ -84,6 +84,17 @@ type ItemReader struct {
 	Parameters   json.RawMessage `json:"Parameters"`
 }
 
+// ItemBatcher makes each child of a Distributed Map process a group of
+// consecutive items: its input is {"Items": [...], "BatchInput": {...}},
+// BatchInput built from the Map state's input as Parameters are. Of the
+// group limits only the item count is implemented (MaxItemsPerBatch, or
+// MaxItemsPerBatchPath into the Map state's input).
+type ItemBatcher struct {
+	MaxItemsPerBatch     int             `json:"MaxItemsPerBatch"`
+	MaxItemsPerBatchPath string          `json:"MaxItemsPerBatchPath"`
+	BatchInput           json.RawMessage `json:"BatchInput"`
+}
+
 // ResultWriter names where a Distributed Map writes its children's
 // results; the Map's own result is then only where they went.
 type ResultWriter struct {
@@ -105,7 +116,7 @@ var (
 	stateFields  = map[string][]string{
 		"Task": {"Resource", "Parameters", "ResultPath", "OutputPath", "Retry", "Catch"},
 		"Pass": {"Parameters", "ResultPath", "OutputPath"},
-		"Map": {"ItemReader", "ItemsPath", "ItemSelector", "ItemProcessor", "ResultWriter", "MaxConcurrency",
+		"Map": {"ItemReader", "ItemsPath", "ItemBatcher", "ItemProcessor", "ResultWriter", "MaxConcurrency",
 			"MaxConcurrencyPath", "ToleratedFailurePercentage", "ResultPath", "OutputPath", "Retry", "Catch"},
 		"Fail": {"Error", "Cause"},
 	}
@@ -115,6 +126,7 @@ var (
 	catcherFields      = []string{"ErrorEquals", "ResultPath", "Next"}
 	itemReaderFields   = []string{"Resource", "ReaderConfig", "Parameters"}
 	resultWriterFields = []string{"Resource", "Parameters"}
+	itemBatcherFields  = []string{"MaxItemsPerBatch", "MaxItemsPerBatchPath", "BatchInput"}
 	readerConfigFields = []string{"InputType"}
 	processorCfgFields = []string{"Mode", "ExecutionType"}
 )
@@ -226,6 +238,11 @@ func inspect(def *Definition, raw map[string]json.RawMessage, where string) erro
 				return err
 			}
 		}
+		if st.ItemBatcher != nil {
+			if err := checkObject(at+".ItemBatcher", fields["ItemBatcher"], itemBatcherFields); err != nil {
+				return err
+			}
+		}
 		if st.ItemProcessor != nil {
 			var proc map[string]json.RawMessage
 			if err := json.Unmarshal(fields["ItemProcessor"], &proc); err != nil {
@@ -288,6 +305,14 @@ func (d *Definition) check(where string) error {
 		if st.ResultWriter != nil {
 			if _, ok := integration(st.ResultWriter.Resource, "s3:putObject"); !ok {
 				return fmt.Errorf("state machine: %s: ResultWriter resource %q is not supported by the local runner", at, st.ResultWriter.Resource)
+			}
+		}
+		if b := st.ItemBatcher; b != nil {
+			if (b.MaxItemsPerBatch != 0) == (b.MaxItemsPerBatchPath != "") {
+				return fmt.Errorf("state machine: %s.ItemBatcher: give one of MaxItemsPerBatch and MaxItemsPerBatchPath", at)
+			}
+			if b.MaxItemsPerBatch < 0 {
+				return fmt.Errorf("state machine: %s.ItemBatcher: MaxItemsPerBatch must be a positive integer", at)
 			}
 		}
 		if st.Type == "Map" {

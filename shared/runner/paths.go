@@ -54,7 +54,7 @@ func lookup(path string, input any, ctxObj *contextObject) (any, error) {
 	return cur, nil
 }
 
-// applyParameters builds a Parameters/ItemSelector object: keys ending in
+// applyParameters builds a Parameters (or BatchInput) object: keys ending in
 // ".$" are paths, others are copied (recursing into objects).
 func applyParameters(tmpl json.RawMessage, input any, ctxObj *contextObject, subst func(string) (any, bool)) (any, error) {
 	var t any

@@ -47,7 +47,9 @@ type ExecutionNames interface {
 	Closed(ctx context.Context, name string) error
 }
 
-// Progress is reported after each Map item finishes.
+// Progress is reported after each Map child finishes. Done, Failed and
+// Total count the Map's items: a child that processes a group of them
+// (ItemBatcher) counts its items when it ends.
 type Progress struct {
 	State               string
 	Done, Failed, Total int
@@ -496,6 +498,10 @@ func (r *Runner) mapState(ex *execution, name string, st *State, input any) (any
 	if err != nil {
 		return nil, err
 	}
+	children, err := batch(st, input, items)
+	if err != nil {
+		return nil, err
+	}
 	limit := st.MaxConcurrency
 	if st.MaxConcurrencyPath != "" {
 		v, err := lookup(st.MaxConcurrencyPath, input, nil)
@@ -508,26 +514,26 @@ func (r *Runner) mapState(ex *execution, name string, st *State, input any) (any
 		}
 		limit = int(f)
 	}
-	if limit <= 0 || limit > len(items) {
-		limit = max(len(items), 1)
+	if limit <= 0 || limit > len(children) {
+		limit = max(len(children), 1)
 	}
 
 	stop, stopChildren := context.WithCancel(ex.flow)
 	defer stopChildren()
 	var (
 		mu          sync.Mutex
-		done, fails int
+		done, fails int // items, not children
 		firstErr    *StateError
 		decided     bool // the Map failed: later endings are not counted
 		failed      = make(chan struct{})
-		children    sync.WaitGroup
-		exported    = make([]childResult, len(items))
+		running     sync.WaitGroup
+		exported    = make([]childResult, len(children))
 	)
-	results := make([]any, len(items))
+	results := make([]any, len(children))
 	tolerated := st.ToleratedFailurePercentage
 	sem := make(chan struct{}, limit)
 launch:
-	for i, it := range items {
+	for i, c := range children {
 		select {
 		case sem <- struct{}{}:
 		case <-stop.Done():
@@ -536,22 +542,22 @@ launch:
 		if stop.Err() != nil {
 			break
 		}
-		children.Add(1)
+		running.Add(1)
 		r.stray.Add(1)
-		go func(i int, it any) {
+		go func(i int, c mapChild) {
 			defer r.stray.Done()
-			defer children.Done()
+			defer running.Done()
 			defer func() { <-sem }()
-			in, out, err := r.item(&execution{flow: stop, invoke: ex.invoke}, st, input, i, it)
+			out, err := r.item(&execution{flow: stop, invoke: ex.invoke}, st, i, c.input)
 			mu.Lock()
 			defer mu.Unlock()
 			if decided {
 				return
 			}
-			done++
-			exported[i].Input = marshalString(in)
+			done += c.items
+			exported[i].Input = marshalString(c.input)
 			if err != nil {
-				fails++
+				fails += c.items
 				var se *StateError
 				if !errors.As(err, &se) {
 					se = &StateError{Name: ErrorName(err), Cause: err.Error()}
@@ -572,10 +578,10 @@ launch:
 			if r.opts.Progress != nil {
 				r.opts.Progress(Progress{State: name, Done: done, Failed: fails, Total: len(items)})
 			}
-		}(i, it)
+		}(i, c)
 	}
 	allDone := make(chan struct{})
-	go func() { children.Wait(); close(allDone) }()
+	go func() { running.Wait(); close(allDone) }()
 	select {
 	case <-failed:
 	case <-allDone:
@@ -602,6 +608,57 @@ launch:
 		return nil, err
 	}
 	return result, nil
+}
+
+// mapChild is the input of one child execution of a Map and how many of the
+// Map's items it processes.
+type mapChild struct {
+	input any
+	items int
+}
+
+// batch turns a Map's items into its children's inputs: one child per
+// item, or with an ItemBatcher one per group of consecutive items, its
+// input {"Items": [...], "BatchInput": {...}}.
+func batch(st *State, input any, items []any) ([]mapChild, error) {
+	b := st.ItemBatcher
+	if b == nil {
+		children := make([]mapChild, len(items))
+		for i, it := range items {
+			children[i] = mapChild{input: it, items: 1}
+		}
+		return children, nil
+	}
+	size := b.MaxItemsPerBatch
+	if b.MaxItemsPerBatchPath != "" {
+		v, err := lookup(b.MaxItemsPerBatchPath, input, nil)
+		if err != nil {
+			return nil, &StateError{Name: "States.Runtime", Cause: "ItemBatcher: " + err.Error()}
+		}
+		f, ok := v.(float64)
+		if !ok || f < 1 || f != math.Trunc(f) || f > math.MaxInt32 {
+			return nil, &StateError{Name: "States.Runtime",
+				Cause: fmt.Sprintf("ItemBatcher: %s is not a positive whole number: %v", b.MaxItemsPerBatchPath, v)}
+		}
+		size = int(f)
+	}
+	var batchInput any
+	if b.BatchInput != nil {
+		var err error
+		if batchInput, err = applyParameters(b.BatchInput, input, nil, nil); err != nil {
+			return nil, &StateError{Name: "States.Runtime", Cause: "ItemBatcher.BatchInput: " + err.Error()}
+		}
+	}
+	var children []mapChild
+	for start := 0; start < len(items); start += size {
+		group := items[start:min(start+size, len(items))]
+		in := map[string]any{"Items": group}
+		if batchInput != nil {
+			in["BatchInput"] = batchInput
+		}
+		children = append(children, mapChild{input: in, items: len(group)})
+	}
+	return children, nil
 }
 
 func marshalString(v any) string {
@@ -705,24 +762,16 @@ func (r *Runner) items(ctx context.Context, st *State, input any) ([]any, error)
 	return items, nil
 }
 
-// item runs one child execution and returns its input and output.
-func (r *Runner) item(ex *execution, st *State, input any, i int, it any) (any, any, error) {
+// item runs one child execution on in and returns its output.
+func (r *Runner) item(ex *execution, st *State, i int, in any) (any, error) {
 	co := &contextObject{}
 	co.Map.Item.Index = i
-	co.Map.Item.Value = it
-	in := it
-	if st.ItemSelector != nil {
-		var err error
-		if in, err = applyParameters(st.ItemSelector, input, co, nil); err != nil {
-			return it, nil, &StateError{Name: "States.Runtime", Cause: err.Error()}
-		}
-	}
+	co.Map.Item.Value = in
 	// Each child is an execution: its input has the execution quota.
 	if err := r.checkSize("a child execution's input", in); err != nil {
-		return in, nil, err
+		return nil, err
 	}
-	out, err := r.run(ex, st.ItemProcessor, in, co)
-	return in, out, err
+	return r.run(ex, st.ItemProcessor, in, co)
 }
 
 // memoryNames keeps execution names for the life of the process.

@@ -110,25 +110,33 @@ func newRunner(t *testing.T, h *harness, items int, sync runner.Handler, opts ..
 	return r
 }
 
+// input is an execution input as ingest writes it, with groups of one
+// batch: each child's input then names the one batch it sends.
 func input(concurrency int) []byte {
-	return []byte(`{"export":"e","runId":"r1","itemsKey":"runs/e/r1/items.json","mapResultsPrefix":"runs/e/r1/map","listId":"contactlist_1","workerRps":1.5,"concurrency":` + itoa(concurrency) + `}`)
+	return []byte(`{"export":"e","runId":"r1","itemsKey":"runs/e/r1/items.json","mapResultsPrefix":"runs/e/r1/map","listId":"contactlist_1","workerRps":1.5,"groupSize":1,"concurrency":` + itoa(concurrency) + `}`)
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 
+// batchOf is the batch a child of one batch sends (its group's only item).
 func batchOf(t *testing.T, p json.RawMessage) int {
-	var item struct {
-		Export, RunID string
-		Batch         int
-		WorkerRps     float64
+	var group struct {
+		Items []struct {
+			Batch int
+		}
+		BatchInput struct {
+			Export, RunID, ListID string
+			WorkerRps             float64
+		}
 	}
-	if err := json.Unmarshal(p, &item); err != nil {
+	if err := json.Unmarshal(p, &group); err != nil {
 		t.Error(err)
 	}
-	if item.Export != "e" || item.WorkerRps != 1.5 {
-		t.Errorf("item selector gave %s", p)
+	if in := group.BatchInput; in.Export != "e" || in.RunID != "r1" || in.ListID != "contactlist_1" || in.WorkerRps != 1.5 || len(group.Items) != 1 {
+		t.Errorf("the item batcher gave %s", p)
+		return 0
 	}
-	return item.Batch
+	return group.Items[0].Batch
 }
 
 func syncRetrier(t *testing.T, r *runner.Runner, name string) runner.Retrier {

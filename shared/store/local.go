@@ -84,6 +84,37 @@ func (f *Folder) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo
 	return file, info, nil
 }
 
+func (f *Folder) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if offset < 0 || length <= 0 {
+		return nil, fmt.Errorf("reading %s: invalid range of %d bytes at %d", key, length, offset)
+	}
+	p, err := f.Path(key)
+	if err != nil {
+		return nil, err
+	}
+	file, err := os.Open(p)
+	if err != nil {
+		return nil, f.notFound(key, err)
+	}
+	if st, err := file.Stat(); err != nil || st.IsDir() {
+		file.Close()
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", key, err)
+		}
+		return nil, fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	return rangeReader{io.NewSectionReader(file, offset, length), file}, nil
+}
+
+// rangeReader reads a section of an open file and closes the file.
+type rangeReader struct {
+	*io.SectionReader
+	io.Closer
+}
+
 func (f *Folder) Head(ctx context.Context, key string) (ObjectInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return ObjectInfo{}, err

@@ -43,6 +43,11 @@ type PutOptions struct {
 // are never URL-encoded.
 type ObjectStore interface {
 	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
+	// GetRange reads length bytes of key from byte offset (S3: one ranged
+	// GET). An object that ends sooner gives fewer bytes (none when it ends
+	// before offset): the caller, which knows what it expects, tells a
+	// changed object by the short read. A missing key is ErrNotFound.
+	GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
 	Head(ctx context.Context, key string) (ObjectInfo, error)
 	Put(ctx context.Context, key string, body io.Reader, opts PutOptions) (ObjectInfo, error)
 	// List returns every object under prefix, in key order.
