@@ -13,7 +13,7 @@ runs=${RUNS:-3}
 plan_runs=${PLAN_RUNS:-5}
 rps=${SEGPILOT_BENCH_RPS:-20}
 out=${BENCH_OUT:-docs/benchmarks.md}
-for tool in go jq bc; do
+for tool in go jq bc mlr; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required (apt-get install -y $tool)" >&2; exit 1; }
 done
 benchstat=(go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da)
@@ -33,7 +33,7 @@ eval "$cmd_export" | tee "$work/export.txt" >&2
 echo "bench 1/3: pacing, 100,000 profiles at 100 requests/s in both execution models ($runs runs each) ..." >&2
 eval "$cmd_pacing" | tee "$work/pacing.txt" >&2
 echo "bench 2/3: planning 1,000,000 rows vs Miller ($plan_runs runs) ..." >&2
-$cmd_plan >"$work/plan.md"
+BENCH_PLAN_JSON="$work/plan.json" $cmd_plan >"$work/plan.md"
 echo "bench 3/3: Lambda bootstrap sizes and each function's first invoke under the runtime interface emulator ($runs runs) ..." >&2
 eval "$cmd_build" >&2
 eval "$cmd_lambda" | tee "$work/lambda.txt" >&2
@@ -52,6 +52,8 @@ share=$(median BenchmarkExport100k 429-share "$work/export.txt")
 rerun=$(median BenchmarkExport100k rerun-requests "$work/export.txt")
 delta=$(median BenchmarkExport100k delta-requests "$work/export.txt")
 dtarget=$(median BenchmarkExport100k delta-target "$work/export.txt")
+pj() { jq -r ".$1" "$work/plan.json"; }
+pratio=$(pj ratio_min); prss=$(pj rss_mb); pgrowth=$(pj growth_b); pfiles=$(pj files); pputs=$(pj plan_puts)
 
 {
   echo "# Benchmarks"
@@ -72,6 +74,10 @@ dtarget=$(median BenchmarkExport100k delta-target "$work/export.txt")
   printf '| whole pipeline: share of requests answered 429 | %.2f %% | <= 1 %% | %s |\n' "$(echo "100 * $share" | bc -l)" "$(verdict "$share <= 0.01")"
   printf '| delta: unchanged rerun, requests sent | %s | 0 | %s |\n' "$rerun" "$(verdict "$rerun == 0")"
   printf '| delta: 1 %% changed, requests sent (exactly the changed contacts received, or the benchmark fails) | %s | ceil(changed/100) = %s | %s |\n' "$delta" "$dtarget" "$(verdict "$delta == $dtarget")"
+  printf '| planning: `segpilot plan` of 1M rows on disk vs Miller, slowest of %s runs | %.2fx | >= 2x | %s |\n' "$plan_runs" "$pratio" "$(verdict "$pratio >= 2")"
+  printf '| planning: peak RSS at 1M rows; growth per extra profile to 2M | %.1f MB; %.1f B | < 150 MB; < 40 B | %s |\n' "$prss" "$pgrowth" "$(verdict "$prss < 150 && $pgrowth < 40")"
+  printf '| planning: files in the plan folder | %s | <= 10 | %s |\n' "$pfiles" "$(verdict "$pfiles <= 10")"
+  printf '| ingest: object-store PUTs for the plan of 100,000 profiles | %.0f | the same at any size (5) | %s |\n' "$pputs" "$(verdict "$pputs <= 5")"
   echo
   echo "In the delta rows, changed is what the sample generator changed (its ground truth), not the planner's count."
   echo
@@ -102,8 +108,9 @@ dtarget=$(median BenchmarkExport100k delta-target "$work/export.txt")
   echo "## Planning: 1,000,000-row CSV, against Miller"
   echo
   echo "Planning reads, validates and normalises every row, sorts and de-duplicates by email with a"
-  echo "bounded-memory external merge, diffs against the last snapshot and writes the batch files,"
-  echo "the snapshot and the rejections. Miller only converts CSV to JSON lines into /dev/null."
+  echo "bounded-memory external merge, diffs against the last snapshot and writes the plan folder"
+  echo "(batches.jsonl, the snapshot, the rejections) on the machine's disk. Miller only converts CSV to"
+  echo "JSON lines into /dev/null."
   cat "$work/plan.md"
   echo
   echo "## Lambda"

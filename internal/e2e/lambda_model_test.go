@@ -9,24 +9,34 @@ import (
 	"github.com/segpilot/segpilot/shared/run"
 )
 
-// TestLambdaModelDeliversExactly runs an export with the Map's children in
-// simulated Lambda containers, half of them recycled after each
-// invocation: the outcome is the same as in one process, and containers
-// were both reused and started cold.
+// TestLambdaModelDeliversExactly runs two exports with the Map's children
+// in simulated Lambda containers, half of them recycled after each
+// invocation: the outcomes are those of one process, a run's children
+// start cold, and the next run finds some containers warm.
 func TestLambdaModelDeliversExactly(t *testing.T) {
 	t.Parallel()
-	data := generate(t, sample.Options{Rows: 3000, Seed: 12, Invalid: 50, Dupes: 40})
-	// At 10 requests/s the Map runs 20 children at once, fewer than the 30
-	// batches: later children find containers earlier ones left warm.
+	week1 := generate(t, sample.Options{Rows: 3000, Seed: 12, Invalid: 50, Dupes: 40})
+	week2Opts := sample.Options{Rows: 3000, Seed: 12, Invalid: 50, Dupes: 40, Changed: 300, Added: 200}
+	week2 := generate(t, week2Opts)
 	h := newHarness(t, sim.Options{}, configYAML("upsert", 10),
 		func(o *local.Options) { o.Lambda = &local.LambdaModel{Seed: 3, Churn: 0.5} })
-	rep := h.report(h.drop("a.csv", data)[0])
+
+	rep := h.report(h.drop("week1.csv", week1)[0])
 	if rep.Status != run.StatusSucceeded || !rep.Outcome.Reconciles() {
-		t.Fatalf("run %s: %+v", rep.Status, rep.Outcome)
+		t.Fatalf("first run %s: %+v", rep.Status, rep.Outcome)
 	}
-	h.assertState(expected(t, data))
-	st := h.p.Containers()
-	if st.Invocations != rep.Batches.Total || st.ColdStarts <= 1 || st.ColdStarts >= st.Invocations {
-		t.Fatalf("containers %+v for %d batches: want every batch invoked, some containers reused and some cold", st, rep.Batches.Total)
+	first := h.p.Containers()
+	if first.Invocations == 0 || first.ColdStarts != first.Invocations {
+		t.Fatalf("first run's containers %+v: want every child in a cold container", first)
+	}
+
+	rep = h.report(h.drop("week2.csv", week2)[0])
+	if rep.Status != run.StatusSucceeded || !rep.Outcome.Reconciles() {
+		t.Fatalf("second run %s: %+v", rep.Status, rep.Outcome)
+	}
+	h.assertState(expected(t, week2))
+	both := h.p.Containers()
+	if both.Invocations <= first.Invocations || both.ColdStarts >= both.Invocations {
+		t.Fatalf("containers after two runs %+v (after the first %+v): want the second run's children partly in warm containers", both, first)
 	}
 }
