@@ -382,6 +382,7 @@ func (s *Server) Counters() Counters {
 		PerSecond:        append([]int{}, s.counters.PerSecond...),
 		ContactsUpserted: s.counters.ContactsUpserted,
 		Injected:         s.counters.Injected,
+		Span:             s.counters.Span,
 	}
 	for k, v := range s.counters.ByStatus {
 		out.ByStatus[k] = v
