@@ -14,18 +14,18 @@ import (
 )
 
 // How the rate adapts to 429s (additive increase, multiplicative
-// decrease): a 429 cuts it to 80 %, at most once per half second (the
-// workers in flight all meet the same overload), and it grows back by 10 %
-// of the budget a second, never above the budget. A budget set a little
-// too high then settles just under the API's real limit instead of
-// drowning in 429s; a stray 429 costs about a fifth of a second; an API
-// that keeps answering 429 holds it at a fifth of the budget (growth and
-// cuts balance), where Retry-After and the retries take over.
+// decrease): a 429 cuts it to 80 %, at most once per half
+// second (the workers in flight all meet the same overload), and it grows
+// back by 10 % of the budget a second, never above the budget. A budget
+// set a little too high then settles just under the API's real limit
+// instead of drowning in 429s; a stray 429 costs about a fifth of a
+// second; an API that keeps answering 429 holds it at a fifth of the
+// budget (growth and cuts balance), where Retry-After and the retries
+// take over.
 const (
 	decrease    = 0.8
+	increase    = 0.1 // of the budget, per second
 	decreaseGap = 500 * time.Millisecond
-	increase    = 0.1  // of the budget, per second
-	lowestShare = 0.05 // of the budget: the rate never drops below
 )
 
 // Limiter paces requests to at most a budget of rps a second, bursts of
