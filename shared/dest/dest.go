@@ -144,6 +144,9 @@ type Kind struct {
 	// FieldType checks a custom field key and returns its value type;
 	// decimal is the export's mark that the field holds decimals.
 	FieldType func(key string, decimal bool) (Type, error)
+	// MarksDecimals: a custom field may be written {field: KEY, decimal:
+	// true} (Ortto's int fields hold integers or decimals).
+	MarksDecimals bool
 	// CreatesFields: the kind can create missing custom fields (an
 	// export's createFields: true).
 	CreatesFields bool
