@@ -43,7 +43,7 @@ var (
 // prefix is the value's type.
 func fieldType(key string, decimal bool) (dest.Type, error) {
 	if decimal {
-		return "", errors.New(`marked decimal: Autopilot has float--Name fields for decimals; write the key as a plain string`)
+		return "", errors.New(`a field to mark decimal: Autopilot's float--Name fields take decimals`)
 	}
 	if !customKeyPattern.MatchString(key) {
 		return "", fmt.Errorf("an Autopilot custom field key%s: write TYPE--Name, TYPE one of %s, Name of letters and digits (more words joined by --), e.g. \"string--Loyalty--Tier\"",

@@ -46,7 +46,7 @@ func fieldType(key string, decimal bool) (dest.Type, error) {
 	typ := fieldTypes[key[:3]]
 	switch {
 	case decimal && typ != dest.Integer:
-		return "", errors.New("marked decimal, which only an int: field can be (Ortto keeps decimals × 1000 in int fields)")
+		return "", errors.New("an int: field, the only kind decimal: true may mark (Ortto keeps decimals × 1000 in int fields)")
 	case decimal:
 		return dest.Decimal, nil
 	}

@@ -133,7 +133,7 @@ func TestFieldType(t *testing.T) {
 		{"int:cm:orders", false, dest.Integer, ""},
 		{"int:cm:spend", true, dest.Decimal, ""},
 		{"dtz:cm:joined", false, dest.Date, ""},
-		{"str:cm:tier", true, "", "only an int: field"},
+		{"str:cm:tier", true, "", "the only kind decimal: true may mark"},
 		{"string--Loyalty--Tier", false, "", `did you mean "str:cm:loyalty-tier"?`},
 		{"float--Spend", false, "", "{field: int:cm:spend, decimal: true}"},
 		{"string:cm:Loyalty Tier", false, "", `did you mean "str:cm:loyalty-tier"?`},
