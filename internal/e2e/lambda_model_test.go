@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/segpilot/segpilot/internal/sample"
-	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/local"
 	"github.com/segpilot/segpilot/shared/run"
 )
@@ -15,10 +14,14 @@ import (
 // were both reused and started cold.
 func TestLambdaModelDeliversExactly(t *testing.T) {
 	t.Parallel()
+	forEachDestination(t, testLambdaModel)
+}
+
+func testLambdaModel(t *testing.T, d destination) {
 	data := generate(t, sample.Options{Rows: 3000, Seed: 12, Invalid: 50, Dupes: 40})
 	// At 10 requests/s the Map runs 20 children at once, fewer than the 30
 	// batches: later children find containers earlier ones left warm.
-	h := newHarness(t, sim.Options{}, configYAML("upsert", 10),
+	h := newHarness(t, d, simOptions{}, configYAML(d, "upsert", 10),
 		func(o *local.Options) { o.Lambda = &local.LambdaModel{Seed: 3, Churn: 0.5} })
 	rep := h.report(h.drop("a.csv", data)[0])
 	if rep.Status != run.StatusSucceeded || !rep.Outcome.Reconciles() {

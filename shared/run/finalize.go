@@ -85,7 +85,7 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 		rep.Requests.add(res.Requests)
 		for _, r := range res.Rejected {
 			apiRejected[r.Email] = true
-			issues = append(issues, RowIssue{Row: r.Row, Email: r.Email, Reason: "rejected by Autopilot: " + r.Reason})
+			issues = append(issues, RowIssue{Row: r.Row, Email: r.Email, Reason: "rejected by " + m.Connection.Title() + ": " + r.Reason})
 		}
 		for _, f := range res.Failed {
 			if f.Row == 0 { // a removal
@@ -138,7 +138,7 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	if err := s.pageDetails(ctx, m, rep, issues, &tl); err != nil {
 		return nil, err
 	}
-		if err := s.putReport(ctx, rep); err != nil {
+	if err := s.putReport(ctx, rep); err != nil {
 		return nil, err
 	}
 	s.Logger().Info("run "+rep.Status, "export", m.Export, "run", m.RunID, "status", rep.Status,

@@ -381,3 +381,27 @@ func (k *Kit) Upserted() map[string]int {
 
 // EmailKey is an email as simulators index it: trimmed, lower-case.
 func EmailKey(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
+
+// Simulator is a destination's simulator as local mode, the CLI and the
+// tests use it, whatever the destination.
+type Simulator interface {
+	http.Handler
+	Counters() Counters
+	ResetCounters()
+	Upserted() map[string]int
+	DumpJSON() ([]byte, error) // the state, to keep between processes
+	LoadJSON([]byte) error     // a DumpJSON's state
+}
+
+// Config builds a Simulator from the registry (shared/kinds).
+type Config struct {
+	APIKey            string // the one key accepted
+	RequestsPerSecond float64
+	Burst             int
+	Faults            Faults
+	Seed              int64
+	Logger            *slog.Logger
+	// NoRetryHint: 429s carry no wait (Autopilot's Retry-After header;
+	// Ortto's wait in the body is part of its contract and always sent).
+	NoRetryHint bool
+}

@@ -279,3 +279,17 @@ func (st State) Tagged(tag string) []string {
 	}
 	return out
 }
+
+// Simulator builds a Server (the global region) from the registry's Config.
+func Simulator(c simkit.Config) simkit.Simulator {
+	return New(Options{APIKey: c.APIKey, RequestsPerSecond: c.RequestsPerSecond, Burst: c.Burst, Faults: c.Faults, Seed: c.Seed, Logger: c.Logger})
+}
+
+// LoadJSON replaces the state with a DumpJSON's.
+func (s *Server) LoadJSON(raw []byte) error {
+	var st State
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return fmt.Errorf("decoding simulator state: %w", err)
+	}
+	return s.Load(st)
+}
