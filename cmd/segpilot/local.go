@@ -472,7 +472,7 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 		fmt.Fprintf(w, "  resumed run: %d of %d batches were already done by an earlier attempt and not sent again\n", b.Resumed, b.Total)
 	}
 	o := rep.Outcome
-	fmt.Fprintf(w, "  sent %d · rejected by Autopilot %d · failed %d · removed %d\n", o.Sent, o.RejectedByAPI, o.Failed, o.Removed)
+	fmt.Fprintf(w, "  sent %d · rejected by %s %d · failed %d · removed %d\n", o.Sent, cmp.Or(rep.Destination, "Autopilot"), o.RejectedByAPI, o.Failed, o.Removed)
 	floor := "rate-limit floor"
 	if rep.Batches.Resumed > 0 {
 		floor += " of the whole run"

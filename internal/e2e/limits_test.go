@@ -20,10 +20,6 @@ import (
 // rejected rows to report, the heaviest result a batch can have.
 type rejectingDestination struct{ calls *atomic.Int64 }
 
-func (rejectingDestination) Capabilities() dest.Capabilities {
-	return dest.Capabilities{MaxBatch: 100, RemoveBatch: 1}
-}
-
 func (rejectingDestination) PrepareList(context.Context, dest.ListSpec) (string, error) {
 	return "contactlist_limits", nil
 }

@@ -19,8 +19,9 @@ const DefaultBaseURL = "https://api2.autopilothq.com/v1"
 func Kind() dest.Kind {
 	return dest.Kind{
 		Name: "autopilot", Title: "Autopilot", DefaultBaseURL: DefaultBaseURL,
-		FieldHelp: `TYPE--Name, e.g. "string--Loyalty--Tier"`,
-		FieldType: fieldType,
+		FieldHelp:    `TYPE--Name, e.g. "string--Loyalty--Tier"`,
+		FieldType:    fieldType,
+		Capabilities: dest.Capabilities{MaxBatch: maxBatch, RemoveBatch: 1}, // no bulk removal
 		New: func(c dest.Connection) (dest.Destination, error) {
 			return New(Options{BaseURL: c.BaseURL, APIKey: c.APIKey, HTTPClient: c.HTTPClient,
 				Limiter: c.Limiter, Logger: c.Logger, Timeout: c.Timeout})
@@ -75,11 +76,6 @@ func keyHint(key string) string {
 }
 
 var _ dest.Destination = (*Client)(nil)
-
-// Capabilities: 100 contacts per bulk upsert; no bulk removal.
-func (c *Client) Capabilities() dest.Capabilities {
-	return dest.Capabilities{MaxBatch: maxBatch, RemoveBatch: 1}
-}
 
 // PrepareList returns the id of the list titled spec.Title, creating it
 // when missing. Autopilot creates custom fields on first use, so there is

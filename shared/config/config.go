@@ -190,6 +190,16 @@ func (e *Export) fieldType(src string) dest.Type {
 	return dest.Type(typ)
 }
 
+// Capabilities says how the connection's destination shapes requests
+// (Autopilot's when the kind is unknown: a manifest from before kinds).
+func (c Connection) Capabilities() dest.Capabilities {
+	k, ok := kinds.Lookup(c.Kind)
+	if !ok {
+		k, _ = kinds.Lookup("autopilot")
+	}
+	return k.Capabilities
+}
+
 // Title is how messages and reports name the connection's destination:
 // "Autopilot", "Ortto".
 func (c Connection) Title() string {

@@ -96,7 +96,8 @@ type Stats struct {
 }
 
 // Destination is one account of an email platform, for one batch (or one
-// resolution of a run's list).
+// resolution of a run's list). How its requests are shaped is its Kind's
+// Capabilities.
 //
 // Errors: a refused key is *UnauthorizedError (the whole run stops); a
 // call that failed for good or ran out of retries is *RequestError
@@ -105,7 +106,6 @@ type Stats struct {
 // return an error only when the whole run must stop (a refused key, ctx
 // ended); every other problem is an Outcome.
 type Destination interface {
-	Capabilities() Capabilities
 	// PrepareList resolves the export's list once per run, before the
 	// fan-out, and returns the handle Upsert and Remove take.
 	PrepareList(ctx context.Context, spec ListSpec) (string, error)
@@ -150,5 +150,6 @@ type Kind struct {
 	// CreatesFields: the kind can create missing custom fields (an
 	// export's createFields: true).
 	CreatesFields bool
+	Capabilities  Capabilities
 	New           func(Connection) (Destination, error)
 }

@@ -24,6 +24,7 @@ func Kind() dest.Kind {
 		FieldHelp:     `TYP:cm:name, e.g. "str:cm:loyalty-tier"`,
 		FieldType:     fieldType,
 		MarksDecimals: true, CreatesFields: true,
+		Capabilities: dest.Capabilities{MaxBatch: maxBatch, RemoveBatch: maxBatch},
 		New: func(c dest.Connection) (dest.Destination, error) {
 			return New(Options{BaseURL: c.BaseURL, APIKey: c.APIKey, HTTPClient: c.HTTPClient,
 				Limiter: c.Limiter, Logger: c.Logger, Timeout: c.Timeout})

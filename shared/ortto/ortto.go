@@ -98,11 +98,6 @@ func (c *Client) Stats() dest.Stats { return c.hc.Stats() }
 
 var _ dest.Destination = (*Client)(nil)
 
-// Capabilities: 100 people per merge, for upserts and removals alike.
-func (c *Client) Capabilities() dest.Capabilities {
-	return dest.Capabilities{MaxBatch: maxBatch, RemoveBatch: maxBatch}
-}
-
 // person is one entry of a merge's people.
 type person struct {
 	Fields    map[string]any `json:"fields"`

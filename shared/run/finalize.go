@@ -45,7 +45,7 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	if err != nil {
 		return nil, fmt.Errorf("finalizing %s: %w", in.RunID, err)
 	}
-	rep := &Report{Export: m.Export, RunID: m.RunID, Trigger: m.Trigger, Source: m.Source,
+	rep := &Report{Export: m.Export, RunID: m.RunID, Trigger: m.Trigger, Source: m.Source, Destination: m.Connection.Title(),
 		ConfigVersion: m.ConfigVersion, Mode: m.Mode, List: m.List, Plan: m.Counts, PlannedAt: m.PlannedAt,
 		Rejected: rejectedKey(m.Export, m.RunID)}
 	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged,
@@ -267,11 +267,12 @@ func floorSeconds(m *Manifest) float64 {
 		return 0
 	}
 	requests := 0
+	perRemoval := max(1, m.Connection.Capabilities().RemoveBatch) // Autopilot: one request a removal; Ortto: 100
 	for _, b := range m.Batches {
 		if b.Upserts > 0 {
 			requests++
 		}
-		requests += b.Removals
+		requests += (b.Removals + perRemoval - 1) / perRemoval
 	}
 	return float64(requests) / m.Connection.RequestsPerSecond
 }

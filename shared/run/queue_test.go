@@ -119,9 +119,6 @@ func (a *asyncStarter) runs() []string {
 
 type listOnly struct{}
 
-func (listOnly) Capabilities() dest.Capabilities {
-	return dest.Capabilities{MaxBatch: 100, RemoveBatch: 1}
-}
 func (listOnly) PrepareList(context.Context, dest.ListSpec) (string, error) { return "list-1", nil }
 func (listOnly) Upsert(context.Context, string, []dest.Contact) ([]dest.Outcome, error) {
 	return nil, nil

@@ -505,6 +505,7 @@ func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export
 	p, err := plan.Build(ctx, src, snapReader, dir, plan.Options{
 		Mode: e.Mode, MaxProfiles: e.MaxProfiles, MaxRemovalShare: e.MaxRemovalShare,
 		AllowLargeRemoval: e.AllowLargeRemoval || req.AllowLargeRemoval, TempDir: s.TempDir,
+		BatchSize: conn.Capabilities().MaxBatch, // contacts per request the destination takes
 	})
 	if err != nil {
 		return nil, err

@@ -277,7 +277,7 @@ func (s *Service) send(ctx context.Context, d Destination, m *Manifest, it Item,
 	// Removals are checkpointed as they go: every checkpointEvery where
 	// each costs a request (Autopilot), after each request where one
 	// takes many (Ortto: 100).
-	chunk := max(checkpointEvery, d.Capabilities().RemoveBatch)
+	chunk := max(checkpointEvery, m.Connection.Capabilities().RemoveBatch)
 	for start := 0; start < len(pending); start += chunk {
 		outcomes, err := d.Remove(ctx, listID, pending[start:min(start+chunk, len(pending))])
 		for _, o := range outcomes {
