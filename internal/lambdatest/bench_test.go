@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/internal/testutil"
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/awsx/s3store"
@@ -133,7 +134,7 @@ func newBenchWorld(b *testing.B, rie string, bootstraps map[string]string) *benc
 	}
 
 	// The example config on the simulator at the full budget, as in TestFunctions.
-	example := autopilotExample(b)
+	example := testutil.ExampleConfig(b, "autopilot")
 	cfgYAML := strings.Replace(string(example), "https://api2.autopilothq.com/v1", apSrv.URL+"/v1", 1)
 	cfgYAML = strings.Replace(cfgYAML, "requestsPerSecond: 5 ", "requestsPerSecond: 100 ", 1)
 	cfg, err := config.Load(run.ConfigKey, []byte(cfgYAML))

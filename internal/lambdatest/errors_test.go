@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/internal/testutil"
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/run"
 )
@@ -87,7 +88,7 @@ func TestStepErrorNames(t *testing.T) {
 	t.Cleanup(apSrv.Close)
 	t.Cleanup(func() { close(api.release) })
 
-	example := autopilotExample(t)
+	example := testutil.ExampleConfig(t, "autopilot")
 	cfgYAML := strings.Replace(string(example), "https://api2.autopilothq.com/v1", apSrv.URL+"/v1", 1)
 	cfgYAML = strings.Replace(cfgYAML, "requestsPerSecond: 5 ", "requestsPerSecond: 100 ", 1)
 	putObject(t, bkt, run.ConfigKey, []byte(cfgYAML))
@@ -208,7 +209,7 @@ func TestEmptySecretIsReported(t *testing.T) {
 	autopilot := sim.New(sim.Options{APIKey: apiKey})
 	apSrv := httptest.NewServer(autopilot)
 	t.Cleanup(apSrv.Close)
-	example := autopilotExample(t)
+	example := testutil.ExampleConfig(t, "autopilot")
 	putObject(t, bkt, run.ConfigKey, []byte(strings.Replace(string(example), "https://api2.autopilothq.com/v1", apSrv.URL+"/v1", 1)))
 	var csv bytes.Buffer
 	if _, err := sample.Write(&csv, sample.Options{Rows: 120, Seed: 9}); err != nil {

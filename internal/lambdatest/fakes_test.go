@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -19,7 +18,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
-	"gopkg.in/yaml.v3"
 
 	"github.com/segpilot/segpilot/shared/awsx"
 	"github.com/segpilot/segpilot/shared/awsx/s3store"
@@ -176,45 +174,4 @@ func (f *fakeSFN) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"executionArn": f.executionARN(in.Name),
 		"startDate":    1.7e9,
 	})
-}
-
-// autopilotExample is the shipped example config with its Autopilot
-// connection and export only: these tests drive the functions for one
-// export (e2e runs the example's Autopilot and Ortto exports together).
-func autopilotExample(t testing.TB) []byte {
-	t.Helper()
-	raw, err := os.ReadFile("../../examples/exports.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
-	for _, section := range []string{"connections", "exports"} {
-		m := child(t, doc.Content[0], section)
-		for i := 0; i < len(m.Content); i += 2 {
-			name := m.Content[i].Value
-			if conn := child(t, m.Content[i+1], "connection"); name == "ortto-main" || conn != nil && conn.Value == "ortto-main" {
-				m.Content = append(m.Content[:i], m.Content[i+2:]...)
-				i -= 2
-			}
-		}
-	}
-	out, err := yaml.Marshal(&doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// child is a mapping's value under key, or nil.
-func child(t testing.TB, m *yaml.Node, key string) *yaml.Node {
-	t.Helper()
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			return m.Content[i+1]
-		}
-	}
-	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/internal/testutil"
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/awsx"
 	"github.com/segpilot/segpilot/shared/awsx/s3store"
@@ -176,7 +177,7 @@ func TestFunctions(t *testing.T) {
 
 	// The shipped example config, pointed at the simulator, at the full
 	// budget so the batches are not paced for seconds.
-	example := autopilotExample(t)
+	example := testutil.ExampleConfig(t, "autopilot")
 	cfgYAML := strings.Replace(string(example), "https://api2.autopilothq.com/v1", apSrv.URL+"/v1", 1)
 	cfgYAML = strings.Replace(cfgYAML, "requestsPerSecond: 5 ", "requestsPerSecond: 100 ", 1)
 	cfg, err := config.Load(run.ConfigKey, []byte(cfgYAML))
