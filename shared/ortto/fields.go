@@ -111,11 +111,12 @@ const (
 	maxText   = 4000
 )
 
-// fieldsOf is a contact's merge fields, or why the contact cannot be sent.
+// fieldsOf is a contact's merge fields, or why the contact cannot be sent;
+// checked remembers which custom keys were found to be cm fields.
 // Empty values are left out, never blanking what Ortto holds; only custom
 // (cm) fields are taken from Custom, so a subscription field (bol::p,
 // bol::sp) cannot be sent however the config was built.
-func fieldsOf(ct dest.Contact) (map[string]any, string) {
+func fieldsOf(ct dest.Contact, checked map[string]bool) (map[string]any, string) {
 	if strings.TrimSpace(ct.Email) == "" {
 		return nil, "missing email"
 	}
@@ -130,7 +131,12 @@ func fieldsOf(ct dest.Contact) (map[string]any, string) {
 		f[key] = v
 	}
 	for _, cv := range ct.Custom {
-		if !fieldPattern.MatchString(cv.Key) {
+		ok, seen := checked[cv.Key]
+		if !seen {
+			ok = fieldPattern.MatchString(cv.Key)
+			checked[cv.Key] = ok
+		}
+		if !ok {
 			return nil, fmt.Sprintf("%s is not an Ortto custom field id; segpilot sends only custom (cm) fields besides email and names", cv.Key)
 		}
 		v, why := wireValue(cv)

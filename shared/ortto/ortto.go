@@ -149,9 +149,10 @@ func (c *Client) Upsert(ctx context.Context, tag string, contacts []dest.Contact
 	out := make([]dest.Outcome, len(contacts))
 	pending := make([]int, 0, len(contacts))
 	people := make([]person, len(contacts))
+	custom := map[string]bool{} // keys checked: every contact carries the same few
 	for i, ct := range contacts {
 		out[i].Email = ct.Email
-		fields, reason := fieldsOf(ct)
+		fields, reason := fieldsOf(ct, custom)
 		if reason != "" {
 			out[i].Status, out[i].Reason = dest.Rejected, reason
 			continue

@@ -16,7 +16,7 @@ import (
 const maxPeople = 100
 
 type mergeRequest struct {
-	People                 []json.RawMessage `json:"people"`
+	People                 []personIn `json:"people"`
 	MergeBy                []string          `json:"merge_by"`
 	MergeStrategy          *int              `json:"merge_strategy"`
 	FindStrategy           int               `json:"find_strategy"`
@@ -46,7 +46,9 @@ var builtIn = map[string]bool{
 
 func (s *Server) merge(body []byte) simkit.Answer {
 	var req mergeRequest
-	if err := json.Unmarshal(body, &req); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&req); err != nil {
 		return badRequest("malformed JSON body: %v", err)
 	}
 	strategy := 2
@@ -63,13 +65,11 @@ func (s *Server) merge(body []byte) simkit.Answer {
 	case strategy < 1 || strategy > 3:
 		return badRequest("merge_strategy must be 1, 2 or 3; got %d", strategy)
 	}
-	people := make([]personIn, len(req.People))
+	people := req.People
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, raw := range req.People {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.UseNumber()
-		if err := dec.Decode(&people[i]); err != nil || people[i].Fields == nil {
+	for i := range people {
+		if people[i].Fields == nil {
 			return badRequest("people[%d] must be an object with fields", i)
 		}
 		if e := s.st.check(i, people[i]); e != "" {
