@@ -17,12 +17,12 @@ const maxPeople = 100
 
 type mergeRequest struct {
 	People                 []personIn `json:"people"`
-	MergeBy                []string          `json:"merge_by"`
-	MergeStrategy          *int              `json:"merge_strategy"`
-	FindStrategy           int               `json:"find_strategy"`
-	Async                  bool              `json:"async"`
-	SkipNonExisting        bool              `json:"skip_non_existing"`
-	SuppressionListFieldID string            `json:"suppression_list_field_id"`
+	MergeBy                []string   `json:"merge_by"`
+	MergeStrategy          *int       `json:"merge_strategy"`
+	FindStrategy           int        `json:"find_strategy"`
+	Async                  bool       `json:"async"`
+	SkipNonExisting        bool       `json:"skip_non_existing"`
+	SuppressionListFieldID string     `json:"suppression_list_field_id"`
 }
 
 type personIn struct {
