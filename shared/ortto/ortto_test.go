@@ -295,3 +295,48 @@ func TestThrottledHonoursBodyHint(t *testing.T) {
 		t.Fatalf("waits %v, stats %+v", waits, c.Stats())
 	}
 }
+
+// TestPacingAcrossGoroutines: goroutines sharing a Client share its budget:
+// no second above it, no 429 from a simulator enforcing it.
+func TestPacingAcrossGoroutines(t *testing.T) {
+	t.Parallel()
+	const rps, goroutines, callsEach = 20, 8, 8 // 64 merges: about 3 s
+	s, srv := newSim(t, sim.Options{RequestsPerSecond: rps, Burst: rps})
+	for _, fd := range [][2]string{{"Tier", "text"}, {"Orders", "integer"}} {
+		if _, err := s.CreateField(fd[0], fd[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := New(Options{BaseURL: srv.URL + "/v1", APIKey: testKey, RequestsPerSecond: rps, Burst: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			cs := contacts(10 * callsEach)
+			for i := range cs {
+				cs[i].Email = fmt.Sprintf("g%d-%s", g, cs[i].Email)
+			}
+			for i := 0; i < len(cs); i += 10 {
+				outs, err := c.Upsert(context.Background(), "VIP", cs[i:i+10])
+				if err != nil || outs[0].Status != dest.Sent {
+					t.Errorf("goroutine %d: %+v %v", g, outs[0], err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	cnt := s.Counters()
+	if cnt.Total != goroutines*callsEach || cnt.ByStatus[429] != 0 {
+		t.Errorf("simulator saw %d requests, %d answered 429; want %d, none", cnt.Total, cnt.ByStatus[429], goroutines*callsEach)
+	}
+	for sec, n := range cnt.PerSecond {
+		if n > rps+1 {
+			t.Errorf("second %d: %d requests, above %d", sec, n, rps+1)
+		}
+	}
+	if len(cnt.PerSecond) < 3 {
+		t.Errorf("64 requests at %d/s spread over %d seconds; pacing is not applied", rps, len(cnt.PerSecond))
+	}
+}
