@@ -562,7 +562,6 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 	}
 	c := simkit.Config{APIKey: *key, RequestsPerSecond: *rps, Burst: *burst, NoRetryHint: !*retryAfter, Faults: f, Seed: *seed, Logger: e.log}
 	var s http.Handler
-	header := "autopilotapikey"
 	switch *kind {
 	case "ortto":
 		others := map[string]string{}
@@ -578,7 +577,6 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 		}
 		s = orttosim.New(orttosim.Options{APIKey: *key, Region: *region, OtherRegions: others, RequestsPerSecond: *rps, Burst: *burst,
 			Faults: f, Seed: *seed, Logger: e.log})
-		header = "X-Api-Key"
 	default:
 		if s, err = kinds.Simulator(*kind, c); err != nil {
 			return usageError{"--kind: " + err.Error()}
@@ -589,7 +587,7 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer stop()
-	fmt.Fprintf(e.stdout, "%s simulator listening: base URL %s/\n(header %s; Ctrl-C to stop)\n", *kind, url, header)
+	fmt.Fprintf(e.stdout, "%s simulator listening: base URL %s/\n(Ctrl-C to stop)\n", *kind, url)
 	<-ctx.Done()
 	return nil
 }

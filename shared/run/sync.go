@@ -304,7 +304,9 @@ func (s *Service) send(ctx context.Context, d Destination, m *Manifest, it Item,
 // Ortto's custom fields are checked (or created) there, so concurrent
 // batches must not race to do it.
 func (s *Service) listID(ctx context.Context, d Destination, m *Manifest) (string, error) {
-	key := m.Connection.Name + "\x00" + m.Connection.BaseURL + "\x00" + m.List
+	// The fields are part of the key: two exports sharing a list may fill
+	// different ones, and each export's must be checked (Ortto).
+	key := fmt.Sprint(m.Connection.Name, "\x00", m.Connection.BaseURL, "\x00", m.List, "\x00", m.Fields, m.CreateFields)
 	if id, ok := s.lists.Load(key); ok {
 		return id.(string), nil
 	}
