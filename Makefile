@@ -23,8 +23,8 @@ FUZZRUNS ?= 40000x
 
 .PHONY: run test bench fuzz soak build lint clean screenshots
 
-run: ## a real export end to end: sample segment, local folder as bucket, in-process Autopilot simulator
-	$(GO) run ./cmd/segpilot demo $(if $(FILE),--file $(FILE))
+run: ## a real export end to end: sample segment, local folder as bucket, in-process simulator (DEST=autopilot|ortto)
+	$(GO) run ./cmd/segpilot demo $(if $(FILE),--file $(FILE)) $(if $(DEST),--dest $(DEST))
 
 THIRDPARTY_CLIENT := internal/thirdparty/node_modules/autopilot-api/index.js
 

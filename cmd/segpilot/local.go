@@ -1,63 +1,123 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
-	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/filelock"
+	"github.com/segpilot/segpilot/shared/kinds"
 	"github.com/segpilot/segpilot/shared/local"
+	orttosim "github.com/segpilot/segpilot/shared/ortto/sim"
 	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/secrets"
+	"github.com/segpilot/segpilot/shared/simkit"
 	"github.com/segpilot/segpilot/shared/store"
 )
 
 // target is where a local run sends contacts.
 type target struct {
-	useSim  bool
-	faults  string
-	seed    int64
-	simRPS  float64
-	baseURL string // AUTOPILOT_BASE_URL: overrides the config's baseURL
-	noWait  bool   // fail at once, rather than wait, when another process holds what this one needs
-	lambda  bool   // run the Map's children as Lambda does: containers pacing their own shares
-	churn   float64
+	useSim   bool
+	faults   string
+	seed     int64
+	simRPS   float64
+	baseURLs map[string]string // by kind, from AUTOPILOT_BASE_URL, ORTTO_BASE_URL: override the config's baseURL
+	noWait   bool              // fail at once, rather than wait, when another process holds what this one needs
+	lambda   bool              // run the Map's children as Lambda does: containers pacing their own shares
+	churn    float64
+	// only names the connections this session sends to; nil: every one.
+	only []string
+}
+
+// envName is a kind's environment variable: AUTOPILOT_API_KEY, ORTTO_BASE_URL.
+func envName(kind, what string) string { return strings.ToUpper(kind) + "_" + what }
+
+// baseURLsFromEnv reads each kind's <KIND>_BASE_URL.
+func baseURLsFromEnv(getenv func(string) string) map[string]string {
+	urls := map[string]string{}
+	for _, kind := range kinds.Names() {
+		if u := getenv(envName(kind, "BASE_URL")); u != "" {
+			urls[kind] = u
+		}
+	}
+	return urls
+}
+
+// connections are the ones of cfg the session sends to, by name.
+func (t target) connections(cfg *config.Config) []*config.Connection {
+	var out []*config.Connection
+	for _, name := range slices.Sorted(maps.Keys(cfg.Connections)) {
+		if t.only == nil || slices.Contains(t.only, name) {
+			out = append(out, cfg.Connections[name])
+		}
+	}
+	return out
+}
+
+// kinds are the kinds the session sends to, sorted; every kind without a
+// config.
+func (t target) kinds(cfg *config.Config) []string {
+	if cfg == nil {
+		return kinds.Names()
+	}
+	set := map[string]bool{}
+	for _, c := range t.connections(cfg) {
+		set[c.Kind] = true
+	}
+	return slices.Sorted(maps.Keys(set))
 }
 
 // pollEvery is how often a waiting process looks whether its turn came.
 const pollEvery = 250 * time.Millisecond
 
-// session is a local pipeline plus, with --sim, the simulator it talks to.
+// session is a local pipeline plus, with --sim, the simulators it talks to.
 type session struct {
 	p        *local.Pipeline
-	sim      *sim.Server
 	progress *progress
 	close    func()
 }
 
-// fixedKey serves one key for any secret id: the simulator's.
+// fixedKey serves one key for any secret id: the simulators'.
 type fixedKey string
 
 func (k fixedKey) Secret(context.Context, string) (string, error) { return string(k), nil }
 
+// kindKeys serves each connection's key from its kind's environment
+// variable (AUTOPILOT_API_KEY, ORTTO_API_KEY): locally there is no
+// Secrets Manager, and the secret id names the connection's kind.
+type kindKeys struct {
+	cfg    *config.Config
+	getenv func(string) string
+}
+
+func (k kindKeys) Secret(ctx context.Context, id string) (string, error) {
+	for _, c := range k.cfg.Connections {
+		if c.APIKeySecret == id {
+			return secrets.Env{Var: envName(c.Kind, "API_KEY"), Getenv: k.getenv}.Secret(ctx, id)
+		}
+	}
+	return "", fmt.Errorf("no connection names secret %q: %w", id, secrets.ErrNotFound)
+}
+
 func (e *env) open(ctx context.Context, bucketDir string, t target, cfg *config.Config) (*session, error) {
 	s := &session{close: func() {}}
-	opts := local.Options{BucketDir: bucketDir, Log: e.log}
+	opts := local.Options{BucketDir: bucketDir, Log: e.log, BaseURLs: map[string]string{}}
 	if t.lambda {
 		opts.Lambda = &local.LambdaModel{Seed: uint64(t.seed), Churn: t.churn}
 	}
@@ -70,68 +130,54 @@ func (e *env) open(ctx context.Context, bucketDir string, t target, cfg *config.
 		if _, err := rand.Read(key); err != nil {
 			return nil, err
 		}
-		faults, err := sim.ParseFaults(t.faults)
+		faults, err := simkit.ParseFaults(t.faults)
 		if err != nil {
 			return nil, usageError{"--faults: " + err.Error()}
 		}
-		rps := t.simRPS
-		if rps == 0 && cfg != nil {
-			for _, c := range cfg.Connections {
-				rps = max(rps, c.RequestsPerSecond)
-			}
-		}
-		s.sim = sim.New(sim.Options{APIKey: "sim-" + hex.EncodeToString(key), RequestsPerSecond: rps,
-			Burst: int(max(1, rps)), RetryAfter: true, Faults: faults, Seed: t.seed})
-		// The simulated Autopilot keeps its contacts next to the bucket folder,
-		// so the next run meets what this one left, as with the real one. One
-		// process at a time: another would save over what this one sent.
-		statePath := filepath.Clean(bucketDir) + ".autopilot-sim.json"
-		held, err := e.lockSimState(statePath, t.noWait)
-		if err != nil {
-			return nil, err
-		}
-		if err := loadSimState(s.sim, statePath); err != nil {
-			return nil, errors.Join(err, held.Unlock())
-		}
-		url, stop, err := serve(s.sim, "127.0.0.1:0")
-		if err != nil {
-			return nil, errors.Join(err, held.Unlock())
-		}
-		s.close = func() {
-			stop()
-			if err := saveSimState(s.sim, statePath); err != nil {
-				e.log.Error("saving the simulator's state", "error", err)
-			}
-			if err := held.Unlock(); err != nil {
-				e.log.Error("releasing the simulator's state", "error", err)
-			}
-		}
-		opts.BaseURL = url
 		opts.Secrets = fixedKey("sim-" + hex.EncodeToString(key))
-		if !e.json {
-			fmt.Fprintf(e.stdout, "Autopilot: built-in simulator at %s (%.0f requests/s budget; its contacts are kept in %s)\n", url, rps, statePath)
+		var closers []func()
+		s.close = func() {
+			for _, c := range slices.Backward(closers) {
+				c()
+			}
+		}
+		for _, kind := range t.kinds(cfg) {
+			rps := t.simRPS
+			if rps == 0 && cfg != nil {
+				for _, c := range t.connections(cfg) {
+					if c.Kind == kind {
+						rps = max(rps, c.RequestsPerSecond)
+					}
+				}
+			}
+			url, stop, err := e.startSim(kind, bucketDir, t, simkit.Config{APIKey: string(opts.Secrets.(fixedKey)),
+				RequestsPerSecond: rps, Burst: int(max(1, rps)), Faults: faults, Seed: t.seed})
+			if err != nil {
+				s.close()
+				return nil, err
+			}
+			closers = append(closers, stop)
+			opts.BaseURLs[kind] = url
 		}
 	} else {
-		if t.baseURL != "" {
-			if err := config.CheckBaseURL(t.baseURL); err != nil {
-				return nil, fmt.Errorf("AUTOPILOT_BASE_URL: %w", err)
+		for kind, u := range t.baseURLs {
+			if err := config.CheckBaseURL(u); err != nil {
+				return nil, fmt.Errorf("%s: %w", envName(kind, "BASE_URL"), err)
 			}
+			opts.BaseURLs[kind] = u
 		}
-		opts.Secrets = secrets.Env{Getenv: e.getenv}
-		opts.BaseURL = t.baseURL
-		if _, err := opts.Secrets.Secret(ctx, ""); err != nil {
-			return nil, fmt.Errorf("no API key: set AUTOPILOT_API_KEY, or pass --sim to use the built-in simulator")
+		if cfg == nil {
+			return nil, usageError{"a run against the real API needs the config"}
 		}
-		endpoint := t.baseURL
-		if endpoint == "" && cfg != nil {
-			var urls []string
-			for _, c := range cfg.Connections {
-				urls = append(urls, c.BaseURL)
+		opts.Secrets = kindKeys{cfg: cfg, getenv: e.getenv}
+		for _, c := range t.connections(cfg) {
+			if _, err := opts.Secrets.Secret(ctx, c.APIKeySecret); err != nil {
+				return nil, fmt.Errorf("no API key for connection %s: set %s, or pass --sim to use the built-in simulators", c.Name, envName(c.Kind, "API_KEY"))
 			}
-			endpoint = strings.Join(urls, ", ")
-		}
-		if !e.json {
-			fmt.Fprintf(e.stdout, "Autopilot: sending to %s with the key in AUTOPILOT_API_KEY\n", endpoint)
+			endpoint := cmp.Or(opts.BaseURLs[c.Kind], c.BaseURL)
+			if !e.json {
+				fmt.Fprintf(e.stdout, "%s: sending to %s with the key in %s\n", c.Title(), endpoint, envName(c.Kind, "API_KEY"))
+			}
 		}
 	}
 	p, err := local.New(opts)
@@ -144,6 +190,45 @@ func (e *env) open(ctx context.Context, bucketDir string, t target, cfg *config.
 	}
 	s.p = p
 	return s, nil
+}
+
+// startSim serves kind's simulator on loopback, with the state an earlier
+// process left next to the bucket folder (BUCKET.<kind>-sim.json), so the
+// next run meets what this one left, as with the real API. One process at
+// a time: another would save over what this one sent. stop saves it.
+func (e *env) startSim(kind, bucketDir string, t target, c simkit.Config) (url string, stop func(), err error) {
+	sim, err := kinds.Simulator(kind, c)
+	if err != nil {
+		return "", nil, err
+	}
+	statePath := filepath.Clean(bucketDir) + "." + kind + "-sim.json"
+	held, err := e.lockSimState(statePath, t.noWait)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := loadSimState(sim, statePath); err != nil {
+		return "", nil, errors.Join(err, held.Unlock())
+	}
+	url, halt, err := serve(sim, "127.0.0.1:0")
+	if err != nil {
+		return "", nil, errors.Join(err, held.Unlock())
+	}
+	if !e.json {
+		title := kind
+		if k, ok := kinds.Lookup(kind); ok {
+			title = k.Title
+		}
+		fmt.Fprintf(e.stdout, "%s: built-in simulator at %s (%.0f requests/s budget; its state is kept in %s)\n", title, url, c.RequestsPerSecond, statePath)
+	}
+	return url, func() {
+		halt()
+		if err := saveSimState(sim, statePath); err != nil {
+			e.log.Error("saving the simulator's state", "error", err)
+		}
+		if err := held.Unlock(); err != nil {
+			e.log.Error("releasing the simulator's state", "error", err)
+		}
+	}, nil
 }
 
 // lockSimState takes the simulator state's lock, waiting for another
@@ -163,7 +248,7 @@ func (e *env) lockSimState(statePath string, noWait bool) (*filelock.Held, error
 	return filelock.Lock(statePath+".lock", true)
 }
 
-func loadSimState(s *sim.Server, path string) error {
+func loadSimState(s simkit.Simulator, path string) error {
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -171,17 +256,13 @@ func loadSimState(s *sim.Server, path string) error {
 	if err != nil {
 		return fmt.Errorf("reading the simulator's state: %w", err)
 	}
-	var st sim.State
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return fmt.Errorf("%s: %w (delete it to start the simulator empty)", path, err)
-	}
-	if err := s.Load(st); err != nil {
+	if err := s.LoadJSON(raw); err != nil {
 		return fmt.Errorf("%s: %w (delete it to start the simulator empty)", path, err)
 	}
 	return nil
 }
 
-func saveSimState(s *sim.Server, path string) error {
+func saveSimState(s simkit.Simulator, path string) error {
 	raw, err := s.DumpJSON()
 	if err != nil {
 		return err
@@ -251,7 +332,7 @@ func (e *env) runFlagSet(name string, f *runFlags, def runFlags) *flag.FlagSet {
 	fs.StringVar(&f.bucketDir, "bucket-dir", def.bucketDir, "folder standing in for the S3 bucket; runs diff against its snapshot")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "plan and report only; send nothing")
 	fs.BoolVar(&f.allowLargeRemoval, "allow-large-removal", false, "lift the mirror safety brake for this run")
-	fs.BoolVar(&f.t.useSim, "sim", false, "send to the built-in Autopilot simulator instead of the config's baseURL")
+	fs.BoolVar(&f.t.useSim, "sim", false, "send to the built-in simulators (one per kind of connection) instead of the config's baseURL")
 	fs.StringVar(&f.t.faults, "faults", "", "with --sim: inject faults, e.g. 5xx=0.05,429burst=0.01:5")
 	fs.Int64Var(&f.t.seed, "seed", 1, "with --sim: fault seed; with --as-lambda: churn and phase seed")
 	fs.BoolVar(&f.t.lambda, "as-lambda", false, "run the batches as the Lambda deployment does: each in a container of its own pacing its share of the budget, some recycled (--churn), instead of one shared limiter")
@@ -269,7 +350,7 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 	if err := required("config", f.configPath, "export", f.export, "file", f.file); err != nil {
 		return err
 	}
-	f.t.baseURL = e.getenv("AUTOPILOT_BASE_URL")
+	f.t.baseURLs = baseURLsFromEnv(e.getenv)
 	return e.runExport(ctx, f)
 }
 
@@ -282,6 +363,7 @@ func (e *env) runExport(ctx context.Context, f runFlags) error {
 	if err != nil {
 		return err
 	}
+	f.t.only = []string{ex.Connection}
 	s, err := e.open(ctx, f.bucketDir, f.t, cfg)
 	if err != nil {
 		return err
@@ -390,7 +472,7 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 		fmt.Fprintf(w, "  resumed run: %d of %d batches were already done by an earlier attempt and not sent again\n", b.Resumed, b.Total)
 	}
 	o := rep.Outcome
-	fmt.Fprintf(w, "  sent %d · rejected by Autopilot %d · failed %d · removed %d\n", o.Sent, o.RejectedByAPI, o.Failed, o.Removed)
+	fmt.Fprintf(w, "  sent %d · rejected by %s %d · failed %d · removed %d\n", o.Sent, cmp.Or(rep.Destination, "Autopilot"), o.RejectedByAPI, o.Failed, o.Removed)
 	floor := "rate-limit floor"
 	if rep.Batches.Resumed > 0 {
 		floor += " of the whole run"
@@ -451,13 +533,16 @@ func cmdRuns(ctx context.Context, e *env, args []string) error {
 
 func cmdSim(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("sim")
+	kind := fs.String("kind", "autopilot", "the destination to simulate: "+strings.Join(kinds.Names(), ", "))
+	region := fs.String("region", "global", "with --kind ortto: the region this host serves (global, au, eu)")
+	otherRegion := fs.String("other-region-key", "", "with --kind ortto: a key of an account in another region, REGION:KEY, refused here as Ortto refuses it")
 	addr := fs.String("addr", "127.0.0.1:8089", "listen address (loopback)")
 	key := fs.String("api-key", "", "the API key the simulator accepts")
 	rps := fs.Float64("rps", 5, "requests per second per key (0 = unlimited)")
 	burst := fs.Int("burst", 0, "token bucket size (default: rps)")
 	faults := fs.String("faults", "", "fault spec, e.g. 5xx=0.05,429burst=0.01:5,latency=20ms,drop=0.01,hang=0.01:3s,reject=@bad\\.example$")
 	seed := fs.Int64("seed", 1, "seed for deterministic faults")
-	retryAfter := fs.Bool("retry-after", true, "send Retry-After with 429 answers")
+	retryAfter := fs.Bool("retry-after", true, "with --kind autopilot: send Retry-After with 429 answers")
 	if err := e.parse(fs, args); err != nil {
 		return err
 	}
@@ -471,18 +556,38 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		return usageError{"--addr must be a loopback address such as 127.0.0.1:8089"}
 	}
-	f, err := sim.ParseFaults(*faults)
+	f, err := simkit.ParseFaults(*faults)
 	if err != nil {
 		return usageError{"--faults: " + err.Error()}
 	}
-	s := sim.New(sim.Options{APIKey: *key, RequestsPerSecond: *rps, Burst: *burst, RetryAfter: *retryAfter,
-		Faults: f, Seed: *seed, Logger: e.log})
+	c := simkit.Config{APIKey: *key, RequestsPerSecond: *rps, Burst: *burst, NoRetryHint: !*retryAfter, Faults: f, Seed: *seed, Logger: e.log}
+	var s http.Handler
+	switch *kind {
+	case "ortto":
+		others := map[string]string{}
+		if *otherRegion != "" {
+			r, k, ok := strings.Cut(*otherRegion, ":")
+			if !ok || orttosim.Hosts[r] == "" || k == "" {
+				return usageError{"--other-region-key: want REGION:KEY, REGION one of au, eu, global"}
+			}
+			others[k] = r
+		}
+		if orttosim.Hosts[*region] == "" {
+			return usageError{"--region: want global, au or eu"}
+		}
+		s = orttosim.New(orttosim.Options{APIKey: *key, Region: *region, OtherRegions: others, RequestsPerSecond: *rps, Burst: *burst,
+			Faults: f, Seed: *seed, Logger: e.log})
+	default:
+		if s, err = kinds.Simulator(*kind, c); err != nil {
+			return usageError{"--kind: " + err.Error()}
+		}
+	}
 	url, stop, err := serve(s, *addr)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	fmt.Fprintf(e.stdout, "Autopilot simulator listening: base URL %s/\n(header autopilotapikey; Ctrl-C to stop)\n", url)
+	fmt.Fprintf(e.stdout, "%s simulator listening: base URL %s/\n(Ctrl-C to stop)\n", *kind, url)
 	<-ctx.Done()
 	return nil
 }

@@ -38,10 +38,7 @@ func fixture(t *testing.T, rows int) (config, file, dir string) {
 func fixtureAt(t *testing.T, rows, rps int) (config, file, dir string) {
 	t.Helper()
 	dir = t.TempDir()
-	cfg, err := os.ReadFile("../../examples/exports.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testutil.ExampleConfig(t, "autopilot") // these tests meet the Autopilot simulator only
 	config = filepath.Join(dir, "exports.yaml")
 	if err := os.WriteFile(config, bytes.Replace(cfg, []byte("requestsPerSecond: 5 "), []byte("requestsPerSecond: "+strconv.Itoa(rps)+" "), 1), 0o644); err != nil {
 		t.Fatal(err)

@@ -27,7 +27,7 @@ func cmdWatch(ctx context.Context, e *env, args []string) error {
 	interval := fs.Duration("interval", 2*time.Second, "how often to look for new files")
 	existing := fs.Bool("existing", false, "also run the files already there at start")
 	var t target
-	fs.BoolVar(&t.useSim, "sim", false, "send to the built-in Autopilot simulator")
+	fs.BoolVar(&t.useSim, "sim", false, "send to the built-in simulators (one per kind of connection)")
 	fs.StringVar(&t.faults, "faults", "", "with --sim: inject faults")
 	if err := e.parse(fs, args); err != nil {
 		return err
@@ -42,7 +42,7 @@ func cmdWatch(ctx context.Context, e *env, args []string) error {
 	if _, err := stage(*dir, *configPath, cfg, nil, ""); err != nil {
 		return err
 	}
-	t.baseURL = e.getenv("AUTOPILOT_BASE_URL")
+	t.baseURLs = baseURLsFromEnv(e.getenv)
 	s, err := e.open(ctx, *dir, t, cfg)
 	if err != nil {
 		return err

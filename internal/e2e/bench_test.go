@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
-	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/local"
+	"github.com/segpilot/segpilot/shared/simkit"
 )
 
 // BenchmarkExport100k runs the whole local pipeline (plan, the state
-// machine's Map, syncbatch, finalize) for 100,000 profiles against a
-// simulator that enforces a budget of R requests/second
+// machine's Map, syncbatch, finalize) for 100,000 profiles against each
+// destination's simulator (sub-benchmarks autopilot, ortto), enforcing a
+// budget of R requests/second
 // (SEGPILOT_BENCH_RPS, default 20), then reruns it unchanged and with 1 %
 // of profiles changed. It reports:
 //   - elapsed/floor: first run's wall time over the report's floor
@@ -40,9 +41,15 @@ func BenchmarkExport100k(b *testing.B) {
 	week2 := generate(b, week2Opts)
 	changed := sample.DeltaOf(week2Opts).Changed
 
+	for _, d := range destinations {
+		b.Run(d.kind, func(b *testing.B) { benchExport(b, d, rps, week1, week2, changed) })
+	}
+}
+
+func benchExport(b *testing.B, d destination, rps int, week1, week2 []byte, changed []string) {
+	const rows = 100_000
 	for b.Loop() {
-		h := newHarness(b, sim.Options{RequestsPerSecond: float64(rps), Burst: rps, RetryAfter: true},
-			configYAML("upsert", rps))
+		h := newHarness(b, d, simOptions{RequestsPerSecond: float64(rps), Burst: rps}, configYAML(d, "upsert", rps))
 		start := time.Now()
 		rep := h.report(h.drop("week1.csv", week1)[0])
 		elapsed := time.Since(start)
@@ -80,14 +87,17 @@ func BenchmarkExport100k(b *testing.B) {
 }
 
 // BenchmarkPacing100k runs 100,000 profiles through the whole pipeline at
-// a budget of 100 requests/s against a simulator with a burst of 10, in
+// a budget of 100 requests/s against each destination's simulator
+// (sub-benchmarks <kind>/model=…) with a burst of 10, in
 // both execution models — local (one process, one limiter) and lambda
 // (each Map child in a simulated container pacing its own share, 10 %
 // recycled after each invocation) — on a quiet network and with 0–80 ms
 // of random delay per request, and with the budget set 20 % above the
 // simulator's real limit. It reports:
-//   - elapsed/floor: wall time over the floor at the simulator's real rate
-//     (requests / real rate): the fastest any exporter could go;
+//   - send/floor: the sending phase (first to last request, as the
+//     simulator saw them) over the floor at the simulator's real rate
+//     (requests / real rate): how well the workers pace together;
+//   - elapsed/floor: the whole run (planning, the Map, finalize) over it;
 //   - 429-share: share of requests answered 429;
 //   - cold-starts: containers started (lambda model).
 func BenchmarkPacing100k(b *testing.B) {
@@ -106,30 +116,61 @@ func BenchmarkPacing100k(b *testing.B) {
 		{"model=local/budget=120pct", false, 0, budget / 1.2},
 		{"model=lambda/budget=120pct", true, 0, budget / 1.2},
 	}
-	for _, c := range cases {
-		b.Run(c.name, func(b *testing.B) {
+	for _, d := range destinations {
+		for _, c := range cases {
+			b.Run(d.kind+"/"+c.name, func(b *testing.B) {
+				benchPacing(b, d, data, c.lambda, c.jitter, c.real)
+			})
+		}
+	}
+}
+
+func benchPacing(b *testing.B, d destination, data []byte, lambda bool, jitter time.Duration, real float64) {
+	const rows, budget = 100_000, 100.0
+	for b.Loop() {
+		var model *local.LambdaModel
+		if lambda {
+			model = &local.LambdaModel{Seed: 7, Churn: 0.1}
+		}
+		h := newHarness(b, d, simOptions{RequestsPerSecond: real, Burst: 10, Faults: simkit.Faults{Jitter: jitter}, Seed: 7},
+			configYAML(d, "upsert", int(budget)), func(o *local.Options) { o.Lambda = model })
+		start := time.Now()
+		rep := h.report(h.drop("week1.csv", data)[0])
+		elapsed := time.Since(start)
+		cnt := h.sim.Counters()
+		if rep.Outcome.Sent != rows || rep.Status != "succeeded" {
+			b.Fatalf("run %s sent %d of %d: %+v", rep.Status, rep.Outcome.Sent, rows, rep.Outcome)
+		}
+		trueFloor := rep.FloorSeconds * budget / real
+		b.ReportMetric(cnt.Span.Seconds()/trueFloor, "send/floor")
+		b.ReportMetric(elapsed.Seconds()/trueFloor, "elapsed/floor")
+		b.ReportMetric(float64(cnt.ByStatus[429])/float64(cnt.Total), "429-share")
+		if h.p.Containers != nil {
+			b.ReportMetric(float64(h.p.Containers().ColdStarts), "cold-starts")
+		}
+	}
+}
+
+// BenchmarkRemove1k takes 1,000 leavers off a mirror export's list, per
+// destination, and reports the requests the removals cost
+// (requests/1000-removals): Autopilot removes one contact a request, Ortto
+// 100 (unset_tags). It fails unless exactly those 1,000 left the list.
+func BenchmarkRemove1k(b *testing.B) {
+	for _, d := range destinations {
+		b.Run(d.kind, func(b *testing.B) {
 			for b.Loop() {
-				var model *local.LambdaModel
-				if c.lambda {
-					model = &local.LambdaModel{Seed: 7, Churn: 0.1}
+				h := newHarness(b, d, simOptions{}, configYAML(d, "mirror", 100)+"    allowLargeRemoval: true\n")
+				h.drop("a.csv", csvRange(1, 2000, "gold"))
+				h.sim.ResetCounters()
+				rep := h.report(h.drop("b.csv", csvRange(1001, 2000, "gold"))[0])
+				if rep.Status != "succeeded" || rep.Outcome.Removed != 1000 || len(h.sim.members()) != 1000 {
+					b.Fatalf("run %s: removed %d, %d left on the list; want 1,000 and 1,000", rep.Status, rep.Outcome.Removed, len(h.sim.members()))
 				}
-				h := newHarness(b, sim.Options{RequestsPerSecond: c.real, Burst: 10, RetryAfter: true,
-					Faults: sim.Faults{Jitter: c.jitter}, Seed: 7},
-					configYAML("upsert", int(budget)), func(o *local.Options) { o.Lambda = model })
-				start := time.Now()
-				rep := h.report(h.drop("week1.csv", data)[0])
-				elapsed := time.Since(start)
-				cnt := h.sim.Counters()
-				if rep.Outcome.Sent != rows || rep.Status != "succeeded" {
-					b.Fatalf("run %s sent %d of %d: %+v", rep.Status, rep.Outcome.Sent, rows, rep.Outcome)
+				n := 0
+				for _, v := range h.sim.Counters().ByRoute[d.removeRoute] {
+					n += v
 				}
-				trueFloor := rep.FloorSeconds * budget / c.real
-				b.ReportMetric(cnt.Span.Seconds()/trueFloor, "send/floor")
-				b.ReportMetric(elapsed.Seconds()/trueFloor, "elapsed/floor")
-				b.ReportMetric(float64(cnt.ByStatus[429])/float64(cnt.Total), "429-share")
-				if h.p.Containers != nil {
-					b.ReportMetric(float64(h.p.Containers().ColdStarts), "cold-starts")
-				}
+				b.ReportMetric(float64(n), "requests/1000-removals")
 			}
 		})
 	}

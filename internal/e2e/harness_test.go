@@ -1,5 +1,6 @@
-// Package e2e runs segpilot's whole pipeline against the Autopilot
-// simulator and checks what Autopilot ends up holding, exactly.
+// Package e2e runs segpilot's whole pipeline against each destination's
+// simulator (Autopilot, Ortto) and checks what the destination ends up
+// holding, exactly.
 package e2e
 
 import (
@@ -15,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -24,7 +24,6 @@ import (
 
 	"github.com/segpilot/segpilot/internal/sample"
 	"github.com/segpilot/segpilot/internal/testutil"
-	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/local"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/store"
@@ -35,18 +34,20 @@ const (
 	apiKey    = "KEY-e2e-0123456789"
 )
 
-// configYAML is an export like the shipped example; mode and rate vary.
-func configYAML(mode string, rps int) string {
+// configYAML is an export to d like the shipped example's; mode and rate
+// vary. An Ortto export may create its fields: the simulator starts empty.
+func configYAML(d destination, mode string, rps int) string {
+	conn, _, _ := strings.Cut(strings.TrimSpace(d.connection), ":")
+	extra := ""
+	if d.kind == "ortto" {
+		extra = "    createFields: true\n"
+	}
 	return `connections:
-  autopilot-main:
-    kind: autopilot
-    apiKeySecret: segpilot/autopilot
-    baseURL: https://api2.autopilothq.com/v1
-    consent: true
+` + d.connection + `    consent: true
     requestsPerSecond: ` + strconv.Itoa(rps) + `
 exports:
   vip-newsletter:
-    connection: autopilot-main
+    connection: ` + conn + `
     segment: vip-customers
     list: ` + listTitle + `
     match:
@@ -54,9 +55,9 @@ exports:
       firstName: FirstName
       lastName: LastName
       custom:
-        LoyaltyTier: string--Loyalty--Tier
-        LifetimeOrders: integer--Lifetime--Orders
-    mode: ` + mode + `
+        LoyaltyTier: ` + d.custom["LoyaltyTier"] + `
+        LifetimeOrders: ` + d.custom["LifetimeOrders"] + `
+` + extra + `    mode: ` + mode + `
 `
 }
 
@@ -64,10 +65,12 @@ type fixedKey string
 
 func (k fixedKey) Secret(context.Context, string) (string, error) { return string(k), nil }
 
-// harness is a local pipeline wired to a simulator on loopback.
+// harness is a local pipeline wired to a destination's simulator on
+// loopback.
 type harness struct {
 	t    testing.TB
-	sim  *sim.Server
+	d    destination
+	sim  simulator
 	p    *local.Pipeline
 	dir  string
 	url  string               // the simulator's base URL
@@ -93,17 +96,15 @@ func (h *harness) waitIdle() {
 	}
 }
 
-func baseURL(h *harness) string { return h.url }
+// baseURLs points another pipeline at the harness's simulator.
+func baseURLs(h *harness) map[string]string { return map[string]string{h.d.kind: h.url} }
 
 // noWait skips the state machine's retry waits: tests assert outcomes, not time.
 func noWait(ctx context.Context, d time.Duration) error { return ctx.Err() }
 
-func newHarness(t testing.TB, simOpts sim.Options, config string, options ...func(*local.Options)) *harness {
+func newHarness(t testing.TB, d destination, simOpts simOptions, config string, options ...func(*local.Options)) *harness {
 	t.Helper()
-	if simOpts.APIKey == "" {
-		simOpts.APIKey = apiKey
-	}
-	s := sim.New(simOpts)
+	s := d.newSim(simOpts)
 	inFlight := &atomic.Int64{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		inFlight.Add(1)
@@ -114,7 +115,7 @@ func newHarness(t testing.TB, simOpts sim.Options, config string, options ...fun
 	dir := t.TempDir()
 	logs := &testutil.SyncBuffer{}
 	opts := local.Options{
-		BucketDir: dir, Secrets: fixedKey(apiKey), BaseURL: srv.URL + "/v1",
+		BucketDir: dir, Secrets: fixedKey(apiKey), BaseURLs: map[string]string{d.kind: srv.URL + "/v1"},
 		Log:           slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		RetrySleep:    noWait,
 		ClientTimeout: 2 * time.Second,
@@ -126,7 +127,7 @@ func newHarness(t testing.TB, simOpts sim.Options, config string, options ...fun
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, sim: s, p: p, dir: dir, url: srv.URL + "/v1", logs: logs, inFlight: inFlight}
+	h := &harness{t: t, d: d, sim: s, p: p, dir: dir, url: srv.URL + "/v1", logs: logs, inFlight: inFlight}
 	h.put(run.ConfigKey, []byte(config))
 	return h
 }
@@ -171,7 +172,7 @@ func generate(t testing.TB, o sample.Options) []byte {
 	return b.Bytes()
 }
 
-// contact is what Autopilot should hold for one profile.
+// contact is what the destination should hold for one profile.
 type contact struct {
 	first, last, tier string
 	orders            float64
@@ -206,54 +207,38 @@ func expected(t testing.TB, data []byte) map[string]contact {
 	return out
 }
 
-// assertState checks the simulator holds exactly want, all on the list.
+// assertState checks the destination holds want, all on the list, and
+// nobody else on the list.
 func (h *harness) assertState(want map[string]contact) {
 	h.t.Helper()
-	state := h.sim.Dump()
-	got := map[string]sim.Contact{}
-	for _, c := range state.Contacts {
-		got[strings.ToLower(c.Email)] = c
-	}
+	got := h.sim.holds()
 	for email, w := range want {
 		c, ok := got[email]
 		if !ok {
-			h.t.Errorf("%s missing from Autopilot", email)
+			h.t.Errorf("%s missing from %s", email, h.d.kind)
 			continue
 		}
-		if c.Fields["FirstName"] != w.first || c.Fields["LastName"] != w.last ||
-			c.Custom["string--Loyalty--Tier"] != w.tier || c.Custom["integer--Lifetime--Orders"] != w.orders {
-			h.t.Errorf("%s holds %v %v, want %+v", email, c.Fields, c.Custom, w)
+		if c.first != w.first || c.last != w.last || c.tier != w.tier || c.orders != w.orders {
+			h.t.Errorf("%s holds %+v, want %+v", email, c, w)
 		}
 	}
-	var members []string
-	for _, l := range state.Lists {
-		if l.Title == listTitle {
-			members = append(members, l.Members...)
-		}
-	}
-	var wantMembers []string
-	for email := range want {
-		wantMembers = append(wantMembers, email)
-	}
-	sort.Strings(wantMembers)
-	lower := make([]string, len(members))
-	for i, m := range members {
-		lower[i] = strings.ToLower(m)
-	}
-	sort.Strings(lower)
-	if strings.Join(lower, ",") != strings.Join(wantMembers, ",") {
-		h.t.Errorf("list %q has %d members, want %d", listTitle, len(lower), len(wantMembers))
+	members := h.sim.members()
+	wantMembers := slices.Sorted(maps.Keys(want))
+	if strings.Join(members, ",") != strings.Join(wantMembers, ",") {
+		h.t.Errorf("list %q has %d members, want %d", listTitle, len(members), len(wantMembers))
 	}
 }
 
+// contactRequests counts the requests that upserted or removed contacts.
 func (h *harness) contactRequests() int {
 	c := h.sim.Counters()
 	n := 0
-	for route, byStatus := range c.ByRoute {
-		if strings.Contains(route, "/contact") {
-			for _, v := range byStatus {
-				n += v
-			}
+	for _, route := range []string{h.d.upsertRoute, h.d.removeRoute} {
+		for _, v := range c.ByRoute[route] {
+			n += v
+		}
+		if h.d.upsertRoute == h.d.removeRoute {
+			break
 		}
 	}
 	return n

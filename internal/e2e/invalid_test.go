@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/segpilot/segpilot/internal/sample"
-	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/run"
 )
 
@@ -18,7 +17,11 @@ import (
 // contacts sent.)
 func TestInvalidFileSendsNothing(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, sim.Options{}, configYAML("mirror", 100))
+	forEachDestination(t, testInvalidFileSendsNothing)
+}
+
+func testInvalidFileSendsNothing(t *testing.T, d destination) {
+	h := newHarness(t, d, simOptions{}, configYAML(d, "mirror", 100))
 	var b bytes.Buffer
 	for i := 1; i <= 300; i++ {
 		fmt.Fprintf(&b, `{"EmailAddress": %q, "FirstName": "F%d", "LoyaltyTier": "gold", "LifetimeOrders": %d}`+"\n", sample.Email(i), i, i)

@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/segpilot/segpilot/internal/sample"
-	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/local"
 	"github.com/segpilot/segpilot/shared/run"
 )
@@ -15,10 +14,14 @@ import (
 // start cold, and the next run finds some containers warm.
 func TestLambdaModelDeliversExactly(t *testing.T) {
 	t.Parallel()
+	forEachDestination(t, testLambdaModel)
+}
+
+func testLambdaModel(t *testing.T, d destination) {
 	week1 := generate(t, sample.Options{Rows: 3000, Seed: 12, Invalid: 50, Dupes: 40})
 	week2Opts := sample.Options{Rows: 3000, Seed: 12, Invalid: 50, Dupes: 40, Changed: 300, Added: 200}
 	week2 := generate(t, week2Opts)
-	h := newHarness(t, sim.Options{}, configYAML("upsert", 10),
+	h := newHarness(t, d, simOptions{}, configYAML(d, "upsert", 10),
 		func(o *local.Options) { o.Lambda = &local.LambdaModel{Seed: 3, Churn: 0.5} })
 
 	rep := h.report(h.drop("week1.csv", week1)[0])

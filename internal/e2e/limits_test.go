@@ -12,8 +12,8 @@ import (
 
 	"github.com/segpilot/segpilot"
 	"github.com/segpilot/segpilot/internal/sample"
-	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/local"
 	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/run"
@@ -26,23 +26,25 @@ import (
 // rejected rows to report, the heaviest result a batch can have.
 type rejectingDestination struct{ calls *atomic.Int64 }
 
-func (rejectingDestination) EnsureList(context.Context, string) (string, error) {
+func (rejectingDestination) PrepareList(context.Context, dest.ListSpec) (string, error) {
 	return "contactlist_limits", nil
 }
 
-func (d rejectingDestination) UpsertContacts(_ context.Context, _ string, cs []autopilot.Contact) ([]autopilot.Outcome, error) {
+func (d rejectingDestination) Upsert(_ context.Context, _ string, cs []dest.Contact) ([]dest.Outcome, error) {
 	d.calls.Add(1)
-	out := make([]autopilot.Outcome, len(cs))
+	out := make([]dest.Outcome, len(cs))
 	for i := range cs {
-		out[i] = autopilot.Outcome{Status: autopilot.StatusSent}
+		out[i] = dest.Outcome{Status: dest.Sent}
 	}
-	out[0] = autopilot.Outcome{Status: autopilot.StatusRejected,
+	out[0] = dest.Outcome{Status: dest.Rejected,
 		Reason: "400 Bad Request: " + strings.Repeat("the contact's email address was refused by the destination; ", 3)}
 	return out, nil
 }
 
-func (rejectingDestination) RemoveFromList(context.Context, string, string) error { return nil }
-func (rejectingDestination) Stats() autopilot.Stats                               { return autopilot.Stats{Requests: 1} }
+func (rejectingDestination) Remove(context.Context, string, []string) ([]dest.Outcome, error) {
+	return nil, nil
+}
+func (rejectingDestination) Stats() dest.Stats { return dest.Stats{Requests: 1} }
 
 // TestLargeRunStaysUnderStepFunctionsLimits plans 300,000 profiles and runs
 // them through the runner, which holds every state input, output and result
@@ -66,7 +68,7 @@ func TestLargeRunStaysUnderStepFunctionsLimits(t *testing.T) {
 		return rejectingDestination{calls: calls}, nil
 	}
 	h := &harness{t: t, p: p}
-	h.put(run.ConfigKey, []byte(configYAML("upsert", 100)+"    maxProfiles: 300000\n"))
+	h.put(run.ConfigKey, []byte(configYAML(destinations[0], "upsert", 100)+"    maxProfiles: 300000\n"))
 	res := h.drop("big.csv", generate(t, sample.Options{Rows: profiles, Seed: 3}))
 	if len(res) != 1 {
 		t.Fatalf("results %+v", res)

@@ -8,9 +8,9 @@ import (
 	"testing"
 
 	"github.com/segpilot/segpilot/internal/sample"
-	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/segment"
+	"github.com/segpilot/segpilot/shared/simkit"
 )
 
 // TestReportCarriesItsPage: a finalized run's report.json holds what its
@@ -28,11 +28,11 @@ func TestReportCarriesItsPage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			config := configYAML("upsert", 100)
+			config := configYAML(destinations[0], "upsert", 100)
 			if tt.showEmails {
 				config += "    showEmails: true\n"
 			}
-			h := newHarness(t, sim.Options{Faults: sim.Faults{RejectEmails: `^customer(7|77)@`}}, config)
+			h := newHarness(t, destinations[0], simOptions{Faults: simkit.Faults{RejectEmails: `^customer(7|77)@`}}, config)
 			// Every 7th row broken: more rejected rows than the report keeps.
 			data := generate(t, sample.Options{Rows: 1000, Seed: 9, Invalid: 7, Dupes: 50})
 			rep := h.report(h.drop("a.csv", data)[0])
@@ -87,7 +87,7 @@ func TestReportCarriesItsPage(t *testing.T) {
 // brake's limit and the exact command that lifts it for one run.
 func TestHeldReportSaysHowToLift(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, sim.Options{}, configYAML("mirror", 100))
+	h := newHarness(t, destinations[0], simOptions{}, configYAML(destinations[0], "mirror", 100))
 	h.drop("a.csv", csvRange(1, 400, "gold"))
 	rep := h.report(h.drop("b.csv", csvRange(201, 400, "gold"))[0])
 	lift := `aws lambda invoke --function-name "$RefreshFunctionName" --cli-binary-format raw-in-base64-out ` +

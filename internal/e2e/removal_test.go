@@ -10,27 +10,38 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/hostproc"
 	"github.com/segpilot/segpilot/shared/local"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/store"
 )
 
-const removeRoute = "DELETE /list/{list}/contact/{contact}"
-
 // TestResumeRepeatsFewRemovals kills a mirror run in the middle of its
-// removals (one request each) and resumes it: removals are checkpointed as
-// they go, so the resume repeats at most a few per batch in flight, not
-// every removal of the unfinished batches. (Seen failing with the
-// checkpoints removed: 119 done, 119 repeated.)
+// removals and resumes it: removals are checkpointed as they go, so the
+// resume repeats at most a few requests per batch in flight, not every
+// removal of the unfinished batches. Autopilot removes one contact a
+// request, checkpointed every five; Ortto 100 a request, checkpointed
+// after each. (Seen failing with the checkpoints removed: 119 done, 119
+// repeated.)
 func TestResumeRepeatsFewRemovals(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, sim.Options{}, configYAML("mirror", 50))
+	const inFlight = 3 // batches of removals sent side by side
+	kill := map[string]struct{ after, maxRepeated int }{
+		"autopilot": {119, inFlight * 5}, // a checkpoint every 5 removals
+		"ortto":     {1, inFlight},       // one request per batch, checkpointed after it
+	}
+	forEachDestination(t, func(t *testing.T, d destination) {
+		testResumeRepeatsFewRemovals(t, d, kill[d.kind].after, kill[d.kind].maxRepeated)
+	})
+}
+
+func testResumeRepeatsFewRemovals(t *testing.T, d destination, killAfter, maxRepeated int) {
+	h := newHarness(t, d, simOptions{}, configYAML(d, "mirror", 50))
 	h.drop("a.csv", csvRange(1, 2000, "gold"))
-	removals := func() int { // every answer: repeating a removal gets a 404
+	h.sim.ResetCounters()
+	removals := func() int { // every answer: repeating an Autopilot removal gets a 404
 		n := 0
-		for _, c := range h.sim.Counters().ByRoute[removeRoute] {
+		for _, c := range h.sim.Counters().ByRoute[d.removeRoute] {
 			n += c
 		}
 		return n
@@ -43,13 +54,13 @@ func TestResumeRepeatsFewRemovals(t *testing.T) {
 	ctx, kill := context.WithCancel(context.Background())
 	dying := &dyingStore{ObjectStore: h.p.Store}
 	go func() {
-		for removals() < 119 {
+		for removals() < killAfter {
 			time.Sleep(time.Millisecond)
 		}
 		dying.dead.Store(true) // a killed process writes nothing more, not even on its way out
 		kill()
 	}()
-	crashing, err := local.New(local.Options{Store: dying, Secrets: fixedKey(apiKey), BaseURL: baseURL(h), RetrySleep: noWait})
+	crashing, err := local.New(local.Options{Store: dying, Secrets: fixedKey(apiKey), BaseURLs: baseURLs(h), RetrySleep: noWait})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,13 +82,15 @@ func TestResumeRepeatsFewRemovals(t *testing.T) {
 	if rep := h.report(res[0]); rep.Status != run.StatusSucceeded || rep.Outcome.Removed != 300 {
 		t.Fatalf("resumed run: %s, removed %d; want succeeded, 300 removed", rep.Status, rep.Outcome.Removed)
 	}
-	if m := h.sim.Dump().Lists[0].Members; len(m) != 1700 {
+	if m := h.sim.members(); len(m) != 1700 {
 		t.Fatalf("%d members after the run, want 1700", len(m))
 	}
-	const inFlight, checkpointEvery = 3, 5
-	if repeated := removals() - 300; repeated > inFlight*checkpointEvery {
-		t.Fatalf("the resume repeated %d removals after %d were done; want at most %d (%d batches × a checkpoint every %d)",
-			repeated, done, inFlight*checkpointEvery, inFlight, checkpointEvery)
+	requests := 300 // one per removal
+	if d.kind == "ortto" {
+		requests = 3 // 100 a request
+	}
+	if repeated := removals() - requests; repeated > maxRepeated {
+		t.Fatalf("the resume repeated %d removal requests after %d were done; want at most %d", repeated, done, maxRepeated)
 	}
 }
 

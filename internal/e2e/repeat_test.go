@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
-	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/local"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/runner"
@@ -35,7 +34,11 @@ func csvRange(from, to int, tier string) []byte {
 // profiles and counted them as changed must fail here.
 func TestOnePercentChangeSendsExactlyThoseContacts(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, sim.Options{}, configYAML("upsert", 100))
+	forEachDestination(t, testOnePercentChange)
+}
+
+func testOnePercentChange(t *testing.T, d destination) {
+	h := newHarness(t, d, simOptions{}, configYAML(d, "upsert", 100))
 	h.drop("week1.csv", generate(t, sample.Options{Rows: 10000, Seed: 11}))
 	week2 := sample.Options{Rows: 10000, Seed: 11, Changed: 10}
 	truth := sample.DeltaOf(week2)
@@ -59,20 +62,26 @@ func TestOnePercentChangeSendsExactlyThoseContacts(t *testing.T) {
 	if len(got) != 0 {
 		t.Errorf("%d unchanged contacts were upserted too, e.g. %v", len(got), firstKeys(got, 3))
 	}
-	calls := h.sim.Counters().ByRoute["POST /contacts"][200]
+	calls := h.sim.Counters().ByRoute[d.upsertRoute][200]
 	if wantCalls := (len(truth.Changed) + 99) / 100; calls != wantCalls || h.contactRequests() != calls {
 		t.Errorf("%d contact requests, %d of them bulk upserts; want only ceil(%d/100) = %d bulk upserts",
 			h.contactRequests(), calls, len(truth.Changed), wantCalls)
 	}
 }
 
+// TestMirrorTakesOffOnlyItsOwnLeavers: a mirror export removes only the
+// contacts it put there (the tracked set, its snapshot), never someone put
+// on the list (Autopilot) or given the tag (Ortto) by hand.
 func TestMirrorTakesOffOnlyItsOwnLeavers(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, sim.Options{}, configYAML("mirror", 100))
+	forEachDestination(t, testMirrorOwnLeavers)
+}
+
+func testMirrorOwnLeavers(t *testing.T, d destination) {
+	h := newHarness(t, d, simOptions{}, configYAML(d, "mirror", 100))
 	h.drop("a.csv", csvRange(1, 10000, "gold"))
-	listID := h.sim.Dump().Lists[0].ID
-	const outsider = "joined-in-autopilot@example.com"
-	if err := h.sim.AddToList(listID, outsider); err != nil {
+	const outsider = "joined-by-hand@example.com"
+	if err := h.sim.addOutsider(outsider); err != nil {
 		t.Fatal(err)
 	}
 	res := h.drop("b.csv", csvRange(301, 10000, "gold")) // 300 leave
@@ -83,20 +92,28 @@ func TestMirrorTakesOffOnlyItsOwnLeavers(t *testing.T) {
 	for i := 301; i <= 10000; i++ {
 		want[sample.Email(i)] = true
 	}
-	members := h.sim.Dump().Lists[0].Members
+	members := h.sim.members()
 	if len(members) != len(want) {
 		t.Fatalf("list has %d members, want %d", len(members), len(want))
 	}
 	for _, m := range members {
-		if !want[strings.ToLower(m)] {
+		if !want[m] {
 			t.Fatalf("%s is still on the list", m)
 		}
+	}
+	if n := h.sim.Counters().ByRoute[d.removeRoute][200]; d.kind == "ortto" && n != 3+100 {
+		// 300 leavers: 3 removal requests (100 a call), after week 1's 100 upserts.
+		t.Errorf("%d merges, want 100 upserts and 3 removals", n)
 	}
 }
 
 func TestSafetyBrakeHoldsLargeRemovals(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, sim.Options{}, configYAML("mirror", 100))
+	forEachDestination(t, testSafetyBrake)
+}
+
+func testSafetyBrake(t *testing.T, d destination) {
+	h := newHarness(t, d, simOptions{}, configYAML(d, "mirror", 100))
 	h.drop("a.csv", csvRange(1, 400, "gold"))
 	before := h.sim.Counters().Total
 	half := csvRange(201, 400, "gold")
@@ -119,7 +136,7 @@ func TestSafetyBrakeHoldsLargeRemovals(t *testing.T) {
 	if again[0].RunID != res[0].RunID || again[0].Status != run.StatusSucceeded {
 		t.Fatalf("allowed run %+v", again[0])
 	}
-	if m := h.sim.Dump().Lists[0].Members; len(m) != 200 {
+	if m := h.sim.members(); len(m) != 200 {
 		t.Fatalf("%d members after the allowed removal, want 200", len(m))
 	}
 }
@@ -129,18 +146,22 @@ func TestSafetyBrakeHoldsLargeRemovals(t *testing.T) {
 // without resending a settled batch.
 func TestResumeAfterKill(t *testing.T) {
 	t.Parallel()
+	forEachDestination(t, testResumeAfterKill)
+}
+
+func testResumeAfterKill(t *testing.T, d destination) {
 	data := generate(t, sample.Options{Rows: 2500, Seed: 21, Invalid: 101, Dupes: 70})
-	ref := newHarness(t, sim.Options{}, configYAML("upsert", 100))
+	ref := newHarness(t, d, simOptions{}, configYAML(d, "upsert", 100))
 	want := ref.report(ref.drop("a.csv", data)[0])
 
 	for _, killAt := range []int{1, 7, 13, 24} {
 		t.Run(fmt.Sprint("after batch ", killAt), func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, sim.Options{}, configYAML("upsert", 100))
+			h := newHarness(t, d, simOptions{}, configYAML(d, "upsert", 100))
 			ctx, kill := context.WithCancel(context.Background())
 			var done atomic.Int32
 			crashing, err := local.New(local.Options{Store: h.p.Store, Secrets: fixedKey(apiKey),
-				BaseURL: baseURL(h), RetrySleep: noWait,
+				BaseURLs: baseURLs(h), RetrySleep: noWait,
 				Progress: func(p runner.Progress) {
 					if int(done.Add(1)) >= killAt {
 						kill()
@@ -157,7 +178,7 @@ func TestResumeAfterKill(t *testing.T) {
 			}
 			h.waitIdle()
 			settled := h.countResults(want.RunID)
-			before := h.sim.Counters().ByRoute["POST /contacts"][200]
+			before := h.sim.Counters().ByRoute[d.upsertRoute][200]
 
 			res, err := h.p.Service.Start(context.Background(), run.StartRequest{Trigger: run.TriggerS3, Source: src})
 			if err != nil {
@@ -167,7 +188,7 @@ func TestResumeAfterKill(t *testing.T) {
 			if got.Status != run.StatusSucceeded || got.Outcome != want.Outcome || got.Plan != want.Plan {
 				t.Fatalf("resumed run %+v\nwant %+v", got.Outcome, want.Outcome)
 			}
-			resent := h.sim.Counters().ByRoute["POST /contacts"][200] - before
+			resent := h.sim.Counters().ByRoute[d.upsertRoute][200] - before
 			if unsettled := want.Batches.Total - settled; resent != unsettled {
 				t.Fatalf("resume sent %d batches, want only the %d without a result file", resent, unsettled)
 			}
@@ -184,10 +205,16 @@ func TestFilesArrivingTogetherRunInArrivalOrder(t *testing.T) {
 	t.Parallel()
 	first := generate(t, sample.Options{Rows: 400, Seed: 5, Invalid: 7, Dupes: 9})
 	second := generate(t, sample.Options{Rows: 400, Seed: 5, Invalid: 7, Dupes: 9, Changed: 40, Removed: 30, Added: 20})
+	forEachDestination(t, func(t *testing.T, d destination) {
+		testArrivalOrder(t, d, first, second)
+	})
+}
+
+func testArrivalOrder(t *testing.T, d destination, first, second []byte) {
 	for i := range 4 {
 		t.Run(fmt.Sprint("round ", i), func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, sim.Options{}, configYAML("mirror", 100))
+			h := newHarness(t, d, simOptions{}, configYAML(d, "mirror", 100))
 			arrived := time.Date(2026, 11, 29, 7, 0, 0, 0, time.UTC)
 			var srcs []run.Source
 			for _, f := range []struct {
@@ -233,23 +260,31 @@ func TestFilesArrivingTogetherRunInArrivalOrder(t *testing.T) {
 	}
 }
 
+// TestNeverResubscribes: someone who unsubscribed in the destination,
+// before segpilot ever sent them or between runs, stays unsubscribed when
+// their data changes. The simulators apply a subscription field as the
+// real APIs do (Autopilot's "unsubscribed": false, Ortto's "bol::p":
+// true re-subscribe), so a client that sent one would fail here.
 func TestNeverResubscribes(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, sim.Options{}, configYAML("upsert", 100))
-	// Someone unsubscribed before segpilot ever ran.
+	forEachDestination(t, testNeverResubscribes)
+}
+
+func testNeverResubscribes(t *testing.T, d destination) {
+	h := newHarness(t, d, simOptions{}, configYAML(d, "upsert", 100))
+	// Someone unsubscribed before segpilot ever ran (put on the list by hand).
 	early := sample.Email(3)
-	listID := h.sim.CreateList("newsletter (managed in Autopilot)")
-	if err := h.sim.AddToList(listID, early); err != nil {
+	if err := h.sim.addOutsider(early); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.sim.Unsubscribe(early); err != nil {
+	if err := h.sim.optOut(early); err != nil {
 		t.Fatal(err)
 	}
 	h.drop("a.csv", csvRange(1, 300, "gold"))
 	// Others unsubscribe between runs; then their data changes.
 	late := []string{sample.Email(10), sample.Email(250)}
 	for _, e := range late {
-		if err := h.sim.Unsubscribe(e); err != nil {
+		if err := h.sim.optOut(e); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -258,12 +293,12 @@ func TestNeverResubscribes(t *testing.T) {
 		t.Fatalf("plan %+v", res[0].Counts)
 	}
 	unsubscribed := map[string]bool{}
-	for _, c := range h.sim.Dump().Contacts {
-		if c.Unsubscribed {
-			unsubscribed[strings.ToLower(c.Email)] = true
+	for email, c := range h.sim.holds() {
+		if !c.subscribed {
+			unsubscribed[email] = true
 		}
-		if c.Custom["string--Loyalty--Tier"] != "platinum" && strings.HasPrefix(c.Email, "customer") {
-			t.Fatalf("%s was not updated", c.Email)
+		if c.tier != "platinum" {
+			t.Fatalf("%s was not updated", email)
 		}
 	}
 	for _, e := range append(late, early) {

@@ -10,38 +10,55 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
-	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/run"
+	"github.com/segpilot/segpilot/shared/simkit"
 )
 
-// TestSoak pushes profiles through the whole local pipeline against a
-// simulator that fails, throttles, hangs (applying the request anyway),
-// drops connections and rejects some emails; then a second run with 2%
-// changed and 1% removed. Autopilot must end up holding exactly the segment,
-// and every fault class must have been injected at least a stated number of
-// times, so the soak cannot pass without meeting its faults.
-// `make test` runs 5,000 profiles; `make soak` (SEGPILOT_SOAK=1) 100,000.
+// TestSoak pushes profiles through the whole local pipeline against each
+// destination's simulator, failing, throttling, hanging (applying the
+// request anyway), dropping connections and rejecting some emails; then a
+// second run with 2% changed and 1% removed. The destination must end up
+// holding exactly the segment, and every fault class must have been
+// injected at least a stated number of times, so the soak cannot pass
+// without meeting its faults. `make test` runs 5,000 profiles (Ortto:
+// 20,000); `make soak` (SEGPILOT_SOAK=1) 100,000 for each.
 func TestSoak(t *testing.T) {
 	t.Parallel()
-	rows := 5000
-	// About half of what seed 42 injects into each class (5,000 profiles:
-	// 16 5xx, 10 burst 429s, 2 drops, 4 hangs, 64 rejections; 100,000: 232,
-	// 265, 45, 43, 1303), so a change of request order cannot fail the soak
-	// but losing a class does.
-	minInjected := sim.Injected{ServerErrors: 8, Throttled: 5, Dropped: 1, Hung: 2, Rejected: 32}
+	forEachDestination(t, testSoak)
+}
+
+func testSoak(t *testing.T, d destination) {
+	// Ortto takes 100 people a request for removals too and rejects a
+	// person without failing their request: for make test, four times the
+	// profiles give its soak about as many requests (and faults) as
+	// Autopilot's.
+	rows := map[string]int{"autopilot": 5000, "ortto": 20000}[d.kind]
+	// About half of what seed 42 injects into each class, so a change of
+	// request order cannot fail the soak but losing a class does.
+	// Autopilot, 5,000 profiles: 16 5xx, 10 burst 429s, 2 drops, 4 hangs,
+	// 64 rejections (requests: a 400'd batch is split); 100,000: 232, 265,
+	// 45, 43, 1303. Ortto, 20,000: 15, 10, 2, 4, 40; 100,000: 56, 75, 10,
+	// 15, 199 (rejections are people: Ortto answers each in its own entry).
+	minInjected := map[string]simkit.Injected{
+		"autopilot": {ServerErrors: 8, Throttled: 5, Dropped: 1, Hung: 2, Rejected: 32},
+		"ortto":     {ServerErrors: 7, Throttled: 5, Dropped: 1, Hung: 2, Rejected: 20},
+	}[d.kind]
 	if os.Getenv("SEGPILOT_SOAK") != "" {
 		rows = 100000
-		minInjected = sim.Injected{ServerErrors: 116, Throttled: 130, Dropped: 22, Hung: 21, Rejected: 650}
+		minInjected = map[string]simkit.Injected{
+			"autopilot": {ServerErrors: 116, Throttled: 130, Dropped: 22, Hung: 21, Rejected: 650},
+			"ortto":     {ServerErrors: 28, Throttled: 37, Dropped: 5, Hung: 7, Rejected: 100},
+		}[d.kind]
 	}
-	faults := sim.Faults{
+	faults := simkit.Faults{
 		ServerErrorRate:   0.05,
 		ThrottleBurstRate: 0.01, ThrottleBurstLen: 5,
 		HangRate: 0.01, HangFor: 3 * time.Second, // past the client's 2 s timeout, applied anyway
 		DropRate:     0.01,
 		RejectEmails: `^customer\d*999@`, // 0.1% of emails
 	}
-	h := newHarness(t, sim.Options{RequestsPerSecond: 100, Burst: 10, RetryAfter: true, Faults: faults, Seed: 42},
-		configYAML("mirror", 100))
+	h := newHarness(t, d, simOptions{RequestsPerSecond: 100, Burst: 10, Faults: faults, Seed: 42},
+		configYAML(d, "mirror", 100))
 	start := time.Now()
 	week1 := generate(t, sample.Options{Rows: rows, Seed: 8, Invalid: 500, Dupes: 300})
 	rep1 := h.report(h.drop("week1.csv", week1)[0])
@@ -55,12 +72,12 @@ func TestSoak(t *testing.T) {
 	if rep2.Plan.Changed == 0 || rep2.Plan.Removed == 0 {
 		t.Fatalf("week 2 plan %+v", rep2.Plan)
 	}
-	// Mirror mode takes leavers off the list, not out of Autopilot: the
-	// contacts are still exactly those of week 1.
+	// Mirror mode takes leavers off the list, not out of the destination:
+	// the contacts are still exactly those of week 1.
 	h.assertHolds(holds)
 
 	c := h.sim.Counters()
-	t.Logf("injected: %d 5xx, %d burst 429s, %d drops, %d hangs, %d rejections",
+	t.Logf("%s injected: %d 5xx, %d burst 429s, %d drops, %d hangs, %d rejections", d.kind,
 		c.Injected.ServerErrors, c.Injected.Throttled, c.Injected.Dropped, c.Injected.Hung, c.Injected.Rejected)
 	for _, f := range []struct {
 		class     string
@@ -82,8 +99,8 @@ func TestSoak(t *testing.T) {
 	h.assertNothingLeaked(t, week1)
 }
 
-// checkSoakRun checks a run's report and what Autopilot holds for its
-// file, and returns the emails Autopilot must hold for it.
+// checkSoakRun checks a run's report and what the destination holds for
+// its file, and returns the emails it must hold for it.
 func (h *harness) checkSoakRun(t *testing.T, rep *run.Report, data []byte) map[string]contact {
 	t.Helper()
 	if rep.Status != run.StatusSucceeded || rep.Outcome.Failed != 0 || !rep.Outcome.Reconciles() {
@@ -95,7 +112,7 @@ func (h *harness) checkSoakRun(t *testing.T, rep *run.Report, data []byte) map[s
 		if strings.HasSuffix(strings.Split(email, "@")[0], "999") {
 			delete(want, email)
 			if !rejected[email] {
-				t.Errorf("%s was refused by Autopilot but is not in rejected.csv", email)
+				t.Errorf("%s was refused by %s but is not in rejected.csv", email, h.d.kind)
 			}
 		}
 	}
@@ -106,28 +123,25 @@ func (h *harness) checkSoakRun(t *testing.T, rep *run.Report, data []byte) map[s
 	return want
 }
 
-// assertHolds checks Autopilot holds exactly the contacts of want, none of
-// them unsubscribed: nothing refused slipped in, nothing was lost.
+// assertHolds checks the destination holds exactly the contacts of want,
+// none of them unsubscribed: nothing refused slipped in, nothing was lost.
 func (h *harness) assertHolds(want map[string]contact) {
 	h.t.Helper()
-	state := h.sim.Dump()
-	got := map[string]bool{}
-	for _, c := range state.Contacts {
-		email := strings.ToLower(c.Email)
-		got[email] = true
+	got := h.sim.holds()
+	for email, c := range got {
 		if _, ok := want[email]; !ok {
-			h.t.Errorf("Autopilot holds %s, which it should not", email)
+			h.t.Errorf("%s holds %s, which it should not", h.d.kind, email)
 		}
-		if c.Unsubscribed {
+		if !c.subscribed {
 			h.t.Errorf("%s is unsubscribed", email)
 		}
 	}
 	if len(got) != len(want) {
-		h.t.Errorf("Autopilot holds %d contacts, want %d", len(got), len(want))
+		h.t.Errorf("%s holds %d contacts, want %d", h.d.kind, len(got), len(want))
 	}
 }
 
-// rejectedByAPI reads the contacts rejected.csv says Autopilot refused.
+// rejectedByAPI reads the contacts rejected.csv says the destination refused.
 func (h *harness) rejectedByAPI(t *testing.T, rep *run.Report) map[string]bool {
 	t.Helper()
 	f, err := os.Open(filepath.Join(h.dir, rep.Rejected))
@@ -141,7 +155,7 @@ func (h *harness) rejectedByAPI(t *testing.T, rep *run.Report) map[string]bool {
 	}
 	out := map[string]bool{}
 	for _, r := range rows[1:] {
-		if strings.HasPrefix(r[2], "rejected by Autopilot") {
+		if strings.HasPrefix(r[2], h.d.rejectedBy) {
 			out[r[1]] = true
 		}
 	}

@@ -26,6 +26,10 @@ import (
 // again, so a rotated secret takes effect without a redeploy.
 const SecretTTL = 5 * time.Minute
 
+// SecretPrefix names the secrets the functions may read (template.yaml's
+// policies grant secret:segpilot/* only): every connection's apiKeySecret.
+const SecretPrefix = "segpilot/"
+
 // Needs says which adapters a function uses, so each builds only those.
 type Needs struct {
 	Starter   bool // ingest, refresh, finalize (it starts the next queued run)
@@ -71,14 +75,12 @@ func NewService(ctx context.Context, needs Needs) (*run.Service, error) {
 		svc.Starter = sfnstarter.New(awsx.NewSFNClient(cfg, os.Getenv(awsx.EnvSFNEndpoint)), arn)
 	}
 	if needs.Connector {
-		secretID := os.Getenv("API_KEY_SECRET_ID")
-		if secretID == "" {
-			return nil, fmt.Errorf("environment variable API_KEY_SECRET_ID is not set")
-		}
 		src := secrets.NewCache(smsecrets.New(awsx.NewSecretsClient(cfg, os.Getenv(awsx.EnvSecretsEndpoint))), SecretTTL)
-		// Each container paces its worker's share of the budget; containers
+		// Each connection's key is its own secret, named segpilot/…: the
+		// functions' IAM policy lets them read those and no other. Each
+		// container paces its worker's share of the budget; containers
 		// started together begin at random phases of their interval.
-		c := &connect.Connector{Secrets: src, SecretID: secretID, Log: svc.Log, StartPhase: randomPhase}
+		c := &connect.Connector{Secrets: src, SecretPrefix: SecretPrefix, Log: svc.Log, StartPhase: randomPhase}
 		svc.Connect = c.Connect
 	}
 	return svc, nil

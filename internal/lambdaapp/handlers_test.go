@@ -64,7 +64,7 @@ func TestIngestOverS3(t *testing.T) {
 	autopilot := sim.New(sim.Options{APIKey: "k-123"})
 	simSrv := httptest.NewServer(autopilot)
 	t.Cleanup(simSrv.Close)
-	p, err := local.New(local.Options{Store: st, Secrets: fixedKey("k-123"), BaseURL: simSrv.URL + "/v1",
+	p, err := local.New(local.Options{Store: st, Secrets: fixedKey("k-123"), BaseURLs: map[string]string{"autopilot": simSrv.URL + "/v1"},
 		RetrySleep: func(ctx context.Context, d time.Duration) error { return nil }})
 	if err != nil {
 		t.Fatal(err)

@@ -8,13 +8,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/internal/testutil"
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/awsx/s3store"
@@ -134,10 +134,7 @@ func newBenchWorld(b *testing.B, rie string, bootstraps map[string]string) *benc
 	}
 
 	// The example config on the simulator at the full budget, as in TestFunctions.
-	example, err := os.ReadFile("../../examples/exports.yaml")
-	if err != nil {
-		b.Fatal(err)
-	}
+	example := testutil.ExampleConfig(b, "autopilot")
 	cfgYAML := strings.Replace(string(example), "https://api2.autopilothq.com/v1", apSrv.URL+"/v1", 1)
 	cfgYAML = strings.Replace(cfgYAML, "requestsPerSecond: 5 ", "requestsPerSecond: 100 ", 1)
 	cfg, err := config.Load(run.ConfigKey, []byte(cfgYAML))
@@ -151,7 +148,7 @@ func newBenchWorld(b *testing.B, rie string, bootstraps map[string]string) *benc
 		b.Fatal(err)
 	}
 	return &benchWorld{rie: rie, bootstraps: bootstraps, bkt: bkt, sfn: sfn, cfgVersion: cfg.Version, segment: csv.Bytes(),
-		env: append(functionEnv(b, s3URL, secretsSrv.URL, sfnSrv.URL), "API_KEY_SECRET_ID="+secretID)}
+		env: functionEnv(b, s3URL, secretsSrv.URL, sfnSrv.URL)}
 }
 
 // helper runs a function warm, for the preparation the measured one needs.

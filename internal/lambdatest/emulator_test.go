@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/segpilot/segpilot/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -22,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/segpilot/segpilot/internal/testutil"
 )
 
 const modulePath = "github.com/segpilot/segpilot"

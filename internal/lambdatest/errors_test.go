@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/internal/testutil"
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/run"
 )
@@ -88,10 +88,7 @@ func TestStepErrorNames(t *testing.T) {
 	t.Cleanup(apSrv.Close)
 	t.Cleanup(func() { close(api.release) })
 
-	example, err := os.ReadFile("../../examples/exports.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	example := testutil.ExampleConfig(t, "autopilot")
 	cfgYAML := strings.Replace(string(example), "https://api2.autopilothq.com/v1", apSrv.URL+"/v1", 1)
 	cfgYAML = strings.Replace(cfgYAML, "requestsPerSecond: 5 ", "requestsPerSecond: 100 ", 1)
 	putObject(t, bkt, run.ConfigKey, []byte(cfgYAML))
@@ -103,7 +100,7 @@ func TestStepErrorNames(t *testing.T) {
 	seg := putObject(t, bkt, segmentKey, csv.Bytes())
 
 	// The SDK retries twice at most here, so a test waits seconds, not a minute.
-	env := append(functionEnv(t, s3Srv.URL, secretsSrv.URL, sfnSrv.URL), "API_KEY_SECRET_ID="+secretID, "AWS_MAX_ATTEMPTS=2")
+	env := append(functionEnv(t, s3Srv.URL, secretsSrv.URL, sfnSrv.URL), "AWS_MAX_ATTEMPTS=2")
 	const timeout = 4 // seconds
 	ingest := startEmulator(t, rie, "ingest", bootstraps["ingest"], env)
 	syncbatch := startEmulator(t, rie, "syncbatch", bootstraps["syncbatch"],
@@ -203,10 +200,7 @@ func TestEmptySecretIsReported(t *testing.T) {
 	autopilot := sim.New(sim.Options{APIKey: apiKey})
 	apSrv := httptest.NewServer(autopilot)
 	t.Cleanup(apSrv.Close)
-	example, err := os.ReadFile("../../examples/exports.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	example := testutil.ExampleConfig(t, "autopilot")
 	putObject(t, bkt, run.ConfigKey, []byte(strings.Replace(string(example), "https://api2.autopilothq.com/v1", apSrv.URL+"/v1", 1)))
 	var csv bytes.Buffer
 	if _, err := sample.Write(&csv, sample.Options{Rows: 120, Seed: 9}); err != nil {
@@ -215,7 +209,7 @@ func TestEmptySecretIsReported(t *testing.T) {
 	const segmentKey = "segments/vip-customers/first.csv"
 	seg := putObject(t, bkt, segmentKey, csv.Bytes())
 
-	env := append(functionEnv(t, s3URL, secretsSrv.URL, sfnSrv.URL), "API_KEY_SECRET_ID="+secretID)
+	env := functionEnv(t, s3URL, secretsSrv.URL, sfnSrv.URL)
 	ingest := startEmulator(t, rie, "ingest", bootstraps["ingest"], env)
 	refresh := startEmulator(t, rie, "refresh", bootstraps["refresh"], env)
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
+	"github.com/segpilot/segpilot/internal/testutil"
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/awsx"
 	"github.com/segpilot/segpilot/shared/awsx/s3store"
@@ -32,7 +33,6 @@ const (
 	exportName = "vip-newsletter"
 	listTitle  = "VIP customers"
 	secretID   = "segpilot/autopilot"
-	revokedID  = "segpilot/autopilot-revoked"
 	apiKey     = "ak-LAMBDATEST-3c9f1e0b7d2a4f68"
 	wrongKey   = "ak-REVOKED-8e1d5b2c9a7f3e04"
 	machineARN = "arn:aws:states:eu-west-1:123456789012:stateMachine:segpilot-export"
@@ -180,11 +180,11 @@ func TestFunctions(t *testing.T) {
 
 	// The world: S3, Secrets Manager, Step Functions and Autopilot on loopback.
 	s3URL, bkt := newS3(t, bucket)
-	secretsSrv := httptest.NewServer(fakeSecrets{values: map[string]string{
-		secretID:  `{"apiKey":"` + apiKey + `"}`,
-		revokedID: wrongKey,
-	}})
+	secretsSrv := httptest.NewServer(fakeSecrets{values: map[string]string{secretID: `{"apiKey":"` + apiKey + `"}`}})
 	t.Cleanup(secretsSrv.Close)
+	// The same secret, holding a key Autopilot no longer accepts.
+	revokedSrv := httptest.NewServer(fakeSecrets{values: map[string]string{secretID: wrongKey}})
+	t.Cleanup(revokedSrv.Close)
 	sfn := &fakeSFN{arn: machineARN}
 	sfnSrv := httptest.NewServer(sfn)
 	t.Cleanup(sfnSrv.Close)
@@ -194,10 +194,7 @@ func TestFunctions(t *testing.T) {
 
 	// The shipped example config, pointed at the simulator, at the full
 	// budget so the batches are not paced for seconds.
-	example, err := os.ReadFile("../../examples/exports.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	example := testutil.ExampleConfig(t, "autopilot")
 	cfgYAML := strings.Replace(string(example), "https://api2.autopilothq.com/v1", apSrv.URL+"/v1", 1)
 	cfgYAML = strings.Replace(cfgYAML, "requestsPerSecond: 5 ", "requestsPerSecond: 100 ", 1)
 	cfg, err := config.Load(run.ConfigKey, []byte(cfgYAML))
@@ -228,13 +225,13 @@ func TestFunctions(t *testing.T) {
 	src := run.Source{Key: segmentKey, ETag: seg.ETag, Size: seg.Size, VersionID: seg.VersionID}
 	runID := run.RunID(exportName, src, cfg.Version)
 
+	// Each function reads the connection's own secret (apiKeySecret).
 	base := functionEnv(t, s3URL, secretsSrv.URL, sfnSrv.URL)
-	withSecret := func(id string) []string { return append(slices.Clone(base), "API_KEY_SECRET_ID="+id) }
-	ingest := startEmulator(t, rie, "ingest", bootstraps["ingest"], withSecret(secretID))
-	syncbatch := startEmulator(t, rie, "syncbatch", bootstraps["syncbatch"], withSecret(secretID))
-	revoked := startEmulator(t, rie, "syncbatch (revoked key)", bootstraps["syncbatch"], withSecret(revokedID))
-	finalize := startEmulator(t, rie, "finalize", bootstraps["finalize"], withSecret(secretID))
-	refresh := startEmulator(t, rie, "refresh", bootstraps["refresh"], withSecret(secretID))
+	ingest := startEmulator(t, rie, "ingest", bootstraps["ingest"], base)
+	syncbatch := startEmulator(t, rie, "syncbatch", bootstraps["syncbatch"], base)
+	revoked := startEmulator(t, rie, "syncbatch (revoked key)", bootstraps["syncbatch"], functionEnv(t, s3URL, revokedSrv.URL, sfnSrv.URL))
+	finalize := startEmulator(t, rie, "finalize", bootstraps["finalize"], base)
+	refresh := startEmulator(t, rie, "refresh", bootstraps["refresh"], base)
 	emulators := []*emulator{ingest, syncbatch, revoked, finalize, refresh}
 
 	// Ingest: one run, started once, with the input the ASL reads.

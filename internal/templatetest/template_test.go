@@ -490,12 +490,24 @@ func TestFunctionPermissionsAreLeast(t *testing.T) {
 		}
 	}
 
-	secretARN := obj{"Fn::If": []any{"CreateApiKeySecret", ref("ApiKeySecret"), ref("ExistingApiKeySecretArn")}}
-	found := map[string]obj{}
-	statements(at(resource(t, tmpl, "SyncBatchFunction"), "Properties", "Policies"), "", found)
-	for where, st := range found {
-		if slices.Contains(stringList(st["Action"]), "secretsmanager:GetSecretValue") && !reflect.DeepEqual(st["Resource"], secretARN) {
-			t.Errorf("SyncBatchFunction%s reads secrets %v, want only the API key secret", where, st["Resource"])
+	// Each connection's key is its own secret, named segpilot/…: the
+	// functions read those and no other (not "*", not all of the account's).
+	secretARN := obj{"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:segpilot/*"}
+	for _, id := range []string{"IngestFunction", "RefreshFunction", "SyncBatchFunction", "FinalizeFunction"} {
+		found := map[string]obj{}
+		statements(at(resource(t, tmpl, id), "Properties", "Policies"), "", found)
+		reads := 0
+		for where, st := range found {
+			if !slices.Contains(stringList(st["Action"]), "secretsmanager:GetSecretValue") {
+				continue
+			}
+			reads++
+			if len(stringList(st["Action"])) != 1 || !reflect.DeepEqual(st["Resource"], secretARN) {
+				t.Errorf("%s%s reads secrets %v %v, want only secretsmanager:GetSecretValue on %v", id, where, st["Action"], st["Resource"], secretARN)
+			}
+		}
+		if reads != 1 {
+			t.Errorf("%s has %d statements reading secrets, want 1 (it resolves lists or sends batches)", id, reads)
 		}
 	}
 	executionsARN := executionsARNByName(t, tmpl)
@@ -687,16 +699,17 @@ func TestBucketNameCopiesMatch(t *testing.T) {
 	}
 }
 
-// TestEnvironmentHoldsNoSecretValues: functions get the secret's ARN, never
-// its value, and nothing else that looks like a credential.
+// TestEnvironmentHoldsNoSecretValues: no function's environment holds a
+// secret's value, nor anything else that looks like a credential; the keys'
+// secrets are named in the config (each connection's apiKeySecret), and the
+// stack makes none.
 func TestEnvironmentHoldsNoSecretValues(t *testing.T) {
 	tmpl := rawTemplate(t)
-	secretARN := obj{"Fn::If": []any{"CreateApiKeySecret", ref("ApiKeySecret"), ref("ExistingApiKeySecretArn")}}
 	wantVars := map[string][]string{
-		"IngestFunction":    {"API_KEY_SECRET_ID", "BUCKET", "STATE_MACHINE_ARN"},
-		"RefreshFunction":   {"API_KEY_SECRET_ID", "BUCKET", "STATE_MACHINE_ARN"},
-		"SyncBatchFunction": {"API_KEY_SECRET_ID", "BUCKET"},
-		"FinalizeFunction":  {"API_KEY_SECRET_ID", "BUCKET", "STATE_MACHINE_ARN"},
+		"IngestFunction":    {"BUCKET", "STATE_MACHINE_ARN"},
+		"RefreshFunction":   {"BUCKET", "STATE_MACHINE_ARN"},
+		"SyncBatchFunction": {"BUCKET"},
+		"FinalizeFunction":  {"BUCKET", "STATE_MACHINE_ARN"},
 	}
 	credentialName := regexp.MustCompile(`(?i)key|secret|token|password|credential`)
 	for id, want := range wantVars {
@@ -727,20 +740,12 @@ func TestEnvironmentHoldsNoSecretValues(t *testing.T) {
 		if sm, ok := vars["STATE_MACHINE_ARN"]; ok && !reflect.DeepEqual(sm, wantARN) {
 			t.Errorf("%s STATE_MACHINE_ARN = %v, want %v", id, sm, wantARN)
 		}
-		if v, ok := vars["API_KEY_SECRET_ID"]; ok && !reflect.DeepEqual(v, secretARN) {
-			t.Errorf("%s API_KEY_SECRET_ID = %v, want the secret's ARN %v", id, v, secretARN)
+	}
+	resources, _ := tmpl["Resources"].(obj)
+	for id, r := range resources {
+		if at(r, "Type") == "AWS::SecretsManager::Secret" {
+			t.Errorf("%s: the stack makes a secret; each connection's key is a segpilot/… secret of its own", id)
 		}
-	}
-	got := at(resource(t, tmpl, "SyncBatchFunction"), "Properties", "Environment", "Variables", "API_KEY_SECRET_ID")
-	if !reflect.DeepEqual(got, secretARN) {
-		t.Errorf("API_KEY_SECRET_ID = %v, want the secret's ARN %v", got, secretARN)
-	}
-	secret := resource(t, tmpl, "ApiKeySecret")
-	if at(secret, "Condition") != "CreateApiKeySecret" || at(secret, "Type") != "AWS::SecretsManager::Secret" {
-		t.Errorf("ApiKeySecret must be an AWS::SecretsManager::Secret created only under CreateApiKeySecret")
-	}
-	if s, _ := at(secret, "Properties", "SecretString").(string); s != "" && s != `{"apiKey":""}` {
-		t.Errorf("ApiKeySecret ships a value in the template: %q", s)
 	}
 }
 
@@ -962,7 +967,7 @@ func TestCfnLint(t *testing.T) {
 func TestParametersAndOutputs(t *testing.T) {
 	tmpl := rawTemplate(t)
 	params, _ := tmpl["Parameters"].(obj)
-	for _, name := range []string{"ExistingApiKeySecretArn", "RefreshSchedule", "RunsRetentionDays", "LogRetentionDays", "AlarmEmail"} {
+	for _, name := range []string{"RefreshSchedule", "RunsRetentionDays", "LogRetentionDays", "AlarmEmail"} {
 		if params[name] == nil {
 			t.Errorf("parameter %s is missing", name)
 		}
@@ -972,13 +977,13 @@ func TestParametersAndOutputs(t *testing.T) {
 			t.Errorf("parameter %s has no Description", name)
 		}
 	}
-	for _, name := range []string{"ExistingApiKeySecretArn", "AlarmEmail"} {
+	for _, name := range []string{"AlarmEmail"} {
 		if def := at(params, name, "Default"); def != "" {
 			t.Errorf("parameter %s Default = %v, want empty", name, def)
 		}
 	}
 	outputs, _ := tmpl["Outputs"].(obj)
-	for _, name := range []string{"BucketName", "StateMachineArn", "RefreshFunctionName", "ApiKeySecretArn"} {
+	for _, name := range []string{"BucketName", "StateMachineArn", "RefreshFunctionName"} {
 		if at(outputs, name, "Value") == nil {
 			t.Errorf("output %s is missing", name)
 		}

@@ -49,28 +49,6 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
-func TestNewDoesNotMutateCallerClient(t *testing.T) {
-	t.Parallel()
-	hc := &http.Client{Timeout: time.Second}
-	c, err := New(Options{BaseURL: "https://h/v1", APIKey: "k", HTTPClient: hc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if hc.CheckRedirect != nil {
-		t.Error("caller's client was given a CheckRedirect")
-	}
-	if c.hc == hc || c.hc == http.DefaultClient || c.hc.CheckRedirect == nil {
-		t.Error("client must use its own copy with a redirect policy")
-	}
-	d, err := New(Options{BaseURL: "https://h/v1", APIKey: "k"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d.hc == http.DefaultClient || d.hc.Transport == nil {
-		t.Error("default client must have its own transport")
-	}
-}
-
 func TestPayload(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -440,74 +418,6 @@ func TestContextCancelled(t *testing.T) {
 	}
 }
 
-func TestBackoffFullJitterCapped(t *testing.T) {
-	t.Parallel()
-	c, err := New(Options{BaseURL: "https://h/v1", APIKey: "k", BaseBackoff: 100 * time.Millisecond, MaxBackoff: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for attempt, ceiling := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 4: 800 * time.Millisecond, 5: time.Second, 40: time.Second} {
-		var top time.Duration
-		for range 200 {
-			d := c.backoff(attempt, classRetry, http.Header{})
-			if d < 0 || d > ceiling {
-				t.Fatalf("attempt %d: wait %v outside [0, %v]", attempt, d, ceiling)
-			}
-			top = max(top, d)
-		}
-		if top < ceiling/2 {
-			t.Errorf("attempt %d: 200 waits never above %v; jitter not spread over [0, %v]", attempt, top, ceiling)
-		}
-	}
-}
-
-func TestRetryAfter(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	tests := []struct {
-		in   string
-		want time.Duration
-		ok   bool
-	}{
-		{"", 0, false},
-		{"3", 3 * time.Second, true},
-		{" 0 ", 0, true},
-		{"-1", 0, false},
-		{"soon", 0, false},
-		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second, true},
-		{now.Add(-time.Hour).Format(http.TimeFormat), 0, true},
-	}
-	for _, tt := range tests {
-		got, ok := retryAfter(tt.in, now)
-		if got != tt.want || ok != tt.ok {
-			t.Errorf("retryAfter(%q) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.ok)
-		}
-	}
-}
-
-func TestClassify(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		status int
-		err    error
-		want   class
-	}{
-		{200, nil, classOK}, {204, nil, classOK},
-		{401, nil, classRefused}, {403, nil, classRefused},
-		{429, nil, classThrottled},
-		{408, nil, classRetry}, {500, nil, classRetry}, {503, nil, classRetry},
-		{400, nil, classPermanent}, {404, nil, classPermanent}, {422, nil, classPermanent},
-		{0, io.ErrUnexpectedEOF, classRetry},
-		{0, context.DeadlineExceeded, classRetry},
-		{0, errRedirectRefused, classPermanent},
-	}
-	for _, tt := range tests {
-		if got := classify(tt.status, tt.err); got != tt.want {
-			t.Errorf("classify(%d, %v) = %v, want %v", tt.status, tt.err, got, tt.want)
-		}
-	}
-}
-
 func TestRedirectRefused(t *testing.T) {
 	t.Parallel()
 	var leaked sync.Mutex
@@ -540,33 +450,6 @@ func TestRedirectRefused(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), testKey) {
 		t.Errorf("error leaks key: %v", err)
-	}
-}
-
-func TestCheckRedirect(t *testing.T) {
-	t.Parallel()
-	mk := func(u string) *http.Request {
-		r, err := http.NewRequest(http.MethodGet, u, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	tests := []struct {
-		from, to string
-		ok       bool
-	}{
-		{"https://api.example.com/v1/a", "https://api.example.com/v1/b", true},
-		{"https://api.example.com/v1/a", "https://evil.example.com/v1/a", false},
-		{"https://api.example.com/v1/a", "http://api.example.com/v1/a", false},
-		{"http://127.0.0.1:1/v1/a", "http://127.0.0.1:1/v1/b", true},
-		{"http://127.0.0.1:1/v1/a", "http://127.0.0.1:2/v1/b", false},
-	}
-	for _, tt := range tests {
-		err := checkRedirect(mk(tt.to), []*http.Request{mk(tt.from)})
-		if (err == nil) != tt.ok {
-			t.Errorf("%s -> %s: err = %v, want ok=%v", tt.from, tt.to, err, tt.ok)
-		}
 	}
 }
 
@@ -685,7 +568,7 @@ func TestUpsertContact(t *testing.T) {
 
 func TestAPIErrorMasksPath(t *testing.T) {
 	t.Parallel()
-	e := &APIError{Status: 400, Method: "GET", Path: "/contact/john@example.com", Message: "no john@example.com"}
+	e := &APIError{API: "autopilot", Status: 400, Method: "GET", Path: "/contact/john@example.com", Message: "no john@example.com"}
 	if got, want := e.Error(), "autopilot GET /contact/j***@example.com: status 400: no j***@example.com"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}

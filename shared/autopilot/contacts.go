@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/segpilot/segpilot/shared/dest"
+	"github.com/segpilot/segpilot/shared/httpx"
 	"github.com/segpilot/segpilot/shared/segment"
 )
 
@@ -25,12 +27,12 @@ type Contact struct {
 }
 
 // Status is how one contact of a bulk upsert ended.
-type Status string
+type Status = dest.Status
 
 const (
-	StatusSent     Status = "sent"     // Autopilot accepted the contact
-	StatusRejected Status = "rejected" // Autopilot refused this contact (400); resending will not help
-	StatusFailed   Status = "failed"   // not delivered for a transient or run-wide reason; a re-run may help
+	StatusSent     = dest.Sent     // Autopilot accepted the contact
+	StatusRejected = dest.Rejected // Autopilot refused this contact (400); resending will not help
+	StatusFailed   = dest.Failed   // not delivered for a transient or run-wide reason; a re-run may help
 )
 
 // Outcome is the result for one input contact.
@@ -119,7 +121,7 @@ func (c *Client) sendBatch(ctx context.Context, listID string, contacts []Contac
 	}
 	// Upserts are keyed by email, so replaying a call that timed out after
 	// being applied cannot create duplicates.
-	err := c.do(ctx, request{method: http.MethodPost, path: "/contacts", body: map[string]any{"contacts": docs}}, &answer)
+	err := c.do(ctx, httpx.Request{Method: http.MethodPost, Path: "/contacts", Body: map[string]any{"contacts": docs}}, &answer)
 	var ae *APIError
 	var refused *UnauthorizedError
 	switch {
@@ -169,7 +171,7 @@ func (c *Client) UpsertContact(ctx context.Context, listID string, ct Contact) (
 	var answer struct {
 		ContactID string `json:"contact_id"`
 	}
-	err := c.do(ctx, request{method: http.MethodPost, path: "/contact", body: map[string]any{"contact": ct.payload(listID)}}, &answer)
+	err := c.do(ctx, httpx.Request{Method: http.MethodPost, Path: "/contact", Body: map[string]any{"contact": ct.payload(listID)}}, &answer)
 	if err != nil {
 		return "", fmt.Errorf("upserting contact %s: %w", segment.MaskEmail(ct.Email), err)
 	}
@@ -180,7 +182,7 @@ func (c *Client) UpsertContact(ctx context.Context, listID string, ct Contact) (
 // matching ErrNotFound.
 func (c *Client) GetContact(ctx context.Context, idOrEmail string) (map[string]any, error) {
 	var doc map[string]any
-	if err := c.do(ctx, request{method: http.MethodGet, path: "/contact/" + url.PathEscape(idOrEmail)}, &doc); err != nil {
+	if err := c.do(ctx, httpx.Request{Method: http.MethodGet, Path: "/contact/" + url.PathEscape(idOrEmail)}, &doc); err != nil {
 		return nil, fmt.Errorf("getting contact %s: %w", segment.MaskEmails(idOrEmail), err)
 	}
 	return doc, nil
@@ -195,7 +197,7 @@ type CustomField struct {
 // CustomFields lists the account's declared custom fields.
 func (c *Client) CustomFields(ctx context.Context) ([]CustomField, error) {
 	var fields []CustomField
-	if err := c.do(ctx, request{method: http.MethodGet, path: "/contacts/custom_fields"}, &fields); err != nil {
+	if err := c.do(ctx, httpx.Request{Method: http.MethodGet, Path: "/contacts/custom_fields"}, &fields); err != nil {
 		return nil, fmt.Errorf("listing custom fields: %w", err)
 	}
 	return fields, nil
@@ -204,7 +206,7 @@ func (c *Client) CustomFields(ctx context.Context) ([]CustomField, error) {
 // Account returns the account document; it is the cheap "test connection" call.
 func (c *Client) Account(ctx context.Context) (map[string]any, error) {
 	var doc map[string]any
-	if err := c.do(ctx, request{method: http.MethodGet, path: "/account"}, &doc); err != nil {
+	if err := c.do(ctx, httpx.Request{Method: http.MethodGet, Path: "/account"}, &doc); err != nil {
 		return nil, fmt.Errorf("getting account: %w", err)
 	}
 	return doc, nil

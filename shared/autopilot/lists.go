@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/segpilot/segpilot/shared/httpx"
 	"github.com/segpilot/segpilot/shared/segment"
 )
 
@@ -29,14 +30,14 @@ func (c *Client) EnsureList(ctx context.Context, title string) (string, error) {
 		var created struct {
 			ListID string `json:"list_id"`
 		}
-		r := request{
-			method: http.MethodPost,
-			path:   "/list",
-			body:   map[string]string{"name": title},
+		r := httpx.Request{
+			Method: http.MethodPost,
+			Path:   "/list",
+			Body:   map[string]string{"name": title},
 			// A POST /list that timed out may still have been applied
 			// (Autopilot documents this); look again before creating a
 			// second list with the same title.
-			beforeRetry: func(ctx context.Context) (bool, error) {
+			BeforeRetry: func(ctx context.Context) (bool, error) {
 				found, err := c.findList(ctx, title)
 				id = found
 				return found != "", err
@@ -63,7 +64,7 @@ func (c *Client) findList(ctx context.Context, title string) (string, error) {
 			Title  string `json:"title"`
 		} `json:"lists"`
 	}
-	if err := c.do(ctx, request{method: http.MethodGet, path: "/lists"}, &answer); err != nil {
+	if err := c.do(ctx, httpx.Request{Method: http.MethodGet, Path: "/lists"}, &answer); err != nil {
 		return "", fmt.Errorf("listing lists: %w", err)
 	}
 	var ids []string
@@ -82,7 +83,7 @@ func (c *Client) findList(ctx context.Context, title string) (string, error) {
 // or unknown, is not an error, so a re-run is harmless.
 func (c *Client) RemoveFromList(ctx context.Context, listID, email string) error {
 	path := "/list/" + url.PathEscape(listID) + "/contact/" + url.PathEscape(email)
-	err := c.do(ctx, request{method: http.MethodDelete, path: path}, nil)
+	err := c.do(ctx, httpx.Request{Method: http.MethodDelete, Path: path}, nil)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("removing %s from list %s: %w", segment.MaskEmail(email), listID, err)
 	}

@@ -13,11 +13,15 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/segpilot/segpilot/shared/autopilot"
+	"github.com/segpilot/segpilot/shared/dest"
+	"github.com/segpilot/segpilot/shared/kinds"
 	"github.com/segpilot/segpilot/shared/segment"
 )
 
-// DefaultBaseURL is the Autopilot API used when a connection names none.
-const DefaultBaseURL = "https://api2.autopilothq.com/v1"
+// DefaultBaseURL is the Autopilot API used when an autopilot connection
+// names none.
+const DefaultBaseURL = autopilot.DefaultBaseURL
 
 // Defaults for optional settings.
 const (
@@ -25,9 +29,6 @@ const (
 	DefaultMaxProfiles       = 100000
 	DefaultMaxRemovalShare   = 0.2
 )
-
-// KindAutopilot is the only destination kind supported today.
-const KindAutopilot = "autopilot"
 
 // Config is a validated exports.yaml.
 type Config struct {
@@ -40,9 +41,10 @@ type Config struct {
 // Connection is one destination account and how it may be used.
 type Connection struct {
 	Name              string
-	Kind              string // "autopilot"
+	Kind              string // a kind of shared/kinds: "autopilot", "ortto"
+	Region            string `json:",omitempty"` // the account's region, for kinds that have them (Ortto: global, au, eu)
 	APIKeySecret      string // Secrets Manager id of the API key
-	BaseURL           string // https://, or http:// on a loopback host only
+	BaseURL           string // https://, or http:// on a loopback host only; by default the kind's (region's) host
 	Consent           bool   // "I agree" to sending personal data outside AWS; exports refuse to run without it
 	RequestsPerSecond float64
 }
@@ -50,21 +52,30 @@ type Connection struct {
 // Match names the segment columns (or JSON keys) that feed a contact.
 type Match struct {
 	Email, FirstName, LastName string
-	Custom                     map[string]string // source column -> Autopilot custom key like "string--Loyalty--Tier"
+	// Custom maps a source column to the destination's custom field key:
+	// Autopilot's "string--Loyalty--Tier", Ortto's "str:cm:loyalty-tier".
+	Custom map[string]string
+	// Decimal marks the source columns whose field holds decimals (Ortto's
+	// int fields: {field: int:cm:spend, decimal: true}).
+	Decimal map[string]bool `json:",omitempty"`
 }
 
 // Export sends one segment to one list on one connection.
 type Export struct {
 	Name              string
 	Connection        string
+	Kind              string // the connection's kind
 	Segment           string // folder name under segments/
-	List              string // Autopilot list title
+	List              string // Autopilot list title, Ortto tag
 	Match             Match
 	Mode              string // plan.ModeUpsert or plan.ModeMirror: the planner implements them
 	MaxProfiles       int
 	MaxRemovalShare   float64 // mirror safety brake: refuse to remove more than this share of the list
 	AllowLargeRemoval bool    // lift the brake permanently for this export
 	Enabled           bool
+	// CreateFields lets a run create the custom fields the destination
+	// lacks (Ortto) instead of refusing to start.
+	CreateFields bool
 	// ShowEmails writes rejected rows' emails unmasked into report.json and
 	// report.html; by default they are masked there, as in the logs.
 	ShowEmails bool
@@ -151,10 +162,51 @@ func (e *Export) Mapping() segment.Mapping {
 	}
 	for _, src := range slices.Sorted(maps.Keys(e.Match.Custom)) {
 		key := e.Match.Custom[src]
-		typ, _, _ := strings.Cut(key, "--")
-		m.Custom = append(m.Custom, segment.CustomField{Source: src, Key: key, Type: typ})
+		m.Custom = append(m.Custom, segment.CustomField{Source: src, Key: key, Type: string(e.fieldType(src))})
 	}
 	return m
+}
+
+// Fields lists the custom fields the export fills, sorted by key.
+func (e *Export) Fields() []dest.Field {
+	var out []dest.Field
+	for _, src := range slices.Sorted(maps.Keys(e.Match.Custom)) {
+		out = append(out, dest.Field{Key: e.Match.Custom[src], Type: e.fieldType(src)})
+	}
+	slices.SortFunc(out, func(a, b dest.Field) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
+// fieldType is the value type of the custom field src feeds, as the
+// export's kind reads its key (checked when the config was loaded).
+func (e *Export) fieldType(src string) dest.Type {
+	key := e.Match.Custom[src]
+	if k, ok := kinds.Lookup(e.Kind); ok {
+		if t, err := k.FieldType(key, e.Match.Decimal[src]); err == nil {
+			return t
+		}
+	}
+	typ, _, _ := strings.Cut(key, "--")
+	return dest.Type(typ)
+}
+
+// Capabilities says how the connection's destination shapes requests
+// (Autopilot's when the kind is unknown: a manifest from before kinds).
+func (c Connection) Capabilities() dest.Capabilities {
+	k, ok := kinds.Lookup(c.Kind)
+	if !ok {
+		k, _ = kinds.Lookup("autopilot")
+	}
+	return k.Capabilities
+}
+
+// Title is how messages and reports name the connection's destination:
+// "Autopilot", "Ortto".
+func (c Connection) Title() string {
+	if k, ok := kinds.Lookup(c.Kind); ok {
+		return k.Title
+	}
+	return c.Kind
 }
 
 // CheckBaseURL refuses a base URL the API key must not be sent to: one

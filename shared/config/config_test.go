@@ -44,6 +44,7 @@ func TestLoadExample(t *testing.T) {
 		"vip-newsletter": {
 			Name:       "vip-newsletter",
 			Connection: "autopilot-main",
+			Kind:       "autopilot",
 			Segment:    "vip-customers",
 			List:       "VIP customers",
 			Match: Match{
@@ -58,6 +59,7 @@ func TestLoadExample(t *testing.T) {
 		"lapsed-winback": {
 			Name:       "lapsed-winback",
 			Connection: "autopilot-main",
+			Kind:       "autopilot",
 			Segment:    "lapsed-customers",
 			List:       "Win-back 2024",
 			Match: Match{
@@ -492,5 +494,60 @@ func TestAliasesResolved(t *testing.T) {
 	}
 	if got := cfg.Exports["f"].Match; got.Email != "Email" || got.Custom["Tier"] != "string--Tier" {
 		t.Errorf("aliased match = %+v", got)
+	}
+}
+
+// TestOrttoExport: the region picks the host, custom field ids give the
+// reader its types (a decimal one marked), and createFields is kept.
+func TestOrttoExport(t *testing.T) {
+	t.Parallel()
+	src := `
+connections:
+  ortto-eu:
+    kind: ortto
+    region: eu
+    apiKeySecret: segpilot/ortto
+  ortto-global:
+    kind: ortto
+    apiKeySecret: segpilot/ortto-global
+exports:
+  vip:
+    connection: ortto-eu
+    segment: vip
+    list: VIP customers
+    createFields: true
+    match:
+      email: EmailAddress
+      custom:
+        Tier: str:cm:loyalty-tier
+        Orders: int:cm:lifetime-orders
+        Spend: {field: int:cm:lifetime-spend, decimal: true}
+        Vip: bol:cm:vip
+        Joined: dtz:cm:joined
+`
+	cfg, err := Load("o.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cfg.Connections["ortto-eu"]; c.BaseURL != "https://api.eu.ap3api.com/v1" || c.Region != "eu" || c.Title() != "Ortto" {
+		t.Errorf("ortto-eu: %+v", c)
+	}
+	if c := cfg.Connections["ortto-global"]; c.BaseURL != "https://api.ap3api.com/v1" || c.Region != "" {
+		t.Errorf("ortto-global: %+v", c)
+	}
+	e := cfg.Exports["vip"]
+	if !e.CreateFields || e.Kind != "ortto" {
+		t.Errorf("export %+v", e)
+	}
+	var got []string
+	for _, f := range e.Mapping().Custom {
+		got = append(got, f.Source+"="+f.Key+":"+f.Type)
+	}
+	want := "Joined=dtz:cm:joined:date,Orders=int:cm:lifetime-orders:integer,Spend=int:cm:lifetime-spend:float,Tier=str:cm:loyalty-tier:string,Vip=bol:cm:vip:boolean"
+	if strings.Join(got, ",") != want {
+		t.Errorf("mapping %v\nwant %s", got, want)
+	}
+	if f := e.Fields(); len(f) != 5 || f[0].Key != "bol:cm:vip" || f[3].Type != "float" {
+		t.Errorf("fields %+v", f)
 	}
 }

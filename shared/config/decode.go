@@ -17,6 +17,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/segpilot/segpilot/shared/dest"
+	"github.com/segpilot/segpilot/shared/kinds"
 	"github.com/segpilot/segpilot/shared/plan"
 )
 
@@ -34,8 +36,7 @@ const (
 )
 
 var (
-	namePattern      = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
-	customKeyPattern = regexp.MustCompile(`^(string|integer|float|date|boolean)--[A-Za-z0-9]+(--[A-Za-z0-9]+)*$`)
+	namePattern = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 	// Secrets Manager secret names; ARNs are recognised by their prefix.
 	secretIDPattern = regexp.MustCompile(`^[A-Za-z0-9/_+=.@-]{1,512}$`)
 	yamlErrPattern  = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -43,19 +44,18 @@ var (
 
 var (
 	rootKeys       = []string{"connections", "exports"}
-	connectionKeys = []string{"kind", "apiKeySecret", "baseURL", "consent", "requestsPerSecond"}
+	connectionKeys = []string{"kind", "region", "apiKeySecret", "baseURL", "consent", "requestsPerSecond"}
 	exportKeys     = []string{"connection", "segment", "list", "match", "mode", "maxProfiles",
-		"maxRemovalShare", "allowLargeRemoval", "enabled", "showEmails"}
-	matchKeys   = []string{"email", "firstName", "lastName", "custom"}
-	modes       = []string{plan.ModeUpsert, plan.ModeMirror}
-	customTypes = []string{"string", "integer", "float", "date", "boolean"}
-	// Type names people reach for that Autopilot spells differently.
-	customTypeAliases = map[string]string{
-		"str": "string", "text": "string", "int": "integer", "number": "float",
-		"decimal": "float", "double": "float", "bool": "boolean",
-		"datetime": "date", "timestamp": "date",
-	}
+		"maxRemovalShare", "allowLargeRemoval", "enabled", "createFields", "showEmails"}
+	matchKeys  = []string{"email", "firstName", "lastName", "custom"}
+	customKeys = []string{"field", "decimal"}
+	modes      = []string{plan.ModeUpsert, plan.ModeMirror}
 )
+
+// defaultKind is assumed for an export whose connection is not defined,
+// so its other problems are still reported (in Autopilot's words, as
+// before there were other kinds).
+const defaultKind = "autopilot"
 
 const nameRule = "may contain only letters, digits, '.', '_' and '-' (it becomes an S3 prefix and a Step Functions execution name)"
 
@@ -330,20 +330,17 @@ func (d *decoder) name(path string, line int, name string) {
 func (d *decoder) connection(f field) *Connection {
 	name := f.key.Value
 	path := join("connections", name)
-	c := &Connection{Name: name, BaseURL: DefaultBaseURL, RequestsPerSecond: DefaultRequestsPerSecond}
+	c := &Connection{Name: name, RequestsPerSecond: DefaultRequestsPerSecond}
 	d.name(path, f.key.Line, name)
 	o := d.object(f.val, path, f.key.Line, connectionKeys)
 	if o == nil {
 		return c
 	}
-	if v, n, ok := d.required(o, "kind", "the destination type: autopilot"); ok {
+	kind, known := kinds.Lookup(defaultKind)
+	if v, n, ok := d.required(o, "kind", "the destination type: "+strings.Join(kinds.Names(), " or ")); ok {
 		c.Kind = v
-		switch v {
-		case KindAutopilot:
-		case "ortto":
-			d.add(o.sub("kind"), n.Line, `"ortto" is not supported yet (supported: autopilot)`)
-		default:
-			d.add(o.sub("kind"), n.Line, "%s is not a supported kind%s; supported: autopilot", q(v), didYouMean(v, []string{KindAutopilot}))
+		if kind, known = kinds.Lookup(v); !known {
+			d.add(o.sub("kind"), n.Line, "%s is not a supported kind%s; supported: %s", q(v), didYouMean(v, kinds.Names()), strings.Join(kinds.Names(), ", "))
 		}
 	}
 	// The value is never echoed: a misplaced API key must not reach logs.
@@ -353,10 +350,28 @@ func (d *decoder) connection(f field) *Connection {
 			d.add(o.sub("apiKeySecret"), n.Line, "is not a Secrets Manager secret id (letters, digits and /_+=.@- only, or an ARN); keep the key itself in Secrets Manager, never in this file")
 		}
 	}
+	c.BaseURL = kind.DefaultBaseURL
+	region, regionNode, hasRegion := d.str(o, "region")
+	if hasRegion {
+		regions := slices.Sorted(maps.Keys(kind.Regions))
+		switch {
+		case !known:
+		case len(regions) == 0:
+			d.add(o.sub("region"), regionNode.Line, "%s connections have no region: remove it", kind.Title)
+		case kind.Regions[region] == "":
+			d.add(o.sub("region"), regionNode.Line, "%s is not one of %s's regions%s; use %s (your %s instance's region)",
+				q(region), kind.Title, didYouMean(region, regions), strings.Join(regions, ", "), kind.Title)
+		default:
+			c.Region, c.BaseURL = region, kind.Regions[region]
+		}
+	}
 	if v, n, ok := d.str(o, "baseURL"); ok {
-		if msg := baseURLProblem(v); msg != "" {
+		switch msg := baseURLProblem(v); {
+		case msg != "":
 			d.add(o.sub("baseURL"), n.Line, "%s", msg)
-		} else {
+		case hasRegion:
+			d.add(o.sub("baseURL"), n.Line, "give region (which picks %s's host) or baseURL (a proxy, or the simulator), not both", kind.Title)
+		default:
 			c.BaseURL = strings.TrimRight(v, "/")
 		}
 	}
@@ -426,9 +441,13 @@ func (d *decoder) export(f field, conns map[string]*Connection) (e *Export, list
 	if o == nil {
 		return e, 0
 	}
+	kind, _ := kinds.Lookup(defaultKind)
 	if v, n, ok := d.required(o, "connection", "the name of a connection under connections:"); ok {
-		if _, defined := conns[v]; defined {
-			e.Connection = v
+		if c, defined := conns[v]; defined {
+			e.Connection, e.Kind = v, c.Kind
+			if k, known := kinds.Lookup(c.Kind); known {
+				kind = k
+			}
 		} else {
 			d.add(o.sub("connection"), n.Line, "%s is not defined%s", q(v), definedHint(v, slices.Sorted(maps.Keys(conns)), "connections"))
 		}
@@ -440,11 +459,15 @@ func (d *decoder) export(f field, conns map[string]*Connection) (e *Export, list
 			e.Segment = v
 		}
 	}
-	if v, n, ok := d.required(o, "list", "the title of the Autopilot list to fill; it is created when missing"); ok {
+	listHint := "the title of the " + kind.Title + " list to fill; it is created when missing"
+	if kind.Regions != nil {
+		listHint = "the " + kind.Title + " tag this export's people get; an audience filtered on it is the list"
+	}
+	if v, n, ok := d.required(o, "list", listHint); ok {
 		e.List, listLine = v, n.Line
 	}
 	if mf, ok := o.fields["match"]; ok && !isNull(mf.val) {
-		e.Match = d.match(mf, o.sub("match"))
+		e.Match = d.match(mf, o.sub("match"), kind)
 	} else {
 		d.add(o.sub("match"), o.line, "required (which columns feed the contact; at least email)")
 	}
@@ -475,13 +498,19 @@ func (d *decoder) export(f field, conns map[string]*Connection) (e *Export, list
 	if v, ok := d.boolean(o, "enabled"); ok {
 		e.Enabled = v
 	}
+	if v, ok := d.boolean(o, "createFields"); ok {
+		if v && !kind.CreatesFields {
+			d.add(o.sub("createFields"), o.fields["createFields"].val.Line, "%s creates custom fields on first use: remove createFields", kind.Title)
+		}
+		e.CreateFields = v
+	}
 	if v, ok := d.boolean(o, "showEmails"); ok {
 		e.ShowEmails = v
 	}
 	return e, listLine
 }
 
-func (d *decoder) match(f field, path string) Match {
+func (d *decoder) match(f field, path string, kind dest.Kind) Match {
 	var m Match
 	o := d.object(f.val, path, f.key.Line, matchKeys)
 	if o == nil {
@@ -502,7 +531,7 @@ func (d *decoder) match(f field, path string) Match {
 	}
 	cpath := o.sub("custom")
 	if cf.val.Kind != yaml.MappingNode {
-		d.add(cpath, cf.val.Line, "must be a mapping of source column to Autopilot custom field key, got %s", describe(cf.val))
+		d.add(cpath, cf.val.Line, "must be a mapping of source column to %s custom field key, got %s", kind.Title, describe(cf.val))
 		return m
 	}
 	fedBy := map[string]field{}
@@ -512,13 +541,12 @@ func (d *decoder) match(f field, path string) Match {
 			d.add(kp, p.key.Line, "the source column name must not be empty")
 			continue
 		}
-		key, ok := d.scalarString(p.val, kp)
+		key, decimal, line, ok := d.customField(p, kp, kind)
 		if !ok {
 			continue
 		}
-		if !customKeyPattern.MatchString(key) {
-			d.add(kp, p.val.Line, "%s is not an Autopilot custom field key%s: write TYPE--Name, TYPE one of %s, Name of letters and digits (more words joined by --), e.g. \"string--Loyalty--Tier\"",
-				q(key), customKeyHint(key), strings.Join(customTypes, ", "))
+		if _, err := kind.FieldType(key, decimal); err != nil {
+			d.add(kp, line, "%s is not %v", q(key), err)
 			continue
 		}
 		if prev, dup := fedBy[key]; dup {
@@ -530,26 +558,33 @@ func (d *decoder) match(f field, path string) Match {
 			m.Custom = map[string]string{}
 		}
 		m.Custom[src] = key
+		if decimal {
+			if m.Decimal == nil {
+				m.Decimal = map[string]bool{}
+			}
+			m.Decimal[src] = true
+		}
 	}
 	return m
 }
 
-// customKeyHint suggests a fix for a mistyped type prefix ("int--Orders").
-func customKeyHint(key string) string {
-	typ, rest, found := strings.Cut(key, "--")
-	if !found || slices.Contains(customTypes, typ) {
-		return ""
+// customField reads one custom mapping's value: the field key as a
+// string or, for kinds that mark decimals, {field: KEY, decimal: true}.
+func (d *decoder) customField(p field, path string, kind dest.Kind) (key string, decimal bool, line int, ok bool) {
+	if p.val.Kind != yaml.MappingNode || !kind.MarksDecimals {
+		key, ok = d.scalarString(p.val, path)
+		return key, false, p.val.Line, ok
 	}
-	fixed, ok := customTypeAliases[strings.ToLower(typ)]
+	o := d.object(p.val, path, p.key.Line, customKeys)
+	if o == nil {
+		return "", false, 0, false
+	}
+	v, n, ok := d.required(o, "field", "the "+kind.Title+" custom field: "+kind.FieldHelp)
 	if !ok {
-		if fixed, ok = closest(typ, customTypes); !ok {
-			return ""
-		}
+		return "", false, 0, false
 	}
-	if candidate := fixed + "--" + rest; customKeyPattern.MatchString(candidate) {
-		return fmt.Sprintf(" (did you mean %q?)", candidate)
-	}
-	return ""
+	decimal, _ = d.boolean(o, "decimal")
+	return v, decimal, n.Line, true
 }
 
 func definedHint(v string, known []string, section string) string {

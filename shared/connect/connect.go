@@ -1,8 +1,9 @@
 // Package connect turns a connection of the config into a destination
-// ready for one batch: its API key from the secret source, a client of its
-// own (so its request counts are its own) and the budget's limiter, which
-// outlives the client. Local mode and the Lambda functions use the same
-// Connector; they differ only in how the budget is shared.
+// ready for one batch: the adapter its kind names (shared/kinds), its API
+// key from the secret source, a client of its own (so its request counts
+// are its own) and the budget's limiter, which outlives the client. Local
+// mode and the Lambda functions use the same Connector; they differ only
+// in how the budget is shared and where keys come from.
 package connect
 
 import (
@@ -14,8 +15,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/dest"
+	"github.com/segpilot/segpilot/shared/kinds"
 	"github.com/segpilot/segpilot/shared/pace"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/secrets"
@@ -24,12 +26,14 @@ import (
 // Connector implements run.Connector.
 type Connector struct {
 	Secrets secrets.Source
-	// SecretID, when set, is read instead of a connection's apiKeySecret
-	// (Lambda: the deployed secret, so the function's IAM scope holds).
-	SecretID string
-	// BaseURL, when set, replaces every connection's baseURL (the
-	// simulator, or AUTOPILOT_BASE_URL); it must pass the config's check.
-	BaseURL    string
+	// SecretPrefix, when set, refuses a connection whose apiKeySecret is
+	// not named under it (Lambda: the functions may read segpilot/*
+	// secrets only, so another name could only fail later, less clearly).
+	SecretPrefix string
+	// BaseURLs, when set, replace the baseURL of every connection of a
+	// kind (kind -> URL: the simulators, or AUTOPILOT_BASE_URL and
+	// ORTTO_BASE_URL); each must pass the config's check.
+	BaseURLs   map[string]string
 	HTTPClient *http.Client
 	Log        *slog.Logger
 	Timeout    time.Duration // per request; 0: the client's default
@@ -49,25 +53,37 @@ var _ run.Connector = (*Connector)(nil).Connect
 
 // Connect returns a destination for one batch of conn, whose worker's
 // share of the budget is workerRPS.
-func (c *Connector) Connect(ctx context.Context, conn config.Connection, workerRPS float64) (run.Destination, error) {
+func (c *Connector) Connect(ctx context.Context, conn config.Connection, workerRPS float64) (dest.Destination, error) {
+	kind, ok := kinds.Lookup(conn.Kind)
+	if !ok {
+		return nil, fmt.Errorf("connection %s: kind %q is not one of %s", conn.Name, conn.Kind, strings.Join(kinds.Names(), ", "))
+	}
 	base := conn.BaseURL
-	if c.BaseURL != "" {
-		base = c.BaseURL
+	if u := c.BaseURLs[conn.Kind]; u != "" {
+		base = u
 	}
 	// Before the key goes anywhere: an override skipped the config's check.
 	if err := config.CheckBaseURL(base); err != nil {
 		return nil, err
 	}
-	id := conn.APIKeySecret
-	if c.SecretID != "" && !strings.EqualFold(id, c.SecretID) {
-		id = c.SecretID
+	if c.SecretPrefix != "" && !strings.HasPrefix(secretName(conn.APIKeySecret), c.SecretPrefix) {
+		return nil, fmt.Errorf("connection %s: apiKeySecret %q is not named %s…: the functions may read only those secrets; "+
+			"store the key as e.g. %s%s and name that secret in the connection", conn.Name, conn.APIKeySecret, c.SecretPrefix, c.SecretPrefix, conn.Kind)
 	}
-	key, err := c.Secrets.Secret(ctx, id)
+	key, err := c.Secrets.Secret(ctx, conn.APIKeySecret)
 	if err != nil {
 		return nil, fmt.Errorf("reading the API key for connection %s: %w", conn.Name, err)
 	}
-	return autopilot.New(autopilot.Options{BaseURL: base, APIKey: key, HTTPClient: c.HTTPClient,
+	return kind.New(dest.Connection{BaseURL: base, APIKey: key, HTTPClient: c.HTTPClient,
 		Limiter: c.limiter(conn, workerRPS), Logger: c.Log, Timeout: c.Timeout})
+}
+
+// secretName is a secret id's name: an ARN's part after "secret:".
+func secretName(id string) string {
+	if _, name, ok := strings.Cut(id, ":secret:"); ok && strings.HasPrefix(id, "arn:") {
+		return name
+	}
+	return id
 }
 
 // limiter is conn's limiter in this process, made anew when its budget

@@ -2,6 +2,7 @@ package connect_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/connect"
+	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/secrets"
 )
 
@@ -23,12 +25,12 @@ func TestConnectRefusesKeyInClearText(t *testing.T) {
 		dials.Add(1)
 		return nil, net.ErrClosed
 	}}}
-	conn := config.Connection{Name: "main", APIKeySecret: "k", BaseURL: config.DefaultBaseURL, RequestsPerSecond: 5}
+	conn := config.Connection{Name: "main", Kind: "autopilot", APIKeySecret: "k", BaseURL: config.DefaultBaseURL, RequestsPerSecond: 5}
 	for _, base := range []string{"http://192.0.2.1/v1", "http://api2.autopilothq.com/v1", "ftp://127.0.0.1/v1", "http://user:pw@127.0.0.1/v1"} {
-		c := &connect.Connector{Secrets: secrets.Static{"k": "KEY"}, BaseURL: base, HTTPClient: client}
-		dest, err := c.Connect(context.Background(), conn, 0)
+		c := &connect.Connector{Secrets: secrets.Static{"k": "KEY"}, BaseURLs: map[string]string{"autopilot": base}, HTTPClient: client}
+		d, err := c.Connect(context.Background(), conn, 0)
 		if err == nil {
-			_, err = dest.EnsureList(context.Background(), "VIP")
+			_, err = d.PrepareList(context.Background(), dest.ListSpec{Title: "VIP"})
 			t.Errorf("%s: connected (then %v); want refused before any request", base, err)
 			continue
 		}
@@ -38,5 +40,39 @@ func TestConnectRefusesKeyInClearText(t *testing.T) {
 	}
 	if n := dials.Load(); n != 0 {
 		t.Fatalf("%d connections attempted", n)
+	}
+}
+
+// TestConnectPicksTheKindsAdapter: the connection's kind chooses the
+// adapter; its key comes from its own secret, which in Lambda must be a
+// segpilot/ one (the functions may read no other).
+func TestConnectPicksTheKindsAdapter(t *testing.T) {
+	t.Parallel()
+	src := secrets.Static{"segpilot/autopilot": "A-KEY", "segpilot/ortto": "O-KEY", "other/ortto": "X-KEY"}
+	c := &connect.Connector{Secrets: src, SecretPrefix: "segpilot/"}
+	for _, tt := range []struct {
+		conn config.Connection
+		want string // the adapter's type, or the error's words
+	}{
+		{config.Connection{Name: "a", Kind: "autopilot", APIKeySecret: "segpilot/autopilot", BaseURL: config.DefaultBaseURL}, "*autopilot.Client"},
+		{config.Connection{Name: "o", Kind: "ortto", APIKeySecret: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:segpilot/ortto", BaseURL: "https://api.eu.ap3api.com/v1"}, "refused"},
+		{config.Connection{Name: "o", Kind: "ortto", APIKeySecret: "segpilot/ortto", BaseURL: "https://api.eu.ap3api.com/v1"}, "*ortto.Client"},
+		{config.Connection{Name: "x", Kind: "ortto", APIKeySecret: "other/ortto", BaseURL: "https://api.ap3api.com/v1"}, "is not named segpilot/"},
+		{config.Connection{Name: "m", Kind: "mailchimp", APIKeySecret: "segpilot/m", BaseURL: "https://example.com"}, "not one of autopilot, ortto"},
+	} {
+		d, err := c.Connect(context.Background(), tt.conn, 1)
+		got := fmt.Sprintf("%T", d)
+		if err != nil {
+			got = err.Error()
+		}
+		if tt.want == "refused" { // an ARN names the secret too: its name decides
+			if err == nil || !strings.Contains(err.Error(), "reading the API key") {
+				t.Errorf("%s: %s; want the ARN's secret read (and missing here)", tt.conn.Name, got)
+			}
+			continue
+		}
+		if !strings.Contains(got, tt.want) {
+			t.Errorf("%s: %s; want %s", tt.conn.Name, got, tt.want)
+		}
 	}
 }

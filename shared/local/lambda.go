@@ -93,7 +93,7 @@ func (c *containers) Stats() ContainerStats {
 // containerService is one container's Service: like the pipeline's, but
 // with its own caches and a connector pacing this worker's share.
 func containerService(base *run.Service, opts Options, phase func(time.Duration) time.Duration) *run.Service {
-	conn := &connect.Connector{Secrets: opts.Secrets, BaseURL: opts.BaseURL, HTTPClient: opts.HTTPClient,
+	conn := &connect.Connector{Secrets: opts.Secrets, BaseURLs: opts.BaseURLs, HTTPClient: opts.HTTPClient,
 		Log: opts.Log, Timeout: opts.ClientTimeout, StartPhase: phase}
 	return &run.Service{Store: base.Store, Connect: conn.Connect, Log: base.Log, Now: base.Now,
 		Processes: base.Processes, ReleaseBrake: base.ReleaseBrake, SetKey: base.SetKey}

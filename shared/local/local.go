@@ -1,6 +1,6 @@
 // Package local wires segpilot's pipeline for a laptop: a folder as the
-// bucket, the in-process state-machine runner, and Autopilot (real, or the
-// simulator) paced by one shared budget per connection.
+// bucket, the in-process state-machine runner, and the destinations (real,
+// or their simulators) paced by one shared budget per connection.
 package local
 
 import (
@@ -27,10 +27,11 @@ import (
 type Options struct {
 	BucketDir string            // the folder standing in for the bucket
 	Store     store.ObjectStore // instead of BucketDir: any store (tests use S3 on gofakes3)
-	Secrets   secrets.Source    // where API keys come from (AUTOPILOT_API_KEY)
-	// BaseURL, when set, replaces every connection's baseURL (the simulator,
-	// or AUTOPILOT_BASE_URL).
-	BaseURL    string
+	Secrets   secrets.Source    // where API keys come from (AUTOPILOT_API_KEY, ORTTO_API_KEY)
+	// BaseURLs, when set, replace the baseURL of every connection of a
+	// kind (kind -> URL: the simulators, or AUTOPILOT_BASE_URL and
+	// ORTTO_BASE_URL).
+	BaseURLs   map[string]string
 	HTTPClient *http.Client
 	Log        *slog.Logger
 	Progress   func(runner.Progress)
@@ -71,7 +72,7 @@ func New(opts Options) (*Pipeline, error) {
 		now = time.Now
 	}
 	// Locally every worker shares the connection's whole budget, as one key sees it.
-	conn := &connect.Connector{Secrets: opts.Secrets, BaseURL: opts.BaseURL, HTTPClient: opts.HTTPClient,
+	conn := &connect.Connector{Secrets: opts.Secrets, BaseURLs: opts.BaseURLs, HTTPClient: opts.HTTPClient,
 		Log: opts.Log, Timeout: opts.ClientTimeout, Shared: true}
 	self, err := hostproc.Self()
 	if err != nil {
@@ -79,7 +80,7 @@ func New(opts Options) (*Pipeline, error) {
 	}
 	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, Now: opts.Now, Processes: processes(self.String()),
 		ReleaseBrake: func(string) string { return "run it again with --allow-large-removal" },
-		SetKey:       "set the AUTOPILOT_API_KEY environment variable (or run with --sim)", Page: runpage.Render}
+		SetKey:       "set the connection kind's key variable, AUTOPILOT_API_KEY or ORTTO_API_KEY (or run with --sim)", Page: runpage.Render}
 	syncBatch := handler(svc.SyncBatch)
 	var stats func() ContainerStats
 	if opts.Lambda != nil {

@@ -46,7 +46,7 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	if err != nil {
 		return nil, fmt.Errorf("finalizing %s: %w", in.RunID, err)
 	}
-	rep := &Report{Export: m.Export, RunID: m.RunID, Trigger: m.Trigger, Source: m.Source,
+	rep := &Report{Export: m.Export, RunID: m.RunID, Trigger: m.Trigger, Source: m.Source, Destination: m.Connection.Title(),
 		ConfigVersion: m.ConfigVersion, Mode: m.Mode, List: m.List, Plan: m.Counts, PlannedAt: m.PlannedAt,
 		Rejected: rejectedKey(m.Export, m.RunID)}
 	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged,
@@ -86,7 +86,7 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 		rep.Requests.add(res.Requests)
 		for _, r := range res.Rejected {
 			apiRejected[r.Email] = true
-			issues = append(issues, RowIssue{Row: r.Row, Email: r.Email, Reason: "rejected by Autopilot: " + r.Reason})
+			issues = append(issues, RowIssue{Row: r.Row, Email: r.Email, Reason: "rejected by " + m.Connection.Title() + ": " + r.Reason})
 		}
 		for _, f := range res.Failed {
 			if f.Row == 0 { // a removal
@@ -139,7 +139,7 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	if err := s.pageDetails(ctx, m, rep, issues, &tl); err != nil {
 		return nil, err
 	}
-		if err := s.putReport(ctx, rep); err != nil {
+	if err := s.putReport(ctx, rep); err != nil {
 		return nil, err
 	}
 	s.Logger().Info("run "+rep.Status, "export", m.Export, "run", m.RunID, "status", rep.Status,
@@ -297,11 +297,12 @@ func floorSeconds(m *Manifest) float64 {
 		return 0
 	}
 	requests := 0
+	perRemoval := max(1, m.Connection.Capabilities().RemoveBatch) // Autopilot: one request a removal; Ortto: 100
 	for _, b := range m.Batches {
 		if b.Upserts > 0 {
 			requests++
 		}
-		requests += b.Removals
+		requests += (b.Removals + perRemoval - 1) / perRemoval
 	}
 	return float64(requests) / m.Connection.RequestsPerSecond
 }

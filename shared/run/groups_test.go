@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/store"
@@ -32,18 +32,18 @@ type recorder struct {
 	untilDone bool
 }
 
-func (r *recorder) UpsertContacts(ctx context.Context, _ string, cs []autopilot.Contact) ([]autopilot.Outcome, error) {
+func (r *recorder) Upsert(ctx context.Context, _ string, cs []dest.Contact) ([]dest.Outcome, error) {
 	if r.untilDone {
 		<-ctx.Done()
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]autopilot.Outcome, len(cs))
+	out := make([]dest.Outcome, len(cs))
 	var emails []string
 	for i, c := range cs {
-		out[i] = autopilot.Outcome{Email: c.Email, Status: autopilot.StatusSent}
+		out[i] = dest.Outcome{Email: c.Email, Status: dest.Sent}
 		if r.failing[c.Email] {
-			out[i] = autopilot.Outcome{Email: c.Email, Status: autopilot.StatusFailed, Reason: "503 Service Unavailable"}
+			out[i] = dest.Outcome{Email: c.Email, Status: dest.Failed, Reason: "503 Service Unavailable"}
 			continue
 		}
 		emails = append(emails, c.Email)

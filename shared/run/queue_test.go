@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/store"
 )
@@ -119,12 +119,18 @@ func (a *asyncStarter) runs() []string {
 
 type listOnly struct{}
 
-func (listOnly) EnsureList(context.Context, string) (string, error) { return "list-1", nil }
-func (listOnly) UpsertContacts(context.Context, string, []autopilot.Contact) ([]autopilot.Outcome, error) {
+func (listOnly) PrepareList(context.Context, dest.ListSpec) (string, error) { return "list-1", nil }
+func (listOnly) Upsert(context.Context, string, []dest.Contact) ([]dest.Outcome, error) {
 	return nil, nil
 }
-func (listOnly) RemoveFromList(context.Context, string, string) error { return nil }
-func (listOnly) Stats() autopilot.Stats                               { return autopilot.Stats{} }
+func (listOnly) Remove(_ context.Context, _ string, emails []string) ([]dest.Outcome, error) {
+	out := make([]dest.Outcome, len(emails))
+	for i, e := range emails {
+		out[i] = dest.Outcome{Email: e, Status: dest.Sent}
+	}
+	return out, nil
+}
+func (listOnly) Stats() dest.Stats { return dest.Stats{} }
 
 type queueFixture struct {
 	t       *testing.T

@@ -21,7 +21,7 @@ type Outcome struct {
 	Unchanged     int `json:"unchanged"`
 	Duplicates    int `json:"duplicates"`
 	Rejected      int `json:"rejected"`      // failed validation in the file
-	RejectedByAPI int `json:"rejectedByApi"` // Autopilot answered 400 for the contact
+	RejectedByAPI int `json:"rejectedByApi"` // the destination refused the contact
 	Failed        int `json:"failed"`        // not delivered after every retry
 	Removed       int `json:"removed"`       // taken off the list (mirror)
 	RemoveFailed  int `json:"removeFailed"`
@@ -51,6 +51,7 @@ type Report struct {
 	ConfigVersion    string      `json:"configVersion,omitempty"`
 	Mode             string      `json:"mode,omitempty"`
 	List             string      `json:"list,omitempty"`
+	Destination      string      `json:"destination,omitempty"` // "Autopilot", "Ortto": the connection's kind, as the page names it
 	Plan             plan.Counts `json:"plan"`
 	Outcome          Outcome     `json:"outcome"`
 	Requests         Requests    `json:"requests"`

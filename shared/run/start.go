@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/segment"
 	"github.com/segpilot/segpilot/shared/store"
@@ -278,16 +279,24 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 	}
 
 	// Resolve the list once, before the fan-out: it also proves the key works
-	// before any run starts, and no two workers can race to create the list.
+	// (and that the destination has the export's custom fields) before any
+	// run starts, and no two workers can race to create the list.
 	listID, err := s.resolveList(ctx, m)
 	if err != nil {
 		var unauth *Unauthorized
-		if !errors.As(err, &unauth) {
+		var mismatch *dest.ConfigError
+		status := StatusFailed
+		switch {
+		case errors.As(err, &mismatch):
+			status, res.Message = StatusInvalid, m.Connection.Title()+" does not match the export: "+err.Error()+"; nothing was sent"
+		case errors.As(err, &unauth):
+			res.Message = s.refusedMessage(unauth)
+		default:
 			return s.failedAttempt(ctx, res, base, m, prev, "finding the list failed", err)
 		}
-		res.Status, res.Message = StatusFailed, s.refusedMessage(unauth)
+		res.Status = status
 		rep := base
-		rep.Status, rep.Message, rep.Plan, rep.PlannedAt, rep.FinishedAt = StatusFailed, res.Message, m.Counts, m.PlannedAt, s.now()
+		rep.Status, rep.Message, rep.Plan, rep.PlannedAt, rep.FinishedAt = status, res.Message, m.Counts, m.PlannedAt, s.now()
 		return res, s.putReport(ctx, &rep)
 	}
 
@@ -340,11 +349,12 @@ func (s *Service) startExport(ctx context.Context, cfg *config.Config, e *config
 // there is none: what happened, and what to do.
 func (s *Service) refusedMessage(u *Unauthorized) string {
 	if !u.noKey {
-		return "Autopilot refused the API key (401/403): check or rotate the secret, then run again; nothing more was sent"
+		return config.Connection{Kind: u.api}.Title() + " refused the API key (401/403): check or rotate the secret (for a destination with regions, " +
+			"check too that the connection's region is the account's), then run again; nothing more was sent"
 	}
-	how := cmp.Or(s.SetKey, `put the key into the API-key secret (aws secretsmanager put-secret-value `+
-		`--secret-id <ApiKeySecretArn> --secret-string '{"apiKey":"..."}')`)
-	return "there is no Autopilot API key to send with (" + u.Msg + "): " + how +
+	how := cmp.Or(s.SetKey, `create the connection's apiKeySecret, or put the key into it (aws secretsmanager create-secret `+
+		`--name segpilot/... --secret-string '{"apiKey":"..."}', or put-secret-value --secret-id segpilot/...)`)
+	return "there is no API key to send with (" + u.Msg + "): " + how +
 		"; the next file dropped or the scheduled refresh then runs this export normally; nothing was sent"
 }
 
@@ -521,13 +531,14 @@ func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export
 	p, err := plan.Build(ctx, src, snapReader, dir, plan.Options{
 		Mode: e.Mode, MaxProfiles: e.MaxProfiles, MaxRemovalShare: e.MaxRemovalShare,
 		AllowLargeRemoval: e.AllowLargeRemoval || req.AllowLargeRemoval, TempDir: s.TempDir,
+		BatchSize: conn.Capabilities().MaxBatch, // contacts per request the destination takes
 	})
 	if err != nil {
 		return nil, err
 	}
 	concurrency, workerRPS := Pacing(conn.RequestsPerSecond)
 	m := &Manifest{Export: e.Name, RunID: runID, Trigger: req.Trigger, Source: req.Source,
-		ConfigVersion: cfg.Version, Connection: *conn, List: e.List, Mode: e.Mode, Counts: p.Counts,
+		ConfigVersion: cfg.Version, Connection: *conn, List: e.List, Fields: e.Fields(), CreateFields: e.CreateFields, Mode: e.Mode, Counts: p.Counts,
 		Batches: p.Batches, Held: p.Held, HeldReason: p.HeldReason, ShowEmails: e.ShowEmails,
 		Concurrency: concurrency, WorkerRPS: workerRPS, PlannedAt: s.now()}
 	if req.DryRun {

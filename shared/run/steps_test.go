@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/secrets"
 	"github.com/segpilot/segpilot/shared/store"
@@ -59,7 +59,7 @@ func batchInput(ex run.Execution) run.GroupInput {
 // stuckDestination never answers an upsert until its context ends.
 type stuckDestination struct{ listOnly }
 
-func (stuckDestination) UpsertContacts(ctx context.Context, _ string, cs []autopilot.Contact) ([]autopilot.Outcome, error) {
+func (stuckDestination) Upsert(ctx context.Context, _ string, cs []dest.Contact) ([]dest.Outcome, error) {
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
@@ -162,8 +162,8 @@ func TestStoreErrorsAreClassified(t *testing.T) {
 // refusingDestination answers every upsert with 401: the key was refused.
 type refusingDestination struct{ listOnly }
 
-func (refusingDestination) UpsertContacts(context.Context, string, []autopilot.Contact) ([]autopilot.Outcome, error) {
-	return nil, &autopilot.UnauthorizedError{Status: 401}
+func (refusingDestination) Upsert(context.Context, string, []dest.Contact) ([]dest.Outcome, error) {
+	return nil, &dest.UnauthorizedError{API: "autopilot", Status: 401}
 }
 
 // On AWS a refused key fails the Map with States.ExceedToleratedFailureThreshold
@@ -326,11 +326,11 @@ type countingDestination struct {
 	n *int
 }
 
-func (c countingDestination) UpsertContacts(_ context.Context, _ string, cs []autopilot.Contact) ([]autopilot.Outcome, error) {
+func (c countingDestination) Upsert(_ context.Context, _ string, cs []dest.Contact) ([]dest.Outcome, error) {
 	*c.n++
-	out := make([]autopilot.Outcome, len(cs))
+	out := make([]dest.Outcome, len(cs))
 	for i := range out {
-		out[i] = autopilot.Outcome{Status: autopilot.StatusSent}
+		out[i] = dest.Outcome{Status: dest.Sent}
 	}
 	return out, nil
 }

@@ -8,9 +8,10 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
-	"github.com/segpilot/segpilot/shared/autopilot"
+	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/secrets"
 	"github.com/segpilot/segpilot/shared/store"
@@ -153,16 +154,16 @@ func (s *Service) sendBatch(ctx, work context.Context, m *Manifest, in GroupInpu
 		return nil, err
 	}
 	start := time.Now()
-	dest := &batchDestination{Destination: groupDest, before: groupDest.Stats()}
+	bd := &batchDestination{Destination: groupDest, before: groupDest.Stats()}
 	res := &BatchResult{Batch: b.Seq, StartedAt: start.UTC()}
-	sendErr := s.send(work, dest, m, in, b, &prog, res)
+	sendErr := s.send(work, bd, m, in, b, &prog, res)
 	res.Requests = prog.Requests
-	res.Requests.add(requestsOf(dest.Stats()))
+	res.Requests.add(requestsOf(bd.Stats()))
 	res.DurationMS = time.Since(start).Milliseconds()
 	log := s.Logger().With("export", in.Export, "run", in.RunID, "batch", b.Seq)
 	outOfTime := work.Err() != nil && ctx.Err() == nil
 	if sendErr != nil {
-		cerr := s.checkpoint(ctx, in, b.Seq, &prog, dest)
+		cerr := s.checkpoint(ctx, in, b.Seq, &prog, bd)
 		if outOfTime && cerr == nil {
 			log.Warn("batch out of time", "status", "retry", "sent", prog.Sent, "removed", len(prog.Removed))
 			return nil, &Transient{Msg: fmt.Sprintf("batch %d: stopped before the function's timeout with contacts left to send; "+
@@ -175,7 +176,7 @@ func (s *Service) sendBatch(ctx, work context.Context, m *Manifest, in GroupInpu
 		if err := putJSON(ctx, s.Store, failureKey(in.Export, in.RunID, b.Seq), res, store.PutOptions{}); err != nil {
 			return nil, err
 		}
-		if err := s.checkpoint(ctx, in, b.Seq, &prog, dest); err != nil {
+		if err := s.checkpoint(ctx, in, b.Seq, &prog, bd); err != nil {
 			return nil, err
 		}
 		log.Warn("batch incomplete", "status", "retry", "sent", res.Sent, "failed", len(res.Failed))
@@ -193,10 +194,10 @@ func (s *Service) sendBatch(ctx, work context.Context, m *Manifest, in GroupInpu
 // Stats count the requests since the batch began.
 type batchDestination struct {
 	Destination
-	before autopilot.Stats
+	before dest.Stats
 }
 
-func (d *batchDestination) Stats() autopilot.Stats {
+func (d *batchDestination) Stats() dest.Stats {
 	st := d.Destination.Stats()
 	st.Requests -= d.before.Requests
 	st.Retries -= d.before.Retries
@@ -355,27 +356,38 @@ const checkpointEvery = 5
 // checkpoint records prog with the requests dest made so far. It is
 // written even when ctx was cancelled (a local Ctrl-C), so a resume skips
 // what was done.
-func (s *Service) checkpoint(ctx context.Context, in GroupInput, seq int, prog *batchProgress, dest Destination) error {
+func (s *Service) checkpoint(ctx context.Context, in GroupInput, seq int, prog *batchProgress, d Destination) error {
 	saved := *prog
-	saved.Requests.add(requestsOf(dest.Stats()))
+	saved.Requests.add(requestsOf(d.Stats()))
 	return putJSON(context.WithoutCancel(ctx), s.Store, progressKey(in.Export, in.RunID, seq), saved, store.PutOptions{})
 }
 
-func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, in GroupInput, b *plan.Batch, prog *batchProgress, res *BatchResult) error {
+func (s *Service) send(ctx context.Context, d Destination, m *Manifest, in GroupInput, b *plan.Batch, prog *batchProgress, res *BatchResult) error {
 	listID := in.ListID
 	if listID == "" { // an execution started before ingest resolved lists
 		var err error
-		if listID, err = s.listID(ctx, dest, m); err != nil {
+		if listID, err = s.listID(ctx, d, m); err != nil {
 			return err
 		}
 	}
 	if len(b.Upserts) > 0 && !prog.Upserted {
-		contacts := make([]autopilot.Contact, len(b.Upserts))
-		for i, u := range b.Upserts {
-			contacts[i] = autopilot.Contact{Email: u.Profile.Email, FirstName: u.Profile.FirstName,
-				LastName: u.Profile.LastName, Custom: u.Profile.Custom.Map()}
+		types := make(map[string]dest.Type, len(m.Fields))
+		for _, f := range m.Fields {
+			types[f.Key] = f.Type
 		}
-		outcomes, err := dest.UpsertContacts(ctx, listID, contacts)
+		contacts := make([]dest.Contact, len(b.Upserts))
+		for i, u := range b.Upserts {
+			contacts[i] = dest.Contact{Email: u.Profile.Email, FirstName: u.Profile.FirstName, LastName: u.Profile.LastName}
+			for _, cv := range u.Profile.Custom {
+				typ, ok := types[cv.Key]
+				if !ok { // a manifest from before typed fields: only Autopilot's, typed by their prefix
+					prefix, _, _ := strings.Cut(cv.Key, "--")
+					typ = dest.Type(prefix)
+				}
+				contacts[i].Custom = append(contacts[i].Custom, dest.Value{Key: cv.Key, Type: typ, Value: cv.Value})
+			}
+		}
+		outcomes, err := d.Upsert(ctx, listID, contacts)
 		if err != nil {
 			return err
 		}
@@ -385,9 +397,9 @@ func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, in Gr
 		for i, o := range outcomes {
 			issue := RowIssue{Row: b.Upserts[i].Row, Email: b.Upserts[i].Profile.Email, Reason: o.Reason}
 			switch o.Status {
-			case autopilot.StatusSent:
+			case dest.Sent:
 				sent++
-			case autopilot.StatusRejected:
+			case dest.Rejected:
 				rejected = append(rejected, issue)
 			default:
 				settled = false
@@ -397,7 +409,7 @@ func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, in Gr
 		if settled {
 			prog.Upserted, prog.Sent, prog.Rejected = true, sent, rejected
 			if len(b.Removals) > 0 {
-				if err := s.checkpoint(ctx, in, b.Seq, prog, dest); err != nil {
+				if err := s.checkpoint(ctx, in, b.Seq, prog, d); err != nil {
 					return err
 				}
 			}
@@ -412,25 +424,31 @@ func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, in Gr
 	for _, email := range prog.Removed {
 		done[email] = true
 	}
-	sinceCheckpoint := 0
+	var pending []string
 	for _, email := range b.Removals {
-		if done[email] {
-			continue
+		if !done[email] {
+			pending = append(pending, email)
 		}
-		if err := dest.RemoveFromList(ctx, listID, email); err != nil {
-			var unauth *autopilot.UnauthorizedError
-			if errors.As(err, &unauth) || ctx.Err() != nil {
-				return err
+	}
+	// Removals are checkpointed as they go: every checkpointEvery where
+	// each costs a request (Autopilot), after each request where one
+	// takes many (Ortto: 100).
+	chunk := max(checkpointEvery, m.Connection.Capabilities().RemoveBatch)
+	for start := 0; start < len(pending); start += chunk {
+		outcomes, err := d.Remove(ctx, listID, pending[start:min(start+chunk, len(pending))])
+		for _, o := range outcomes {
+			switch {
+			case o.Status == dest.Sent:
+				prog.Removed = append(prog.Removed, o.Email)
+			case err == nil:
+				res.Failed = append(res.Failed, RowIssue{Email: o.Email, Reason: o.Reason})
 			}
-			res.Failed = append(res.Failed, RowIssue{Email: email, Reason: "removing from list: " + err.Error()})
-			continue
 		}
-		prog.Removed = append(prog.Removed, email)
-		if sinceCheckpoint++; sinceCheckpoint == checkpointEvery {
-			sinceCheckpoint = 0
-			if err := s.checkpoint(ctx, in, b.Seq, prog, dest); err != nil {
-				return err
-			}
+		if err != nil { // a refused key, or ctx ended: the caller checkpoints what was done
+			return err
+		}
+		if err := s.checkpoint(ctx, in, b.Seq, prog, d); err != nil {
+			return err
 		}
 	}
 	res.Removed = len(prog.Removed)
@@ -438,10 +456,13 @@ func (s *Service) send(ctx context.Context, dest Destination, m *Manifest, in Gr
 }
 
 // listID resolves the export's list once per process: looking it up costs a
-// request, and Autopilot's POST /list makes a duplicate list on every call,
-// so concurrent batches must not race to create it.
-func (s *Service) listID(ctx context.Context, dest Destination, m *Manifest) (string, error) {
-	key := m.Connection.Name + "\x00" + m.Connection.BaseURL + "\x00" + m.List
+// request, Autopilot's POST /list makes a duplicate list on every call and
+// Ortto's custom fields are checked (or created) there, so concurrent
+// batches must not race to do it.
+func (s *Service) listID(ctx context.Context, d Destination, m *Manifest) (string, error) {
+	// The fields are part of the key: two exports sharing a list may fill
+	// different ones, and each export's must be checked (Ortto).
+	key := fmt.Sprint(m.Connection.Name, "\x00", m.Connection.BaseURL, "\x00", m.List, "\x00", m.Fields, m.CreateFields)
 	if id, ok := s.lists.Load(key); ok {
 		return id.(string), nil
 	}
@@ -450,7 +471,7 @@ func (s *Service) listID(ctx context.Context, dest Destination, m *Manifest) (st
 	if id, ok := s.lists.Load(key); ok {
 		return id.(string), nil
 	}
-	id, err := dest.EnsureList(ctx, m.List)
+	id, err := d.PrepareList(ctx, dest.ListSpec{Title: m.List, Fields: m.Fields, CreateFields: m.CreateFields})
 	if err != nil {
 		return "", fmt.Errorf("finding list %q: %w", m.List, err)
 	}
@@ -472,8 +493,7 @@ func (s *Service) classify(err error) error {
 		return nil
 	}
 	var (
-		unauth    *autopilot.UnauthorizedError
-		apiErr    *autopilot.APIError
+		unauth    *dest.UnauthorizedError
 		refused   *Unauthorized
 		corrupt   *Corrupt
 		throttled *Throttled
@@ -481,22 +501,22 @@ func (s *Service) classify(err error) error {
 	)
 	switch {
 	case errors.As(err, &refused):
-		return &Unauthorized{Msg: err.Error(), noKey: refused.noKey}
+		return &Unauthorized{Msg: err.Error(), noKey: refused.noKey, api: refused.api}
 	case errors.Is(err, secrets.ErrNotFound), errors.Is(err, secrets.ErrEmpty):
 		return &Unauthorized{Msg: err.Error(), noKey: true}
 	case errors.As(err, &unauth):
-		return &Unauthorized{Msg: err.Error()}
+		return &Unauthorized{Msg: err.Error(), api: unauth.API}
 	case errors.As(err, &corrupt):
 		return &Corrupt{Msg: err.Error()}
-	case errors.As(err, &throttled), errors.As(err, &apiErr) && apiErr.Status == 429:
+	case errors.As(err, &throttled), dest.IsThrottled(err):
 		return &Throttled{Msg: err.Error()}
-	case errors.As(err, &transient), autopilot.IsRetryable(err), s.Transient != nil && s.Transient(err):
+	case errors.As(err, &transient), dest.IsRetryable(err), s.Transient != nil && s.Transient(err):
 		return &Transient{Msg: err.Error()}
 	}
 	return err
 }
 
-func requestsOf(st autopilot.Stats) Requests {
+func requestsOf(st dest.Stats) Requests {
 	r := Requests{Total: st.Requests, Retries: st.Retries, Throttled: st.Throttled}
 	for code, n := range st.ByStatus {
 		if r.ByStatus == nil {

@@ -11,8 +11,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/plan"
 )
 
@@ -57,13 +57,9 @@ type Processes interface {
 	Alive(owner string) (bool, error)
 }
 
-// Destination is the part of the Autopilot client a batch needs.
-type Destination interface {
-	EnsureList(ctx context.Context, title string) (string, error)
-	UpsertContacts(ctx context.Context, listID string, contacts []autopilot.Contact) ([]autopilot.Outcome, error)
-	RemoveFromList(ctx context.Context, listID, email string) error
-	Stats() autopilot.Stats
-}
+// Destination is where a batch goes: the destination port (shared/dest),
+// which every adapter (Autopilot, Ortto) implements.
+type Destination = dest.Destination
 
 // Connector returns a destination for one batch. workerRPS is this worker's
 // share of the connection's budget (Lambda); local mode may ignore it and
@@ -107,6 +103,8 @@ type Manifest struct {
 	ConfigVersion string            `json:"configVersion"`
 	Connection    config.Connection `json:"connection"`
 	List          string            `json:"list"`
+	Fields        []dest.Field      `json:"fields,omitempty"`       // the custom fields the export fills, with their types
+	CreateFields  bool              `json:"createFields,omitempty"` // the destination may create missing custom fields
 	Mode          string            `json:"mode"`
 	Counts        plan.Counts       `json:"counts"`
 	// Batches is the index of batches.jsonl. A run planned by an earlier
@@ -255,7 +253,8 @@ type GroupSummary struct {
 // missing or empty); the whole run stops at once.
 type Unauthorized struct {
 	Msg   string
-	noKey bool // no key to send: the secret is missing or empty
+	noKey bool   // no key to send: the secret is missing or empty
+	api   string // the destination's kind that refused the key
 }
 
 func (e *Unauthorized) Error() string { return e.Msg }

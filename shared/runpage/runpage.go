@@ -6,6 +6,7 @@ package runpage
 
 import (
 	"bytes"
+	"cmp"
 	_ "embed"
 	"fmt"
 	"html/template"
@@ -246,16 +247,18 @@ func funnel(rep *run.Report, finalized bool) *chart {
 		}},
 	}
 	if finalized {
+		// Reports from before there were other destinations name none.
+		destination := cmp.Or(rep.Destination, "Autopilot")
 		out := []item{
 			{"sent", o.Sent, "", "ok"},
-			{"rejected by Autopilot", o.RejectedByAPI, "", "warn"},
+			{"rejected by " + destination, o.RejectedByAPI, "", "warn"},
 			{"failed", o.Failed, "", "bad"},
 			{"taken off the list", o.Removed, "", "ok"},
 		}
 		if o.RemoveFailed > 0 {
 			out = append(out, item{"removal failed", o.RemoveFailed, "", "bad"})
 		}
-		sections = append(sections, section{"Sent to Autopilot", out})
+		sections = append(sections, section{"Sent to " + destination, out})
 	}
 	top := 1
 	for _, s := range sections {

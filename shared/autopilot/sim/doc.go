@@ -35,7 +35,9 @@
 //
 // # Fault spec
 //
-// ParseFaults reads the CLI's --faults flag: comma-separated KEY=VALUE items.
+// The fault injection, rate limit and counters are shared/simkit's, the
+// same for every destination's simulator. ParseFaults reads the CLI's
+// --faults flag: comma-separated KEY=VALUE items.
 //
 //	5xx=RATE            answer 500, 502 or 503 to this share of requests (not applied)
 //	429burst=RATE[:N]   with chance RATE a request starts N consecutive 429s (N default 5)

@@ -186,7 +186,7 @@ func (s *Server) upsertBulk(r *http.Request, _ map[string]string) answer {
 func (s *Server) applyUpserts(us []upsert) ([]string, *apiError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := checkUpserts(s.st, us, s.reject); e != nil {
+	if e := checkUpserts(s.st, us, s.kit.Rejects); e != nil {
 		return nil, e
 	}
 	ids := make([]string, len(us))

@@ -4,8 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
+
+	"github.com/segpilot/segpilot/shared/simkit"
 )
 
 // maxBulk is the real API's limit of contacts per bulk upsert.
@@ -101,26 +102,24 @@ type apiError struct {
 	status int
 	code   string
 	msg    string
-	faults faultSet // the injected faults that caused it, for Counters
+	faults simkit.FaultSet // the injected faults that caused it, for Counters
 }
 
 func (e *apiError) Error() string { return e.msg }
 
 // checkUpserts validates a whole upsert request against the current state;
 // st must be locked. Any error rejects the whole request.
-func checkUpserts(st *store, us []upsert, reject *regexp.Regexp) *apiError {
-	if reject != nil {
-		var bad []string
-		for _, u := range us {
-			for _, e := range []string{u.email, u.newEmail} {
-				if e != "" && reject.MatchString(e) {
-					bad = append(bad, e)
-				}
+func checkUpserts(st *store, us []upsert, rejects func(string) bool) *apiError {
+	var bad []string
+	for _, u := range us {
+		for _, e := range []string{u.email, u.newEmail} {
+			if e != "" && rejects(e) {
+				bad = append(bad, e)
 			}
 		}
-		if len(bad) > 0 {
-			return &apiError{status: http.StatusBadRequest, code: "invalid email", msg: "rejected email(s): " + strings.Join(bad, ", "), faults: faultReject}
-		}
+	}
+	if len(bad) > 0 {
+		return &apiError{status: http.StatusBadRequest, code: "invalid email", msg: "rejected email(s): " + strings.Join(bad, ", "), faults: simkit.FaultReject}
 	}
 	batch := map[string]int{} // lower-case email -> how many contacts of the batch name it
 	for _, u := range us {

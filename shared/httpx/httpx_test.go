@@ -1,0 +1,290 @@
+package httpx
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segpilot/segpilot/shared/dest"
+)
+
+const testKey = "KEY-httpx-123"
+
+// recorder answers the n-th request with steps[n], then with ok, keeping
+// each request's body and key header.
+type recorder struct {
+	mu     sync.Mutex
+	steps  []http.HandlerFunc
+	bodies []string
+	keys   []string
+}
+
+func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	rec.mu.Lock()
+	i := len(rec.bodies)
+	rec.bodies = append(rec.bodies, string(b))
+	rec.keys = append(rec.keys, r.Header.Get("X-Key"))
+	rec.mu.Unlock()
+	if i < len(rec.steps) {
+		rec.steps[i](w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"ok":true}`)
+}
+
+func answer(status int, body string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(status)
+		io.WriteString(w, body)
+	}
+}
+
+type sleeps struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (s *sleeps) sleep(ctx context.Context, d time.Duration) error {
+	s.mu.Lock()
+	s.d = append(s.d, d)
+	s.mu.Unlock()
+	return ctx.Err()
+}
+
+func newClient(t *testing.T, h http.Handler, mod func(*Options)) (*Client, *sleeps) {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	sl := &sleeps{}
+	opts := Options{API: "test", BaseURL: srv.URL + "/v1", KeyHeader: "X-Key", Key: testKey,
+		RequestsPerSecond: 1000, Timeout: time.Second, Sleep: sl.sleep}
+	if mod != nil {
+		mod(&opts)
+	}
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, sl
+}
+
+func TestClassify(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		status int
+		err    error
+		want   Class
+	}{
+		{200, nil, ClassOK}, {204, nil, ClassOK},
+		{401, nil, ClassRefused}, {403, nil, ClassRefused},
+		{429, nil, ClassThrottled},
+		{408, nil, ClassRetry}, {500, nil, ClassRetry}, {503, nil, ClassRetry},
+		{400, nil, ClassPermanent}, {404, nil, ClassPermanent}, {422, nil, ClassPermanent},
+		{0, io.ErrUnexpectedEOF, ClassRetry},
+		{0, context.DeadlineExceeded, ClassRetry},
+		{0, errRedirectRefused, ClassPermanent},
+	}
+	for _, tt := range tests {
+		if got := Classify(tt.status, tt.err); got != tt.want {
+			t.Errorf("Classify(%d, %v) = %v, want %v", tt.status, tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"", 0, false},
+		{"3", 3 * time.Second, true},
+		{" 0 ", 0, true},
+		{"-1", 0, false},
+		{"soon", 0, false},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second, true},
+		{now.Add(-time.Hour).Format(http.TimeFormat), 0, true},
+	}
+	for _, tt := range tests {
+		got, ok := RetryAfter(http.Header{"Retry-After": {tt.in}}, nil, now)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("RetryAfter(%q) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestBackoffFullJitterCapped(t *testing.T) {
+	t.Parallel()
+	b := backoff{base: 100 * time.Millisecond, max: time.Second, maxHint: time.Minute, now: time.Now}
+	for attempt, ceiling := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 4: 800 * time.Millisecond, 5: time.Second, 40: time.Second} {
+		var top time.Duration
+		for range 200 {
+			d := b.wait(attempt, ClassRetry, http.Header{}, nil)
+			if d < 0 || d > ceiling {
+				t.Fatalf("attempt %d: wait %v outside [0, %v]", attempt, d, ceiling)
+			}
+			top = max(top, d)
+		}
+		if top < ceiling/2 {
+			t.Errorf("attempt %d: 200 waits never above %v; jitter not spread over [0, %v]", attempt, top, ceiling)
+		}
+	}
+}
+
+func TestCheckRedirect(t *testing.T) {
+	t.Parallel()
+	mk := func(u string) *http.Request {
+		r, err := http.NewRequest(http.MethodGet, u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	tests := []struct {
+		from, to string
+		ok       bool
+	}{
+		{"https://api.example.com/v1/a", "https://api.example.com/v1/b", true},
+		{"https://api.example.com/v1/a", "https://evil.example.com/v1/a", false},
+		{"https://api.example.com/v1/a", "http://api.example.com/v1/a", false},
+		{"http://127.0.0.1:1/v1/a", "http://127.0.0.1:1/v1/b", true},
+		{"http://127.0.0.1:1/v1/a", "http://127.0.0.1:2/v1/b", false},
+	}
+	for _, tt := range tests {
+		err := checkRedirect(mk(tt.to), []*http.Request{mk(tt.from)})
+		if (err == nil) != tt.ok {
+			t.Errorf("%s -> %s: err = %v, want ok=%v", tt.from, tt.to, err, tt.ok)
+		}
+	}
+}
+
+func TestNewDoesNotMutateCallerClient(t *testing.T) {
+	t.Parallel()
+	hc := &http.Client{Timeout: time.Second}
+	if _, err := New(Options{BaseURL: "https://h/v1", KeyHeader: "k", Key: "k", HTTPClient: hc}); err != nil {
+		t.Fatal(err)
+	}
+	if hc.CheckRedirect != nil || hc.Transport != nil || hc.Timeout != time.Second {
+		t.Error("the caller's client was changed")
+	}
+}
+
+// TestBodyReplayedOnRetry: every attempt carries the whole body, and the key.
+func TestBodyReplayedOnRetry(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{steps: []http.HandlerFunc{answer(503, `{}`), answer(500, `{}`)}}
+	c, _ := newClient(t, rec, nil)
+	var out struct{ OK bool }
+	if err := c.Do(context.Background(), Request{Method: http.MethodPost, Path: "/x", Body: map[string]string{"a": "b"}}, &out); err != nil || !out.OK {
+		t.Fatalf("Do = %v, %+v", err, out)
+	}
+	if len(rec.bodies) != 3 {
+		t.Fatalf("%d attempts, want 3", len(rec.bodies))
+	}
+	for i, b := range rec.bodies {
+		if b != `{"a":"b"}` || rec.keys[i] != testKey {
+			t.Errorf("attempt %d: body %q key %q", i+1, b, rec.keys[i])
+		}
+	}
+	if s := c.Stats(); s.Requests != 3 || s.Retries != 2 || s.ByStatus[503] != 1 || s.ByStatus[500] != 1 || s.ByStatus[200] != 1 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// TestRetryHintFromBody: an adapter's hint read from the answer's body (as
+// Ortto's 429 carries it) sets the wait, capped by MaxRetryAfter.
+func TestRetryHintFromBody(t *testing.T) {
+	t.Parallel()
+	hint := func(_ http.Header, body []byte, _ time.Time) (time.Duration, bool) {
+		var doc struct {
+			Error struct {
+				Secs int `json:"try-in-seconds"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(body, &doc) != nil || doc.Error.Secs <= 0 {
+			return 0, false
+		}
+		return time.Duration(doc.Error.Secs) * time.Second, true
+	}
+	rec := &recorder{steps: []http.HandlerFunc{
+		answer(429, `{"error":{"code":"rate-limit","try-in-seconds":7}}`),
+		answer(429, `{"error":{"code":"rate-limit","try-in-seconds":700}}`),
+	}}
+	c, sl := newClient(t, rec, func(o *Options) { o.RetryHint = hint })
+	if err := c.Do(context.Background(), Request{Method: http.MethodPost, Path: "/x"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(sl.d) != 2 || sl.d[0] != 7*time.Second || sl.d[1] != DefaultMaxRetryAfter {
+		t.Errorf("waits %v, want [7s %v]", sl.d, DefaultMaxRetryAfter)
+	}
+	if s := c.Stats(); s.Throttled != 2 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// TestErrorsTyped: what the port's callers sort on, and nothing of the key.
+func TestErrorsTyped(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		steps     []http.HandlerFunc
+		unauth    bool
+		status    int
+		retryable bool
+		message   string
+	}{
+		{"refused", []http.HandlerFunc{answer(401, `{"message":"bad key `+testKey+`"}`)}, true, 401, false, "bad key [redacted]"},
+		{"permanent", []http.HandlerFunc{answer(422, `{"error":{"code":"x","message":"no such field"}}`)}, false, 422, false, "no such field"},
+		{"gave up", []http.HandlerFunc{answer(502, ""), answer(502, ""), answer(502, "")}, false, 502, true, "gave up after 3 attempts"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, _ := newClient(t, &recorder{steps: tt.steps}, func(o *Options) { o.MaxAttempts = 3 })
+			err := c.Do(context.Background(), Request{Method: http.MethodGet, Path: "/p/a@b.example"}, nil)
+			var ue *dest.UnauthorizedError
+			var re *dest.RequestError
+			switch {
+			case tt.unauth:
+				if !errors.As(err, &ue) || ue.Status != tt.status || !strings.Contains(ue.Error(), tt.message) {
+					t.Fatalf("err = %v", err)
+				}
+			case !errors.As(err, &re) || re.Status != tt.status || re.Retryable != tt.retryable || !strings.Contains(re.Message, tt.message):
+				t.Fatalf("err = %#v", err)
+			case re.API != "test" || re.Path != "/p/a@b.example" || !strings.Contains(re.Error(), "a***@b.example"):
+				t.Errorf("err %v does not name the call with the email masked", re)
+			}
+			if strings.Contains(err.Error(), testKey) {
+				t.Errorf("error leaks the key: %v", err)
+			}
+			if dest.IsRetryable(err) != tt.retryable {
+				t.Errorf("IsRetryable = %v", !tt.retryable)
+			}
+		})
+	}
+}
+
+// TestBeforeRetryEndsCall: a request that got no answer may have been
+// applied; BeforeRetry saying so ends the call without a second attempt.
+func TestBeforeRetryEndsCall(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{steps: []http.HandlerFunc{answer(502, "")}}
+	c, _ := newClient(t, rec, nil)
+	asked := 0
+	err := c.Do(context.Background(), Request{Method: http.MethodPost, Path: "/list",
+		BeforeRetry: func(context.Context) (bool, error) { asked++; return true, nil }}, nil)
+	if err != nil || asked != 1 || len(rec.bodies) != 1 {
+		t.Fatalf("err %v, asked %d, attempts %d", err, asked, len(rec.bodies))
+	}
+}
