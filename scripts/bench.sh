@@ -21,7 +21,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 cmd_client="SEGPILOT_BENCH_RPS=$rps go test -run '^\$' -bench '^BenchmarkSync100k\$' -count $runs ./shared/autopilot"
-cmd_export="SEGPILOT_BENCH_RPS=$rps go test -run '^\$' -bench '^BenchmarkExport100k\$' -count $runs -timeout 60m ./internal/e2e"
+cmd_export="SEGPILOT_BENCH_RPS=$rps go test -run '^\$' -bench '^BenchmarkExport100k\$' -count $runs -timeout 90m ./internal/e2e"
+cmd_remove="go test -run '^\$' -bench '^BenchmarkRemove1k\$' -count $runs ./internal/e2e"
 cmd_pacing="go test -run '^\$' -bench '^BenchmarkPacing100k\$' -count $runs -timeout 60m ./internal/e2e"
 cmd_plan="scripts/bench-plan.sh $plan_runs"
 cmd_build="make build"
@@ -30,6 +31,7 @@ cmd_lambda="go test -run '^\$' -bench '^BenchmarkFirstInvoke\$' -benchtime 10x -
 echo "bench 1/3: sync and delta, 100,000 profiles at $rps requests/s ($runs runs each) ..." >&2
 eval "$cmd_client" | tee "$work/client.txt" >&2
 eval "$cmd_export" | tee "$work/export.txt" >&2
+eval "$cmd_remove" | tee "$work/remove.txt" >&2
 echo "bench 1/3: pacing, 100,000 profiles at 100 requests/s in both execution models ($runs runs each) ..." >&2
 eval "$cmd_pacing" | tee "$work/pacing.txt" >&2
 echo "bench 2/3: planning 1,000,000 rows vs Miller ($plan_runs runs) ..." >&2
@@ -47,11 +49,8 @@ verdict() { if [ "$(echo "$1" | bc -l)" = 1 ]; then echo "met"; else echo "**not
 
 cratio=$(median BenchmarkSync100k elapsed/floor "$work/client.txt")
 cshare=$(median BenchmarkSync100k 429-share "$work/client.txt")
-ratio=$(median BenchmarkExport100k elapsed/floor "$work/export.txt")
-share=$(median BenchmarkExport100k 429-share "$work/export.txt")
-rerun=$(median BenchmarkExport100k rerun-requests "$work/export.txt")
-delta=$(median BenchmarkExport100k delta-requests "$work/export.txt")
-dtarget=$(median BenchmarkExport100k delta-target "$work/export.txt")
+rem_ap=$(median BenchmarkRemove1k/autopilot requests/1000-removals "$work/remove.txt")
+rem_or=$(median BenchmarkRemove1k/ortto requests/1000-removals "$work/remove.txt")
 pj() { jq -r ".$1" "$work/plan.json"; }
 pratio=$(pj ratio_min); prss=$(pj rss_mb); pgrowth=$(pj growth_b); pfiles=$(pj files); pputs=$(pj plan_puts)
 
@@ -70,10 +69,18 @@ pratio=$(pj ratio_min); prss=$(pj rss_mb); pgrowth=$(pj growth_b); pfiles=$(pj f
   echo "|---|---|---|---|"
   printf '| client: 100,000 contacts at %s req/s, 8 goroutines: elapsed / rate-limit floor | %.3f | <= 1.05 | %s |\n' "$rps" "$cratio" "$(verdict "$cratio <= 1.05")"
   printf '| client: share of requests answered 429 | %.2f %% | <= 1 %% | %s |\n' "$(echo "100 * $cshare" | bc -l)" "$(verdict "$cshare <= 0.01")"
-  printf '| whole pipeline (plan, Map, syncbatch, finalize): 100,000 profiles at %s req/s: elapsed / rate-limit floor | %.3f | <= 1.05 | %s |\n' "$rps" "$ratio" "$(verdict "$ratio <= 1.05")"
-  printf '| whole pipeline: share of requests answered 429 | %.2f %% | <= 1 %% | %s |\n' "$(echo "100 * $share" | bc -l)" "$(verdict "$share <= 0.01")"
-  printf '| delta: unchanged rerun, requests sent | %s | 0 | %s |\n' "$rerun" "$(verdict "$rerun == 0")"
-  printf '| delta: 1 %% changed, requests sent (exactly the changed contacts received, or the benchmark fails) | %s | ceil(changed/100) = %s | %s |\n' "$delta" "$dtarget" "$(verdict "$delta == $dtarget")"
+  for d in autopilot ortto; do
+    ratio=$(median "BenchmarkExport100k/$d" elapsed/floor "$work/export.txt")
+    share=$(median "BenchmarkExport100k/$d" 429-share "$work/export.txt")
+    rerun=$(median "BenchmarkExport100k/$d" rerun-requests "$work/export.txt")
+    delta=$(median "BenchmarkExport100k/$d" delta-requests "$work/export.txt")
+    dtarget=$(median "BenchmarkExport100k/$d" delta-target "$work/export.txt")
+    printf '| %s, whole pipeline (plan, Map, syncbatch, finalize): 100,000 profiles at %s req/s: elapsed / rate-limit floor | %.3f | <= 1.05 | %s |\n' "$d" "$rps" "$ratio" "$(verdict "$ratio <= 1.05")"
+    printf '| %s, whole pipeline: share of requests answered 429 | %.2f %% | <= 1 %% | %s |\n' "$d" "$(echo "100 * $share" | bc -l)" "$(verdict "$share <= 0.01")"
+    printf '| %s, delta: unchanged rerun, requests sent | %s | 0 | %s |\n' "$d" "$rerun" "$(verdict "$rerun == 0")"
+    printf '| %s, delta: 1 %% changed, requests sent (exactly the changed contacts received, or the benchmark fails) | %s | ceil(changed/100) = %s | %s |\n' "$d" "$delta" "$dtarget" "$(verdict "$delta == $dtarget")"
+  done
+  printf '| removals: requests per 1,000 leavers, Autopilot (one a request) · Ortto (unset_tags, 100 a request) | %s · %s | 1000 · 10 | %s |\n' "$rem_ap" "$rem_or" "$(verdict "$rem_ap == 1000 && $rem_or == 10")"
   printf '| planning: `segpilot plan` of 1M rows on disk vs Miller, slowest of %s runs | %.2fx | >= 2x | %s |\n' "$plan_runs" "$pratio" "$(verdict "$pratio >= 2")"
   printf '| planning: peak RSS at 1M rows; growth per extra profile to 2M | %.1f MB; %.1f B | < 150 MB; < 40 B | %s |\n' "$prss" "$pgrowth" "$(verdict "$prss < 150 && $pgrowth < 40")"
   printf '| planning: files in the plan folder | %s | <= 10 | %s |\n' "$pfiles" "$(verdict "$pfiles <= 10")"
@@ -91,18 +98,20 @@ pratio=$(pj ratio_min); prss=$(pj rss_mb); pgrowth=$(pj growth_b); pfiles=$(pj f
   echo "100,000 rows, the Map and finalize. With the budget 20 % above the simulator's real limit, the target"
   echo "is 1.35 of that (true) floor and at most 5 % of requests answered 429."
   echo
-  echo "| model | network | budget | sending / floor | target | | whole run / floor | 429s | target | | cold starts |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| destination | model | network | budget | sending / floor | target | | whole run / floor | 429s | target | | cold starts |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  for d in autopilot ortto; do
   for c in "local net=quiet" "lambda net=quiet" "local net=jitter80ms" "lambda net=jitter80ms" "local budget=120pct" "lambda budget=120pct"; do
     set -- $c
-    name="BenchmarkPacing100k/model=$1/$2"
+    name="BenchmarkPacing100k/$d/model=$1/$2"
     r=$(median "$name" send/floor "$work/pacing.txt"); q=$(median "$name" 429-share "$work/pacing.txt")
     w=$(median "$name" elapsed/floor "$work/pacing.txt")
     cold=$(median "$name" cold-starts "$work/pacing.txt")
     net=quiet; budget="= real limit"; rmax=1.05; qmax=0.01
     case $2 in net=jitter80ms) net="0-80 ms jitter";; budget=120pct) budget="120 % of real limit"; rmax=1.35; qmax=0.05;; esac
-    printf '| %s | %s | %s | %.3f | <= %s | %s | %.3f | %.2f %% | <= %s %% | %s | %s |\n' "$1" "$net" "$budget" "$r" "$rmax" \
+    printf '| %s | %s | %s | %s | %.3f | <= %s | %s | %.3f | %.2f %% | <= %s %% | %s | %s |\n' "$d" "$1" "$net" "$budget" "$r" "$rmax" \
       "$(verdict "$r <= $rmax")" "$w" "$(echo "100 * $q" | bc -l)" "$(echo "100 * $qmax" | bc -l | sed 's/\.0*$//')" "$(verdict "$q <= $qmax")" "$cold"
+  done
   done
   echo
   echo "## Planning: 1,000,000-row CSV, against Miller"
@@ -138,12 +147,14 @@ pratio=$(pj ratio_min); prss=$(pj rss_mb); pgrowth=$(pj growth_b); pfiles=$(pj f
   "${benchstat[@]}" "$work/export.txt"
   echo
   "${benchstat[@]}" "$work/pacing.txt"
+  echo
+  "${benchstat[@]}" "$work/remove.txt"
   echo '```'
   echo
   echo "## Commands"
   echo
   echo '```'
-  printf '%s\n' "$cmd_client" "$cmd_export" "$cmd_pacing" "$cmd_plan" "$cmd_build" "$cmd_lambda"
+  printf '%s\n' "$cmd_client" "$cmd_export" "$cmd_remove" "$cmd_pacing" "$cmd_plan" "$cmd_build" "$cmd_lambda"
   echo '```'
 } >"$out"
 cat "$out"
