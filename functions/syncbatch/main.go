@@ -15,7 +15,7 @@ import (
 )
 
 func main() {
-	svc, err := lambdaapp.NewService(context.Background(), lambdaapp.Needs{Connector: true})
+	svc, err := lambdaapp.NewService(context.Background(), lambdaapp.Needs{Connector: true, MapWorker: true})
 	if err != nil {
 		slog.Error("start-up failed", "error", err)
 		os.Exit(1)

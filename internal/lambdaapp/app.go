@@ -34,6 +34,10 @@ const SecretPrefix = "segpilot/"
 type Needs struct {
 	Starter   bool // ingest, refresh, finalize (it starts the next queued run)
 	Connector bool // syncbatch; ingest, refresh and finalize resolve the list
+	// MapWorker: syncbatch, one of many children the Map starts together:
+	// its container's first request waits a random phase of its interval,
+	// so theirs do not all go at once. (A list lookup at ingest does not.)
+	MapWorker bool
 	// Page renders report.html beside each report.json (runpage.Render):
 	// for the functions that write reports. Passed in by their main, so
 	// syncbatch's binary does not link html/template (it doubles a binary:
@@ -78,9 +82,11 @@ func NewService(ctx context.Context, needs Needs) (*run.Service, error) {
 		src := secrets.NewCache(smsecrets.New(awsx.NewSecretsClient(cfg, os.Getenv(awsx.EnvSecretsEndpoint))), SecretTTL)
 		// Each connection's key is its own secret, named segpilot/…: the
 		// functions' IAM policy lets them read those and no other. Each
-		// container paces its worker's share of the budget; containers
-		// started together begin at random phases of their interval.
-		c := &connect.Connector{Secrets: src, SecretPrefix: SecretPrefix, Log: svc.Log, StartPhase: randomPhase}
+		// container paces its worker's share of the budget.
+		c := &connect.Connector{Secrets: src, SecretPrefix: SecretPrefix, Log: svc.Log}
+		if needs.MapWorker {
+			c.StartPhase = randomPhase
+		}
 		svc.Connect = c.Connect
 	}
 	return svc, nil
