@@ -114,11 +114,18 @@ func newHarness(t testing.TB, d destination, simOpts simOptions, config string, 
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
 	logs := &testutil.SyncBuffer{}
+	// Only hang faults need a short client timeout. Elsewhere a slow answer
+	// on a loaded 2-core CI machine under -race (seen: > 2 s) must not be
+	// retried, or the suites' exact request counts drift.
+	clientTimeout := 30 * time.Second
+	if simOpts.Faults.HangRate > 0 {
+		clientTimeout = 2 * time.Second
+	}
 	opts := local.Options{
 		BucketDir: dir, Secrets: fixedKey(apiKey), BaseURLs: map[string]string{d.kind: srv.URL + "/v1"},
 		Log:           slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		RetrySleep:    noWait,
-		ClientTimeout: 2 * time.Second,
+		ClientTimeout: clientTimeout,
 	}
 	for _, o := range options {
 		o(&opts)

@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
 	"github.com/segpilot/segpilot/shared/local"
@@ -30,7 +29,7 @@ func TestMovingFromAutopilotToOrtto(t *testing.T) {
 		sims[d.kind], urls[d.kind] = s, srv.URL+"/v1"
 	}
 	p, err := local.New(local.Options{BucketDir: t.TempDir(), Secrets: fixedKey(apiKey), BaseURLs: urls,
-		RetrySleep: noWait, ClientTimeout: 2 * time.Second, Log: slog.New(slog.DiscardHandler)})
+		RetrySleep: noWait, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
