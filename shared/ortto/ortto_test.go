@@ -32,7 +32,7 @@ func newSim(t *testing.T, opts sim.Options) (*sim.Server, *httptest.Server) {
 
 func newClient(t *testing.T, srv *httptest.Server, key string) *Client {
 	t.Helper()
-	c, err := New(Options{BaseURL: srv.URL + "/v1", APIKey: key, RequestsPerSecond: 1000, Timeout: 2 * time.Second,
+	c, err := New(Options{BaseURL: srv.URL + "/v1", APIKey: key, RequestsPerSecond: 1000,
 		sleep: func(ctx context.Context, _ time.Duration) error { return ctx.Err() }})
 	if err != nil {
 		t.Fatal(err)
