@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/segpilot/segpilot/internal/sample"
@@ -42,4 +44,31 @@ func testLambdaModel(t *testing.T, d destination) {
 	if both.Invocations <= first.Invocations || both.ColdStarts >= both.Invocations {
 		t.Fatalf("containers after two runs %+v (after the first %+v): want the second run's children partly in warm containers", both, first)
 	}
+}
+
+// TestLambdaSharesRaiseTheRunsThrottleSignal: Map children in separate
+// containers, sending faster together than the simulator takes, tell each
+// other of their 429s through the run's throttle object (pace.NewShare
+// follows it), and the run still delivers exactly. (Seen failing without
+// the signal in syncbatch's context: no object.)
+func TestLambdaSharesRaiseTheRunsThrottleSignal(t *testing.T) {
+	t.Parallel()
+	forEachDestination(t, func(t *testing.T, d destination) {
+		rows := generate(t, sample.Options{Rows: 3000, Seed: 13})
+		// 30 batches, 30 children at a 40th of 20 requests/s each, their
+		// first requests within 2 s: the simulator takes 5/s.
+		h := newHarness(t, d, simOptions{RequestsPerSecond: 5, Burst: 1}, configYAML(d, "upsert", 20),
+			func(o *local.Options) { o.Lambda = &local.LambdaModel{Seed: 4} })
+		res := h.drop("week1.csv", rows)[0]
+		rep := h.report(res)
+		if rep.Status != run.StatusSucceeded || !rep.Outcome.Reconciles() || rep.Outcome.Sent != 3000 {
+			t.Fatalf("run %s: %+v", rep.Status, rep.Outcome)
+		}
+		if n := h.sim.Counters().ByStatus[429]; n == 0 {
+			t.Fatal("the simulator answered no 429: the test sends too slowly to test anything")
+		}
+		if _, err := os.Stat(filepath.Join(h.dir, "runs", "vip-newsletter", res.RunID, "throttled")); err != nil {
+			t.Fatalf("the run's throttle signal: %v", err)
+		}
+	})
 }

@@ -89,9 +89,9 @@ func secretName(id string) string {
 // limiter is conn's limiter in this process, made anew when its budget
 // changed (a new config, or another run's share).
 func (c *Connector) limiter(conn config.Connection, workerRPS float64) *pace.Limiter {
-	budget := conn.RequestsPerSecond
+	budget, newLimiter := conn.RequestsPerSecond, pace.New
 	if !c.Shared && workerRPS > 0 {
-		budget = workerRPS
+		budget, newLimiter = workerRPS, pace.NewShare
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -101,7 +101,7 @@ func (c *Connector) limiter(conn config.Connection, workerRPS float64) *pace.Lim
 	if c.limiters == nil {
 		c.limiters = map[string]*pace.Limiter{}
 	}
-	l := pace.New(budget, 1)
+	l := newLimiter(budget, 1)
 	if !c.Shared && c.StartPhase != nil && budget > 0 {
 		l.StartAfter(c.StartPhase(time.Duration(float64(time.Second) / budget)))
 	}

@@ -197,7 +197,7 @@ func (p *pacer) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := p.next.RoundTrip(req)
 	if resp != nil && resp.StatusCode == http.StatusTooManyRequests {
-		p.limiter.Throttled()
+		p.limiter.Throttled(req.Context())
 	}
 	return resp, err
 }

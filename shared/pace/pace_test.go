@@ -2,6 +2,7 @@ package pace_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -99,7 +100,7 @@ func TestAdaptsToThrottling(t *testing.T) {
 	for _, st := range steps {
 		now = now.Add(st.advance)
 		for range st.throttled {
-			l.Throttled()
+			l.Throttled(context.Background())
 		}
 		if st.throttled == 0 {
 			if err := l.Wait(context.Background()); err != nil { // the rate grows as waiters come
@@ -112,7 +113,7 @@ func TestAdaptsToThrottling(t *testing.T) {
 	}
 	for range 200 {
 		now = now.Add(500 * time.Millisecond)
-		l.Throttled()
+		l.Throttled(context.Background())
 	}
 	if got := l.Rate(); math.Abs(got-20) > 1e-6 { // r = (r + 5) × 0.8
 		t.Fatalf("throttled without pause: rate %.3f, want it to settle at 20", got)
@@ -142,5 +143,100 @@ func TestStartAfterHoldsTheFirstRequest(t *testing.T) {
 	near := func(d, want time.Duration) bool { return d > want-20*time.Millisecond && d <= want }
 	if len(waits) != 2 || !near(waits[0], 60*time.Millisecond) || !near(waits[1], 100*time.Millisecond) {
 		t.Fatalf("waits %v, want [60ms 100ms]", waits)
+	}
+}
+
+// signal is an in-memory pace.Signal.
+type signal struct {
+	mu      sync.Mutex
+	version int
+	raises  int
+}
+
+func (s *signal) Raise(context.Context) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.version++
+	s.raises++
+	return fmt.Sprint(s.version), nil
+}
+
+func (s *signal) Version(context.Context) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.version == 0 {
+		return "", nil
+	}
+	return fmt.Sprint(s.version), nil
+}
+
+// TestSharesSlowDownTogether: a share (one Lambda container's part of the
+// budget) slows down for another share's 429s, seen through the Signal,
+// once they come at two looks in a row (a stray one is not an overload),
+// not for its own raise a second time, and not for a 429 from before it
+// started; it grows back by 5 % of its budget a second. A whole-budget
+// limiter neither follows nor raises. (Seen failing with follow removed:
+// the rate stayed at 100.)
+func TestSharesSlowDownTogether(t *testing.T) {
+	t.Parallel()
+	sig := &signal{}
+	ctx := pace.WithSignal(context.Background(), sig)
+	if _, err := sig.Raise(ctx); err != nil { // before the share started
+		t.Fatal(err)
+	}
+	l := pace.NewShare(100, 1)
+	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	l.SetNow(func() time.Time { return now })
+	l.SetSleep(func(ctx context.Context, _ time.Duration) error { return ctx.Err() })
+	steps := []struct {
+		name    string
+		advance time.Duration
+		other   bool // another share raises the signal first
+		own     bool // this share meets a 429
+		want    float64
+	}{
+		{"first look: an old 429 is not news", 0, false, false, 100},
+		{"another share's 429, once: a stray", time.Second, true, false, 100},
+		{"another 429 at the next look: overload", time.Second, true, false, 90},
+		{"a calm second", time.Second, false, false, 95},
+		{"its own 429", 0, false, true, 95 * 0.9},
+		{"its own raise is not news", time.Second, false, false, 95*0.9 + 5},
+		{"looks at most once a second", 500 * time.Millisecond, true, false, 95*0.9 + 7.5},
+	}
+	for _, st := range steps {
+		now = now.Add(st.advance)
+		if st.other {
+			if _, err := sig.Raise(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if st.own {
+			l.Throttled(ctx)
+		} else if err := l.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := l.Rate(); math.Abs(got-st.want) > 1e-9 {
+			t.Fatalf("%s: rate %.3f, want %.3f", st.name, got, st.want)
+		}
+	}
+	if sig.raises != 5 { // 4 by the others, 1 by this share
+		t.Fatalf("%d raises, want 5", sig.raises)
+	}
+
+	whole := pace.New(100, 1)
+	whole.SetNow(func() time.Time { return now })
+	whole.SetSleep(func(ctx context.Context, _ time.Duration) error { return ctx.Err() })
+	for range 3 {
+		now = now.Add(time.Second)
+		if _, err := sig.Raise(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := whole.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	whole.Throttled(ctx)
+	if whole.Rate() != 80 || sig.raises != 8 {
+		t.Fatalf("whole budget: rate %.3f and %d raises; want 80 (its own 429 only) and 8 (none of its own)", whole.Rate(), sig.raises)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/shared/dest"
+	"github.com/segpilot/segpilot/shared/pace"
 	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/secrets"
 	"github.com/segpilot/segpilot/shared/store"
@@ -82,6 +83,9 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 	// of Lambda killing it mid-write.
 	work, stop := beforeDeadline(ctx)
 	defer stop()
+	// Workers pacing shares of the budget in other containers hear of
+	// each other's 429s through the run's throttle signal.
+	work = pace.WithSignal(work, s.throttleSignal(in.Export, in.RunID))
 	var (
 		m          *Manifest
 		dest       Destination
