@@ -92,8 +92,8 @@ pratio=$(pj ratio_min); prss=$(pj rss_mb); pgrowth=$(pj growth_b); pfiles=$(pj f
   echo
   echo "The whole pipeline in both execution models: **local** (one process, every worker waiting on one"
   echo "limiter) and **lambda** (each Map child in a simulated Lambda container pacing its own share of the"
-  echo "budget, a cold container starting at a random phase, 10 % of containers recycled after each"
-  echo "invocation, seeded). Floor: requests / the simulator's real rate. Sending: from the first request to"
+  echo "budget and hearing the others' 429s through the run's throttle object, a cold container starting at"
+  echo "a random phase, 10 % of containers recycled after each invocation, seeded). Floor: requests / the simulator's real rate. Sending: from the first request to"
   echo "the last, as the simulator saw them (how well the workers pace together); whole run: planning the"
   echo "100,000 rows, the Map and finalize. With the budget 20 % above the simulator's real limit, the target"
   echo "is 1.35 of that (true) floor and at most 5 % of requests answered 429."
