@@ -78,6 +78,7 @@ type harness struct {
 	// inFlight counts requests the simulator is still handling: a client
 	// that gives up (cancel, timeout) returns before the server finishes.
 	inFlight *atomic.Int64
+	stop     func()
 }
 
 // waitIdle waits until the simulator has handled every request a killed
@@ -106,10 +107,12 @@ func newHarness(t testing.TB, d destination, simOpts simOptions, config string, 
 	t.Helper()
 	s := d.newSim(simOpts)
 	inFlight := &atomic.Int64{}
+	serving := &atomic.Pointer[simulator]{}
+	serving.Store(&s)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		inFlight.Add(1)
 		defer inFlight.Add(-1)
-		s.ServeHTTP(w, r)
+		(*serving.Load()).ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
@@ -134,9 +137,19 @@ func newHarness(t testing.TB, d destination, simOpts simOptions, config string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, d: d, sim: s, p: p, dir: dir, url: srv.URL + "/v1", logs: logs, inFlight: inFlight}
+	h := &harness{t: t, d: d, sim: s, p: p, dir: dir, url: srv.URL + "/v1", logs: logs, inFlight: inFlight,
+		stop: func() { srv.Close(); serving.Store(nil) }}
 	h.put(run.ConfigKey, []byte(config))
 	return h
+}
+
+// release stops the simulator's server and lets go of the simulator and the
+// pipeline, so that a benchmark's next iteration does not run beside the
+// heap of the last one (a 100,000-contact simulator per iteration: the
+// collector's work then delays workers and bunches their requests).
+func (h *harness) release() {
+	h.stop()
+	h.sim, h.p = nil, nil
 }
 
 func (h *harness) put(key string, data []byte) store.ObjectInfo {
