@@ -27,8 +27,8 @@ import (
 // of the budget a second: a stray 429 costs about a fifth of a second.
 // Shares (NewShare) all cut together when the API is overloaded, so each
 // cut counts N times: they cut to 90 % and grow back by 5 % a second, which
-// held a budget 20 % too high to about 3 % of requests answered 429 within
-// 1.25 of the floor (make bench), where 80 % and 10 % overshot both ways.
+// held a budget 20 % too high to 3-4 % of requests answered 429 at about
+// 1.26 of the floor (make bench), where 80 % and 10 % overshot both ways.
 const (
 	decrease      = 0.8
 	increase      = 0.1 // of the budget, per second
