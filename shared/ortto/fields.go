@@ -15,6 +15,7 @@ import (
 
 	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/httpx"
+	"github.com/segpilot/segpilot/shared/ortto/fieldid"
 )
 
 // Kind describes Ortto to the registry (shared/kinds).
@@ -79,30 +80,11 @@ func fieldHint(key string) string {
 		if t, known := alias[strings.ToLower(typ)]; known {
 			typ = t
 		}
-		if candidate := strings.ToLower(typ) + ":cm:" + kebab(name); candidate != key && fieldPattern.MatchString(candidate) {
+		if candidate := strings.ToLower(typ) + ":cm:" + fieldid.Kebab(name); candidate != key && fieldPattern.MatchString(candidate) {
 			return fmt.Sprintf(" (did you mean %q?)", candidate)
 		}
 	}
 	return ""
-}
-
-// kebab writes a name as Ortto writes a field's id: lower case, runs of
-// anything but letters and digits as one dash.
-func kebab(name string) string {
-	var b strings.Builder
-	dash := false
-	for _, r := range strings.ToLower(name) {
-		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
-			if dash && b.Len() > 0 {
-				b.WriteByte('-')
-			}
-			b.WriteRune(r)
-			dash = false
-			continue
-		}
-		dash = true
-	}
-	return b.String()
 }
 
 // Ortto's field limits (unicode characters).

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/segpilot/segpilot/shared/ortto/fieldid"
 	"github.com/segpilot/segpilot/shared/simkit"
 )
 
@@ -53,40 +54,22 @@ func (st *store) createField(name, typ string) (Field, error) {
 	switch {
 	case !ok:
 		return Field{}, fmt.Errorf("type %q is not one of text, long_text, integer, decimal, currency, boolean, date", typ)
-	case kebab(name) == "":
+	case fieldid.Kebab(name) == "":
 		return Field{}, errors.New("name must hold letters or digits")
 	case len(st.fields) >= maxFields:
 		return Field{}, fmt.Errorf("the account already has %d custom fields, the most it may", maxFields)
 	}
 	for _, f := range st.fields {
-		if _, existing, _ := strings.Cut(f.ID, ":cm:"); strings.EqualFold(f.Name, name) || existing == kebab(name) {
+		if _, existing, _ := strings.Cut(f.ID, ":cm:"); strings.EqualFold(f.Name, name) || existing == fieldid.Kebab(name) {
 			return Field{}, fmt.Errorf("a custom field named %q exists (%s)", f.Name, f.ID)
 		}
 	}
 	if typ == "boolean" {
 		typ = "bool"
 	}
-	f := Field{ID: prefix + ":cm:" + kebab(name), Name: name, DisplayType: typ}
+	f := Field{ID: prefix + ":cm:" + fieldid.Kebab(name), Name: name, DisplayType: typ}
 	st.fields[f.ID] = f
 	return f, nil
-}
-
-// kebab is a name as Ortto writes it in a field id.
-func kebab(name string) string {
-	var b strings.Builder
-	dash := false
-	for _, r := range strings.ToLower(name) {
-		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
-			if dash && b.Len() > 0 {
-				b.WriteByte('-')
-			}
-			b.WriteRune(r)
-			dash = false
-			continue
-		}
-		dash = true
-	}
-	return b.String()
 }
 
 func (st *store) dump() State {
