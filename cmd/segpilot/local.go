@@ -117,7 +117,7 @@ func (k kindKeys) Secret(ctx context.Context, id string) (string, error) {
 
 func (e *env) open(ctx context.Context, bucketDir string, t target, cfg *config.Config) (*session, error) {
 	s := &session{close: func() {}}
-	opts := local.Options{BucketDir: bucketDir, Log: e.log, BaseURLs: map[string]string{}}
+	opts := local.Options{BucketDir: bucketDir, Log: e.log, BaseURLs: map[string]string{}, Context: ctx}
 	if t.lambda {
 		opts.Lambda = &local.LambdaModel{Seed: uint64(t.seed), Churn: t.churn}
 	}
@@ -180,14 +180,18 @@ func (e *env) open(ctx context.Context, bucketDir string, t target, cfg *config.
 			}
 		}
 	}
+	if cfg != nil {
+		opts.Words = local.Words{Command: liftCommand(bucketDir, cfg, t)}
+	}
 	p, err := local.New(opts)
 	if err != nil {
 		s.close()
 		return nil, err
 	}
-	if cfg != nil {
-		p.Service.BrakeCommand = liftCommand(bucketDir, cfg, t)
-	}
+	// Executions run on their own goroutines: let them end (Ctrl-C ends
+	// them sooner) before the simulators close.
+	closeSims := s.close
+	s.close = func() { p.Runner.Wait(); closeSims() }
 	s.p = p
 	return s, nil
 }
@@ -390,22 +394,24 @@ func (e *env) runExport(ctx context.Context, f runFlags) error {
 	return err
 }
 
-// await waits for the results that another process (or an earlier
-// attempt) holds: queued behind another run, or that run itself.
+// await waits for each delivery to end: its attempt running here, or
+// queued behind another run (in this process or another).
 func (e *env) await(ctx context.Context, s *session, results []run.Result, noWait bool) ([]run.Result, error) {
 	for i, r := range results {
-		if r.Status != run.StatusQueued && (r.Status != run.StatusRunning || r.Started) {
+		if r.Status != run.StatusQueued && r.Status != run.StatusRunning {
 			continue
 		}
-		if noWait {
-			return results, busyError{fmt.Sprintf("%s: %s", r.Export, r.Message)}
-		}
-		if !e.json {
-			then := "Ctrl-C stops waiting"
-			if r.Status == run.StatusQueued {
-				then += "; the file stays queued"
+		if !r.Started {
+			if noWait {
+				return results, busyError{fmt.Sprintf("%s: %s", r.Export, r.Message)}
 			}
-			fmt.Fprintf(e.stdout, "waiting: %s (%s)\n", r.Message, then)
+			if !e.json {
+				then := "Ctrl-C stops waiting"
+				if r.Status == run.StatusQueued {
+					then += "; the file stays queued"
+				}
+				fmt.Fprintf(e.stdout, "waiting: %s (%s)\n", r.Message, then)
+			}
 		}
 		done, err := s.p.Service.Await(ctx, r, pollEvery)
 		if s.progress != nil {
@@ -468,19 +474,16 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 		printPage(w, bucketDir, rep)
 		return
 	}
-	if b := rep.Batches; b.Resumed > 0 {
-		fmt.Fprintf(w, "  resumed run: %d of %d batches were already done by an earlier attempt and not sent again\n", b.Resumed, b.Total)
+	if rep.Prior > 0 {
+		fmt.Fprintf(w, "  attempt %d, after %d earlier attempt(s) of this file: it sent what they had not delivered\n", rep.Attempt, rep.Prior)
 	}
 	o := rep.Outcome
 	fmt.Fprintf(w, "  sent %d · rejected by %s %d · failed %d · removed %d\n", o.Sent, cmp.Or(rep.Destination, "Autopilot"), o.RejectedByAPI, o.Failed, o.Removed)
 	floor := "rate-limit floor"
-	if rep.Batches.Resumed > 0 {
-		floor += " of the whole run"
-	}
 	fmt.Fprintf(w, "  requests %d (429s %d, retries %d) · took %s vs %s %s\n",
 		rep.Requests.Total, rep.Requests.Throttled, rep.Requests.Retries, seconds(rep.DurationSeconds), floor, seconds(rep.FloorSeconds))
-	base := filepath.Join(bucketDir, "runs", r.Export, r.RunID)
-	fmt.Fprintf(w, "  report:   %s\n  rejected: %s\n", filepath.Join(base, "report.json"), filepath.Join(base, "rejected.csv"))
+	fmt.Fprintf(w, "  report:   %s\n  rejected: %s\n", filepath.Join(bucketDir, "runs", r.Export, r.RunID, "report.json"),
+		filepath.Join(bucketDir, filepath.FromSlash(rep.Rejected)))
 	printPage(w, bucketDir, rep)
 }
 

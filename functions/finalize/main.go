@@ -1,6 +1,7 @@
-// Command finalize closes a run: report.json, rejected.csv, snapshot
-// promotion, and the run's metrics as Embedded Metric Format on stdout.
-// Then it starts the next file queued for the export, as ingest would.
+// Command finalize ends an attempt: its report, rejected.csv, the snapshot
+// it leaves, the export set free, and its metrics as Embedded Metric Format
+// on stdout; then it kicks the export's queue (kicks/<export>). It starts
+// nothing.
 package main
 
 import (
@@ -15,7 +16,7 @@ import (
 )
 
 func main() {
-	svc, err := lambdaapp.NewService(context.Background(), lambdaapp.Needs{Starter: true, Connector: true, Page: runpage.Render})
+	svc, err := lambdaapp.NewService(context.Background(), lambdaapp.Needs{Kicker: true, Page: runpage.Render})
 	if err != nil {
 		slog.Error("start-up failed", "error", err)
 		os.Exit(1)

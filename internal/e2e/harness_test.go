@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -79,6 +80,41 @@ type harness struct {
 	// that gives up (cancel, timeout) returns before the server finishes.
 	inFlight *atomic.Int64
 	stop     func()
+	// procs stands in for the processes sharing the bucket: the harness's
+	// own pipeline is process "harness"; a test kills others.
+	procs *processTable
+}
+
+// processTable is local mode's view of the processes on a host, for
+// pipelines in one test process: a pipeline is a process of its own name,
+// and a test kills it.
+type processTable struct {
+	mu   sync.Mutex
+	dead map[string]bool
+}
+
+func (p *processTable) process(name string) local.Processes { return process{table: p, name: name} }
+
+func (p *processTable) kill(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dead == nil {
+		p.dead = map[string]bool{}
+	}
+	p.dead[name] = true
+}
+
+type process struct {
+	table *processTable
+	name  string
+}
+
+func (p process) Self() string { return p.name }
+
+func (p process) Alive(owner string) (bool, error) {
+	p.table.mu.Lock()
+	defer p.table.mu.Unlock()
+	return !p.table.dead[owner], nil
 }
 
 // waitIdle waits until the simulator has handled every request a killed
@@ -124,8 +160,10 @@ func newHarness(t testing.TB, d destination, simOpts simOptions, config string, 
 	if simOpts.Faults.HangRate > 0 {
 		clientTimeout = 2 * time.Second
 	}
+	procs := &processTable{}
 	opts := local.Options{
 		BucketDir: dir, Secrets: fixedKey(apiKey), BaseURLs: map[string]string{d.kind: srv.URL + "/v1"},
+		Processes:     procs.process("harness"),
 		Log:           slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		RetrySleep:    noWait,
 		ClientTimeout: clientTimeout,
@@ -137,8 +175,9 @@ func newHarness(t testing.TB, d destination, simOpts simOptions, config string, 
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(p.Runner.Wait) // before its bucket folder goes: executions end on their own goroutines
 	h := &harness{t: t, d: d, sim: s, p: p, dir: dir, url: srv.URL + "/v1", logs: logs, inFlight: inFlight,
-		stop: func() { srv.Close(); serving.Store(nil) }}
+		stop: func() { srv.Close(); serving.Store(nil) }, procs: procs}
 	h.put(run.ConfigKey, []byte(config))
 	return h
 }
@@ -161,13 +200,48 @@ func (h *harness) put(key string, data []byte) store.ObjectInfo {
 	return info
 }
 
-// drop puts a segment file and runs ingest on it, as the S3 trigger does.
+// drop puts a segment file and runs ingest on it, as the S3 trigger does,
+// and waits for its runs to end.
 func (h *harness) drop(name string, data []byte) []run.Result {
 	h.t.Helper()
 	key := "segments/vip-customers/" + name
 	info := h.put(key, data)
-	res, err := h.p.Service.Start(context.Background(), run.StartRequest{Trigger: run.TriggerS3,
+	res, err := awaitAll(context.Background(), h.p.Service, run.StartRequest{Trigger: run.TriggerS3,
 		Source: run.Source{Key: key, ETag: info.ETag, Size: info.Size}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return res
+}
+
+// awaitAll is ingest followed by the CLI's wait: Start, then Await each
+// delivery it left running or queued.
+func awaitAll(ctx context.Context, svc *run.Service, req run.StartRequest) ([]run.Result, error) {
+	res, err := svc.Start(ctx, req)
+	if err != nil {
+		return res, err
+	}
+	return awaitResults(ctx, svc, res)
+}
+
+// awaitResults waits for each result's delivery to end.
+func awaitResults(ctx context.Context, svc *run.Service, res []run.Result) ([]run.Result, error) {
+	for i, r := range res {
+		var err error
+		if res[i], err = svc.Await(ctx, r, 2*time.Millisecond); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// refresh invokes refresh (the schedule, or a person) and waits for its runs.
+func (h *harness) refresh(req run.RefreshRequest) []run.Result {
+	h.t.Helper()
+	res, err := h.p.Service.Refresh(context.Background(), req)
+	if err == nil {
+		res, err = awaitResults(context.Background(), h.p.Service, res)
+	}
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -67,7 +68,7 @@ func TestLambdaSharesRaiseTheRunsThrottleSignal(t *testing.T) {
 		if n := h.sim.Counters().ByStatus[429]; n == 0 {
 			t.Fatal("the simulator answered no 429: the test sends too slowly to test anything")
 		}
-		if _, err := os.Stat(filepath.Join(h.dir, "runs", "vip-newsletter", res.RunID, "throttled")); err != nil {
+		if _, err := os.Stat(filepath.Join(h.dir, "runs", "vip-newsletter", res.RunID, "attempts", fmt.Sprint(res.Attempt), "throttled")); err != nil {
 			t.Fatalf("the run's throttle signal: %v", err)
 		}
 	})

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
@@ -108,9 +107,9 @@ func TestOrttoMissingFieldSendsNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	again, err := h.p.Service.Refresh(context.Background(), run.RefreshRequest{Trigger: run.TriggerManual, Export: "vip-newsletter"})
-	if err != nil || again[0].Status != run.StatusSucceeded {
-		t.Fatalf("after creating the fields: %+v, %v", again, err)
+	again := h.refresh(run.RefreshRequest{Trigger: run.TriggerManual, Export: "vip-newsletter"})
+	if again[0].Status != run.StatusSucceeded {
+		t.Fatalf("after creating the fields: %+v", again)
 	}
 }
 

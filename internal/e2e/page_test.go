@@ -90,13 +90,12 @@ func TestHeldReportSaysHowToLift(t *testing.T) {
 	h := newHarness(t, destinations[0], simOptions{}, configYAML(destinations[0], "mirror", 100))
 	h.drop("a.csv", csvRange(1, 400, "gold"))
 	rep := h.report(h.drop("b.csv", csvRange(201, 400, "gold"))[0])
-	lift := `aws lambda invoke --function-name "$RefreshFunctionName" --cli-binary-format raw-in-base64-out ` +
-		`--payload '{"export":"vip-newsletter","allowLargeRemoval":true}' out.json`
+	lift := "segpilot run --export vip-newsletter --allow-large-removal …" // local words: the CLI adds the exact flags
 	if rep.Status != run.StatusHeld || rep.Brake == nil || rep.Brake.MaxRemovalShare != 0.2 || rep.Brake.Command != lift ||
 		rep.Plan.Removed != 200 || rep.Plan.Previous != 400 {
 		t.Fatalf("held report: %s %+v %+v", rep.Status, rep.Brake, rep.Plan)
 	}
-	if page := string(mustRead(t, h.dir+"/"+rep.Page)); !strings.Contains(page, "allowLargeRemoval&#34;:true") {
+	if page := string(mustRead(t, h.dir+"/"+rep.Page)); !strings.Contains(page, "--allow-large-removal") {
 		t.Errorf("the held run's page does not show the command")
 	}
 }

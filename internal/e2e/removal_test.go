@@ -1,16 +1,13 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/segpilot/segpilot/shared/hostproc"
 	"github.com/segpilot/segpilot/shared/local"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/store"
@@ -51,36 +48,25 @@ func testResumeRepeatsFewRemovals(t *testing.T, d destination, killAfter, maxRep
 	key := "segments/vip-customers/b.csv"
 	info := h.put(key, csvRange(301, 2000, "gold"))
 	src := run.Source{Key: key, ETag: info.ETag, Size: info.Size}
-	ctx, kill := context.WithCancel(context.Background())
-	dying := &dyingStore{ObjectStore: h.p.Store}
+	crashing, kill := h.crashingPipeline("crashing")
 	go func() {
 		for removals() < killAfter {
 			time.Sleep(time.Millisecond)
 		}
-		dying.dead.Store(true) // a killed process writes nothing more, not even on its way out
 		kill()
 	}()
-	crashing, err := local.New(local.Options{Store: dying, Secrets: fixedKey(apiKey), BaseURLs: baseURLs(h), RetrySleep: noWait})
-	if err != nil {
-		t.Fatal(err)
+	if _, err := crashing.Service.Start(context.Background(), run.StartRequest{Trigger: run.TriggerS3, Source: src}); err != nil {
+		t.Fatalf("the run to kill: %v", err)
 	}
-	if _, err := crashing.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerS3, Source: src}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("killed run: %v", err)
-	}
-	// What a killed process leaves: the lock names a process that is gone
-	// (here: this one with another start time), and its execution's name
-	// is used. The next run finds the holder dead, records its end and
-	// resumes the plan under a new execution name, as in the cloud.
-	buryLockHolder(t, h.p.Store, "state/vip-newsletter/lock.json")
+	crashing.Runner.Wait() // killed: nothing of it goes on
 	h.waitIdle()
 	done := removals()
 
-	res, err := h.p.Service.Start(context.Background(), run.StartRequest{Trigger: run.TriggerS3, Source: src})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep := h.report(res[0]); rep.Status != run.StatusSucceeded || rep.Outcome.Removed != 300 {
-		t.Fatalf("resumed run: %s, removed %d; want succeeded, 300 removed", rep.Status, rep.Outcome.Removed)
+	// The next run finds the attempt's process dead, closes it (what it
+	// removed is off the snapshot, row by row) and sends the rest.
+	res := h.drop("b.csv", csvRange(301, 2000, "gold"))
+	if rep := h.report(res[0]); rep.Status != run.StatusSucceeded || rep.Prior != 1 {
+		t.Fatalf("resumed run: %s (after %d attempts), %s", rep.Status, rep.Prior, rep.Message)
 	}
 	if m := h.sim.members(); len(m) != 1700 {
 		t.Fatalf("%d members after the run, want 1700", len(m))
@@ -94,35 +80,28 @@ func testResumeRepeatsFewRemovals(t *testing.T, d destination, killAfter, maxRep
 	}
 }
 
-// buryLockHolder rewrites a lock's owner as a process that has ended.
-func buryLockHolder(t *testing.T, st store.ObjectStore, key string) {
-	t.Helper()
-	ctx := context.Background()
-	rc, _, err := st.Get(ctx, key)
+// crashingPipeline is a second process on the harness's bucket, and the
+// function that kills it: its store refuses every call from then on (a
+// killed process writes nothing more, not even on its way out), its
+// executions are cancelled, and the process table reports it dead.
+func (h *harness) crashingPipeline(name string, options ...func(*local.Options)) (*local.Pipeline, func()) {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	h.t.Cleanup(cancel)
+	dying := &dyingStore{ObjectStore: h.p.Store}
+	opts := local.Options{Store: dying, Secrets: fixedKey(apiKey), BaseURLs: baseURLs(h), RetrySleep: noWait,
+		Processes: h.procs.process(name), Context: ctx}
+	for _, o := range options {
+		o(&opts)
+	}
+	p, err := local.New(opts)
 	if err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
 	}
-	raw, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lock map[string]any
-	if err := json.Unmarshal(raw, &lock); err != nil {
-		t.Fatal(err)
-	}
-	self, err := hostproc.Self()
-	if err != nil {
-		t.Fatal(err)
-	}
-	self.Start = "0" // the same pid, started at another time: a process that is gone
-	lock["owner"] = self.String()
-	raw, err = json.Marshal(lock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Put(ctx, key, bytes.NewReader(raw), store.PutOptions{}); err != nil {
-		t.Fatal(err)
+	return p, func() {
+		dying.dead.Store(true)
+		h.procs.kill(name)
+		cancel()
 	}
 }
 

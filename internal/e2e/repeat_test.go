@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -128,11 +127,7 @@ func testSafetyBrake(t *testing.T, d destination) {
 		t.Fatalf("held report %+v", rep)
 	}
 	// Allowed once, by hand (the refresh function's allowLargeRemoval).
-	again, err := h.p.Service.Refresh(context.Background(), run.RefreshRequest{Trigger: run.TriggerManual,
-		Export: "vip-newsletter", AllowLargeRemoval: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	again := h.refresh(run.RefreshRequest{Trigger: run.TriggerManual, Export: "vip-newsletter", AllowLargeRemoval: true})
 	if again[0].RunID != res[0].RunID || again[0].Status != run.StatusSucceeded {
 		t.Fatalf("allowed run %+v", again[0])
 	}
@@ -141,9 +136,11 @@ func testSafetyBrake(t *testing.T, d destination) {
 	}
 }
 
-// TestResumeAfterKill stops a run after some batches (as a killed process
-// or Lambda would), starts it again, and expects the uninterrupted outcome
-// without resending a settled batch.
+// TestResumeAfterKill kills a run's process after some groups (as a
+// killed process or Lambda would), runs the file again, and expects: the
+// killed attempt closed with what it delivered counted, the next attempt
+// planned against what was delivered (so it sends exactly the rest), every
+// contact counted once across the two, and the destination exact.
 func TestResumeAfterKill(t *testing.T) {
 	t.Parallel()
 	forEachDestination(t, testResumeAfterKill)
@@ -158,41 +155,57 @@ func testResumeAfterKill(t *testing.T, d destination) {
 		t.Run(fmt.Sprint("after batch ", killAt), func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, d, simOptions{}, configYAML(d, "upsert", 100))
-			ctx, kill := context.WithCancel(context.Background())
 			var done atomic.Int32
-			crashing, err := local.New(local.Options{Store: h.p.Store, Secrets: fixedKey(apiKey),
-				BaseURLs: baseURLs(h), RetrySleep: noWait,
-				Progress: func(p runner.Progress) {
+			var once sync.Once
+			var kill func()
+			crashing, killer := h.crashingPipeline("crashing", func(o *local.Options) {
+				o.Progress = func(p runner.Progress) {
 					if int(done.Add(1)) >= killAt {
-						kill()
+						once.Do(kill)
 					}
-				}})
-			if err != nil {
-				t.Fatal(err)
-			}
+				}
+			})
+			kill = killer
 			key := "segments/vip-customers/a.csv"
 			info := h.put(key, data)
-			src := run.Source{Key: key, ETag: info.ETag, Size: info.Size}
-			if _, err := crashing.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerS3, Source: src}); !errors.Is(err, context.Canceled) {
-				t.Fatalf("killed run: %v", err)
+			req := run.StartRequest{Trigger: run.TriggerS3, Source: run.Source{Key: key, ETag: info.ETag, Size: info.Size}}
+			first, err := crashing.Service.Start(context.Background(), req)
+			if err != nil || first[0].Attempt == 0 {
+				t.Fatalf("the run to kill: %+v, %v", first, err)
 			}
+			crashing.Runner.Wait()
 			h.waitIdle()
-			settled := h.countResults(want.RunID)
 			before := h.sim.Counters().ByRoute[d.upsertRoute][200]
 
-			res, err := h.p.Service.Start(context.Background(), run.StartRequest{Trigger: run.TriggerS3, Source: src})
+			res, err := awaitAll(context.Background(), h.p.Service, req)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := h.report(res[0])
-			if got.Status != run.StatusSucceeded || got.Outcome != want.Outcome || got.Plan != want.Plan {
-				t.Fatalf("resumed run %+v\nwant %+v", got.Outcome, want.Outcome)
+			closed, err := run.ReadAttemptReport(context.Background(), h.p.Store, want.Export, want.RunID, first[0].Attempt)
+			if err != nil {
+				t.Fatalf("the killed attempt was not closed: %v", err)
 			}
 			resent := h.sim.Counters().ByRoute[d.upsertRoute][200] - before
-			if unsettled := want.Batches.Total - settled; resent != unsettled {
-				t.Fatalf("resume sent %d batches, want only the %d without a result file", resent, unsettled)
-			}
 			h.assertState(expected(t, data))
+			if closed.Status == run.StatusSucceeded { // killed after its last batch: it was whole
+				if res[0].Status != run.StatusUpToDate || resent != 0 {
+					t.Fatalf("after a whole attempt: %s, %d requests", res[0].Status, resent)
+				}
+				return
+			}
+			got := h.report(res[0])
+			if got.Status != run.StatusSucceeded || got.Prior != 1 || !got.Outcome.Reconciles() || !closed.Outcome.Reconciles() {
+				t.Fatalf("resumed run %s after %d attempts: %+v; killed one %+v", got.Status, got.Prior, got.Outcome, closed.Outcome)
+			}
+			if sent := closed.Outcome.Sent + got.Outcome.Sent; sent != want.Outcome.Sent {
+				t.Fatalf("%d sent by the killed attempt and %d by the next: %d, want %d, each contact once", closed.Outcome.Sent, got.Outcome.Sent, sent, want.Outcome.Sent)
+			}
+			if planned := got.Plan.Added + got.Plan.Changed; planned != want.Plan.Added-closed.Outcome.Sent {
+				t.Fatalf("the next attempt planned %d upserts, want the %d not delivered", planned, want.Plan.Added-closed.Outcome.Sent)
+			}
+			if resent != got.Batches.Total {
+				t.Fatalf("the next attempt made %d upsert requests for its %d batches", resent, got.Batches.Total)
+			}
 		})
 	}
 }
@@ -231,7 +244,7 @@ func testArrivalOrder(t *testing.T, d destination, first, second []byte) {
 				// Alternate which event is handled first.
 				j := (j + i) % 2
 				wg.Go(func() {
-					res, err := h.p.Service.Start(context.Background(), run.StartRequest{Trigger: run.TriggerS3,
+					res, err := awaitAll(context.Background(), h.p.Service, run.StartRequest{Trigger: run.TriggerS3,
 						Source: srcs[j], Arrived: arrived.Add(time.Duration(j) * time.Second)})
 					if err != nil {
 						t.Error(err)
@@ -244,17 +257,20 @@ func testArrivalOrder(t *testing.T, d destination, first, second []byte) {
 			if t.Failed() {
 				return
 			}
+			t.Logf("results: %+v", results)
 			h.assertState(expected(t, second))
 			later := h.report(results[1])
 			if later.Status != run.StatusSucceeded || !later.SnapshotPromoted {
 				t.Fatalf("later file's run: %s %s", later.Status, later.Message)
 			}
+			// Attempts are numbered by the export's claims: an earlier file
+			// that ran, ran before the later one.
 			earlier := h.report(results[0])
 			switch {
 			case earlier.Status == run.StatusSuperseded:
-			case earlier.Status == run.StatusSucceeded && earlier.FinishedAt.Before(later.PlannedAt) || earlier.FinishedAt.Equal(later.PlannedAt):
+			case earlier.Status == run.StatusSucceeded && earlier.Attempt < later.Attempt:
 			default:
-				t.Fatalf("earlier file's run %s, finished %v; the later one was planned %v", earlier.Status, earlier.FinishedAt, later.PlannedAt)
+				t.Fatalf("earlier file's run %s (attempt %d); the later one's was attempt %d", earlier.Status, earlier.Attempt, later.Attempt)
 			}
 		})
 	}

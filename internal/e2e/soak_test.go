@@ -188,7 +188,7 @@ func (h *harness) assertNothingLeaked(t *testing.T, data []byte) {
 	mayHoldEmails := func(key string) bool {
 		base := filepath.Base(key)
 		return base == "batches.jsonl" || strings.Contains(key, "/results/") || strings.Contains(key, "/failures/") || strings.Contains(key, "/progress/") ||
-			base == "snapshot" || base == "rejected.csv" || base == "input-rejected.csv" || strings.HasPrefix(key, "segments/")
+			strings.HasPrefix(base, "snapshot") || base == "rejected.csv" || base == "input-rejected.csv" || strings.HasPrefix(key, "segments/")
 	}
 	err := filepath.WalkDir(h.dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
@@ -32,7 +33,8 @@ const SecretPrefix = "segpilot/"
 
 // Needs says which adapters a function uses, so each builds only those.
 type Needs struct {
-	Starter   bool // ingest, refresh, finalize (it starts the next queued run)
+	Starter   bool // ingest, refresh: they start and judge attempts
+	Kicker    bool // finalize: a run's end kicks its export's queue
 	Connector bool // syncbatch; ingest, refresh and finalize resolve the list
 	// MapWorker: syncbatch, one of many children the Map starts together:
 	// its container's first request waits a random phase of its interval,
@@ -70,13 +72,21 @@ func NewService(ctx context.Context, needs Needs) (*run.Service, error) {
 		// reach the state machine as Transient.
 		Transient: awsx.IsTransient,
 		Page:      needs.Page,
+		// Names the container in the attempts it claims (for people: in
+		// Lambda, liveness is the execution's).
+		Owner:      "lambda:" + os.Getenv("AWS_LAMBDA_FUNCTION_NAME") + ":" + containerID(),
+		EndedGrace: EndedGrace,
 	}
 	if needs.Starter {
 		arn := os.Getenv("STATE_MACHINE_ARN")
 		if arn == "" {
 			return nil, fmt.Errorf("environment variable STATE_MACHINE_ARN is not set")
 		}
-		svc.Starter = sfnstarter.New(awsx.NewSFNClient(cfg, os.Getenv(awsx.EnvSFNEndpoint)), arn)
+		starter := sfnstarter.New(awsx.NewSFNClient(cfg, os.Getenv(awsx.EnvSFNEndpoint)), arn)
+		svc.Starter, svc.Liveness = starter, starter
+	}
+	if needs.Kicker {
+		svc.Kicker = run.BucketKicker{Store: svc.Store}
 	}
 	if needs.Connector {
 		src := secrets.NewCache(smsecrets.New(awsx.NewSecretsClient(cfg, os.Getenv(awsx.EnvSecretsEndpoint))), SecretTTL)
@@ -90,6 +100,17 @@ func NewService(ctx context.Context, needs Needs) (*run.Service, error) {
 		svc.Connect = c.Connect
 	}
 	return svc, nil
+}
+
+// EndedGrace is how long after its execution ended an attempt is left
+// alone before a drainer closes it: stopping an execution does not stop
+// the Lambda invocations it has in flight (syncbatch's timeout is 300 s,
+// finalize's 900 s; a minute more for clocks and retries).
+const EndedGrace = 16 * time.Minute
+
+// containerID names this container: random, once per cold start.
+func containerID() string {
+	return strconv.FormatUint(rand.Uint64(), 36)
 }
 
 // randomPhase is a uniformly random delay within one interval.

@@ -10,7 +10,9 @@ import (
 	"github.com/segpilot/segpilot/shared/run"
 )
 
-// Ingest handles S3 ObjectCreated notifications for segments/.
+// Ingest handles S3 ObjectCreated notifications: a segment file under
+// segments/ is queued for its exports; kicks/<export> (a run ended) drains
+// that export's queue.
 func Ingest(svc *run.Service) func(context.Context, events.S3Event) ([]run.Result, error) {
 	return func(ctx context.Context, ev events.S3Event) ([]run.Result, error) {
 		var all []run.Result
@@ -18,6 +20,12 @@ func Ingest(svc *run.Service) func(context.Context, events.S3Event) ([]run.Resul
 			key := rec.S3.Object.URLDecodedKey // S3 sends keys URL-encoded
 			if key == "" {
 				key = rec.S3.Object.Key
+			}
+			if export, ok := run.KickedExport(key); ok {
+				if err := svc.Kick(ctx, export); err != nil {
+					return all, fmt.Errorf("draining the queue of export %s: %w", export, err)
+				}
+				continue
 			}
 			if !strings.HasPrefix(key, "segments/") || strings.HasSuffix(key, "/") {
 				svc.Logger().Info("not a segment file", "key", key, "status", "ignored")

@@ -105,8 +105,13 @@ func TestIngestOverS3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 1 || res[0].Status != run.StatusSucceeded || !res[0].Started {
+	if len(res) != 1 || res[0].Status != run.StatusRunning || !res[0].Started {
 		t.Fatalf("results %+v", res)
+	}
+	// The execution runs on its own, as in Step Functions; the test waits
+	// for it as the CLI does.
+	if res[0], err = p.Service.Await(ctx, res[0], time.Millisecond); err != nil || res[0].Status != run.StatusSucceeded {
+		t.Fatalf("the run: %+v, %v", res[0], err)
 	}
 	state := autopilot.Dump()
 	if len(state.Contacts) != 250 || len(state.Lists) != 1 || len(state.Lists[0].Members) != 250 {
@@ -131,7 +136,7 @@ func TestIngestOverS3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res[0].Started || autopilot.Counters().Total != before {
+	if res[0].Started || res[0].Status != run.StatusUpToDate || autopilot.Counters().Total != before {
 		t.Fatalf("duplicate event started a run: %+v", res[0])
 	}
 }

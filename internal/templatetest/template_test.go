@@ -243,7 +243,8 @@ func samTranslated(t *testing.T) obj {
 	return cfn
 }
 
-// TestIngestS3EventOnSegmentsPrefix: objects created under segments/ invoke
+// TestIngestS3EventOnSegmentsPrefix: objects created under segments/ (a
+// segment file) and kicks/ (a run ended: drain its export's queue) invoke
 // ingest, and only this bucket may invoke it. SAM's S3 event grants S3
 // the invoke with SourceAccount alone (any bucket of the account could
 // invoke ingest); the notification and the permission are therefore
@@ -279,21 +280,19 @@ func TestIngestS3EventOnSegmentsPrefix(t *testing.T) {
 		t.Errorf("Bucket DependsOn %v: S3 checks the permission when the notification is set, so it must exist first", deps)
 	}
 	configs := asList(at(bucket, "Properties", "NotificationConfiguration", "LambdaConfigurations"))
-	if len(configs) != 1 {
-		t.Fatalf("bucket notifications %v, want one", configs)
-	}
-	nc := configs[0]
-	if getAtt(at(nc, "Function")) != "IngestFunction.Arn" || !strings.HasPrefix(fmt.Sprint(at(nc, "Event")), "s3:ObjectCreated:") {
-		t.Errorf("notification %v; want s3:ObjectCreated:* to IngestFunction", nc)
-	}
 	var prefixes []string
-	for _, rule := range asList(at(nc, "Filter", "S3Key", "Rules")) {
-		if strings.EqualFold(fmt.Sprint(at(rule, "Name")), "prefix") {
-			prefixes = append(prefixes, fmt.Sprint(at(rule, "Value")))
+	for _, nc := range configs {
+		if getAtt(at(nc, "Function")) != "IngestFunction.Arn" || !strings.HasPrefix(fmt.Sprint(at(nc, "Event")), "s3:ObjectCreated:") {
+			t.Errorf("notification %v; want s3:ObjectCreated:* to IngestFunction", nc)
+		}
+		for _, rule := range asList(at(nc, "Filter", "S3Key", "Rules")) {
+			if strings.EqualFold(fmt.Sprint(at(rule, "Name")), "prefix") {
+				prefixes = append(prefixes, fmt.Sprint(at(rule, "Value")))
+			}
 		}
 	}
-	if !slices.Equal(prefixes, []string{"segments/"}) {
-		t.Errorf("notification prefix filter = %v, want [segments/]", prefixes)
+	if !slices.Equal(prefixes, []string{"segments/", run.KicksPrefix}) {
+		t.Errorf("notification prefix filters = %v, want [segments/ %s], one notification each", prefixes, run.KicksPrefix)
 	}
 }
 
@@ -475,8 +474,9 @@ func TestFunctionPermissionsAreLeast(t *testing.T) {
 		"IngestFunction":    {"s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "states:DescribeExecution", "states:StartExecution"},
 		"RefreshFunction":   {"s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "sqs:SendMessage", "states:DescribeExecution", "states:StartExecution"},
 		"SyncBatchFunction": {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue"},
-		// Finalize starts the export's next queued file, as ingest would.
-		"FinalizeFunction": {"s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "secretsmanager:GetSecretValue", "states:DescribeExecution", "states:StartExecution"},
+		// Finalize ends an attempt and starts nothing: it reads results,
+		// writes the report and state, and kicks the queue.
+		"FinalizeFunction": {"s3:GetObject", "s3:ListBucket", "s3:PutObject"},
 	}
 	for id, wantActions := range want {
 		props := at(resource(t, tmpl, id), "Properties")
@@ -493,7 +493,7 @@ func TestFunctionPermissionsAreLeast(t *testing.T) {
 	// Each connection's key is its own secret, named segpilot/…: the
 	// functions read those and no other (not "*", not all of the account's).
 	secretARN := obj{"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:segpilot/*"}
-	for _, id := range []string{"IngestFunction", "RefreshFunction", "SyncBatchFunction", "FinalizeFunction"} {
+	for _, id := range []string{"IngestFunction", "RefreshFunction", "SyncBatchFunction"} {
 		found := map[string]obj{}
 		statements(at(resource(t, tmpl, id), "Properties", "Policies"), "", found)
 		reads := 0
@@ -512,9 +512,8 @@ func TestFunctionPermissionsAreLeast(t *testing.T) {
 	}
 	executionsARN := executionsARNByName(t, tmpl)
 	machineARN := map[string]any{
-		"IngestFunction":   ref("ExportStateMachine"),
-		"RefreshFunction":  ref("ExportStateMachine"),
-		"FinalizeFunction": stateMachineARNByName(t, tmpl),
+		"IngestFunction":  ref("ExportStateMachine"),
+		"RefreshFunction": ref("ExportStateMachine"),
 	}
 	for id, wantARN := range machineARN {
 		found := map[string]obj{}
@@ -709,7 +708,7 @@ func TestEnvironmentHoldsNoSecretValues(t *testing.T) {
 		"IngestFunction":    {"BUCKET", "STATE_MACHINE_ARN"},
 		"RefreshFunction":   {"BUCKET", "STATE_MACHINE_ARN"},
 		"SyncBatchFunction": {"BUCKET"},
-		"FinalizeFunction":  {"BUCKET", "STATE_MACHINE_ARN"},
+		"FinalizeFunction":  {"BUCKET"},
 	}
 	credentialName := regexp.MustCompile(`(?i)key|secret|token|password|credential`)
 	for id, want := range wantVars {
@@ -734,9 +733,6 @@ func TestEnvironmentHoldsNoSecretValues(t *testing.T) {
 			t.Errorf("%s environment = %v, want %v", id, names, want)
 		}
 		wantARN := any(ref("ExportStateMachine"))
-		if id == "FinalizeFunction" {
-			wantARN = stateMachineARNByName(t, tmpl)
-		}
 		if sm, ok := vars["STATE_MACHINE_ARN"]; ok && !reflect.DeepEqual(sm, wantARN) {
 			t.Errorf("%s STATE_MACHINE_ARN = %v, want %v", id, sm, wantARN)
 		}

@@ -354,8 +354,8 @@ func TestStepFunctionsConformance(t *testing.T) {
 			}
 			starter := sfnstarter.New(client, arn)
 			name := unique("vip-run")
-			if status, err := starter.RunStatus(ctx, name); err != nil || status.State != run.RunNotStarted {
-				t.Fatalf("RunStatus before starting = %+v, %v; want not started", status, err)
+			if status, err := starter.Attempt(ctx, run.Holder{Execution: name}); err != nil || status.State != run.LiveNotStarted {
+				t.Fatalf("Attempt before starting = %+v, %v; want not started", status, err)
 			}
 			input := []byte(`{"export":"vip","runId":"r-1"}`)
 			if started, err := starter.StartRun(ctx, name, input); err != nil || !started {
@@ -370,15 +370,15 @@ func TestStepFunctionsConformance(t *testing.T) {
 			if started, err := starter.StartRun(ctx, name, []byte(`{"export":"vip","runId":"r-2"}`)); err != nil || started {
 				t.Fatalf("StartRun of a used name = %v, %v; want not started, no error", started, err)
 			}
-			if status, err := starter.RunStatus(ctx, name); err != nil || status.State != run.RunActive {
-				t.Fatalf("RunStatus while running = %+v, %v; want active", status, err)
+			if status, err := starter.Attempt(ctx, run.Holder{Execution: name}); err != nil || status.State != run.LiveRunning {
+				t.Fatalf("Attempt while running = %+v, %v; want active", status, err)
 			}
 			execARN := strings.Replace(arn, ":stateMachine:", ":execution:", 1) + ":" + name
 			if _, err := client.StopExecution(ctx, &sfn.StopExecutionInput{ExecutionArn: aws.String(execARN)}); err != nil {
 				t.Fatalf("StopExecution: %v", err)
 			}
-			status, err := starter.RunStatus(ctx, name)
-			if err != nil || status.State != run.RunEnded || status.EndedAt.IsZero() {
+			status, err := starter.Attempt(ctx, run.Holder{Execution: name})
+			if err != nil || status.State != run.LiveEnded || status.EndedAt.IsZero() {
 				t.Fatalf("RunStatus after StopExecution = %+v, %v; want ended, with a time", status, err)
 			}
 			if started, err := starter.StartRun(ctx, name, input); err != nil || started {

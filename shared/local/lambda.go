@@ -96,5 +96,5 @@ func containerService(base *run.Service, opts Options, phase func(time.Duration)
 	conn := &connect.Connector{Secrets: opts.Secrets, BaseURLs: opts.BaseURLs, HTTPClient: opts.HTTPClient,
 		Log: opts.Log, Timeout: opts.ClientTimeout, StartPhase: phase}
 	return &run.Service{Store: base.Store, Connect: conn.Connect, Log: base.Log, Now: base.Now,
-		Processes: base.Processes, ReleaseBrake: base.ReleaseBrake, SetKey: base.SetKey}
+		Owner: base.Owner, Liveness: base.Liveness, Words: base.Words}
 }

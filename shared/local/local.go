@@ -7,9 +7,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/segpilot/segpilot"
@@ -45,6 +47,23 @@ type Options struct {
 	// containers, each pacing its own share of the budget, instead of
 	// sharing one limiter in this process.
 	Lambda *LambdaModel
+	// Processes tells which segpilot processes still run; default: this
+	// host's (tests stand in processes of their own, and kill them).
+	Processes Processes
+	// Words say what to do in the CLI's words; default: Words{}.
+	Words run.Words
+	// Context is what the pipeline's executions run under: cancelling it
+	// stops them (the CLI passes its own, which Ctrl-C cancels); default
+	// context.Background().
+	Context context.Context
+}
+
+// Processes names this process and tells whether another still runs.
+type Processes interface {
+	Self() string
+	// Alive says whether the process owner names still runs; an error
+	// means it cannot be told (it runs on another host, say).
+	Alive(owner string) (bool, error)
 }
 
 // Pipeline is a ready-to-run local segpilot.
@@ -74,13 +93,21 @@ func New(opts Options) (*Pipeline, error) {
 	// Locally every worker shares the connection's whole budget, as one key sees it.
 	conn := &connect.Connector{Secrets: opts.Secrets, BaseURLs: opts.BaseURLs, HTTPClient: opts.HTTPClient,
 		Log: opts.Log, Timeout: opts.ClientTimeout, Shared: true}
-	self, err := hostproc.Self()
-	if err != nil {
-		return nil, err
+	procs := opts.Processes
+	if procs == nil {
+		self, err := hostproc.Self()
+		if err != nil {
+			return nil, err
+		}
+		procs = hostProcesses(self.String())
 	}
-	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, Now: opts.Now, Processes: processes(self.String()),
-		ReleaseBrake: func(string) string { return "run it again with --allow-large-removal" },
-		SetKey:       "set the connection kind's key variable, AUTOPILOT_API_KEY or ORTTO_API_KEY (or run with --sim)", Page: runpage.Render}
+	words := opts.Words
+	if words == nil {
+		words = Words{}
+	}
+	names := storeNames{st: st, now: now}
+	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, Now: opts.Now, Owner: procs.Self(),
+		Liveness: liveness{names: names, procs: procs, now: now}, Words: words, Page: runpage.Render}
 	syncBatch := handler(svc.SyncBatch)
 	var stats func() ContainerStats
 	if opts.Lambda != nil {
@@ -97,13 +124,17 @@ func New(opts Options) (*Pipeline, error) {
 			"FinalizeFunctionArn":  handler(svc.Finalize),
 		},
 		Items: func(ctx context.Context, key string) ([]any, error) { return readItems(ctx, st, key) },
-		Names: storeNames{st: st, now: now},
+		Names: names,
+		Ended: func(name string, err error) {
+			svc.Logger().Error("execution ended without its finalize", "execution", name, "error", err)
+		},
 		Results: func(ctx context.Context, key string, body []byte) error {
 			_, err := st.Put(ctx, key, bytes.NewReader(body), store.PutOptions{ContentType: "application/json"})
 			return err
 		},
 		Progress: opts.Progress,
 		Sleep:    opts.RetrySleep,
+		Context:  opts.Context,
 	})
 	if err != nil {
 		return nil, err
@@ -112,17 +143,75 @@ func New(opts Options) (*Pipeline, error) {
 	return &Pipeline{Service: svc, Store: st, Runner: r, Connect: conn, Containers: stats}, nil
 }
 
-// processes tells which segpilot processes on this host still run.
-type processes string
+// hostProcesses tells which segpilot processes on this host still run.
+type hostProcesses string
 
-func (p processes) Self() string { return string(p) }
+func (p hostProcesses) Self() string { return string(p) }
 
-func (processes) Alive(owner string) (bool, error) {
+func (hostProcesses) Alive(owner string) (bool, error) {
 	id, err := hostproc.Parse(owner)
 	if err != nil {
-		return false, nil // written by a segpilot that ran alone (before locks named processes): not running now
+		return false, nil // not a process's name: nothing of it runs now
 	}
 	return hostproc.Alive(id)
+}
+
+// liveness is run.Liveness locally: an execution the runner recorded
+// closed has ended; otherwise the process that claimed the attempt runs
+// it (or is about to start it) while it lives.
+type liveness struct {
+	names storeNames
+	procs Processes
+	now   func() time.Time
+}
+
+var _ run.Liveness = liveness{}
+
+func (l liveness) Attempt(ctx context.Context, h run.Holder) (run.Live, error) {
+	rec, _, err := l.names.read(ctx, h.Execution)
+	switch {
+	case err == nil && !rec.ClosedAt.IsZero():
+		return run.Live{State: run.LiveEnded, EndedAt: rec.ClosedAt}, nil
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return run.Live{}, err
+	}
+	alive, err := l.procs.Alive(h.Owner)
+	switch {
+	case err != nil:
+		return run.Live{}, err
+	case alive:
+		return run.Live{State: run.LiveRunning}, nil
+	}
+	return run.Live{State: run.LiveEnded, EndedAt: l.now().UTC()}, nil
+}
+
+// Words are the local CLI's: its flags and environment variables.
+type Words struct {
+	// Command is the exact command that lifts the brake for one run of a
+	// file; default: the flag to add.
+	Command func(export string, src run.Source) string
+}
+
+var _ run.Words = Words{}
+
+func (Words) LiftBrake(string) string { return "run it again with --allow-large-removal" }
+
+func (w Words) LiftBrakeCommand(export string, src run.Source) string {
+	if w.Command != nil {
+		return w.Command(export, src)
+	}
+	return "segpilot run --export " + export + " --allow-large-removal …"
+}
+
+func (Words) SetKey(kind string) string {
+	if kind == "" {
+		return "set the connection kind's key variable, AUTOPILOT_API_KEY or ORTTO_API_KEY (or run with --sim)"
+	}
+	return "set " + strings.ToUpper(kind) + "_API_KEY (or run with --sim)"
+}
+
+func (Words) EndedEarly(h run.Holder) string {
+	return "the segpilot process running it (" + h.Owner + ") ended before the run finished (killed or crashed)"
 }
 
 // handler adapts a typed step to the runner, as lambda.Start does in the cloud.

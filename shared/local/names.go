@@ -82,6 +82,8 @@ func (n storeNames) Closed(ctx context.Context, name string) error {
 	return nil
 }
 
+// read returns name's record; an error wrapping store.ErrNotFound when
+// the name was never claimed.
 func (n storeNames) read(ctx context.Context, name string) (nameRecord, string, error) {
 	rc, info, err := n.st.Get(ctx, n.key(name))
 	if err != nil {

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/rand"
 	"encoding/csv"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"time"
 
@@ -22,8 +25,9 @@ import (
 type FinalizeInput struct {
 	Export    string    `json:"export"`
 	RunID     string    `json:"runId"`
+	Attempt   int64     `json:"attempt"`
+	Plan      string    `json:"plan"`
 	StartedAt time.Time `json:"startedAt,omitzero"`
-	Resumed   int       `json:"resumed,omitempty"`
 	MapError  *MapError `json:"mapError,omitempty"`
 }
 
@@ -33,49 +37,196 @@ type MapError struct {
 	Cause string `json:"Cause"`
 }
 
-// Finalize gathers a run's batch results into report.json and rejected.csv
-// and, only when nothing failed, promotes the run's profile set to the
-// export's snapshot, so the next run diffs against what Autopilot holds.
+// Finalize ends an attempt: its report (from its batches' results, never
+// from the Map's error), the snapshot it leaves, the export set free, and
+// a kick for whatever waits in the export's queue. It starts nothing.
 func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, error) {
-	rep, err := s.finalize(ctx, in)
-	return rep, s.classify(err)
-}
-
-func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, error) {
-	m, err := s.readManifest(ctx, in.Export, in.RunID)
-	if err != nil {
-		return nil, fmt.Errorf("finalizing %s: %w", in.RunID, err)
+	if in.Export == "" || in.RunID == "" || in.Attempt <= 0 {
+		return nil, fmt.Errorf("finalize event: want export, runId and attempt, got %+v", in)
 	}
-	rep := &Report{Export: m.Export, RunID: m.RunID, Trigger: m.Trigger, Source: m.Source, Destination: m.Connection.Title(),
-		ConfigVersion: m.ConfigVersion, Mode: m.Mode, List: m.List, Plan: m.Counts, PlannedAt: m.PlannedAt,
-		Rejected: rejectedKey(m.Export, m.RunID)}
-	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged,
-		Duplicates: m.Counts.Duplicates, Rejected: m.Counts.Rejected}
-	rep.Batches.Total, rep.Batches.Resumed = len(m.Batches), in.Resumed
-	var listReqs Requests
-	if err := getJSON(ctx, s.Store, listRequestsKey(m.Export, m.RunID), &listReqs); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, err
-	}
-	rep.Requests.add(listReqs)
-
-	var issues []RowIssue // API rejections and failures, for rejected.csv
-	var tl timeline       // the batches' timings, for the run's page
-	apiRejected := map[string]bool{}
+	h := &Holder{Export: in.Export, Run: in.RunID, Attempt: in.Attempt, Plan: in.Plan, Execution: executionName(in.RunID, in.Attempt)}
 	cause := "the batch did not complete"
 	if in.MapError != nil {
 		cause = in.MapError.Error + ": " + in.MapError.Cause
 	}
+	rep, err := s.endAttempt(ctx, h, ending{cause: cause, startedAt: in.StartedAt})
+	if err == nil {
+		err = s.apply(ctx, h, rep, ending{})
+	}
+	if err != nil {
+		return nil, s.classify(fmt.Errorf("finalizing %s attempt %d: %w", in.RunID, in.Attempt, err))
+	}
+	if s.Kicker != nil {
+		if err := s.Kicker.Kick(ctx, in.Export); err != nil {
+			// The schedule, or the next file, drains the queue all the same.
+			s.Logger().Error("kicking the export's queue", "export", in.Export, "run", in.RunID, "error", err)
+		}
+	}
+	return rep, nil
+}
+
+// ending says how an attempt ends when it is closed.
+type ending struct {
+	cause        string    // why batches not settled were not delivered
+	startedAt    time.Time // when the attempt began; zero: from its holder's input
+	neverStarted bool      // its execution never started: nothing was sent
+	requeue      bool      // its delivery goes back to the queue (it never ran)
+	state        *exportState
+	etag         string
+}
+
+// closeAttempt ends attempt h, found over by a drainer: the same report
+// its finalize would have written (unless that finalize, or another
+// drainer, wrote one first), then the swap that frees the export.
+func (s *Service) closeAttempt(ctx context.Context, export string, h *Holder, end ending) error {
+	log := s.Logger().With("export", export, "run", h.Run, "attempt", h.Attempt)
+	// Whoever closes it records it too, in case its claimant died first.
+	if err := s.recordAttempt(ctx, h, Requests{}); err != nil {
+		return err
+	}
+	rep, err := s.endAttempt(ctx, h, end)
+	if err != nil {
+		return err
+	}
+	log.Warn("closed an attempt that ended without its finalize", "status", rep.Status, "message", rep.Message)
+	return s.apply(ctx, h, rep, end)
+}
+
+// endAttempt returns attempt h's report, writing it first if there is
+// none: create-only, so the attempt has exactly one, whoever wrote it.
+func (s *Service) endAttempt(ctx context.Context, h *Holder, end ending) (*Report, error) {
+	ctx = context.WithoutCancel(ctx) // an attempt being closed is closed, Ctrl-C or not
+	key := attemptReportKey(h.Export, h.Run, h.Attempt)
+	var rep Report
+	switch err := getJSON(ctx, s.Store, key, &rep); {
+	case err == nil:
+		return &rep, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, err
+	}
+	mine, err := s.conclude(ctx, h, end)
+	if err != nil {
+		return nil, err
+	}
+	switch err := putJSON(ctx, s.Store, key, mine, store.PutOptions{IfNoneMatch: true}); {
+	case errors.Is(err, store.ErrExists):
+		if err := getJSON(ctx, s.Store, key, &rep); err != nil {
+			return nil, err
+		}
+		return &rep, nil
+	case err != nil:
+		return nil, err
+	}
+	s.emit(mine)
+	s.Logger().Info("attempt "+mine.Status, "export", h.Export, "run", h.Run, "attempt", h.Attempt, "status", mine.Status,
+		"sent", mine.Outcome.Sent, "rejected", mine.Outcome.Rejected+mine.Outcome.RejectedByAPI,
+		"failed", mine.Outcome.Failed, "removed", mine.Outcome.Removed)
+	return mine, nil
+}
+
+// apply frees the export from attempt h and moves its snapshot as h's
+// report says, by one swap, unless someone did already; then publishes
+// the report as the run's latest outcome.
+func (s *Service) apply(ctx context.Context, h *Holder, rep *Report, end ending) error {
+	ctx = context.WithoutCancel(ctx)
+	var st exportState
+	var etag string
+	if end.state != nil {
+		st, etag = *end.state, end.etag
+	} else {
+		var err error
+		if st, etag, err = s.readState(ctx, h.Export); err != nil {
+			return err
+		}
+	}
+	for st.Holder.is(h.Run, h.Attempt) {
+		if end.requeue {
+			// Before the swap, so the file cannot be forgotten: the entry's
+			// key is its own, and whoever drains next runs it.
+			if _, err := s.enqueue(ctx, h.Export, h.Delivery.request(h.Export)); err != nil {
+				return err
+			}
+		}
+		next := st
+		next.Holder = nil
+		if rep.SnapshotPromoted {
+			next.Snapshot = &SnapshotRef{Key: rep.Snapshot, Run: h.Run, Attempt: h.Attempt}
+		}
+		won, err := s.swapState(ctx, h.Export, next, etag)
+		if err != nil {
+			return err
+		}
+		if won {
+			break
+		}
+		if st, etag, err = s.readState(ctx, h.Export); err != nil {
+			return err
+		}
+	}
+	return s.publish(ctx, rep)
+}
+
+// conclude builds attempt h's report from what its batches recorded: a
+// batch with a result is settled; one without, failed (its failure record,
+// or every contact in it), its removals done so far excepted. The
+// snapshot it leaves is the plan's target for every contact delivered and
+// the previous state for every other, so the next run sends exactly what
+// was not delivered.
+func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report, error) {
+	m, err := s.readManifest(ctx, h.Export, h.Run, h.Plan)
+	if err != nil {
+		return nil, fmt.Errorf("reading the plan of %s attempt %d: %w", h.Run, h.Attempt, err)
+	}
+	var rec attemptRecord
+	if err := getJSON(ctx, s.Store, attemptKey(h.Export, h.Run, h.Attempt), &rec); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	started := end.startedAt
+	if started.IsZero() {
+		var in Execution
+		if len(h.Input) > 0 && json.Unmarshal(h.Input, &in) == nil {
+			started = in.StartedAt
+		}
+	}
+	rep := &Report{Export: m.Export, RunID: m.RunID, Attempt: h.Attempt, Prior: rec.Prior, Trigger: m.Trigger, Source: m.Source,
+		Destination: m.Connection.Title(), ConfigVersion: m.ConfigVersion, Mode: m.Mode, List: m.List, Plan: m.Counts,
+		Base: m.BaseKey, PlannedAt: m.PlannedAt, Seq: attemptSeq(h.Attempt),
+		Rejected: rejectedKey(m.Export, m.RunID, h.Attempt)}
+	rep.Requests.add(rec.ListRequests)
+	rep.StartedAt = cmp.Or(started, m.PlannedAt)
+	finish := func() {
+		rep.FinishedAt = s.now()
+		rep.DurationSeconds = rep.FinishedAt.Sub(rep.StartedAt).Seconds()
+	}
+	if end.neverStarted {
+		rep.Status, rep.Message = StatusFailed, "attempt "+strconv.FormatInt(h.Attempt, 10)+" never ran: "+end.cause+"; nothing was sent"
+		if end.requeue {
+			rep.Message += ", and the file is queued again"
+		}
+		finish()
+		return rep, s.accountUnsent(ctx, rep, m, "not sent: the attempt never ran")
+	}
+
+	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged, Duplicates: m.Counts.Duplicates, Rejected: m.Counts.Rejected}
+	rep.Batches.Total = len(m.Batches)
+	var (
+		issues   []RowIssue // destination rejections and failures, for rejected.csv
+		tl       timeline   // the batches' timings, for the run's page
+		upserts  []string   // emails of contacts not delivered (sorted: batches are in email order)
+		removals []string   // leavers not removed (sorted likewise)
+		failed   []int      // batches not settled
+	)
 	for _, ref := range m.Batches {
 		var res BatchResult
-		err := getJSON(ctx, s.Store, resultKey(m.Export, m.RunID, ref.Seq), &res)
-		if err == nil {
+		err := getJSON(ctx, s.Store, resultKey(m.Export, m.RunID, h.Attempt, ref.Seq), &res)
+		switch {
+		case err == nil:
 			rep.Batches.Settled++
-		} else if !errors.Is(err, store.ErrNotFound) {
+		case !errors.Is(err, store.ErrNotFound):
 			return nil, err
-		} else {
-			rep.Batches.Failed++
-			res, err = s.failedBatch(ctx, m, ref, cause)
-			if err != nil {
+		default:
+			failed = append(failed, ref.Seq)
+			if res, err = s.unsettled(ctx, m, h.Attempt, ref, end.cause); err != nil {
 				return nil, err
 			}
 		}
@@ -85,108 +236,173 @@ func (s *Service) finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 		rep.Outcome.RejectedByAPI += len(res.Rejected)
 		rep.Requests.add(res.Requests)
 		for _, r := range res.Rejected {
-			apiRejected[r.Email] = true
+			upserts = append(upserts, r.Email)
 			issues = append(issues, RowIssue{Row: r.Row, Email: r.Email, Reason: "rejected by " + m.Connection.Title() + ": " + r.Reason})
 		}
 		for _, f := range res.Failed {
 			if f.Row == 0 { // a removal
 				rep.Outcome.RemoveFailed++
+				removals = append(removals, f.Email)
 			} else {
 				rep.Outcome.Failed++
+				upserts = append(upserts, f.Email)
 			}
 			issues = append(issues, RowIssue{Row: f.Row, Email: f.Email, Reason: "failed: " + f.Reason})
 		}
 	}
+	rep.Batches.Failed = len(failed)
+	if err := s.writeRejected(ctx, m, rep.Rejected, issues); err != nil {
+		return nil, err
+	}
+	// Rejected contacts keep their previous state too: the destination
+	// holds what it held (and a new one, nothing, so the next run tries it
+	// again).
+	slices.Sort(upserts)
+	slices.Sort(removals)
+	if rep.Snapshot, err = s.promote(ctx, m, h.Attempt, mergeSorted(upserts, removals)); err != nil {
+		return nil, err
+	}
+	rep.SnapshotPromoted = true
 
-	if err := s.writeRejected(ctx, m, issues); err != nil {
-		return nil, err
-	}
-	refused, err := s.readRefusal(ctx, m.Export, m.RunID, cmp.Or(in.StartedAt, m.PlannedAt))
-	if err != nil {
-		return nil, err
-	}
-	rep.Status = StatusSucceeded
-	failed := rep.Batches.Failed > 0 || in.MapError != nil
-	switch {
-	case failed && refused != nil: // why the Map stopped (every batch settling says the key works after all)
+	var refused refusal
+	switch err := getJSON(ctx, s.Store, refusalKey(m.Export, m.RunID, h.Attempt), &refused); {
+	case err == nil:
 		rep.Status, rep.Message = StatusFailed, refused.Message
-	case failed:
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, err
+	case len(failed) > 0:
 		rep.Status = StatusFailed
-		rep.Message = fmt.Sprintf("%d of %d batches failed (%s); their contacts are in rejected.csv and the next run retries them",
-			rep.Batches.Failed, rep.Batches.Total, cause)
+		rep.Message = fmt.Sprintf("%d of %d batches were not delivered (%s): batch %s; their contacts are in rejected.csv, "+
+			"and the next run sends exactly those again, with whatever changed since", len(failed), len(m.Batches), end.cause, seqList(failed))
+	default:
+		rep.Status = StatusSucceeded
 	}
-	if rep.Status == StatusSucceeded {
-		switch may, err := s.mayPromote(ctx, m); {
-		case err != nil:
-			return nil, err
-		case may == promoteNow:
-			if err := s.promote(ctx, m, apiRejected); err != nil {
-				return nil, err
-			}
-			rep.SnapshotPromoted = true
-		case may == promotedBefore:
-			rep.SnapshotPromoted = true
-		default:
-			rep.Message = "the export's lock had passed to another run before this one finished (e.g. this execution was " +
-				"redriven after being taken over), so its snapshot was not promoted: it could be older than that run's; " +
-				"the next run sends what differs"
-		}
-	}
-	rep.FinishedAt = s.now()
-	rep.StartedAt = cmp.Or(in.StartedAt, m.PlannedAt)
-	rep.DurationSeconds = rep.FinishedAt.Sub(rep.StartedAt).Seconds()
 	rep.FloorSeconds = floorSeconds(m)
-	if err := s.pageDetails(ctx, m, rep, issues, &tl); err != nil {
-		return nil, err
-	}
-	if err := s.putReport(ctx, rep); err != nil {
-		return nil, err
-	}
-	s.Logger().Info("run "+rep.Status, "export", m.Export, "run", m.RunID, "status", rep.Status,
-		"sent", rep.Outcome.Sent, "rejected", rep.Outcome.Rejected+rep.Outcome.RejectedByAPI,
-		"failed", rep.Outcome.Failed, "removed", rep.Outcome.Removed)
-	s.afterRun(ctx, m.Export, m.RunID)
-	return rep, nil
+	finish()
+	return rep, s.pageDetails(ctx, m, rep, issues, &tl)
 }
 
-// failedBatch accounts for a batch that never settled: what its last attempt
-// recorded, or else every contact in it as failed.
-func (s *Service) failedBatch(ctx context.Context, m *Manifest, ref plan.BatchRef, cause string) (BatchResult, error) {
-	seq := ref.Seq
-	var last BatchResult
-	err := getJSON(ctx, s.Store, failureKey(m.Export, m.RunID, seq), &last)
-	if err == nil {
-		return last, nil
+// seqList names batches for a person: "7", "7, 9 and 12", "7, 9, 12 and 40 more".
+func seqList(seqs []int) string {
+	const shown = 3
+	var parts []string
+	for _, n := range seqs[:min(len(seqs), shown)] {
+		parts = append(parts, strconv.Itoa(n))
 	}
-	if !errors.Is(err, store.ErrNotFound) {
+	switch {
+	case len(seqs) > shown:
+		return fmt.Sprintf("%s and %d more", joinComma(parts), len(seqs)-shown)
+	case len(parts) > 1:
+		return joinComma(parts[:len(parts)-1]) + " and " + parts[len(parts)-1]
+	}
+	return parts[0]
+}
+
+func joinComma(parts []string) string {
+	out := ""
+	for i, p := range parts {
+		if i > 0 {
+			out += ", "
+		}
+		out += p
+	}
+	return out
+}
+
+// mergeSorted merges two sorted, disjoint lists.
+func mergeSorted(a, b []string) []string {
+	out := make([]string, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if a[0] < b[0] {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return append(append(out, a...), b...)
+}
+
+// unsettled accounts for a batch that never settled in attempt n: what its
+// last try recorded (its failure record), or else every contact in it as
+// failed, but for the removals its checkpoint says were done.
+func (s *Service) unsettled(ctx context.Context, m *Manifest, n int64, ref plan.BatchRef, cause string) (BatchResult, error) {
+	var last BatchResult
+	switch err := getJSON(ctx, s.Store, failureKey(m.Export, m.RunID, n, ref.Seq), &last); {
+	case err == nil:
+		return last, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return last, err
+	}
+	var prog batchProgress
+	if err := getJSON(ctx, s.Store, progressKey(m.Export, m.RunID, n, ref.Seq), &prog); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return last, err
 	}
 	b, err := s.readPlannedBatch(ctx, m, ref)
 	if err != nil {
 		return last, err
 	}
-	res := BatchResult{Batch: seq}
+	done := make(map[string]bool, len(prog.Removed))
+	for _, e := range prog.Removed {
+		done[e] = true
+	}
+	res := BatchResult{Batch: ref.Seq, Removed: len(prog.Removed), Requests: prog.Requests}
 	for _, u := range b.Upserts {
 		res.Failed = append(res.Failed, RowIssue{Row: u.Row, Email: u.Profile.Email, Reason: cause})
 	}
 	for _, e := range b.Removals {
-		res.Failed = append(res.Failed, RowIssue{Email: e, Reason: "not removed from the list: " + cause})
+		if !done[e] {
+			res.Failed = append(res.Failed, RowIssue{Email: e, Reason: "not removed from the list: " + cause})
+		}
 	}
 	return res, nil
 }
 
-// readPlannedBatch reads one batch of the plan by its index entry: its
-// line of batches.jsonl (a file of its own, planned by an earlier
-// segpilot). Like every reader of a batch not about to be sent, it does
-// not check the checksum.
-func (s *Service) readPlannedBatch(ctx context.Context, m *Manifest, ref plan.BatchRef) (*plan.Batch, error) {
-	if ref.Length == 0 {
-		return s.readBatchFile(ctx, m.Export, m.RunID, ref.Seq, "")
+// promote writes the snapshot attempt n leaves and returns its key: the
+// plan's target, but for the contacts in undelivered (sorted), which keep
+// the base's state. With nothing undelivered that is the plan's own
+// snapshot, so nothing is written.
+func (s *Service) promote(ctx context.Context, m *Manifest, n int64, undelivered []string) (string, error) {
+	planned := plannedSnapshotKey(m.Export, m.RunID, m.Base)
+	if len(undelivered) == 0 {
+		return planned, nil
 	}
-	if ref.Length > maxBatchBytes {
+	target, _, err := s.Store.Get(ctx, planned)
+	if err != nil {
+		return "", fmt.Errorf("promoting the snapshot: %w", err)
+	}
+	defer target.Close()
+	var base io.Reader
+	if m.BaseKey != "" {
+		rc, _, err := s.Store.Get(ctx, m.BaseKey)
+		if err != nil {
+			return "", fmt.Errorf("promoting the snapshot: reading its base: %w", err)
+		}
+		defer rc.Close()
+		base = rc
+	}
+	// A key of its own: two closers racing may see different batches
+	// settled, and the report that wins must name the snapshot it built.
+	var id [8]byte
+	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails (Go 1.24+)
+	key := promotedKey(m.Export, m.RunID, n) + "-" + hex.EncodeToString(id[:])
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(plan.PromoteByRow(base, target, undelivered, pw)) }()
+	_, err = s.Store.Put(ctx, key, pr, store.PutOptions{ContentType: "text/plain"})
+	pr.CloseWithError(err)
+	if err != nil {
+		return "", fmt.Errorf("promoting the snapshot: %w", err)
+	}
+	return key, nil
+}
+
+// readPlannedBatch reads one batch of the plan by its index entry (its
+// line of batches.jsonl). Like every reader of a batch not about to be
+// sent, it does not check the checksum.
+func (s *Service) readPlannedBatch(ctx context.Context, m *Manifest, ref plan.BatchRef) (*plan.Batch, error) {
+	if ref.Length <= 0 || ref.Length > maxBatchBytes {
 		return nil, fmt.Errorf("batch %d: a range of %d bytes is not one segpilot's planner wrote", ref.Seq, ref.Length)
 	}
-	key := batchesKey(m.Export, m.RunID)
+	key := batchesKey(m.Export, m.RunID, m.Base)
 	rc, err := s.Store.GetRange(ctx, key, ref.Offset, ref.Length)
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: %w", ref.Seq, err)
@@ -203,13 +419,14 @@ func (s *Service) readPlannedBatch(ctx context.Context, m *Manifest, ref plan.Ba
 	return b, nil
 }
 
-// writeRejected writes rejected.csv: the file's invalid rows, then the
-// contacts Autopilot refused or that could not be delivered.
-func (s *Service) writeRejected(ctx context.Context, m *Manifest, issues []RowIssue) error {
+// writeRejected writes rejected.csv at key: the file's invalid rows and
+// dropped duplicates, then the contacts the destination refused or that
+// were not delivered.
+func (s *Service) writeRejected(ctx context.Context, m *Manifest, key string, issues []RowIssue) error {
 	pr, pw := io.Pipe()
 	go func() {
 		pw.CloseWithError(func() error {
-			rc, _, err := s.Store.Get(ctx, inputRejectedKey(m.Export, m.RunID))
+			rc, _, err := s.Store.Get(ctx, inputRejectedKey(m.Export, m.RunID, m.Base))
 			if err != nil {
 				return err
 			}
@@ -232,61 +449,10 @@ func (s *Service) writeRejected(ctx context.Context, m *Manifest, issues []RowIs
 			return w.Error()
 		}())
 	}()
-	_, err := s.Store.Put(ctx, rejectedKey(m.Export, m.RunID), pr, store.PutOptions{ContentType: "text/csv"})
+	_, err := s.Store.Put(ctx, key, pr, store.PutOptions{ContentType: "text/csv"})
 	pr.CloseWithError(err)
 	if err != nil {
 		return fmt.Errorf("writing rejected.csv: %w", err)
-	}
-	return nil
-}
-
-// Whether finalize may promote a run's snapshot.
-const (
-	promoteNow     = iota
-	promotedBefore // an earlier attempt of this finalize promoted it, then released the lock
-	promoteNot     // another run holds (or held) the lock since: its snapshot may be newer
-)
-
-// mayPromote guards the export's snapshot against a finalize that runs
-// after its run lost the lock (a redriven execution, a run taken over as
-// stale): only the lock's holder promotes. Without a lock (runs started
-// before locks existed) it may.
-func (s *Service) mayPromote(ctx context.Context, m *Manifest) (int, error) {
-	cur, _, err := s.readLock(ctx, m.Export)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return promoteNow, nil
-	case err != nil:
-		return promoteNot, err
-	case cur.Holder == m.RunID:
-		return promoteNow, nil
-	}
-	prev, err := ReadReport(ctx, s.Store, m.Export, m.RunID)
-	switch {
-	case err == nil && prev.SnapshotPromoted && !prev.FinishedAt.Before(m.PlannedAt):
-		return promotedBefore, nil
-	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return promoteNot, err
-	}
-	return promoteNot, nil
-}
-
-// promote copies the run's planned snapshot to state/<export>/snapshot,
-// leaving out contacts Autopilot rejected (they are not on the list).
-func (s *Service) promote(ctx context.Context, m *Manifest, drop map[string]bool) error {
-	rc, _, err := s.Store.Get(ctx, plannedSnapshotKey(m.Export, m.RunID))
-	if err != nil {
-		return fmt.Errorf("promoting snapshot: %w", err)
-	}
-	defer rc.Close()
-	pr, pw := io.Pipe()
-	go func() {
-		pw.CloseWithError(plan.FilterSnapshot(rc, pw, func(email string) bool { return drop[email] }))
-	}()
-	_, err = s.Store.Put(ctx, snapshotKey(m.Export), pr, store.PutOptions{ContentType: "text/plain"})
-	pr.CloseWithError(err)
-	if err != nil {
-		return fmt.Errorf("promoting snapshot: %w", err)
 	}
 	return nil
 }

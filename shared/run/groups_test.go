@@ -1,9 +1,7 @@
 package run_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -93,15 +91,15 @@ func customers(n int) []string {
 
 // plannedGroup plans n contacts and returns the run's execution and one
 // group of all its batches.
-func (f *queueFixture) plannedGroup(n int) (run.Execution, run.Group) {
+func (f *fixture) plannedGroup(n int) (run.Execution, run.Group) {
 	f.t.Helper()
 	ex, _ := f.planned(customers(n)...)
 	return ex, run.Group{Items: f.items(ex), BatchInput: batchInput(ex)}
 }
 
-func (f *queueFixture) settled(ex run.Execution, batch int) bool {
+func (f *fixture) settled(ex run.Execution, batch int) bool {
 	f.t.Helper()
-	_, err := f.st.Head(context.Background(), fmt.Sprintf("runs/%s/%s/results/%06d.json", ex.Export, ex.RunID, batch))
+	_, err := f.st.Head(context.Background(), fmt.Sprintf("runs/%s/%s/attempts/%d/results/%06d.json", ex.Export, ex.RunID, ex.Attempt, batch))
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		f.t.Fatal(err)
 	}
@@ -112,7 +110,7 @@ func (f *queueFixture) settled(ex run.Execution, batch int) bool {
 // destination; each batch gets its result file; a repeat sends nothing.
 func TestSyncBatchSendsAGroupFromOneRangedRead(t *testing.T) {
 	t.Parallel()
-	f := newQueueFixture(t)
+	f := newFixture(t)
 	ex, g := f.plannedGroup(450)
 	if len(g.Items) != 5 {
 		t.Fatalf("%d batches, want 5", len(g.Items))
@@ -151,7 +149,7 @@ func TestSyncBatchSendsAGroupFromOneRangedRead(t *testing.T) {
 		t.Fatalf("the group repeated: %+v, %v, %d upserts, %d reads, %d connections; want all 5 skipped, nothing read or sent",
 			again, err, len(dest.calls), reads.ranges, connects)
 	}
-	rep, err := f.service().Finalize(context.Background(), run.FinalizeInput{Export: ex.Export, RunID: ex.RunID, StartedAt: ex.StartedAt})
+	rep, err := f.service().Finalize(context.Background(), finalizeInput(ex))
 	if err != nil || rep.Status != run.StatusSucceeded || rep.Outcome.Sent != 450 || rep.Batches.Settled != 5 {
 		t.Fatalf("finalize: %+v, %v; want succeeded, 450 sent in 5 batches", rep, err)
 	}
@@ -162,7 +160,7 @@ func TestSyncBatchSendsAGroupFromOneRangedRead(t *testing.T) {
 // batches before settled; the retry starts at the first one not settled.
 func TestSyncBatchGroupStopsBetweenBatchesBeforeItsDeadline(t *testing.T) {
 	t.Parallel()
-	f := newQueueFixture(t)
+	f := newFixture(t)
 	ex, g := f.plannedGroup(300)
 	svc := f.service()
 	slow := &recorder{untilDone: true}
@@ -190,7 +188,7 @@ func TestSyncBatchGroupStopsBetweenBatchesBeforeItsDeadline(t *testing.T) {
 // answers Transient so that its retry sends that batch again, only it.
 func TestSyncBatchGroupGoesPastAnIncompleteBatch(t *testing.T) {
 	t.Parallel()
-	f := newQueueFixture(t)
+	f := newFixture(t)
 	ex, g := f.plannedGroup(300)
 	emails := customers(300)
 	svc := f.service()
@@ -204,7 +202,7 @@ func TestSyncBatchGroupGoesPastAnIncompleteBatch(t *testing.T) {
 	if !f.settled(ex, 1) || f.settled(ex, 2) || !f.settled(ex, 3) {
 		t.Fatalf("settled: %v %v %v; want batches 1 and 3", f.settled(ex, 1), f.settled(ex, 2), f.settled(ex, 3))
 	}
-	if _, err := f.st.Head(context.Background(), fmt.Sprintf("runs/vip/%s/failures/000002.json", ex.RunID)); err != nil {
+	if _, err := f.st.Head(context.Background(), fmt.Sprintf("runs/vip/%s/attempts/%d/failures/000002.json", ex.RunID, ex.Attempt)); err != nil {
 		t.Fatalf("batch 2's failure record: %v", err)
 	}
 
@@ -236,9 +234,9 @@ func TestSyncBatchRefusesAChangedPlan(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			f := newQueueFixture(t)
+			f := newFixture(t)
 			ex, g := f.plannedGroup(400)
-			key := fmt.Sprintf("runs/vip/%s/%s", ex.RunID, plan.BatchesFile)
+			key := fmt.Sprintf("runs/vip/%s/plans/%s/%s", ex.RunID, ex.Plan, plan.BatchesFile)
 			rc, _, err := f.st.Get(context.Background(), key)
 			if err != nil {
 				t.Fatal(err)
@@ -260,140 +258,6 @@ func TestSyncBatchRefusesAChangedPlan(t *testing.T) {
 				t.Fatalf("%d upserts went out from a changed plan; want none", len(dest.calls))
 			}
 		})
-	}
-}
-
-// asLegacy rewrites a planned run as an earlier segpilot stored it: a file
-// per batch (batches/NNNNNN.json), a manifest and items.json without byte
-// ranges, and no batches.jsonl.
-func (f *queueFixture) asLegacy(ex run.Execution) {
-	f.t.Helper()
-	ctx := context.Background()
-	prefix := "runs/vip/" + ex.RunID + "/"
-	rc, _, err := f.st.Get(ctx, prefix+plan.BatchesFile)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	data, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	type oldRef struct {
-		Seq      int    `json:"seq"`
-		File     string `json:"file"`
-		Upserts  int    `json:"upserts"`
-		Removals int    `json:"removals"`
-		CRC32C   string `json:"crc32c"`
-	}
-	type oldItem struct {
-		Batch  int    `json:"batch"`
-		CRC32C string `json:"crc32c"`
-	}
-	var m map[string]any
-	rc, _, err = f.st.Get(ctx, prefix+"manifest.json")
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	err = json.NewDecoder(rc).Decode(&m)
-	rc.Close()
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	var refs []plan.BatchRef
-	raw, _ := json.Marshal(m["batches"])
-	if err := json.Unmarshal(raw, &refs); err != nil {
-		f.t.Fatal(err)
-	}
-	var olds []oldRef
-	var items []oldItem
-	for _, r := range refs {
-		file := fmt.Sprintf("batches/%06d.json", r.Seq)
-		f.put(prefix+file, string(data[r.Offset:r.Offset+r.Length]))
-		olds = append(olds, oldRef{Seq: r.Seq, File: file, Upserts: r.Upserts, Removals: r.Removals, CRC32C: r.CRC32C})
-		items = append(items, oldItem{Batch: r.Seq, CRC32C: r.CRC32C})
-	}
-	m["batches"] = olds
-	for key, v := range map[string]any{"manifest.json": m, "items.json": items} {
-		b, err := json.Marshal(v)
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		f.put(prefix+key, string(b))
-	}
-	if err := f.st.Delete(ctx, prefix+plan.BatchesFile); err != nil {
-		f.t.Fatal(err)
-	}
-}
-
-// A run planned by an earlier segpilot (a file per batch) and still in
-// flight at the upgrade completes: syncbatch reads its batch files, from
-// the one-batch events of the execution started on the old definition and
-// from groups of its items; finalize lists an unsent batch's contacts from
-// its file; the next attempt resumes it on the new definition.
-func TestRunPlannedWithBatchFilesCompletes(t *testing.T) {
-	t.Parallel()
-	f := newQueueFixture(t)
-	ex, _ := f.planned(customers(250)...)
-	f.asLegacy(ex)
-	items := f.items(ex)
-	if len(items) != 3 || items[0].Length != 0 {
-		t.Fatalf("legacy items %+v", items)
-	}
-	svc := f.service()
-	dest := &recorder{}
-	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) { return dest, nil }
-
-	// The old definition's event: one batch.
-	var old run.Group
-	ev := fmt.Sprintf(`{"export":%q,"runId":%q,"listId":%q,"workerRps":%v,"batch":1,"crc32c":%q}`,
-		ex.Export, ex.RunID, ex.ListID, ex.WorkerRPS, items[0].CRC32C)
-	if err := json.Unmarshal([]byte(ev), &old); err != nil {
-		t.Fatal(err)
-	}
-	if sum, err := svc.SyncBatch(context.Background(), old); err != nil || sum.Sent != 100 {
-		t.Fatalf("the one-batch event: %+v, %v; want batch 1's 100 contacts sent", sum, err)
-	}
-	// A group of old items; the last batch's file was changed.
-	tampered := run.Group{Items: []run.Item{items[1], items[2]}, BatchInput: batchInput(ex)}
-	tampered.Items[1].CRC32C = "AAAAAA=="
-	if _, err := svc.SyncBatch(context.Background(), tampered); !errors.As(err, new(*run.Corrupt)) {
-		t.Fatalf("a batch file that does not match the plan: %v; want Corrupt", err)
-	}
-	if !f.settled(ex, 2) || f.settled(ex, 3) {
-		t.Fatal("want batch 2 sent before batch 3 was refused")
-	}
-	rep, err := f.service().Finalize(context.Background(), run.FinalizeInput{Export: ex.Export, RunID: ex.RunID, StartedAt: ex.StartedAt})
-	if err != nil || rep.Status != run.StatusFailed || rep.Outcome.Sent != 200 || rep.Outcome.Failed != 50 || !rep.Outcome.Reconciles() {
-		t.Fatalf("finalize: %+v, %v; want failed, 200 sent, batch 3's 50 contacts failed", rep, err)
-	}
-	rc, _, err := f.st.Get(context.Background(), "runs/vip/"+ex.RunID+"/rejected.csv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	csv, _ := io.ReadAll(rc)
-	rc.Close()
-	if !bytes.Contains(csv, []byte(customers(250)[249])) {
-		t.Fatalf("rejected.csv lacks batch 3's contacts:\n%s", csv)
-	}
-
-	// The next attempt runs on the new definition: groups of the old items.
-	f.now = f.now.Add(time.Hour)
-	f.svc.Connect = svc.Connect
-	res, err := f.svc.Refresh(context.Background(), run.RefreshRequest{Trigger: run.TriggerSchedule})
-	if err != nil || len(res) != 1 || !res[0].Started {
-		t.Fatalf("the next attempt: %+v, %v", res, err)
-	}
-	f.starter.mu.Lock()
-	next := f.starter.started[len(f.starter.started)-1]
-	f.starter.mu.Unlock()
-	sum, err := f.svc.SyncBatch(context.Background(), run.Group{Items: f.items(next), BatchInput: batchInput(next)})
-	if err != nil || sum.Skipped != 2 || sum.Sent != 50 || !slices.Equal(dest.sent(), customers(250)) {
-		t.Fatalf("the resumed group: %+v, %v; want batches 1-2 skipped, batch 3 sent", sum, err)
-	}
-	rep, err = f.svc.Finalize(context.Background(), run.FinalizeInput{Export: next.Export, RunID: next.RunID, StartedAt: next.StartedAt, Resumed: next.Resumed})
-	if err != nil || rep.Status != run.StatusSucceeded || rep.Outcome.Sent != 250 || !rep.SnapshotPromoted {
-		t.Fatalf("the resumed run's finalize: %+v, %v; want succeeded, 250 sent, promoted", rep, err)
 	}
 }
 
@@ -451,17 +315,18 @@ func TestPlanIsAHandfulOfObjects(t *testing.T) {
 	t.Parallel()
 	var puts []int
 	for _, n := range []int{300, 30_000} {
-		f := newQueueFixture(t)
+		f := newFixture(t)
 		counter := &putCounter{ObjectStore: f.st}
 		f.svc.Store = counter
 		ex, _ := f.planned(customers(n)...)
-		objs, err := f.st.List(context.Background(), "runs/vip/"+ex.RunID+"/")
+		prefix := "runs/vip/" + ex.RunID + "/plans/" + ex.Plan + "/"
+		objs, err := f.st.List(context.Background(), prefix)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var names []string
 		for _, o := range objs {
-			names = append(names, strings.TrimPrefix(o.Key, "runs/vip/"+ex.RunID+"/"))
+			names = append(names, strings.TrimPrefix(o.Key, prefix))
 		}
 		want := []string{plan.BatchesFile, "input-rejected.csv", "items.json", "manifest.json", "snapshot"}
 		if !slices.Equal(names, want) {

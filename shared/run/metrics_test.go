@@ -54,36 +54,36 @@ func TestEveryRunOutcomeIsAMetric(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name   string
-		play   func(f *queueFixture, svc *run.Service)
+		play   func(f *fixture, svc *run.Service)
 		metric string
 	}{
-		{"no API key at ingest", func(f *queueFixture, svc *run.Service) {
+		{"no API key at ingest", func(f *fixture, svc *run.Service) {
 			svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) {
 				return nil, fmt.Errorf("reading the API key secret: %w", secrets.ErrEmpty)
 			}
 			f.arrive(svc, "a.csv", 1, "a@example.com")
 		}, "RunsFailed"},
-		{"invalid file", func(f *queueFixture, svc *run.Service) {
+		{"invalid file", func(f *fixture, svc *run.Service) {
 			key := "segments/vip/bad.csv"
 			info := f.put(key, "Name\nno email column\n")
 			if _, err := svc.Start(context.Background(), run.StartRequest{Trigger: run.TriggerS3, Source: run.Source{Key: key, ETag: info.ETag}}); err != nil {
 				t.Fatal(err)
 			}
 		}, "RunsInvalid"},
-		{"batches failed", func(f *queueFixture, svc *run.Service) {
+		{"batches failed", func(f *fixture, svc *run.Service) {
 			ex, _ := f.planned("a@example.com")
-			if _, err := svc.Finalize(context.Background(), run.FinalizeInput{Export: ex.Export, RunID: ex.RunID}); err != nil {
+			if _, err := svc.Finalize(context.Background(), finalizeInput(ex)); err != nil {
 				t.Fatal(err)
 			}
 		}, "RunsFailed"},
-		{"succeeded", func(f *queueFixture, svc *run.Service) {
+		{"succeeded", func(f *fixture, svc *run.Service) {
 			ex, items := f.planned("a@example.com")
 			for _, it := range items {
 				if _, err := svc.SyncBatch(context.Background(), it); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if _, err := svc.Finalize(context.Background(), run.FinalizeInput{Export: ex.Export, RunID: ex.RunID}); err != nil {
+			if _, err := svc.Finalize(context.Background(), finalizeInput(ex)); err != nil {
 				t.Fatal(err)
 			}
 		}, "RunsSucceeded"},
@@ -92,7 +92,7 @@ func TestEveryRunOutcomeIsAMetric(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			f := newQueueFixture(t)
+			f := newFixture(t)
 			out := &testutil.SyncBuffer{}
 			f.svc.Metrics = out
 			tt.play(f, f.svc)

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/segment"
 	"github.com/segpilot/segpilot/shared/store"
 )
@@ -48,16 +47,14 @@ type Brake struct {
 	Command         string  `json:"command"` // lifts the brake for one run of this file
 }
 
-func pageKey(export, runID string) string { return runPrefix(export, runID) + "report.html" }
-
-// putPage writes report.html and records its key in rep, when the Service
-// has a Page renderer. A page that cannot be rendered is logged, not
-// fatal: the record matters more than its view.
+// putPage writes the run's report.html and records its key in rep, when
+// the Service has a Page renderer. A page that cannot be rendered is
+// logged, not fatal: the record matters more than its view.
 func (s *Service) putPage(ctx context.Context, rep *Report) error {
 	if s.Page == nil {
 		return nil
 	}
-	rep.Page = pageKey(rep.Export, rep.RunID)
+	rep.Page = runPageKey(rep.Export, rep.RunID)
 	html, err := s.Page(rep)
 	if err != nil {
 		rep.Page = ""
@@ -95,7 +92,7 @@ func (s *Service) pageDetails(ctx context.Context, m *Manifest, rep *Report, iss
 // firstRejections reads up to MaxRejections rows of the plan's
 // rejected.csv (the file's invalid rows and dropped duplicates).
 func (s *Service) firstRejections(ctx context.Context, m *Manifest) ([]RowIssue, error) {
-	key := inputRejectedKey(m.Export, m.RunID)
+	key := inputRejectedKey(m.Export, m.RunID, m.Base)
 	rc, _, err := s.Store.Get(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
@@ -133,16 +130,6 @@ func plainCSVCell(s string) string {
 		return s[1:]
 	}
 	return s
-}
-
-// brake says what held m for its report, and the command that lifts it.
-func (s *Service) brake(e *config.Export, m *Manifest) *Brake {
-	cmd := `aws lambda invoke --function-name "$RefreshFunctionName" --cli-binary-format raw-in-base64-out --payload '{"export":"` +
-		e.Name + `","allowLargeRemoval":true}' out.json`
-	if s.BrakeCommand != nil {
-		cmd = s.BrakeCommand(e.Name, m.Source)
-	}
-	return &Brake{MaxRemovalShare: e.MaxRemovalShare, Command: cmd}
 }
 
 // timeline gathers the batches' timings for Timeline.

@@ -2,11 +2,14 @@ package run
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/segpilot/segpilot/shared/plan"
@@ -32,37 +35,55 @@ func (o Outcome) Reconciles() bool {
 	return o.Rows == o.Sent+o.Unchanged+o.Duplicates+o.Rejected+o.RejectedByAPI+o.Failed
 }
 
-// BatchCounts summarise a run's batches.
+// BatchCounts summarise an attempt's batches.
 type BatchCounts struct {
 	Total   int `json:"total"`
 	Settled int `json:"settled"`
 	Failed  int `json:"failed"`
-	Resumed int `json:"resumed,omitempty"` // settled by an earlier attempt of the run: not sent again
 }
 
-// Report is runs/<export>/<run>/report.json: the run's record.
+// Report is a run's record: runs/<export>/<run>/attempts/<n>/report.json
+// for attempt n (exactly one, create-only), and runs/<export>/<run>/report.json
+// for the run's latest outcome, an attempt's or a decision made without
+// one (superseded, held, invalid, refused, failed before sending).
 type Report struct {
-	Export           string      `json:"export"`
-	RunID            string      `json:"runId"`
-	Status           string      `json:"status"`
-	Message          string      `json:"message,omitempty"`
-	Trigger          string      `json:"trigger"`
-	Source           Source      `json:"source"`
-	ConfigVersion    string      `json:"configVersion,omitempty"`
-	Mode             string      `json:"mode,omitempty"`
-	List             string      `json:"list,omitempty"`
-	Destination      string      `json:"destination,omitempty"` // "Autopilot", "Ortto": the connection's kind, as the page names it
-	Plan             plan.Counts `json:"plan"`
+	Export        string      `json:"export"`
+	RunID         string      `json:"runId"`
+	Attempt       int64       `json:"attempt,omitempty"` // 0: decided without an attempt
+	Prior         int         `json:"priorAttempts,omitempty"`
+	Status        string      `json:"status"`
+	Message       string      `json:"message,omitempty"`
+	Error         string      `json:"error,omitempty"` // the technical cause, when Message tells a person what it means
+	Notes         []string    `json:"notes,omitempty"` // what the destination said worth knowing (e.g. two lists with the title)
+	Trigger       string      `json:"trigger"`
+	Source        Source      `json:"source"`
+	ConfigVersion string      `json:"configVersion,omitempty"`
+	Mode          string      `json:"mode,omitempty"`
+	List          string      `json:"list,omitempty"`
+	Destination   string      `json:"destination,omitempty"` // "Autopilot", "Ortto": the connection's kind, as the page names it
+	Plan          plan.Counts `json:"plan"`
+	// Base is the snapshot the plan diffed against: after an earlier
+	// attempt of the same run, it holds what that attempt delivered, so
+	// this one's plan is exactly what was left.
+	Base             string      `json:"base,omitempty"`
 	Outcome          Outcome     `json:"outcome"`
 	Requests         Requests    `json:"requests"`
 	Batches          BatchCounts `json:"batches"`
 	PlannedAt        time.Time   `json:"plannedAt,omitzero"`
-	StartedAt        time.Time   `json:"startedAt,omitzero"` // when this attempt began (a resumed run's plan is older)
+	StartedAt        time.Time   `json:"startedAt,omitzero"` // when this attempt began
 	FinishedAt       time.Time   `json:"finishedAt,omitzero"`
-	DurationSeconds  float64     `json:"durationSeconds"` // this attempt: from its start (planning included) to finalize
+	DurationSeconds  float64     `json:"durationSeconds"` // this attempt: from its start (planning included) to its end
 	FloorSeconds     float64     `json:"floorSeconds"`    // requests / requestsPerSecond: the fastest any exporter could go
 	SnapshotPromoted bool        `json:"snapshotPromoted"`
-	Rejected         string      `json:"rejectedCsv,omitempty"` // key of rejected.csv
+	// Snapshot is the key of the snapshot the attempt leaves (the plan's
+	// target, but for contacts not delivered): the export's state points
+	// at it once the attempt is closed.
+	Snapshot string `json:"snapshot,omitempty"`
+	Rejected string `json:"rejectedCsv,omitempty"` // key of rejected.csv
+	// Seq orders a run's outcomes: 2n for attempt n, 2e+1 for a decision
+	// made while the export's epoch was e. The run's report.json only ever
+	// moves to a greater Seq.
+	Seq int64 `json:"seq"`
 
 	// For the run's page (report.html), which shows nothing report.json
 	// does not hold; each is bounded (see page.go).
@@ -75,25 +96,62 @@ type Report struct {
 	Page              string     `json:"reportHtml,omitempty"`        // key of report.html
 }
 
-// putReport writes a run's report.json and, when the Service has a metrics
-// sink, the run's outcome and figures as one EMF record: every place a run
-// ends (ingest refusing it, finalize closing it, a later run finding it
-// abandoned) writes its report here, so every outcome is counted.
-func (s *Service) putReport(ctx context.Context, rep *Report) error {
-	// The page first: report.json marks the record final, so the page is
-	// there by then.
-	if err := s.putPage(ctx, rep); err != nil {
-		return err
-	}
-	if err := putJSON(ctx, s.Store, reportKey(rep.Export, rep.RunID), rep, store.PutOptions{}); err != nil {
-		return err
-	}
-	if s.Metrics != nil {
-		if err := EmitMetrics(s.Metrics, rep); err != nil {
-			s.Logger().Warn("writing metrics", "export", rep.Export, "run", rep.RunID, "status", rep.Status, "error", err)
+func attemptSeq(n int64) int64      { return 2 * n }
+func decisionSeq(epoch int64) int64 { return 2*epoch + 1 }
+
+// publish makes rep the run's latest outcome (runs/<export>/<run>/report.json,
+// and its page): by compare-and-swap, so an outcome published late never
+// replaces a newer one. The page is written before report.json (which
+// marks it final), and written again from the newer report when one
+// landed in between.
+func (s *Service) publish(ctx context.Context, rep *Report) error {
+	key := runReportKey(rep.Export, rep.RunID)
+	wrote := false
+	for {
+		var cur Report
+		info, err := getJSONInfo(ctx, s.Store, key, &cur)
+		found := err == nil
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if found && cur.Seq > rep.Seq {
+			if wrote { // ours may have replaced its page
+				return s.putPage(ctx, &cur)
+			}
+			return nil
+		}
+		if err := s.putPage(ctx, rep); err != nil {
+			return err
+		}
+		wrote = true
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encoding %s: %w", key, err)
+		}
+		opts := store.PutOptions{ContentType: "application/json", IfNoneMatch: !found}
+		if found {
+			opts.IfMatch = info.ETag
+		}
+		_, err = s.Store.Put(ctx, key, bytes.NewReader(append(b, '\n')), opts)
+		switch {
+		case err == nil:
+			return nil
+		case !errors.Is(err, store.ErrExists) && !errors.Is(err, store.ErrChanged):
+			return fmt.Errorf("writing %s: %w", key, err)
 		}
 	}
-	return nil
+}
+
+// emit writes rep's outcome and figures as one EMF record, when the
+// Service has a metrics sink. Called once per attempt (by whoever wrote its
+// report) and once per decision, so every outcome is counted.
+func (s *Service) emit(rep *Report) {
+	if s.Metrics == nil {
+		return
+	}
+	if err := EmitMetrics(s.Metrics, rep); err != nil {
+		s.Logger().Warn("writing metrics", "export", rep.Export, "run", rep.RunID, "status", rep.Status, "error", err)
+	}
 }
 
 func putJSON(ctx context.Context, s store.ObjectStore, key string, v any, opts store.PutOptions) error {
@@ -110,31 +168,48 @@ func putJSON(ctx context.Context, s store.ObjectStore, key string, v any, opts s
 
 // getJSON decodes an object; a missing object returns an error wrapping store.ErrNotFound.
 func getJSON(ctx context.Context, s store.ObjectStore, key string, v any) error {
-	rc, _, err := s.Get(ctx, key)
+	_, err := getJSONInfo(ctx, s, key, v)
+	return err
+}
+
+// getJSONInfo is getJSON that also returns the object's info (its ETag).
+func getJSONInfo(ctx context.Context, s store.ObjectStore, key string, v any) (store.ObjectInfo, error) {
+	rc, info, err := s.Get(ctx, key)
 	if err != nil {
-		return err
+		return info, err
 	}
 	defer rc.Close()
 	b, err := io.ReadAll(rc)
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", key, err)
+		return info, fmt.Errorf("reading %s: %w", key, err)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("decoding %s: %w", key, err)
+		return info, fmt.Errorf("decoding %s: %w", key, err)
 	}
-	return nil
+	return info, nil
 }
 
-// ReadReport returns a run's report, or an error wrapping store.ErrNotFound.
+// ReadReport returns a run's latest outcome, or an error wrapping store.ErrNotFound.
 func ReadReport(ctx context.Context, s store.ObjectStore, export, runID string) (*Report, error) {
 	var r Report
-	if err := getJSON(ctx, s, reportKey(export, runID), &r); err != nil {
+	if err := getJSON(ctx, s, runReportKey(export, runID), &r); err != nil {
 		return nil, err
 	}
 	return &r, nil
 }
 
-// ListReports returns every report of an export, oldest first.
+// ReadAttemptReport returns attempt n's report, or an error wrapping
+// store.ErrNotFound while the attempt has not ended.
+func ReadAttemptReport(ctx context.Context, s store.ObjectStore, export, runID string, n int64) (*Report, error) {
+	var r Report
+	if err := getJSON(ctx, s, attemptReportKey(export, runID, n), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// ListReports returns the latest outcome of every run of an export and
+// the report of every attempt, oldest first.
 func ListReports(ctx context.Context, s store.ObjectStore, export string) ([]*Report, error) {
 	objs, err := s.List(ctx, "runs/"+export+"/")
 	if err != nil {
@@ -142,18 +217,28 @@ func ListReports(ctx context.Context, s store.ObjectStore, export string) ([]*Re
 	}
 	var out []*Report
 	for _, o := range objs {
-		var r Report
-		if len(o.Key) < len("report.json") || o.Key[len(o.Key)-len("report.json"):] != "report.json" {
+		if !strings.HasSuffix(o.Key, "/report.json") {
 			continue
 		}
+		var r Report
 		if err := getJSON(ctx, s, o.Key, &r); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				continue
 			}
 			return nil, err
 		}
+		if r.Attempt > 0 && !strings.Contains(o.Key, "/attempts/") {
+			continue // the run's copy of its latest attempt's report
+		}
 		out = append(out, &r)
 	}
 	sortReports(out)
 	return out, nil
+}
+
+// sortReports orders reports by when they began (planned or started),
+// else when they ended.
+func sortReports(rs []*Report) {
+	when := func(r *Report) time.Time { return cmp.Or(r.StartedAt, r.PlannedAt, r.FinishedAt) }
+	sort.SliceStable(rs, func(i, j int) bool { return when(rs[i]).Before(when(rs[j])) })
 }

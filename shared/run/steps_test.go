@@ -2,7 +2,6 @@ package run_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,45 +15,6 @@ import (
 	"github.com/segpilot/segpilot/shared/secrets"
 	"github.com/segpilot/segpilot/shared/store"
 )
-
-// planned drops a file and returns its started run's execution and, for
-// each batch in the Map items ingest wrote, the syncbatch event of a group
-// of that one batch.
-func (f *queueFixture) planned(emails ...string) (run.Execution, []run.Group) {
-	f.t.Helper()
-	res := f.arrive(f.svc, "a.csv", 1, emails...)
-	if res.Status != run.StatusRunning {
-		f.t.Fatalf("run: %+v", res)
-	}
-	f.starter.mu.Lock()
-	ex := f.starter.started[len(f.starter.started)-1]
-	f.starter.mu.Unlock()
-	var groups []run.Group
-	for _, it := range f.items(ex) {
-		groups = append(groups, run.Group{Items: []run.Item{it}, BatchInput: batchInput(ex)})
-	}
-	return ex, groups
-}
-
-// items reads the Map's items (items.json) of an execution.
-func (f *queueFixture) items(ex run.Execution) []run.Item {
-	f.t.Helper()
-	rc, _, err := f.st.Get(context.Background(), ex.ItemsKey)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer rc.Close()
-	var items []run.Item
-	if err := json.NewDecoder(rc).Decode(&items); err != nil {
-		f.t.Fatal(err)
-	}
-	return items
-}
-
-// batchInput is what the Map's ItemBatcher gives every group of ex.
-func batchInput(ex run.Execution) run.GroupInput {
-	return run.GroupInput{Export: ex.Export, RunID: ex.RunID, ListID: ex.ListID, WorkerRPS: ex.WorkerRPS}
-}
 
 // stuckDestination never answers an upsert until its context ends.
 type stuckDestination struct{ listOnly }
@@ -70,7 +30,7 @@ func (stuckDestination) Upsert(ctx context.Context, _ string, cs []dest.Contact)
 // timeout mid-write.
 func TestSyncBatchStopsBeforeItsDeadline(t *testing.T) {
 	t.Parallel()
-	f := newQueueFixture(t)
+	f := newFixture(t)
 	_, items := f.planned("a@example.com", "b@example.com")
 	svc := f.service()
 	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) {
@@ -130,18 +90,18 @@ func (f flakyStore) Put(ctx context.Context, key string, body io.Reader, opts st
 // and finalize, which it retries; other errors are left as they are.
 func TestStoreErrorsAreClassified(t *testing.T) {
 	t.Parallel()
-	f := newQueueFixture(t)
+	f := newFixture(t)
 	ex, items := f.planned("a@example.com", "b@example.com")
 	prefix := "runs/vip/" + ex.RunID + "/"
 	steps := map[string]func(*run.Service) error{
 		"syncbatch": func(svc *run.Service) error { _, err := svc.SyncBatch(context.Background(), items[0]); return err },
 		"finalize": func(svc *run.Service) error {
-			_, err := svc.Finalize(context.Background(), run.FinalizeInput{Export: ex.Export, RunID: ex.RunID})
+			_, err := svc.Finalize(context.Background(), finalizeInput(ex))
 			return err
 		},
 	}
 	for name, step := range steps {
-		for _, where := range []string{prefix + "results/", prefix + "manifest.json"} {
+		for _, where := range []string{prefix + "attempts/1/results/", prefix + "plans/none/manifest.json"} {
 			svc := f.service()
 			svc.Store = flakyStore{ObjectStore: f.st, prefix: where}
 			svc.Transient = func(err error) bool { return errors.Is(err, errUnavailable) }
@@ -171,7 +131,7 @@ func (refusingDestination) Upsert(context.Context, string, []dest.Contact) ([]de
 // the refusal from the run itself, not from that text.
 func TestFinalizeKnowsARefusedKeyWithoutTheCause(t *testing.T) {
 	t.Parallel()
-	f := newQueueFixture(t)
+	f := newFixture(t)
 	ex, items := f.planned("a@example.com", "b@example.com")
 	svc := f.service()
 	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) {
@@ -182,9 +142,9 @@ func TestFinalizeKnowsARefusedKeyWithoutTheCause(t *testing.T) {
 	} else if _, ok := err.(*run.Unauthorized); !ok {
 		t.Fatalf("a refused key: %v (%T); want *run.Unauthorized", err, err)
 	}
-	rep, err := f.service().Finalize(context.Background(), run.FinalizeInput{Export: ex.Export, RunID: ex.RunID,
-		MapError: &run.MapError{Error: "States.ExceedToleratedFailureThreshold",
-			Cause: "The specified tolerated failure threshold was exceeded"}})
+	in := finalizeInput(ex)
+	in.MapError = &run.MapError{Error: "States.ExceedToleratedFailureThreshold", Cause: "The specified tolerated failure threshold was exceeded"}
+	rep, err := f.service().Finalize(context.Background(), in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +166,7 @@ func TestMissingAPIKeyIsARefusalNotAnError(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			f := newQueueFixture(t)
+			f := newFixture(t)
 			var sent int
 			noKey := true
 			connect := func(context.Context, config.Connection, float64) (run.Destination, error) {
@@ -232,8 +192,8 @@ func TestMissingAPIKeyIsARefusalNotAnError(t *testing.T) {
 			if rep.Status != run.StatusFailed || !strings.Contains(rep.Message, "put-secret-value") {
 				t.Fatalf("report %s %q; want failed, saying how to set the secret", rep.Status, rep.Message)
 			}
-			if len(f.starter.runs()) != 0 || sent != 0 {
-				t.Fatalf("a run without a key started %v executions, connected %d times", f.starter.runs(), sent)
+			if len(f.cloud.runs()) != 0 || sent != 0 {
+				t.Fatalf("a run without a key started %v executions, connected %d times", f.cloud.runs(), sent)
 			}
 			// The key is put in; the schedule runs the export normally.
 			noKey = false
@@ -251,12 +211,13 @@ func TestMissingAPIKeyIsARefusalNotAnError(t *testing.T) {
 
 // When the Map fails, the children already invoking syncbatch finish after
 // finalize has written the report (Step Functions does not stop Lambda
-// invocations). Their late results must not upset the run: the report
-// stands, the snapshot is not promoted, and the next attempt resumes with
-// the late batch settled, sending it nothing again.
-func TestFinalizeToleratesLateResults(t *testing.T) {
+// invocations). Their late results land in their own, closed attempt and
+// are not merged: the report stands, and the snapshot the attempt left
+// does not count the late batch, so the next attempt sends it again
+// (the documented window: at most the groups in flight).
+func TestLateResultsOfAClosedAttemptAreNotMerged(t *testing.T) {
 	t.Parallel()
-	f := newQueueFixture(t)
+	f := newFixture(t)
 	var emails []string
 	for i := range 150 { // two batches
 		emails = append(emails, fmt.Sprintf("c%03d@example.com", i))
@@ -274,49 +235,39 @@ func TestFinalizeToleratesLateResults(t *testing.T) {
 	if _, err := svc.SyncBatch(context.Background(), items[0]); err == nil {
 		t.Fatal("batch 1 was not refused")
 	}
-	rep, err := f.service().Finalize(context.Background(), run.FinalizeInput{Export: ex.Export, RunID: ex.RunID, StartedAt: ex.StartedAt,
-		MapError: &run.MapError{Error: "States.ExceedToleratedFailureThreshold", Cause: "The specified tolerated failure threshold was exceeded"}})
-	if err != nil || rep.Status != run.StatusFailed || rep.SnapshotPromoted {
-		t.Fatalf("finalize: %+v, %v; want failed, not promoted", rep, err)
+	in := finalizeInput(ex)
+	in.MapError = &run.MapError{Error: "States.ExceedToleratedFailureThreshold", Cause: "The specified tolerated failure threshold was exceeded"}
+	rep, err := f.service().Finalize(context.Background(), in)
+	if err != nil || rep.Status != run.StatusFailed || rep.Outcome.Sent != 0 {
+		t.Fatalf("finalize: %+v, %v; want failed, nothing sent", rep, err)
 	}
-	// Batch 2 ends late, with the key working again.
+	f.cloud.end(execName(ex), f.now)
+	// Batch 2 ends late, with the key working again: the attempt no longer
+	// holds the export, so it sends nothing.
 	var upserts int
 	counting := func(context.Context, config.Connection, float64) (run.Destination, error) {
 		return countingDestination{n: &upserts}, nil
 	}
 	late := f.service()
 	late.Connect = counting
-	if _, err := late.SyncBatch(context.Background(), items[1]); err != nil {
-		t.Fatalf("the late batch: %v", err)
+	if _, err := late.SyncBatch(context.Background(), items[1]); err == nil || upserts != 0 {
+		t.Fatalf("the late batch: %v, %d upserts; want it fenced", err, upserts)
 	}
 	if again, err := run.ReadReport(context.Background(), f.st, ex.Export, ex.RunID); err != nil || again.Status != run.StatusFailed {
 		t.Fatalf("the report after a late result: %+v, %v; want it to stand", again, err)
 	}
-	// The next attempt resumes: batch 2 is settled and not sent again.
+	// The next attempt plans against what was delivered: both batches.
 	f.now = f.now.Add(time.Hour)
 	f.svc.Connect = counting
 	res, err := f.svc.Refresh(context.Background(), run.RefreshRequest{Trigger: run.TriggerSchedule})
-	if err != nil || len(res) != 1 || !res[0].Started {
-		t.Fatalf("the next attempt: %+v, %v", res, err)
+	if err != nil || len(res) != 1 || !res[0].Started || res[0].Counts.Added != 150 {
+		t.Fatalf("the next attempt: %+v, %v; want all 150 planned again", res, err)
 	}
-	f.starter.mu.Lock()
-	next := f.starter.started[len(f.starter.started)-1]
-	f.starter.mu.Unlock()
-	if next.Resumed != 1 {
-		t.Fatalf("the next attempt resumed %d settled batches, want 1 (the late one)", next.Resumed)
-	}
-	before := upserts
-	for _, it := range items {
-		if _, err := f.svc.SyncBatch(context.Background(), it); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if upserts-before != 1 {
-		t.Fatalf("the next attempt sent %d batches, want 1 (the late batch is not sent again)", upserts-before)
-	}
-	rep, err = f.svc.Finalize(context.Background(), run.FinalizeInput{Export: next.Export, RunID: next.RunID, StartedAt: next.StartedAt, Resumed: next.Resumed})
-	if err != nil || rep.Status != run.StatusSucceeded || !rep.SnapshotPromoted || rep.Batches.Settled != 2 {
-		t.Fatalf("the next attempt's finalize: %+v, %v; want succeeded, both batches settled, promoted", rep, err)
+	next := f.cloud.last(t)
+	f.sendAll(f.svc, next)
+	rep = f.finish(f.svc, next)
+	if rep.Status != run.StatusSucceeded || rep.Outcome.Sent != 150 || upserts != 2 || rep.Prior != 1 {
+		t.Fatalf("the next attempt: %+v, %d upserts; want succeeded, both batches sent", rep, upserts)
 	}
 }
 

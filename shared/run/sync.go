@@ -8,7 +8,6 @@ import (
 	"io"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/segpilot/segpilot/shared/dest"
@@ -23,7 +22,7 @@ import (
 // group. It is safe to repeat: a batch whose result file exists is not
 // sent again, and upserts by email are idempotent, so a retry resumes at
 // the group's first batch not settled. It returns *Unauthorized,
-// *Transient, *Throttled or *Corrupt for the state machine to act on, and
+// *Transient, *Throttled, *Corrupt or *Fenced for the state machine to act on, and
 // a summary with no contact in it.
 func (s *Service) SyncBatch(ctx context.Context, g Group) (*GroupSummary, error) {
 	sum, at, err := s.syncGroup(ctx, g)
@@ -42,8 +41,8 @@ func (s *Service) SyncBatch(ctx context.Context, g Group) (*GroupSummary, error)
 	return nil, err
 }
 
-// refusal is runs/<export>/<run>/refused.json: the key was refused (or is
-// missing) in this attempt of the run, and what the report should say.
+// refusal is runs/<export>/<run>/attempts/<n>/refused.json: the key was
+// refused (or is missing) in this attempt, and what the report should say.
 type refusal struct {
 	Message string    `json:"message"`
 	Batch   int       `json:"batch"`
@@ -51,32 +50,20 @@ type refusal struct {
 }
 
 func (s *Service) recordRefusal(ctx context.Context, in GroupInput, batch int, u *Unauthorized) error {
-	return putJSON(ctx, s.Store, refusalKey(in.Export, in.RunID), refusal{Message: s.refusedMessage(u), Batch: batch, At: s.now()}, store.PutOptions{})
-}
-
-// readRefusal returns the refusal recorded since the attempt began, or nil.
-func (s *Service) readRefusal(ctx context.Context, export, runID string, since time.Time) (*refusal, error) {
-	var r refusal
-	err := getJSON(ctx, s.Store, refusalKey(export, runID), &r)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return nil, nil
-	case err != nil:
-		return nil, err
-	case r.At.Before(since): // an earlier attempt's: the key has been fixed since
-		return nil, nil
-	}
-	return &r, nil
+	return putJSON(ctx, s.Store, refusalKey(in.Export, in.RunID, in.Attempt), refusal{Message: s.refusedMessage(u), Batch: batch, At: s.now()}, store.PutOptions{})
 }
 
 // syncGroup sends the group's batches that are not settled yet, in order;
 // it returns the summary so far and the batch it stopped at.
 func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, error) {
 	in := g.BatchInput
-	if len(g.Items) == 0 || in.Export == "" || in.RunID == "" {
-		return nil, 0, errors.New("syncbatch event: want Items (the batches) and a BatchInput naming the export and run")
+	if len(g.Items) == 0 || in.Export == "" || in.RunID == "" || in.Attempt <= 0 || in.Plan == "" {
+		return nil, 0, errors.New("syncbatch event: want Items (the batches) and a BatchInput naming the export, run, attempt and plan")
 	}
 	sum := &GroupSummary{First: g.Items[0].Batch, Last: g.Items[len(g.Items)-1].Batch}
+	if err := s.checkFence(ctx, in); err != nil {
+		return sum, sum.First, err
+	}
 	// Sending stops early enough before the invocation's deadline (Lambda's
 	// timeout) to checkpoint and answer Transient: the state machine then
 	// retries the group, which resumes where this attempt stopped, instead
@@ -85,7 +72,7 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 	defer stop()
 	// Workers pacing shares of the budget in other containers hear of
 	// each other's 429s through the run's throttle signal.
-	work = pace.WithSignal(work, s.throttleSignal(in.Export, in.RunID))
+	work = pace.WithSignal(work, s.throttleSignal(in.Export, in.RunID, in.Attempt))
 	var (
 		m          *Manifest
 		dest       Destination
@@ -95,7 +82,7 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 	batches := &groupBatches{s: s, in: in, items: g.Items}
 	for i, it := range g.Items {
 		var done BatchResult
-		err := getJSON(ctx, s.Store, resultKey(in.Export, in.RunID, it.Batch), &done)
+		err := getJSON(ctx, s.Store, resultKey(in.Export, in.RunID, in.Attempt, it.Batch), &done)
 		if err == nil {
 			sum.Skipped++
 			continue
@@ -112,7 +99,7 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 				"the retry resumes there", sum.First, sum.Last, it.Batch)}
 		}
 		if m == nil {
-			if m, err = s.readManifestHead(ctx, in.Export, in.RunID); err != nil {
+			if m, err = s.readManifestHead(ctx, in.Export, in.RunID, in.Plan); err != nil {
 				return sum, it.Batch, fmt.Errorf("batch %d: %w", it.Batch, err)
 			}
 		}
@@ -154,7 +141,7 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 // retry fails, and the result with its Failed contacts.
 func (s *Service) sendBatch(ctx, work context.Context, m *Manifest, in GroupInput, b *plan.Batch, groupDest Destination) (*BatchResult, error) {
 	var prog batchProgress
-	if err := getJSON(ctx, s.Store, progressKey(in.Export, in.RunID, b.Seq), &prog); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := getJSON(ctx, s.Store, progressKey(in.Export, in.RunID, in.Attempt, b.Seq), &prog); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
 	start := time.Now()
@@ -164,12 +151,12 @@ func (s *Service) sendBatch(ctx, work context.Context, m *Manifest, in GroupInpu
 	res.Requests = prog.Requests
 	res.Requests.add(requestsOf(bd.Stats()))
 	res.DurationMS = time.Since(start).Milliseconds()
-	log := s.Logger().With("export", in.Export, "run", in.RunID, "batch", b.Seq)
+	log := s.Logger().With("export", in.Export, "run", in.RunID, "attempt", in.Attempt, "batch", b.Seq)
 	outOfTime := work.Err() != nil && ctx.Err() == nil
 	if sendErr != nil {
 		cerr := s.checkpoint(ctx, in, b.Seq, &prog, bd)
 		if outOfTime && cerr == nil {
-			log.Warn("batch out of time", "status", "retry", "sent", prog.Sent, "removed", len(prog.Removed))
+			log.Warn("batch out of time", "status", "retry", "removed", len(prog.Removed))
 			return nil, &Transient{Msg: fmt.Sprintf("batch %d: stopped before the function's timeout with contacts left to send; "+
 				"its retry resumes from the checkpoint", b.Seq)}
 		}
@@ -177,7 +164,7 @@ func (s *Service) sendBatch(ctx, work context.Context, m *Manifest, in GroupInpu
 		return nil, errors.Join(sendErr, cerr)
 	}
 	if len(res.Failed) > 0 {
-		if err := putJSON(ctx, s.Store, failureKey(in.Export, in.RunID, b.Seq), res, store.PutOptions{}); err != nil {
+		if err := putJSON(ctx, s.Store, failureKey(in.Export, in.RunID, in.Attempt, b.Seq), res, store.PutOptions{}); err != nil {
 			return nil, err
 		}
 		if err := s.checkpoint(ctx, in, b.Seq, &prog, bd); err != nil {
@@ -186,7 +173,7 @@ func (s *Service) sendBatch(ctx, work context.Context, m *Manifest, in GroupInpu
 		log.Warn("batch incomplete", "status", "retry", "sent", res.Sent, "failed", len(res.Failed))
 		return res, nil
 	}
-	if err := putJSON(ctx, s.Store, resultKey(in.Export, in.RunID, b.Seq), res, store.PutOptions{}); err != nil {
+	if err := putJSON(ctx, s.Store, resultKey(in.Export, in.RunID, in.Attempt, b.Seq), res, store.PutOptions{}); err != nil {
 		return nil, err
 	}
 	log.Info("batch sent", "status", "ok", "sent", res.Sent, "removed", res.Removed,
@@ -236,9 +223,6 @@ const maxFetch = 8 << 20
 // batch returns the group's i-th batch.
 func (gb *groupBatches) batch(ctx context.Context, i int) (*plan.Batch, error) {
 	it := gb.items[i]
-	if it.Length == 0 { // planned by an earlier segpilot: a file per batch
-		return gb.s.readBatchFile(ctx, gb.in.Export, gb.in.RunID, it.Batch, it.CRC32C)
-	}
 	if i < gb.from || i >= gb.to {
 		if err := gb.fetch(ctx, i); err != nil {
 			return nil, err
@@ -258,7 +242,7 @@ func (gb *groupBatches) batch(ctx context.Context, i int) (*plan.Batch, error) {
 // fetch reads items[i] and the batches right after it in batches.jsonl.
 func (gb *groupBatches) fetch(ctx context.Context, i int) error {
 	first := gb.items[i]
-	if first.Length > maxBatchBytes || first.Offset < 0 {
+	if first.Length <= 0 || first.Length > maxBatchBytes || first.Offset < 0 {
 		return fmt.Errorf("batch %d: a range of %d bytes at %d is not one segpilot's planner wrote", first.Batch, first.Length, first.Offset)
 	}
 	n, j := first.Length, i+1
@@ -269,7 +253,7 @@ func (gb *groupBatches) fetch(ctx context.Context, i int) error {
 		}
 		n += it.Length
 	}
-	key := batchesKey(gb.in.Export, gb.in.RunID)
+	key := batchesKey(gb.in.Export, gb.in.RunID, gb.in.Plan)
 	rc, err := gb.s.Store.GetRange(ctx, key, first.Offset, n)
 	if err != nil {
 		return fmt.Errorf("batch %d: %w", first.Batch, err)
@@ -294,36 +278,6 @@ func (gb *groupBatches) fetch(ctx context.Context, i int) error {
 	return nil
 }
 
-// readBatchFile reads a batch of a run planned by an earlier segpilot,
-// which wrote a file per batch, and, when crc is set, refuses a file that
-// does not match it: a truncated, corrupted or replaced batch must not
-// reach Autopilot.
-func (s *Service) readBatchFile(ctx context.Context, export, runID string, seq int, crc string) (*plan.Batch, error) {
-	key := batchFileKey(export, runID, seq)
-	rc, _, err := s.Store.Get(ctx, key)
-	if err != nil {
-		return nil, fmt.Errorf("batch %d: %w", seq, err)
-	}
-	defer rc.Close()
-	raw, err := io.ReadAll(io.LimitReader(rc, maxBatchBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("batch %d: reading %s: %w", seq, key, err)
-	}
-	if len(raw) > maxBatchBytes {
-		return nil, fmt.Errorf("batch %d: %s is larger than %d bytes; it was not written by segpilot's planner", seq, key, maxBatchBytes)
-	}
-	if crc != "" {
-		if got := plan.CRC32C(raw); got != crc {
-			return nil, &Corrupt{Msg: fmt.Sprintf("batch %d: %s has checksum %s, the plan says %s: the file was changed after planning; start the run again to re-plan it", seq, key, got, crc)}
-		}
-	}
-	b, err := plan.ReadBatch(bytes.NewReader(raw))
-	if err != nil {
-		return nil, fmt.Errorf("batch %d: %w", seq, err)
-	}
-	return b, nil
-}
-
 // beforeDeadline returns ctx with a deadline a margin before ctx's own (a
 // fifth of the time left, at most deadlineMargin); without a deadline, ctx.
 func beforeDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -343,15 +297,13 @@ const deadlineMargin = 15 * time.Second
 // maxBatchBytes bounds a batch: 100 profiles of at most a few KB each.
 const maxBatchBytes = 16 << 20
 
-// batchProgress is runs/<export>/<run>/progress/NNNNNN.json: what earlier
-// attempts of a batch settled, so a retry or resume does not repeat it.
-// Removals cost a request each, so they are checkpointed as they go.
+// batchProgress is runs/<export>/<run>/attempts/<n>/progress/NNNNNN.json:
+// what earlier tries of a removal batch did, so a retry does not repeat it
+// (removals cost a request each, so they are checkpointed as they go), and
+// the requests every try of a batch made.
 type batchProgress struct {
-	Upserted bool       `json:"upserted"` // the upserts are settled (Sent and Rejected count them)
-	Sent     int        `json:"sent"`
-	Rejected []RowIssue `json:"rejected,omitempty"`
-	Removed  []string   `json:"removed,omitempty"` // emails taken off the list
-	Requests Requests   `json:"requests"`          // made by earlier attempts
+	Removed  []string `json:"removed,omitempty"` // emails taken off the list
+	Requests Requests `json:"requests"`          // made by earlier tries
 }
 
 // checkpointEvery is how many removals a killed worker may repeat.
@@ -363,67 +315,52 @@ const checkpointEvery = 5
 func (s *Service) checkpoint(ctx context.Context, in GroupInput, seq int, prog *batchProgress, d Destination) error {
 	saved := *prog
 	saved.Requests.add(requestsOf(d.Stats()))
-	return putJSON(context.WithoutCancel(ctx), s.Store, progressKey(in.Export, in.RunID, seq), saved, store.PutOptions{})
+	return putJSON(context.WithoutCancel(ctx), s.Store, progressKey(in.Export, in.RunID, in.Attempt, seq), saved, store.PutOptions{})
 }
 
 func (s *Service) send(ctx context.Context, d Destination, m *Manifest, in GroupInput, b *plan.Batch, prog *batchProgress, res *BatchResult) error {
-	listID := in.ListID
-	if listID == "" { // an execution started before ingest resolved lists
-		var err error
-		if listID, err = s.listID(ctx, d, m); err != nil {
-			return err
+	if len(b.Upserts) > 0 { // the planner never mixes upserts and removals in a batch
+		return s.sendUpserts(ctx, d, m, in, b, res)
+	}
+	return s.sendRemovals(ctx, d, m, in, b, prog, res)
+}
+
+// sendUpserts sends an upsert batch in one request (the adapter splits a
+// refused one to find the contact it refuses).
+func (s *Service) sendUpserts(ctx context.Context, d Destination, m *Manifest, in GroupInput, b *plan.Batch, res *BatchResult) error {
+	types := make(map[string]dest.Type, len(m.Fields))
+	for _, f := range m.Fields {
+		types[f.Key] = f.Type
+	}
+	contacts := make([]dest.Contact, len(b.Upserts))
+	for i, u := range b.Upserts {
+		contacts[i] = dest.Contact{Email: u.Profile.Email, FirstName: u.Profile.FirstName, LastName: u.Profile.LastName}
+		for _, cv := range u.Profile.Custom {
+			contacts[i].Custom = append(contacts[i].Custom, dest.Value{Key: cv.Key, Type: types[cv.Key], Value: cv.Value})
 		}
 	}
-	if len(b.Upserts) > 0 && !prog.Upserted {
-		types := make(map[string]dest.Type, len(m.Fields))
-		for _, f := range m.Fields {
-			types[f.Key] = f.Type
-		}
-		contacts := make([]dest.Contact, len(b.Upserts))
-		for i, u := range b.Upserts {
-			contacts[i] = dest.Contact{Email: u.Profile.Email, FirstName: u.Profile.FirstName, LastName: u.Profile.LastName}
-			for _, cv := range u.Profile.Custom {
-				typ, ok := types[cv.Key]
-				if !ok { // a manifest from before typed fields: only Autopilot's, typed by their prefix
-					prefix, _, _ := strings.Cut(cv.Key, "--")
-					typ = dest.Type(prefix)
-				}
-				contacts[i].Custom = append(contacts[i].Custom, dest.Value{Key: cv.Key, Type: typ, Value: cv.Value})
-			}
-		}
-		outcomes, err := d.Upsert(ctx, listID, contacts)
-		if err != nil {
-			return err
-		}
-		settled := true
-		var sent int
-		var rejected []RowIssue
-		for i, o := range outcomes {
-			issue := RowIssue{Row: b.Upserts[i].Row, Email: b.Upserts[i].Profile.Email, Reason: o.Reason}
-			switch o.Status {
-			case dest.Sent:
-				sent++
-			case dest.Rejected:
-				rejected = append(rejected, issue)
-			default:
-				settled = false
-				res.Failed = append(res.Failed, issue)
-			}
-		}
-		if settled {
-			prog.Upserted, prog.Sent, prog.Rejected = true, sent, rejected
-			if len(b.Removals) > 0 {
-				if err := s.checkpoint(ctx, in, b.Seq, prog, d); err != nil {
-					return err
-				}
-			}
-		} else {
-			res.Sent, res.Rejected = sent, rejected // this attempt's, for the failure record
+	outcomes, err := d.Upsert(ctx, in.ListID, contacts)
+	if err != nil {
+		return err
+	}
+	for i, o := range outcomes {
+		issue := RowIssue{Row: b.Upserts[i].Row, Email: b.Upserts[i].Profile.Email, Reason: o.Reason}
+		switch o.Status {
+		case dest.Sent:
+			res.Sent++
+		case dest.Rejected:
+			res.Rejected = append(res.Rejected, issue)
+		default:
+			res.Failed = append(res.Failed, issue)
 		}
 	}
-	if prog.Upserted {
-		res.Sent, res.Rejected = prog.Sent, prog.Rejected
-	}
+	return nil
+}
+
+// sendRemovals takes a removal batch's leavers off the list, checkpointed
+// as it goes: every checkpointEvery where each costs a request
+// (Autopilot), after each request where one takes many (Ortto: 100).
+func (s *Service) sendRemovals(ctx context.Context, d Destination, m *Manifest, in GroupInput, b *plan.Batch, prog *batchProgress, res *BatchResult) error {
 	done := make(map[string]bool, len(prog.Removed))
 	for _, email := range prog.Removed {
 		done[email] = true
@@ -434,12 +371,9 @@ func (s *Service) send(ctx context.Context, d Destination, m *Manifest, in Group
 			pending = append(pending, email)
 		}
 	}
-	// Removals are checkpointed as they go: every checkpointEvery where
-	// each costs a request (Autopilot), after each request where one
-	// takes many (Ortto: 100).
 	chunk := max(checkpointEvery, m.Connection.Capabilities().RemoveBatch)
 	for start := 0; start < len(pending); start += chunk {
-		outcomes, err := d.Remove(ctx, listID, pending[start:min(start+chunk, len(pending))])
+		outcomes, err := d.Remove(ctx, in.ListID, pending[start:min(start+chunk, len(pending))])
 		for _, o := range outcomes {
 			switch {
 			case o.Status == dest.Sent:
@@ -449,6 +383,7 @@ func (s *Service) send(ctx context.Context, d Destination, m *Manifest, in Group
 			}
 		}
 		if err != nil { // a refused key, or ctx ended: the caller checkpoints what was done
+			res.Removed = len(prog.Removed)
 			return err
 		}
 		if err := s.checkpoint(ctx, in, b.Seq, prog, d); err != nil {
@@ -459,28 +394,19 @@ func (s *Service) send(ctx context.Context, d Destination, m *Manifest, in Group
 	return nil
 }
 
-// listID resolves the export's list once per process: looking it up costs a
-// request, Autopilot's POST /list makes a duplicate list on every call and
-// Ortto's custom fields are checked (or created) there, so concurrent
-// batches must not race to do it.
-func (s *Service) listID(ctx context.Context, d Destination, m *Manifest) (string, error) {
-	// The fields are part of the key: two exports sharing a list may fill
-	// different ones, and each export's must be checked (Ortto).
-	key := fmt.Sprint(m.Connection.Name, "\x00", m.Connection.BaseURL, "\x00", m.List, "\x00", m.Fields, m.CreateFields)
-	if id, ok := s.lists.Load(key); ok {
-		return id.(string), nil
-	}
-	s.listMu.Lock()
-	defer s.listMu.Unlock()
-	if id, ok := s.lists.Load(key); ok {
-		return id.(string), nil
-	}
-	id, err := d.PrepareList(ctx, dest.ListSpec{Title: m.List, Fields: m.Fields, CreateFields: m.CreateFields})
+// checkFence stops a group whose attempt no longer holds its export: it
+// was closed (its execution stopped, its process judged dead) and another
+// attempt may run, whose sends this one must not interleave with.
+func (s *Service) checkFence(ctx context.Context, in GroupInput) error {
+	st, _, err := s.readState(ctx, in.Export)
 	if err != nil {
-		return "", fmt.Errorf("finding list %q: %w", m.List, err)
+		return err
 	}
-	s.lists.Store(key, id)
-	return id, nil
+	if !st.Holder.is(in.RunID, in.Attempt) {
+		return &Fenced{Msg: fmt.Sprintf("%s attempt %d no longer holds export %s (it was closed); nothing more of it is sent",
+			in.RunID, in.Attempt, in.Export)}
+	}
+	return nil
 }
 
 // classify maps an error onto the types the state machine's Retry and
@@ -500,6 +426,7 @@ func (s *Service) classify(err error) error {
 		unauth    *dest.UnauthorizedError
 		refused   *Unauthorized
 		corrupt   *Corrupt
+		fenced    *Fenced
 		throttled *Throttled
 		transient *Transient
 	)
@@ -512,6 +439,8 @@ func (s *Service) classify(err error) error {
 		return &Unauthorized{Msg: err.Error(), api: unauth.API}
 	case errors.As(err, &corrupt):
 		return &Corrupt{Msg: err.Error()}
+	case errors.As(err, &fenced):
+		return &Fenced{Msg: err.Error()}
 	case errors.As(err, &throttled), dest.IsThrottled(err):
 		return &Throttled{Msg: err.Error()}
 	case errors.As(err, &transient), dest.IsRetryable(err), s.Transient != nil && s.Transient(err):

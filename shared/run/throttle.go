@@ -25,11 +25,9 @@ type throttleSignal struct {
 
 var _ pace.Signal = (*throttleSignal)(nil)
 
-func (s *Service) throttleSignal(export, runID string) *throttleSignal {
-	return &throttleSignal{store: s.Store, key: throttledKey(export, runID), log: s.Logger(), now: s.now}
+func (s *Service) throttleSignal(export, runID string, attempt int64) *throttleSignal {
+	return &throttleSignal{store: s.Store, key: throttledKey(export, runID, attempt), log: s.Logger(), now: s.now}
 }
-
-func throttledKey(export, runID string) string { return runPrefix(export, runID) + "throttled" }
 
 // Raise writes the object anew; its content (the time, to the nanosecond)
 // differs from every earlier raise's, so its ETag does.

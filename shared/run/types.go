@@ -1,70 +1,22 @@
-// Package run is segpilot's pipeline core: it plans a run from a segment file
-// (ingest and refresh), sends a group of batches (syncbatch) and closes a run
-// (finalize). It talks to the world only through small interfaces (an object
-// store, a workflow starter, a destination), so Lambda, local mode and tests
-// share every line of it.
+// Package run is segpilot's pipeline core: the life of a run, from a
+// delivery queued for an export (ingest, refresh, a kick) through planning,
+// the claim of the export by one attempt and its execution's start
+// (drain.go), the groups of batches it sends (sync.go), to its closing
+// report and snapshot (finalize.go). Every decision reads a record: the
+// export's state, changed only by compare-and-swap (state.go), the queue
+// (queue.go), and create-only attempt records and reports (docs/design.md,
+// "The life of a run"). It talks to the world only through small
+// interfaces (an object store, a workflow starter, a liveness check, a
+// destination), so Lambda, local mode and tests share every line of it.
 package run
 
 import (
-	"context"
-	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/plan"
 )
-
-// Starter starts one workflow execution per run; a name that was already
-// started reports started=false and no error (Step Functions'
-// ExecutionAlreadyExists), which is what makes duplicate events harmless.
-type Starter interface {
-	StartRun(ctx context.Context, name string, input []byte) (started bool, err error)
-}
-
-// RunChecker is what a Starter may also offer: the state of a run it
-// started, by execution name. It lets an export's lock held by a run that
-// will never finalize (stopped by hand, say) be taken over within minutes.
-type RunChecker interface {
-	RunStatus(ctx context.Context, name string) (RunStatus, error)
-}
-
-// RunStatus is the state of a started run's execution.
-type RunStatus struct {
-	State   RunState
-	EndedAt time.Time // when State is RunEnded
-}
-
-// RunState is where a started run's execution is.
-type RunState int
-
-const (
-	RunNotStarted RunState = iota // no such execution
-	RunActive                     // running, or waiting to be redriven
-	RunEnded                      // succeeded, failed, timed out or stopped
-)
-
-// Processes tells whether the process that wrote an export's lock still
-// runs: local mode, where several processes on one host may share a bucket
-// folder, waits for a live holder and takes over from a dead one at once.
-// (Lambda has none: its locks are judged by their age and their execution.)
-type Processes interface {
-	// Self names this process, as the locks it writes record it.
-	Self() string
-	// Alive says whether the process owner names still runs; an error
-	// means it cannot be told (e.g. it runs on another host).
-	Alive(owner string) (bool, error)
-}
-
-// Destination is where a batch goes: the destination port (shared/dest),
-// which every adapter (Autopilot, Ortto) implements.
-type Destination = dest.Destination
-
-// Connector returns a destination for one batch. workerRPS is this worker's
-// share of the connection's budget (Lambda); local mode may ignore it and
-// pace every worker with one shared limiter instead.
-type Connector func(ctx context.Context, conn config.Connection, workerRPS float64) (Destination, error)
 
 // Triggers say what started a run.
 const (
@@ -75,15 +27,17 @@ const (
 
 // Run statuses, as written in report.json.
 const (
-	StatusSucceeded = "succeeded"
-	StatusFailed    = "failed"
-	StatusHeld      = "held"    // mirror safety brake engaged; nothing sent
-	StatusRefused   = "refused" // export disabled or connection without consent; nothing sent
-	StatusInvalid   = "invalid" // the file or config failed validation; nothing sent
-	StatusRunning   = "running" // planned and started
-	StatusUpToDate  = "up-to-date"
-	StatusDryRun    = "dry-run"
-	StatusNoInput   = "no-input" // refresh found no segment file
+	StatusSucceeded  = "succeeded"
+	StatusFailed     = "failed"
+	StatusHeld       = "held"    // mirror safety brake engaged; nothing sent
+	StatusRefused    = "refused" // export disabled or connection without consent; nothing sent
+	StatusInvalid    = "invalid" // the file or config failed validation; nothing sent
+	StatusRunning    = "running" // planned and started
+	StatusUpToDate   = "up-to-date"
+	StatusDryRun     = "dry-run"
+	StatusNoInput    = "no-input"   // refresh found no segment file
+	StatusQueued     = "queued"     // another run of the export is in progress; this delivery follows it
+	StatusSuperseded = "superseded" // a newer file was already exported; this older one is skipped
 )
 
 // Source identifies the input object of a run.
@@ -94,7 +48,8 @@ type Source struct {
 	Size      int64  `json:"size"`
 }
 
-// Manifest is runs/<export>/<run>/manifest.json: what the run will do.
+// Manifest is runs/<export>/<run>/plans/<base>/manifest.json: what a run
+// planned against one snapshot (its base) will do.
 type Manifest struct {
 	Export        string            `json:"export"`
 	RunID         string            `json:"runId"`
@@ -106,11 +61,12 @@ type Manifest struct {
 	Fields        []dest.Field      `json:"fields,omitempty"`       // the custom fields the export fills, with their types
 	CreateFields  bool              `json:"createFields,omitempty"` // the destination may create missing custom fields
 	Mode          string            `json:"mode"`
-	Counts        plan.Counts       `json:"counts"`
-	// Batches is the index of batches.jsonl. A run planned by an earlier
-	// segpilot wrote a file per batch (batches/NNNNNN.json): its entries
-	// have no byte range (Length 0), and its batches are read from there.
-	Batches     []plan.BatchRef `json:"batches"`
+	// Base names the snapshot the plan diffs against (see SnapshotRef.Base)
+	// and BaseKey where it is; "" when there was none (a first run).
+	Base        string          `json:"base"`
+	BaseKey     string          `json:"baseKey,omitempty"`
+	Counts      plan.Counts     `json:"counts"`
+	Batches     []plan.BatchRef `json:"batches"` // the index of batches.jsonl
 	Held        bool            `json:"held,omitempty"`
 	HeldReason  string          `json:"heldReason,omitempty"`
 	ShowEmails  bool            `json:"showEmails,omitempty"` // the export's showEmails: unmasked emails in the report
@@ -119,13 +75,17 @@ type Manifest struct {
 	PlannedAt   time.Time       `json:"plannedAt"`
 }
 
-// Execution is the state machine's input.
+// Execution is the state machine's input: one attempt of a run.
 type Execution struct {
-	Export   string `json:"export"`
-	RunID    string `json:"runId"`
+	Export  string `json:"export"`
+	RunID   string `json:"runId"`
+	Attempt int64  `json:"attempt"` // the export's epoch when it was claimed: its fencing token
+	Plan    string `json:"plan"`    // the plan's base (plans/<base>/)
+	// ItemsKey is the plan's items.json, which the Map reads.
 	ItemsKey string `json:"itemsKey"`
 	// MapResultsPrefix is where the Map's ResultWriter puts its children's
-	// results (runs/<export>/<run>/map), keeping the Map's own result tiny.
+	// results (runs/<export>/<run>/attempts/<n>/map), keeping the Map's own
+	// result tiny.
 	MapResultsPrefix string  `json:"mapResultsPrefix"`
 	ListID           string  `json:"listId"`
 	Concurrency      int     `json:"concurrency"`
@@ -133,16 +93,13 @@ type Execution struct {
 	// GroupSize is how many consecutive batches one syncbatch invocation
 	// sends (the Map's ItemBatcher reads it); see GroupSize.
 	GroupSize int `json:"groupSize"`
-	// StartedAt is when this attempt began (before planning, when it
-	// planned); Resumed counts the batches earlier attempts settled.
+	// StartedAt is when the attempt began (before planning, when it
+	// planned): for the report's duration only.
 	StartedAt time.Time `json:"startedAt,omitzero"`
-	Resumed   int       `json:"resumed,omitempty"`
 }
 
 // Item is one batch in items.json, the list the Map reads: where its line
-// is in batches.jsonl, and the line's checksum, checked before sending. An
-// item of a run planned by an earlier segpilot has no range (Length 0):
-// its batch is the file batches/NNNNNN.json.
+// is in batches.jsonl, and the line's checksum, checked before sending.
 type Item struct {
 	Batch  int    `json:"batch"`
 	Offset int64  `json:"offset"`
@@ -162,29 +119,10 @@ type Group struct {
 type GroupInput struct {
 	Export    string  `json:"export"`
 	RunID     string  `json:"runId"`
+	Attempt   int64   `json:"attempt"`
+	Plan      string  `json:"plan"`
 	ListID    string  `json:"listId"`
 	WorkerRPS float64 `json:"workerRps"`
-}
-
-// UnmarshalJSON also reads the event of an execution started before
-// groups, one batch: {"export", "runId", "listId", "workerRps", "batch",
-// "crc32c"}. Step Functions finishes an execution on the definition it
-// started with, so such events arrive after an upgrade.
-func (g *Group) UnmarshalJSON(data []byte) error {
-	type group Group // without this method
-	var ev struct {
-		group
-		GroupInput
-		Item
-	}
-	if err := json.Unmarshal(data, &ev); err != nil {
-		return err
-	}
-	*g = Group(ev.group)
-	if len(g.Items) == 0 && ev.Item.Batch > 0 {
-		*g = Group{Items: []Item{ev.Item}, BatchInput: ev.GroupInput}
-	}
-	return nil
 }
 
 // RowIssue is one contact that was not delivered, and why.
@@ -276,41 +214,8 @@ type Throttled struct{ Msg string }
 
 func (e *Throttled) Error() string { return e.Msg }
 
-// Keys of the bucket layout (see README).
-const ConfigKey = "config/exports.yaml"
+// Fenced: the attempt no longer holds its export (it was closed, and
+// another may run): nothing more of it is sent, and retrying cannot help.
+type Fenced struct{ Msg string }
 
-func runPrefix(export, runID string) string { return "runs/" + export + "/" + runID + "/" }
-func manifestKey(export, runID string) string {
-	return runPrefix(export, runID) + "manifest.json"
-}
-func itemsKey(export, runID string) string         { return runPrefix(export, runID) + "items.json" }
-func mapResultsPrefix(export, runID string) string { return runPrefix(export, runID) + "map" }
-func reportKey(export, runID string) string        { return runPrefix(export, runID) + "report.json" }
-
-// listRequestsKey holds the requests ingest made to find the run's list.
-func listRequestsKey(export, runID string) string {
-	return runPrefix(export, runID) + "list-requests.json"
-}
-func batchesKey(export, runID string) string { return runPrefix(export, runID) + plan.BatchesFile }
-
-// batchFileKey is where a run planned by an earlier segpilot keeps a batch.
-func batchFileKey(export, runID string, seq int) string {
-	return fmt.Sprintf("%sbatches/%06d.json", runPrefix(export, runID), seq)
-}
-func resultsPrefix(export, runID string) string { return runPrefix(export, runID) + "results/" }
-func resultKey(export, runID string, seq int) string {
-	return fmt.Sprintf("%s%06d.json", resultsPrefix(export, runID), seq)
-}
-func progressKey(export, runID string, seq int) string {
-	return fmt.Sprintf("%sprogress/%06d.json", runPrefix(export, runID), seq)
-}
-func failureKey(export, runID string, seq int) string {
-	return fmt.Sprintf("%sfailures/%06d.json", runPrefix(export, runID), seq)
-}
-func plannedSnapshotKey(export, runID string) string { return runPrefix(export, runID) + "snapshot" }
-func inputRejectedKey(export, runID string) string {
-	return runPrefix(export, runID) + "input-rejected.csv"
-}
-func rejectedKey(export, runID string) string { return runPrefix(export, runID) + "rejected.csv" }
-func refusalKey(export, runID string) string  { return runPrefix(export, runID) + "refused.json" }
-func snapshotKey(export string) string        { return "state/" + export + "/snapshot" }
+func (e *Fenced) Error() string { return e.Msg }

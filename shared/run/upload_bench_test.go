@@ -70,9 +70,9 @@ func BenchmarkIngestUpload100k(b *testing.B) {
 	}
 	raw := s3store.New(client, bucket, s3store.WithTempDir(b.TempDir()))
 	counter := &requestCounter{ObjectStore: raw}
-	starter := &asyncStarter{}
+	starter := &fakeCloud{}
 	now := time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)
-	svc := &run.Service{Store: counter, Starter: starter, TempDir: b.TempDir(), Now: func() time.Time { return now },
+	svc := &run.Service{Store: counter, Starter: starter, Liveness: starter, TempDir: b.TempDir(), Now: func() time.Time { return now },
 		Connect: func(context.Context, config.Connection, float64) (run.Destination, error) { return listOnly{}, nil }}
 	cfg := strings.Replace(queueConfig, "      email: Email\n", `      email: EmailAddress
       firstName: FirstName
@@ -97,7 +97,7 @@ func BenchmarkIngestUpload100k(b *testing.B) {
 		// is free (untimed, uncounted).
 		if i > 0 {
 			ex := starter.started[len(starter.started)-1]
-			if _, err := svc.Finalize(context.Background(), run.FinalizeInput{Export: ex.Export, RunID: ex.RunID}); err != nil {
+			if _, err := svc.Finalize(context.Background(), finalizeInput(ex)); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -73,6 +73,12 @@ type Options struct {
 	Results ResultSink
 	// Names keeps execution names; default: this process's memory only.
 	Names ExecutionNames
+	// Ended hears of an execution that failed (or whose end could not be
+	// recorded): StartRun's caller has returned by then. Default: nothing.
+	Ended func(name string, err error)
+	// Context is what executions run under: cancelling it stops them all
+	// (the process ending). Default: context.Background().
+	Context context.Context
 	// Sleep waits between retries; tests inject a recorder. Default: a timer honouring ctx.
 	Sleep func(ctx context.Context, d time.Duration) error
 	// Jitter returns a number in [0,1) for FULL jitter; default math/rand.
@@ -202,9 +208,14 @@ func (r *Runner) function(st *State) (Handler, time.Duration, error) {
 	return h, timeout, nil
 }
 
-// StartRun executes the state machine synchronously, like StartExecution
-// followed by waiting. A name already used (see ExecutionNames) is not run
-// again (Step Functions' ExecutionAlreadyExists) and reports started=false.
+// StartRun starts an execution of the state machine and returns at once,
+// as StartExecution does: the execution runs on its own goroutine, under
+// Options.Context rather than the caller's ctx (an execution outlives the
+// request that started it), until it ends or that context is cancelled
+// (Ctrl-C locally); then its name is recorded closed (ExecutionNames),
+// which is how the local liveness check tells it ended. A name already used is not run again (Step Functions'
+// ExecutionAlreadyExists) and reports started=false. Wait waits for every
+// execution started.
 func (r *Runner) StartRun(ctx context.Context, name string, input []byte) (bool, error) {
 	if len(input) > PayloadQuota {
 		// StartExecution refuses it before any execution exists.
@@ -214,11 +225,21 @@ func (r *Runner) StartRun(ctx context.Context, name string, input []byte) (bool,
 	if err != nil || !claimed {
 		return false, err
 	}
-	_, err = r.Execute(ctx, input)
-	if cerr := r.opts.Names.Closed(context.WithoutCancel(ctx), name); cerr != nil {
-		err = errors.Join(err, cerr)
+	exec := r.opts.Context
+	if exec == nil {
+		exec = context.Background()
 	}
-	return true, err
+	r.stray.Add(1)
+	go func() {
+		defer r.stray.Done()
+		if _, err := r.Execute(exec, input); err != nil && r.opts.Ended != nil {
+			r.opts.Ended(name, err)
+		}
+		if err := r.opts.Names.Closed(context.WithoutCancel(exec), name); err != nil && r.opts.Ended != nil {
+			r.opts.Ended(name, err)
+		}
+	}()
+	return true, nil
 }
 
 // execution is one running (child) execution: flow stops its states (a

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -290,12 +291,16 @@ func TestUnauthorizedStopsTheRun(t *testing.T) {
 	}
 }
 
+// StartRun returns as StartExecution does, before the execution ends, and
+// starts a name once.
 func TestStartRunOncePerName(t *testing.T) {
 	t.Parallel()
 	h := &harness{}
-	var calls int
+	var calls atomic.Int32
+	release := make(chan struct{})
 	r := newRunner(t, h, 1, func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) {
-		calls++
+		calls.Add(1)
+		<-release
 		return json.RawMessage(`{}`), nil
 	})
 	for i, want := range []bool{true, false, false} {
@@ -304,8 +309,10 @@ func TestStartRunOncePerName(t *testing.T) {
 			t.Fatalf("start %d: started=%v err=%v, want %v", i, started, err, want)
 		}
 	}
-	if calls != 1 {
-		t.Fatalf("%d executions, want 1", calls)
+	close(release) // the execution was still going when StartRun returned
+	r.Wait()
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d executions, want 1", n)
 	}
 }
 

@@ -166,8 +166,6 @@ func headline(rep *run.Report, finalized bool) string {
 	case rep.Status == run.StatusHeld:
 		return fmt.Sprintf("nothing sent: the mirror safety brake holds %s removals of %s contacts",
 			num(rep.Plan.Removed), num(rep.Plan.Previous))
-	case rep.Status == run.StatusFailed:
-		return "the attempt ended before its report was final; what it sent is not counted here"
 	}
 	return "nothing sent"
 }
@@ -190,17 +188,27 @@ func facts(rep *run.Report) []fact {
 		{"Started", when(rep.StartedAt)},
 		{"Finished", when(rep.FinishedAt)},
 	}
-	if b := rep.Batches; b.Total > 0 {
-		s := fmt.Sprintf("%s settled, %s failed, of %s", num(b.Settled), num(b.Failed), num(b.Total))
-		if b.Resumed > 0 {
-			s += fmt.Sprintf(" (%s already settled by an earlier attempt)", num(b.Resumed))
+	if rep.Attempt > 0 {
+		a := fmt.Sprintf("%d", rep.Attempt)
+		if rep.Prior > 0 {
+			they := "they"
+			if rep.Prior == 1 {
+				they = "it"
+			}
+			a += fmt.Sprintf(" (after %s of this file: its plan holds what %s did not deliver)", plural(rep.Prior, "earlier attempt", "earlier attempts"), they)
 		}
-		out = append(out, fact{"Batches", s})
+		out = append(out, fact{"Attempt", a})
 	}
-	if rep.Rejected != "" {
-		promoted := "no: the next run sends what differs from the last promoted snapshot"
-		if rep.SnapshotPromoted {
-			promoted = "yes: the next run diffs against this one"
+	if b := rep.Batches; b.Total > 0 {
+		out = append(out, fact{"Batches", fmt.Sprintf("%s settled, %s failed, of %s", num(b.Settled), num(b.Failed), num(b.Total))})
+	}
+	if rep.Attempt > 0 {
+		promoted := "no: nothing was sent"
+		switch {
+		case rep.SnapshotPromoted && rep.Status == run.StatusSucceeded:
+			promoted = "yes: the next run diffs against what this one delivered"
+		case rep.SnapshotPromoted:
+			promoted = "yes, row by row: what was delivered at its new state, the rest at its old, so the next run sends exactly what this one did not deliver"
 		}
 		out = append(out, fact{"Snapshot promoted", promoted})
 	}
@@ -493,4 +501,12 @@ func niceCeil(f float64) float64 {
 		}
 	}
 	return 10 * p
+}
+
+// plural says n things: "1 earlier attempt", "3 earlier attempts".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return num(n) + " " + many
 }

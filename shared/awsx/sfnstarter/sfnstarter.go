@@ -31,17 +31,19 @@ func New(client *sfn.Client, stateMachineARN string) *Starter {
 	return &Starter{client: client, arn: stateMachineARN}
 }
 
-// StartRun starts an execution named runID with input. Execution names are
-// unique per state machine (for 90 days after the execution closes), so a
-// duplicate S3 event for the same object starts nothing: StartRun then
-// returns (false, nil). Note that Step Functions answers a repeat call with
-// the same name and the same input *while that execution still runs* with
-// success, so started is true then too; either way exactly one run exists.
-func (s *Starter) StartRun(ctx context.Context, runID string, input []byte) (started bool, err error) {
-	if err := ValidateRunID(runID); err != nil {
+// StartRun starts the execution named name (an attempt of a run) with
+// input. Execution names are unique per state machine (for 90 days after
+// the execution closes), so starting a name again starts nothing:
+// StartRun then returns (false, nil). Step Functions answers a repeat call
+// with the same name and the same input *while that execution still runs*
+// with success, so started is true then too; either way exactly one
+// execution exists, which is what lets any drainer finish a start whose
+// answer was lost.
+func (s *Starter) StartRun(ctx context.Context, name string, input []byte) (started bool, err error) {
+	if err := ValidateRunID(name); err != nil {
 		return false, err
 	}
-	in := &sfn.StartExecutionInput{StateMachineArn: aws.String(s.arn), Name: aws.String(runID)}
+	in := &sfn.StartExecutionInput{StateMachineArn: aws.String(s.arn), Name: aws.String(name)}
 	if len(input) > 0 { // otherwise Step Functions uses "{}"
 		in.Input = aws.String(string(input))
 	}
@@ -51,32 +53,33 @@ func (s *Starter) StartRun(ctx context.Context, runID string, input []byte) (sta
 		if errors.As(err, &exists) {
 			return false, nil
 		}
-		return false, fmt.Errorf("starting run %s: %w", runID, err)
+		return false, fmt.Errorf("starting execution %s: %w", name, err)
 	}
 	return true, nil
 }
 
-// The queue takes over a lock held by an ended run only through this.
-var _ run.RunChecker = (*Starter)(nil)
+var _ run.Liveness = (*Starter)(nil)
 
-// RunStatus reports the state of the execution named name, so an export's
-// lock held by a run stopped by hand need not wait a day to be taken over.
-func (s *Starter) RunStatus(ctx context.Context, name string) (run.RunStatus, error) {
-	arn := strings.Replace(s.arn, ":stateMachine:", ":execution:", 1) + ":" + name
+// Attempt tells where an attempt's execution is: DescribeExecution. An
+// execution that does not exist was never started (its start was lost,
+// or is still to come); an ended one reports its stop date, which the
+// core waits past for the Lambda invocations it had in flight.
+func (s *Starter) Attempt(ctx context.Context, h run.Holder) (run.Live, error) {
+	arn := strings.Replace(s.arn, ":stateMachine:", ":execution:", 1) + ":" + h.Execution
 	out, err := s.client.DescribeExecution(ctx, &sfn.DescribeExecutionInput{ExecutionArn: aws.String(arn)})
 	if err != nil {
 		var missing *types.ExecutionDoesNotExist
 		if errors.As(err, &missing) {
-			return run.RunStatus{State: run.RunNotStarted}, nil
+			return run.Live{State: run.LiveNotStarted}, nil
 		}
-		return run.RunStatus{State: run.RunActive}, fmt.Errorf("describing run %s: %w", name, err)
+		return run.Live{}, fmt.Errorf("describing execution %s: %w", h.Execution, err)
 	}
 	switch out.Status {
 	case types.ExecutionStatusSucceeded, types.ExecutionStatusFailed, types.ExecutionStatusTimedOut, types.ExecutionStatusAborted:
 		// An ended execution has a stop date; without one, its start will do.
-		return run.RunStatus{State: run.RunEnded, EndedAt: aws.ToTime(cmp.Or(out.StopDate, out.StartDate))}, nil
+		return run.Live{State: run.LiveEnded, EndedAt: aws.ToTime(cmp.Or(out.StopDate, out.StartDate))}, nil
 	default: // RUNNING, PENDING_REDRIVE, or one added later: wait for it
-		return run.RunStatus{State: run.RunActive}, nil
+		return run.Live{State: run.LiveRunning}, nil
 	}
 }
 

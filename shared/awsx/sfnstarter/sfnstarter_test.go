@@ -193,7 +193,7 @@ func TestStartRunOtherErrors(t *testing.T) {
 	}
 }
 
-func TestRunState(t *testing.T) {
+func TestAttemptLiveness(t *testing.T) {
 	t.Parallel()
 	fake := &fakeSFN{started: map[string]string{}, status: map[string]string{
 		"stopped": "ABORTED", "failed": "FAILED", "timed-out": "TIMED_OUT", "done": "SUCCEEDED", "redrive": "PENDING_REDRIVE",
@@ -207,31 +207,31 @@ func TestRunState(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		want run.RunState
+		want run.LiveState
 	}{
-		{"running", run.RunActive},
-		{"redrive", run.RunActive},
-		{"stopped", run.RunEnded},
-		{"failed", run.RunEnded},
-		{"timed-out", run.RunEnded},
-		{"done", run.RunEnded},
-		{"never-started", run.RunNotStarted},
+		{"running", run.LiveRunning},
+		{"redrive", run.LiveRunning},
+		{"stopped", run.LiveEnded},
+		{"failed", run.LiveEnded},
+		{"timed-out", run.LiveEnded},
+		{"done", run.LiveEnded},
+		{"never-started", run.LiveNotStarted},
 	}
 	for _, tt := range tests {
-		got, err := s.RunStatus(ctx, tt.name)
+		got, err := s.Attempt(ctx, run.Holder{Execution: tt.name})
 		if err != nil || got.State != tt.want {
-			t.Errorf("RunStatus(%s) = %+v, %v; want %v", tt.name, got, err, tt.want)
+			t.Errorf("Attempt(%s) = %+v, %v; want %v", tt.name, got, err, tt.want)
 		}
-		if ended := tt.want == run.RunEnded; ended != !got.EndedAt.IsZero() || ended && got.EndedAt.Unix() != 1.8e9 {
-			t.Errorf("RunStatus(%s).EndedAt = %v; want the stop date only when ended", tt.name, got.EndedAt)
+		if ended := tt.want == run.LiveEnded; ended != !got.EndedAt.IsZero() || ended && got.EndedAt.Unix() != 1.8e9 {
+			t.Errorf("Attempt(%s).EndedAt = %v; want the stop date only when ended", tt.name, got.EndedAt)
 		}
 	}
-	// Any other failure is an error naming the run, never a guess.
+	// Any other failure is an error naming the execution, never a guess.
 	fake.mu.Lock()
 	fake.throttle = 1
 	fake.mu.Unlock()
-	if _, err := s.RunStatus(ctx, "running"); err == nil || !strings.Contains(err.Error(), "running") || !strings.Contains(err.Error(), "ThrottlingException") {
-		t.Errorf("RunStatus while throttled: %v; want a ThrottlingException naming the run", err)
+	if _, err := s.Attempt(ctx, run.Holder{Execution: "running"}); err == nil || !strings.Contains(err.Error(), "running") || !strings.Contains(err.Error(), "ThrottlingException") {
+		t.Errorf("Attempt while throttled: %v; want a ThrottlingException naming the execution", err)
 	}
 }
 

@@ -1,0 +1,129 @@
+package run
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/plan"
+)
+
+// decision ends a queued delivery without an attempt: what handle found
+// while the export was free, read from the state at one epoch.
+type decision struct {
+	s   *Service
+	st  exportState
+	q   *queueEntry
+	e   *config.Export
+	res *Result
+}
+
+// report is the run's report of this decision, with the plan's counts when
+// there is a plan.
+func (d decision) report(status, msg string, m *Manifest, listReqs []Requests) *Report {
+	rep := &Report{Export: d.res.Export, RunID: d.res.RunID, Trigger: d.q.Trigger, Source: d.q.Source,
+		Status: status, Message: msg, FinishedAt: d.s.now(), Seq: decisionSeq(d.st.Epoch)}
+	if d.e != nil {
+		rep.Mode, rep.List = d.e.Mode, d.e.List
+	}
+	for _, r := range listReqs {
+		rep.Requests.add(r)
+	}
+	if m != nil {
+		rep.ConfigVersion, rep.Destination, rep.Plan, rep.PlannedAt = m.ConfigVersion, m.Connection.Title(), m.Counts, m.PlannedAt
+		rep.Base, rep.RequestsPerSecond = m.BaseKey, m.Connection.RequestsPerSecond
+		if status == StatusHeld {
+			rep.Brake = &Brake{MaxRemovalShare: d.e.MaxRemovalShare, Command: d.s.words().LiftBrakeCommand(d.e.Name, m.Source)}
+		}
+	}
+	return rep
+}
+
+// decide ends the delivery: its report and its delivery record. A run that
+// failed before sending (the key refused) accounts for every row: what it
+// would have sent is failed, listed in rejected.csv with the reason.
+func (d decision) decide(ctx context.Context, status, msg string, m *Manifest, listReqs ...Requests) (Result, step, error) {
+	rep := d.report(status, msg, m, listReqs)
+	if m != nil && status == StatusFailed {
+		if err := d.s.accountUnsent(ctx, rep, m, "not sent: the run failed before sending (see its report)"); err != nil {
+			return *d.res, stepRetry, err
+		}
+	}
+	if err := d.s.publish(ctx, rep); err != nil {
+		return *d.res, stepRetry, err
+	}
+	d.s.emit(rep)
+	if err := d.s.settle(ctx, d.res.Export, d.res.RunID, d.q, Delivery{Status: status, Message: msg}); err != nil {
+		return *d.res, stepRetry, err
+	}
+	d.res.Status, d.res.Message = status, msg
+	return *d.res, stepDecided, nil
+}
+
+// upToDate ends a delivery of a file its run already exported: nothing to
+// send, and no report (the run's stands).
+func (d decision) upToDate(ctx context.Context, prev *Report, more string) (Result, step, error) {
+	msg := "this file was already exported with this configuration; nothing to send" + more
+	if err := d.s.settle(ctx, d.res.Export, d.res.RunID, d.q, Delivery{Status: StatusUpToDate, Message: msg}); err != nil {
+		return *d.res, stepRetry, err
+	}
+	d.res.Status, d.res.Message, d.res.Counts = StatusUpToDate, msg, prev.Plan
+	return *d.res, stepDecided, nil
+}
+
+// notYet records a failure before the claim that a later drain may get
+// past (the destination unreachable, S3 failing): the delivery stays
+// queued, and its run's report says so until then.
+func (d decision) notYet(ctx context.Context, what string, cause error, m *Manifest, listReqs ...Requests) error {
+	err := fmt.Errorf("%s: %w", what, cause)
+	rep := d.report(StatusFailed, what+": "+cause.Error()+"; the file stays queued and runs on the next trigger "+
+		"(another file, the schedule, or a run of this export ending)", m, listReqs)
+	if m != nil {
+		if aerr := d.s.accountUnsent(ctx, rep, m, "not sent yet: "+what); aerr != nil {
+			return fmt.Errorf("%w (and recording it: %v)", err, aerr)
+		}
+	}
+	if perr := d.s.publish(context.WithoutCancel(ctx), rep); perr != nil {
+		return fmt.Errorf("%w (and recording it: %v)", err, perr)
+	}
+	d.s.emit(rep)
+	return err
+}
+
+// accountUnsent fills rep's outcome for a plan of which nothing was sent:
+// every row is unchanged, a duplicate, rejected in the file, or failed
+// for reason, and rejected.csv (at rep.Rejected, or the run's when unset)
+// lists them: the file's rejections, then every contact that was to be
+// sent or removed.
+func (s *Service) accountUnsent(ctx context.Context, rep *Report, m *Manifest, reason string) error {
+	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged, Duplicates: m.Counts.Duplicates,
+		Rejected: m.Counts.Rejected, Failed: m.Counts.Added + m.Counts.Changed, RemoveFailed: m.Counts.Removed}
+	rep.Batches.Total, rep.Batches.Failed = len(m.Batches), len(m.Batches)
+	if rep.Rejected == "" {
+		rep.Rejected = decisionRejectedKey(m.Export, m.RunID)
+	}
+	var issues []RowIssue
+	for _, ref := range m.Batches {
+		b, err := s.readPlannedBatch(ctx, m, ref)
+		if err != nil {
+			return err
+		}
+		issues = append(issues, unsent(b, reason)...)
+	}
+	if err := s.writeRejected(ctx, m, rep.Rejected, issues); err != nil {
+		return err
+	}
+	return s.pageDetails(ctx, m, rep, issues, &timeline{})
+}
+
+// unsent lists a batch's contacts as not delivered, for reason.
+func unsent(b *plan.Batch, reason string) []RowIssue {
+	out := make([]RowIssue, 0, len(b.Upserts)+len(b.Removals))
+	for _, u := range b.Upserts {
+		out = append(out, RowIssue{Row: u.Row, Email: u.Profile.Email, Reason: reason})
+	}
+	for _, e := range b.Removals {
+		out = append(out, RowIssue{Email: e, Reason: "not removed from the list: " + reason})
+	}
+	return out
+}

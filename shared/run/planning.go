@@ -1,0 +1,352 @@
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/dest"
+	"github.com/segpilot/segpilot/shared/plan"
+	"github.com/segpilot/segpilot/shared/segment"
+	"github.com/segpilot/segpilot/shared/store"
+)
+
+// planFor returns the run's plan against base: the one planned already, or
+// a new one. Planning is deterministic (the file, the config, the base
+// snapshot), so two drainers planning the same run against the same base
+// write the same objects, and the create-only manifest makes one of them
+// the record.
+func (s *Service) planFor(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest, runID string, base *SnapshotRef) (*Manifest, error) {
+	m, err := s.readManifest(ctx, e.Name, runID, base.Base())
+	if !errors.Is(err, store.ErrNotFound) {
+		return m, err
+	}
+	return s.plan(ctx, cfg, e, req, runID, base, false)
+}
+
+// dryRun plans a delivery against the export's current snapshot and says
+// what it would do, writing nothing.
+func (s *Service) dryRun(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest) (Result, error) {
+	runID := RunID(e.Name, req.Source, cfg.Version)
+	res := Result{Export: e.Name, RunID: runID, Status: StatusDryRun}
+	if err := cfg.Runnable(e); err != nil {
+		res.Status, res.Message = StatusRefused, err.Error()
+		return res, nil
+	}
+	st, _, err := s.readState(ctx, e.Name)
+	if err != nil {
+		return res, err
+	}
+	m, err := s.plan(ctx, cfg, e, req, runID, st.Snapshot, true)
+	var limit *plan.LimitError
+	var ferr *segment.FileError
+	switch {
+	case errors.As(err, &limit), errors.As(err, &ferr):
+		res.Status, res.Message = StatusInvalid, err.Error()
+		return res, nil
+	case err != nil:
+		return res, err
+	}
+	res.Counts = m.Counts
+	if m.Held && !req.AllowLargeRemoval && !e.AllowLargeRemoval {
+		res.Message = "would be held: " + m.HeldReason + "; if that is intended, " + s.words().LiftBrake(e.Name)
+	}
+	return res, nil
+}
+
+// plan reads the segment file, plans the run against base and (unless
+// dry) uploads the plan under plans/<base>/.
+func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest, runID string, base *SnapshotRef, dry bool) (*Manifest, error) {
+	conn := cfg.ConnectionOf(e)
+	dir, err := os.MkdirTemp(s.TempDir, "segpilot-plan-*")
+	if err != nil {
+		return nil, fmt.Errorf("creating plan folder: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	var snap io.Reader
+	if base != nil {
+		rc, _, err := s.Store.Get(ctx, base.Key)
+		if err != nil {
+			return nil, fmt.Errorf("reading the snapshot %s: %w", base.Key, err)
+		}
+		defer rc.Close()
+		snap = rc
+	}
+	src := func(ctx context.Context, emit func(segment.Record) error, reject func(segment.Rejection) error) (segment.Stats, error) {
+		rc, _, err := s.Store.Get(ctx, req.Source.Key)
+		if err != nil {
+			return segment.Stats{}, fmt.Errorf("reading %s: %w", req.Source.Key, err)
+		}
+		defer rc.Close()
+		return segment.Read(ctx, rc, segment.Options{Name: req.Source.Key, Mapping: e.Mapping()}, emit, reject)
+	}
+	p, err := plan.Build(ctx, src, snap, dir, plan.Options{
+		Mode: e.Mode, MaxProfiles: e.MaxProfiles, MaxRemovalShare: e.MaxRemovalShare,
+		// The request's allowance is applied when the plan is run, not
+		// planned: the plan is shared by every delivery of the file.
+		AllowLargeRemoval: e.AllowLargeRemoval, TempDir: s.TempDir,
+		BatchSize: conn.Capabilities().MaxBatch, // contacts per request the destination takes
+	})
+	if err != nil {
+		return nil, err
+	}
+	concurrency, workerRPS := Pacing(conn.RequestsPerSecond)
+	m := &Manifest{Export: e.Name, RunID: runID, Trigger: req.Trigger, Source: req.Source,
+		ConfigVersion: cfg.Version, Connection: *conn, List: e.List, Fields: e.Fields(), CreateFields: e.CreateFields, Mode: e.Mode,
+		Base: base.Base(), Counts: p.Counts, Batches: p.Batches, Held: p.Held, HeldReason: p.HeldReason, ShowEmails: e.ShowEmails,
+		Concurrency: concurrency, WorkerRPS: workerRPS, PlannedAt: s.now()}
+	if base != nil {
+		m.BaseKey = base.Key
+	}
+	if dry {
+		return m, nil
+	}
+	return m, s.upload(ctx, dir, p, m)
+}
+
+// upload writes the plan under plans/<base>/ in five objects, whatever its
+// size: the snapshot, input-rejected.csv, batches.jsonl, items.json (its
+// index, which the Map reads) and the manifest, last and create-only, so
+// a manifest's presence means the whole plan is there.
+func (s *Service) upload(ctx context.Context, dir string, p *plan.Plan, m *Manifest) error {
+	files := []struct{ local, key string }{
+		{p.Files.Snapshot, plannedSnapshotKey(m.Export, m.RunID, m.Base)},
+		{p.Files.Rejected, inputRejectedKey(m.Export, m.RunID, m.Base)},
+		{p.Files.Batches, batchesKey(m.Export, m.RunID, m.Base)},
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, f := range files {
+		g.Go(func() error {
+			file, err := os.Open(filepath.Join(dir, f.local))
+			if err != nil {
+				return fmt.Errorf("uploading plan: %w", err)
+			}
+			defer file.Close()
+			if _, err := s.Store.Put(gctx, f.key, file, store.PutOptions{}); err != nil {
+				return fmt.Errorf("uploading %s: %w", f.key, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	items := make([]Item, len(p.Batches))
+	for i, b := range p.Batches {
+		items[i] = Item{Batch: b.Seq, Offset: b.Offset, Length: b.Length, CRC32C: b.CRC32C}
+	}
+	if err := putJSON(ctx, s.Store, itemsKey(m.Export, m.RunID, m.Base), items, store.PutOptions{}); err != nil {
+		return err
+	}
+	err := putJSON(ctx, s.Store, manifestKey(m.Export, m.RunID, m.Base), m, store.PutOptions{IfNoneMatch: true})
+	if errors.Is(err, store.ErrExists) {
+		return nil // another drainer planned the same run against the same base
+	}
+	return err
+}
+
+// resolveList finds (or creates) the export's list, unless the plan has
+// nothing to send, and returns the requests it made for the report.
+func (s *Service) resolveList(ctx context.Context, m *Manifest) (string, Requests, error) {
+	if len(m.Batches) == 0 {
+		return "", Requests{}, nil
+	}
+	d, err := s.Connect(ctx, m.Connection, m.WorkerRPS)
+	if err != nil {
+		return "", Requests{}, s.classify(fmt.Errorf("connecting to %s: %w", m.Connection.Name, err))
+	}
+	id, err := d.PrepareList(ctx, dest.ListSpec{Title: m.List, Fields: m.Fields, CreateFields: m.CreateFields})
+	if err != nil {
+		err = fmt.Errorf("finding list %q: %w", m.List, err)
+	}
+	return id, requestsOf(d.Stats()), s.classify(err)
+}
+
+// refusedMessage is what a run's report says when its key was refused or
+// there is none: what happened, and what to do.
+func (s *Service) refusedMessage(u *Unauthorized) string {
+	if !u.noKey {
+		return config.Connection{Kind: u.api}.Title() + " refused the API key (401/403): check or rotate the secret (for a destination with regions, " +
+			"check too that the connection's region is the account's), then run again; nothing more was sent"
+	}
+	return "there is no API key to send with (" + u.Msg + "): " + s.words().SetKey(u.api) +
+		"; the next file dropped or the scheduled refresh then runs this export normally; nothing was sent"
+}
+
+func (s *Service) readManifest(ctx context.Context, export, runID, base string) (*Manifest, error) {
+	var m Manifest
+	if err := getJSON(ctx, s.Store, manifestKey(export, runID, base), &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// readManifestHead returns the manifest without its list of batches
+// (Batches is nil), for a batch: that list has an entry per batch, so
+// every batch of a 3,000-batch run reading it made the run quadratic. A
+// manifest never changes once written (it is created only if absent), so
+// it is read once per process (a warm Lambda container serves many
+// batches of a run).
+func (s *Service) readManifestHead(ctx context.Context, export, runID, base string) (*Manifest, error) {
+	key := manifestKey(export, runID, base)
+	s.manifestMu.Lock()
+	m, ok := s.manifests[key]
+	s.manifestMu.Unlock()
+	if ok {
+		return m, nil
+	}
+	var head struct {
+		Manifest
+		Batches skipped `json:"batches"` // shadows Manifest.Batches
+	}
+	if err := getJSON(ctx, s.Store, key, &head); err != nil {
+		return nil, err
+	}
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
+	if len(s.manifests) >= maxCachedManifests {
+		clear(s.manifests) // runs come one at a time per export: a few are enough
+	}
+	if s.manifests == nil {
+		s.manifests = map[string]*Manifest{}
+	}
+	s.manifests[key] = &head.Manifest
+	return &head.Manifest, nil
+}
+
+const maxCachedManifests = 32
+
+// skipped is a JSON value left undecoded.
+type skipped struct{}
+
+func (*skipped) UnmarshalJSON([]byte) error { return nil }
+
+// Pacing splits a connection's budget over parallel workers. More workers
+// than requests per second keeps the budget busy while each worker also
+// reads and writes S3; the workers together never exceed the budget.
+func Pacing(rps float64) (concurrency int, workerRPS float64) {
+	concurrency = int(math.Ceil(2 * rps))
+	concurrency = min(max(concurrency, 2), 40)
+	return concurrency, shareHeadroom * rps / float64(concurrency)
+}
+
+// shareHeadroom keeps workers that pace their shares apart (Lambda
+// containers) 1 % under the budget together. Exactly at an API's limit,
+// independent schedules drain its token bucket a token at a time (a late
+// request leaves a token the full bucket cannot keep; the next one, on
+// time, spends its own) until a stray 429, whose Retry-After pause makes
+// that worker the run's last by a second: 10 % of a 100,000-profile run
+// at 100 requests/s, in one benchmark run of three. 1 % refills the bucket
+// a token a second at 100 requests/s (no 429 in 24 runs).
+const shareHeadroom = 0.99
+
+// groupTime is about how long one syncbatch invocation sends for: long
+// enough that a run of a million profiles is a few hundred invocations,
+// not ten thousand, and well inside syncbatch's 300 s timeout.
+const groupTime = 60 * time.Second
+
+// GroupSize is how many consecutive batches one syncbatch invocation sends
+// (the execution input's groupSize, which the Map's ItemBatcher reads):
+// about groupTime of requests at the worker's pace, counting the costliest
+// batch (an upsert batch is one request, a removal batch one per email),
+// but never so many that the run has fewer groups than workers, which
+// would leave part of the budget unused. At least 1.
+func GroupSize(batches []plan.BatchRef, concurrency int, workerRPS float64) int {
+	cost := 1
+	for _, b := range batches {
+		if b.Upserts == 0 {
+			cost = max(cost, b.Removals)
+		}
+	}
+	size := int(groupTime.Seconds() * workerRPS / float64(cost))
+	if concurrency > 0 {
+		size = min(size, (len(batches)+concurrency-1)/concurrency)
+	}
+	return max(size, 1)
+}
+
+// Refresh is the scheduled (and manual) trigger: every enabled export (or
+// the one named) runs from the newest file of its segment. Exports are
+// independent: one that fails is reported and the others go on.
+func (s *Service) Refresh(ctx context.Context, req RefreshRequest) ([]Result, error) {
+	cfg, err := LoadConfig(ctx, s.Store)
+	if err != nil {
+		return nil, err
+	}
+	exports := exportsOf(cfg)
+	if req.Export != "" {
+		e, err := cfg.Export(req.Export)
+		if err != nil {
+			return nil, err
+		}
+		exports = []*config.Export{e}
+	}
+	var results []Result
+	var errs []error
+	for _, e := range exports {
+		newest, err := s.newest(ctx, e.Segment)
+		if err != nil {
+			results = append(results, Result{Export: e.Name, Status: StatusFailed, Message: err.Error()})
+			errs = append(errs, fmt.Errorf("export %s: %w", e.Name, err))
+			continue
+		}
+		if newest == nil {
+			res := Result{Export: e.Name, Status: StatusNoInput, Message: "no file under segments/" + e.Segment + "/"}
+			s.Logger().Info("nothing to refresh", "export", e.Name, "status", res.Status)
+			results = append(results, res)
+			continue
+		}
+		rs, err := s.Start(ctx, StartRequest{Trigger: req.Trigger, Export: e.Name, DryRun: req.DryRun,
+			AllowLargeRemoval: req.AllowLargeRemoval, Arrived: newest.LastModified,
+			Source: Source{Key: newest.Key, ETag: newest.ETag, VersionID: newest.VersionID, Size: newest.Size}})
+		results = append(results, rs...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return results, errors.Join(errs...)
+}
+
+// RefreshRequest re-runs exports from the newest file of their segment.
+type RefreshRequest struct {
+	Trigger           string
+	Export            string // empty: every enabled export
+	DryRun            bool
+	AllowLargeRemoval bool
+}
+
+// newest returns the latest segment file (by modification time, then key).
+func (s *Service) newest(ctx context.Context, segmentName string) (*store.ObjectInfo, error) {
+	objs, err := s.Store.List(ctx, "segments/"+segmentName+"/")
+	if err != nil {
+		return nil, err
+	}
+	var best *store.ObjectInfo
+	for i := range objs {
+		o := &objs[i]
+		if o.Key[len(o.Key)-1] == '/' { // a console-created folder marker
+			continue
+		}
+		if best == nil || o.LastModified.After(best.LastModified) ||
+			o.LastModified.Equal(best.LastModified) && o.Key > best.Key {
+			best = o
+		}
+	}
+	if best == nil || best.ETag != "" {
+		return best, nil
+	}
+	info, err := s.Store.Head(ctx, best.Key)
+	if err != nil {
+		return nil, err
+	}
+	return &info, nil
+}
