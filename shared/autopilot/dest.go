@@ -122,7 +122,8 @@ func (c *Client) Remove(ctx context.Context, listID string, emails []string) ([]
 			}
 			return out, err
 		default:
-			out[i].Status, out[i].Reason = dest.Failed, "removing from list: "+err.Error()
+			// RemoveFromList's error names the removal already.
+			out[i].Status, out[i].Reason = dest.Failed, err.Error()
 		}
 	}
 	return out, nil

@@ -22,7 +22,7 @@ func (c *Client) EnsureList(ctx context.Context, title string) (string, error) {
 	if strings.TrimSpace(title) == "" {
 		return "", errors.New("ensuring list: empty title")
 	}
-	id, err := c.findList(ctx, title)
+	id, err := findList(ctx, c.hc, title)
 	if err != nil {
 		return "", fmt.Errorf("ensuring list %q: %w", title, err)
 	}
@@ -37,8 +37,8 @@ func (c *Client) EnsureList(ctx context.Context, title string) (string, error) {
 			// A POST /list that timed out may still have been applied
 			// (Autopilot documents this); look again before creating a
 			// second list with the same title.
-			BeforeRetry: func(ctx context.Context) (bool, error) {
-				found, err := c.findList(ctx, title)
+			BeforeRetry: func(ctx context.Context, probe httpx.Caller) (bool, error) {
+				found, err := findList(ctx, probe, title)
 				id = found
 				return found != "", err
 			},
@@ -57,14 +57,14 @@ func (c *Client) EnsureList(ctx context.Context, title string) (string, error) {
 }
 
 // findList returns the lowest list_id titled title, or "" when none is.
-func (c *Client) findList(ctx context.Context, title string) (string, error) {
+func findList(ctx context.Context, hc httpx.Caller, title string) (string, error) {
 	var answer struct {
 		Lists []struct {
 			ListID string `json:"list_id"`
 			Title  string `json:"title"`
 		} `json:"lists"`
 	}
-	if err := c.do(ctx, httpx.Request{Method: http.MethodGet, Path: "/lists"}, &answer); err != nil {
+	if err := hc.Do(ctx, httpx.Request{Method: http.MethodGet, Path: "/lists"}, &answer); err != nil {
 		return "", fmt.Errorf("listing lists: %w", err)
 	}
 	var ids []string
