@@ -77,13 +77,6 @@ func keyHint(key string) string {
 
 var _ dest.Destination = (*Client)(nil)
 
-// PrepareList returns the id of the list titled spec.Title, creating it
-// when missing. Autopilot creates custom fields on first use, so there is
-// nothing to check for them.
-func (c *Client) PrepareList(ctx context.Context, spec dest.ListSpec) (string, error) {
-	return c.EnsureList(ctx, spec.Title)
-}
-
 // Upsert is UpsertContacts for the port's contacts.
 func (c *Client) Upsert(ctx context.Context, listID string, contacts []dest.Contact) ([]dest.Outcome, error) {
 	cs := make([]Contact, len(contacts))

@@ -2,6 +2,8 @@ package autopilot_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -13,7 +15,9 @@ import (
 
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
+	"github.com/segpilot/segpilot/shared/claims"
 	"github.com/segpilot/segpilot/shared/dest"
+	"github.com/segpilot/segpilot/shared/store"
 )
 
 // faultProxy is a reverse proxy in front of a simulator that spoils chosen
@@ -174,4 +178,230 @@ func repeatedSegment(msg string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// process is one run's view of a connection, as a separate process would
+// hold it: its own client (through handler) and its own registry over the
+// shared bucket folder.
+type process struct {
+	c      *autopilot.Client
+	reg    *claims.Registry
+	bucket string
+}
+
+func newProcess(t *testing.T, handler http.Handler, bucket, holder string, opts autopilot.Options) process {
+	t.Helper()
+	c, _ := simClient(t, handler, opts)
+	st, err := store.NewFolder(bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := claims.New(st, "autopilot-main", claims.Options{Holder: holder, Lease: 300 * time.Millisecond, Poll: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return process{c: c, reg: reg, bucket: bucket}
+}
+
+func (p process) prepare(title string, notes *[]string) (string, error) {
+	spec := dest.ListSpec{Title: title, Registry: p.reg}
+	if notes != nil {
+		spec.Notice = func(s string) { *notes = append(*notes, s) }
+	}
+	return p.c.PrepareList(context.Background(), spec)
+}
+
+var fast = autopilot.Options{RequestsPerSecond: 1000, Burst: 10, BaseBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
+
+// gateLists holds the first n GET /lists until all n have arrived, so n
+// exports look the list up at the same moment.
+type gateLists struct {
+	next    http.Handler
+	mu      sync.Mutex
+	n, seen int
+	all     chan struct{}
+}
+
+func (g *gateLists) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/lists") {
+		g.mu.Lock()
+		g.seen++
+		held := g.seen <= g.n
+		if g.seen == g.n {
+			close(g.all)
+		}
+		g.mu.Unlock()
+		if held {
+			select {
+			case <-g.all:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
+	g.next.ServeHTTP(w, r)
+}
+
+// TestPrepareListSharedByTwoExports: two exports of one connection, in two
+// processes, prepare the same list at the same moment: one list, every
+// time.
+func TestPrepareListSharedByTwoExports(t *testing.T) {
+	t.Parallel()
+	for trial := range 20 {
+		s := sim.New(sim.Options{APIKey: simKey})
+		gate := &gateLists{next: s, n: 2, all: make(chan struct{})}
+		bucket := t.TempDir()
+		procs := []process{newProcess(t, gate, bucket, "export a", fast), newProcess(t, gate, bucket, "export b", fast)}
+		ids, errs := make([]string, len(procs)), make([]error, len(procs))
+		var wg sync.WaitGroup
+		for i, p := range procs {
+			wg.Go(func() { ids[i], errs[i] = p.prepare("Shared list", nil) })
+		}
+		wg.Wait()
+		if errs[0] != nil || errs[1] != nil {
+			t.Fatalf("trial %d: %v; %v", trial, errs[0], errs[1])
+		}
+		if lists := titled(s, "Shared list"); len(lists) != 1 || ids[0] != lists[0] || ids[1] != lists[0] {
+			t.Fatalf("trial %d: simulator holds %v; the exports got %v", trial, lists, ids)
+		}
+	}
+}
+
+// TestPrepareListAfterAClaimantDied: an export that claimed the list and
+// died, after creating it or before, leaves one list to the next.
+func TestPrepareListAfterAClaimantDied(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		spoil spoil // the dying export's POST /list
+	}{
+		{"after creating", spoil{status: http.StatusBadGateway, forward: true}},
+		{"before creating", spoil{status: http.StatusServiceUnavailable}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := sim.New(sim.Options{APIKey: simKey})
+			bucket := t.TempDir()
+			dying := fast
+			dying.MaxAttempts = 1 // its only POST /list spoilt: it stops there, holding the claim
+			proxy := newFaultProxy(t, s, map[string]map[int]spoil{"POST /list": {1: tt.spoil}})
+			if _, err := newProcess(t, passTo(proxy.URL), bucket, "dying export", dying).prepare("VIP", nil); err == nil {
+				t.Fatal("the dying export's PrepareList succeeded")
+			}
+			next := newProcess(t, s, bucket, "next export", fast)
+			id, err := next.prepare("VIP", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lists := titled(s, "VIP"); len(lists) != 1 || lists[0] != id {
+				t.Errorf("simulator holds %v; PrepareList returned %s", lists, id)
+			}
+			if got := claimedID(t, bucket, next.reg, "VIP"); got != id {
+				t.Errorf("the claim records %q, want %s", got, id)
+			}
+		})
+	}
+}
+
+// claimedID is the id the bucket's claim on the list title records.
+func claimedID(t *testing.T, bucket string, reg *claims.Registry, title string) string {
+	t.Helper()
+	st, err := store.NewFolder(bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _, err := st.Get(context.Background(), reg.Key(dest.ObjectList, title))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	var claim struct{ ID string }
+	if err := json.NewDecoder(body).Decode(&claim); err != nil {
+		t.Fatal(err)
+	}
+	return claim.ID
+}
+
+// passTo forwards to a server already listening (the fault proxy).
+func passTo(rawURL string) http.Handler {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		panic(err) // an httptest URL always parses
+	}
+	return httputil.NewSingleHostReverseProxy(u)
+}
+
+// TestPrepareListAdoptsTheOldestOfDuplicates: two lists titled alike
+// already: the first listed (the oldest) is used, the report says which
+// and names the other, and later calls keep to it.
+func TestPrepareListAdoptsTheOldestOfDuplicates(t *testing.T) {
+	t.Parallel()
+	for _, withRegistry := range []bool{true, false} {
+		t.Run(fmt.Sprintf("registry %v", withRegistry), func(t *testing.T) {
+			t.Parallel()
+			s := sim.New(sim.Options{APIKey: simKey})
+			oldest, newer := s.CreateList("VIP"), s.CreateList("VIP")
+			p := newProcess(t, s, t.TempDir(), "export", fast)
+			if !withRegistry {
+				p.reg = nil
+			}
+			for call := range 3 {
+				var notes []string
+				spec := dest.ListSpec{Title: "VIP", Notice: func(n string) { notes = append(notes, n) }}
+				if p.reg != nil {
+					spec.Registry = p.reg
+				}
+				id, err := p.c.PrepareList(context.Background(), spec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if id != oldest {
+					t.Errorf("call %d: PrepareList = %s, want the oldest, %s", call, id, oldest)
+				}
+				if len(notes) != 1 || !strings.Contains(notes[0], oldest) || !strings.Contains(notes[0], newer) {
+					t.Errorf("call %d: notices %q, want one naming %s and %s", call, notes, oldest, newer)
+				}
+				if call == 0 {
+					s.CreateList("VIP") // made by hand meanwhile: changes nothing
+				}
+			}
+			if got := len(titled(s, "VIP")); got != 3 {
+				t.Errorf("simulator holds %d lists titled VIP, want the 3 made here", got)
+			}
+		})
+	}
+}
+
+// TestPrepareListRecreatesADeletedList: a list deleted by hand between two
+// runs is made again through the claim, and its id exists.
+func TestPrepareListRecreatesADeletedList(t *testing.T) {
+	t.Parallel()
+	s := sim.New(sim.Options{APIKey: simKey})
+	p := newProcess(t, s, t.TempDir(), "export", fast)
+	first, err := p.prepare("VIP", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteList(first); err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	second, err := p.prepare("VIP", &notes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lists := titled(s, "VIP"); second == first || len(lists) != 1 || lists[0] != second {
+		t.Errorf("after deleting %s: PrepareList = %s, simulator holds %v", first, second, lists)
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], first) || !strings.Contains(notes[0], second) {
+		t.Errorf("notices %q, want one naming the deleted %s and the new %s", notes, first, second)
+	}
+	again, err := p.prepare("VIP", nil)
+	if err != nil || again != second {
+		t.Errorf("third PrepareList = %s, %v; want %s", again, err, second)
+	}
+	if got := claimedID(t, p.bucket, p.reg, "VIP"); got != second {
+		t.Errorf("the claim records %q, want %s", got, second)
+	}
 }

@@ -231,7 +231,9 @@ func (res *resolution) round(ctx context.Context, cur *claim, etag string, ids [
 	case cur == nil: // 2
 		return res.claimAndCreate(ctx, res.fresh(""), "", false, "")
 	case cur.ID != "" && slices.Contains(ids, cur.ID): // 3
-		return resolved(cur.ID, ids, ""), settled, nil
+		out := resolved(cur.ID, ids, "")
+		out.Recorded = true
+		return out, settled, nil
 	case cur.ID != "" && len(ids) > 0: // 4
 		c := res.takeover(cur)
 		c.ID, c.RecordedBy, c.RecordedAt = ids[0], res.r.holder, time.Now().UTC()

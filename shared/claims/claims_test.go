@@ -273,7 +273,7 @@ func TestResolve(t *testing.T) {
 			}
 			// Asked again, it reads the claim: nothing new is made.
 			again, err := r.Resolve(context.Background(), dest.ObjectList, name, objects{d: d, name: name})
-			if err != nil || again.ID != want || again.Created {
+			if err != nil || again.ID != want || again.Created || !again.Recorded {
 				t.Errorf("second Resolve = %+v, %v", again, err)
 			}
 			if len(d.named(name)) != 1+len(others) {

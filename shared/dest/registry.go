@@ -25,8 +25,9 @@ type Objects interface {
 
 // Resolved is the object a Registry settled on.
 type Resolved struct {
-	ID      string
-	Created bool // this call created it
+	ID       string
+	Created  bool // this call created it
+	Recorded bool // the registry had recorded it (not merely the oldest found)
 	// Others are the destination's other objects with the name, oldest
 	// first: left alone, never to be sent to.
 	Others []string
