@@ -137,31 +137,77 @@ func (l listObjects) Create(ctx context.Context) (string, error) {
 // findLists returns the ids of the lists titled title, in the order GET
 // /lists gives them: oldest first.
 func findLists(ctx context.Context, hc httpx.Caller, title string) ([]string, error) {
-	var answer struct {
-		Lists []struct {
-			ListID string `json:"list_id"`
-			Title  string `json:"title"`
-		} `json:"lists"`
-	}
-	if err := hc.Do(ctx, httpx.Request{Method: http.MethodGet, Path: "/lists"}, &answer); err != nil {
-		return nil, fmt.Errorf("listing lists: %w", err)
-	}
+	all, err := allLists(ctx, hc)
 	var ids []string
-	for _, l := range answer.Lists {
+	for _, l := range all {
 		if l.Title == title && l.ListID != "" {
 			ids = append(ids, l.ListID)
 		}
 	}
-	return ids, nil
+	return ids, err
+}
+
+type listEntry struct {
+	ListID string `json:"list_id"`
+	Title  string `json:"title"`
+}
+
+// allLists is GET /lists.
+func allLists(ctx context.Context, hc httpx.Caller) ([]listEntry, error) {
+	var answer struct {
+		Lists []listEntry `json:"lists"`
+	}
+	if err := hc.Do(ctx, httpx.Request{Method: http.MethodGet, Path: "/lists"}, &answer); err != nil {
+		return nil, fmt.Errorf("listing lists: %w", err)
+	}
+	return answer.Lists, nil
+}
+
+// listCheck tells a 404 about a list apart from a 404 about a contact,
+// for one Upsert or Remove: Autopilot answers 404 both for a contact that
+// is not on a list and for a list it does not hold, and its wording of
+// either is not documented, while GET /lists is. It lists at most once
+// per call, and only after a 404.
+type listCheck struct {
+	c      *Client
+	listID string
+	exists bool
+}
+
+// gone reports whether Autopilot no longer lists the list, as an error
+// matching dest.ErrListGone; nil when it does.
+func (lc *listCheck) gone(ctx context.Context) error {
+	if lc.exists {
+		return nil
+	}
+	all, err := allLists(ctx, lc.c.hc)
+	if err != nil {
+		return fmt.Errorf("telling a 404 apart: %w", err)
+	}
+	for _, l := range all {
+		if l.ListID == lc.listID {
+			lc.exists = true
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: Autopilot no longer lists %s (deleted by hand, or the API key now opens another account)", dest.ErrListGone, lc.listID)
 }
 
 // RemoveFromList takes email off the list. A contact that is not a member,
-// or unknown, is not an error, so a re-run is harmless.
+// or unknown, is not an error, so a re-run is harmless; a list Autopilot
+// no longer holds is (dest.ErrListGone).
 func (c *Client) RemoveFromList(ctx context.Context, listID, email string) error {
-	path := "/list/" + url.PathEscape(listID) + "/contact/" + url.PathEscape(email)
+	return c.removeFromList(ctx, &listCheck{c: c, listID: listID}, email)
+}
+
+func (c *Client) removeFromList(ctx context.Context, lc *listCheck, email string) error {
+	path := "/list/" + url.PathEscape(lc.listID) + "/contact/" + url.PathEscape(email)
 	err := c.do(ctx, httpx.Request{Method: http.MethodDelete, Path: path}, nil)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("removing %s from list %s: %w", segment.MaskEmail(email), listID, err)
+	if errors.Is(err, ErrNotFound) {
+		err = lc.gone(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("removing %s from list %s: %w", segment.MaskEmail(email), lc.listID, err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package autopilot_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -114,8 +115,18 @@ func TestErrorsUnderServerErrorsNameEachCauseOnce(t *testing.T) {
 		s := sim.New(sim.Options{APIKey: simKey, Faults: sim.Faults{ServerErrorRate: 0.6}, Seed: seed})
 		c, _ := simClient(t, s, autopilot.Options{RequestsPerSecond: 1000, Burst: 10, BaseBackoff: time.Microsecond, MaxBackoff: time.Microsecond})
 		ctx := context.Background()
+		spec := dest.ListSpec{Title: "VIP"}
+		if seed%2 == 0 { // half the runs claim the list, with a lease short enough to take over often
+			st, err := store.NewFolder(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if spec.Registry, err = claims.New(st, "autopilot-main", claims.Options{Lease: 20 * time.Millisecond, Poll: time.Millisecond}); err != nil {
+				t.Fatal(err)
+			}
+		}
 		for range 4 {
-			id, err := c.PrepareList(ctx, dest.ListSpec{Title: "VIP"})
+			id, err := c.PrepareList(ctx, spec)
 			if err != nil {
 				messages = append(messages, err.Error())
 				continue
@@ -403,5 +414,67 @@ func TestPrepareListRecreatesADeletedList(t *testing.T) {
 	}
 	if got := claimedID(t, p.bucket, p.reg, "VIP"); got != second {
 		t.Errorf("the claim records %q, want %s", got, second)
+	}
+}
+
+// TestListGone: an upsert or removal naming a list Autopilot no longer
+// holds says so in a way the caller recognises (it drops the id it kept
+// and prepares the list again); a removal of a non-member from a list
+// that exists is still a success.
+func TestListGone(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		deleted  bool
+		op       func(c *autopilot.Client, list string) ([]dest.Outcome, error)
+		wantGone bool
+		want     dest.Status
+	}{
+		{"upsert, list deleted", true, func(c *autopilot.Client, list string) ([]dest.Outcome, error) {
+			return c.Upsert(context.Background(), list, []dest.Contact{{Email: "ann@example.com"}, {Email: "bob@example.com"}})
+		}, true, dest.Failed},
+		{"remove, list deleted", true, func(c *autopilot.Client, list string) ([]dest.Outcome, error) {
+			return c.Remove(context.Background(), list, []string{"ann@example.com", "bob@example.com"})
+		}, true, dest.Failed},
+		{"remove non-members, list there", false, func(c *autopilot.Client, list string) ([]dest.Outcome, error) {
+			return c.Remove(context.Background(), list, []string{"ann@example.com", "bob@example.com"})
+		}, false, dest.Sent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := sim.New(sim.Options{APIKey: simKey})
+			c, _ := simClient(t, s, fast)
+			list, err := c.PrepareList(context.Background(), dest.ListSpec{Title: "VIP"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Upsert(context.Background(), "", []dest.Contact{{Email: "ann@example.com"}}); err != nil {
+				t.Fatal(err) // a contact, on no list
+			}
+			if tt.deleted {
+				if err := s.DeleteList(list); err != nil {
+					t.Fatal(err)
+				}
+			}
+			outs, err := tt.op(c, list)
+			if errors.Is(err, dest.ErrListGone) != tt.wantGone || (err != nil && !tt.wantGone) {
+				t.Fatalf("err = %v, want ErrListGone: %v", err, tt.wantGone)
+			}
+			if tt.wantGone && !strings.Contains(err.Error(), list) {
+				t.Errorf("err = %v, does not name the list", err)
+			}
+			for _, o := range outs {
+				if o.Status != tt.want {
+					t.Errorf("outcome %+v, want %s", o, tt.want)
+				}
+			}
+			if n := len(outs); n != 2 {
+				t.Errorf("%d outcomes, want 2", n)
+			}
+			if lookups := s.Counters().ByRoute["GET /lists"][200]; lookups > 2 {
+				t.Errorf("GET /lists sent %d times; one to prepare and at most one to tell a 404 apart", lookups)
+			}
+		})
 	}
 }

@@ -16,7 +16,7 @@ var ErrNotFound = errors.New("not found")
 // whose list the destination no longer holds (deleted by hand, or the key
 // now opens another account). The id a caller kept is wrong: it drops it
 // and prepares the list again, once.
-var ErrListGone = errors.New("the list is no longer in the destination")
+var ErrListGone = errors.New("the list is gone")
 
 // ErrInProgress is matched by a Registry's error when another run holds
 // the claim on an object and has not recorded it within the wait. It is
