@@ -121,7 +121,7 @@ func TestErrorsUnderServerErrorsNameEachCauseOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if spec.Registry, err = claims.New(st, "autopilot-main", claims.Options{Lease: 20 * time.Millisecond, Poll: time.Millisecond}); err != nil {
+			if spec.Registry, err = claims.New(st, "autopilot-main", claims.Options{Lease: 100 * time.Millisecond, Poll: time.Millisecond}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -200,14 +200,19 @@ type process struct {
 	bucket string
 }
 
-func newProcess(t *testing.T, handler http.Handler, bucket, holder string, opts autopilot.Options) process {
+// newProcess's lease is long, since no holder dies unless a test says so
+// (lease > 0): a slow machine must not cut a creation short.
+func newProcess(t *testing.T, handler http.Handler, bucket, holder string, opts autopilot.Options, lease time.Duration) process {
 	t.Helper()
 	c, _ := simClient(t, handler, opts)
 	st, err := store.NewFolder(bucket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := claims.New(st, "autopilot-main", claims.Options{Holder: holder, Lease: 300 * time.Millisecond, Poll: 5 * time.Millisecond})
+	if lease == 0 {
+		lease = time.Minute
+	}
+	reg, err := claims.New(st, "autopilot-main", claims.Options{Holder: holder, Lease: lease, Poll: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +267,7 @@ func TestPrepareListSharedByTwoExports(t *testing.T) {
 		s := sim.New(sim.Options{APIKey: simKey})
 		gate := &gateLists{next: s, n: 2, all: make(chan struct{})}
 		bucket := t.TempDir()
-		procs := []process{newProcess(t, gate, bucket, "export a", fast), newProcess(t, gate, bucket, "export b", fast)}
+		procs := []process{newProcess(t, gate, bucket, "export a", fast, 0), newProcess(t, gate, bucket, "export b", fast, 0)}
 		ids, errs := make([]string, len(procs)), make([]error, len(procs))
 		var wg sync.WaitGroup
 		for i, p := range procs {
@@ -297,10 +302,12 @@ func TestPrepareListAfterAClaimantDied(t *testing.T) {
 			dying := fast
 			dying.MaxAttempts = 1 // its only POST /list spoilt: it stops there, holding the claim
 			proxy := newFaultProxy(t, s, map[string]map[int]spoil{"POST /list": {1: tt.spoil}})
-			if _, err := newProcess(t, passTo(proxy.URL), bucket, "dying export", dying).prepare("VIP", nil); err == nil {
+			// The dying export's lease is what the next one waits before a
+			// takeover.
+			if _, err := newProcess(t, passTo(proxy.URL), bucket, "dying export", dying, time.Second).prepare("VIP", nil); err == nil {
 				t.Fatal("the dying export's PrepareList succeeded")
 			}
-			next := newProcess(t, s, bucket, "next export", fast)
+			next := newProcess(t, s, bucket, "next export", fast, time.Second)
 			id, err := next.prepare("VIP", nil)
 			if err != nil {
 				t.Fatal(err)
@@ -353,7 +360,7 @@ func TestPrepareListAdoptsTheOldestOfDuplicates(t *testing.T) {
 			t.Parallel()
 			s := sim.New(sim.Options{APIKey: simKey})
 			oldest, newer := s.CreateList("VIP"), s.CreateList("VIP")
-			p := newProcess(t, s, t.TempDir(), "export", fast)
+			p := newProcess(t, s, t.TempDir(), "export", fast, 0)
 			if !withRegistry {
 				p.reg = nil
 			}
@@ -389,7 +396,7 @@ func TestPrepareListAdoptsTheOldestOfDuplicates(t *testing.T) {
 func TestPrepareListRecreatesADeletedList(t *testing.T) {
 	t.Parallel()
 	s := sim.New(sim.Options{APIKey: simKey})
-	p := newProcess(t, s, t.TempDir(), "export", fast)
+	p := newProcess(t, s, t.TempDir(), "export", fast, 0)
 	first, err := p.prepare("VIP", nil)
 	if err != nil {
 		t.Fatal(err)
