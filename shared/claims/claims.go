@@ -181,6 +181,9 @@ type resolution struct {
 	// watched is the unrecorded claim a waiter watches, and since when.
 	watched      string
 	watchedSince time.Time
+	// created is the id this call created, and the one it replaced, should
+	// a waiter record it first.
+	created, replaced string
 }
 
 // next is what Resolve does after a round.
@@ -230,6 +233,10 @@ func (res *resolution) round(ctx context.Context, cur *claim, etag string, ids [
 		return res.record(ctx, res.fresh(ids[0]), "", ids, "")
 	case cur == nil: // 2
 		return res.claimAndCreate(ctx, res.fresh(""), "", false, "")
+	case cur.ID != "" && slices.Contains(ids, cur.ID) && cur.ID == res.created: // 3, after a waiter recorded ours
+		out := resolved(cur.ID, ids, res.replaced)
+		out.Recorded, out.Created = true, true
+		return out, settled, nil
 	case cur.ID != "" && slices.Contains(ids, cur.ID): // 3
 		out := resolved(cur.ID, ids, "")
 		out.Recorded = true
@@ -312,6 +319,7 @@ func (res *resolution) claimAndCreate(ctx context.Context, c *claim, etag string
 	if id == "" {
 		return dest.Resolved{}, again, fmt.Errorf("creating %s %q: the destination gave no id", res.kind, res.name)
 	}
+	res.created, res.replaced = id, replaced
 	c.ID, c.RecordedBy, c.RecordedAt = id, res.r.holder, time.Now().UTC()
 	out, then, err := res.record(ctx, c, held, []string{id}, replaced)
 	out.Created = then == settled
