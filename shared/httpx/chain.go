@@ -64,11 +64,10 @@ func (c *Client) retry(ctx context.Context, r Request, body []byte, b *budget) (
 		req.Header.Set("Content-Type", "application/json")
 	}
 	for attempt := 1; ; attempt++ {
-		if b.left <= 0 {
+		if !b.take() {
 			// Only a hook's request gets here: its call spent the attempts.
 			return nil, false, c.requestError(r, 0, true, fmt.Sprintf("not sent: the call's %d attempts are spent", c.maxAttempts))
 		}
-		b.left--
 		try := req.Clone(ctx)
 		if try.Body, err = req.GetBody(); err != nil { // replayed: the last attempt consumed it
 			return nil, false, fmt.Errorf("replaying the request body: %w", err)
@@ -92,7 +91,7 @@ func (c *Client) retry(ctx context.Context, r Request, body []byte, b *budget) (
 		case ClassPermanent:
 			return nil, false, c.requestError(r, status, false, c.describe(got, sendErr))
 		}
-		if b.left <= 0 {
+		if b.spent() {
 			return nil, false, c.gaveUp(r, status, c.describe(got, sendErr))
 		}
 		wait := c.backoff.wait(attempt, cls, header, got)
@@ -114,7 +113,7 @@ func (c *Client) retry(ctx context.Context, r Request, body []byte, b *budget) (
 			return nil, false, fmt.Errorf("checking whether %s %s was applied: %w", r.Method, segment.MaskEmails(r.Path), checkErr)
 		case done:
 			return nil, true, nil
-		case b.left <= 0:
+		case b.spent():
 			return nil, false, c.gaveUp(r, status, c.describe(got, sendErr))
 		}
 	}

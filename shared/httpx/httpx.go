@@ -39,6 +39,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -233,7 +234,7 @@ var ErrNestedCheck = errors.New("a retry check's request cannot carry a retry ch
 // answer is then an error, never "nothing"). When r.BeforeRetry ended the
 // call, out is left as it was.
 func (c *Client) Do(ctx context.Context, r Request, out any) error {
-	return c.do(ctx, r, out, &budget{left: c.maxAttempts})
+	return c.do(ctx, r, out, newBudget(c.maxAttempts))
 }
 
 // probe is the Caller a BeforeRetry hook sends through: its requests
@@ -251,9 +252,20 @@ func (p probe) Do(ctx context.Context, r Request, out any) error {
 }
 
 // budget is the attempts one logical call may still send, its hook's
-// included. A hook runs between two attempts of its call, never beside
-// one, so it needs no lock.
-type budget struct{ left int }
+// included; atomic, should a hook send from several goroutines.
+type budget struct{ left atomic.Int64 }
+
+func newBudget(n int) *budget {
+	b := &budget{}
+	b.left.Store(int64(n))
+	return b
+}
+
+// take spends an attempt; false when none was left.
+func (b *budget) take() bool { return b.left.Add(-1) >= 0 }
+
+// spent reports whether no attempt is left.
+func (b *budget) spent() bool { return b.left.Load() <= 0 }
 
 func (c *Client) do(ctx context.Context, r Request, out any, b *budget) error {
 	ctx, cancel := context.WithCancel(ctx)

@@ -426,3 +426,24 @@ func TestEmptyAnswer(t *testing.T) {
 		t.Errorf("Do with out = %v, want a permanent *RequestError", err)
 	}
 }
+
+// TestProbeWithNoAttemptsLeft: a check's request finding its call's
+// attempts spent is not sent, and says why.
+func TestProbeWithNoAttemptsLeft(t *testing.T) {
+	t.Parallel()
+	rs := &routes{last: map[string]http.HandlerFunc{"POST /op": answer(502, ""), "GET /check": answer(200, `{}`)}}
+	c, _ := newClient(t, rs, func(o *Options) { o.MaxAttempts = 2 })
+	err := c.Do(context.Background(), Request{Method: http.MethodPost, Path: "/op",
+		BeforeRetry: func(ctx context.Context, probe Caller) (bool, error) {
+			if err := probe.Do(ctx, Request{Method: http.MethodGet, Path: "/check"}, nil); err != nil {
+				return false, err
+			}
+			return false, probe.Do(ctx, Request{Method: http.MethodGet, Path: "/check"}, nil)
+		}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "test GET /check: not sent: the call's 2 attempts are spent") || !dest.IsRetryable(err) {
+		t.Fatalf("Do = %v", err)
+	}
+	if got := rs.sent(); len(got) != 2 {
+		t.Errorf("sent %v, want the POST and one check", got)
+	}
+}
