@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/pace"
 )
 
@@ -495,24 +496,43 @@ func TestGetContactRetriesThenGivesUp(t *testing.T) {
 
 func TestRemoveFromList(t *testing.T) {
 	t.Parallel()
+	lists := func(ids ...string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			var ls []map[string]string
+			for _, id := range ids {
+				ls = append(ls, map[string]string{"list_id": id, "title": "VIP"})
+			}
+			writeJSON(w, 200, map[string]any{"lists": ls})
+		}
+	}
 	tests := []struct {
-		name    string
-		answer  http.HandlerFunc
-		wantErr bool
+		name     string
+		answer   http.HandlerFunc
+		lists    http.HandlerFunc // GET /lists, asked after a 404
+		wantErr  bool
+		wantGone bool
 	}{
-		{"member removed", status(200), false},
-		{"not a member", status(404), false},
-		{"server down", status(500), true},
-		{"bad request", status(400), true},
+		{"member removed", status(200), nil, false, false},
+		{"not a member", status(404), lists("contactlist_0", "contactlist_1"), false, false},
+		{"list gone", status(404), lists("contactlist_0"), true, true},
+		{"404, and the lists cannot be read", status(404), status(500), true, false},
+		{"server down", status(500), nil, true, false},
+		{"bad request", status(400), nil, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			sc := &script{fallback: tt.answer}
+			sc := &script{fallback: func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodGet && tt.lists != nil {
+					tt.lists(w, r)
+					return
+				}
+				tt.answer(w, r)
+			}}
 			h := newHarness(t, sc, func(o *Options) { o.MaxAttempts = 2 })
 			err := h.c.RemoveFromList(context.Background(), "contactlist_1", "user001@example.com")
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			if (err != nil) != tt.wantErr || errors.Is(err, dest.ErrListGone) != tt.wantGone {
+				t.Fatalf("err = %v, wantErr %v, wantGone %v", err, tt.wantErr, tt.wantGone)
 			}
 			if err != nil {
 				assertNoSecrets(t, err.Error())

@@ -82,8 +82,9 @@ func isEmpty(v any) bool {
 // listID when it is not empty. It returns one Outcome per contact, in input
 // order. A call answered 400 is split in halves until the offending contacts
 // are isolated and rejected; the others still go through. The error is not
-// nil only when the key was refused (*UnauthorizedError) or ctx ended; the
-// contacts not attempted then end as StatusFailed.
+// nil only when the key was refused (*UnauthorizedError), the list is
+// gone (dest.ErrListGone) or ctx ended; the contacts not sent then end as
+// StatusFailed.
 func (c *Client) UpsertContacts(ctx context.Context, listID string, contacts []Contact) ([]Outcome, error) {
 	out := make([]Outcome, len(contacts))
 	pending := make([]int, 0, len(contacts))
@@ -95,9 +96,10 @@ func (c *Client) UpsertContacts(ctx context.Context, listID string, contacts []C
 		}
 		pending = append(pending, i)
 	}
+	lc := &listCheck{c: c, listID: listID}
 	for start := 0; start < len(pending); start += maxBatch {
 		batch := pending[start:min(start+maxBatch, len(pending))]
-		if err := c.sendBatch(ctx, listID, contacts, batch, out); err != nil {
+		if err := c.sendBatch(ctx, lc, contacts, batch, out); err != nil {
 			for i := range out {
 				if out[i].Status == "" {
 					out[i].Status, out[i].Reason = StatusFailed, "not attempted: "+err.Error()
@@ -109,12 +111,12 @@ func (c *Client) UpsertContacts(ctx context.Context, listID string, contacts []C
 	return out, nil
 }
 
-// sendBatch upserts contacts[idx...] and records their outcomes. It returns
-// an error only when the whole run must stop.
-func (c *Client) sendBatch(ctx context.Context, listID string, contacts []Contact, idx []int, out []Outcome) error {
+// sendBatch upserts contacts[idx...] into lc's list and records their
+// outcomes. It returns an error only when the whole call must stop.
+func (c *Client) sendBatch(ctx context.Context, lc *listCheck, contacts []Contact, idx []int, out []Outcome) error {
 	docs := make([]map[string]any, len(idx))
 	for j, i := range idx {
-		docs[j] = contacts[i].payload(listID)
+		docs[j] = contacts[i].payload(lc.listID)
 	}
 	var answer struct {
 		ContactIDs []string `json:"contact_ids"`
@@ -135,6 +137,21 @@ func (c *Client) sendBatch(ctx context.Context, listID string, contacts []Contac
 		return nil
 	case errors.As(err, &refused) || ctx.Err() != nil:
 		return err
+	case errors.Is(err, ErrNotFound) && lc.listID != "":
+		// Autopilot answers 404 for the whole call when _autopilot_list
+		// names a list it does not hold.
+		gone := lc.gone(ctx)
+		if errors.Is(gone, dest.ErrListGone) {
+			return gone
+		}
+		reason := err.Error()
+		if gone != nil { // could not tell: the 404 and why
+			reason += "; " + gone.Error()
+		}
+		for _, i := range idx {
+			out[i].Status, out[i].Reason = StatusFailed, reason
+		}
+		return nil
 	case errors.As(err, &ae) && splittable(ae):
 		if len(idx) == 1 {
 			reason := ae.Message
@@ -145,10 +162,10 @@ func (c *Client) sendBatch(ctx context.Context, listID string, contacts []Contac
 			return nil
 		}
 		mid := len(idx) / 2
-		if err := c.sendBatch(ctx, listID, contacts, idx[:mid], out); err != nil {
+		if err := c.sendBatch(ctx, lc, contacts, idx[:mid], out); err != nil {
 			return err
 		}
-		return c.sendBatch(ctx, listID, contacts, idx[mid:], out)
+		return c.sendBatch(ctx, lc, contacts, idx[mid:], out)
 	default:
 		for _, i := range idx {
 			out[i].Status, out[i].Reason = StatusFailed, err.Error()

@@ -77,13 +77,6 @@ func keyHint(key string) string {
 
 var _ dest.Destination = (*Client)(nil)
 
-// PrepareList returns the id of the list titled spec.Title, creating it
-// when missing. Autopilot creates custom fields on first use, so there is
-// nothing to check for them.
-func (c *Client) PrepareList(ctx context.Context, spec dest.ListSpec) (string, error) {
-	return c.EnsureList(ctx, spec.Title)
-}
-
 // Upsert is UpsertContacts for the port's contacts.
 func (c *Client) Upsert(ctx context.Context, listID string, contacts []dest.Contact) ([]dest.Outcome, error) {
 	cs := make([]Contact, len(contacts))
@@ -105,24 +98,27 @@ func (c *Client) Upsert(ctx context.Context, listID string, contacts []dest.Cont
 }
 
 // Remove takes each email off the list with a request of its own:
-// Autopilot has no bulk removal. It stops at a refused key or when ctx
-// ends; the emails not attempted then end as failed.
+// Autopilot has no bulk removal. It stops at a refused key, a list that is
+// gone (dest.ErrListGone) or when ctx ends; the emails not done then end
+// as failed.
 func (c *Client) Remove(ctx context.Context, listID string, emails []string) ([]dest.Outcome, error) {
 	out := make([]dest.Outcome, len(emails))
+	lc := &listCheck{c: c, listID: listID}
 	for i, email := range emails {
 		out[i].Email = email
-		err := c.RemoveFromList(ctx, listID, email)
+		err := c.removeFromList(ctx, lc, email)
 		var refused *UnauthorizedError
 		switch {
 		case err == nil:
 			out[i].Status = dest.Sent
-		case errors.As(err, &refused) || ctx.Err() != nil:
+		case errors.As(err, &refused) || errors.Is(err, dest.ErrListGone) || ctx.Err() != nil:
 			for j := i; j < len(emails); j++ {
 				out[j].Email, out[j].Status, out[j].Reason = emails[j], dest.Failed, "not attempted: "+err.Error()
 			}
 			return out, err
 		default:
-			out[i].Status, out[i].Reason = dest.Failed, "removing from list: "+err.Error()
+			// RemoveFromList's error names the removal already.
+			out[i].Status, out[i].Reason = dest.Failed, err.Error()
 		}
 	}
 	return out, nil

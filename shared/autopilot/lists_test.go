@@ -74,7 +74,7 @@ func TestEnsureList(t *testing.T) {
 	}{
 		{"creates when absent", []map[string]string{{"list_id": "contactlist_x", "title": "Other"}}, false, "contactlist_002", 1},
 		{"finds existing", []map[string]string{{"list_id": "contactlist_b", "title": "VIP"}}, false, "contactlist_b", 0},
-		{"lowest id of duplicates", []map[string]string{{"list_id": "contactlist_c", "title": "VIP"}, {"list_id": "contactlist_a", "title": "VIP"}, {"list_id": "contactlist_0", "title": "vip"}}, false, "contactlist_a", 0},
+		{"first listed (oldest) of duplicates", []map[string]string{{"list_id": "contactlist_c", "title": "VIP"}, {"list_id": "contactlist_a", "title": "VIP"}, {"list_id": "contactlist_0", "title": "vip"}}, false, "contactlist_c", 0},
 		{"hung then applied POST creates no duplicate", nil, true, "contactlist_001", 1},
 	}
 	for _, tt := range tests {

@@ -58,6 +58,22 @@ type ListSpec struct {
 	// CreateFields lets the destination create a missing custom field
 	// (Ortto) instead of refusing the run.
 	CreateFields bool
+	// Registry, when set, claims every object the adapter creates (an
+	// Autopilot list, an Ortto custom field) before creating it, so runs
+	// in other processes sharing the connection create it once. nil: no
+	// claims, for a single process.
+	Registry Registry
+	// Notice, when set, is told one sentence for the run's report about
+	// something the export's owner should know: two lists with the title,
+	// the one used and the one left alone.
+	Notice func(string)
+}
+
+// Note tells s.Notice, when set.
+func (s ListSpec) Note(sentence string) {
+	if s.Notice != nil {
+		s.Notice(sentence)
+	}
 }
 
 // Status is how one contact (or removal) ended.
@@ -104,7 +120,9 @@ type Stats struct {
 // (Retryable says which); a destination that does not match the export's
 // configuration (a missing custom field) is *ConfigError. Upsert and Remove
 // return an error only when the whole run must stop (a refused key, ctx
-// ended); every other problem is an Outcome.
+// ended) or when the list is gone (ErrListGone: the caller drops the id it
+// kept, prepares the list again, once, and resends); every other problem
+// is an Outcome.
 type Destination interface {
 	// PrepareList resolves the export's list once per run, before the
 	// fan-out, and returns the handle Upsert and Remove take.

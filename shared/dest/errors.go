@@ -12,6 +12,18 @@ import (
 // ErrNotFound is matched (errors.Is) by a *RequestError answered 404.
 var ErrNotFound = errors.New("not found")
 
+// ErrListGone is matched (errors.Is) by the error of an Upsert or Remove
+// whose list the destination no longer holds (deleted by hand, or the key
+// now opens another account). The id a caller kept is wrong: it drops it
+// and prepares the list again, once.
+var ErrListGone = errors.New("the list is gone")
+
+// ErrInProgress is matched by a Registry's error when another run holds
+// the claim on an object and has not recorded it within the wait. It is
+// transient (IsRetryable): a later attempt finds the object, or takes the
+// claim over.
+var ErrInProgress = errors.New("another run is creating it")
+
 // UnauthorizedError means the destination refused the API key (401 or
 // 403), or a key of another region. It is final for the whole run: the
 // client sends nothing more once it has seen it.
@@ -72,7 +84,7 @@ func (e *ConfigError) Error() string { return e.Msg }
 // attempt may get past.
 func IsRetryable(err error) bool {
 	var re *RequestError
-	return errors.As(err, &re) && re.Retryable
+	return (errors.As(err, &re) && re.Retryable) || errors.Is(err, ErrInProgress)
 }
 
 // IsThrottled reports whether err is a request still answered 429 after

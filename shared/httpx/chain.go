@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -52,94 +51,89 @@ func Classify(status int, err error) Class {
 	}
 }
 
-// retry sends a request until its attempt is not worth repeating.
-type retry struct {
-	next        http.RoundTripper
-	maxAttempts int
-	backoff     backoff
-	sleep       func(ctx context.Context, d time.Duration) error
-	stats       *counter
-	log         *slog.Logger
-	api         string
-	message     func([]byte) string
-	scrub       func(string) string
-}
-
-func (r *retry) RoundTrip(req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
+// retry sends r until an attempt is not worth repeating or b is spent,
+// and returns the 2xx answer's body, or applied when r.BeforeRetry found
+// that an unanswered attempt went through.
+func (c *Client) retry(ctx context.Context, r Request, body []byte, b *budget) (answer []byte, applied bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, r.Method, c.baseURL+r.Path, bytes.NewReader(body))
+	if err != nil {
+		return nil, false, fmt.Errorf("building %s %s: %s", r.Method, segment.MaskEmails(r.Path), c.scrub(err.Error()))
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for attempt := 1; ; attempt++ {
-		try := req.Clone(ctx)
-		if req.GetBody != nil {
-			body, err := req.GetBody() // replayed: the last attempt consumed it
-			if err != nil {
-				return nil, fmt.Errorf("replaying the request body: %w", err)
-			}
-			try.Body = body
+		if !b.take() {
+			// Only a hook's request gets here: its call spent the attempts.
+			return nil, false, c.requestError(r, 0, true, fmt.Sprintf("not sent: the call's %d attempts are spent", c.maxAttempts))
 		}
-		resp, err := r.next.RoundTrip(try)
+		try := req.Clone(ctx)
+		if try.Body, err = req.GetBody(); err != nil { // replayed: the last attempt consumed it
+			return nil, false, fmt.Errorf("replaying the request body: %w", err)
+		}
+		resp, sendErr := c.rt.RoundTrip(try)
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		}
 		var refused *dest.UnauthorizedError
-		if errors.As(err, &refused) {
-			return nil, err
+		if errors.As(sendErr, &refused) {
+			return nil, false, sendErr
 		}
-		status, header, body := 0, http.Header(nil), []byte(nil)
+		status, header, got := 0, http.Header(nil), []byte(nil)
 		if resp != nil {
-			status, header, body = resp.StatusCode, resp.Header, bodyOf(resp)
+			status, header, got = resp.StatusCode, resp.Header, bodyOf(resp)
 		}
-		cls := Classify(status, err)
+		cls := Classify(status, sendErr)
 		switch cls {
 		case ClassOK:
-			return resp, nil
+			return got, false, nil
 		case ClassPermanent:
-			return nil, &dest.RequestError{Status: status, Message: r.describe(body, err)}
+			return nil, false, c.requestError(r, status, false, c.describe(got, sendErr))
 		}
-		if attempt >= r.maxAttempts {
-			return nil, &dest.RequestError{Status: status, Retryable: true,
-				Message: strings.TrimSuffix(fmt.Sprintf("gave up after %d attempts: %s", attempt, r.describe(body, err)), ": ")}
+		if b.spent() {
+			return nil, false, c.gaveUp(r, status, c.describe(got, sendErr))
 		}
-		wait := r.backoff.wait(attempt, cls, header, body)
-		attrs := []any{"method", req.Method, "path", segment.MaskEmails(req.URL.Path), "status", status, "attempt", attempt, "wait", wait}
-		if err != nil {
-			attrs = append(attrs, "error", r.scrub(segment.MaskEmails(TransportMessage(err))))
+		wait := c.backoff.wait(attempt, cls, header, got)
+		attrs := []any{"method", r.Method, "path", segment.MaskEmails(r.Path), "status", status, "attempt", attempt, "wait", wait}
+		if sendErr != nil {
+			attrs = append(attrs, "error", c.scrub(segment.MaskEmails(TransportMessage(sendErr))))
 		}
-		r.log.DebugContext(ctx, r.api+": retrying request", attrs...)
-		r.stats.add(func(s *dest.Stats) { s.Retries++ })
-		if err := r.sleep(ctx, wait); err != nil {
-			return nil, err
+		c.log.DebugContext(ctx, c.api+": retrying request", attrs...)
+		c.stats.add(func(s *dest.Stats) { s.Retries++ })
+		if err := c.sleep(ctx, wait); err != nil {
+			return nil, false, err
 		}
-		if before := beforeRetryOf(ctx); before != nil && cls == ClassRetry {
-			done, err := before(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("checking whether %s %s was applied: %w", req.Method, segment.MaskEmails(req.URL.Path), err)
-			}
-			if done {
-				return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
-			}
+		if r.BeforeRetry == nil || cls != ClassRetry {
+			continue
+		}
+		done, checkErr := r.BeforeRetry(ctx, probe{c: c, budget: b})
+		switch {
+		case checkErr != nil:
+			return nil, false, fmt.Errorf("checking whether %s %s was applied: %w", r.Method, segment.MaskEmails(r.Path), checkErr)
+		case done:
+			return nil, true, nil
+		case b.spent():
+			return nil, false, c.gaveUp(r, status, c.describe(got, sendErr))
 		}
 	}
 }
 
-func (r *retry) describe(body []byte, err error) string {
+// gaveUp is a call that spent its attempts (its checks' included), with
+// what the last attempt got.
+func (c *Client) gaveUp(r Request, status int, last string) *dest.RequestError {
+	msg := fmt.Sprintf("gave up after %d attempts", c.maxAttempts)
+	if last != "" {
+		msg += ": " + last
+	}
+	return c.requestError(r, status, true, msg)
+}
+
+func (c *Client) describe(body []byte, err error) string {
 	if err != nil {
 		return TransportMessage(err)
 	}
-	return r.message(body)
-}
-
-type beforeRetryKey struct{}
-
-func withBeforeRetry(ctx context.Context, f func(context.Context) (bool, error)) context.Context {
-	if f == nil {
-		return ctx
-	}
-	return context.WithValue(ctx, beforeRetryKey{}, f)
-}
-
-func beforeRetryOf(ctx context.Context) func(context.Context) (bool, error) {
-	f, _ := ctx.Value(beforeRetryKey{}).(func(context.Context) (bool, error))
-	return f
+	return c.message(body)
 }
 
 // backoff is the wait before a retry: the API's hint for a 429 (capped),

@@ -4,8 +4,8 @@
 //
 //	retry    classify every attempt once (ok, retry, throttled, refused,
 //	         permanent); back off with full jitter or the API's retry hint
-//	         (capped); replay the body; ask BeforeRetry whether an
-//	         unanswered attempt was applied anyway
+//	         (capped); replay the body; ask the request's BeforeRetry
+//	         whether an unanswered attempt was applied anyway
 //	pace     wait for the budget's next slot (shared/pace, one waiter at a
 //	         time); tell it about every 429, so every worker slows down
 //	gate     send nothing once the key was refused; remember a refusal
@@ -13,6 +13,13 @@
 //	auth     set the key header on a clone of the request
 //	attempt  one try with its own timeout, the whole answer read (bounded),
 //	         redirects refused to another host or from https to http
+//
+// Retry is the Client's loop rather than a RoundTripper: it needs the
+// call's Request (its BeforeRetry hook) and the call's attempt budget,
+// which a RoundTripper could only be handed through the context, where a
+// hook's own requests would find them again and re-enter the hook. One
+// logical call has one budget of attempts: the requests a hook sends
+// spend it too, and cannot carry a hook of their own.
 //
 // An adapter only builds requests and reads answers: it gives the chain its
 // key header, how to read the API's error message and its retry hint
@@ -26,13 +33,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -90,9 +97,13 @@ type Client struct {
 	api     string
 	baseURL string // without trailing slash
 	key     string
-	rt      http.RoundTripper // the chain
+	rt      http.RoundTripper // the chain below retry: pace, gate, count, auth, attempt
 	message func([]byte) string
 	log     *slog.Logger
+
+	maxAttempts int
+	backoff     backoff
+	sleep       func(ctx context.Context, d time.Duration) error
 
 	gate  *gate
 	stats *counter
@@ -162,15 +173,11 @@ func New(opts Options) (*Client, error) {
 	rt = &auth{next: rt, header: opts.KeyHeader, key: opts.Key}
 	rt = &counting{next: rt, stats: c.stats}
 	rt = &gated{next: rt, gate: c.gate, api: api, message: c.message, scrub: c.scrub}
-	rt = &pacer{next: rt, limiter: limiter}
-	c.rt = &retry{
-		next:        rt,
-		maxAttempts: orDefault(opts.MaxAttempts, DefaultMaxAttempts),
-		backoff: backoff{
-			base: orDefault(opts.BaseBackoff, DefaultBaseBackoff), max: orDefault(opts.MaxBackoff, DefaultMaxBackoff),
-			maxHint: orDefault(opts.MaxRetryAfter, DefaultMaxRetryAfter), hint: opts.RetryHint, now: now,
-		},
-		sleep: sleep, stats: c.stats, log: c.log, api: api, message: c.message, scrub: c.scrub,
+	c.rt = &pacer{next: rt, limiter: limiter}
+	c.maxAttempts, c.sleep = orDefault(opts.MaxAttempts, DefaultMaxAttempts), sleep
+	c.backoff = backoff{
+		base: orDefault(opts.BaseBackoff, DefaultBaseBackoff), max: orDefault(opts.MaxBackoff, DefaultMaxBackoff),
+		maxHint: orDefault(opts.MaxRetryAfter, DefaultMaxRetryAfter), hint: opts.RetryHint, now: now,
 	}
 	return c, nil
 }
@@ -195,32 +202,72 @@ func defaultTransport() *http.Transport {
 	}
 }
 
+// Caller sends one logical API call: a *Client, or the probe a
+// BeforeRetry hook is given. Adapters' lookups take one, so the same code
+// serves a call and a hook's check.
+type Caller interface {
+	Do(ctx context.Context, r Request, out any) error
+}
+
+var _ Caller = (*Client)(nil)
+
 // Request is one logical API call, possibly sent several times.
 type Request struct {
 	Method string
 	Path   string // relative to the base URL, dynamic segments already escaped
 	Body   any    // JSON-encoded once and replayed on every attempt; nil: no body
-	// BeforeRetry, when set, runs before a retry that follows an
-	// unanswered or 5xx attempt, which may have been applied anyway; true
-	// ends the call as done without retrying.
-	BeforeRetry func(ctx context.Context) (bool, error)
+	// BeforeRetry, when set, is asked before a retry that follows an
+	// attempt that may have been applied anyway (no answer, or a 5xx);
+	// true ends the call as done. No answer came, so Do leaves out as it
+	// was: the hook, which found the effect, holds what its caller needs.
+	// The hook sends through probe, which spends this call's attempts and
+	// refuses a request carrying a hook: a check never re-enters a check.
+	BeforeRetry func(ctx context.Context, probe Caller) (applied bool, err error)
 }
+
+// ErrNestedCheck is returned by a BeforeRetry hook's probe for a request
+// that carries a hook of its own.
+var ErrNestedCheck = errors.New("a retry check's request cannot carry a retry check")
 
 // Do sends r until it succeeds, fails for good or runs out of attempts,
-// and decodes a 2xx JSON answer into out when out is not nil.
+// and decodes the 2xx JSON answer into out when out is not nil (an empty
+// answer is then an error, never "nothing"). When r.BeforeRetry ended the
+// call, out is left as it was.
 func (c *Client) Do(ctx context.Context, r Request, out any) error {
-	body, err := c.Send(ctx, r)
-	if err != nil || out == nil || len(bytes.TrimSpace(body)) == 0 {
-		return err
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("decoding answer to %s %s: %w", r.Method, segment.MaskEmails(r.Path), err)
-	}
-	return nil
+	return c.do(ctx, r, out, newBudget(c.maxAttempts))
 }
 
-// Send is Do returning the 2xx answer's body undecoded.
-func (c *Client) Send(ctx context.Context, r Request) ([]byte, error) {
+// probe is the Caller a BeforeRetry hook sends through: its requests
+// spend the hooked call's budget and take no hook.
+type probe struct {
+	c      *Client
+	budget *budget
+}
+
+func (p probe) Do(ctx context.Context, r Request, out any) error {
+	if r.BeforeRetry != nil {
+		return fmt.Errorf("sending %s %s: %w", r.Method, segment.MaskEmails(r.Path), ErrNestedCheck)
+	}
+	return p.c.do(ctx, r, out, p.budget)
+}
+
+// budget is the attempts one logical call may still send, its hook's
+// included; atomic, should a hook send from several goroutines.
+type budget struct{ left atomic.Int64 }
+
+func newBudget(n int) *budget {
+	b := &budget{}
+	b.left.Store(int64(n))
+	return b
+}
+
+// take spends an attempt; false when none was left.
+func (b *budget) take() bool { return b.left.Add(-1) >= 0 }
+
+// spent reports whether no attempt is left.
+func (b *budget) spent() bool { return b.left.Load() <= 0 }
+
+func (c *Client) do(ctx context.Context, r Request, out any, b *budget) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// A refused key ends every request in flight, rate wait and backoff.
@@ -228,41 +275,32 @@ func (c *Client) Send(ctx context.Context, r Request) ([]byte, error) {
 
 	var body []byte
 	if r.Body != nil {
-		b, err := json.Marshal(r.Body)
+		enc, err := json.Marshal(r.Body)
 		if err != nil {
-			return nil, fmt.Errorf("encoding %s %s body: %w", r.Method, segment.MaskEmails(r.Path), err)
+			return fmt.Errorf("encoding %s %s body: %w", r.Method, segment.MaskEmails(r.Path), err)
 		}
-		body = b
+		body = enc
 	}
-	req, err := http.NewRequestWithContext(withBeforeRetry(ctx, r.BeforeRetry), r.Method, c.baseURL+r.Path, bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("building %s %s: %s", r.Method, segment.MaskEmails(r.Path), c.scrub(err.Error()))
+	answer, applied, err := c.retry(ctx, r, body, b)
+	switch {
+	case err != nil:
+		return c.stopCause(ctx, err)
+	case applied || out == nil:
+		return nil
+	case len(bytes.TrimSpace(answer)) == 0:
+		// Decoding nothing would leave out empty, which reads as "none"
+		// (no lists): a lookup that answered nothing has not answered.
+		return c.requestError(r, http.StatusOK, false, "the answer is empty")
 	}
-	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if err := json.Unmarshal(answer, out); err != nil {
+		return fmt.Errorf("decoding answer to %s %s: %w", r.Method, segment.MaskEmails(r.Path), err)
 	}
-	resp, err := c.rt.RoundTrip(req)
-	if err != nil {
-		return nil, c.stopCause(ctx, c.typed(r, err))
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body) // already in memory: the attempt layer read it
-	if err != nil {
-		return nil, fmt.Errorf("reading answer to %s %s: %w", r.Method, segment.MaskEmails(r.Path), err)
-	}
-	return b, nil
+	return nil
 }
 
-// typed gives an error from the chain its path and the API's name.
-func (c *Client) typed(r Request, err error) error {
-	var re *dest.RequestError
-	if errors.As(err, &re) {
-		re.API, re.Method, re.Path = c.api, r.Method, r.Path
-		re.Message = c.scrub(re.Message)
-	}
-	return err
+// requestError is a failed call, named once, where it failed.
+func (c *Client) requestError(r Request, status int, retryable bool, message string) *dest.RequestError {
+	return &dest.RequestError{API: c.api, Method: r.Method, Path: r.Path, Status: status, Retryable: retryable, Message: c.scrub(message)}
 }
 
 // stopCause prefers the refused key over the context error it caused.

@@ -275,16 +275,175 @@ func TestErrorsTyped(t *testing.T) {
 	}
 }
 
-// TestBeforeRetryEndsCall: a request that got no answer may have been
-// applied; BeforeRetry saying so ends the call without a second attempt.
-func TestBeforeRetryEndsCall(t *testing.T) {
+// routes answers by "METHOD /path": each route's n-th request with its
+// steps[n], then with its fallback; it counts every request.
+type routes struct {
+	mu    sync.Mutex
+	steps map[string][]http.HandlerFunc
+	last  map[string]http.HandlerFunc
+	seen  []string
+}
+
+func (rs *routes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	route := r.Method + " " + strings.TrimPrefix(r.URL.Path, "/v1")
+	rs.mu.Lock()
+	n := 0
+	for _, s := range rs.seen {
+		if s == route {
+			n++
+		}
+	}
+	rs.seen = append(rs.seen, route)
+	h := rs.last[route]
+	if n < len(rs.steps[route]) {
+		h = rs.steps[route][n]
+	}
+	rs.mu.Unlock()
+	if h == nil {
+		h = answer(404, `{"message":"no such route"}`)
+	}
+	h(w, r)
+}
+
+func (rs *routes) sent() []string {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return append([]string(nil), rs.seen...)
+}
+
+// TestBeforeRetry: a request that got no answer, or a 5xx, may have been
+// applied; the hook asks, through its probe, and its answer decides. The
+// probe's own requests retry without asking the hook again, and spend the
+// call's attempts.
+func TestBeforeRetry(t *testing.T) {
 	t.Parallel()
-	rec := &recorder{steps: []http.HandlerFunc{answer(502, "")}}
+	found := answer(200, `{"found":true}`)
+	missing := answer(200, `{"found":false}`)
+	tests := []struct {
+		name        string
+		maxAttempts int
+		steps       map[string][]http.HandlerFunc
+		last        map[string]http.HandlerFunc
+		wantApplied bool
+		wantErr     string // in the error; "" for none
+		wantChecks  int
+		wantSent    []string
+	}{
+		{name: "applied ends the call", maxAttempts: 6,
+			last:        map[string]http.HandlerFunc{"POST /op": answer(502, ""), "GET /check": found},
+			wantApplied: true, wantChecks: 1, wantSent: []string{"POST /op", "GET /check"}},
+		{name: "not applied retries the call", maxAttempts: 6,
+			steps:      map[string][]http.HandlerFunc{"POST /op": {answer(502, "")}},
+			last:       map[string]http.HandlerFunc{"POST /op": answer(200, `{"done":1}`), "GET /check": missing},
+			wantChecks: 1, wantSent: []string{"POST /op", "GET /check", "POST /op"}},
+		{name: "a failed check retries itself, never the hook", maxAttempts: 6,
+			steps:       map[string][]http.HandlerFunc{"GET /check": {answer(503, "")}},
+			last:        map[string]http.HandlerFunc{"POST /op": answer(502, ""), "GET /check": found},
+			wantApplied: true, wantChecks: 1, wantSent: []string{"POST /op", "GET /check", "GET /check"}},
+		{name: "one budget for the call and its checks", maxAttempts: 4,
+			last:       map[string]http.HandlerFunc{"POST /op": answer(502, ""), "GET /check": answer(503, `{"message":"down"}`)},
+			wantErr:    "checking whether POST /op was applied: test GET /check: status 503: gave up after 4 attempts: down",
+			wantChecks: 1, wantSent: []string{"POST /op", "GET /check", "GET /check", "GET /check"}},
+		{name: "a check between spent attempts", maxAttempts: 2,
+			last:       map[string]http.HandlerFunc{"POST /op": answer(502, `{"message":"bad gateway"}`), "GET /check": missing},
+			wantErr:    "test POST /op: status 502: gave up after 2 attempts: bad gateway",
+			wantChecks: 1, wantSent: []string{"POST /op", "GET /check"}},
+		{name: "throttled is not asked", maxAttempts: 6,
+			steps:    map[string][]http.HandlerFunc{"POST /op": {answer(429, "")}},
+			last:     map[string]http.HandlerFunc{"POST /op": answer(200, `{"done":1}`)},
+			wantSent: []string{"POST /op", "POST /op"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rs := &routes{steps: tt.steps, last: tt.last}
+			c, _ := newClient(t, rs, func(o *Options) { o.MaxAttempts = tt.maxAttempts })
+			checks := 0
+			out := struct{ Done int }{Done: -1}
+			err := c.Do(context.Background(), Request{Method: http.MethodPost, Path: "/op",
+				BeforeRetry: func(ctx context.Context, probe Caller) (bool, error) {
+					checks++
+					var got struct{ Found bool }
+					err := probe.Do(ctx, Request{Method: http.MethodGet, Path: "/check"}, &got)
+					return got.Found, err
+				}}, &out)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("Do: %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("Do = %v, want an error holding %q", err, tt.wantErr)
+			case tt.wantErr != "" && !dest.IsRetryable(err):
+				t.Errorf("IsRetryable(%v) = false", err)
+			}
+			if checks != tt.wantChecks {
+				t.Errorf("hook asked %d times, want %d", checks, tt.wantChecks)
+			}
+			if got := rs.sent(); strings.Join(got, ",") != strings.Join(tt.wantSent, ",") {
+				t.Errorf("sent %v, want %v", got, tt.wantSent)
+			}
+			switch {
+			case tt.wantApplied && out.Done != -1:
+				t.Errorf("a call the hook ended decoded %+v into out; it had no answer", out)
+			case !tt.wantApplied && tt.wantErr == "" && out.Done != 1:
+				t.Errorf("out = %+v, want the answer decoded", out)
+			}
+		})
+	}
+}
+
+// TestProbeRefusesAHook: a check's request carrying a check of its own is
+// refused, not sent.
+func TestProbeRefusesAHook(t *testing.T) {
+	t.Parallel()
+	rs := &routes{last: map[string]http.HandlerFunc{"POST /op": answer(502, ""), "GET /check": answer(200, `{}`)}}
+	c, _ := newClient(t, rs, nil)
+	err := c.Do(context.Background(), Request{Method: http.MethodPost, Path: "/op",
+		BeforeRetry: func(ctx context.Context, probe Caller) (bool, error) {
+			return false, probe.Do(ctx, Request{Method: http.MethodGet, Path: "/check",
+				BeforeRetry: func(context.Context, Caller) (bool, error) { return true, nil }}, nil)
+		}}, nil)
+	if !errors.Is(err, ErrNestedCheck) {
+		t.Fatalf("Do = %v, want ErrNestedCheck", err)
+	}
+	if got := rs.sent(); len(got) != 1 {
+		t.Errorf("sent %v, want only the first POST", got)
+	}
+}
+
+// TestEmptyAnswer: a 2xx with no body is "no answer" to a caller that
+// expects one, never an empty result; a caller that expects none is fine.
+func TestEmptyAnswer(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{steps: []http.HandlerFunc{answer(200, ""), answer(200, " \n")}}
 	c, _ := newClient(t, rec, nil)
-	asked := 0
-	err := c.Do(context.Background(), Request{Method: http.MethodPost, Path: "/list",
-		BeforeRetry: func(context.Context) (bool, error) { asked++; return true, nil }}, nil)
-	if err != nil || asked != 1 || len(rec.bodies) != 1 {
-		t.Fatalf("err %v, asked %d, attempts %d", err, asked, len(rec.bodies))
+	if err := c.Do(context.Background(), Request{Method: http.MethodDelete, Path: "/x"}, nil); err != nil {
+		t.Errorf("Do without out: %v", err)
+	}
+	var out struct{ Lists []string }
+	err := c.Do(context.Background(), Request{Method: http.MethodGet, Path: "/lists"}, &out)
+	var re *dest.RequestError
+	if !errors.As(err, &re) || re.Status != 200 || re.Retryable || !strings.Contains(err.Error(), "test GET /lists: status 200: the answer is empty") {
+		t.Errorf("Do with out = %v, want a permanent *RequestError", err)
+	}
+}
+
+// TestProbeWithNoAttemptsLeft: a check's request finding its call's
+// attempts spent is not sent, and says why.
+func TestProbeWithNoAttemptsLeft(t *testing.T) {
+	t.Parallel()
+	rs := &routes{last: map[string]http.HandlerFunc{"POST /op": answer(502, ""), "GET /check": answer(200, `{}`)}}
+	c, _ := newClient(t, rs, func(o *Options) { o.MaxAttempts = 2 })
+	err := c.Do(context.Background(), Request{Method: http.MethodPost, Path: "/op",
+		BeforeRetry: func(ctx context.Context, probe Caller) (bool, error) {
+			if err := probe.Do(ctx, Request{Method: http.MethodGet, Path: "/check"}, nil); err != nil {
+				return false, err
+			}
+			return false, probe.Do(ctx, Request{Method: http.MethodGet, Path: "/check"}, nil)
+		}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "test GET /check: not sent: the call's 2 attempts are spent") || !dest.IsRetryable(err) {
+		t.Fatalf("Do = %v", err)
+	}
+	if got := rs.sent(); len(got) != 2 {
+		t.Errorf("sent %v, want the POST and one check", got)
 	}
 }

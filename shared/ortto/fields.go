@@ -240,29 +240,39 @@ type customField struct {
 // export allows it, and returns the tag (the export's list) people get.
 // A tag needs no creating: Ortto makes it on first use. Even with no
 // custom fields it asks for them, so a refused key (or one of another
-// region) stops the run before anything is sent.
+// region) stops the run before anything is sent. With spec.Registry, a
+// field is claimed before it is created, so exports in other processes
+// create it once instead of one failing on the name the other took.
 func (c *Client) PrepareList(ctx context.Context, spec dest.ListSpec) (string, error) {
 	tag := strings.TrimSpace(spec.Title)
 	if tag == "" {
 		return "", errors.New("preparing the tag: empty list title")
 	}
-	var answer struct {
-		Fields []struct {
-			Field customField `json:"field"`
-		} `json:"fields"`
+	fields, err := listFields(ctx, c.hc)
+	if err != nil {
+		return "", err
 	}
-	if err := c.hc.Do(ctx, httpx.Request{Method: http.MethodPost, Path: "/person/custom-field/get"}, &answer); err != nil {
-		return "", fmt.Errorf("listing Ortto's custom fields: %w", err)
-	}
-	have := map[string]customField{}
-	for _, f := range answer.Fields {
-		have[f.Field.ID] = f.Field
+	have, named := map[string]customField{}, map[string]customField{}
+	for _, f := range fields {
+		have[f.ID] = f
+		named[nameOf(f.ID)] = f
 	}
 	var problems []string
 	for _, f := range spec.Fields {
 		got, ok := have[f.Key]
-		if !ok && spec.CreateFields {
-			created, err := c.createField(ctx, f)
+		taken, isTaken := named[nameOf(f.Key)]
+		switch {
+		case !ok && isTaken:
+			problems = append(problems, fmt.Sprintf("custom field %s does not exist in Ortto, and %s has its name: map the column to %s, or rename one of them",
+				f.Key, taken.ID, taken.ID))
+			continue
+		case !ok && spec.CreateFields:
+			created, err := c.ensureField(ctx, spec, f)
+			var ce *dest.ConfigError
+			if errors.As(err, &ce) {
+				problems = append(problems, ce.Msg)
+				continue
+			}
 			if err != nil {
 				return "", err
 			}
@@ -281,6 +291,114 @@ func (c *Client) PrepareList(ctx context.Context, spec dest.ListSpec) (string, e
 		return "", &dest.ConfigError{Msg: strings.Join(problems, "; ")}
 	}
 	return tag, nil
+}
+
+// nameOf is a custom field id's name part, which Ortto keeps unique: one
+// field per name, whatever its type ("loyalty-tier" of str:cm:loyalty-tier).
+func nameOf(id string) string {
+	_, name, _ := strings.Cut(id, ":cm:")
+	return name
+}
+
+// listFields is POST /v1/person/custom-field/get.
+func listFields(ctx context.Context, hc httpx.Caller) ([]customField, error) {
+	var answer struct {
+		Fields []struct {
+			Field customField `json:"field"`
+		} `json:"fields"`
+	}
+	if err := hc.Do(ctx, httpx.Request{Method: http.MethodPost, Path: "/person/custom-field/get"}, &answer); err != nil {
+		return nil, fmt.Errorf("listing Ortto's custom fields: %w", err)
+	}
+	out := make([]customField, len(answer.Fields))
+	for i, f := range answer.Fields {
+		out[i] = f.Field
+	}
+	return out, nil
+}
+
+// ensureField returns the field f names, created: through spec.Registry
+// when set, keyed by the field's name (Ortto's unit of uniqueness), else
+// directly. A field of that name and another type is a *dest.ConfigError.
+func (c *Client) ensureField(ctx context.Context, spec dest.ListSpec, f dest.Field) (customField, error) {
+	fields := &fieldObjects{c: c, f: f, seen: map[string]customField{}}
+	var id string
+	if spec.Registry != nil {
+		res, err := spec.Registry.Resolve(ctx, dest.ObjectField, nameOf(f.Key), fields)
+		if err != nil {
+			return customField{}, fmt.Errorf("preparing Ortto custom field %s: %w", f.Key, err)
+		}
+		id = res.ID
+	} else {
+		created, err := fields.Create(ctx)
+		if err != nil {
+			return customField{}, fmt.Errorf("preparing Ortto custom field %s: %w", f.Key, err)
+		}
+		id = created
+	}
+	if id != f.Key {
+		return customField{}, &dest.ConfigError{Msg: fmt.Sprintf("custom field %s: Ortto's field named %q is %s, not %s: map the column to %s",
+			f.Key, displayName(f.Key), id, f.Key, id)}
+	}
+	return fields.seen[id], nil
+}
+
+// fieldObjects is the custom fields with f's name, as a Registry sees
+// them: at most one, since Ortto refuses a second field with a name.
+type fieldObjects struct {
+	c    *Client
+	f    dest.Field
+	seen map[string]customField // every field found or created, by id
+}
+
+func (o *fieldObjects) Find(ctx context.Context) ([]string, error) {
+	fields, err := listFields(ctx, o.c.hc)
+	return o.named(fields), err
+}
+
+// named keeps and returns the ids of the fields with o.f's name.
+func (o *fieldObjects) named(fields []customField) []string {
+	var ids []string
+	for _, f := range fields {
+		if nameOf(f.ID) == nameOf(o.f.Key) {
+			o.seen[f.ID] = f
+			ids = append(ids, f.ID)
+		}
+	}
+	return ids
+}
+
+// Create sends custom-field/create. One that got no answer, or a 5xx, may
+// have been applied: before a retry it looks, since Ortto would refuse
+// the name a second time.
+func (o *fieldObjects) Create(ctx context.Context) (string, error) {
+	var answer struct {
+		Field customField `json:"field"`
+	}
+	var found string
+	r := httpx.Request{
+		Method: http.MethodPost,
+		Path:   "/person/custom-field/create",
+		Body:   map[string]any{"name": displayName(o.f.Key), "type": createType(o.f), "track_changes": false},
+		BeforeRetry: func(ctx context.Context, probe httpx.Caller) (bool, error) {
+			fields, err := listFields(ctx, probe)
+			if ids := o.named(fields); len(ids) > 0 {
+				found = ids[0]
+			}
+			return found != "", err
+		},
+	}
+	if err := o.c.hc.Do(ctx, r, &answer); err != nil {
+		return "", fmt.Errorf("creating it: %w", err)
+	}
+	if found != "" {
+		return found, nil
+	}
+	if answer.Field.ID == "" {
+		return "", errors.New("creating it: the answer carried no field id")
+	}
+	o.seen[answer.Field.ID] = answer.Field
+	return answer.Field.ID, nil
 }
 
 // mismatch says why an existing field cannot take the export's values.
@@ -317,20 +435,4 @@ func displayName(key string) string {
 		}
 	}
 	return strings.Join(words, " ")
-}
-
-// createField makes f in the account and checks Ortto gave it f's id.
-func (c *Client) createField(ctx context.Context, f dest.Field) (customField, error) {
-	var answer struct {
-		Field customField `json:"field"`
-	}
-	body := map[string]any{"name": displayName(f.Key), "type": createType(f), "track_changes": false}
-	if err := c.hc.Do(ctx, httpx.Request{Method: http.MethodPost, Path: "/person/custom-field/create", Body: body}, &answer); err != nil {
-		return customField{}, fmt.Errorf("creating Ortto custom field %s: %w", f.Key, err)
-	}
-	if answer.Field.ID != f.Key {
-		return customField{}, &dest.ConfigError{Msg: fmt.Sprintf("created custom field %q, and Ortto named it %s, not %s: map the column to %s",
-			displayName(f.Key), answer.Field.ID, f.Key, answer.Field.ID)}
-	}
-	return answer.Field, nil
 }

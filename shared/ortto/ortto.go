@@ -145,6 +145,8 @@ func (c *Client) merge(ctx context.Context, body merge) (mergeAnswer, error) {
 // person Ortto refuses (suppressed, invalid) is rejected on its own; the
 // rest of its call goes through. The error is not nil only when the key
 // was refused or ctx ended; the contacts not attempted then end as failed.
+// It never returns dest.ErrListGone, nor does Remove: a tag cannot be
+// gone, since Ortto makes it on first use.
 func (c *Client) Upsert(ctx context.Context, tag string, contacts []dest.Contact) ([]dest.Outcome, error) {
 	out := make([]dest.Outcome, len(contacts))
 	pending := make([]int, 0, len(contacts))

@@ -29,7 +29,11 @@
 //     from counters, so runs are reproducible. Pages hold 100 contacts in
 //     creation order; the bookmark is the last contact id of the page.
 //   - POST /list with an existing title creates a second list, like the
-//     real API.
+//     real API. GET /lists answers lists in creation order, oldest first
+//     (list ids are counters, so id order is the same): Autopilot gives a
+//     list no creation date, and segpilot reads that order as age when it
+//     adopts the oldest of two lists with one title. DeleteList deletes
+//     one, as a person might in Autopilot's app.
 //   - Errors answer JSON {"error": "<short>", "message": "<detail>"};
 //     unknown routes 404, a known path with another method 405.
 //

@@ -265,7 +265,7 @@ func (s *Server) customFields(_ *http.Request, _ map[string]string) answer {
 func (s *Server) lists(_ *http.Request, _ map[string]string) answer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ids := slices.Sorted(maps.Keys(s.st.lists))
+	ids := slices.Sorted(maps.Keys(s.st.lists)) // creation order: ids are fixed-width counters
 	out := make([]map[string]string, len(ids))
 	for i, id := range ids {
 		out[i] = map[string]string{"list_id": id, "title": s.st.lists[id].title}

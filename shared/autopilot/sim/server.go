@@ -190,6 +190,18 @@ func (s *Server) CreateList(title string) string {
 	return s.st.createList(title)
 }
 
+// DeleteList deletes a list, as someone might by hand in Autopilot's app;
+// its contacts stay.
+func (s *Server) DeleteList(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.st.lists[id] == nil {
+		return fmt.Errorf("deleting list %s: list %w", id, ErrNotFound)
+	}
+	s.st.deleteList(id)
+	return nil
+}
+
 // AddToList makes the contact with email a member of the list, creating
 // the contact when absent.
 func (s *Server) AddToList(listID, email string) error {

@@ -143,6 +143,13 @@ func (st *store) createList(title string) string {
 	return l.id
 }
 
+func (st *store) deleteList(id string) {
+	for cid := range st.lists[id].members {
+		delete(st.contacts[cid].lists, id)
+	}
+	delete(st.lists, id)
+}
+
 func (st *store) addMember(l *list, c *contact) {
 	l.members[c.id] = true
 	c.lists[l.id] = true
