@@ -82,7 +82,8 @@ build-FinalizeFunction:
 build-RefreshFunction:
 	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/refresh
 
-lint: ## gofmt, go vet, staticcheck, govulncheck (offline snapshot; VULNDB=https://vuln.go.dev for the live database)
+lint: ## gofmt, go vet, staticcheck, govulncheck (offline snapshot; VULNDB=https://vuln.go.dev for the live database), no binary or >1 MiB file tracked
+	./scripts/check-tracked.sh
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))"
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
