@@ -63,18 +63,13 @@ runs() {
 }
 
 # Every named test must pass on HEAD, once for all the patches naming it.
-declare -A baseline=()
 for p in "${patches[@]}"; do
 	if [[ -z $(tests_of "$p") ]]; then
 		echo "mutants: $p names no test (# test: <package> <pattern>)" >&2
 		exit 2
 	fi
-	while read -r pkg pattern; do
-		baseline["$pkg $pattern"]=1
-	done < <(tests_of "$p")
 done
-for t in "${!baseline[@]}"; do
-	read -r pkg pattern <<<"$t"
+while read -r pkg pattern; do
 	if ! runs "$pkg" "$pattern" "$tmp/log"; then
 		echo "mutants: without any mutation, go test -run '$pattern' $pkg FAILS: fix it first" >&2
 		tail -n 30 "$tmp/log" >&2
@@ -84,7 +79,7 @@ for t in "${!baseline[@]}"; do
 		echo "mutants: go test -run '$pattern' $pkg runs no test: the patch names a test that does not exist" >&2
 		exit 1
 	fi
-done
+done < <(for p in "${patches[@]}"; do tests_of "$p"; done | sort -u)
 
 failed=()
 for p in "${patches[@]}"; do
