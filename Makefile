@@ -21,7 +21,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # and fails with a bare "context deadline exceeded" on a loaded machine.
 FUZZRUNS ?= 40000x
 
-.PHONY: run test bench fuzz soak build lint clean screenshots
+.PHONY: run test bench fuzz soak build lint clean screenshots mutants
 
 run: ## a real export end to end: sample segment, local folder as bucket, in-process simulator (DEST=autopilot|ortto)
 	$(GO) run ./cmd/segpilot demo $(if $(FILE),--file $(FILE)) $(if $(DEST),--dest $(DEST))
@@ -61,6 +61,9 @@ fuzz: ## longer fuzzing of the parsers (FUZZTIME each, default 60s)
 bench: ## benchmarks (minutes); results go to docs/benchmarks.md
 	./scripts/bench.sh
 
+mutants: ## each mutation of docs/testing.md's table (mutants/*.patch) applied to HEAD in turn: fails if a test misses one (minutes; MUTANT=04 for one)
+	./scripts/mutants.sh $(MUTANT)
+
 screenshots: ## docs/run-page-<status>.png: each golden run page in headless Chromium (apt-get install chromium)
 	SEGPILOT_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestScreenshots$$' ./shared/runpage
 
@@ -82,7 +85,8 @@ build-FinalizeFunction:
 build-RefreshFunction:
 	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/refresh
 
-lint: ## gofmt, go vet, staticcheck, govulncheck (offline snapshot; VULNDB=https://vuln.go.dev for the live database)
+lint: ## gofmt, go vet, staticcheck, govulncheck (offline snapshot; VULNDB=https://vuln.go.dev for the live database), no binary or >1 MiB file tracked
+	./scripts/check-tracked.sh
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))"
 	$(GO) vet ./...
 	$(STATICCHECK) ./...

@@ -83,7 +83,9 @@ func (o Options) withDefaults() (Options, error) {
 // for each rejected row, in row order (segment.Read partially applied). An
 // error from emit or reject must stop it and be returned. Build encodes
 // records on another goroutine, so the Source must not modify a record's
-// Custom map after emitting it.
+// Custom map after emitting it. The Stats it returns must hold in Rows its
+// own count of the data rows it read: the plan's Rows is that count, and a
+// plan whose rows do not all reach emit or reject fails with ErrRowCount.
 type Source func(ctx context.Context, emit func(segment.Record) error, reject func(segment.Rejection) error) (segment.Stats, error)
 
 // Plan is what one run will do.
@@ -104,9 +106,12 @@ type Files struct {
 }
 
 // Counts of one plan. Rows == Valid+Rejected; Valid == Unique+Duplicates;
-// Unique == Added+Changed+Unchanged.
+// Unique == Added+Changed+Unchanged. The first two are checked, not built
+// in: Rows is the Source's count of the rows it read and Unique the
+// merge's count of the profiles it classified, so a row lost on the way
+// fails the plan with ErrRowCount.
 type Counts struct {
-	Rows       int `json:"rows"`
+	Rows       int `json:"rows"` // data rows read, as the Source counted them
 	Valid      int `json:"valid"`
 	Rejected   int `json:"rejected"`
 	Duplicates int `json:"duplicates"` // valid rows overridden by a later row with the same email
@@ -141,6 +146,11 @@ type Upsert struct {
 	Row     int             `json:"row"` // 1-based data row it came from
 	Profile segment.Profile `json:"profile"`
 }
+
+// ErrRowCount means rows went missing (or were counted twice) between
+// reading the segment and classifying its profiles: the counts do not
+// reconcile, and a plan built on them would leave contacts out unseen.
+var ErrRowCount = errors.New("row counts do not reconcile")
 
 // LimitError means the segment holds more unique profiles than the export
 // allows; Build returns it before writing anything.
@@ -244,6 +254,9 @@ func Check(ctx context.Context, src Source, opts Options, reject func(segment.Re
 	if err != nil {
 		return counts, fmt.Errorf("counting profiles: %w", err)
 	}
+	if err := mergeReconciles(counts); err != nil {
+		return counts, err
+	}
 	if o.MaxProfiles > 0 && counts.Unique > o.MaxProfiles {
 		return counts, &LimitError{Unique: counts.Unique, Max: o.MaxProfiles}
 	}
@@ -268,18 +281,33 @@ func spill(ctx context.Context, src Source, o Options, work string, reject func(
 			counts.Rejected++
 			return reject(r)
 		})
-	counts.Rows = counts.Valid + counts.Rejected
+	// The Source's own count, not Valid+Rejected: a row it read but never
+	// handed over must show, not vanish from every count.
+	counts.Rows = stats.Rows
 	runs, spErr := sp.finish(srcErr != nil)
 	switch {
 	case srcErr != nil:
 		return nil, counts, stats, fmt.Errorf("reading segment: %w", srcErr)
 	case spErr != nil:
 		return nil, counts, stats, fmt.Errorf("spilling profiles: %w", spErr)
+	case counts.Rows != counts.Valid+counts.Rejected:
+		return nil, counts, stats, fmt.Errorf("reading segment: %w: the source read %d data rows but handed over %d valid and %d rejected",
+			ErrRowCount, counts.Rows, counts.Valid, counts.Rejected)
 	}
 	if err := runs.reduce(ctx, work, maxRuns); err != nil {
 		return nil, counts, stats, fmt.Errorf("merging spill files: %w", err)
 	}
 	return runs, counts, stats, nil
+}
+
+// mergeReconciles checks that every valid row came out of the merge, as
+// a unique profile or a duplicate.
+func mergeReconciles(c Counts) error {
+	if c.Valid != c.Unique+c.Duplicates {
+		return fmt.Errorf("merging profiles: %w: %d valid rows went in, %d unique profiles and %d duplicates came out",
+			ErrRowCount, c.Valid, c.Unique, c.Duplicates)
+	}
+	return nil
 }
 
 // outputs writes and, on failure, removes the plan's files in outDir.
@@ -393,8 +421,13 @@ func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader
 		return nil, fmt.Errorf("writing rejected.csv: %w", err)
 	}
 
+	// Unique is what the merge classified, not Valid-dups: a record lost
+	// in the spill files must show too.
 	counts.Duplicates = dups
-	counts.Unique = counts.Valid - dups
+	counts.Unique = counts.Added + counts.Changed + counts.Unchanged
+	if err := mergeReconciles(counts); err != nil {
+		return nil, err
+	}
 	p := &Plan{
 		Counts:  counts,
 		Batches: refs,

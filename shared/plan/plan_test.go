@@ -299,6 +299,13 @@ func TestBuildDiffs(t *testing.T) {
 			held: "would remove 3 of 10 contacts (30%), above maxRemovalShare 20%",
 		},
 		{
+			// Churn: half the list leaves while as many join. The share is
+			// of leavers, not of the net change, which is nil here.
+			name: "brake counts leavers, not the net change", rows: profiles(15)[5:], snapshot: snapshotOf(profs(ten)...), opts: Options{Mode: ModeMirror, MaxRemovalShare: 0.2},
+			want: Counts{Rows: 10, Valid: 10, Unique: 10, Added: 5, Unchanged: 5, Removed: 5, Previous: 10}, batches: 2,
+			held: "would remove 5 of 10 contacts (50%), above maxRemovalShare 20%",
+		},
+		{
 			name: "brake holds empty file", rows: nil, snapshot: snapshotOf(profs(ten)...), opts: Options{Mode: ModeMirror, MaxRemovalShare: 0.2},
 			want: Counts{Removed: 10, Previous: 10}, batches: 1,
 			held: "no valid profiles",

@@ -88,6 +88,42 @@ func TestTaskResultOverQuotaIsNotCaught(t *testing.T) {
 	}
 }
 
+// A state's output is checked where it is made: a ResultPath merging a
+// result (each part under the quota) into the input can be over it, and
+// an End state has no next state whose input check would see it.
+func TestStateOutputOverQuotaIsNotCaught(t *testing.T) {
+	t.Parallel()
+	half := string(blob(quota / 2))
+	for _, tt := range []struct{ name, def, state string }{
+		{"task result merged, End", `{"StartAt": "T", "States": {
+		  "T": {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+		        "Parameters": {"FunctionName": "${F}", "Payload.$": "$.small"}, "ResultPath": "$.result",
+		        "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}], "End": true},
+		  "Caught": {"Type": "Pass", "End": true}}}`, "T"},
+		{"pass merged, End", `{"StartAt": "P", "States": {
+		  "P": {"Type": "Pass", "Parameters": {"copy.$": "$.big"}, "ResultPath": "$.copy", "End": true}}}`, "P"},
+		// The next state's input check would fail too, naming the wrong state.
+		{"pass merged, then Next", `{"StartAt": "P", "States": {
+		  "P": {"Type": "Pass", "Parameters": {"copy.$": "$.big"}, "ResultPath": "$.copy", "Next": "After"},
+		  "After": {"Type": "Pass", "End": true}}}`, "P"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := mustNew(t, runner.Options{Definition: []byte(tt.def), Functions: map[string]runner.Handler{
+				"F": func(context.Context, json.RawMessage) (json.RawMessage, error) { return blob(quota / 2), nil },
+			}})
+			out, err := r.Execute(context.Background(), []byte(`{"big":`+half+`,"small":{}}`))
+			if err == nil {
+				t.Fatalf("a %d-byte output left state %s: no error", len(out), tt.state)
+			}
+			se := stateError(t, err)
+			if se.Name != "States.DataLimitExceeded" || out != nil || !strings.Contains(se.Cause, "the output of state "+tt.state+" ") {
+				t.Fatalf("%s: %s (output %d bytes); want an uncaught States.DataLimitExceeded for the output of state %s", se.Name, se.Cause, len(out), tt.state)
+			}
+		})
+	}
+}
+
 func TestExecutionInputOverQuotaIsRefused(t *testing.T) {
 	t.Parallel()
 	r := mustNew(t, runner.Options{Definition: []byte(taskWithCatch), Functions: map[string]runner.Handler{
