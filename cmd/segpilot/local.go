@@ -475,7 +475,11 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 		return
 	}
 	if rep.Prior > 0 {
-		fmt.Fprintf(w, "  attempt %d, after %d earlier attempt(s) of this file: it sent what they had not delivered\n", rep.Attempt, rep.Prior)
+		earlier := "the earlier attempt"
+		if rep.Prior > 1 {
+			earlier = fmt.Sprintf("the %d earlier attempts", rep.Prior)
+		}
+		fmt.Fprintf(w, "  resumed: attempt %d sent what %s of this file had not delivered\n", rep.Attempt, earlier)
 	}
 	o := rep.Outcome
 	fmt.Fprintf(w, "  sent %d · rejected by %s %d · failed %d · removed %d\n", o.Sent, cmp.Or(rep.Destination, "Autopilot"), o.RejectedByAPI, o.Failed, o.Removed)

@@ -92,6 +92,7 @@ func groupEvent(t testing.TB, exec run.Execution, workerRPS float64, items ...ru
 	ev := readJSON(t, "events/syncbatch-group.json")
 	in := ev["BatchInput"].(map[string]any)
 	in["export"], in["runId"], in["listId"], in["workerRps"] = exec.Export, exec.RunID, exec.ListID, workerRPS
+	in["attempt"], in["plan"] = exec.Attempt, exec.Plan
 	ev["Items"] = items
 	return mustJSON(t, ev)
 }
@@ -242,8 +243,8 @@ func TestFunctions(t *testing.T) {
 		t.Fatalf("ingest answered %+v; want one started running run %s", started, runID)
 	}
 	execs, _ := sfn.snapshot()
-	if len(execs) != 1 || execs[0].Name != runID {
-		t.Fatalf("StartExecution calls accepted: %+v; want one named %s", execs, runID)
+	if len(execs) != 1 || execs[0].Name != runID+"-1" {
+		t.Fatalf("StartExecution calls accepted: %+v; want one named %s-1 (attempt 1)", execs, runID)
 	}
 	inputFields, batchInputKeys := aslContract(t)
 	var input map[string]any
@@ -260,8 +261,9 @@ func TestFunctions(t *testing.T) {
 		t.Fatal(err)
 	}
 	concurrency, workerRPS := run.Pacing(100)
-	wantExec := run.Execution{Export: exportName, RunID: runID, ItemsKey: "runs/" + exportName + "/" + runID + "/items.json",
-		MapResultsPrefix: "runs/" + exportName + "/" + runID + "/map",
+	wantExec := run.Execution{Export: exportName, RunID: runID, Attempt: 1, Plan: "none",
+		ItemsKey:         "runs/" + exportName + "/" + runID + "/plans/none/items.json",
+		MapResultsPrefix: "runs/" + exportName + "/" + runID + "/attempts/1/map",
 		ListID:           exec.ListID, Concurrency: concurrency, WorkerRPS: workerRPS, StartedAt: exec.StartedAt, GroupSize: exec.GroupSize}
 	if exec != wantExec || exec.StartedAt.IsZero() {
 		t.Errorf("execution input = %+v, want %+v", exec, wantExec)

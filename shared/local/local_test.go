@@ -27,7 +27,7 @@ func TestExecutionNamesAcrossProcesses(t *testing.T) {
 	}
 	first, second := pipeline(), pipeline() // two processes on one folder
 	ctx := context.Background()
-	input := []byte(`{"export":"e","runId":"e-1","itemsKey":"runs/e/e-1/items.json","concurrency":1}`)
+	input := []byte(`{"export":"e","runId":"e-1","attempt":1,"plan":"none","itemsKey":"runs/e/e-1/items.json","concurrency":1}`)
 	if _, err := first.Store.Put(ctx, "runs/e/e-1/items.json", stringsReader("[]"), store.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -35,6 +35,7 @@ func TestExecutionNamesAcrossProcesses(t *testing.T) {
 	if started, _ := first.Runner.StartRun(ctx, "e-1", input); !started {
 		t.Fatal("a new name did not start")
 	}
+	first.Runner.Wait() // the execution ends, and its name is recorded closed
 	if started, err := second.Runner.StartRun(ctx, "e-1", input); started || err != nil {
 		t.Fatalf("another process started the used name e-1 again (started=%v, err=%v)", started, err)
 	}

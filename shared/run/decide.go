@@ -87,6 +87,7 @@ func (d decision) notYet(ctx context.Context, what string, cause error, m *Manif
 		return fmt.Errorf("%w (and recording it: %v)", err, perr)
 	}
 	d.s.emit(rep)
+	d.res.Status, d.res.Message = StatusFailed, rep.Message
 	return err
 }
 

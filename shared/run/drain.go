@@ -306,7 +306,7 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 	// The list is resolved once, before the fan-out: it proves the key
 	// works (and that the destination has the export's custom fields)
 	// before an attempt claims the export.
-	listID, listReqs, err := s.resolveList(ctx, m)
+	listID, listReqs, notes, err := s.resolveList(ctx, m)
 	var unauth *Unauthorized
 	var mismatch *dest.ConfigError
 	switch {
@@ -317,12 +317,12 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 	case err != nil:
 		return res, stepRetry, d.notYet(ctx, "finding the list failed", err, m, listReqs)
 	}
-	return s.claim(ctx, export, st, etag, q, m, listID, listReqs, &res)
+	return s.claim(ctx, export, st, etag, q, m, listID, attemptRecord{ListRequests: listReqs, Notes: notes}, &res)
 }
 
 // claim makes the next epoch attempt n of the run, holding the export,
 // then starts its execution.
-func (s *Service) claim(ctx context.Context, export string, st exportState, etag string, q *queueEntry, m *Manifest, listID string, listReqs Requests, res *Result) (Result, step, error) {
+func (s *Service) claim(ctx context.Context, export string, st exportState, etag string, q *queueEntry, m *Manifest, listID string, before attemptRecord, res *Result) (Result, step, error) {
 	n := st.Epoch + 1
 	input, err := json.Marshal(Execution{Export: export, RunID: m.RunID, Attempt: n, Plan: m.Base,
 		ItemsKey: itemsKey(export, m.RunID, m.Base), MapResultsPrefix: mapResultsPrefix(export, m.RunID, n), ListID: listID,
@@ -338,11 +338,14 @@ func (s *Service) claim(ctx context.Context, export string, st exportState, etag
 	}
 	log := s.Logger().With("export", export, "run", m.RunID, "attempt", n)
 	log.Info("attempt claimed the export", "status", "claimed", "execution", h.Execution)
-	if err := s.recordAttempt(ctx, h, listReqs); err != nil {
+	if err := s.recordAttempt(ctx, h, before); err != nil {
 		return *res, stepClaimed, err // the holder stays: the next drain finds it never started
 	}
 	res.Attempt = n
 	if err := s.settle(ctx, export, m.RunID, q, Delivery{Status: StatusRunning, Attempt: n}); err != nil {
+		return *res, stepClaimed, err
+	}
+	if err := s.join(ctx, export, q, h); err != nil {
 		return *res, stepClaimed, err
 	}
 	started, err := s.Starter.StartRun(ctx, h.Execution, h.Input)
@@ -363,9 +366,42 @@ func (s *Service) claim(ctx context.Context, export string, st exportState, etag
 	return *res, stepClaimed, nil
 }
 
+// join settles the deliveries of the same file queued right after q (a
+// file run again before its first run started, say): the attempt serves
+// them too. Only up to the first delivery of another file, so arrival
+// order holds.
+func (s *Service) join(ctx context.Context, export string, q *queueEntry, h *Holder) error {
+	objs, err := s.Store.List(ctx, queuePrefix(export))
+	if err != nil {
+		return fmt.Errorf("listing the queue of export %s: %w", export, err)
+	}
+	for _, o := range objs {
+		if o.Key <= q.Key {
+			continue
+		}
+		var next queueEntry
+		switch err := getJSON(ctx, s.Store, o.Key, &next); {
+		case errors.Is(err, store.ErrNotFound):
+			continue
+		case err != nil:
+			return err
+		}
+		next.Key = o.Key
+		if !next.sameFile(q) || next.AllowLargeRemoval && !q.AllowLargeRemoval {
+			return nil
+		}
+		msg := fmt.Sprintf("served by attempt %d, started for an earlier delivery of the same file", h.Attempt)
+		if err := s.settle(ctx, export, h.Run, &next, Delivery{Status: StatusRunning, Attempt: h.Attempt, Message: msg}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // recordAttempt writes the attempt's record (create-only: a drainer
-// closing an attempt whose claimant died writes the same one).
-func (s *Service) recordAttempt(ctx context.Context, h *Holder, listReqs Requests) error {
+// closing an attempt whose claimant died writes one too, without what
+// only the claimant knew: before, the list's requests and notes).
+func (s *Service) recordAttempt(ctx context.Context, h *Holder, before attemptRecord) error {
 	prior, err := s.Store.List(ctx, runPrefix(h.Export, h.Run)+"attempts/")
 	if err != nil {
 		return err
@@ -376,7 +412,8 @@ func (s *Service) recordAttempt(ctx context.Context, h *Holder, listReqs Request
 			n++
 		}
 	}
-	rec := attemptRecord{Holder: *h, Prior: n, ListRequests: listReqs, ClaimedAt: s.now()}
+	rec := before
+	rec.Holder, rec.Prior, rec.ClaimedAt = *h, n, s.now()
 	err = putJSON(ctx, s.Store, attemptKey(h.Export, h.Run, h.Attempt), rec, store.PutOptions{IfNoneMatch: true})
 	if errors.Is(err, store.ErrExists) {
 		return nil

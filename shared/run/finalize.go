@@ -81,7 +81,7 @@ type ending struct {
 func (s *Service) closeAttempt(ctx context.Context, export string, h *Holder, end ending) error {
 	log := s.Logger().With("export", export, "run", h.Run, "attempt", h.Attempt)
 	// Whoever closes it records it too, in case its claimant died first.
-	if err := s.recordAttempt(ctx, h, Requests{}); err != nil {
+	if err := s.recordAttempt(ctx, h, attemptRecord{}); err != nil {
 		return err
 	}
 	rep, err := s.endAttempt(ctx, h, end)
@@ -193,6 +193,7 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 		Base: m.BaseKey, PlannedAt: m.PlannedAt, Seq: attemptSeq(h.Attempt),
 		Rejected: rejectedKey(m.Export, m.RunID, h.Attempt)}
 	rep.Requests.add(rec.ListRequests)
+	rep.Notes = rec.Notes
 	rep.StartedAt = cmp.Or(started, m.PlannedAt)
 	finish := func() {
 		rep.FinishedAt = s.now()
@@ -264,18 +265,21 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 	}
 	rep.SnapshotPromoted = true
 
-	var refused refusal
-	switch err := getJSON(ctx, s.Store, refusalKey(m.Export, m.RunID, h.Attempt), &refused); {
-	case err == nil:
-		rep.Status, rep.Message = StatusFailed, refused.Message
-	case !errors.Is(err, store.ErrNotFound):
-		return nil, err
-	case len(failed) > 0:
-		rep.Status = StatusFailed
-		rep.Message = fmt.Sprintf("%d of %d batches were not delivered (%s): batch %s; their contacts are in rejected.csv, "+
-			"and the next run sends exactly those again, with whatever changed since", len(failed), len(m.Batches), end.cause, seqList(failed))
-	default:
-		rep.Status = StatusSucceeded
+	rep.Status = StatusSucceeded
+	if len(failed) > 0 {
+		// Why the Map stopped, when the key was refused: every batch
+		// settling says the key works after all.
+		var refused refusal
+		switch err := getJSON(ctx, s.Store, refusalKey(m.Export, m.RunID, h.Attempt), &refused); {
+		case err == nil:
+			rep.Status, rep.Message = StatusFailed, refused.Message
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, err
+		default:
+			rep.Status = StatusFailed
+			rep.Message = fmt.Sprintf("%d of %d batches were not delivered (%s): batch %s; their contacts are in rejected.csv, "+
+				"and the next run sends exactly those again, with whatever changed since", len(failed), len(m.Batches), end.cause, seqList(failed))
+		}
 	}
 	rep.FloorSeconds = floorSeconds(m)
 	finish()

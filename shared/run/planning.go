@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/segpilot/segpilot/shared/claims"
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/plan"
@@ -40,6 +41,14 @@ func (s *Service) dryRun(ctx context.Context, cfg *config.Config, e *config.Expo
 	if err := cfg.Runnable(e); err != nil {
 		res.Status, res.Message = StatusRefused, err.Error()
 		return res, nil
+	}
+	switch prev, err := ReadReport(ctx, s.Store, e.Name, runID); {
+	case err == nil && prev.Status == StatusSucceeded:
+		res.Status, res.Counts = StatusUpToDate, prev.Plan
+		res.Message = "this file was already exported with this configuration; nothing to send"
+		return res, nil
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return res, err
 	}
 	st, _, err := s.readState(ctx, e.Name)
 	if err != nil {
@@ -155,20 +164,36 @@ func (s *Service) upload(ctx context.Context, dir string, p *plan.Plan, m *Manif
 }
 
 // resolveList finds (or creates) the export's list, unless the plan has
-// nothing to send, and returns the requests it made for the report.
-func (s *Service) resolveList(ctx context.Context, m *Manifest) (string, Requests, error) {
+// nothing to send, and returns the requests it made and what the
+// destination said worth a note (two lists with the title, say) for the
+// report. A list or field it creates is claimed in the bucket first
+// (shared/claims), so runs of other exports sharing it, in any process,
+// create it once.
+func (s *Service) resolveList(ctx context.Context, m *Manifest) (string, Requests, []string, error) {
 	if len(m.Batches) == 0 {
-		return "", Requests{}, nil
+		return "", Requests{}, nil, nil
 	}
 	d, err := s.Connect(ctx, m.Connection, m.WorkerRPS)
 	if err != nil {
-		return "", Requests{}, s.classify(fmt.Errorf("connecting to %s: %w", m.Connection.Name, err))
+		return "", Requests{}, nil, s.classify(fmt.Errorf("connecting to %s: %w", m.Connection.Name, err))
 	}
-	id, err := d.PrepareList(ctx, dest.ListSpec{Title: m.List, Fields: m.Fields, CreateFields: m.CreateFields})
+	id, notes, err := s.prepareList(ctx, d, m)
+	return id, requestsOf(d.Stats()), notes, s.classify(err)
+}
+
+// prepareList asks d for the export's list through the connection's claims.
+func (s *Service) prepareList(ctx context.Context, d Destination, m *Manifest) (string, []string, error) {
+	reg, err := claims.New(s.Store, m.Connection.Name, claims.Options{Holder: m.RunID})
 	if err != nil {
-		err = fmt.Errorf("finding list %q: %w", m.List, err)
+		return "", nil, err
 	}
-	return id, requestsOf(d.Stats()), s.classify(err)
+	var notes []string
+	id, err := d.PrepareList(ctx, dest.ListSpec{Title: m.List, Fields: m.Fields, CreateFields: m.CreateFields,
+		Registry: reg, Notice: func(n string) { notes = append(notes, n) }})
+	if err != nil {
+		return "", notes, fmt.Errorf("finding list %q: %w", m.List, err)
+	}
+	return id, notes, nil
 }
 
 // refusedMessage is what a run's report says when its key was refused or

@@ -208,14 +208,17 @@ func ReadAttemptReport(ctx context.Context, s store.ObjectStore, export, runID s
 	return &r, nil
 }
 
-// ListReports returns the latest outcome of every run of an export and
-// the report of every attempt, oldest first.
+// ListReports returns every attempt's report and every decision made
+// without one, of every run of an export, oldest first. The run's latest
+// (runs/<export>/<run>/report.json) stands for the attempt it copies, with
+// its page.
 func ListReports(ctx context.Context, s store.ObjectStore, export string) ([]*Report, error) {
 	objs, err := s.List(ctx, "runs/"+export+"/")
 	if err != nil {
 		return nil, err
 	}
-	var out []*Report
+	latest := map[string]*Report{} // by run
+	var attempts []*Report
 	for _, o := range objs {
 		if !strings.HasSuffix(o.Key, "/report.json") {
 			continue
@@ -227,10 +230,23 @@ func ListReports(ctx context.Context, s store.ObjectStore, export string) ([]*Re
 			}
 			return nil, err
 		}
-		if r.Attempt > 0 && !strings.Contains(o.Key, "/attempts/") {
-			continue // the run's copy of its latest attempt's report
+		if strings.Contains(o.Key, "/attempts/") {
+			attempts = append(attempts, &r)
+		} else {
+			latest[r.RunID] = &r
 		}
-		out = append(out, &r)
+	}
+	var out []*Report
+	for _, a := range attempts {
+		if l := latest[a.RunID]; l != nil && l.Seq == a.Seq {
+			a = l
+		}
+		out = append(out, a)
+	}
+	for _, l := range latest {
+		if l.Attempt == 0 {
+			out = append(out, l)
+		}
 	}
 	sortReports(out)
 	return out, nil

@@ -141,6 +141,7 @@ type attemptRecord struct {
 	Holder
 	// Prior counts the run's attempts before this one.
 	Prior        int       `json:"prior"`
-	ListRequests Requests  `json:"listRequests"` // made finding the list before the claim
-	ClaimedAt    time.Time `json:"claimedAt"`    // for people; no decision reads it
+	ListRequests Requests  `json:"listRequests"`    // made finding the list before the claim
+	Notes        []string  `json:"notes,omitempty"` // what the destination said then, for the report
+	ClaimedAt    time.Time `json:"claimedAt"`       // for people; no decision reads it
 }

@@ -75,7 +75,8 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 	work = pace.WithSignal(work, s.throttleSignal(in.Export, in.RunID, in.Attempt))
 	var (
 		m          *Manifest
-		dest       Destination
+		d          Destination
+		relisted   bool  // the list was found (or made) again once: it had gone
 		incomplete []int // batches that left contacts undelivered, to retry
 		why        string
 	)
@@ -107,12 +108,23 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 		if err != nil {
 			return sum, it.Batch, err
 		}
-		if dest == nil {
-			if dest, err = s.Connect(work, m.Connection, in.WorkerRPS); err != nil {
+		if d == nil {
+			if d, err = s.Connect(work, m.Connection, in.WorkerRPS); err != nil {
 				return sum, it.Batch, fmt.Errorf("batch %d: connecting: %w", it.Batch, err)
 			}
 		}
-		res, err := s.sendBatch(ctx, work, m, in, b, dest)
+		res, err := s.sendBatch(ctx, work, m, in, b, d)
+		if errors.Is(err, dest.ErrListGone) && !relisted {
+			// Deleted by hand since ingest found it, or the key now opens
+			// another account: find (or make) it again, through the
+			// claims, and send the batch once more.
+			relisted = true
+			if in.ListID, _, err = s.prepareList(work, d, m); err != nil {
+				return sum, it.Batch, fmt.Errorf("batch %d: the list was gone: %w", it.Batch, err)
+			}
+			s.Logger().Warn("the list was gone; found or made it again", "export", in.Export, "run", in.RunID, "batch", it.Batch)
+			res, err = s.sendBatch(ctx, work, m, in, b, d)
+		}
 		if err != nil {
 			return sum, it.Batch, err
 		}

@@ -54,9 +54,9 @@ func TestThrottleSignalIsHeardByEveryShare(t *testing.T) {
 			// Two containers of one run; each raise is a nanosecond later.
 			var tick atomic.Int64
 			now := func() time.Time { return time.Unix(1_800_000_000, tick.Add(1)) }
-			a := (&Service{Store: st, Now: now}).throttleSignal("weekly", "run-1")
-			b := (&Service{Store: st, Now: now}).throttleSignal("weekly", "run-1")
-			other := (&Service{Store: st, Now: now}).throttleSignal("weekly", "run-2")
+			a := (&Service{Store: st, Now: now}).throttleSignal("weekly", "run-1", 1)
+			b := (&Service{Store: st, Now: now}).throttleSignal("weekly", "run-1", 1)
+			other := (&Service{Store: st, Now: now}).throttleSignal("weekly", "run-2", 1)
 
 			version := func(s *throttleSignal) string {
 				t.Helper()

@@ -75,7 +75,7 @@ func newRunner(t *testing.T, h *harness, items int, sync runner.Handler, opts ..
 			},
 		},
 		Items: func(ctx context.Context, key string) ([]any, error) {
-			if key != "runs/e/r1/items.json" {
+			if key != "runs/e/r1/plans/none/items.json" {
 				t.Errorf("items key %q", key)
 			}
 			out := make([]any, items)
@@ -114,7 +114,7 @@ func newRunner(t *testing.T, h *harness, items int, sync runner.Handler, opts ..
 // input is an execution input as ingest writes it, with groups of one
 // batch: each child's input then names the one batch it sends.
 func input(concurrency int) []byte {
-	return []byte(`{"export":"e","runId":"r1","itemsKey":"runs/e/r1/items.json","mapResultsPrefix":"runs/e/r1/map","listId":"contactlist_1","workerRps":1.5,"groupSize":1,"concurrency":` + itoa(concurrency) + `}`)
+	return []byte(`{"export":"e","runId":"r1","attempt":1,"plan":"none","itemsKey":"runs/e/r1/plans/none/items.json","mapResultsPrefix":"runs/e/r1/attempts/1/map","listId":"contactlist_1","workerRps":1.5,"groupSize":1,"concurrency":` + itoa(concurrency) + `}`)
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
@@ -353,7 +353,7 @@ func TestMapResultsGoToTheRunPrefix(t *testing.T) {
 	var manifest, succeeded string
 	for key := range h.written {
 		switch {
-		case !strings.HasPrefix(key, "runs/e/r1/map/"):
+		case !strings.HasPrefix(key, "runs/e/r1/attempts/1/map/"):
 			t.Errorf("result object %s is outside the run's map/ prefix", key)
 		case strings.HasSuffix(key, "/manifest.json"):
 			manifest = key
