@@ -326,12 +326,3 @@ func testNeverResubscribes(t *testing.T, d destination) {
 		t.Errorf("%d contacts unsubscribed, want 3", len(unsubscribed))
 	}
 }
-
-func (h *harness) countResults(runID string) int {
-	h.t.Helper()
-	objs, err := h.p.Store.List(context.Background(), "runs/vip-newsletter/"+runID+"/results/")
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return len(objs)
-}

@@ -105,7 +105,7 @@ func New(opts Options) (*Pipeline, error) {
 	if words == nil {
 		words = Words{}
 	}
-	names := storeNames{st: st, now: now}
+	names := storeNames{st: st, now: now, self: procs.Self()}
 	svc := &run.Service{Store: st, Connect: conn.Connect, Log: opts.Log, Now: opts.Now, Owner: procs.Self(),
 		Liveness: liveness{names: names, procs: procs, now: now}, Words: words, Page: runpage.Render}
 	syncBatch := handler(svc.SyncBatch)
@@ -156,9 +156,11 @@ func (hostProcesses) Alive(owner string) (bool, error) {
 	return hostproc.Alive(id)
 }
 
-// liveness is run.Liveness locally: an execution the runner recorded
-// closed has ended; otherwise the process that claimed the attempt runs
-// it (or is about to start it) while it lives.
+// liveness is run.Liveness locally, from the runner's record of the
+// execution (executions/<name>.json, shared by every process on the bucket
+// folder): closed, it has ended; open, it runs while the process running
+// it lives; absent, it has not started, and any drainer may start it
+// (the record makes that once).
 type liveness struct {
 	names storeNames
 	procs Processes
@@ -170,12 +172,14 @@ var _ run.Liveness = liveness{}
 func (l liveness) Attempt(ctx context.Context, h run.Holder) (run.Live, error) {
 	rec, _, err := l.names.read(ctx, h.Execution)
 	switch {
-	case err == nil && !rec.ClosedAt.IsZero():
-		return run.Live{State: run.LiveEnded, EndedAt: rec.ClosedAt}, nil
-	case err != nil && !errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
+		return run.Live{State: run.LiveNotStarted}, nil
+	case err != nil:
 		return run.Live{}, err
+	case !rec.ClosedAt.IsZero():
+		return run.Live{State: run.LiveEnded, EndedAt: rec.ClosedAt}, nil
 	}
-	alive, err := l.procs.Alive(h.Owner)
+	alive, err := l.procs.Alive(rec.Process)
 	switch {
 	case err != nil:
 		return run.Live{}, err

@@ -20,8 +20,9 @@ const namesPrefix = "executions/"
 
 // storeNames implements runner.ExecutionNames on the bucket (folder).
 type storeNames struct {
-	st  store.ObjectStore
-	now func() time.Time
+	st   store.ObjectStore
+	now  func() time.Time
+	self string // the process whose runner executes the names it claims
 }
 
 var _ runner.ExecutionNames = storeNames{}
@@ -29,6 +30,7 @@ var _ runner.ExecutionNames = storeNames{}
 type nameRecord struct {
 	StartedAt time.Time `json:"startedAt"`
 	ClosedAt  time.Time `json:"closedAt,omitzero"`
+	Process   string    `json:"process"` // whose runner executes it
 }
 
 func (n storeNames) key(name string) string { return namesPrefix + name + ".json" }
@@ -37,7 +39,7 @@ func (n storeNames) key(name string) string { return namesPrefix + name + ".json
 // cannot both win; a name whose execution closed more than
 // runner.NameReuseAfter ago is taken over by a write conditional on it.
 func (n storeNames) Claim(ctx context.Context, name string) (bool, error) {
-	rec, err := json.Marshal(nameRecord{StartedAt: n.now().UTC()})
+	rec, err := json.Marshal(nameRecord{StartedAt: n.now().UTC(), Process: n.self})
 	if err != nil {
 		return false, err
 	}

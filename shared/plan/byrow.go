@@ -7,15 +7,22 @@ import (
 	"io"
 )
 
+// UnknownHash stands in a snapshot for a contact whose state at the
+// destination is not known: its upsert or removal was sent (or may have
+// been) without an answer saying it was applied. It matches no content,
+// so the next plan sends the contact again if the file holds it, and takes
+// it off the list (mirror) if it does not.
+const UnknownHash = "unknown"
+
 // PromoteByRow writes to w the snapshot a run leaves when not every contact
 // of its plan was delivered: for each email in base or target (both
-// snapshots, sorted), target's entry, unless the email is in undelivered
-// (sorted, as the plan's batches list them), which keeps base's entry (or
-// none, if base had none). So a contact whose upsert failed keeps its
-// previous hash (and a new one stays absent), and a leaver whose removal
-// failed stays in the snapshot: the next run sends them again. A nil base
-// is empty (a first run).
-func PromoteByRow(base, target io.Reader, undelivered []string, w io.Writer) error {
+// snapshots, sorted), target's entry, except for the emails in kept (not
+// applied: the destination refused them), which keep base's entry (or
+// none, if base had none), and those in unknown (not known to be applied
+// or not: failed, or in a batch that never settled), which get
+// UnknownHash. kept and unknown are sorted, as the plan's batches list
+// them, and disjoint. A nil base is empty (a first run).
+func PromoteByRow(base, target io.Reader, kept, unknown []string, w io.Writer) error {
 	b, t := newSnapshotReader(base), newSnapshotReader(target)
 	if err := b.next(); err != nil {
 		return fmt.Errorf("base snapshot: %w", err)
@@ -24,6 +31,12 @@ func PromoteByRow(base, target io.Reader, undelivered []string, w io.Writer) err
 		return fmt.Errorf("target snapshot: %w", err)
 	}
 	bw := bufio.NewWriterSize(w, snapshotBuf)
+	in := func(list *[]string, email []byte) bool {
+		for len(*list) > 0 && (*list)[0] < string(email) {
+			*list = (*list)[1:]
+		}
+		return len(*list) > 0 && (*list)[0] == string(email)
+	}
 	for b.ok || t.ok {
 		// The email this step is about: the smaller of the two, both when equal.
 		c := 0
@@ -39,15 +52,15 @@ func PromoteByRow(base, target io.Reader, undelivered []string, w io.Writer) err
 		if c < 0 {
 			email = b.email
 		}
-		for len(undelivered) > 0 && undelivered[0] < string(email) {
-			undelivered = undelivered[1:]
-		}
-		keep := len(undelivered) > 0 && undelivered[0] == string(email)
 		var err error
 		switch {
-		case keep && c <= 0:
-			err = writeSnapshotLine(bw, b.email, b.hash)
-		case !keep && c >= 0:
+		case in(&unknown, email):
+			err = writeSnapshotLine(bw, email, []byte(UnknownHash))
+		case in(&kept, email):
+			if c <= 0 {
+				err = writeSnapshotLine(bw, b.email, b.hash)
+			}
+		case c >= 0:
 			err = writeSnapshotLine(bw, t.email, t.hash)
 		}
 		if err != nil {

@@ -338,32 +338,35 @@ func (s *Service) claim(ctx context.Context, export string, st exportState, etag
 	}
 	log := s.Logger().With("export", export, "run", m.RunID, "attempt", n)
 	log.Info("attempt claimed the export", "status", "claimed", "execution", h.Execution)
-	if err := s.recordAttempt(ctx, h, before); err != nil {
-		return *res, stepClaimed, err // the holder stays: the next drain finds it never started
-	}
 	res.Attempt = n
-	if err := s.settle(ctx, export, m.RunID, q, Delivery{Status: StatusRunning, Attempt: n}); err != nil {
-		return *res, stepClaimed, err
-	}
-	if err := s.join(ctx, export, q, h); err != nil {
-		return *res, stepClaimed, err
-	}
+	// Started right after the claim: until its execution exists, only
+	// liveness can tell a claimant about to start it from a dead one.
 	started, err := s.Starter.StartRun(ctx, h.Execution, h.Input)
-	switch {
-	case err != nil && s.transient(err):
-		// It may have started: the holder stays, and whoever drains next
-		// asks whether it did (and starts it if not, under the same name).
-		res.Status, res.Message = StatusRunning, "starting execution "+h.Execution+" got no clear answer ("+err.Error()+
-			"); the next trigger finds out whether it started, and starts it if not"
-		return *res, stepClaimed, err
-	case err != nil:
+	if err != nil && !s.transient(err) {
 		cerr := s.closeAttempt(ctx, export, h, ending{cause: "its execution could not start: " + err.Error(), neverStarted: true, requeue: true})
 		res.Status, res.Message = StatusFailed, "execution "+h.Execution+" could not start ("+err.Error()+"); the file stays queued"
 		return *res, stepClaimed, errors.Join(err, cerr)
 	}
-	log.Info("attempt started", "status", StatusRunning, "execution", h.Execution, "new", started)
+	startErr := err
 	res.Status, res.Started = StatusRunning, started
-	return *res, stepClaimed, nil
+	if startErr != nil {
+		// It may have started: the holder stays, and whoever drains next
+		// asks whether it did (and starts it if not, under the same name).
+		res.Message = "starting execution " + h.Execution + " got no clear answer (" + startErr.Error() +
+			"); the next trigger finds out whether it started, and starts it if not"
+	} else {
+		log.Info("attempt started", "status", StatusRunning, "execution", h.Execution, "new", started)
+	}
+	if err := s.recordAttempt(ctx, h, before); err != nil {
+		return *res, stepClaimed, errors.Join(startErr, err)
+	}
+	if err := s.settle(ctx, export, m.RunID, q, Delivery{Status: StatusRunning, Attempt: n}); err != nil {
+		return *res, stepClaimed, errors.Join(startErr, err)
+	}
+	if err := s.join(ctx, export, q, h); err != nil {
+		return *res, stepClaimed, errors.Join(startErr, err)
+	}
+	return *res, stepClaimed, startErr
 }
 
 // join settles the deliveries of the same file queued right after q (a

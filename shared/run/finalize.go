@@ -50,7 +50,15 @@ func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 		cause = in.MapError.Error + ": " + in.MapError.Cause
 	}
 	rep, err := s.endAttempt(ctx, h, ending{cause: cause, startedAt: in.StartedAt})
-	if err == nil {
+	switch {
+	case err != nil:
+	case in.MapError != nil:
+		// The Map failed as a whole (the key refused, say): its other
+		// children may still be sending, so the export stays held until
+		// the execution and its invocations are over; the drain that
+		// then finds it ended applies this report. It is published now.
+		err = s.publish(ctx, rep)
+	default:
 		err = s.apply(ctx, h, rep, ending{})
 	}
 	if err != nil {
@@ -124,9 +132,11 @@ func (s *Service) endAttempt(ctx context.Context, h *Holder, end ending) (*Repor
 	return mine, nil
 }
 
-// apply frees the export from attempt h and moves its snapshot as h's
-// report says, by one swap, unless someone did already; then publishes
-// the report as the run's latest outcome.
+// apply publishes h's report as the run's latest outcome, then frees the
+// export from h and moves its snapshot as the report says, by one swap,
+// unless someone did already. Publishing first, so a closer that dies
+// between the two leaves the holder in place: the next drain closes the
+// attempt again, finds its report, and does both.
 func (s *Service) apply(ctx context.Context, h *Holder, rep *Report, end ending) error {
 	ctx = context.WithoutCancel(ctx)
 	var st exportState
@@ -138,6 +148,12 @@ func (s *Service) apply(ctx context.Context, h *Holder, rep *Report, end ending)
 		if st, etag, err = s.readState(ctx, h.Export); err != nil {
 			return err
 		}
+	}
+	if !st.Holder.is(h.Run, h.Attempt) {
+		return nil // applied by whoever closed it first
+	}
+	if err := s.publish(ctx, rep); err != nil {
+		return err
 	}
 	for st.Holder.is(h.Run, h.Attempt) {
 		if end.requeue {
@@ -153,17 +169,14 @@ func (s *Service) apply(ctx context.Context, h *Holder, rep *Report, end ending)
 			next.Snapshot = &SnapshotRef{Key: rep.Snapshot, Run: h.Run, Attempt: h.Attempt}
 		}
 		won, err := s.swapState(ctx, h.Export, next, etag)
-		if err != nil {
+		if err != nil || won {
 			return err
-		}
-		if won {
-			break
 		}
 		if st, etag, err = s.readState(ctx, h.Export); err != nil {
 			return err
 		}
 	}
-	return s.publish(ctx, rep)
+	return nil
 }
 
 // conclude builds attempt h's report from what its batches recorded: a
@@ -211,11 +224,11 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged, Duplicates: m.Counts.Duplicates, Rejected: m.Counts.Rejected}
 	rep.Batches.Total = len(m.Batches)
 	var (
-		issues   []RowIssue // destination rejections and failures, for rejected.csv
-		tl       timeline   // the batches' timings, for the run's page
-		upserts  []string   // emails of contacts not delivered (sorted: batches are in email order)
-		removals []string   // leavers not removed (sorted likewise)
-		failed   []int      // batches not settled
+		issues  []RowIssue // destination rejections and failures, for rejected.csv
+		tl      timeline   // the batches' timings, for the run's page
+		kept    []string   // contacts the destination refused: not applied
+		unknown []string   // contacts and leavers whose outcome was not seen
+		failed  []int      // batches not settled
 	)
 	for _, ref := range m.Batches {
 		var res BatchResult
@@ -237,17 +250,16 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 		rep.Outcome.RejectedByAPI += len(res.Rejected)
 		rep.Requests.add(res.Requests)
 		for _, r := range res.Rejected {
-			upserts = append(upserts, r.Email)
+			kept = append(kept, r.Email)
 			issues = append(issues, RowIssue{Row: r.Row, Email: r.Email, Reason: "rejected by " + m.Connection.Title() + ": " + r.Reason})
 		}
 		for _, f := range res.Failed {
 			if f.Row == 0 { // a removal
 				rep.Outcome.RemoveFailed++
-				removals = append(removals, f.Email)
 			} else {
 				rep.Outcome.Failed++
-				upserts = append(upserts, f.Email)
 			}
+			unknown = append(unknown, f.Email)
 			issues = append(issues, RowIssue{Row: f.Row, Email: f.Email, Reason: "failed: " + f.Reason})
 		}
 	}
@@ -255,12 +267,14 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 	if err := s.writeRejected(ctx, m, rep.Rejected, issues); err != nil {
 		return nil, err
 	}
-	// Rejected contacts keep their previous state too: the destination
-	// holds what it held (and a new one, nothing, so the next run tries it
-	// again).
-	slices.Sort(upserts)
-	slices.Sort(removals)
-	if rep.Snapshot, err = s.promote(ctx, m, h.Attempt, mergeSorted(upserts, removals)); err != nil {
+	// A contact the destination refused keeps its previous state (a new
+	// one stays absent, so the next run tries it again); one whose outcome
+	// was not seen (failed, or in a batch that never settled: its request
+	// may have been applied) is unknown, so the next run sends it again
+	// whatever its next file says.
+	slices.Sort(kept)
+	slices.Sort(unknown)
+	if rep.Snapshot, err = s.promote(ctx, m, h.Attempt, kept, unknown); err != nil {
 		return nil, err
 	}
 	rep.SnapshotPromoted = true
@@ -313,19 +327,6 @@ func joinComma(parts []string) string {
 	return out
 }
 
-// mergeSorted merges two sorted, disjoint lists.
-func mergeSorted(a, b []string) []string {
-	out := make([]string, 0, len(a)+len(b))
-	for len(a) > 0 && len(b) > 0 {
-		if a[0] < b[0] {
-			out, a = append(out, a[0]), a[1:]
-		} else {
-			out, b = append(out, b[0]), b[1:]
-		}
-	}
-	return append(append(out, a...), b...)
-}
-
 // unsettled accounts for a batch that never settled in attempt n: what its
 // last try recorded (its failure record), or else every contact in it as
 // failed, but for the removals its checkpoint says were done.
@@ -362,12 +363,12 @@ func (s *Service) unsettled(ctx context.Context, m *Manifest, n int64, ref plan.
 }
 
 // promote writes the snapshot attempt n leaves and returns its key: the
-// plan's target, but for the contacts in undelivered (sorted), which keep
-// the base's state. With nothing undelivered that is the plan's own
+// plan's target, but for the contacts kept (the base's state) and unknown
+// (plan.UnknownHash), both sorted. With neither that is the plan's own
 // snapshot, so nothing is written.
-func (s *Service) promote(ctx context.Context, m *Manifest, n int64, undelivered []string) (string, error) {
+func (s *Service) promote(ctx context.Context, m *Manifest, n int64, kept, unknown []string) (string, error) {
 	planned := plannedSnapshotKey(m.Export, m.RunID, m.Base)
-	if len(undelivered) == 0 {
+	if len(kept) == 0 && len(unknown) == 0 {
 		return planned, nil
 	}
 	target, _, err := s.Store.Get(ctx, planned)
@@ -390,7 +391,7 @@ func (s *Service) promote(ctx context.Context, m *Manifest, n int64, undelivered
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails (Go 1.24+)
 	key := promotedKey(m.Export, m.RunID, n) + "-" + hex.EncodeToString(id[:])
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(plan.PromoteByRow(base, target, undelivered, pw)) }()
+	go func() { pw.CloseWithError(plan.PromoteByRow(base, target, kept, unknown, pw)) }()
 	_, err = s.Store.Put(ctx, key, pr, store.PutOptions{ContentType: "text/plain"})
 	pr.CloseWithError(err)
 	if err != nil {

@@ -61,9 +61,6 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 		return nil, 0, errors.New("syncbatch event: want Items (the batches) and a BatchInput naming the export, run, attempt and plan")
 	}
 	sum := &GroupSummary{First: g.Items[0].Batch, Last: g.Items[len(g.Items)-1].Batch}
-	if err := s.checkFence(ctx, in); err != nil {
-		return sum, sum.First, err
-	}
 	// Sending stops early enough before the invocation's deadline (Lambda's
 	// timeout) to checkpoint and answer Transient: the state machine then
 	// retries the group, which resumes where this attempt stopped, instead
@@ -92,6 +89,13 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 			return sum, it.Batch, err
 		}
 		if err := ctx.Err(); err != nil {
+			return sum, it.Batch, err
+		}
+		// Before each batch, not once a group: when a Map fails (the key
+		// refused) its other children still run while finalize frees the
+		// export, and the next attempt must not meet more than the batch
+		// each had in flight.
+		if err := s.checkFence(ctx, in); err != nil {
 			return sum, it.Batch, err
 		}
 		if work.Err() != nil {

@@ -232,9 +232,13 @@ func (r *Runner) StartRun(ctx context.Context, name string, input []byte) (bool,
 	r.stray.Add(1)
 	go func() {
 		defer r.stray.Done()
-		if _, err := r.Execute(exec, input); err != nil && r.opts.Ended != nil {
+		var inFlight sync.WaitGroup
+		if _, err := r.execute(&execution{flow: exec, invoke: exec, inFlight: &inFlight}, input); err != nil && r.opts.Ended != nil {
 			r.opts.Ended(name, err)
 		}
+		// Closed once nothing of it runs: a failed Map's children, and an
+		// invocation past its timeout, go on after the execution ended.
+		inFlight.Wait()
 		if err := r.opts.Names.Closed(context.WithoutCancel(exec), name); err != nil && r.opts.Ended != nil {
 			r.opts.Ended(name, err)
 		}
@@ -246,12 +250,17 @@ func (r *Runner) StartRun(ctx context.Context, name string, input []byte) (bool,
 // failed Map stops its children's), invoke bounds its Lambda invocations
 // (only the whole run's end, or Ctrl-C locally, does).
 type execution struct {
-	flow   context.Context
-	invoke context.Context
+	flow     context.Context
+	invoke   context.Context
+	inFlight *sync.WaitGroup // every goroutine of the execution and its children
 }
 
 // Execute runs the definition on input and returns its output.
 func (r *Runner) Execute(ctx context.Context, input []byte) (json.RawMessage, error) {
+	return r.execute(&execution{flow: ctx, invoke: ctx, inFlight: &sync.WaitGroup{}}, input)
+}
+
+func (r *Runner) execute(ex *execution, input []byte) (json.RawMessage, error) {
 	var in any
 	if err := json.Unmarshal(input, &in); err != nil {
 		return nil, fmt.Errorf("execution input: %w", err)
@@ -259,7 +268,7 @@ func (r *Runner) Execute(ctx context.Context, input []byte) (json.RawMessage, er
 	if err := r.checkSize("the execution input", in); err != nil {
 		return nil, err
 	}
-	out, err := r.run(&execution{flow: ctx, invoke: ctx}, r.def, in, nil)
+	out, err := r.run(ex, r.def, in, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -413,7 +422,7 @@ func (r *Runner) task(ex *execution, name string, st *State, input any, item *co
 	}
 	retries := make([]int, len(st.Retry))
 	for {
-		out, err := r.invoke(ex.invoke, h, timeout, payload)
+		out, err := r.invoke(ex, h, timeout, payload)
 		if err == nil {
 			var res any
 			if len(out) > 0 {
@@ -450,7 +459,8 @@ func (r *Runner) task(ex *execution, name string, st *State, input any, item *co
 // reports for a function that timed out) when h has not returned by then.
 // Lambda would kill it; in process it keeps running, its context
 // cancelled, so whatever it still writes arrives late, as after a crash.
-func (r *Runner) invoke(ctx context.Context, h Handler, timeout time.Duration, payload json.RawMessage) (json.RawMessage, error) {
+func (r *Runner) invoke(ex *execution, h Handler, timeout time.Duration, payload json.RawMessage) (json.RawMessage, error) {
+	ctx := ex.invoke
 	ictx, cancel := context.WithTimeout(ctx, timeout)
 	type answer struct {
 		out json.RawMessage
@@ -458,8 +468,10 @@ func (r *Runner) invoke(ctx context.Context, h Handler, timeout time.Duration, p
 	}
 	done := make(chan answer, 1)
 	r.stray.Add(1)
+	ex.inFlight.Add(1)
 	go func() {
 		defer r.stray.Done()
+		defer ex.inFlight.Done()
 		defer cancel()
 		out, err := h(ictx, payload)
 		done <- answer{out, err}
@@ -565,11 +577,13 @@ launch:
 		}
 		running.Add(1)
 		r.stray.Add(1)
+		ex.inFlight.Add(1)
 		go func(i int, c mapChild) {
 			defer r.stray.Done()
+			defer ex.inFlight.Done()
 			defer running.Done()
 			defer func() { <-sem }()
-			out, err := r.item(&execution{flow: stop, invoke: ex.invoke}, st, i, c.input)
+			out, err := r.item(&execution{flow: stop, invoke: ex.invoke, inFlight: ex.inFlight}, st, i, c.input)
 			mu.Lock()
 			defer mu.Unlock()
 			if decided {
