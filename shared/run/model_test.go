@@ -269,10 +269,10 @@ type world struct {
 	tasks      []*task    // started and not ended, in start order
 	execs      []*execution
 	files      []*file
-	kicks      []string        // cloud: kicks/<export> written, their events not yet delivered
-	retry      []*file         // deliveries whose invocation died: Lambda delivers them again
-	lastKilled map[string]bool // attempts whose last try crashed (kills come in a row)
-	claimedBy  map[string]*task // execution name -> the task whose claim named it
+	kicks      []string                     // cloud: kicks/<export> written, their events not yet delivered
+	retry      []*file                      // deliveries whose invocation died: Lambda delivers them again
+	lastKilled map[string]bool              // attempts whose last try crashed (kills come in a row)
+	claimedBy  map[string]*task             // execution name -> the task whose claim named it
 	dest       map[string]map[string]string // export -> email -> content the destination holds
 	members    map[string]map[string]bool   // export -> emails on its list
 	settled    map[string]string            // export+email -> content settled (a result written while its attempt was open)
