@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -49,6 +50,9 @@ type simulator interface {
 	optOut(email string) error
 	// addOutsider puts someone on the list by hand in the destination.
 	addOutsider(email string) error
+	// madeOnce says whether what runs create in the destination was
+	// created once: Autopilot's list, Ortto's custom fields.
+	madeOnce() error
 }
 
 // held is one contact as the destination holds it.
@@ -141,7 +145,27 @@ func (s autopilotSim) addOutsider(email string) error {
 	return s.AddToList(s.CreateList(listTitle), email)
 }
 
+func (s autopilotSim) madeOnce() error {
+	var ids []string
+	for _, l := range s.Dump().Lists {
+		if l.Title == listTitle {
+			ids = append(ids, l.ID)
+		}
+	}
+	if len(ids) != 1 {
+		return fmt.Errorf("%d lists titled %q: %v", len(ids), listTitle, ids)
+	}
+	return nil
+}
+
 type orttoSim struct{ *orttosim.Server }
+
+func (s orttoSim) madeOnce() error {
+	if n := s.Counters().ByRoute["POST /person/custom-field/create"][200]; n != 2 {
+		return fmt.Errorf("%d custom fields created, want the export's 2, once each", n)
+	}
+	return nil
+}
 
 func (s orttoSim) holds() map[string]held {
 	out := map[string]held{}

@@ -83,6 +83,36 @@ type harness struct {
 	// procs stands in for the processes sharing the bucket: the harness's
 	// own pipeline is process "harness"; a test kills others.
 	procs *processTable
+	// intercept, when set, sees each request first and may answer it
+	// itself (true), in the simulator's place.
+	intercept *atomic.Pointer[func(http.ResponseWriter, *http.Request) bool]
+}
+
+// failUpserts answers 503 to every upsert request holding email, as a
+// destination failing for those contacts would, whatever the retries;
+// "" stops it.
+func (h *harness) failUpserts(email string) {
+	if email == "" {
+		h.intercept.Store(nil)
+		return
+	}
+	f := func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPost || !strings.HasSuffix(h.d.upsertRoute, strings.TrimPrefix(r.URL.Path, "/v1")) {
+			return false
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return true
+		}
+		if !bytes.Contains(body, []byte(`"`+email+`"`)) {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			return false
+		}
+		http.Error(w, `{"error":"unavailable"}`, http.StatusServiceUnavailable)
+		return true
+	}
+	h.intercept.Store(&f)
 }
 
 // processTable is local mode's view of the processes on a host, for
@@ -145,9 +175,13 @@ func newHarness(t testing.TB, d destination, simOpts simOptions, config string, 
 	inFlight := &atomic.Int64{}
 	serving := &atomic.Pointer[simulator]{}
 	serving.Store(&s)
+	intercept := &atomic.Pointer[func(http.ResponseWriter, *http.Request) bool]{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		inFlight.Add(1)
 		defer inFlight.Add(-1)
+		if f := intercept.Load(); f != nil && (*f)(w, r) {
+			return
+		}
 		(*serving.Load()).ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
@@ -177,7 +211,7 @@ func newHarness(t testing.TB, d destination, simOpts simOptions, config string, 
 	}
 	t.Cleanup(p.Runner.Wait) // before its bucket folder goes: executions end on their own goroutines
 	h := &harness{t: t, d: d, sim: s, p: p, dir: dir, url: srv.URL + "/v1", logs: logs, inFlight: inFlight,
-		stop: func() { srv.Close(); serving.Store(nil) }, procs: procs}
+		stop: func() { srv.Close(); serving.Store(nil) }, procs: procs, intercept: intercept}
 	h.put(run.ConfigKey, []byte(config))
 	return h
 }

@@ -306,18 +306,29 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 	// The list is resolved once, before the fan-out: it proves the key
 	// works (and that the destination has the export's custom fields)
 	// before an attempt claims the export.
-	listID, listReqs, notes, err := s.resolveList(ctx, m)
+	li, err := s.resolveList(ctx, m)
 	var unauth *Unauthorized
 	var mismatch *dest.ConfigError
 	switch {
 	case errors.As(err, &mismatch):
-		return d.decide(ctx, StatusInvalid, m.Connection.Title()+" does not match the export: "+err.Error()+"; nothing was sent", m, listReqs)
+		return d.decide(ctx, StatusInvalid, m.Connection.Title()+" does not match the export: "+err.Error()+"; nothing was sent", m, li.requests)
 	case errors.As(err, &unauth):
-		return d.decide(ctx, StatusFailed, s.refusedMessage(unauth), m, listReqs)
+		return d.decide(ctx, StatusFailed, s.refusedMessage(unauth), m, li.requests)
 	case err != nil:
-		return res, stepRetry, d.notYet(ctx, "finding the list failed", err, m, listReqs)
+		return res, stepRetry, d.notYet(ctx, "finding the list failed", err, m, li.requests)
 	}
-	return s.claim(ctx, export, st, etag, q, m, listID, attemptRecord{ListRequests: listReqs, Notes: notes}, &res)
+	if li.gone && st.Snapshot != nil {
+		// The list the snapshot describes is gone: nobody is on the one
+		// made in its place, so every contact of the file is sent, as in a
+		// first run (against no snapshot; the attempt's snapshot then says
+		// who is on the new list).
+		if m, err = s.planFor(ctx, cfg, e, q.request(export), runID, nil); err != nil {
+			return res, stepRetry, d.notYet(ctx, "planning failed", err, nil)
+		}
+		li.notes = append(li.notes, "Every contact of the file was sent again, since the list it was on is gone.")
+		res.Counts = m.Counts
+	}
+	return s.claim(ctx, export, st, etag, q, m, li.id, attemptRecord{ListRequests: li.requests, Notes: li.notes}, &res)
 }
 
 // claim makes the next epoch attempt n of the run, holding the export,

@@ -303,6 +303,9 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 // seqList names batches for a person: "7", "7, 9 and 12", "7, 9, 12 and 40 more".
 func seqList(seqs []int) string {
 	const shown = 3
+	if len(seqs) == 0 {
+		return "none"
+	}
 	var parts []string
 	for _, n := range seqs[:min(len(seqs), shown)] {
 		parts = append(parts, strconv.Itoa(n))

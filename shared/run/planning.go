@@ -164,36 +164,64 @@ func (s *Service) upload(ctx context.Context, dir string, p *plan.Plan, m *Manif
 }
 
 // resolveList finds (or creates) the export's list, unless the plan has
-// nothing to send, and returns the requests it made and what the
-// destination said worth a note (two lists with the title, say) for the
-// report. A list or field it creates is claimed in the bucket first
+// nothing to send, and returns the requests it made, what the destination
+// said worth a note (two lists with the title, say) for the report, and
+// whether the list the export sent to before is gone (deleted by hand, or
+// the key now opens another account): then no snapshot says who is on the
+// list now. A list or field it creates is claimed in the bucket first
 // (shared/claims), so runs of other exports sharing it, in any process,
 // create it once.
-func (s *Service) resolveList(ctx context.Context, m *Manifest) (string, Requests, []string, error) {
+func (s *Service) resolveList(ctx context.Context, m *Manifest) (listInfo, error) {
 	if len(m.Batches) == 0 {
-		return "", Requests{}, nil, nil
+		return listInfo{}, nil
 	}
 	d, err := s.Connect(ctx, m.Connection, m.WorkerRPS)
 	if err != nil {
-		return "", Requests{}, nil, s.classify(fmt.Errorf("connecting to %s: %w", m.Connection.Name, err))
+		return listInfo{}, s.classify(fmt.Errorf("connecting to %s: %w", m.Connection.Name, err))
 	}
-	id, notes, err := s.prepareList(ctx, d, m)
-	return id, requestsOf(d.Stats()), notes, s.classify(err)
+	li, err := s.prepareList(ctx, d, m)
+	li.requests = requestsOf(d.Stats())
+	return li, s.classify(err)
+}
+
+// listInfo is what resolving an export's list found.
+type listInfo struct {
+	id       string
+	requests Requests
+	notes    []string
+	gone     bool // the list recorded before is no longer the destination's
 }
 
 // prepareList asks d for the export's list through the connection's claims.
-func (s *Service) prepareList(ctx context.Context, d Destination, m *Manifest) (string, []string, error) {
+func (s *Service) prepareList(ctx context.Context, d Destination, m *Manifest) (listInfo, error) {
 	reg, err := claims.New(s.Store, m.Connection.Name, claims.Options{Holder: m.RunID})
 	if err != nil {
-		return "", nil, err
+		return listInfo{}, err
 	}
-	var notes []string
-	id, err := d.PrepareList(ctx, dest.ListSpec{Title: m.List, Fields: m.Fields, CreateFields: m.CreateFields,
-		Registry: reg, Notice: func(n string) { notes = append(notes, n) }})
+	var li listInfo
+	watched := &watchedRegistry{Registry: reg}
+	li.id, err = d.PrepareList(ctx, dest.ListSpec{Title: m.List, Fields: m.Fields, CreateFields: m.CreateFields,
+		Registry: watched, Notice: func(n string) { li.notes = append(li.notes, n) }})
+	li.gone = watched.listReplaced
 	if err != nil {
-		return "", notes, fmt.Errorf("finding list %q: %w", m.List, err)
+		return li, fmt.Errorf("finding list %q: %w", m.List, err)
 	}
-	return id, notes, nil
+	return li, nil
+}
+
+// watchedRegistry tells whether the registry replaced a recorded list
+// with another.
+type watchedRegistry struct {
+	dest.Registry
+	listReplaced bool
+}
+
+func (w *watchedRegistry) Resolve(ctx context.Context, kind dest.ObjectKind, name string, o dest.Objects) (dest.Resolved, error) {
+	res, err := w.Registry.Resolve(ctx, kind, name, o)
+	if err == nil && kind == dest.ObjectList && res.Replaced != "" {
+		w.listReplaced = true
+	}
+	return res, err
 }
 
 // refusedMessage is what a run's report says when its key was refused or

@@ -123,9 +123,11 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 			// another account: find (or make) it again, through the
 			// claims, and send the batch once more.
 			relisted = true
-			if in.ListID, _, err = s.prepareList(work, d, m); err != nil {
+			li, err := s.prepareList(work, d, m)
+			if err != nil {
 				return sum, it.Batch, fmt.Errorf("batch %d: the list was gone: %w", it.Batch, err)
 			}
+			in.ListID = li.id
 			s.Logger().Warn("the list was gone; found or made it again", "export", in.Export, "run", in.RunID, "batch", it.Batch)
 			res, err = s.sendBatch(ctx, work, m, in, b, d)
 		}
