@@ -73,6 +73,23 @@ func deploy(t *testing.T) *deployment {
 		t.Fatalf("template.yaml's state machine: %v", err)
 	}
 
+	// The bootstraps build while moto starts.
+	var sources []string
+	for _, fn := range fns {
+		sources = append(sources, fn.source)
+	}
+	type built struct {
+		paths map[string]string
+		err   error
+	}
+	building := make(chan built, 1)
+	buildDir := t.TempDir()
+	go func() {
+		paths, err := buildBootstraps(buildDir, slices.Compact(slices.Sorted(slices.Values(sources))))
+		building <- built{paths, err}
+	}()
+	t.Cleanup(func() { <-building }) // before buildDir is removed
+
 	ls := newLambdaService(t)
 	m := startMoto(t, ls.srv.URL)
 	cfg := awsConfig()
@@ -105,13 +122,13 @@ func deploy(t *testing.T) *deployment {
 	}
 	role := "arn:" + partition + ":iam::" + accountID + ":role/" + stackName + "-role"
 
-	var sources []string
-	for _, fn := range fns {
-		sources = append(sources, fn.source)
+	b := <-building
+	building <- b // for the cleanup
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	bootstraps := buildBootstraps(t, slices.Compact(slices.Sorted(slices.Values(sources))))
 	for _, fn := range fns {
-		d.createFunction(ctx, fn, role, bootstraps[fn.source])
+		d.createFunction(ctx, fn, role, b.paths[fn.source])
 	}
 
 	out, err := d.sfn.CreateStateMachine(ctx, &sfn.CreateStateMachineInput{Name: aws.String(machine.name),

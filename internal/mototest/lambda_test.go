@@ -28,16 +28,15 @@ import (
 
 const modulePath = "github.com/segpilot/segpilot"
 
-// buildBootstraps builds each named functions/<source> package for this
-// machine, as internal/lambdatest does (the same flags, so the build cache
-// serves both), with one go command so shared packages compile once.
-func buildBootstraps(t testing.TB, sources []string) map[string]string {
-	t.Helper()
+// buildBootstraps builds each named functions/<source> package into dir
+// for this machine, as internal/lambdatest does (the same flags, so the
+// build cache serves both), with one go command so shared packages compile
+// once.
+func buildBootstraps(dir string, sources []string) (map[string]string, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		t.Fatalf("finding the go command: %v", err)
+		return nil, fmt.Errorf("finding the go command: %w", err)
 	}
-	dir := t.TempDir()
 	args := []string{"build", "-tags", "lambda.norpc", "-o", dir + string(filepath.Separator)}
 	for _, src := range sources {
 		args = append(args, modulePath+"/functions/"+src)
@@ -45,13 +44,13 @@ func buildBootstraps(t testing.TB, sources []string) map[string]string {
 	cmd := exec.Command(goBin, args...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
 	if msg, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, msg)
+		return nil, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, msg)
 	}
 	out := map[string]string{}
 	for _, src := range sources {
 		out[src] = filepath.Join(dir, src)
 	}
-	return out
+	return out, nil
 }
 
 // rieBinary finds aws-lambda-rie on PATH or in GOPATH/bin (where go

@@ -37,6 +37,7 @@ import (
 	"github.com/segpilot/segpilot/internal/sample"
 	"github.com/segpilot/segpilot/internal/testutil"
 	"github.com/segpilot/segpilot/shared/autopilot/sim"
+	"github.com/segpilot/segpilot/shared/httpx"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/simkit"
 )
@@ -65,14 +66,34 @@ type destination struct {
 	// the simulator refuses, as if the key had been revoked in Autopilot.
 	revokeAt string
 	revoked  atomic.Bool
+	// stormEmail, when set, has the first stormLen sends of its batch
+	// answered 503: longer than the client retries, so only the state
+	// machine's Retry of the group gets the batch through.
+	stormEmail string
+	stormLen   int64
+	stormed    atomic.Int64
 }
 
 func (dst *destination) serve(w http.ResponseWriter, r *http.Request) {
-	if dst.revokeAt != "" && r.Method+" "+strings.TrimPrefix(r.URL.Path, "/v1") == dst.revokeAt {
+	route := r.Method + " " + strings.TrimPrefix(r.URL.Path, "/v1")
+	if dst.revokeAt != "" && route == dst.revokeAt {
 		dst.revoked.Store(true)
 	}
 	if dst.revoked.Load() {
 		r.Header.Set("autopilotapikey", revokedKey)
+	}
+	if dst.stormEmail != "" && route == upsertRoute {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if bytes.Contains(bytes.ToLower(body), []byte(`"`+dst.stormEmail+`"`)) && dst.stormed.Add(1) <= dst.stormLen {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"error":"Service Unavailable","message":"injected storm"}`)
+			return
+		}
 	}
 	dst.sim.ServeHTTP(w, r)
 }
@@ -89,8 +110,9 @@ func TestPipelineOnMoto(t *testing.T) {
 		large = 5000
 	}
 	dests := map[string]*destination{
-		"main":    {export: "vip-newsletter", segment: "vip-customers", mode: "mirror", rps: 100},
-		"faults":  {export: "faults", segment: "faults", mode: "mirror", rps: 20},
+		"main": {export: "vip-newsletter", segment: "vip-customers", mode: "mirror", rps: 100},
+		"faults": {export: "faults", segment: "faults", mode: "mirror", rps: 100,
+			stormEmail: sample.Email(1500), stormLen: httpx.DefaultMaxAttempts + 1},
 		"refused": {export: "refused-at-ingest", segment: "refused-at-ingest", mode: "mirror", rps: 5, secret: revokedKey},
 		"revoked": {export: "revoked-after-ingest", segment: "revoked-after-ingest", mode: "mirror", rps: 1, revokeAt: upsertRoute},
 		"large":   {export: "large", segment: "large", mode: "mirror", rps: 100},
@@ -199,8 +221,14 @@ func TestPipelineOnMoto(t *testing.T) {
 		if c.Injected.ServerErrors == 0 || c.Injected.Throttled == 0 {
 			t.Fatalf("faults injected: %+v; want both 5xx answers and 429 bursts, or this scenario proves nothing", c.Injected)
 		}
-		if rep.Requests.Total != c.Total || rep.Requests.Retries == 0 {
-			t.Errorf("the report counts %d requests (%d retries); the simulator received %d", rep.Requests.Total, rep.Requests.Retries, c.Total)
+		// The storm outlasted the client's retries: its batch went through
+		// only because the state machine retried the group (Transient).
+		if n := dst.stormed.Load(); n <= dst.stormLen {
+			t.Fatalf("%s's batch was sent %d times; the storm answers the first %d, so it was never delivered", dst.stormEmail, n, dst.stormLen)
+		}
+		if got := int64(rep.Requests.Total); got != int64(c.Total)+dst.stormLen || rep.Requests.Retries == 0 {
+			t.Errorf("the report counts %d requests (%d retries); the simulator received %d, the storm answered %d",
+				got, rep.Requests.Retries, c.Total, dst.stormLen)
 		}
 		d.checkHealthy(t)
 	})
