@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -73,6 +74,9 @@ func deploy(t *testing.T) *deployment {
 		t.Fatalf("template.yaml's state machine: %v", err)
 	}
 
+	ls := newLambdaService(t)
+	python := needMoto(t)
+
 	// The bootstraps build while moto starts.
 	var sources []string
 	for _, fn := range fns {
@@ -90,8 +94,7 @@ func deploy(t *testing.T) *deployment {
 	}()
 	t.Cleanup(func() { <-building }) // before buildDir is removed
 
-	ls := newLambdaService(t)
-	m := startMoto(t, ls.srv.URL)
+	m := startMoto(t, python, ls.srv.URL)
 	cfg := awsConfig()
 	d := &deployment{t: t, moto: m, lambda: ls, bucket: bucket, machine: machine,
 		s3:       awsx.NewS3Client(cfg, m.url),
@@ -188,20 +191,10 @@ func (d *deployment) createFunction(ctx context.Context, fn function, role, boot
 		awsx.EnvSecretsEndpoint + "=" + d.moto.url,
 		awsx.EnvSFNEndpoint + "=" + d.moto.url,
 	}
-	for _, k := range slices.Sorted(mapsKeys(fn.env)) {
+	for _, k := range slices.Sorted(maps.Keys(fn.env)) {
 		env = append(env, k+"="+fn.env[k])
 	}
 	d.lambda.add(fn, bootstrap, env)
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // put writes an object to the bucket, as an upstream job would.
@@ -214,7 +207,7 @@ func (d *deployment) put(t testing.TB, key string, body []byte) store.ObjectInfo
 	return info
 }
 
-// putSecret creates or updates a secret in moto's Secrets Manager.
+// putSecret creates a secret in moto's Secrets Manager.
 func (d *deployment) putSecret(t testing.TB, id, value string) {
 	t.Helper()
 	ctx := context.Background()
@@ -251,7 +244,8 @@ func (d *deployment) invoke(t testing.TB, logicalID string, event []byte, v any)
 type notifier struct {
 	d        *deployment
 	notes    []notification
-	inFlight atomic.Int64
+	received atomic.Int64 // events read from moto
+	inFlight atomic.Int64 // events being delivered
 	mu       sync.Mutex
 	errs     []string
 }
@@ -271,6 +265,7 @@ func startNotifier(d *deployment, notes []notification) *notifier {
 	n := &notifier{d: d, notes: notes}
 	go func() {
 		for line := range d.moto.events {
+			n.received.Add(1)
 			var obj createdObject
 			if err := json.Unmarshal(line, &obj); err != nil {
 				n.fail("moto reported %s: %v", line, err)
@@ -391,25 +386,8 @@ func (d *deployment) settle(t testing.TB, export string, info store.ObjectInfo, 
 
 // quiet returns the final report of the object's run, or why not yet.
 func (d *deployment) quiet(export string, info store.ObjectInfo) (*run.Report, string) {
-	if err := d.moto.sync(10 * time.Second); err != nil {
-		return nil, err.Error()
-	}
-	if n := d.notify.inFlight.Load(); n > 0 {
-		return nil, fmt.Sprintf("%d S3 events being delivered", n)
-	}
-	for _, fn := range d.lambda.fns {
-		if n := fn.inFlight.Load(); n > 0 {
-			return nil, fmt.Sprintf("%s running %d invocations", fn.logicalID, n)
-		}
-	}
-	execs, err := d.executions()
-	if err != nil {
-		return nil, "listing executions: " + err.Error()
-	}
-	for _, e := range execs {
-		if e.Status == sfntypes.ExecutionStatusRunning {
-			return nil, "an execution is RUNNING"
-		}
+	if why := d.idle(); why != "" {
+		return nil, why
 	}
 	reports, err := run.ListReports(context.Background(), d.store, export)
 	if err != nil {
@@ -424,6 +402,45 @@ func (d *deployment) quiet(export string, info store.ObjectInfo) (*run.Report, s
 		}
 	}
 	return nil, "it has no report yet"
+}
+
+// idle says why the deployment is still busy, or "" when nothing runs and
+// nothing is about to: no S3 event undelivered or being delivered, no
+// invocation running, no execution RUNNING, and none of these began while
+// it looked. (An execution is started only by an invocation, an
+// invocation only by an event or a RUNNING execution, and an event is
+// read by the second sync if its object was written before it.)
+func (d *deployment) idle() string {
+	events, invokes := d.notify.received.Load(), d.lambda.started.Load()
+	for round := range 2 {
+		if err := d.moto.sync(10 * time.Second); err != nil {
+			return err.Error()
+		}
+		if n := d.notify.inFlight.Load(); n > 0 {
+			return fmt.Sprintf("%d S3 events being delivered", n)
+		}
+		for _, fn := range d.lambda.fns {
+			if n := fn.inFlight.Load(); n > 0 {
+				return fmt.Sprintf("%s running %d invocations", fn.logicalID, n)
+			}
+		}
+		if round > 0 {
+			break
+		}
+		execs, err := d.executions()
+		if err != nil {
+			return "listing executions: " + err.Error()
+		}
+		for _, e := range execs {
+			if e.Status == sfntypes.ExecutionStatusRunning {
+				return "an execution is RUNNING"
+			}
+		}
+	}
+	if events != d.notify.received.Load() || invokes != d.lambda.started.Load() {
+		return "functions were invoked meanwhile"
+	}
+	return ""
 }
 
 // checkHealthy fails the test if the deployment misbehaved since the last

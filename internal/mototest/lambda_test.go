@@ -89,6 +89,8 @@ type lambdaService struct {
 	fns    map[string]*lambdaFunction // by function name
 	all    []*environment
 	errs   []string // invocations the service itself could not complete
+	// started counts every invocation begun, of any function.
+	started atomic.Int64
 }
 
 // lambdaFunction is one deployed function.
@@ -195,6 +197,7 @@ func (ls *lambdaService) invoke(ctx context.Context, fn *lambdaFunction, payload
 	fn.inFlight.Add(1)
 	defer fn.inFlight.Add(-1)
 	fn.invokes.Add(1)
+	ls.started.Add(1)
 	defer func(start time.Time) { fn.busy.Add(int64(time.Since(start))) }(time.Now())
 	env, err := ls.take(fn)
 	if err != nil {

@@ -39,17 +39,24 @@ type motoServer struct {
 	seq    int
 }
 
-// startMoto runs moto_pipeline.py: moto's S3, Secrets Manager, IAM,
-// Lambda and Step Functions on a loopback port, state machines executed,
-// each Lambda invocation posted to invokeURL/<function name>. The process
-// ends when the test closes its standard input (or dies).
-func startMoto(t testing.TB, invokeURL string) *motoServer {
+// needMoto returns the python3 that has moto, or reports it missing (a
+// failure in CI, a skip elsewhere).
+func needMoto(t testing.TB) string {
 	t.Helper()
 	python := testutil.NeedTool(t, "python3", "the image's pyenv python3")
-	const install = "pip install 'moto[server]==5.2.1' boto3 (the image's pyenv has them)"
-	if out, err := exec.Command(python, "-c", "import moto, moto.server, boto3; print(moto.__version__)").CombinedOutput(); err != nil {
-		testutil.MissingTool(t, "moto for python3 (import moto.server: "+strings.TrimSpace(lastLine(string(out)))+")", install)
+	if out, err := exec.Command(python, "-c", "import moto.server, boto3").CombinedOutput(); err != nil {
+		testutil.MissingTool(t, "moto for python3 (import moto.server: "+lastLine(string(out))+")",
+			"pip install 'moto[server]==5.2.1' boto3 (the image's pyenv has them)")
 	}
+	return python
+}
+
+// startMoto runs moto_pipeline.py with python: moto's S3, Secrets Manager,
+// IAM, Lambda and Step Functions on a loopback port, state machines
+// executed, each Lambda invocation posted to invokeURL/<function name>.
+// The process ends when the test closes its standard input (or dies).
+func startMoto(t testing.TB, python, invokeURL string) *motoServer {
+	t.Helper()
 	logs := &testutil.SyncBuffer{}
 	cmd := exec.Command(python, "moto_pipeline.py", invokeURL)
 	cmd.Env = append(cleanEnv(), "PYTHONUNBUFFERED=1")
