@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -265,8 +266,29 @@ func (ls *lambdaService) release(fn *lambdaFunction, env *environment) {
 }
 
 // start runs a new aws-lambda-rie with fn's bootstrap and waits until it
-// accepts connections.
+// accepts connections. The ports it is given were free a moment before,
+// but under load another connection may take one first (its local port
+// comes from the same range): aws-lambda-rie then exits at once, and the
+// environment is started again on other ports. Lambda never fails an
+// invocation for such a reason, so neither may the test.
 func (ls *lambdaService) start(fn *lambdaFunction) (*environment, error) {
+	var errs []error
+	for range 5 {
+		env, err := ls.startOnce(fn)
+		if err == nil {
+			return env, nil
+		}
+		errs = append(errs, err)
+		if !errors.Is(err, errExitedEarly) {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+var errExitedEarly = errors.New("aws-lambda-rie exited at start")
+
+func (ls *lambdaService) startOnce(fn *lambdaFunction) (*environment, error) {
 	api, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -289,18 +311,31 @@ func (ls *lambdaService) start(fn *lambdaFunction) (*environment, error) {
 	}
 	env := &environment{url: "http://" + api + "/2015-03-31/functions/function/invocations", cmd: cmd, exited: make(chan error, 1)}
 	go func() { env.exited <- cmd.Wait() }()
+	exitedEarly := func() error {
+		select {
+		case err := <-env.exited:
+			env.exited <- err
+			return fmt.Errorf("%w (%v) on %s and %s; see the function's log", errExitedEarly, err, api, rapi)
+		default:
+			return nil
+		}
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		conn, err := net.DialTimeout("tcp", api, 200*time.Millisecond)
 		if err == nil {
 			conn.Close()
+			// What answered may be another process on a port taken
+			// meanwhile: this one would have exited by now, failing to
+			// bind its own (it binds both at once, within milliseconds).
+			time.Sleep(50 * time.Millisecond)
+			if err := exitedEarly(); err != nil {
+				return nil, err
+			}
 			return env, nil
 		}
-		select {
-		case err := <-env.exited:
-			env.exited <- err
-			return nil, fmt.Errorf("aws-lambda-rie exited before listening: %v", err)
-		default:
+		if err := exitedEarly(); err != nil {
+			return nil, err
 		}
 		if time.Now().After(deadline) {
 			env.kill()
@@ -316,12 +351,31 @@ func (e *environment) kill() {
 	e.exited <- err
 }
 
+// handedOut are the ports freeAddr gave, never given twice: the kernel
+// may offer a port again once its probe closed, while the environment
+// given it first is still starting.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
 // freeAddr returns a loopback address nothing listens on right now.
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("finding a free port: %w", err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", fmt.Errorf("finding a free port: %w", err)
+		}
+		addr := l.Addr().(*net.TCPAddr)
+		if err := l.Close(); err != nil {
+			return "", err
+		}
+		handedOut.Lock()
+		seen := handedOut.ports[addr.Port]
+		handedOut.ports[addr.Port] = true
+		handedOut.Unlock()
+		if !seen {
+			return addr.String(), nil
+		}
 	}
-	addr := l.Addr().String()
-	return addr, l.Close()
 }

@@ -254,8 +254,12 @@ def work_around_moto_gaps():
         eval_job(self, env, job)
         # Succeeded (ProgramEnded) or aborted (ProgramStopped) children are
         # not failures; an error or a timeout is.
-        if isinstance(env.program_state(), (ProgramEnded, ProgramStopped)):
+        state = env.program_state()
+        if isinstance(state, (ProgramEnded, ProgramStopped)):
             return
+        logging.getLogger("moto_pipeline").warning(
+            "a Map child failed (%s): %s", type(state).__name__, getattr(state, "error", None)
+        )
         record = self._map_run_record
         items = len(job.job_input) if isinstance(job.job_input, list) else 1
         with self._job_pool._mutex:

@@ -299,6 +299,11 @@ func TestPipelineOnMoto(t *testing.T) {
 // upstream job does, and waits for its run's report.
 func (d *deployment) drop(t *testing.T, dst *destination, name string, data []byte) *run.Report {
 	t.Helper()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("what the deployment did:\n%s", d.diagnose())
+		}
+	})
 	start := time.Now()
 	info := d.put(t, "segments/"+dst.segment+"/"+name, data)
 	rep := d.settle(t, dst.export, info, 60*time.Second)
