@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,16 +40,28 @@ type motoServer struct {
 	seq    int
 }
 
-// needMoto returns the python3 that has moto, or reports it missing (a
-// failure in CI, a skip elsewhere).
+// needMoto returns a python3 that has moto, or reports it missing (a
+// failure in CI, a skip elsewhere). The image's pyenv python3 has it; .ci/run
+// puts pyenv's shims after the system's python3 on PATH, so both are tried.
 func needMoto(t testing.TB) string {
 	t.Helper()
-	python := testutil.NeedTool(t, "python3", "the image's pyenv python3")
-	if out, err := exec.Command(python, "-c", "import moto.server, boto3").CombinedOutput(); err != nil {
-		testutil.MissingTool(t, "moto for python3 (import moto.server: "+lastLine(string(out))+")",
-			"pip install 'moto[server]==5.2.1' boto3 (the image's pyenv has them)")
+	const install = "pip install 'moto[server]==5.2.1' boto3 (the image's pyenv python3 has them)"
+	candidates := []string{testutil.NeedTool(t, "python3", install)}
+	if home, err := os.UserHomeDir(); err == nil {
+		candidates = append(candidates, filepath.Join(home, ".pyenv", "shims", "python3"))
 	}
-	return python
+	var why string
+	for _, python := range candidates {
+		out, err := exec.Command(python, "-c", "import moto.server, boto3").CombinedOutput()
+		if err == nil {
+			return python
+		}
+		if why == "" {
+			why = python + ": " + lastLine(string(out))
+		}
+	}
+	testutil.MissingTool(t, "moto for python3 ("+why+")", install)
+	return ""
 }
 
 // startMoto runs moto_pipeline.py with python: moto's S3, Secrets Manager,
