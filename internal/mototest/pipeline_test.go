@@ -109,11 +109,18 @@ func TestPipelineOnMoto(t *testing.T) {
 	if testing.Short() {
 		large = 5000
 	}
+	// One connection, export and simulator per scenario, all in one
+	// config. At the most a budget may be (100 requests/s: 40 workers),
+	// pacing takes little of the test's time.
 	dests := map[string]*destination{
 		"main": {export: "vip-newsletter", segment: "vip-customers", mode: "mirror", rps: 100},
+		// A batch stormed one send past the client's attempts.
 		"faults": {export: "faults", segment: "faults", mode: "mirror", rps: 100,
 			stormEmail: sample.Email(1500), stormLen: httpx.DefaultMaxAttempts + 1},
+		// The secret holds a key the simulator never accepted.
 		"refused": {export: "refused-at-ingest", segment: "refused-at-ingest", mode: "mirror", rps: 5, secret: revokedKey},
+		// Revoked at the first send. At 1 request/s there are 2 workers
+		// for more groups than that, so whether the Map stops shows.
 		"revoked": {export: "revoked-after-ingest", segment: "revoked-after-ingest", mode: "mirror", rps: 1, revokeAt: upsertRoute},
 		"large":   {export: "large", segment: "large", mode: "mirror", rps: 100},
 	}
@@ -161,8 +168,21 @@ func TestPipelineOnMoto(t *testing.T) {
 		if len(res) != 1 || res[0].Export != dst.export || res[0].Status != run.StatusUpToDate || res[0].Started {
 			t.Fatalf("refresh with events/manual.json answered %+v; want %s up to date", res, dst.export)
 		}
+		// The schedule (events/schedule.json, EventBridge's shape) re-runs
+		// every enabled export: this one is up to date, the others have
+		// no file yet.
+		res = nil
+		d.invoke(t, "RefreshFunction", readRepoFile(t, "events/schedule.json"), &res)
+		if len(res) != len(dests) {
+			t.Fatalf("the scheduled refresh answered %+v; want one result per export (%d)", res, len(dests))
+		}
+		for _, r := range res {
+			if want := map[bool]string{true: run.StatusUpToDate, false: run.StatusNoInput}[r.Export == dst.export]; r.Status != want || r.Started {
+				t.Errorf("the scheduled refresh answered %+v for %s; want %s", r, r.Export, want)
+			}
+		}
 		if reps := d.reports(t, dst.export); len(reps) != 1 {
-			t.Fatalf("after an up-to-date refresh, %s has %d reports; want the first run's only", dst.export, len(reps))
+			t.Fatalf("after up-to-date refreshes, %s has %d reports; want the first run's only", dst.export, len(reps))
 		}
 		d.checkHealthy(t)
 	})
