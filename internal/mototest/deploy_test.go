@@ -419,7 +419,7 @@ func (d *deployment) idle() string {
 		if n := d.notify.inFlight.Load(); n > 0 {
 			return fmt.Sprintf("%d S3 events being delivered", n)
 		}
-		for _, fn := range d.lambda.fns {
+		for _, fn := range d.lambda.functions() {
 			if n := fn.inFlight.Load(); n > 0 {
 				return fmt.Sprintf("%s running %d invocations", fn.logicalID, n)
 			}
@@ -493,7 +493,7 @@ func (d *deployment) diagnose() string {
 	for _, f := range d.lambda.failures() {
 		fmt.Fprintf(&b, "Lambda could not complete: %s\n", f)
 	}
-	for _, fn := range d.lambda.fns {
+	for _, fn := range d.lambda.functions() {
 		fmt.Fprintf(&b, "--- %s (%d invocations) ---\n%s\n", fn.logicalID, fn.invokes.Load(), tail(fn.logs.String(), 6000))
 	}
 	fmt.Fprintf(&b, "--- moto ---\n%s\n", tail(d.moto.logs.String(), 6000))

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -149,6 +150,15 @@ func (ls *lambdaService) function(logicalID string) *lambdaFunction {
 		}
 	}
 	return nil
+}
+
+// functions are the deployed functions, by logical id.
+func (ls *lambdaService) functions() []*lambdaFunction {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	out := slices.Collect(maps.Values(ls.fns))
+	slices.SortFunc(out, func(a, b *lambdaFunction) int { return strings.Compare(a.logicalID, b.logicalID) })
+	return out
 }
 
 // failures are the invocations the service could not complete.

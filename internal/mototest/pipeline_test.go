@@ -301,14 +301,14 @@ func TestPipelineOnMoto(t *testing.T) {
 	})
 
 	// No function ever logged an API key, whatever happened above.
-	for _, fn := range d.lambda.fns {
+	for _, fn := range d.lambda.functions() {
 		for _, key := range []string{apiKey, revokedKey} {
 			if strings.Contains(fn.logs.String(), key) {
 				t.Errorf("%s's output contains an API key", fn.logicalID)
 			}
 		}
 	}
-	for _, fn := range d.lambda.fns {
+	for _, fn := range d.lambda.functions() {
 		t.Logf("%s: %d invocations in %d environments, %v busy", fn.logicalID, fn.invokes.Load(), fn.cold.Load(),
 			time.Duration(fn.busy.Load()).Round(time.Millisecond))
 	}
@@ -326,7 +326,7 @@ func (d *deployment) drop(t *testing.T, dst *destination, name string, data []by
 	})
 	start := time.Now()
 	info := d.put(t, "segments/"+dst.segment+"/"+name, data)
-	rep := d.settle(t, dst.export, info, 60*time.Second)
+	rep := d.settle(t, dst.export, info, 90*time.Second)
 	t.Logf("%s: %s in %v (the run's own %.1f s): %d rows, %d sent, %d removed, %d failed; %d requests, %d retries, %d throttled",
 		info.Key, rep.Status, time.Since(start).Round(time.Millisecond), rep.DurationSeconds, rep.Outcome.Rows, rep.Outcome.Sent,
 		rep.Outcome.Removed, rep.Outcome.Failed, rep.Requests.Total, rep.Requests.Retries, rep.Requests.Throttled)
