@@ -157,8 +157,14 @@ func TestPipelineOnMoto(t *testing.T) {
 				rep.Status, rep.Message, o, rep.SnapshotPromoted, len(want))
 		}
 		assertHolds(t, dst, want)
-		if got := dst.sim.Counters().Total; rep.Requests.Total != got {
-			t.Errorf("the report counts %d requests; the simulator received %d", rep.Requests.Total, got)
+		c := dst.sim.Counters()
+		if rep.Requests.Total != c.Total {
+			t.Errorf("the report counts %d requests; the simulator received %d", rep.Requests.Total, c.Total)
+		}
+		// The list is found (and created) once, before the fan-out, and
+		// handed to every worker: no worker looks for it again.
+		if n := sum(c.ByRoute["GET /lists"]) + sum(c.ByRoute["POST /list"]); n > 2 {
+			t.Errorf("the simulator was asked for the list %d times; want it found and created once", n)
 		}
 
 		// A person runs the export again by hand (events/manual.json): the
@@ -475,6 +481,14 @@ func assertHolds(t *testing.T, dst *destination, want map[string]contact) {
 	if bad > 0 {
 		t.Fatalf("%d of %d contacts wrong at the simulator", bad, len(want))
 	}
+}
+
+func sum(byStatus map[int]int) int {
+	n := 0
+	for _, v := range byStatus {
+		n += v
+	}
+	return n
 }
 
 // assertNothingSent checks no contact reached the destination.
