@@ -225,6 +225,7 @@ const modelConfig = `connections:
     apiKeySecret: segpilot/autopilot
     baseURL: https://api2.autopilothq.com/v1
     consent: true
+    requestsPerSecond: 1 # two workers: groups of two batches, retried as one
 exports:
   mirrored:
     connection: main
@@ -273,6 +274,7 @@ type world struct {
 	retry      []*file                      // deliveries whose invocation died: Lambda delivers them again
 	lastKilled map[string]bool              // attempts whose last try crashed (kills come in a row)
 	claimedBy  map[string]*task             // execution name -> the task whose claim named it
+	reports    map[string]string            // attempt report key -> what was written first
 	dest       map[string]map[string]string // export -> email -> content the destination holds
 	members    map[string]map[string]bool   // export -> emails on its list
 	settled    map[string]string            // export+email -> content settled (a result written while its attempt was open)
@@ -352,7 +354,7 @@ func newWorld(t *testing.T, fl flavour, seed uint64, raw store.ObjectStore) *wor
 	w := &world{t: t, seed: seed, fl: fl, raw: raw, tempDir: t.TempDir(),
 		rng:        rand.New(rand.NewPCG(seed, 0)),
 		now:        time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC),
-		lastKilled: map[string]bool{}, claimedBy: map[string]*task{}, settled: map[string]string{}, sentBy: map[string]int64{},
+		lastKilled: map[string]bool{}, claimedBy: map[string]*task{}, reports: map[string]string{}, settled: map[string]string{}, sentBy: map[string]int64{},
 		dest: map[string]map[string]string{}, members: map[string]map[string]bool{}, seen: map[string]int{}}
 	w.crashP = []float64{0, 0.01, 0.02, 0.04}[w.rng.IntN(4)]
 	w.lostP = []float64{0, 0.01, 0.03}[w.rng.IntN(3)]
@@ -1177,12 +1179,20 @@ func (m modelStore) Put(ctx context.Context, key string, body io.Reader, opts st
 		_, herr := m.w.raw.Head(ctx, key[:strings.Index(key, "/results/")]+"/report.json")
 		open = errors.Is(herr, store.ErrNotFound)
 	}
-	if report && !opts.IfNoneMatch {
-		m.w.fail("ONE REPORT: %s written without If-None-Match by %s", key, m.tk.what)
-	}
 	info, err := m.w.raw.Put(ctx, key, bytes.NewReader(b), opts)
 	if err != nil {
 		return info, err
+	}
+	if report {
+		m.w.mu.Lock()
+		first, again := m.w.reports[key]
+		if !again {
+			m.w.reports[key] = string(b)
+		}
+		m.w.mu.Unlock()
+		if again && first != string(b) {
+			m.w.fail("ONE REPORT: %s written again by %s, with another outcome", key, m.tk.what)
+		}
 	}
 	switch {
 	case report:
