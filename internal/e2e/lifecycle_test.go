@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/segpilot/segpilot/internal/sample"
@@ -227,4 +229,46 @@ func TestListDeletedByHandIsMadeAgainAndRefilled(t *testing.T) {
 	if err := h.sim.madeOnce(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A list deleted while a run sends: the contacts sent before are not on
+// the list made in its place, so that attempt fails with a note, leaves
+// no snapshot, and queues its file again; the next attempt sends every
+// contact to the new list.
+func TestListDeletedMidRunIsRefilledByTheNextAttempt(t *testing.T) {
+	t.Parallel()
+	d := destinations[0] // Ortto's lists are tags: they cannot go
+	week1 := generate(t, sample.Options{Rows: 300, Seed: 53})
+	h := newHarness(t, d, simOptions{}, configYAML(d, "mirror", 100))
+	ap := h.sim.(autopilotSim)
+	var upserts atomic.Int32
+	f := func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/contacts") && upserts.Add(1) == 2 {
+			for _, l := range ap.Dump().Lists {
+				if err := ap.DeleteList(l.ID); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+		return false
+	}
+	h.intercept.Store(&f)
+	res := h.drop("week1.csv", week1)[0]
+	rep := h.report(res)
+	if rep.Status != run.StatusSucceeded || rep.Attempt != 2 || rep.Base != "" || rep.Outcome.Sent != len(expected(t, week1)) {
+		t.Fatalf("the run: %s by attempt %d, base %q, %+v; want succeeded by attempt 2, sending every contact against no snapshot",
+			rep.Status, rep.Attempt, rep.Base, rep.Outcome)
+	}
+	first, err := run.ReadAttemptReport(context.Background(), h.p.Store, res.Export, res.RunID, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Status != run.StatusFailed || !first.Refill || !first.Requeued || !strings.Contains(first.Message, "queued again") || !first.Outcome.Reconciles() {
+		t.Fatalf("the attempt whose list went: %s %q, refill %v, requeued %v, %+v; want failed, refill, queued again",
+			first.Status, first.Message, first.Refill, first.Requeued, first.Outcome)
+	}
+	if lists := ap.Dump().Lists; len(lists) != 1 {
+		t.Fatalf("%d lists, want the one made again", len(lists))
+	}
+	h.assertState(expected(t, week1))
 }

@@ -19,7 +19,9 @@ func (s *Service) Await(ctx context.Context, res Result, poll time.Duration) (Re
 		case res.Status == StatusRunning && res.Attempt > 0:
 			rep, err := ReadReport(ctx, s.Store, res.Export, res.RunID)
 			switch {
-			case err == nil && rep.Seq >= attemptSeq(res.Attempt):
+			case err == nil && rep.Seq >= attemptSeq(res.Attempt) && !rep.Requeued:
+				// (A requeued attempt's run goes on: the drains below
+				// start its next attempt, whose report comes later.)
 				return Result{Export: res.Export, RunID: res.RunID, Status: rep.Status, Message: rep.Message, Counts: rep.Plan,
 					Attempt: rep.Attempt, Started: res.Started}, nil
 			case err != nil && !errors.Is(err, store.ErrNotFound):

@@ -73,6 +73,37 @@ func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 	return rep, nil
 }
 
+// maxRefills bounds the attempts a run makes again because its list was
+// deleted while it sent: past it, the next run refills the list instead.
+const maxRefills = 3
+
+// noteRelisting fails an attempt whose list was deleted (and made again)
+// while it sent: what it sent before is not on the new list, so it leaves
+// no snapshot (the next attempt sends every contact, as to a new list),
+// and its file is queued again.
+func (s *Service) noteRelisting(ctx context.Context, m *Manifest, h *Holder, rep *Report) error {
+	var r relisting
+	switch err := getJSON(ctx, s.Store, relistedKey(m.Export, m.RunID, h.Attempt), &r); {
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	rep.Refill, rep.Requeued = true, rep.Prior+1 < maxRefills
+	what := fmt.Sprintf("list %q was deleted while this attempt sent (batch %d found it gone) and was made again: contacts sent before then are not on it, so ",
+		m.List, r.Batch)
+	if rep.Requeued {
+		what += "the file is queued again to send every contact"
+	} else {
+		what += fmt.Sprintf("after %d attempts the next run sends every contact", rep.Prior+1)
+	}
+	if rep.Status == StatusFailed {
+		what += "; besides, " + rep.Message
+	}
+	rep.Status, rep.Message = StatusFailed, what
+	return nil
+}
+
 // ending says how an attempt ends when it is closed.
 type ending struct {
 	cause        string    // why batches not settled were not delivered
@@ -156,16 +187,20 @@ func (s *Service) apply(ctx context.Context, h *Holder, rep *Report, end ending)
 		return err
 	}
 	for st.Holder.is(h.Run, h.Attempt) {
-		if end.requeue {
+		if end.requeue || rep.Requeued {
 			// Before the swap, so the file cannot be forgotten: the entry's
 			// key is its own, and whoever drains next runs it.
-			if _, err := s.enqueue(ctx, h.Export, h.Delivery.request(h.Export)); err != nil {
+			if _, err := s.enqueue(ctx, h.Export, st.Holder.Delivery.request(h.Export)); err != nil {
 				return err
 			}
 		}
 		next := st
 		next.Holder = nil
-		if rep.SnapshotPromoted {
+		switch {
+		case rep.Refill:
+			// Nobody knows who is on the list made again mid-run.
+			next.Snapshot = nil
+		case rep.SnapshotPromoted:
 			next.Snapshot = &SnapshotRef{Key: rep.Snapshot, Run: h.Run, Attempt: h.Attempt}
 		}
 		won, err := s.swapState(ctx, h.Export, next, etag)
@@ -216,6 +251,7 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 		rep.Status, rep.Message = StatusFailed, "attempt "+strconv.FormatInt(h.Attempt, 10)+" never ran: "+end.cause+"; nothing was sent"
 		if end.requeue {
 			rep.Message += ", and the file is queued again"
+			rep.Requeued = true
 		}
 		finish()
 		return rep, s.accountUnsent(ctx, rep, m, "not sent: the attempt never ran")
@@ -294,6 +330,9 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 			rep.Message = fmt.Sprintf("%d of %d batches were not delivered (%s): batch %s; their contacts are in rejected.csv, "+
 				"and the next run sends exactly those again, with whatever changed since", len(failed), len(m.Batches), end.cause, seqList(failed))
 		}
+	}
+	if err := s.noteRelisting(ctx, m, h, rep); err != nil {
+		return nil, err
 	}
 	rep.FloorSeconds = floorSeconds(m)
 	finish()

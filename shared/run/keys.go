@@ -91,6 +91,9 @@ func failureKey(export, runID string, n int64, seq int) string {
 func refusalKey(export, runID string, n int64) string {
 	return attemptPrefix(export, runID, n) + "refused.json"
 }
+func relistedKey(export, runID string, n int64) string {
+	return attemptPrefix(export, runID, n) + "relisted.json"
+}
 func throttledKey(export, runID string, n int64) string {
 	return attemptPrefix(export, runID, n) + "throttled"
 }

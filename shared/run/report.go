@@ -75,6 +75,13 @@ type Report struct {
 	DurationSeconds  float64     `json:"durationSeconds"` // this attempt: from its start (planning included) to its end
 	FloorSeconds     float64     `json:"floorSeconds"`    // requests / requestsPerSecond: the fastest any exporter could go
 	SnapshotPromoted bool        `json:"snapshotPromoted"`
+	// Refill: the list was deleted (and made again) while the attempt
+	// sent, so it leaves the export no snapshot: the next attempt sends
+	// every contact.
+	Refill bool `json:"refill,omitempty"`
+	// Requeued: the attempt's file is queued again (its execution never
+	// started, or its list must be refilled); the run goes on.
+	Requeued bool `json:"requeued,omitempty"`
 	// Snapshot is the key of the snapshot the attempt leaves (the plan's
 	// target, but for contacts not delivered): the export's state points
 	// at it once the attempt is closed.

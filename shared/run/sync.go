@@ -49,6 +49,14 @@ type refusal struct {
 	At      time.Time `json:"at"`
 }
 
+// relisting is runs/<export>/<run>/attempts/<n>/relisted.json: the list
+// was gone when batch Batch was sent, and was found or made again. What
+// the attempt sent before is not on the new list.
+type relisting struct {
+	Batch int       `json:"batch"`
+	At    time.Time `json:"at"`
+}
+
 func (s *Service) recordRefusal(ctx context.Context, in GroupInput, batch int, u *Unauthorized) error {
 	return putJSON(ctx, s.Store, refusalKey(in.Export, in.RunID, in.Attempt), refusal{Message: s.refusedMessage(u), Batch: batch, At: s.now()}, store.PutOptions{})
 }
@@ -123,9 +131,14 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 			// another account: find (or make) it again, through the
 			// claims, and send the batch once more.
 			relisted = true
-			li, err := s.prepareList(work, d, m)
-			if err != nil {
-				return sum, it.Batch, fmt.Errorf("batch %d: the list was gone: %w", it.Batch, err)
+			// Recorded first: once the list is made again nothing else
+			// would tell finalize that contacts sent before are not on it.
+			if rerr := putJSON(work, s.Store, relistedKey(in.Export, in.RunID, in.Attempt), relisting{Batch: it.Batch, At: s.now()}, store.PutOptions{}); rerr != nil {
+				return sum, it.Batch, fmt.Errorf("batch %d: the list was gone: recording it: %w", it.Batch, rerr)
+			}
+			li, lerr := s.prepareList(work, d, m)
+			if lerr != nil {
+				return sum, it.Batch, fmt.Errorf("batch %d: the list was gone: %w", it.Batch, lerr)
 			}
 			in.ListID = li.id
 			s.Logger().Warn("the list was gone; found or made it again", "export", in.Export, "run", in.RunID, "batch", it.Batch)
