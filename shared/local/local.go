@@ -5,6 +5,7 @@ package local
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -212,6 +213,10 @@ func (Words) SetKey(kind string) string {
 		return "set the connection kind's key variable, AUTOPILOT_API_KEY or ORTTO_API_KEY (or run with --sim)"
 	}
 	return "set " + strings.ToUpper(kind) + "_API_KEY (or run with --sim)"
+}
+
+func (Words) CheckKey(kind string) string {
+	return "check that " + strings.ToUpper(cmp.Or(kind, "autopilot")) + "_API_KEY holds the account's current key"
 }
 
 func (Words) EndedEarly(h run.Holder) string {

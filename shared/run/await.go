@@ -19,9 +19,10 @@ func (s *Service) Await(ctx context.Context, res Result, poll time.Duration) (Re
 		case res.Status == StatusRunning && res.Attempt > 0:
 			rep, err := ReadReport(ctx, s.Store, res.Export, res.RunID)
 			switch {
-			case err == nil && rep.Seq >= attemptSeq(res.Attempt) && !rep.Requeued:
+			case err == nil && rep.Seq >= attemptSeq(res.Attempt) && !rep.Requeued && !rep.Closing:
 				// (A requeued attempt's run goes on: the drains below
-				// start its next attempt, whose report comes later.)
+				// start its next attempt, whose report comes later; a
+				// closing one's is replaced once a drain closes it.)
 				return Result{Export: res.Export, RunID: res.RunID, Status: rep.Status, Message: rep.Message, Counts: rep.Plan,
 					Attempt: rep.Attempt, Started: res.Started}, nil
 			case err != nil && !errors.Is(err, store.ErrNotFound):

@@ -1,11 +1,16 @@
 package run
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/plan"
+	"github.com/segpilot/segpilot/shared/segment"
 )
 
 // decision ends a queued delivery without an attempt: what handle found
@@ -16,13 +21,16 @@ type decision struct {
 	q   *queueEntry
 	e   *config.Export
 	res *Result
+	// detail is the technical cause, for the report's error field and the
+	// page's details, when the message says what it means.
+	detail string
 }
 
 // report is the run's report of this decision, with the plan's counts when
 // there is a plan.
 func (d decision) report(status, msg string, m *Manifest, listReqs []Requests) *Report {
 	rep := &Report{Export: d.res.Export, RunID: d.res.RunID, Trigger: d.q.Trigger, Source: d.q.Source,
-		Status: status, Message: msg, FinishedAt: d.s.now(), Seq: decisionSeq(d.st.Epoch)}
+		Status: status, Message: msg, Error: d.detail, FinishedAt: d.s.now(), Seq: decisionSeq(d.st.Epoch)}
 	if d.e != nil {
 		rep.Mode, rep.List = d.e.Mode, d.e.List
 	}
@@ -76,7 +84,12 @@ func (d decision) upToDate(ctx context.Context, prev *Report, more string) (Resu
 // queued, and its run's report says so until then.
 func (d decision) notYet(ctx context.Context, what string, cause error, m *Manifest, listReqs ...Requests) error {
 	err := fmt.Errorf("%s: %w", what, cause)
-	rep := d.report(StatusFailed, what+": "+cause.Error()+"; the file stays queued and runs on the next trigger "+
+	title := ""
+	if m != nil {
+		title = m.Connection.Title()
+	}
+	d.detail = cause.Error()
+	rep := d.report(StatusFailed, what+" ("+briefCause(title, cause)+"); the file stays queued and runs on the next trigger "+
 		"(another file, the schedule, or a run of this export ending)", m, listReqs)
 	if m != nil {
 		if aerr := d.s.accountUnsent(ctx, rep, m, "not sent yet: "+what); aerr != nil {
@@ -89,6 +102,32 @@ func (d decision) notYet(ctx context.Context, what string, cause error, m *Manif
 	d.s.emit(rep)
 	d.res.Status, d.res.Message = StatusFailed, rep.Message
 	return err
+}
+
+// briefCause says in a few words why a call to the destination (title,
+// when known) failed; the whole chain goes to the report's error field.
+func briefCause(title string, err error) string {
+	var re *dest.RequestError
+	switch {
+	case errors.As(err, &re) && re.Status != 0:
+		return fmt.Sprintf("%s answered %d to %s %s", cmp.Or(title, re.API), re.Status, re.Method, segment.MaskEmails(re.Path))
+	case errors.As(err, &re):
+		return "no answer from " + cmp.Or(title, re.API) + " to " + re.Method + " " + segment.MaskEmails(re.Path)
+	case errors.Is(err, dest.ErrInProgress):
+		return "another run is creating the list and has not finished"
+	}
+	return clip(segment.MaskEmails(err.Error()), 200)
+}
+
+// clip cuts s to at most n bytes, on a rune boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // accountUnsent fills rep's outcome for a plan of which nothing was sent:

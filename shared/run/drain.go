@@ -313,6 +313,7 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 	case errors.As(err, &mismatch):
 		return d.decide(ctx, StatusInvalid, m.Connection.Title()+" does not match the export: "+err.Error()+"; nothing was sent", m, li.requests)
 	case errors.As(err, &unauth):
+		d.detail = unauth.Msg
 		return d.decide(ctx, StatusFailed, s.refusedMessage(unauth), m, li.requests)
 	case err != nil:
 		return res, stepRetry, d.notYet(ctx, "finding the list failed", err, m, li.requests)
@@ -354,7 +355,7 @@ func (s *Service) claim(ctx context.Context, export string, st exportState, etag
 	// liveness can tell a claimant about to start it from a dead one.
 	started, err := s.Starter.StartRun(ctx, h.Execution, h.Input)
 	if err != nil && !s.transient(err) {
-		cerr := s.closeAttempt(ctx, export, h, ending{cause: "its execution could not start: " + err.Error(), neverStarted: true, requeue: true})
+		cerr := s.closeAttempt(ctx, export, h, ending{cause: "its execution could not start (" + briefCause("", err) + ")", detail: err.Error(), neverStarted: true, requeue: true})
 		res.Status, res.Message = StatusFailed, "execution "+h.Execution+" could not start ("+err.Error()+"); the file stays queued"
 		return *res, stepClaimed, errors.Join(err, cerr)
 	}
@@ -461,7 +462,7 @@ func (s *Service) settleHolder(ctx context.Context, export string, st exportStat
 			log.Warn("starting an attempt whose own start was not seen", "execution", h.Execution, "error", err)
 			return false, nil
 		}
-		return true, s.closeAttempt(ctx, export, h, ending{cause: "its execution could not start: " + err.Error(), neverStarted: true, requeue: true, state: &st, etag: etag})
+		return true, s.closeAttempt(ctx, export, h, ending{cause: "its execution could not start (" + briefCause("", err) + ")", detail: err.Error(), neverStarted: true, requeue: true, state: &st, etag: etag})
 	case LiveEnded:
 		if wait := s.EndedGrace - s.now().Sub(live.EndedAt); wait > 0 {
 			log.Info("the attempt holding the export ended; leaving its invocations in flight time to finish", "wait", wait.Round(1e9).String())

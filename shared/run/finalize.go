@@ -13,6 +13,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/segpilot/segpilot/shared/plan"
@@ -45,20 +46,22 @@ func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 		return nil, fmt.Errorf("finalize event: want export, runId and attempt, got %+v", in)
 	}
 	h := &Holder{Export: in.Export, Run: in.RunID, Attempt: in.Attempt, Plan: in.Plan, Execution: executionName(in.RunID, in.Attempt)}
-	cause := "the batch did not complete"
+	end := ending{cause: "the batch did not complete", startedAt: in.StartedAt}
 	if in.MapError != nil {
-		cause = in.MapError.Error + ": " + in.MapError.Cause
+		end.cause = "the run's Map failed with " + clip(in.MapError.Error, 100)
+		end.detail = in.MapError.Error + ": " + in.MapError.Cause
 	}
-	rep, err := s.endAttempt(ctx, h, ending{cause: cause, startedAt: in.StartedAt})
-	switch {
-	case err != nil:
-	case in.MapError != nil:
+	var rep *Report
+	var err error
+	if in.MapError != nil {
 		// The Map failed as a whole (the key refused, say): its other
 		// children may still be sending, so the export stays held until
-		// the execution and its invocations are over; the drain that
-		// then finds it ended applies this report. It is published now.
-		err = s.publish(ctx, rep)
-	default:
+		// the execution and its invocations are over, and the drain that
+		// then finds it ended writes the attempt's report, from every
+		// batch's record, with this cause. Until then the run's report
+		// says what is known.
+		rep, err = s.stopping(ctx, h, end)
+	} else if rep, err = s.endAttempt(ctx, h, end); err == nil {
 		err = s.apply(ctx, h, rep, ending{})
 	}
 	if err != nil {
@@ -71,6 +74,38 @@ func (s *Service) Finalize(ctx context.Context, in FinalizeInput) (*Report, erro
 		}
 	}
 	return rep, nil
+}
+
+// stopped is runs/<export>/<run>/attempts/<n>/stopped.json: the attempt's
+// Map failed, with this cause; whoever closes the attempt reports it.
+type stopped struct {
+	Cause  string `json:"cause"`
+	Detail string `json:"detail"`
+}
+
+// stopping records why attempt h's Map failed and publishes what its
+// batches recorded so far, as a closing report; the attempt's own report
+// is written when it is closed. A late or repeated finalize of an attempt
+// already closed changes nothing.
+func (s *Service) stopping(ctx context.Context, h *Holder, end ending) (*Report, error) {
+	ctx = context.WithoutCancel(ctx)
+	var final Report
+	switch err := getJSON(ctx, s.Store, attemptReportKey(h.Export, h.Run, h.Attempt), &final); {
+	case err == nil:
+		return &final, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, err
+	}
+	if err := putJSON(ctx, s.Store, stoppedKey(h.Export, h.Run, h.Attempt), stopped{Cause: end.cause, Detail: end.detail}, store.PutOptions{}); err != nil {
+		return nil, err
+	}
+	rep, err := s.conclude(ctx, h, end)
+	if err != nil {
+		return nil, err
+	}
+	rep.Closing = true
+	rep.Message = strings.TrimSpace(rep.Message + " (The batches still in flight end first; this report is final then.)")
+	return rep, s.publish(ctx, rep)
 }
 
 // maxRefills bounds the attempts a run makes again because its list was
@@ -106,7 +141,8 @@ func (s *Service) noteRelisting(ctx context.Context, m *Manifest, h *Holder, rep
 
 // ending says how an attempt ends when it is closed.
 type ending struct {
-	cause        string    // why batches not settled were not delivered
+	cause        string    // why batches not settled were not delivered, for a person
+	detail       string    // the technical cause behind it, when there is one
 	startedAt    time.Time // when the attempt began; zero: from its holder's input
 	neverStarted bool      // its execution never started: nothing was sent
 	requeue      bool      // its delivery goes back to the queue (it never ran)
@@ -121,6 +157,13 @@ func (s *Service) closeAttempt(ctx context.Context, export string, h *Holder, en
 	log := s.Logger().With("export", export, "run", h.Run, "attempt", h.Attempt)
 	// Whoever closes it records it too, in case its claimant died first.
 	if err := s.recordAttempt(ctx, h, attemptRecord{}); err != nil {
+		return err
+	}
+	var st stopped
+	switch err := getJSON(ctx, s.Store, stoppedKey(h.Export, h.Run, h.Attempt), &st); {
+	case err == nil: // its finalize said why it stopped
+		end.cause, end.detail = st.Cause, st.Detail
+	case !errors.Is(err, store.ErrNotFound):
 		return err
 	}
 	rep, err := s.endAttempt(ctx, h, end)
@@ -248,13 +291,27 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 		rep.DurationSeconds = rep.FinishedAt.Sub(rep.StartedAt).Seconds()
 	}
 	if end.neverStarted {
-		rep.Status, rep.Message = StatusFailed, "attempt "+strconv.FormatInt(h.Attempt, 10)+" never ran: "+end.cause+"; nothing was sent"
+		rep.Status, rep.Message, rep.Error = StatusFailed, "attempt "+strconv.FormatInt(h.Attempt, 10)+" never ran: "+end.cause+"; nothing was sent", end.detail
 		if end.requeue {
 			rep.Message += ", and the file is queued again"
 			rep.Requeued = true
 		}
 		finish()
 		return rep, s.accountUnsent(ctx, rep, m, "not sent: the attempt never ran")
+	}
+
+	// Why batches that did not settle were not delivered, in rejected.csv:
+	// when the key was refused, that (the Map's cause on AWS need not say
+	// it); else the cause, clipped (the whole of it is the report's error).
+	var refused refusal
+	switch err := getJSON(ctx, s.Store, refusalKey(m.Export, m.RunID, h.Attempt), &refused); {
+	case err == nil:
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, err
+	}
+	rowCause := end.cause
+	if refused.Message != "" {
+		rowCause = m.Connection.Title() + " refused the API key (see the report)"
 	}
 
 	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged, Duplicates: m.Counts.Duplicates, Rejected: m.Counts.Rejected}
@@ -276,7 +333,7 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 			return nil, err
 		default:
 			failed = append(failed, ref.Seq)
-			if res, err = s.unsettled(ctx, m, h.Attempt, ref, end.cause); err != nil {
+			if res, err = s.unsettled(ctx, m, h.Attempt, ref, rowCause); err != nil {
 				return nil, err
 			}
 		}
@@ -319,14 +376,10 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 	if len(failed) > 0 {
 		// Why the Map stopped, when the key was refused: every batch
 		// settling says the key works after all.
-		var refused refusal
-		switch err := getJSON(ctx, s.Store, refusalKey(m.Export, m.RunID, h.Attempt), &refused); {
-		case err == nil:
-			rep.Status, rep.Message = StatusFailed, refused.Message
-		case !errors.Is(err, store.ErrNotFound):
-			return nil, err
-		default:
-			rep.Status = StatusFailed
+		rep.Status, rep.Error = StatusFailed, end.detail
+		if refused.Message != "" {
+			rep.Message = refused.Message
+		} else {
 			rep.Message = fmt.Sprintf("%d of %d batches were not delivered (%s): batch %s; their contacts are in rejected.csv, "+
 				"and the next run sends exactly those again, with whatever changed since", len(failed), len(m.Batches), end.cause, seqList(failed))
 		}

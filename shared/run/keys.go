@@ -91,6 +91,9 @@ func failureKey(export, runID string, n int64, seq int) string {
 func refusalKey(export, runID string, n int64) string {
 	return attemptPrefix(export, runID, n) + "refused.json"
 }
+func stoppedKey(export, runID string, n int64) string {
+	return attemptPrefix(export, runID, n) + "stopped.json"
+}
 func relistedKey(export, runID string, n int64) string {
 	return attemptPrefix(export, runID, n) + "relisted.json"
 }

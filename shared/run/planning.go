@@ -15,6 +15,7 @@ import (
 	"github.com/segpilot/segpilot/shared/claims"
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/dest"
+	"github.com/segpilot/segpilot/shared/kinds"
 	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/segment"
 	"github.com/segpilot/segpilot/shared/store"
@@ -204,7 +205,7 @@ func (s *Service) prepareList(ctx context.Context, d Destination, m *Manifest) (
 		Registry: watched, Notice: func(n string) { li.notes = append(li.notes, n) }})
 	li.gone = watched.listReplaced
 	if err != nil {
-		return li, fmt.Errorf("finding list %q: %w", m.List, err)
+		return li, err // the destination's error names the list
 	}
 	return li, nil
 }
@@ -228,8 +229,12 @@ func (w *watchedRegistry) Resolve(ctx context.Context, kind dest.ObjectKind, nam
 // there is none: what happened, and what to do.
 func (s *Service) refusedMessage(u *Unauthorized) string {
 	if !u.noKey {
-		return config.Connection{Kind: u.api}.Title() + " refused the API key (401/403): check or rotate the secret (for a destination with regions, " +
-			"check too that the connection's region is the account's), then run again; nothing more was sent"
+		region := ""
+		if k, ok := kinds.Lookup(u.api); ok && k.Regions != nil {
+			region = " and that the connection's region is the account's"
+		}
+		return config.Connection{Kind: u.api}.Title() + " refused the API key (401/403), so nothing more was sent: " +
+			s.words().CheckKey(u.api) + region + ", then run again"
 	}
 	return "there is no API key to send with (" + u.Msg + "): " + s.words().SetKey(u.api) +
 		"; the next file dropped or the scheduled refresh then runs this export normally; nothing was sent"

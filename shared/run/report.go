@@ -82,6 +82,10 @@ type Report struct {
 	// Requeued: the attempt's file is queued again (its execution never
 	// started, or its list must be refilled); the run goes on.
 	Requeued bool `json:"requeued,omitempty"`
+	// Closing: the run's report while its attempt's Map has failed and
+	// batches may still be in flight; the attempt's report replaces it
+	// once they have ended.
+	Closing bool `json:"closing,omitempty"`
 	// Snapshot is the key of the snapshot the attempt leaves (the plan's
 	// target, but for contacts not delivered): the export's state points
 	// at it once the attempt is closed.
@@ -244,14 +248,18 @@ func ListReports(ctx context.Context, s store.ObjectStore, export string) ([]*Re
 		}
 	}
 	var out []*Report
+	listed := map[string]bool{} // runs whose latest report is an attempt's, listed
 	for _, a := range attempts {
 		if l := latest[a.RunID]; l != nil && l.Seq == a.Seq {
 			a = l
+			listed[a.RunID] = true
 		}
 		out = append(out, a)
 	}
 	for _, l := range latest {
-		if l.Attempt == 0 {
+		// A decision, or a closing attempt, whose own report is not
+		// written yet.
+		if !listed[l.RunID] {
 			out = append(out, l)
 		}
 	}

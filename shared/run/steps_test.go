@@ -209,15 +209,13 @@ func TestMissingAPIKeyIsARefusalNotAnError(t *testing.T) {
 	}
 }
 
-// When the Map fails, the children already invoking syncbatch finish after
-// finalize has written the report (Step Functions does not stop Lambda
-// invocations). Their late results land in their own attempt, whose report
-// is written, and are not merged: the report stands, and the snapshot the
-// attempt leaves does not count the late batch, so the next attempt sends
-// it again (the documented window: at most the groups in flight). The
-// export stays held until the attempt is over, so the next attempt never
-// runs beside them.
-func TestLateResultsOfAClosedAttemptAreNotMerged(t *testing.T) {
+// TestBatchesEndingAfterAMapErrorAreCounted: a Map fails (the key
+// refused in one group) while another group is still sending, as on AWS,
+// where a failed Map does not stop its children. Finalize only says so
+// (a closing report); the export stays held until the execution is over,
+// and the drain that then closes the attempt counts every batch, the late
+// one included: the next attempt sends exactly what was not delivered.
+func TestBatchesEndingAfterAMapErrorAreCounted(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	var emails []string
@@ -240,12 +238,11 @@ func TestLateResultsOfAClosedAttemptAreNotMerged(t *testing.T) {
 	in := finalizeInput(ex)
 	in.MapError = &run.MapError{Error: "States.ExceedToleratedFailureThreshold", Cause: "The specified tolerated failure threshold was exceeded"}
 	rep, err := f.service().Finalize(context.Background(), in)
-	if err != nil || rep.Status != run.StatusFailed || rep.Outcome.Sent != 0 {
-		t.Fatalf("finalize: %+v, %v; want failed, nothing sent", rep, err)
+	if err != nil || rep.Status != run.StatusFailed || rep.Outcome.Sent != 0 || !rep.Closing {
+		t.Fatalf("finalize: %+v, %v; want a closing report: failed, nothing sent yet", rep, err)
 	}
 	// Batch 2 ends late, with the key working again: the export is still
-	// held by the attempt (after a Map error, until it is over), so it is
-	// sent, and its result lands in an attempt whose report is written.
+	// held by the attempt, so it is sent.
 	var upserts int
 	counting := func(context.Context, config.Connection, float64) (run.Destination, error) {
 		return countingDestination{n: &upserts}, nil
@@ -256,21 +253,24 @@ func TestLateResultsOfAClosedAttemptAreNotMerged(t *testing.T) {
 		t.Fatalf("the late batch: %v, %d upserts", err, upserts)
 	}
 	f.cloud.end(execName(ex), f.now)
-	if again, err := run.ReadReport(context.Background(), f.st, ex.Export, ex.RunID); err != nil || again.Status != run.StatusFailed {
-		t.Fatalf("the report after a late result: %+v, %v; want it to stand", again, err)
-	}
-	// The next attempt plans against what was delivered: both batches.
+	// The next drain closes the attempt, then plans against what it
+	// delivered: batch 2, late or not.
 	f.now = f.now.Add(time.Hour)
 	f.svc.Connect = counting
 	res, err := f.svc.Refresh(context.Background(), run.RefreshRequest{Trigger: run.TriggerSchedule})
-	if err != nil || len(res) != 1 || !res[0].Started || res[0].Counts.Added+res[0].Counts.Changed != 150 {
-		t.Fatalf("the next attempt: %+v, %v; want all 150 planned again", res, err)
+	if err != nil || len(res) != 1 || !res[0].Started || res[0].Counts.Added+res[0].Counts.Changed != 100 {
+		t.Fatalf("the next attempt: %+v, %v; want batch 1's 100 planned again, and only those", res, err)
+	}
+	first, err := run.ReadAttemptReport(context.Background(), f.st, ex.Export, ex.RunID, ex.Attempt)
+	if err != nil || first.Closing || first.Status != run.StatusFailed || first.Outcome.Sent != 50 || first.Outcome.Failed != 100 ||
+		!strings.Contains(first.Message, "refused the API key") || !strings.Contains(first.Error, "ExceedToleratedFailureThreshold") {
+		t.Fatalf("attempt 1's report: %+v, %v; want failed, the late batch's 50 sent, the Map's error kept", first, err)
 	}
 	next := f.cloud.last(t)
 	f.sendAll(f.svc, next)
 	rep = f.finish(f.svc, next)
-	if rep.Status != run.StatusSucceeded || rep.Outcome.Sent != 150 || upserts != 3 || rep.Prior != 1 {
-		t.Fatalf("the next attempt: %+v, %d upserts; want succeeded, both batches sent (the late one again)", rep, upserts)
+	if rep.Status != run.StatusSucceeded || rep.Outcome.Sent != 100 || upserts != 2 || rep.Prior != 1 {
+		t.Fatalf("the next attempt: %+v, %d upserts; want succeeded, batch 1 sent", rep, upserts)
 	}
 }
 

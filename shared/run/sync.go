@@ -463,19 +463,19 @@ func (s *Service) classify(err error) error {
 	)
 	switch {
 	case errors.As(err, &refused):
-		return &Unauthorized{Msg: err.Error(), noKey: refused.noKey, api: refused.api}
+		return &Unauthorized{Msg: err.Error(), noKey: refused.noKey, api: refused.api, cause: err}
 	case errors.Is(err, secrets.ErrNotFound), errors.Is(err, secrets.ErrEmpty):
-		return &Unauthorized{Msg: err.Error(), noKey: true}
+		return &Unauthorized{Msg: err.Error(), noKey: true, cause: err}
 	case errors.As(err, &unauth):
-		return &Unauthorized{Msg: err.Error(), api: unauth.API}
+		return &Unauthorized{Msg: err.Error(), api: unauth.API, cause: err}
 	case errors.As(err, &corrupt):
 		return &Corrupt{Msg: err.Error()}
 	case errors.As(err, &fenced):
 		return &Fenced{Msg: err.Error()}
 	case errors.As(err, &throttled), dest.IsThrottled(err):
-		return &Throttled{Msg: err.Error()}
+		return &Throttled{Msg: err.Error(), cause: err}
 	case errors.As(err, &transient), dest.IsRetryable(err), s.Transient != nil && s.Transient(err):
-		return &Transient{Msg: err.Error()}
+		return &Transient{Msg: err.Error(), cause: err}
 	}
 	return err
 }

@@ -193,15 +193,21 @@ type Unauthorized struct {
 	Msg   string
 	noKey bool   // no key to send: the secret is missing or empty
 	api   string // the destination's kind that refused the key
+	cause error  // what was classified, for errors.As (not sent to the state machine)
 }
 
 func (e *Unauthorized) Error() string { return e.Msg }
+func (e *Unauthorized) Unwrap() error { return e.cause }
 
 // Transient: some contacts could not be delivered for a retryable reason;
 // the state machine retries the batch with backoff.
-type Transient struct{ Msg string }
+type Transient struct {
+	Msg   string
+	cause error
+}
 
 func (e *Transient) Error() string { return e.Msg }
+func (e *Transient) Unwrap() error { return e.cause }
 
 // Corrupt: a batch's bytes do not match the plan's checksum (or are not
 // all there); nothing of that batch is sent and retrying cannot help.
@@ -210,9 +216,13 @@ type Corrupt struct{ Msg string }
 func (e *Corrupt) Error() string { return e.Msg }
 
 // Throttled: the destination kept answering 429 past the client's retries.
-type Throttled struct{ Msg string }
+type Throttled struct {
+	Msg   string
+	cause error
+}
 
 func (e *Throttled) Error() string { return e.Msg }
+func (e *Throttled) Unwrap() error { return e.cause }
 
 // Fenced: the attempt no longer holds its export (it was closed, and
 // another may run): nothing more of it is sent, and retrying cannot help.

@@ -12,6 +12,8 @@ type Words interface {
 	LiftBrakeCommand(export string, src Source) string
 	// SetKey says how to put an API key in place for a connection of kind.
 	SetKey(kind string) string
+	// CheckKey says where to check (and replace) a key that was refused.
+	CheckKey(kind string) string
 	// EndedEarly says how an attempt that a drainer closed ended.
 	EndedEarly(h Holder) string
 }
@@ -33,6 +35,11 @@ func (LambdaWords) LiftBrakeCommand(export string, _ Source) string {
 func (LambdaWords) SetKey(string) string {
 	return `create the connection's apiKeySecret, or put the key into it (aws secretsmanager create-secret ` +
 		`--name segpilot/... --secret-string '{"apiKey":"..."}', or put-secret-value --secret-id segpilot/...)`
+}
+
+func (LambdaWords) CheckKey(string) string {
+	return `check that the connection's apiKeySecret holds the account's current key (aws secretsmanager put-secret-value ` +
+		`--secret-id segpilot/... --secret-string '{"apiKey":"..."}' replaces it)`
 }
 
 func (LambdaWords) EndedEarly(h Holder) string {

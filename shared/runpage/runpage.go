@@ -38,6 +38,7 @@ func Render(rep *run.Report) ([]byte, error) {
 // view is what the template shows, every value derived from the report.
 type view struct {
 	Export, RunID, Status, Title, Headline, Message string
+	Error                                           string // the technical cause, folded away
 	Facts                                           []fact
 	Funnel                                          *chart
 	Requests                                        *timelineChart
@@ -131,7 +132,7 @@ var titles = map[string]string{
 
 func newView(rep *run.Report) view {
 	v := view{Export: rep.Export, RunID: rep.RunID, Status: rep.Status, EmailsShown: rep.EmailsShown,
-		Message: maskUnlessShown(rep, rep.Message)}
+		Message: maskUnlessShown(rep, rep.Message), Error: maskUnlessShown(rep, rep.Error)}
 	v.Title = titles[rep.Status]
 	if v.Title == "" {
 		v.Title = rep.Status
