@@ -306,3 +306,82 @@ func membersOf(lists []sim.List) []int {
 	}
 	return n
 }
+
+// TestTwoProcessesSharingAListMakeOneList: two exports of one connection,
+// on two segments, both sending to "Shared list", run by two segpilot
+// processes started together on one bucket folder, 20 times: one list in
+// every trial, every contact of both files on it, each sent once. (Before
+// the claims: 3 of 6 tries made two lists with the title.)
+func TestTwoProcessesSharingAListMakeOneList(t *testing.T) {
+	t.Parallel()
+	const config = `connections:
+  autopilot-main:
+    kind: autopilot
+    apiKeySecret: segpilot/autopilot
+    consent: true
+    requestsPerSecond: 50
+exports:
+  customers:
+    connection: autopilot-main
+    segment: customers
+    list: Shared list
+    match: {email: EmailAddress, firstName: FirstName, lastName: LastName}
+  partners:
+    connection: autopilot-main
+    segment: partners
+    list: Shared list
+    match: {email: EmailAddress, firstName: FirstName, lastName: LastName}
+`
+	for trial := range 20 {
+		t.Run(fmt.Sprint("trial ", trial), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			cfg := filepath.Join(dir, "exports.yaml")
+			if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			files := map[string]string{}
+			for i, export := range []string{"customers", "partners"} {
+				var b bytes.Buffer
+				if _, err := sample.Write(&b, sample.Options{Rows: 150, Seed: uint64(trial*2 + i)}); err != nil {
+					t.Fatal(err)
+				}
+				data := b.Bytes()
+				if export == "partners" { // other people
+					data = bytes.ReplaceAll(data, []byte("customer"), []byte("partner"))
+				}
+				files[export] = filepath.Join(dir, export+".csv")
+				if err := os.WriteFile(files[export], data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, url := serveSim(t, 100)
+			var procs []*process
+			for _, export := range []string{"customers", "partners"} {
+				procs = append(procs, start(t, url, "run", "--config", cfg, "--export", export, "--file", files[export], "--bucket-dir", filepath.Join(dir, "bucket")))
+			}
+			for i, p := range procs {
+				if code := p.wait(t); code != 0 || !strings.Contains(p.out.String(), ": SUCCEEDED") {
+					t.Fatalf("process %d: exit %d\n%s\n%s", i+1, code, p.out.String(), p.err.String())
+				}
+			}
+			st := s.Dump()
+			if len(st.Lists) != 1 || st.Lists[0].Title != "Shared list" {
+				var lists []string
+				for _, l := range st.Lists {
+					lists = append(lists, fmt.Sprintf("%s %q (%d members)", l.ID, l.Title, len(l.Members)))
+				}
+				t.Fatalf("%d lists, want one titled Shared list: %s", len(st.Lists), strings.Join(lists, ", "))
+			}
+			upserted := s.Upserted()
+			for email, n := range upserted {
+				if n != 1 {
+					t.Fatalf("%s was upserted %d times, want once", email, n)
+				}
+			}
+			if len(upserted) != 300 || len(st.Lists[0].Members) != 300 {
+				t.Fatalf("%d contacts upserted, %d on the list; want both files' 300 each", len(upserted), len(st.Lists[0].Members))
+			}
+		})
+	}
+}
