@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/segpilot/segpilot/internal/testutil"
@@ -87,6 +88,22 @@ func TestEveryRunOutcomeIsAMetric(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "RunsSucceeded"},
+		{"export disabled", func(f *fixture, svc *run.Service) {
+			f.put(run.ConfigKey, strings.Replace(queueConfig, "    mode: upsert\n", "    mode: upsert\n    enabled: false\n", 1))
+			f.arrive(svc, "a.csv", 1, "a@example.com")
+		}, "RunsRefused"},
+		{"held by the brake", func(f *fixture, svc *run.Service) {
+			f.put(run.ConfigKey, strings.Replace(queueConfig, "mode: upsert", "mode: mirror", 1))
+			var emails []string
+			for i := range 10 {
+				emails = append(emails, fmt.Sprintf("c%d@example.com", i))
+			}
+			f.arrive(svc, "a.csv", 1, emails...)
+			ex := f.cloud.last(t)
+			f.sendAll(svc, ex)
+			f.finish(svc, ex)
+			f.arrive(svc, "b.csv", 2, emails[0]) // nine of ten leave: above the brake's share
+		}, "RunsHeld"},
 	}
 	outcomes := []string{"RunsSucceeded", "RunsFailed", "RunsHeld", "RunsInvalid", "RunsRefused"}
 	for _, tt := range tests {
