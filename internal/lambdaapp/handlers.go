@@ -44,13 +44,16 @@ func Ingest(svc *run.Service) func(context.Context, events.S3Event) ([]run.Resul
 }
 
 // RefreshEvent is the schedule's input ({"trigger": "schedule"}, or an
-// EventBridge "Scheduled Event") or a manual invocation.
+// EventBridge "Scheduled Event"), the sweep schedule's ({"sweep": true}),
+// or a manual invocation.
 type RefreshEvent struct {
 	Trigger           string `json:"trigger"`
 	DetailType        string `json:"detail-type"`
 	Export            string `json:"export"`
 	DryRun            bool   `json:"dryRun"`
 	AllowLargeRemoval bool   `json:"allowLargeRemoval"`
+	// Sweep drains every export's queue and runs nothing new.
+	Sweep bool `json:"sweep"`
 }
 
 // TriggerOf says what started a refresh: the schedule (its Input, or an
@@ -65,6 +68,9 @@ func TriggerOf(ev RefreshEvent) string {
 // Refresh handles the schedule and manual runs.
 func Refresh(svc *run.Service) func(context.Context, RefreshEvent) ([]run.Result, error) {
 	return func(ctx context.Context, ev RefreshEvent) ([]run.Result, error) {
+		if ev.Sweep {
+			return nil, svc.Sweep(ctx)
+		}
 		return svc.Refresh(ctx, run.RefreshRequest{Trigger: TriggerOf(ev), Export: ev.Export,
 			DryRun: ev.DryRun, AllowLargeRemoval: ev.AllowLargeRemoval})
 	}

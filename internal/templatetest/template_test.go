@@ -327,7 +327,8 @@ func TestRefreshScheduleRetriesAndDeadLetters(t *testing.T) {
 	resources := tmpl["Resources"].(obj)
 	var found int
 	for id, r := range resources {
-		if at(r, "Type") != "AWS::Scheduler::Schedule" || getAtt(at(r, "Properties", "Target", "Arn")) != "RefreshFunction.Arn" {
+		if at(r, "Type") != "AWS::Scheduler::Schedule" || getAtt(at(r, "Properties", "Target", "Arn")) != "RefreshFunction.Arn" ||
+			id == "SweepScheduleRule" { // TestSweepScheduleOnlySweeps
 			continue
 		}
 		found++
@@ -1030,7 +1031,29 @@ func TestScheduleIsRecordedAsScheduled(t *testing.T) {
 	if got := lambdaapp.TriggerOf(ev); got != run.TriggerSchedule {
 		t.Fatalf("the schedule's Input %s is taken for trigger %q, want %q", input, got, run.TriggerSchedule)
 	}
-	if ev.Export != "" || ev.DryRun || ev.AllowLargeRemoval {
+	if ev.Export != "" || ev.DryRun || ev.AllowLargeRemoval || ev.Sweep {
 		t.Fatalf("the schedule's Input %s narrows the refresh; it must re-run every enabled export", input)
+	}
+}
+
+// TestSweepScheduleOnlySweeps: the sweep schedule's input is taken for a
+// sweep (drain every queue), never for a refresh, which would re-run every
+// export every five minutes; and it comes back within the grace's order.
+func TestSweepScheduleOnlySweeps(t *testing.T) {
+	tmpl := rawTemplate(t)
+	rule := resource(t, tmpl, "SweepScheduleRule")
+	input, _ := at(rule, "Properties", "Target", "Input").(string)
+	var ev lambdaapp.RefreshEvent
+	if err := json.Unmarshal([]byte(input), &ev); err != nil {
+		t.Fatalf("sweep Input %q: %v", input, err)
+	}
+	if !ev.Sweep || ev.Export != "" || ev.Trigger != "" {
+		t.Fatalf("the sweep schedule's Input %s is not a sweep", input)
+	}
+	if expr := at(rule, "Properties", "ScheduleExpression"); expr != "rate(5 minutes)" {
+		t.Fatalf("sweep schedule %v; want rate(5 minutes)", expr)
+	}
+	if target := at(rule, "Properties", "Target", "Arn"); !reflect.DeepEqual(target, obj{"Fn::GetAtt": "RefreshFunction.Arn"}) {
+		t.Fatalf("the sweep schedule targets %v, want the refresh function", target)
 	}
 }

@@ -169,6 +169,26 @@ func (s *Service) Kick(ctx context.Context, export string) error {
 	return err
 }
 
+// Sweep drains every export's queue: the sweep schedule's work. An attempt
+// whose execution ended without freeing its export (its Map failed, or it
+// was stopped by hand or timed out) is closed once its grace is over, and
+// the files queued behind it run, without waiting for the next file or
+// refresh. One export failing does not stop the others.
+func (s *Service) Sweep(ctx context.Context) error {
+	cfg, err := LoadConfig(ctx, s.Store)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range exportsOf(cfg) {
+		if _, err := s.drain(ctx, cfg, e.Name, nil); err != nil {
+			s.Logger().Error("sweeping the export's queue", "export", e.Name, "error", err)
+			errs = append(errs, fmt.Errorf("export %s: %w", e.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // drain works through the export's queue, oldest first, until an attempt
 // holds the export (one it started, or one still going) or the queue is
 // empty. It returns what became of want, the delivery the caller waits on

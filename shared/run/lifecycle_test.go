@@ -496,3 +496,38 @@ func (f *fixture) raw(key string) string {
 	}
 	return string(b)
 }
+
+// TestSweepClosesAnAttemptWhoseMapFailed: a's Map fails (its key refused)
+// and its execution ends; b arrives within the grace and waits. Nothing
+// else arrives: the sweep schedule, past the grace, closes a (its report
+// from every batch) and starts b, with no file or refresh to trigger it.
+func TestSweepClosesAnAttemptWhoseMapFailed(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	a := f.arrive(f.svc, "a.csv", 1, "a@example.com")
+	exA := f.cloud.last(t)
+	in := finalizeInput(exA)
+	in.MapError = &run.MapError{Error: "States.ExceedToleratedFailureThreshold", Cause: "The specified tolerated failure threshold was exceeded"}
+	if rep, err := f.service().Finalize(context.Background(), in); err != nil || !rep.Closing {
+		t.Fatalf("finalize after the Map failed: %+v, %v; want a closing report", rep, err)
+	}
+	f.cloud.end(execName(exA), f.now)
+	f.now = f.now.Add(time.Minute)
+	if b := f.arrive(f.svc, "b.csv", 2, "b@example.com"); b.Status != run.StatusQueued {
+		t.Fatalf("b a minute after a's Map failed: %+v; want queued", b)
+	}
+	if err := f.svc.Sweep(context.Background()); err != nil || len(f.cloud.runs()) != 1 {
+		t.Fatalf("a sweep within the grace: %v, executions %v; want a left alone", err, f.cloud.runs())
+	}
+	f.now = f.now.Add(20 * time.Minute)
+	if err := f.svc.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if runs := f.cloud.runs(); len(runs) != 2 || runs[1] == a.RunID {
+		t.Fatalf("executions %v after the sweep; want a then b", runs)
+	}
+	rep, err := run.ReadAttemptReport(context.Background(), f.st, "vip", a.RunID, 1)
+	if err != nil || rep.Closing || rep.Status != run.StatusFailed || !strings.Contains(rep.Error, "ExceedToleratedFailureThreshold") {
+		t.Fatalf("a's attempt report: %+v, %v; want failed, with the Map's error", rep, err)
+	}
+}
