@@ -212,9 +212,10 @@ func (c Connection) Title() string {
 // CheckBaseURL refuses a base URL the API key must not be sent to: one
 // not on https (http only for a loopback host), or with credentials, a
 // query or a fragment. Loading a config checks every baseURL with it;
-// an override from elsewhere (AUTOPILOT_BASE_URL) must pass it too.
+// an override from elsewhere (AUTOPILOT_BASE_URL) must pass it too. It
+// knows no kind, so its example names none.
 func CheckBaseURL(raw string) error {
-	if msg := baseURLProblem(raw); msg != "" {
+	if msg := baseURLProblem(raw, "https://HOST"); msg != "" {
 		return fmt.Errorf("base URL %s", msg)
 	}
 	return nil
