@@ -20,6 +20,7 @@ func Kind() dest.Kind {
 	return dest.Kind{
 		Name: "autopilot", Title: "Autopilot", DefaultBaseURL: DefaultBaseURL, APIPath: "/v1",
 		FieldHelp:    `TYPE--Name, e.g. "string--Loyalty--Tier"`,
+		TextField:    "string--Name",
 		FieldType:    fieldType,
 		Capabilities: dest.Capabilities{MaxBatch: maxBatch, RemoveBatch: 1}, // no bulk removal
 		New: func(c dest.Connection) (dest.Destination, error) {

@@ -153,7 +153,7 @@ func (c *Config) Runnable(e *Export) error {
 }
 
 // Mapping returns the export's match as the segment reader wants it, custom
-// fields sorted by source column.
+// fields sorted by source column, naming the export's destination.
 func (e *Export) Mapping() segment.Mapping {
 	m := segment.Mapping{
 		Email:     e.Match.Email,
@@ -163,6 +163,9 @@ func (e *Export) Mapping() segment.Mapping {
 	for _, src := range slices.Sorted(maps.Keys(e.Match.Custom)) {
 		key := e.Match.Custom[src]
 		m.Custom = append(m.Custom, segment.CustomField{Source: src, Key: key, Type: string(e.fieldType(src))})
+	}
+	if k, ok := kinds.Lookup(e.Kind); ok {
+		m.Destination = segment.Destination{Title: k.Title, TextField: k.TextField}
 	}
 	return m
 }

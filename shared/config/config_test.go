@@ -431,6 +431,7 @@ func TestMapping(t *testing.T) {
 			{Source: "orders", Key: "integer--Orders", Type: "integer"},
 			{Source: "spend", Key: "float--Lifetime--Spend", Type: "float"},
 		},
+		Destination: segment.Destination{Title: "Autopilot", TextField: "string--Name"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v\nwant %+v", got, want)

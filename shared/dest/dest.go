@@ -163,6 +163,9 @@ type Kind struct {
 	APIPath string
 	// FieldHelp says how a custom field key looks, for config errors.
 	FieldHelp string
+	// TextField is how a text custom field is written, for a row reason
+	// whose fix is one: "string--Name".
+	TextField string
 	// FieldType checks a custom field key and returns its value type;
 	// decimal is the export's mark that the field holds decimals.
 	FieldType func(key string, decimal bool) (Type, error)
