@@ -135,7 +135,7 @@ func newBenchWorld(b *testing.B, rie string, bootstraps map[string]string) *benc
 
 	// The example config on the simulator at the full budget, as in TestFunctions.
 	example := testutil.ExampleConfig(b, "autopilot")
-	cfgYAML := strings.Replace(string(example), "https://api2.autopilothq.com/v1", apSrv.URL+"/v1", 1)
+	cfgYAML := strings.Replace(string(example), "https://api2.autopilothq.com", apSrv.URL, 1)
 	cfgYAML = strings.Replace(cfgYAML, "requestsPerSecond: 5 ", "requestsPerSecond: 100 ", 1)
 	cfg, err := config.Load(run.ConfigKey, []byte(cfgYAML))
 	if err != nil {

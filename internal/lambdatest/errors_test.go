@@ -89,7 +89,7 @@ func TestStepErrorNames(t *testing.T) {
 	t.Cleanup(func() { close(api.release) })
 
 	example := testutil.ExampleConfig(t, "autopilot")
-	cfgYAML := strings.Replace(string(example), "https://api2.autopilothq.com/v1", apSrv.URL+"/v1", 1)
+	cfgYAML := strings.Replace(string(example), "https://api2.autopilothq.com", apSrv.URL, 1)
 	cfgYAML = strings.Replace(cfgYAML, "requestsPerSecond: 5 ", "requestsPerSecond: 100 ", 1)
 	putObject(t, bkt, run.ConfigKey, []byte(cfgYAML))
 	var csv bytes.Buffer
@@ -201,7 +201,7 @@ func TestEmptySecretIsReported(t *testing.T) {
 	apSrv := httptest.NewServer(autopilot)
 	t.Cleanup(apSrv.Close)
 	example := testutil.ExampleConfig(t, "autopilot")
-	putObject(t, bkt, run.ConfigKey, []byte(strings.Replace(string(example), "https://api2.autopilothq.com/v1", apSrv.URL+"/v1", 1)))
+	putObject(t, bkt, run.ConfigKey, []byte(strings.Replace(string(example), "https://api2.autopilothq.com", apSrv.URL, 1)))
 	var csv bytes.Buffer
 	if _, err := sample.Write(&csv, sample.Options{Rows: 120, Seed: 9}); err != nil {
 		t.Fatal(err)

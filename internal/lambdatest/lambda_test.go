@@ -196,7 +196,7 @@ func TestFunctions(t *testing.T) {
 	// The shipped example config, pointed at the simulator, at the full
 	// budget so the batches are not paced for seconds.
 	example := testutil.ExampleConfig(t, "autopilot")
-	cfgYAML := strings.Replace(string(example), "https://api2.autopilothq.com/v1", apSrv.URL+"/v1", 1)
+	cfgYAML := strings.Replace(string(example), "https://api2.autopilothq.com", apSrv.URL, 1)
 	cfgYAML = strings.Replace(cfgYAML, "requestsPerSecond: 5 ", "requestsPerSecond: 100 ", 1)
 	cfg, err := config.Load(run.ConfigKey, []byte(cfgYAML))
 	if err != nil {

@@ -20,7 +20,7 @@ const apiKeyHeader = "autopilotapikey"
 
 // Options configures a Client. Zero values take the documented defaults.
 type Options struct {
-	BaseURL           string        // e.g. "https://api2.autopilothq.com/v1"; a trailing slash is fine
+	BaseURL           string        // e.g. "https://api2.autopilothq.com/v1" (dest.Kind's Endpoint adds the /v1); a trailing slash is fine
 	APIKey            string        // sent as the autopilotapikey header, never logged
 	HTTPClient        *http.Client  // copied, never mutated; default: a client with transport timeouts
 	RequestsPerSecond float64       // budget shared by all goroutines using the Client; default 5

@@ -12,14 +12,15 @@ import (
 	"github.com/segpilot/segpilot/shared/suggest"
 )
 
-// DefaultBaseURL is Autopilot's API.
-const DefaultBaseURL = "https://api2.autopilothq.com/v1"
+// DefaultBaseURL is Autopilot's API host; its calls are under /v1.
+const DefaultBaseURL = "https://api2.autopilothq.com"
 
 // Kind describes Autopilot to the registry (shared/kinds).
 func Kind() dest.Kind {
 	return dest.Kind{
-		Name: "autopilot", Title: "Autopilot", DefaultBaseURL: DefaultBaseURL,
+		Name: "autopilot", Title: "Autopilot", DefaultBaseURL: DefaultBaseURL, APIPath: "/v1",
 		FieldHelp:    `TYPE--Name, e.g. "string--Loyalty--Tier"`,
+		TextField:    "string--Name",
 		FieldType:    fieldType,
 		Capabilities: dest.Capabilities{MaxBatch: maxBatch, RemoveBatch: 1}, // no bulk removal
 		New: func(c dest.Connection) (dest.Destination, error) {

@@ -153,7 +153,7 @@ func (c *Config) Runnable(e *Export) error {
 }
 
 // Mapping returns the export's match as the segment reader wants it, custom
-// fields sorted by source column.
+// fields sorted by source column, naming the export's destination.
 func (e *Export) Mapping() segment.Mapping {
 	m := segment.Mapping{
 		Email:     e.Match.Email,
@@ -163,6 +163,9 @@ func (e *Export) Mapping() segment.Mapping {
 	for _, src := range slices.Sorted(maps.Keys(e.Match.Custom)) {
 		key := e.Match.Custom[src]
 		m.Custom = append(m.Custom, segment.CustomField{Source: src, Key: key, Type: string(e.fieldType(src))})
+	}
+	if k, ok := kinds.Lookup(e.Kind); ok {
+		m.Destination = segment.Destination{Title: k.Title, TextField: k.TextField}
 	}
 	return m
 }
@@ -212,9 +215,10 @@ func (c Connection) Title() string {
 // CheckBaseURL refuses a base URL the API key must not be sent to: one
 // not on https (http only for a loopback host), or with credentials, a
 // query or a fragment. Loading a config checks every baseURL with it;
-// an override from elsewhere (AUTOPILOT_BASE_URL) must pass it too.
+// an override from elsewhere (AUTOPILOT_BASE_URL) must pass it too. It
+// knows no kind, so its example names none.
 func CheckBaseURL(raw string) error {
-	if msg := baseURLProblem(raw); msg != "" {
+	if msg := baseURLProblem(raw, "https://HOST"); msg != "" {
 		return fmt.Errorf("base URL %s", msg)
 	}
 	return nil

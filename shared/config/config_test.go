@@ -431,6 +431,7 @@ func TestMapping(t *testing.T) {
 			{Source: "orders", Key: "integer--Orders", Type: "integer"},
 			{Source: "spend", Key: "float--Lifetime--Spend", Type: "float"},
 		},
+		Destination: segment.Destination{Title: "Autopilot", TextField: "string--Name"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v\nwant %+v", got, want)
@@ -529,10 +530,10 @@ exports:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := cfg.Connections["ortto-eu"]; c.BaseURL != "https://api.eu.ap3api.com/v1" || c.Region != "eu" || c.Title() != "Ortto" {
+	if c := cfg.Connections["ortto-eu"]; c.BaseURL != "https://api.eu.ap3api.com" || c.Region != "eu" || c.Title() != "Ortto" {
 		t.Errorf("ortto-eu: %+v", c)
 	}
-	if c := cfg.Connections["ortto-global"]; c.BaseURL != "https://api.ap3api.com/v1" || c.Region != "" {
+	if c := cfg.Connections["ortto-global"]; c.BaseURL != "https://api.ap3api.com" || c.Region != "" {
 		t.Errorf("ortto-global: %+v", c)
 	}
 	e := cfg.Exports["vip"]

@@ -366,7 +366,7 @@ func (d *decoder) connection(f field) *Connection {
 		}
 	}
 	if v, n, ok := d.str(o, "baseURL"); ok {
-		switch msg := baseURLProblem(v); {
+		switch msg := baseURLProblem(v, kind.DefaultBaseURL); {
 		case msg != "":
 			d.add(o.sub("baseURL"), n.Line, "%s", msg)
 		case hasRegion:
@@ -388,18 +388,19 @@ func (d *decoder) connection(f field) *Connection {
 	return c
 }
 
-// baseURLProblem says what is wrong with a base URL, or "" if nothing. It
-// quotes the URL only once it is known to carry no credentials.
-func baseURLProblem(raw string) string {
+// baseURLProblem says what is wrong with a base URL, or "" if nothing;
+// example is a good one, the destination's host. It quotes the URL only
+// once it is known to carry no credentials.
+func baseURLProblem(raw, example string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "is not a valid URL; use e.g. " + DefaultBaseURL
+		return "is not a valid URL; use e.g. " + example
 	}
 	if u.User != nil {
 		return "must not contain a user name or password: the API key comes from apiKeySecret"
 	}
 	if u.Host == "" || u.Scheme == "" {
-		return "must be an absolute URL like " + DefaultBaseURL
+		return "must be an absolute URL like " + example
 	}
 	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return fmt.Sprintf("%s must not have a query or fragment", q(raw))

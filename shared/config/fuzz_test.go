@@ -58,7 +58,7 @@ func FuzzLoad(f *testing.F) {
 			}
 		}
 		for _, c := range cfg.Connections {
-			if baseURLProblem(c.BaseURL) != "" || !(c.RequestsPerSecond > 0 && c.RequestsPerSecond <= 100) {
+			if CheckBaseURL(c.BaseURL) != nil || !(c.RequestsPerSecond > 0 && c.RequestsPerSecond <= 100) {
 				t.Fatalf("accepted inconsistent connection %+v", c)
 			}
 		}

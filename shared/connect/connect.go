@@ -32,7 +32,8 @@ type Connector struct {
 	SecretPrefix string
 	// BaseURLs, when set, replace the baseURL of every connection of a
 	// kind (kind -> URL: the simulators, or AUTOPILOT_BASE_URL and
-	// ORTTO_BASE_URL); each must pass the config's check.
+	// ORTTO_BASE_URL); each must pass the config's check. Like a baseURL,
+	// each may end with the kind's API path (/v1) or not.
 	BaseURLs   map[string]string
 	HTTPClient *http.Client
 	Log        *slog.Logger
@@ -74,7 +75,7 @@ func (c *Connector) Connect(ctx context.Context, conn config.Connection, workerR
 	if err != nil {
 		return nil, fmt.Errorf("reading the API key for connection %s: %w", conn.Name, err)
 	}
-	return kind.New(dest.Connection{BaseURL: base, APIKey: key, HTTPClient: c.HTTPClient,
+	return kind.New(dest.Connection{BaseURL: kind.Endpoint(base), APIKey: key, HTTPClient: c.HTTPClient,
 		Limiter: c.limiter(conn, workerRPS), Logger: c.Log, Timeout: c.Timeout})
 }
 

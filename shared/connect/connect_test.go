@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	autopilotsim "github.com/segpilot/segpilot/shared/autopilot/sim"
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/connect"
 	"github.com/segpilot/segpilot/shared/dest"
+	orttosim "github.com/segpilot/segpilot/shared/ortto/sim"
 	"github.com/segpilot/segpilot/shared/secrets"
 )
 
@@ -73,6 +76,66 @@ func TestConnectPicksTheKindsAdapter(t *testing.T) {
 		}
 		if !strings.Contains(got, tt.want) {
 			t.Errorf("%s: %s; want %s", tt.conn.Name, got, tt.want)
+		}
+	}
+}
+
+// TestBaseURLWithOrWithoutTheAPIPath: a connection's baseURL, or the
+// <KIND>_BASE_URL override, may name the host alone (as the README and
+// messages write it) or the host with /v1, with or without a trailing
+// slash: each reaches the kind's real simulator on loopback and sends.
+func TestBaseURLWithOrWithoutTheAPIPath(t *testing.T) {
+	t.Parallel()
+	type sim interface {
+		http.Handler
+		Upserted() map[string]int
+	}
+	kinds := []struct {
+		kind string
+		sim  func() sim
+	}{
+		{"autopilot", func() sim { return autopilotsim.New(autopilotsim.Options{APIKey: "KEY"}) }},
+		{"ortto", func() sim { return orttosim.New(orttosim.Options{APIKey: "KEY"}) }},
+	}
+	for _, k := range kinds {
+		for _, suffix := range []string{"", "/", "/v1", "/v1/"} {
+			for _, via := range []string{"config", "override"} {
+				t.Run(k.kind+"/"+via+"/host"+suffix, func(t *testing.T) {
+					t.Parallel()
+					s := k.sim()
+					srv := httptest.NewServer(s)
+					defer srv.Close()
+					base := srv.URL + suffix
+					yaml := "connections:\n  c:\n    kind: " + k.kind + "\n    apiKeySecret: segpilot/c\n    consent: true\n"
+					if via == "config" {
+						yaml += "    baseURL: " + base + "\n"
+					}
+					yaml += "exports:\n  e:\n    connection: c\n    segment: s\n    list: VIP\n    match: {email: Email}\n"
+					cfg, err := config.Load("exports.yaml", []byte(yaml))
+					if err != nil {
+						t.Fatal(err)
+					}
+					c := &connect.Connector{Secrets: secrets.Static{"segpilot/c": "KEY"}}
+					if via == "override" {
+						c.BaseURLs = map[string]string{k.kind: base}
+					}
+					d, err := c.Connect(context.Background(), *cfg.Connections["c"], 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					list, err := d.PrepareList(context.Background(), dest.ListSpec{Title: "VIP"})
+					if err != nil {
+						t.Fatalf("base URL %s: %v", base, err)
+					}
+					outs, err := d.Upsert(context.Background(), list, []dest.Contact{{Email: "ada@example.com"}})
+					if err != nil || len(outs) != 1 || outs[0].Status != dest.Sent {
+						t.Fatalf("base URL %s: %+v, %v", base, outs, err)
+					}
+					if s.Upserted()["ada@example.com"] != 1 {
+						t.Fatalf("base URL %s: the simulator holds %v", base, s.Upserted())
+					}
+				})
+			}
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/segpilot/segpilot/shared/pace"
@@ -152,13 +153,19 @@ type Kind struct {
 	Name  string // the connection's kind: "autopilot"
 	Title string // in messages and reports: "Autopilot"
 	// DefaultBaseURL is used when a connection names neither a baseURL nor
-	// a region.
+	// a region: the API's host, the form messages and the README show.
 	DefaultBaseURL string
-	// Regions maps a connection's region: to its base URL; nil when the
-	// kind has none.
+	// Regions maps a connection's region: to its base URL (a host); nil
+	// when the kind has none.
 	Regions map[string]string
+	// APIPath is the path every call is under ("/v1"). A base URL may end
+	// with it or not: Endpoint adds it when missing.
+	APIPath string
 	// FieldHelp says how a custom field key looks, for config errors.
 	FieldHelp string
+	// TextField is how a text custom field is written, for a row reason
+	// whose fix is one: "string--Name".
+	TextField string
 	// FieldType checks a custom field key and returns its value type;
 	// decimal is the export's mark that the field holds decimals.
 	FieldType func(key string, decimal bool) (Type, error)
@@ -170,4 +177,15 @@ type Kind struct {
 	CreatesFields bool
 	Capabilities  Capabilities
 	New           func(Connection) (Destination, error)
+}
+
+// Endpoint is the URL the adapter's calls go under: base (a host, or a
+// proxy's root) with the kind's APIPath, added unless base ends with it,
+// so "http://127.0.0.1:8089", ".../v1" and ".../v1/" all work alike.
+func (k Kind) Endpoint(base string) string {
+	base = strings.TrimRight(strings.TrimSpace(base), "/")
+	if strings.HasSuffix(base, k.APIPath) {
+		return base
+	}
+	return base + k.APIPath
 }

@@ -21,8 +21,9 @@ import (
 // Kind describes Ortto to the registry (shared/kinds).
 func Kind() dest.Kind {
 	return dest.Kind{
-		Name: "ortto", Title: "Ortto", Regions: Regions, DefaultBaseURL: Regions["global"],
+		Name: "ortto", Title: "Ortto", Regions: Regions, DefaultBaseURL: Regions["global"], APIPath: "/v1",
 		FieldHelp:     `TYP:cm:name, e.g. "str:cm:loyalty-tier"`,
+		TextField:     "str:cm:name",
 		FieldType:     fieldType,
 		MarksDecimals: true, CreatesFields: true,
 		Capabilities: dest.Capabilities{MaxBatch: maxBatch, RemoveBatch: maxBatch},

@@ -33,17 +33,17 @@ const (
 	maxBatch = 100
 )
 
-// Regions are Ortto's instance regions and their API hosts; a key works
-// only on its own region's host.
+// Regions are Ortto's instance regions and their API hosts (every call is
+// under /v1); a key works only on its own region's host.
 var Regions = map[string]string{
-	"global": "https://api.ap3api.com/v1",
-	"au":     "https://api.au.ap3api.com/v1",
-	"eu":     "https://api.eu.ap3api.com/v1",
+	"global": "https://api.ap3api.com",
+	"au":     "https://api.au.ap3api.com",
+	"eu":     "https://api.eu.ap3api.com",
 }
 
 // Options configures a Client. Zero values take httpx's defaults.
 type Options struct {
-	BaseURL           string // a region's host (Regions) or the simulator's
+	BaseURL           string // a region's host (Regions) or the simulator's, with /v1 (dest.Kind's Endpoint adds it)
 	APIKey            string // the private key of a Custom API data source; sent as X-Api-Key, never logged
 	HTTPClient        *http.Client
 	RequestsPerSecond float64

@@ -153,13 +153,16 @@ type Upsert struct {
 var ErrRowCount = errors.New("row counts do not reconcile")
 
 // LimitError means the segment holds more unique profiles than the export
-// allows; Build returns it before writing anything.
+// allows; Build returns it before writing anything. Counts are what was
+// read, so a report can show them: Rows, Valid, Rejected, Duplicates and
+// Unique (nothing was diffed).
 type LimitError struct {
-	Unique, Max int
+	Counts Counts
+	Max    int
 }
 
 func (e *LimitError) Error() string {
-	return fmt.Sprintf("segment has %d profiles, above maxProfiles %d; raise maxProfiles for this export or split the segment", e.Unique, e.Max)
+	return fmt.Sprintf("segment has %d profiles, above maxProfiles %d; raise maxProfiles for this export or split the segment", e.Counts.Unique, e.Max)
 }
 
 // Build plans one run, writing batches.jsonl, rejected.csv and snapshot
@@ -199,12 +202,14 @@ func Build(ctx context.Context, src Source, snapshot io.Reader, outDir string, o
 
 	// Phase 2: only when duplicates might hide it, count unique emails first.
 	if o.MaxProfiles > 0 && counts.Valid > o.MaxProfiles {
-		unique := 0
-		if _, err := runs.mergeUnique(ctx, func(*record) error { unique++; return nil }, nil); err != nil {
+		c := counts
+		dups, err := runs.mergeUnique(ctx, func(*record) error { c.Unique++; return nil }, nil)
+		if err != nil {
 			return nil, fmt.Errorf("counting profiles: %w", err)
 		}
-		if unique > o.MaxProfiles {
-			return nil, &LimitError{Unique: unique, Max: o.MaxProfiles}
+		if c.Unique > o.MaxProfiles {
+			c.Duplicates = dups
+			return nil, &LimitError{Counts: c, Max: o.MaxProfiles}
 		}
 	}
 
@@ -258,7 +263,7 @@ func Check(ctx context.Context, src Source, opts Options, reject func(segment.Re
 		return counts, err
 	}
 	if o.MaxProfiles > 0 && counts.Unique > o.MaxProfiles {
-		return counts, &LimitError{Unique: counts.Unique, Max: o.MaxProfiles}
+		return counts, &LimitError{Counts: counts, Max: o.MaxProfiles}
 	}
 	return counts, nil
 }

@@ -377,8 +377,13 @@ func TestBuildLimitWritesNothing(t *testing.T) {
 			t.Parallel()
 			p, dir, err := build(t, tc.rows, "", Options{Mode: ModeMirror, MaxProfiles: tc.max, ChunkRecords: 3})
 			var le *LimitError
-			if !errors.As(err, &le) || le.Unique != tc.unique || le.Max != tc.max || p != nil {
+			if !errors.As(err, &le) || le.Counts.Unique != tc.unique || le.Max != tc.max || p != nil {
 				t.Fatalf("got %v, %v; want LimitError{%d, %d}", p, err, tc.unique, tc.max)
+			}
+			// What was read, for the report: every row valid here.
+			n := len(tc.rows)
+			if want := (Counts{Rows: n, Valid: n, Duplicates: n - tc.unique, Unique: tc.unique}); le.Counts != want {
+				t.Errorf("counts %+v; want %+v", le.Counts, want)
 			}
 			want := fmt.Sprintf("segment has %d profiles, above maxProfiles %d; raise maxProfiles for this export or split the segment", tc.unique, tc.max)
 			if err.Error() != want {

@@ -27,10 +27,11 @@ type decision struct {
 }
 
 // report is the run's report of this decision, with the plan's counts when
-// there is a plan.
+// there is a plan, else the result's: what was read of a file found
+// invalid (over maxProfiles), or none.
 func (d decision) report(status, msg string, m *Manifest, listReqs []Requests) *Report {
 	rep := &Report{Export: d.res.Export, RunID: d.res.RunID, Trigger: d.q.Trigger, Source: d.q.Source,
-		Status: status, Message: msg, Error: d.detail, FinishedAt: d.s.now(), Seq: decisionSeq(d.st.Epoch)}
+		Status: status, Message: msg, Error: d.detail, FinishedAt: d.s.now(), Seq: decisionSeq(d.st.Epoch), Plan: d.res.Counts}
 	if d.e != nil {
 		rep.Mode, rep.List = d.e.Mode, d.e.List
 	}

@@ -312,7 +312,11 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 	var limit *plan.LimitError
 	var ferr *segment.FileError
 	switch {
-	case errors.As(err, &limit), errors.As(err, &ferr):
+	case errors.As(err, &limit):
+		// No plan, but the file was read: the report shows what it holds.
+		res.Counts = limit.Counts
+		return d.decide(ctx, StatusInvalid, err.Error(), m)
+	case errors.As(err, &ferr):
 		return d.decide(ctx, StatusInvalid, err.Error(), m)
 	case err != nil:
 		return res, stepRetry, d.notYet(ctx, "planning failed", err, m)

@@ -59,7 +59,10 @@ func (s *Service) dryRun(ctx context.Context, cfg *config.Config, e *config.Expo
 	var limit *plan.LimitError
 	var ferr *segment.FileError
 	switch {
-	case errors.As(err, &limit), errors.As(err, &ferr):
+	case errors.As(err, &limit):
+		res.Status, res.Message, res.Counts = StatusInvalid, err.Error(), limit.Counts
+		return res, nil
+	case errors.As(err, &ferr):
 		res.Status, res.Message = StatusInvalid, err.Error()
 		return res, nil
 	case err != nil:

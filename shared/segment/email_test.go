@@ -139,20 +139,34 @@ func TestConvert(t *testing.T) {
 		{typ: "string", in: "anything", want: "anything"},
 	}
 	for _, tt := range tests {
-		got, why := convert(tt.typ, tt.in)
+		got, why := convert(&field{typ: tt.typ, beyond: "beyond"}, tt.in)
 		if tt.bad != (why != "") || (!tt.bad && got != tt.want) {
 			t.Errorf("convert(%s, %q) = %#v, %q; want %#v (bad=%t)", tt.typ, tt.in, got, why, tt.want, tt.bad)
 		}
 	}
-	if _, why := convert("float", "1e-400"); why != "is too close to zero for a float (it would arrive as 0)" {
+	if _, why := convert(&field{typ: "float"}, "1e-400"); why != "is too close to zero for a decimal number (it would arrive as 0)" {
 		t.Errorf("reason for a float underflow: %q", why)
 	}
-	if _, why := convert("float", "-1e400"); why != "is out of range for a float" {
+	if _, why := convert(&field{typ: "float"}, "-1e400"); why != "is out of range for a decimal number" {
 		t.Errorf("reason for a float overflow: %q", why)
 	}
-	const big = "is beyond ±9007199254740991, the largest integer Autopilot keeps exactly (it would arrive rounded); map the column to a string field (string--Name) to keep every digit"
-	if _, why := convert("integer", "12345678901234567"); why != big {
-		t.Errorf("reason for a big integer: %q, want %q", why, big)
+	// An integer past 2^53-1 is refused in the words of the export's
+	// destination: its name, and its text field's syntax for the fix.
+	for _, tt := range []struct {
+		dest Destination
+		want string
+	}{
+		{Destination{Title: "Autopilot", TextField: "string--Name"}, "is beyond ±9007199254740991, the largest integer Autopilot is sure to keep exactly (it may arrive rounded); map the column to a text field (string--Name) to keep every digit"},
+		{Destination{Title: "Ortto", TextField: "str:cm:name"}, "is beyond ±9007199254740991, the largest integer Ortto is sure to keep exactly (it may arrive rounded); map the column to a text field (str:cm:name) to keep every digit"},
+		{Destination{}, "is beyond ±9007199254740991, the largest integer a JSON number is sure to keep exactly (it may arrive rounded); map the column to a text field to keep every digit"},
+	} {
+		fs, err := compileMapping(Mapping{Email: "e", Custom: []CustomField{{Source: "n", Key: "k", Type: "integer"}}, Destination: tt.dest})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, why := convert(&fs[1], "12345678901234567"); why != tt.want {
+			t.Errorf("reason for a big integer to %q: %q, want %q", tt.dest.Title, why, tt.want)
+		}
 	}
 }
 

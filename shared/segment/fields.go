@@ -35,9 +35,12 @@ type field struct {
 	source  string // name in the mapping
 	setting string // configuration key to fix, e.g. "match.firstName"
 	name    string // name to use in row reasons: the header as found, for CSV
-	key     string // Autopilot custom key
+	key     string // the destination's custom field key
 	typ     string // custom type
 	col     int    // CSV column index
+	// beyond is the reason for an integer past 2^53-1: it names the
+	// export's destination and how a text field is written there.
+	beyond string
 }
 
 var customTypes = map[string]bool{"string": true, "integer": true, "float": true, "date": true, "boolean": true}
@@ -55,6 +58,7 @@ func compileMapping(m Mapping) ([]field, error) {
 		fs = append(fs, field{kind: kindLast, source: m.LastName, setting: "match.lastName"})
 	}
 	keys := map[string]bool{}
+	beyond := beyondExactReason(m.Destination)
 	for _, c := range m.Custom {
 		if keys[c.Key] {
 			return nil, fmt.Errorf("%w: match.custom feeds %q from two columns; each custom field takes one", ErrBadMapping, c.Key)
@@ -69,11 +73,11 @@ func compileMapping(m Mapping) ([]field, error) {
 		case strings.TrimSpace(c.Source) == "":
 			return nil, fmt.Errorf("%w: match.custom has an empty column name", ErrBadMapping)
 		case c.Key == "":
-			return nil, fmt.Errorf("%w: %s has no Autopilot key", ErrBadMapping, setting)
+			return nil, fmt.Errorf("%w: %s has no field key", ErrBadMapping, setting)
 		case !customTypes[typ]:
 			return nil, fmt.Errorf("%w: %s: type %q is not one of string, integer, float, date, boolean", ErrBadMapping, setting, typ)
 		}
-		fs = append(fs, field{kind: kindCustom, source: c.Source, setting: setting, key: c.Key, typ: typ})
+		fs = append(fs, field{kind: kindCustom, source: c.Source, setting: setting, key: c.Key, typ: typ, beyond: beyond})
 	}
 	for i := range fs {
 		fs[i].name = fs[i].source
@@ -139,7 +143,7 @@ func buildProfile(fs []field, cells []cell) (Profile, string) {
 		case kindLast:
 			p.LastName = c.s
 		case kindCustom:
-			v, why := convert(fs[i].typ, c.s)
+			v, why := convert(&fs[i], c.s)
 			if why != "" {
 				return Profile{}, fmt.Sprintf("column %q: %q %s", fs[i].name, shorten(c.s), why)
 			}
@@ -222,12 +226,12 @@ func isASCIISpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
 }
 
-// convert turns a cleaned, non-empty value into the custom field's type.
-// why completes the sentence `"value" ...` when the value does not fit.
-func convert(typ, s string) (v any, why string) {
-	switch typ {
+// convert turns a cleaned, non-empty value into f's type. why completes
+// the sentence `"value" ...` when the value does not fit.
+func convert(f *field, s string) (v any, why string) {
+	switch f.typ {
 	case "integer":
-		return parseInteger(s)
+		return parseInteger(s, f.beyond)
 	case "float":
 		return parseFloat(s)
 	case "boolean":
@@ -251,22 +255,22 @@ func parseFloat(s string) (any, string) {
 	f, err := strconv.ParseFloat(s, 64)
 	switch {
 	case errors.Is(err, strconv.ErrRange) && !strings.ContainsAny(s, "_xXpP"):
-		return nil, "is out of range for a float"
+		return nil, "is out of range for a decimal number"
 	case err != nil || math.IsInf(f, 0) || math.IsNaN(f) || strings.ContainsAny(s, "_xXpP"):
 		return nil, "is not a number"
 	case f == 0:
 		mantissa, _, _ := strings.Cut(strings.ToLower(s), "e")
 		if strings.ContainsAny(mantissa, "123456789") {
-			return nil, "is too close to zero for a float (it would arrive as 0)"
+			return nil, "is too close to zero for a decimal number (it would arrive as 0)"
 		}
 	}
 	return f, ""
 }
 
-// parseInteger accepts exact integers only, within what Autopilot keeps
-// exactly; a zero fraction ("12.0", as spreadsheets export whole numbers)
-// is still exact.
-func parseInteger(s string) (any, string) {
+// parseInteger accepts exact integers only, within what a JSON number
+// keeps exactly; a zero fraction ("12.0", as spreadsheets export whole
+// numbers) is still exact. beyond is the reason past that.
+func parseInteger(s, beyond string) (any, string) {
 	digits := s
 	if whole, frac, ok := strings.Cut(s, "."); ok && frac != "" && strings.Trim(frac, "0") == "" {
 		digits = whole
@@ -279,17 +283,26 @@ func parseInteger(s string) (any, string) {
 		return nil, "is not an integer"
 	}
 	if n > maxExactInt || n < -maxExactInt {
-		return nil, bigIntReason
+		return nil, beyond
 	}
 	return n, ""
 }
 
-// maxExactInt is the largest integer a JSON number keeps exactly in
-// Autopilot (a double, as in JavaScript): 2^53-1. Beyond it values arrive
-// rounded, which must not happen silently.
+// maxExactInt is the largest integer a JSON number keeps exactly where it
+// is read as a double (Autopilot; JavaScript): 2^53-1. Beyond it values
+// may arrive rounded, which must not happen silently.
 const maxExactInt = 1<<53 - 1
 
-const bigIntReason = "is beyond ±9007199254740991, the largest integer Autopilot keeps exactly (it would arrive rounded); map the column to a string field (string--Name) to keep every digit"
+// beyondExactReason is the reason for an integer past maxExactInt, in
+// the words of the export's destination d: its name, and its syntax for
+// the text field that keeps every digit.
+func beyondExactReason(d Destination) string {
+	const past = "is beyond ±9007199254740991, the largest integer "
+	if d.Title == "" {
+		return past + "a JSON number is sure to keep exactly (it may arrive rounded); map the column to a text field to keep every digit"
+	}
+	return past + d.Title + " is sure to keep exactly (it may arrive rounded); map the column to a text field (" + d.TextField + ") to keep every digit"
+}
 
 // parseDate accepts 2006-01-02 (kept as a date) and RFC 3339 timestamps
 // (kept as RFC 3339). Slashed dates are refused: 01/02/2006 is January in

@@ -10,9 +10,9 @@ type Profile struct {
 	Email     string `json:"email"`
 	FirstName string `json:"firstName,omitempty"`
 	LastName  string `json:"lastName,omitempty"`
-	// Custom holds the Autopilot custom fields ("string--Loyalty--Tier") with
-	// values of the declared type: string, int64, float64, bool, or an ISO
-	// 8601 date string.
+	// Custom holds the destination's custom fields ("string--Loyalty--Tier",
+	// "str:cm:loyalty-tier") with values of the declared type: string,
+	// int64, float64, bool, or an ISO 8601 date string.
 	Custom Custom `json:"custom,omitempty"`
 }
 
@@ -101,13 +101,22 @@ type Mapping struct {
 	FirstName string // optional
 	LastName  string // optional
 	Custom    []CustomField
+	// Destination is named by the row reasons that depend on it; its zero
+	// value names none.
+	Destination Destination
 }
 
-// CustomField maps one source column to an Autopilot custom field.
+// Destination is the export's destination as row reasons name it.
+type Destination struct {
+	Title     string // "Autopilot", "Ortto"
+	TextField string // how a text custom field is written there: "string--Name", "str:cm:name"
+}
+
+// CustomField maps one source column to a custom field of the destination.
 type CustomField struct {
 	Source string // column or key in the segment file
-	Key    string // Autopilot key, e.g. "string--Loyalty--Tier"
-	Type   string // string, integer, float, date or boolean (the key's prefix)
+	Key    string // the destination's key, e.g. "string--Loyalty--Tier", "str:cm:loyalty-tier"
+	Type   string // string, integer, float, date or boolean (by default an Autopilot key's prefix)
 }
 
 // Record is one valid profile with the data row it came from: the n-th

@@ -70,6 +70,12 @@ func match(req *http.Request) (rt *route, params map[string]string, allowed stri
 	return nil, nil, allowed
 }
 
+// underAPIPath: every route is under /v1/ (a 404 elsewhere says so).
+func underAPIPath(u *url.URL) bool {
+	segs := segments(u)
+	return len(segs) > 0 && segs[0] == "v1"
+}
+
 // segments splits the path, dropping empty segments so "//v1/" and
 // "/v1//contacts" (clients joining URLs) route like the clean path.
 func segments(u *url.URL) []string {

@@ -102,6 +102,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return rt.handle(s, r, params).kit()
 		case allowed != "":
 			return errorf(http.StatusMethodNotAllowed, "method not allowed", "%s is not allowed on %s", r.Method, allowed).kit()
+		case !underAPIPath(r.URL):
+			return errorf(http.StatusNotFound, "not found", "no such route: %s %s: every path is under /v1/", r.Method, r.URL.Path).kit()
 		default:
 			return errorf(http.StatusNotFound, "not found", "no such route: %s %s", r.Method, r.URL.Path).kit()
 		}

@@ -415,6 +415,11 @@ func TestDoubleSlashPaths(t *testing.T) {
 		c.base = base + p
 		c.call("GET", "", nil, http.StatusOK)
 	}
+	// A client that left /v1 out of its base URL hears where the paths are.
+	c.base = base
+	if out := c.call("GET", "/lists", nil, http.StatusNotFound); !strings.Contains(fmt.Sprint(out["message"]), "under /v1/") {
+		t.Errorf("GET /lists: %v; want the answer to name /v1/", out)
+	}
 }
 
 func TestDumpAndCounters(t *testing.T) {

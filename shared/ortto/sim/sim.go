@@ -125,6 +125,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := r.Method + " " + strings.TrimPrefix(path, "/v1")
 	s.kit.Serve(w, r, name, s.auth, func() simkit.Answer {
 		switch {
+		case !known && !strings.HasPrefix(path, "/v1/"):
+			return errorAnswer(http.StatusNotFound, "not-found", "unknown endpoint "+path+": every path is under /v1/")
 		case !known:
 			return errorAnswer(http.StatusNotFound, "not-found", "unknown endpoint "+path)
 		case r.Method != http.MethodPost:

@@ -95,6 +95,10 @@ func TestContractBreachesGetOrttosErrors(t *testing.T) {
 			t.Errorf("%s: %d %v; want %d naming %q", tt.name, status, doc, tt.status, tt.want)
 		}
 	}
+	// A client that left /v1 out of its base URL hears where the paths are.
+	if status, doc := call(t, strings.TrimSuffix(base, "/v1"), "/person/merge", key, mergeBody(ok)); status != 404 || !strings.Contains(errorCode(doc), "under /v1/") {
+		t.Errorf("a path without /v1: %d %v; want 404 naming /v1/", status, doc)
+	}
 	if n := len(s.Dump().People); n != 0 {
 		t.Errorf("%d people created by refused requests", n)
 	}
