@@ -47,6 +47,7 @@ func TestExecutionNamesAcrossProcesses(t *testing.T) {
 	if started, _ := second.Runner.StartRun(ctx, "e-1", input); !started {
 		t.Fatal("e-1 did not start again 90 days after its execution closed")
 	}
+	second.Runner.Wait() // before the folder goes: the execution writes to it
 }
 
 func stringsReader(s string) *stringReader { return &stringReader{s: s} }
