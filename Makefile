@@ -67,7 +67,7 @@ mutants: ## each mutation of docs/testing.md's table (mutants/*.patch) applied t
 screenshots: ## docs/run-page-<status>.png: each golden run page in headless Chromium (apt-get install chromium)
 	SEGPILOT_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestScreenshots$$' ./shared/runpage
 
-soak: ## 100,000 profiles with faults, then 20 trials of six weeks' runs killed at random (~30 minutes)
+soak: ## 100,000 profiles with faults, then 20 trials of six weeks' runs killed at random (~12 minutes)
 	SEGPILOT_SOAK=1 $(GO) test -race=false -count=1 -run '^TestSoak$$' -timeout 60m -v ./internal/e2e
 	SEGPILOT_SOAK=1 $(GO) test -race=false -count=1 -run '^TestKillSoak$$' -timeout 60m -v ./cmd/segpilot
 
