@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/segpilot/segpilot/shared/autopilot"
 	"github.com/segpilot/segpilot/shared/dest"
@@ -79,6 +80,9 @@ type Export struct {
 	// ShowEmails writes rejected rows' emails unmasked into report.json and
 	// report.html; by default they are masked there, as in the logs.
 	ShowEmails bool
+	// QuietPeriod takes a folder of parts with neither manifest nor marker
+	// as a whole delivery once no part has arrived for this long; 0: never.
+	QuietPeriod time.Duration
 }
 
 // LoadFile reads and validates the config file at path.

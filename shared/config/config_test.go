@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/segment"
@@ -550,5 +551,50 @@ exports:
 	}
 	if f := e.Fields(); len(f) != 5 || f[0].Key != "bol:cm:vip" || f[3].Type != "float" {
 		t.Errorf("fields %+v", f)
+	}
+}
+
+// quietPeriod completes a folder without manifest or marker: a duration
+// within reason, and never for a mirror export, where a part still on
+// its way would read as leavers.
+func TestQuietPeriod(t *testing.T) {
+	t.Parallel()
+	base := `connections:
+  main:
+    kind: autopilot
+    apiKeySecret: segpilot/autopilot
+    consent: true
+exports:
+  vip:
+    connection: main
+    segment: vip
+    list: VIP
+    match: {email: Email}
+`
+	tests := []struct {
+		extra   string
+		want    time.Duration
+		wantErr string
+	}{
+		{"", 0, ""},
+		{"    quietPeriod: 15m\n", 15 * time.Minute, ""},
+		{"    quietPeriod: 15\n", 0, "is not a quiet period"},
+		{"    quietPeriod: 10s\n", 0, "from 1m to 24h"},
+		{"    quietPeriod: 15m\n    mode: mirror\n", 0, "a mirror export cannot take a folder as whole by its quiet period"},
+	}
+	for _, tt := range tests {
+		cfg, err := Load("exports.yaml", []byte(base+tt.extra))
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%q: %v; want an error saying %q", tt.extra, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%q: %v", tt.extra, err)
+		}
+		if got := cfg.Exports["vip"].QuietPeriod; got != tt.want {
+			t.Errorf("%q: quiet period %v, want %v", tt.extra, got, tt.want)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"gopkg.in/yaml.v3"
@@ -46,7 +47,7 @@ var (
 	rootKeys       = []string{"connections", "exports"}
 	connectionKeys = []string{"kind", "region", "apiKeySecret", "baseURL", "consent", "requestsPerSecond"}
 	exportKeys     = []string{"connection", "segment", "list", "match", "mode", "maxProfiles",
-		"maxRemovalShare", "allowLargeRemoval", "enabled", "createFields", "showEmails"}
+		"maxRemovalShare", "allowLargeRemoval", "enabled", "createFields", "showEmails", "quietPeriod"}
 	matchKeys  = []string{"email", "firstName", "lastName", "custom"}
 	customKeys = []string{"field", "decimal"}
 	modes      = []string{plan.ModeUpsert, plan.ModeMirror}
@@ -507,6 +508,17 @@ func (d *decoder) export(f field, conns map[string]*Connection) (e *Export, list
 	}
 	if v, ok := d.boolean(o, "showEmails"); ok {
 		e.ShowEmails = v
+	}
+	if v, n, ok := d.str(o, "quietPeriod"); ok {
+		p, err := time.ParseDuration(v)
+		switch {
+		case err != nil || p < time.Minute || p > 24*time.Hour:
+			d.add(o.sub("quietPeriod"), n.Line, "%s is not a quiet period: give a duration from 1m to 24h, e.g. 15m (how long a folder of parts with neither manifest nor _SUCCESS marker must go without a new part to count as whole)", q(v))
+		case e.Mode == plan.ModeMirror:
+			d.add(o.sub("quietPeriod"), n.Line, "a mirror export cannot take a folder as whole by its quiet period: a part still on its way would read as leavers, and be removed; have the job that writes the folder add a manifest or a _SUCCESS marker, and remove quietPeriod")
+		default:
+			e.QuietPeriod = p
+		}
 	}
 	return e, listLine
 }
