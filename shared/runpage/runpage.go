@@ -162,9 +162,9 @@ func headline(rep *run.Report, finalized bool) string {
 	switch {
 	case finalized:
 		s := fmt.Sprintf("%s sent · %s rejected · %s failed · %s removed · took %s",
-			num(o.Sent), num(o.Rejected+o.RejectedByAPI), num(o.Failed), num(o.Removed), secs(rep.DurationSeconds))
+			num(o.Sent), num(o.Rejected+o.RejectedByAPI), num(o.Failed), num(o.Removed), Seconds(rep.DurationSeconds))
 		if rep.FloorSeconds > 0 {
-			s += " (rate-limit floor " + secs(rep.FloorSeconds) + ")"
+			s += " (rate-limit floor " + Seconds(rep.FloorSeconds) + ")"
 		}
 		return s
 	case rep.Status == run.StatusHeld:
@@ -333,7 +333,7 @@ func requestsChart(rep *run.Report) *timelineChart {
 	for i, s := range tl.Slots {
 		rate := s.Requests / tl.SlotSeconds
 		x, y := left+float64(i)*slotW, yOf(rate)
-		from, to := secs(float64(i)*tl.SlotSeconds), secs(float64(i+1)*tl.SlotSeconds)
+		from, to := Seconds(float64(i)*tl.SlotSeconds), Seconds(float64(i+1)*tl.SlotSeconds)
 		c.Bars = append(c.Bars, slotBar{X: round1(x + slotW*0.1), Y: y, W: round1(slotW * 0.8), H: round1(bottom - y),
 			Title: fmt.Sprintf("%s–%s: %s (%s/s)", from, to, requests(s.Requests), trim(rate))})
 		mx := round1(x + slotW/2)
@@ -365,11 +365,11 @@ func requestsChart(rep *run.Report) *timelineChart {
 		c.Grid = append(c.Grid, line{X1: left, Y1: y, X2: right, Y2: y, Label: label{X: left - 6, Y: y + 4, Text: trim(rate) + "/s"}})
 	}
 	for _, f := range []float64{0, 0.5, 1} {
-		c.XLabels = append(c.XLabels, label{X: round1(left + (right-left)*f), Y: bottom + 18, Text: secs(span * f),
+		c.XLabels = append(c.XLabels, label{X: round1(left + (right-left)*f), Y: bottom + 18, Text: Seconds(span * f),
 			Anchor: map[float64]string{0: "start", 0.5: "middle", 1: "end"}[f]})
 	}
 	c.Caption = fmt.Sprintf("%s, each batch's spread over its time, in %s of %s; peak %s/s",
-		plural(int(math.Round(sum)), "batch request", "batch requests"), plural(len(tl.Slots), "slot", "slots"), secs(tl.SlotSeconds), trim(peak))
+		plural(int(math.Round(sum)), "batch request", "batch requests"), plural(len(tl.Slots), "slot", "slots"), Seconds(tl.SlotSeconds), trim(peak))
 	if rep.RequestsPerSecond > 0 {
 		c.Caption += " against a budget of " + trim(rep.RequestsPerSecond) + "/s"
 	}
@@ -390,18 +390,18 @@ func durationChart(rep *run.Report) (*chart, string) {
 	}
 	c := &chart{Width: funnelWidth, Height: 2*rowH + 4, LabelX: funnelLabelW - 10, BarX: funnelLabelW}
 	c.Bars = []bar{
-		newBar("took", "took", secs(rep.DurationSeconds), "", "in", 0, rep.DurationSeconds/top),
-		newBar("floor", "rate-limit floor", secs(rep.FloorSeconds), "", "floor", rowH, rep.FloorSeconds/top),
+		newBar("took", "took", Seconds(rep.DurationSeconds), "", "in", 0, rep.DurationSeconds/top),
+		newBar("floor", "rate-limit floor", Seconds(rep.FloorSeconds), "", "floor", rowH, rep.FloorSeconds/top),
 	}
-	took := secs(rep.DurationSeconds)
+	took := Seconds(rep.DurationSeconds)
 	switch {
 	case rep.FloorSeconds <= 0:
 		return c, "took " + took + "; the rate-limit floor is 0s: no request had to wait for the budget"
 	case rep.FloorSeconds < ratioFloor:
-		return c, fmt.Sprintf("took %s against a rate-limit floor of %s", took, secs(rep.FloorSeconds))
+		return c, fmt.Sprintf("took %s against a rate-limit floor of %s", took, Seconds(rep.FloorSeconds))
 	}
 	return c, fmt.Sprintf("took %s against a rate-limit floor of %s (%s× the floor; the floor is the requests at the budget, the least any exporter needs)",
-		took, secs(rep.FloorSeconds), strconv.FormatFloat(rep.DurationSeconds/rep.FloorSeconds, 'f', 2, 64))
+		took, Seconds(rep.FloorSeconds), strconv.FormatFloat(rep.DurationSeconds/rep.FloorSeconds, 'f', 2, 64))
 }
 
 func rejected(rep *run.Report) *rejections {
@@ -478,9 +478,10 @@ func num(n int) string {
 	return b.String()
 }
 
-// secs formats seconds as the CLI summary does: to a tenth from a second
-// up, to the millisecond below, so a short run does not read as 0s.
-func secs(s float64) string {
+// Seconds formats a report's seconds as the page shows them (and the CLI's
+// summary, so the two agree): to a tenth from a second up, to the
+// millisecond below, so a short run does not read as 0s.
+func Seconds(s float64) string {
 	d := time.Duration(s * float64(time.Second))
 	if d < time.Second {
 		return d.Round(time.Millisecond).String()

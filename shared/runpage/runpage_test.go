@@ -177,11 +177,11 @@ func TestFormats(t *testing.T) {
 		{num(1000), "1,000"},
 		{num(3015), "3,015"},
 		{num(-1234567), "-1,234,567"},
-		{secs(6.276), "6.3s"},
-		{secs(398.2), "6m38.2s"},
-		{secs(0), "0s"},
-		{secs(0.0148), "15ms"}, // not "0s"
-		{secs(0.9996), "1s"},
+		{Seconds(6.276), "6.3s"},
+		{Seconds(398.2), "6m38.2s"},
+		{Seconds(0), "0s"},
+		{Seconds(0.0148), "15ms"}, // not "0s"
+		{Seconds(0.9996), "1s"},
 		{percent(0.668), "66.8%"},
 		{percent(0.2), "20%"},
 		{trim(5), "5"},
