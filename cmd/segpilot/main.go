@@ -148,22 +148,43 @@ func (e *env) flags(name string) *flag.FlagSet {
 	return fs
 }
 
+// parse parses a command's flags; it takes no other arguments.
 func (e *env) parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	_, err := e.parseArgs(fs, args, 0)
+	return err
+}
+
+// parseArgs parses a command's flags and up to n other arguments, which
+// may stand before, between or after the flags (the flag package stops
+// at the first); "--" ends the flags.
+func (e *env) parseArgs(fs *flag.FlagSet, args []string, n int) ([]string, error) {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err.Error()}
 		}
-		return usageError{err.Error()}
+		left := fs.Args()
+		if len(left) == 0 {
+			break
+		}
+		if len(left) < len(args) && args[len(args)-len(left)-1] == "--" {
+			rest = append(rest, left...)
+			break
+		}
+		rest, args = append(rest, left[0]), left[1:]
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	if len(rest) > n {
+		return nil, usageError{fmt.Sprintf("unexpected argument %q", rest[n])}
 	}
 	level := slog.LevelWarn
 	if e.verbose {
 		level = slog.LevelDebug
 	}
 	e.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-	return nil
+	return rest, nil
 }
 
 func required(pairs ...string) error {

@@ -57,17 +57,14 @@ func cmdReport(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("report")
 	bucketDir := fs.String("bucket-dir", filepath.Join(".segpilot", "bucket"), "bucket folder")
 	open := fs.Bool("open", false, "open the page in the default browser")
-	// The run id comes first, as in the example; flags may follow it.
-	var runID string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		runID, args = args[0], args[1:]
-	}
-	if err := e.parse(fs, args); err != nil {
+	ids, err := e.parseArgs(fs, args, 1)
+	if err != nil {
 		return err
 	}
-	if runID == "" {
-		return usageError{"missing RUN-ID, the first argument (segpilot runs --export NAME lists them)"}
+	if len(ids) == 0 {
+		return usageError{"missing RUN-ID (segpilot runs --export NAME lists them)"}
 	}
+	runID := ids[0]
 	if !runIDPattern.MatchString(runID) {
 		return usageError{fmt.Sprintf("%q is not a run id: <export>-<16 hex digits>, as segpilot runs lists them", runID)}
 	}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// bucketWithRun is a bucket folder holding one run's report.json (the run
+// page's zero.json), without its page.
+func bucketWithRun(t *testing.T) (bucket, runID string) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "shared", "runpage", "testdata", "zero.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct{ Export, RunID string }
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	bucket = t.TempDir()
+	dir := filepath.Join(bucket, "runs", rep.Export, rep.RunID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "report.json"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return bucket, rep.RunID
+}
+
+// TestFlagsBeforeAndAfterArguments: report takes its run id before its
+// flags, after them, or between them.
+func TestFlagsBeforeAndAfterArguments(t *testing.T) {
+	t.Parallel()
+	bucket, runID := bucketWithRun(t)
+	for _, args := range [][]string{
+		{"report", runID, "--bucket-dir", bucket},
+		{"report", "--bucket-dir", bucket, runID},
+		{"report", "--json", runID, "--bucket-dir", bucket},
+		{"report", "--bucket-dir", bucket, "--", runID},
+	} {
+		code, out, stderr := segpilot(t, context.Background(), args...)
+		if code != exitOK || !strings.Contains(out, "report.html") {
+			t.Errorf("%v: exit %d\nstdout: %s\nstderr: %s", args, code, out, stderr)
+		}
+	}
+	for _, args := range [][]string{
+		{"report", runID, "--bucket-dir", bucket, "extra"},
+		{"runs", "--export", "x", "--bucket-dir", bucket, "stray"},
+	} {
+		if code, _, stderr := segpilot(t, context.Background(), args...); code != exitUsage || !strings.Contains(stderr, "unexpected argument") {
+			t.Errorf("%v: exit %d, want %d with unexpected argument: %s", args, code, exitUsage, stderr)
+		}
+	}
+}
