@@ -57,3 +57,28 @@ func TestFlagsBeforeAndAfterArguments(t *testing.T) {
 		}
 	}
 }
+
+// TestMistypedFlagIsNamed: a flag the command does not have is named,
+// with the closest it has, in a short message: not the whole help.
+func TestMistypedFlagIsNamed(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "-confg", "x.yaml"}, "did you mean -config?"},
+		{[]string{"run", "--bucket-dri", "b"}, "did you mean -bucket-dir?"},
+		{[]string{"report", "--opne"}, "did you mean -open?"},
+		{[]string{"runs", "--xyzzy"}, "-xyzzy"},
+		{[]string{"plan", "--config"}, "flag needs an argument: -config"},
+	}
+	for _, tt := range tests {
+		code, out, stderr := segpilot(t, context.Background(), tt.args...)
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if code != exitUsage || out != "" || !strings.Contains(stderr, tt.want) || len(lines) > 2 ||
+			!strings.Contains(stderr, "segpilot "+tt.args[0]+" --help") {
+			t.Errorf("%v: exit %d, want %d; want %q and a line of usage on stderr, nothing on stdout\nstdout: %s\nstderr: %s",
+				tt.args, code, exitUsage, tt.want, out, stderr)
+		}
+	}
+}

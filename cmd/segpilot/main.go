@@ -20,6 +20,7 @@ import (
 
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/segment"
+	"github.com/segpilot/segpilot/shared/suggest"
 )
 
 // Exit codes.
@@ -42,6 +43,7 @@ func (e busyError) Error() string { return e.msg }
 
 type command struct {
 	summary string
+	usage   string // the command line's shape, for a mistake's message and the help
 	example string
 	run     func(ctx context.Context, env *env, args []string) error
 }
@@ -58,15 +60,31 @@ type env struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"demo":     {"run the bundled sample export end to end against the built-in simulator (make run)", "segpilot demo", cmdDemo},
-		"run":      {"run an export locally: plan, send, finalize", "segpilot run --config exports.yaml --export vip-newsletter --file vip.csv --sim", cmdRun},
-		"plan":     {"dry run: what would be added, changed, removed and rejected", "segpilot plan --config exports.yaml --export vip-newsletter --file vip.csv", cmdPlan},
-		"validate": {"check a config and a segment file without sending anything", "segpilot validate --config exports.yaml --export vip-newsletter --file vip.csv", cmdValidate},
-		"sim":      {"serve the Autopilot simulator on loopback", "segpilot sim --addr 127.0.0.1:8089 --api-key test-key --rps 5", cmdSim},
-		"watch":    {"run exports for every file dropped into DIR/segments/<segment>/", "segpilot watch --config exports.yaml --dir ./bucket --sim", cmdWatch},
-		"runs":     {"list the runs of an export and their status", "segpilot runs --export vip-newsletter --bucket-dir .segpilot/bucket", cmdRuns},
-		"report":   {"print the path of a run's page (report.html); --open opens it", "segpilot report vip-newsletter-0123456789abcdef --bucket-dir .segpilot/demo --open", cmdReport},
-		"version":  {"print segpilot's version (module version and commit)", "segpilot version", cmdVersion},
+		"demo": {"run the bundled sample export end to end against the built-in simulator (make run)",
+			"segpilot demo [--dest autopilot|ortto] [run's flags]", "segpilot demo", cmdDemo},
+		"run": {"run an export locally: plan, send, finalize",
+			"segpilot run --config FILE --export NAME --file SEGMENT [--bucket-dir DIR] [--sim] [flags]",
+			"segpilot run --config exports.yaml --export vip-newsletter --file vip.csv --sim", cmdRun},
+		"plan": {"dry run: what would be added, changed, removed and rejected",
+			"segpilot plan --config FILE --export NAME --file SEGMENT [--snapshot FILE] [--out DIR]",
+			"segpilot plan --config exports.yaml --export vip-newsletter --file vip.csv", cmdPlan},
+		"validate": {"check a config and a segment file without sending anything",
+			"segpilot validate --config FILE [--export NAME --file SEGMENT]",
+			"segpilot validate --config exports.yaml --export vip-newsletter --file vip.csv", cmdValidate},
+		"sim": {"serve the Autopilot simulator on loopback",
+			"segpilot sim [--kind autopilot|ortto] --api-key KEY [--addr HOST:PORT] [flags]",
+			"segpilot sim --addr 127.0.0.1:8089 --api-key test-key --rps 5", cmdSim},
+		"watch": {"run exports for every file dropped into DIR/segments/<segment>/",
+			"segpilot watch --config FILE --dir DIR [--sim] [flags]",
+			"segpilot watch --config exports.yaml --dir ./bucket --sim", cmdWatch},
+		"runs": {"list the runs of an export and their status",
+			"segpilot runs --export NAME [--bucket-dir DIR]",
+			"segpilot runs --export vip-newsletter --bucket-dir .segpilot/bucket", cmdRuns},
+		"report": {"print the path of a run's page (report.html); --open opens it",
+			"segpilot report RUN-ID [--bucket-dir DIR] [--open]",
+			"segpilot report vip-newsletter-0123456789abcdef --bucket-dir .segpilot/demo --open", cmdReport},
+		"version": {"print segpilot's version (module version and commit)",
+			"segpilot version", "segpilot version", cmdVersion},
 	}
 }
 
@@ -135,17 +153,37 @@ func usage(w io.Writer, cmds map[string]command) {
 // a help text that shows an example.
 func (e *env) flags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	// The flag package says nothing: parseArgs prints the help on --help,
+	// and a mistake in two lines rather than buried in the whole help.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.BoolVar(&e.verbose, "v", false, "debug logs")
 	fs.BoolVar(&e.json, "json", false, "machine-readable output")
-	cmd := commands()[name]
-	fs.Usage = func() {
-		fmt.Fprintf(e.stdout, "segpilot %s: %s\n\nExample:\n  %s\n\nFlags:\n", name, cmd.summary, cmd.example)
-		fs.SetOutput(e.stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(e.stderr)
-	}
 	return fs
+}
+
+// help prints a command's help: what it does, its shape, an example and
+// every flag.
+func (e *env) help(fs *flag.FlagSet) {
+	cmd := commands()[fs.Name()]
+	fmt.Fprintf(e.stdout, "segpilot %s: %s\n\nUsage:\n  %s\n\nExample:\n  %s\n\nFlags:\n", fs.Name(), cmd.summary, cmd.usage, cmd.example)
+	fs.SetOutput(e.stdout)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// flagError is a mistake on a command line: the flag package's words,
+// the flag meant when one was mistyped, and the command's shape.
+func flagError(fs *flag.FlagSet, err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		var names []string
+		fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+		if s, ok := suggest.Closest(name, names, strings.ToLower, func(n int) int { return min(1+n/4, 3) }); ok {
+			msg += "; did you mean -" + s + "?"
+		}
+	}
+	return usageError{fmt.Sprintf("%s\nusage: %s (segpilot %s --help lists every flag)", msg, commands()[fs.Name()].usage, fs.Name())}
 }
 
 // parse parses a command's flags; it takes no other arguments.
@@ -162,9 +200,10 @@ func (e *env) parseArgs(fs *flag.FlagSet, args []string, n int) ([]string, error
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				e.help(fs)
 				return nil, err
 			}
-			return nil, usageError{err.Error()}
+			return nil, flagError(fs, err)
 		}
 		left := fs.Args()
 		if len(left) == 0 {
