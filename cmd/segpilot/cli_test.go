@@ -58,6 +58,24 @@ func TestFlagsBeforeAndAfterArguments(t *testing.T) {
 	}
 }
 
+// TestHelpNamesEveryDestination: a help text that names Autopilot names
+// Ortto too; segpilot sends to both.
+func TestHelpNamesEveryDestination(t *testing.T) {
+	t.Parallel()
+	args := [][]string{{"help"}}
+	for name := range commands() {
+		args = append(args, []string{name, "--help"})
+	}
+	for _, a := range args {
+		_, out, _ := segpilot(t, context.Background(), a...)
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "Autopilot") && !strings.Contains(line, "Ortto") && !strings.Contains(line, "--kind autopilot") {
+				t.Errorf("segpilot %s: %q names Autopilot alone", strings.Join(a, " "), strings.TrimSpace(line))
+			}
+		}
+	}
+}
+
 // TestMistypedFlagIsNamed: a flag the command does not have is named,
 // with the closest it has, in a short message: not the whole help.
 func TestMistypedFlagIsNamed(t *testing.T) {

@@ -1,6 +1,6 @@
 // Command segpilot runs segpilot's export pipeline on a laptop: the same
 // handlers and state machine as the Lambda deployment, with a folder as the
-// bucket and Autopilot (real or simulated).
+// bucket and Autopilot or Ortto (real or simulated).
 package main
 
 import (
@@ -71,7 +71,7 @@ func commands() map[string]command {
 		"validate": {"check a config and a segment file without sending anything",
 			"segpilot validate --config FILE [--export NAME --file SEGMENT]",
 			"segpilot validate --config exports.yaml --export vip-newsletter --file vip.csv", cmdValidate},
-		"sim": {"serve the Autopilot simulator on loopback",
+		"sim": {"serve a destination's simulator on loopback: Autopilot's (the default) or Ortto's",
 			"segpilot sim [--kind autopilot|ortto] --api-key KEY [--addr HOST:PORT] [flags]",
 			"segpilot sim --addr 127.0.0.1:8089 --api-key test-key --rps 5", cmdSim},
 		"watch": {"run exports for every file dropped into DIR/segments/<segment>/",
@@ -136,7 +136,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 }
 
 func usage(w io.Writer, cmds map[string]command) {
-	fmt.Fprintln(w, "segpilot exports customer segments into Autopilot lists.")
+	fmt.Fprintln(w, "segpilot exports customer segments into Autopilot lists and Ortto (a tag per list).")
 	fmt.Fprintln(w, "\nUsage: segpilot <command> [flags]   (segpilot <command> --help for its flags)")
 	fmt.Fprintln(w, "\nCommands:")
 	names := make([]string, 0, len(cmds))
