@@ -76,6 +76,25 @@ func TestHelpNamesEveryDestination(t *testing.T) {
 	}
 }
 
+// TestJSONErrorsGoToStdoutOnly: with --json, a failing command's one
+// answer is the JSON document on stdout; stderr says nothing.
+func TestJSONErrorsGoToStdoutOnly(t *testing.T) {
+	t.Parallel()
+	config, file, bucket := fixture(t, 20)
+	for _, args := range [][]string{
+		{"validate", "--json", "--config", config, "--export", "vip-newsletter", "--file", config},
+		{"validate", "--json", "--config", config, "--export", "nope", "--file", file},
+		{"run", "--json", "--config", config, "--export", "vip-newsletter"},
+		{"report", "--json", "vip-newsletter-0123456789abcdef", "--bucket-dir", bucket},
+	} {
+		code, out, stderr := segpilot(t, context.Background(), args...)
+		var doc any
+		if code == exitOK || json.Unmarshal([]byte(out), &doc) != nil || stderr != "" {
+			t.Errorf("%v: exit %d\nstdout: %s\nstderr: %s", args, code, out, stderr)
+		}
+	}
+}
+
 // TestMistypedFlagIsNamed: a flag the command does not have is named,
 // with the closest it has, in a short message: not the whole help.
 func TestMistypedFlagIsNamed(t *testing.T) {

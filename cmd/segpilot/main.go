@@ -112,27 +112,41 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	}
 	e := &env{stdout: stdout, stderr: stderr, getenv: getenv}
 	err := cmd.run(ctx, e, args[1:])
-	if err != nil && !errors.Is(err, flag.ErrHelp) && e.json && !e.printed {
-		e.printError(args[0], err)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	// With --json the document on stdout is the whole answer, the error
+	// included: stderr says nothing more.
+	if e.json {
+		if !e.printed {
+			e.printError(args[0], err)
+		}
+	} else {
+		fmt.Fprintf(stderr, "segpilot %s: %s\n", args[0], errorText(err))
 	}
 	var ue usageError
 	var be busyError
 	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, flag.ErrHelp):
-		return exitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "segpilot %s: %s\n", args[0], ue.msg)
 		return exitUsage
 	case errors.As(err, &be):
-		fmt.Fprintf(stderr, "segpilot %s: busy: %s\n", args[0], be.msg)
 		return exitBusy
-	default:
-		// Validation errors list one problem per line; everything else is one line.
-		fmt.Fprintf(stderr, "segpilot %s: %s\n", args[0], strings.TrimSpace(err.Error()))
-		return exitInvalid
 	}
+	return exitInvalid
+}
+
+// errorText is a failed command's message for stderr.
+func errorText(err error) string {
+	var ue usageError
+	var be busyError
+	switch {
+	case errors.As(err, &ue):
+		return ue.msg
+	case errors.As(err, &be):
+		return "busy: " + be.msg
+	}
+	// Validation errors list one problem per line; everything else is one line.
+	return strings.TrimSpace(err.Error())
 }
 
 func usage(w io.Writer, cmds map[string]command) {
