@@ -119,3 +119,23 @@ func TestMistypedFlagIsNamed(t *testing.T) {
 		}
 	}
 }
+
+// TestMistypedNameIsNamed: sim --kind and demo --dest suggest the kind
+// meant, and an unknown command the command.
+func TestMistypedNameIsNamed(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"sim", "--kind", "orto", "--api-key", "k"}, "did you mean ortto?"},
+		{[]string{"sim", "--kind", "Autopilot", "--api-key", "k"}, "did you mean autopilot?"},
+		{[]string{"demo", "--dest", "orrto"}, "did you mean ortto?"},
+		{[]string{"rnu"}, "did you mean run?"},
+	}
+	for _, tt := range tests {
+		if code, _, stderr := segpilot(t, context.Background(), tt.args...); code != exitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%v: exit %d, want %d with %q: %s", tt.args, code, exitUsage, tt.want, stderr)
+		}
+	}
+}

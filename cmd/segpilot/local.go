@@ -556,6 +556,9 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 	if err := e.parse(fs, args); err != nil {
 		return err
 	}
+	if _, ok := kinds.Lookup(*kind); !ok {
+		return usageError{fmt.Sprintf("--kind %q: want one of %s%s", *kind, strings.Join(kinds.Names(), ", "), didYouMean(*kind, kinds.Names()))}
+	}
 	if err := required("api-key", *key); err != nil {
 		return err
 	}

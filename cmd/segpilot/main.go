@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -107,7 +109,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "segpilot: unknown command %q; run 'segpilot help' for the list\n", args[0])
+		fmt.Fprintf(stderr, "segpilot: unknown command %q%s ('segpilot help' lists them)\n", args[0], didYouMean(args[0], slices.Sorted(maps.Keys(cmds))))
 		return exitUsage
 	}
 	e := &env{stdout: stdout, stderr: stderr, getenv: getenv}
@@ -186,16 +188,23 @@ func (e *env) help(fs *flag.FlagSet) {
 	fs.SetOutput(io.Discard)
 }
 
+// didYouMean is "; did you mean X?" for the one of names closest to a
+// mistyped s, or "" when none is close.
+func didYouMean(s string, names []string) string {
+	if m, ok := suggest.Closest(s, names, strings.ToLower, func(n int) int { return min(1+n/4, 3) }); ok {
+		return "; did you mean " + m + "?"
+	}
+	return ""
+}
+
 // flagError is a mistake on a command line: the flag package's words,
 // the flag meant when one was mistyped, and the command's shape.
 func flagError(fs *flag.FlagSet, err error) error {
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
 		var names []string
-		fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-		if s, ok := suggest.Closest(name, names, strings.ToLower, func(n int) int { return min(1+n/4, 3) }); ok {
-			msg += "; did you mean -" + s + "?"
-		}
+		fs.VisitAll(func(f *flag.Flag) { names = append(names, "-"+f.Name) })
+		msg += didYouMean("-"+name, names)
 	}
 	return usageError{fmt.Sprintf("%s\nusage: %s (segpilot %s --help lists every flag)", msg, commands()[fs.Name()].usage, fs.Name())}
 }
