@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -137,5 +138,20 @@ func TestMistypedNameIsNamed(t *testing.T) {
 		if code, _, stderr := segpilot(t, context.Background(), tt.args...); code != exitUsage || !strings.Contains(stderr, tt.want) {
 			t.Errorf("%v: exit %d, want %d with %q: %s", tt.args, code, exitUsage, tt.want, stderr)
 		}
+	}
+}
+
+// TestVerboseLogsEachOutcomeOnce: -v logs a run's outcome once (the
+// drain, finalize and the waiting CLI each logged it, three times).
+func TestVerboseLogsEachOutcomeOnce(t *testing.T) {
+	t.Parallel()
+	config, file, bucket := fixture(t, 150)
+	code, _, stderr := segpilot(t, context.Background(), "run", "-v", "--config", config, "--export", "vip-newsletter",
+		"--file", file, "--bucket-dir", bucket, "--sim")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if n := len(regexp.MustCompile(`(?m)^time=.* status=succeeded`).FindAllString(stderr, -1)); n != 1 {
+		t.Errorf("%d log lines of the outcome, want 1:\n%s", n, stderr)
 	}
 }
