@@ -155,3 +155,40 @@ func TestVerboseLogsEachOutcomeOnce(t *testing.T) {
 		t.Errorf("%d log lines of the outcome, want 1:\n%s", n, stderr)
 	}
 }
+
+// TestReadingCommandsCreateNothing: runs and report, given a bucket
+// folder that is not there or empty, leave it so.
+func TestReadingCommandsCreateNothing(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	missing, empty := filepath.Join(dir, "missing"), filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"runs", "--export", "vip-newsletter", "--bucket-dir", missing},
+		{"runs", "--export", "vip-newsletter", "--bucket-dir", empty},
+		{"runs", "--json", "--export", "vip-newsletter", "--bucket-dir", missing},
+		{"report", "vip-newsletter-0123456789abcdef", "--bucket-dir", missing},
+		{"report", "vip-newsletter-0123456789abcdef", "--bucket-dir", empty},
+	} {
+		code, out, stderr := segpilot(t, context.Background(), args...)
+		want := exitOK
+		if args[0] == "report" {
+			want = exitInvalid // no such run
+		}
+		if code != want {
+			t.Errorf("%v: exit %d, want %d\nstdout: %s\nstderr: %s", args, code, want, out, stderr)
+		}
+	}
+	var made []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && p != dir && p != empty {
+			made = append(made, p)
+		}
+		return err
+	})
+	if len(made) > 0 {
+		t.Errorf("reading commands created %v", made)
+	}
+}

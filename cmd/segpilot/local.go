@@ -511,7 +511,10 @@ func cmdRuns(ctx context.Context, e *env, args []string) error {
 	if err := required("export", *export); err != nil {
 		return err
 	}
-	st, err := store.NewFolder(*bucketDir)
+	st, err := store.OpenFolder(*bucketDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return e.print([]*run.Report{}, fmt.Sprintf("no runs of %s: there is no folder %s (--bucket-dir names the bucket folder)\n", *export, *bucketDir))
+	}
 	if err != nil {
 		return err
 	}
