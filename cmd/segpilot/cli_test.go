@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/segpilot/segpilot/internal/testutil"
 )
 
 // bucketWithRun is a bucket folder holding one run's report.json (the run
@@ -190,5 +193,62 @@ func TestReadingCommandsCreateNothing(t *testing.T) {
 	})
 	if len(made) > 0 {
 		t.Errorf("reading commands created %v", made)
+	}
+}
+
+// TestVersionNamesItsCommit builds segpilot as make build does (its
+// command, from make -n, with another output) and checks that version
+// names the commit built, though the build has no VCS stamp of Go's; the
+// Lambda bootstraps are stamped alike. Built any other way (go run, go
+// test), version says it does not know the commit.
+func TestVersionNamesItsCommit(t *testing.T) {
+	t.Parallel()
+	_, out, _ := segpilot(t, context.Background(), "version")
+	if !strings.Contains(out, "commit unknown") {
+		t.Errorf("an unstamped build's version: %q, want it to say the commit is unknown", out)
+	}
+
+	testutil.NeedTool(t, "make", "apt-get install -y make")
+	testutil.NeedTool(t, "git", "apt-get install -y git")
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gitOut, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Skipf("not a git checkout: %v", err)
+	}
+	commit := strings.TrimSpace(string(gitOut))
+	plan, err := exec.Command("make", "-s", "-n", "-C", root, "build").Output()
+	if err != nil {
+		t.Fatalf("make -n build: %v", err)
+	}
+	stamp := regexp.MustCompile(`-X \S+/buildinfo\.commit=\S+`)
+	var cli string
+	builds := 0
+	for _, line := range strings.Split(string(plan), "\n") {
+		if !strings.Contains(line, " build ") {
+			continue
+		}
+		builds++
+		if !stamp.MatchString(line) {
+			t.Errorf("make build runs a build without the commit's stamp:\n%s", line)
+		}
+		if strings.HasSuffix(line, "./cmd/segpilot") {
+			cli = line
+		}
+	}
+	if builds != 5 || cli == "" {
+		t.Fatalf("make build runs %d builds, want the CLI's and four bootstraps':\n%s", builds, plan)
+	}
+	bin := filepath.Join(t.TempDir(), "segpilot")
+	cmd := exec.Command("sh", "-c", regexp.MustCompile(`-o \S+`).ReplaceAllLiteralString(cli, "-o "+bin))
+	cmd.Dir, cmd.Env = root, append(os.Environ(), "GOFLAGS=-buildvcs=false")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", cli, err, b)
+	}
+	got, err := exec.Command(bin, "version").Output()
+	if err != nil || !strings.Contains(string(got), "commit "+commit) {
+		t.Errorf("segpilot version, built by make: %q (%v), want commit %s", got, err, commit)
 	}
 }

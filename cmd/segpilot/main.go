@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -13,13 +14,12 @@ import (
 	"maps"
 	"os"
 	"os/signal"
-	"runtime"
-	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
 	"syscall"
 
+	"github.com/segpilot/segpilot/internal/buildinfo"
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/segment"
 	"github.com/segpilot/segpilot/shared/suggest"
@@ -296,23 +296,8 @@ func cmdVersion(_ context.Context, e *env, args []string) error {
 	if err := e.parse(fs, args); err != nil {
 		return err
 	}
-	v := map[string]string{"version": "(devel)", "go": runtime.Version()}
-	if info, ok := debug.ReadBuildInfo(); ok {
-		v["version"] = info.Main.Version
-		for _, s := range info.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				v["commit"] = s.Value
-			case "vcs.modified":
-				if s.Value == "true" {
-					v["commit"] += " (modified)"
-				}
-			}
-		}
-	}
-	text := "segpilot " + v["version"]
-	if c := v["commit"]; c != "" {
-		text += ", commit " + c
-	}
-	return e.print(v, text+", "+v["go"]+"\n")
+	b := buildinfo.Read()
+	// go run and go test stamp nothing; make build does.
+	commit := cmp.Or(b.Commit, "unknown")
+	return e.print(b, fmt.Sprintf("segpilot %s, commit %s, %s\n", b.Version, commit, b.Go))
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
+	"github.com/segpilot/segpilot/internal/buildinfo"
 	"github.com/segpilot/segpilot/shared/awsx"
 	"github.com/segpilot/segpilot/shared/awsx/s3store"
 	"github.com/segpilot/segpilot/shared/awsx/sfnstarter"
@@ -77,6 +78,8 @@ func NewService(ctx context.Context, needs Needs) (*run.Service, error) {
 		Owner:      "lambda:" + os.Getenv("AWS_LAMBDA_FUNCTION_NAME") + ":" + containerID(),
 		EndedGrace: EndedGrace,
 	}
+	b := buildinfo.Read()
+	svc.Log.Info("starting", "version", b.Version, "commit", b.Commit) // which build answers, in the function's log
 	if needs.Starter {
 		arn := os.Getenv("STATE_MACHINE_ARN")
 		if arn == "" {
