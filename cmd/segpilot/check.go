@@ -23,9 +23,9 @@ func loadExport(configPath, export string) (*config.Config, *config.Export, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	e, err := cfg.Export(export)
+	e, err := cfg.Export(export) // its error names the file
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", configPath, err)
+		return nil, nil, err
 	}
 	return cfg, e, nil
 }
@@ -108,9 +108,9 @@ func cmdValidate(ctx context.Context, e *env, args []string) error {
 	if err := required("export", *export, "file", *file); err != nil {
 		return err
 	}
-	ex, err := cfg.Export(*export)
+	ex, err := cfg.Export(*export) // its error names the file
 	if err != nil {
-		return fmt.Errorf("%s: %w", *configPath, err)
+		return err
 	}
 	rep := validateReport{Config: *configPath, Export: ex.Name, File: *file, Problems: []string{}, Rejections: []rowProblem{}}
 	if err := cfg.Runnable(ex); err != nil {

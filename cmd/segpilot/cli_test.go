@@ -252,3 +252,16 @@ func TestVersionNamesItsCommit(t *testing.T) {
 		t.Errorf("segpilot version, built by make: %q (%v), want commit %s", got, err, commit)
 	}
 }
+
+// TestUnknownExportNamesTheConfigOnce: the config's error already names
+// its file; the CLI does not name it again.
+func TestUnknownExportNamesTheConfigOnce(t *testing.T) {
+	t.Parallel()
+	config, file, _ := fixture(t, 20)
+	for _, cmd := range []string{"validate", "plan", "run"} {
+		_, _, stderr := segpilot(t, context.Background(), cmd, "--config", config, "--export", "nope", "--file", file)
+		if n := strings.Count(stderr, config); n != 1 || !strings.Contains(stderr, `"nope"`) {
+			t.Errorf("%s: the config named %d times, want once: %s", cmd, n, stderr)
+		}
+	}
+}
