@@ -43,8 +43,7 @@ type Needs struct {
 	MapWorker bool
 	// Page renders report.html beside each report.json (runpage.Render):
 	// for the functions that write reports. Passed in by their main, so
-	// syncbatch's binary does not link html/template (it doubles a binary:
-	// its reflection keeps every method of every linked type).
+	// syncbatch, which writes none, does not link the renderer.
 	Page func(*run.Report) ([]byte, error)
 }
 

@@ -5,11 +5,8 @@
 package runpage
 
 import (
-	"bytes"
 	"cmp"
-	_ "embed"
 	"fmt"
-	"html/template"
 	"maps"
 	"math"
 	"slices"
@@ -21,21 +18,13 @@ import (
 	"github.com/segpilot/segpilot/shared/segment"
 )
 
-//go:embed page.html.tmpl
-var pageSource string
-
-var page = template.Must(template.New("page").Parse(pageSource))
-
-// Render returns the page of rep.
+// Render returns the page of rep. It cannot fail; its error is there for
+// run.Service's Page.
 func Render(rep *run.Report) ([]byte, error) {
-	var b bytes.Buffer
-	if err := page.Execute(&b, newView(rep)); err != nil {
-		return nil, fmt.Errorf("rendering the page of run %s: %w", rep.RunID, err)
-	}
-	return b.Bytes(), nil
+	return write(newView(rep)), nil
 }
 
-// view is what the template shows, every value derived from the report.
+// view is what the page shows, every value derived from the report.
 type view struct {
 	Export, RunID, Status, Title, Headline, Message string
 	Error                                           string // the technical cause, folded away
@@ -109,7 +98,6 @@ type rejections struct {
 	// Which rows the table shows, and where the rest are: "All 3 rows
 	// that were" (not delivered) … "Every one is" (in rejected.csv).
 	Which, Where string
-	CSV          string // the link to rejected.csv, relative: it sits next to the page
 	EmailsShown  bool
 }
 
@@ -406,7 +394,7 @@ func durationChart(rep *run.Report) (*chart, string) {
 
 func rejected(rep *run.Report) *rejections {
 	r := &rejections{Which: "All " + num(rep.RejectionsTotal) + " rows that were", Where: "Every one is",
-		CSV: "rejected.csv", EmailsShown: rep.EmailsShown}
+		EmailsShown: rep.EmailsShown}
 	switch {
 	case rep.RejectionsTotal > len(rep.Rejections):
 		r.Which = fmt.Sprintf("The first %s of %s rows that were", num(len(rep.Rejections)), num(rep.RejectionsTotal))
