@@ -165,8 +165,8 @@ func usage(w io.Writer, cmds map[string]command) {
 	}
 }
 
-// flags builds a command's flag set with the global -v and --json flags and
-// a help text that shows an example.
+// flags builds a command's flag set with the global -v and --json flags
+// (help prints its help).
 func (e *env) flags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	// The flag package says nothing: parseArgs prints the help on --help,
