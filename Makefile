@@ -7,8 +7,16 @@ GO        ?= go
 GOTOOLCHAIN ?= auto
 export GOTOOLCHAIN
 FUNCTIONS := ingest syncbatch finalize refresh
+# The version and commit that segpilot version and the functions' start-up
+# log name, stamped into every build: one without Go's own VCS stamp
+# (-buildvcs=false, or source copied without .git) knows them no other way.
+VERSION  ?= $(shell git describe --tags --match 'v*' --dirty 2>/dev/null)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+MODIFIED ?= $(if $(shell git status --porcelain 2>/dev/null),true)
+BUILDINFO = github.com/segpilot/segpilot/internal/buildinfo
+STAMP     = -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) -X $(BUILDINFO).modified=$(MODIFIED)
 # Lambda build: linux/arm64, static, no RPC shim (provided.al2023).
-LAMBDA_BUILD = CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w'
+LAMBDA_BUILD = CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w $(STAMP)'
 ASL_VALIDATOR ?= $(shell command -v asl-validator 2>/dev/null || echo npx --yes asl-validator@4.0.0)
 FUZZTIME ?= 60s
 # staticcheck at a pinned version. go run ...@version builds it with the
@@ -71,7 +79,10 @@ soak: ## 100,000 profiles with faults, then 20 trials of six weeks' runs killed 
 	SEGPILOT_SOAK=1 $(GO) test -race=false -count=1 -run '^TestSoak$$' -timeout 60m -v ./internal/e2e
 	SEGPILOT_SOAK=1 $(GO) test -race=false -count=1 -run '^TestKillSoak$$' -timeout 60m -v ./cmd/segpilot
 
-build: $(addprefix build/,$(addsuffix /bootstrap,$(FUNCTIONS))) ## all four Lambda binaries into build/
+build: build/segpilot $(addprefix build/,$(addsuffix /bootstrap,$(FUNCTIONS))) ## the CLI (for this machine) and the four Lambda binaries into build/
+
+build/segpilot: FORCE
+	$(GO) build -ldflags='$(STAMP)' -o $@ ./cmd/segpilot
 
 build/%/bootstrap: FORCE
 	$(LAMBDA_BUILD) -o $@ ./functions/$*

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/segpilot/segpilot/shared/config"
@@ -22,9 +23,9 @@ func loadExport(configPath, export string) (*config.Config, *config.Export, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	e, err := cfg.Export(export)
+	e, err := cfg.Export(export) // its error names the file
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", configPath, err)
+		return nil, nil, err
 	}
 	return cfg, e, nil
 }
@@ -93,7 +94,8 @@ func cmdValidate(ctx context.Context, e *env, args []string) error {
 	}
 	if *export == "" && *file == "" {
 		// A valid config; exports it switches off are worth a word.
-		text := fmt.Sprintf("%s: valid (%d connections, %d exports)\n", *configPath, len(cfg.Connections), len(cfg.Exports))
+		text := fmt.Sprintf("%s: valid (%s, %s)\n", *configPath, plural(len(cfg.Connections), "connection", "connections"),
+			plural(len(cfg.Exports), "export", "exports"))
 		var idle []string
 		for _, name := range slices.Sorted(maps.Keys(cfg.Exports)) {
 			if err := cfg.Runnable(cfg.Exports[name]); err != nil {
@@ -106,9 +108,9 @@ func cmdValidate(ctx context.Context, e *env, args []string) error {
 	if err := required("export", *export, "file", *file); err != nil {
 		return err
 	}
-	ex, err := cfg.Export(*export)
+	ex, err := cfg.Export(*export) // its error names the file
 	if err != nil {
-		return fmt.Errorf("%s: %w", *configPath, err)
+		return err
 	}
 	rep := validateReport{Config: *configPath, Export: ex.Name, File: *file, Problems: []string{}, Rejections: []rowProblem{}}
 	if err := cfg.Runnable(ex); err != nil {
@@ -145,8 +147,8 @@ func cmdValidate(ctx context.Context, e *env, args []string) error {
 	var b strings.Builder
 	if ferr == nil {
 		c := rep.Counts
-		fmt.Fprintf(&b, "%s: valid %s file: %d rows, %d valid (%d unique, %d duplicates), %d rejected\n",
-			*file, rep.Stats.Format, c.Rows, c.Valid, c.Unique, c.Duplicates, c.Rejected)
+		fmt.Fprintf(&b, "%s: valid %s file: %s, %d valid (%d unique, %s), %d rejected\n",
+			*file, rep.Stats.Format, plural(c.Rows, "row", "rows"), c.Valid, c.Unique, plural(c.Duplicates, "duplicate", "duplicates"), c.Rejected)
 	}
 	for _, r := range rep.Rejections[:min(len(rep.Rejections), validateShownText)] {
 		fmt.Fprintf(&b, "  row %d: %s\n", r.Row, r.Reason)
@@ -222,7 +224,8 @@ func cmdPlan(ctx context.Context, e *env, args []string) error {
 	c := p.Counts
 	text := fmt.Sprintf("plan for %s (%s mode) written to %s\n", ex.Name, ex.Mode, dir) +
 		fmt.Sprintf("  rows %d: valid %d (unique %d, duplicates %d), rejected %d\n", c.Rows, c.Valid, c.Unique, c.Duplicates, c.Rejected) +
-		fmt.Sprintf("  to add %d, to change %d, unchanged %d, to remove %d — %d batches\n", c.Added, c.Changed, c.Unchanged, c.Removed, len(p.Batches))
+		fmt.Sprintf("  to add %d, to change %d, unchanged %d, to remove %d — %s\n", c.Added, c.Changed, c.Unchanged, c.Removed,
+			plural(len(p.Batches), "batch", "batches"))
 	if p.Held {
 		text += "  HELD: " + p.HeldReason + "\n"
 	}
@@ -230,6 +233,14 @@ func cmdPlan(ctx context.Context, e *env, args []string) error {
 		text += "  rejected rows: " + filepath.Join(dir, p.Files.Rejected) + "\n"
 	}
 	return e.print(map[string]any{"export": ex.Name, "dir": dir, "counts": c, "batches": len(p.Batches), "held": p.Held, "heldReason": p.HeldReason}, text)
+}
+
+// plural says n things: "1 row", "2 rows".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
 }
 
 // print writes v as JSON with --json, else the text.

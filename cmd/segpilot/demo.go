@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 )
 
 // The bundled sample: examples/exports.yaml and a few thousand
@@ -26,7 +28,7 @@ func cmdDemo(ctx context.Context, e *env, args []string) error {
 	}
 	if f.export == "" {
 		if f.export = demoExports[*destination]; f.export == "" {
-			return usageError{fmt.Sprintf("--dest %q: want autopilot or ortto", *destination)}
+			return usageError{fmt.Sprintf("--dest %q: want autopilot or ortto%s", *destination, didYouMean(*destination, slices.Sorted(maps.Keys(demoExports))))}
 		}
 	}
 	// The real API only when its key is given; else the built-in simulator.

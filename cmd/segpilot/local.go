@@ -26,6 +26,7 @@ import (
 	orttosim "github.com/segpilot/segpilot/shared/ortto/sim"
 	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/run"
+	"github.com/segpilot/segpilot/shared/runpage"
 	"github.com/segpilot/segpilot/shared/secrets"
 	"github.com/segpilot/segpilot/shared/simkit"
 	"github.com/segpilot/segpilot/shared/store"
@@ -483,9 +484,11 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 	}
 	o := rep.Outcome
 	fmt.Fprintf(w, "  sent %d · rejected by %s %d · failed %d · removed %d\n", o.Sent, cmp.Or(rep.Destination, "Autopilot"), o.RejectedByAPI, o.Failed, o.Removed)
-	floor := "rate-limit floor"
-	fmt.Fprintf(w, "  requests %d (429s %d, retries %d) · took %s vs %s %s\n",
-		rep.Requests.Total, rep.Requests.Throttled, rep.Requests.Retries, seconds(rep.DurationSeconds), floor, seconds(rep.FloorSeconds))
+	took := runpage.Seconds(rep.DurationSeconds)
+	if rep.FloorSeconds > 0 { // none when no request waited for the budget
+		took += " vs rate-limit floor " + runpage.Seconds(rep.FloorSeconds)
+	}
+	fmt.Fprintf(w, "  requests %d (429s %d, retries %d) · took %s\n", rep.Requests.Total, rep.Requests.Throttled, rep.Requests.Retries, took)
 	fmt.Fprintf(w, "  report:   %s\n  rejected: %s\n", filepath.Join(bucketDir, "runs", r.Export, r.RunID, "report.json"),
 		filepath.Join(bucketDir, filepath.FromSlash(rep.Rejected)))
 	printPage(w, bucketDir, rep)
@@ -498,11 +501,6 @@ func printPage(w io.Writer, bucketDir string, rep *run.Report) {
 	}
 }
 
-// seconds prints a report's seconds as a duration, to a tenth.
-func seconds(s float64) time.Duration {
-	return time.Duration(s * float64(time.Second)).Round(100 * time.Millisecond)
-}
-
 func cmdRuns(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("runs")
 	export := fs.String("export", "", "export name")
@@ -513,7 +511,10 @@ func cmdRuns(ctx context.Context, e *env, args []string) error {
 	if err := required("export", *export); err != nil {
 		return err
 	}
-	st, err := store.NewFolder(*bucketDir)
+	st, err := store.OpenFolder(*bucketDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return e.print([]*run.Report{}, fmt.Sprintf("no runs of %s: there is no folder %s (--bucket-dir names the bucket folder)\n", *export, *bucketDir))
+	}
 	if err != nil {
 		return err
 	}
@@ -525,17 +526,22 @@ func cmdRuns(ctx context.Context, e *env, args []string) error {
 	if len(reps) == 0 {
 		fmt.Fprintf(&b, "no runs of %s in %s\n", *export, *bucketDir)
 	}
+	printRuns(&b, *bucketDir, reps)
+	return e.print(reps, b.String())
+}
+
+// printRuns prints a line per run, and where its page is.
+func printRuns(w io.Writer, bucketDir string, reps []*run.Report) {
 	for _, r := range reps {
 		when := r.FinishedAt
 		if when.IsZero() {
 			when = r.PlannedAt
 		}
-		fmt.Fprintf(&b, "%s  %-28s %-10s %-8s sent %-6d rejected %-5d failed %-5d removed %-5d %s\n",
+		fmt.Fprintf(w, "%s  %-28s %-10s %-8s sent %-6d rejected %-5d failed %-5d removed %-5d %s\n",
 			when.Format(time.RFC3339), r.RunID, r.Status, r.Trigger, r.Outcome.Sent,
 			r.Outcome.Rejected+r.Outcome.RejectedByAPI, r.Outcome.Failed, r.Outcome.Removed, r.Source.Key)
-		printPage(&b, *bucketDir, r)
+		printPage(w, bucketDir, r)
 	}
-	return e.print(reps, b.String())
 }
 
 func cmdSim(ctx context.Context, e *env, args []string) error {
@@ -552,6 +558,9 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 	retryAfter := fs.Bool("retry-after", true, "with --kind autopilot: send Retry-After with 429 answers")
 	if err := e.parse(fs, args); err != nil {
 		return err
+	}
+	if _, ok := kinds.Lookup(*kind); !ok {
+		return usageError{fmt.Sprintf("--kind %q: want one of %s%s", *kind, strings.Join(kinds.Names(), ", "), didYouMean(*kind, kinds.Names()))}
 	}
 	if err := required("api-key", *key); err != nil {
 		return err

@@ -1,25 +1,28 @@
 // Command segpilot runs segpilot's export pipeline on a laptop: the same
 // handlers and state machine as the Lambda deployment, with a folder as the
-// bucket and Autopilot (real or simulated).
+// bucket and Autopilot or Ortto (real or simulated).
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
-	"runtime"
-	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
 
+	"github.com/segpilot/segpilot/internal/buildinfo"
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/segment"
+	"github.com/segpilot/segpilot/shared/suggest"
 )
 
 // Exit codes.
@@ -42,6 +45,7 @@ func (e busyError) Error() string { return e.msg }
 
 type command struct {
 	summary string
+	usage   string // the command line's shape, for a mistake's message and the help
 	example string
 	run     func(ctx context.Context, env *env, args []string) error
 }
@@ -58,15 +62,31 @@ type env struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"demo":     {"run the bundled sample export end to end against the built-in simulator (make run)", "segpilot demo", cmdDemo},
-		"run":      {"run an export locally: plan, send, finalize", "segpilot run --config exports.yaml --export vip-newsletter --file vip.csv --sim", cmdRun},
-		"plan":     {"dry run: what would be added, changed, removed and rejected", "segpilot plan --config exports.yaml --export vip-newsletter --file vip.csv", cmdPlan},
-		"validate": {"check a config and a segment file without sending anything", "segpilot validate --config exports.yaml --export vip-newsletter --file vip.csv", cmdValidate},
-		"sim":      {"serve the Autopilot simulator on loopback", "segpilot sim --addr 127.0.0.1:8089 --api-key test-key --rps 5", cmdSim},
-		"watch":    {"run exports for every file dropped into DIR/segments/<segment>/", "segpilot watch --config exports.yaml --dir ./bucket --sim", cmdWatch},
-		"runs":     {"list the runs of an export and their status", "segpilot runs --export vip-newsletter --bucket-dir .segpilot/bucket", cmdRuns},
-		"report":   {"print the path of a run's page (report.html); --open opens it", "segpilot report vip-newsletter-0123456789abcdef --bucket-dir .segpilot/demo --open", cmdReport},
-		"version":  {"print segpilot's version (module version and commit)", "segpilot version", cmdVersion},
+		"demo": {"run the bundled sample export end to end against the built-in simulator (make run)",
+			"segpilot demo [--dest autopilot|ortto] [run's flags]", "segpilot demo", cmdDemo},
+		"run": {"run an export locally: plan, send, finalize",
+			"segpilot run --config FILE --export NAME --file SEGMENT [--bucket-dir DIR] [--sim] [flags]",
+			"segpilot run --config exports.yaml --export vip-newsletter --file vip.csv --sim", cmdRun},
+		"plan": {"dry run: what would be added, changed, removed and rejected",
+			"segpilot plan --config FILE --export NAME --file SEGMENT [--snapshot FILE] [--out DIR]",
+			"segpilot plan --config exports.yaml --export vip-newsletter --file vip.csv", cmdPlan},
+		"validate": {"check a config and a segment file without sending anything",
+			"segpilot validate --config FILE [--export NAME --file SEGMENT]",
+			"segpilot validate --config exports.yaml --export vip-newsletter --file vip.csv", cmdValidate},
+		"sim": {"serve a destination's simulator on loopback: Autopilot's (the default) or Ortto's",
+			"segpilot sim [--kind autopilot|ortto] --api-key KEY [--addr HOST:PORT] [flags]",
+			"segpilot sim --addr 127.0.0.1:8089 --api-key test-key --rps 5", cmdSim},
+		"watch": {"run exports for every file dropped into DIR/segments/<segment>/",
+			"segpilot watch --config FILE --dir DIR [--sim] [flags]",
+			"segpilot watch --config exports.yaml --dir ./bucket --sim", cmdWatch},
+		"runs": {"list the runs of an export and their status",
+			"segpilot runs --export NAME [--bucket-dir DIR]",
+			"segpilot runs --export vip-newsletter --bucket-dir .segpilot/bucket", cmdRuns},
+		"report": {"print the path of a run's page (report.html); --open opens it",
+			"segpilot report RUN-ID [--bucket-dir DIR] [--open]",
+			"segpilot report vip-newsletter-0123456789abcdef --bucket-dir .segpilot/demo --open", cmdReport},
+		"version": {"print segpilot's version (module version and commit)",
+			"segpilot version", "segpilot version", cmdVersion},
 	}
 }
 
@@ -89,36 +109,50 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "segpilot: unknown command %q; run 'segpilot help' for the list\n", args[0])
+		fmt.Fprintf(stderr, "segpilot: unknown command %q%s ('segpilot help' lists them)\n", args[0], didYouMean(args[0], slices.Sorted(maps.Keys(cmds))))
 		return exitUsage
 	}
 	e := &env{stdout: stdout, stderr: stderr, getenv: getenv}
 	err := cmd.run(ctx, e, args[1:])
-	if err != nil && !errors.Is(err, flag.ErrHelp) && e.json && !e.printed {
-		e.printError(args[0], err)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	// With --json the document on stdout is the whole answer, the error
+	// included: stderr says nothing more.
+	if e.json {
+		if !e.printed {
+			e.printError(args[0], err)
+		}
+	} else {
+		fmt.Fprintf(stderr, "segpilot %s: %s\n", args[0], errorText(err))
 	}
 	var ue usageError
 	var be busyError
 	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, flag.ErrHelp):
-		return exitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "segpilot %s: %s\n", args[0], ue.msg)
 		return exitUsage
 	case errors.As(err, &be):
-		fmt.Fprintf(stderr, "segpilot %s: busy: %s\n", args[0], be.msg)
 		return exitBusy
-	default:
-		// Validation errors list one problem per line; everything else is one line.
-		fmt.Fprintf(stderr, "segpilot %s: %s\n", args[0], strings.TrimSpace(err.Error()))
-		return exitInvalid
 	}
+	return exitInvalid
+}
+
+// errorText is a failed command's message for stderr.
+func errorText(err error) string {
+	var ue usageError
+	var be busyError
+	switch {
+	case errors.As(err, &ue):
+		return ue.msg
+	case errors.As(err, &be):
+		return "busy: " + be.msg
+	}
+	// Validation errors list one problem per line; everything else is one line.
+	return strings.TrimSpace(err.Error())
 }
 
 func usage(w io.Writer, cmds map[string]command) {
-	fmt.Fprintln(w, "segpilot exports customer segments into Autopilot lists.")
+	fmt.Fprintln(w, "segpilot exports customer segments into Autopilot lists and Ortto (a tag per list).")
 	fmt.Fprintln(w, "\nUsage: segpilot <command> [flags]   (segpilot <command> --help for its flags)")
 	fmt.Fprintln(w, "\nCommands:")
 	names := make([]string, 0, len(cmds))
@@ -131,39 +165,88 @@ func usage(w io.Writer, cmds map[string]command) {
 	}
 }
 
-// flags builds a command's flag set with the global -v and --json flags and
-// a help text that shows an example.
+// flags builds a command's flag set with the global -v and --json flags
+// (help prints its help).
 func (e *env) flags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	// The flag package says nothing: parseArgs prints the help on --help,
+	// and a mistake in two lines rather than buried in the whole help.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.BoolVar(&e.verbose, "v", false, "debug logs")
 	fs.BoolVar(&e.json, "json", false, "machine-readable output")
-	cmd := commands()[name]
-	fs.Usage = func() {
-		fmt.Fprintf(e.stdout, "segpilot %s: %s\n\nExample:\n  %s\n\nFlags:\n", name, cmd.summary, cmd.example)
-		fs.SetOutput(e.stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(e.stderr)
-	}
 	return fs
 }
 
-func (e *env) parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err.Error()}
+// help prints a command's help: what it does, its shape, an example and
+// every flag.
+func (e *env) help(fs *flag.FlagSet) {
+	cmd := commands()[fs.Name()]
+	fmt.Fprintf(e.stdout, "segpilot %s: %s\n\nUsage:\n  %s\n\nExample:\n  %s\n\nFlags:\n", fs.Name(), cmd.summary, cmd.usage, cmd.example)
+	fs.SetOutput(e.stdout)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// didYouMean is "; did you mean X?" for the one of names closest to a
+// mistyped s, or "" when none is close.
+func didYouMean(s string, names []string) string {
+	if m, ok := suggest.Closest(s, names, strings.ToLower, func(n int) int { return min(1+n/4, 3) }); ok {
+		return "; did you mean " + m + "?"
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	return ""
+}
+
+// flagError is a mistake on a command line: the flag package's words,
+// the flag meant when one was mistyped, and the command's shape.
+func flagError(fs *flag.FlagSet, err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		var names []string
+		fs.VisitAll(func(f *flag.Flag) { names = append(names, "-"+f.Name) })
+		msg += didYouMean("-"+name, names)
+	}
+	return usageError{fmt.Sprintf("%s\nusage: %s (segpilot %s --help lists every flag)", msg, commands()[fs.Name()].usage, fs.Name())}
+}
+
+// parse parses a command's flags; it takes no other arguments.
+func (e *env) parse(fs *flag.FlagSet, args []string) error {
+	_, err := e.parseArgs(fs, args, 0)
+	return err
+}
+
+// parseArgs parses a command's flags and up to n other arguments, which
+// may stand before, between or after the flags (the flag package stops
+// at the first); "--" ends the flags.
+func (e *env) parseArgs(fs *flag.FlagSet, args []string, n int) ([]string, error) {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				e.help(fs)
+				return nil, err
+			}
+			return nil, flagError(fs, err)
+		}
+		left := fs.Args()
+		if len(left) == 0 {
+			break
+		}
+		if len(left) < len(args) && args[len(args)-len(left)-1] == "--" {
+			rest = append(rest, left...)
+			break
+		}
+		rest, args = append(rest, left[0]), left[1:]
+	}
+	if len(rest) > n {
+		return nil, usageError{fmt.Sprintf("unexpected argument %q", rest[n])}
 	}
 	level := slog.LevelWarn
 	if e.verbose {
 		level = slog.LevelDebug
 	}
 	e.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-	return nil
+	return rest, nil
 }
 
 func required(pairs ...string) error {
@@ -213,23 +296,8 @@ func cmdVersion(_ context.Context, e *env, args []string) error {
 	if err := e.parse(fs, args); err != nil {
 		return err
 	}
-	v := map[string]string{"version": "(devel)", "go": runtime.Version()}
-	if info, ok := debug.ReadBuildInfo(); ok {
-		v["version"] = info.Main.Version
-		for _, s := range info.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				v["commit"] = s.Value
-			case "vcs.modified":
-				if s.Value == "true" {
-					v["commit"] += " (modified)"
-				}
-			}
-		}
-	}
-	text := "segpilot " + v["version"]
-	if c := v["commit"]; c != "" {
-		text += ", commit " + c
-	}
-	return e.print(v, text+", "+v["go"]+"\n")
+	b := buildinfo.Read()
+	// go run and go test stamp nothing; make build does.
+	commit := cmp.Or(b.Commit, "unknown")
+	return e.print(b, fmt.Sprintf("segpilot %s, commit %s, %s\n", b.Version, commit, b.Go))
 }

@@ -57,21 +57,21 @@ func cmdReport(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("report")
 	bucketDir := fs.String("bucket-dir", filepath.Join(".segpilot", "bucket"), "bucket folder")
 	open := fs.Bool("open", false, "open the page in the default browser")
-	// The run id comes first, as in the example; flags may follow it.
-	var runID string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		runID, args = args[0], args[1:]
-	}
-	if err := e.parse(fs, args); err != nil {
+	ids, err := e.parseArgs(fs, args, 1)
+	if err != nil {
 		return err
 	}
-	if runID == "" {
-		return usageError{"missing RUN-ID, the first argument (segpilot runs --export NAME lists them)"}
+	if len(ids) == 0 {
+		return usageError{"missing RUN-ID (segpilot runs --export NAME lists them)"}
 	}
+	runID := ids[0]
 	if !runIDPattern.MatchString(runID) {
 		return usageError{fmt.Sprintf("%q is not a run id: <export>-<16 hex digits>, as segpilot runs lists them", runID)}
 	}
-	st, err := store.NewFolder(*bucketDir)
+	st, err := store.OpenFolder(*bucketDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no run %s: there is no folder %s (--bucket-dir names the bucket folder)", runID, *bucketDir)
+	}
 	if err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ func findReport(ctx context.Context, st store.ObjectStore, runID string) (*run.R
 }
 
 // ensurePage writes the page of a run whose report came before pages did.
-func ensurePage(ctx context.Context, st store.ObjectStore, rep *run.Report) error {
+func ensurePage(ctx context.Context, st *store.Folder, rep *run.Report) error {
 	key := "runs/" + rep.Export + "/" + rep.RunID + "/report.html"
 	if _, err := st.Head(ctx, key); !errors.Is(err, store.ErrNotFound) {
 		return err
@@ -121,7 +121,12 @@ func ensurePage(ctx context.Context, st store.ObjectStore, rep *run.Report) erro
 	if err != nil {
 		return err
 	}
-	if _, err := st.Put(ctx, key, bytes.NewReader(html), store.PutOptions{ContentType: "text/html; charset=utf-8"}); err != nil {
+	// The folder was opened for reading: writing needs its temporary folder.
+	w, err := store.NewFolder(st.Root())
+	if err != nil {
+		return err
+	}
+	if _, err := w.Put(ctx, key, bytes.NewReader(html), store.PutOptions{ContentType: "text/html; charset=utf-8"}); err != nil {
 		return fmt.Errorf("writing %s: %w", key, err)
 	}
 	return nil

@@ -44,17 +44,16 @@ func (p *progress) update(pr runner.Progress) {
 		return
 	}
 	p.last = now
-	elapsed := now.Sub(p.start).Seconds()
-	rate := 0.0
-	if elapsed > 0 {
-		rate = float64(pr.Done) / elapsed
+	line := fmt.Sprintf("batches %d/%d", pr.Done, pr.Total)
+	// A rate needs a second to measure: before, it reads as 0 or thousands.
+	if elapsed := now.Sub(p.start).Seconds(); elapsed >= 1 && pr.Done > 0 {
+		rate := float64(pr.Done) / elapsed
+		// A batch holds up to 100 contacts: the contact rate shown is an upper estimate.
+		line += fmt.Sprintf(" · ≤%.0f contacts/s", rate*100)
+		if pr.Done < pr.Total {
+			line += " · ETA " + (time.Duration(float64(pr.Total-pr.Done)/rate) * time.Second).Round(time.Second).String()
+		}
 	}
-	eta := "?"
-	if rate > 0 {
-		eta = (time.Duration(float64(pr.Total-pr.Done)/rate) * time.Second).Round(time.Second).String()
-	}
-	// A batch holds up to 100 contacts: the contact rate shown is an upper estimate.
-	line := fmt.Sprintf("batches %d/%d · ≤%.0f contacts/s · ETA %s", pr.Done, pr.Total, rate*100, eta)
 	if pr.Failed > 0 {
 		line += fmt.Sprintf(" · %d failed", pr.Failed)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
+	"github.com/segpilot/segpilot/internal/buildinfo"
 	"github.com/segpilot/segpilot/shared/awsx"
 	"github.com/segpilot/segpilot/shared/awsx/s3store"
 	"github.com/segpilot/segpilot/shared/awsx/sfnstarter"
@@ -42,8 +43,7 @@ type Needs struct {
 	MapWorker bool
 	// Page renders report.html beside each report.json (runpage.Render):
 	// for the functions that write reports. Passed in by their main, so
-	// syncbatch's binary does not link html/template (it doubles a binary:
-	// its reflection keeps every method of every linked type).
+	// syncbatch, which writes none, does not link the renderer.
 	Page func(*run.Report) ([]byte, error)
 }
 
@@ -77,6 +77,8 @@ func NewService(ctx context.Context, needs Needs) (*run.Service, error) {
 		Owner:      "lambda:" + os.Getenv("AWS_LAMBDA_FUNCTION_NAME") + ":" + containerID(),
 		EndedGrace: EndedGrace,
 	}
+	b := buildinfo.Read()
+	svc.Log.Info("starting", "version", b.Version, "commit", b.Commit) // which build answers, in the function's log
 	if needs.Starter {
 		arn := os.Getenv("STATE_MACHINE_ARN")
 		if arn == "" {

@@ -115,6 +115,8 @@ func TestPagesInChromium(t *testing.T) {
 		{name: run.StatusRefused},
 		{name: run.StatusInvalid},
 		{name: run.StatusSuperseded},
+		{name: "zero"},
+		{name: "one"},
 		{name: "canary", status: run.StatusSucceeded, tamper: func(b []byte) []byte {
 			return bytes.Replace(b, []byte("</main>"), []byte(`<img src="http://elsewhere.test/pixel.png"><link rel="stylesheet" href="https://cdn.example/x.css"></main>`), 1)
 		}, want: []string{"http://elsewhere.test/pixel.png", "https://cdn.example/x.css"}},
@@ -223,10 +225,10 @@ func checkFigures(t *testing.T, rep *run.Report, dump []byte) {
 			expect("figure "+key, figures[key], thousands(n))
 		}
 		contains("headline", byID["headline"], thousands(o.Sent)+" sent")
-		contains("request line", byID["request-line"], fmt.Sprintf("%s requests (%s answered 429, %s retries)",
-			thousands(rep.Requests.Total), thousands(rep.Requests.Throttled), thousands(rep.Requests.Retries)))
-		expect("duration", figures["took"], tenths(rep.DurationSeconds))
-		expect("floor", figures["floor"], tenths(rep.FloorSeconds))
+		contains("request line", byID["request-line"], fmt.Sprintf("%s (%s answered 429, %s)",
+			count(rep.Requests.Total, "request"), thousands(rep.Requests.Throttled), count(rep.Requests.Retries, "retry")))
+		expect("duration", figures["took"], duration(rep.DurationSeconds))
+		expect("floor", figures["floor"], duration(rep.FloorSeconds))
 		if rows != len(rep.Rejections) {
 			t.Errorf("the page lists %d rejected rows, report.json %d", rows, len(rep.Rejections))
 		}
@@ -272,7 +274,22 @@ func thousands(n int) string {
 	return s
 }
 
-func tenths(s float64) string {
+// count says n things in English: "1 retry", "2 retries".
+func count(n int, one string) string {
+	switch {
+	case n == 1:
+		return "1 " + one
+	case strings.HasSuffix(one, "y"):
+		return thousands(n) + " " + strings.TrimSuffix(one, "y") + "ies"
+	}
+	return thousands(n) + " " + one + "s"
+}
+
+// duration is s to a tenth of a second, or to the millisecond under one.
+func duration(s float64) string {
+	if s < 0.9995 {
+		return (time.Duration(s*1000+0.5) * time.Millisecond).String()
+	}
 	return (time.Duration(s*10+0.5) * 100 * time.Millisecond).String()
 }
 

@@ -5,11 +5,8 @@
 package runpage
 
 import (
-	"bytes"
 	"cmp"
-	_ "embed"
 	"fmt"
-	"html/template"
 	"maps"
 	"math"
 	"slices"
@@ -21,21 +18,13 @@ import (
 	"github.com/segpilot/segpilot/shared/segment"
 )
 
-//go:embed page.html.tmpl
-var pageSource string
-
-var page = template.Must(template.New("page").Parse(pageSource))
-
-// Render returns the page of rep.
+// Render returns the page of rep. It cannot fail; its error is there for
+// run.Service's Page.
 func Render(rep *run.Report) ([]byte, error) {
-	var b bytes.Buffer
-	if err := page.Execute(&b, newView(rep)); err != nil {
-		return nil, fmt.Errorf("rendering the page of run %s: %w", rep.RunID, err)
-	}
-	return b.Bytes(), nil
+	return write(newView(rep)), nil
 }
 
-// view is what the template shows, every value derived from the report.
+// view is what the page shows, every value derived from the report.
 type view struct {
 	Export, RunID, Status, Title, Headline, Message string
 	Error                                           string // the technical cause, folded away
@@ -105,12 +94,11 @@ type mark struct {
 }
 
 type rejections struct {
-	Rows        []rejectedRow
-	Shown       string
-	Total       string
-	More        bool
-	CSV         string // the link to rejected.csv, relative: it sits next to the page
-	EmailsShown bool
+	Rows []rejectedRow
+	// Which rows the table shows, and where the rest are: "All 3 rows
+	// that were" (not delivered) … "Every one is" (in rejected.csv).
+	Which, Where string
+	EmailsShown  bool
 }
 
 type rejectedRow struct{ Row, Email, Reason string }
@@ -145,8 +133,8 @@ func newView(rep *run.Report) view {
 	}
 	if finalized {
 		v.Requests = requestsChart(rep)
-		v.RequestLine = fmt.Sprintf("%s requests (%s answered 429, %s retries)",
-			num(rep.Requests.Total), num(rep.Requests.Throttled), num(rep.Requests.Retries))
+		v.RequestLine = fmt.Sprintf("%s (%s answered 429, %s)", plural(rep.Requests.Total, "request", "requests"),
+			num(rep.Requests.Throttled), plural(rep.Requests.Retries, "retry", "retries"))
 		v.ByStatus = byStatus(rep.Requests.ByStatus)
 		v.Duration, v.DurationLine = durationChart(rep)
 		v.Rejections = rejected(rep)
@@ -161,12 +149,15 @@ func headline(rep *run.Report, finalized bool) string {
 	o := rep.Outcome
 	switch {
 	case finalized:
-		return fmt.Sprintf("%s sent · %s rejected · %s failed · %s removed · took %s (rate-limit floor %s)",
-			num(o.Sent), num(o.Rejected+o.RejectedByAPI), num(o.Failed), num(o.Removed),
-			secs(rep.DurationSeconds), secs(rep.FloorSeconds))
+		s := fmt.Sprintf("%s sent · %s rejected · %s failed · %s removed · took %s",
+			num(o.Sent), num(o.Rejected+o.RejectedByAPI), num(o.Failed), num(o.Removed), Seconds(rep.DurationSeconds))
+		if rep.FloorSeconds > 0 {
+			s += " (rate-limit floor " + Seconds(rep.FloorSeconds) + ")"
+		}
+		return s
 	case rep.Status == run.StatusHeld:
-		return fmt.Sprintf("nothing sent: the mirror safety brake holds %s removals of %s contacts",
-			num(rep.Plan.Removed), num(rep.Plan.Previous))
+		return fmt.Sprintf("nothing sent: the mirror safety brake holds %s of %s",
+			plural(rep.Plan.Removed, "removal", "removals"), plural(rep.Plan.Previous, "contact", "contacts"))
 	}
 	return "nothing sent"
 }
@@ -246,7 +237,7 @@ func funnel(rep *run.Report, finalized bool) *chart {
 		{"The file", []item{
 			{"rows", p.Rows, "", "in"},
 			{"valid", p.Valid, fmt.Sprintf("%s rejected", num(p.Rejected)), "in"},
-			{"unique", p.Unique, fmt.Sprintf("%s duplicates", num(p.Duplicates)), "in"},
+			{"unique", p.Unique, plural(p.Duplicates, "duplicate", "duplicates"), "in"},
 		}},
 		{"Against the list", []item{
 			{"added", p.Added, "", "plan"},
@@ -330,9 +321,9 @@ func requestsChart(rep *run.Report) *timelineChart {
 	for i, s := range tl.Slots {
 		rate := s.Requests / tl.SlotSeconds
 		x, y := left+float64(i)*slotW, yOf(rate)
-		from, to := secs(float64(i)*tl.SlotSeconds), secs(float64(i+1)*tl.SlotSeconds)
+		from, to := Seconds(float64(i)*tl.SlotSeconds), Seconds(float64(i+1)*tl.SlotSeconds)
 		c.Bars = append(c.Bars, slotBar{X: round1(x + slotW*0.1), Y: y, W: round1(slotW * 0.8), H: round1(bottom - y),
-			Title: fmt.Sprintf("%s–%s: %s requests (%s/s)", from, to, trim(s.Requests), trim(rate))})
+			Title: fmt.Sprintf("%s–%s: %s (%s/s)", from, to, requests(s.Requests), trim(rate))})
 		mx := round1(x + slotW/2)
 		if s.Throttled > 0 {
 			my := y - 4
@@ -346,7 +337,7 @@ func requestsChart(rep *run.Report) *timelineChart {
 				my -= 28
 			}
 			c.Retries = append(c.Retries, mark{X: mx, Y: round1(my - 4), Count: num(s.Retries),
-				Title: fmt.Sprintf("%s retries (batches ending %s–%s)", num(s.Retries), from, to)})
+				Title: fmt.Sprintf("%s (batches ending %s–%s)", plural(s.Retries, "retry", "retries"), from, to)})
 		}
 	}
 	// The y axis is labelled at 0, the budget (its line's label) and the top.
@@ -362,13 +353,23 @@ func requestsChart(rep *run.Report) *timelineChart {
 		c.Grid = append(c.Grid, line{X1: left, Y1: y, X2: right, Y2: y, Label: label{X: left - 6, Y: y + 4, Text: trim(rate) + "/s"}})
 	}
 	for _, f := range []float64{0, 0.5, 1} {
-		c.XLabels = append(c.XLabels, label{X: round1(left + (right-left)*f), Y: bottom + 18, Text: secs(span * f),
+		c.XLabels = append(c.XLabels, label{X: round1(left + (right-left)*f), Y: bottom + 18, Text: Seconds(span * f),
 			Anchor: map[float64]string{0: "start", 0.5: "middle", 1: "end"}[f]})
 	}
-	c.Caption = fmt.Sprintf("%s batch requests, each batch's spread over its time, in %s slots of %s; peak %s/s against a budget of %s/s; %s answered 429; %s retries",
-		num(int(math.Round(sum))), num(len(tl.Slots)), secs(tl.SlotSeconds), trim(peak), trim(rep.RequestsPerSecond), num(throttled), num(retries))
+	c.Caption = fmt.Sprintf("%s, each batch's spread over its time, in %s of %s; peak %s/s",
+		plural(int(math.Round(sum)), "batch request", "batch requests"), plural(len(tl.Slots), "slot", "slots"), Seconds(tl.SlotSeconds), trim(peak))
+	if rep.RequestsPerSecond > 0 {
+		c.Caption += " against a budget of " + trim(rep.RequestsPerSecond) + "/s"
+	}
+	c.Caption += fmt.Sprintf("; %s answered 429; %s", num(throttled), plural(retries, "retry", "retries"))
 	return c
 }
+
+// ratioFloor is the least floor a run's time is compared with: paced
+// requests go out 1/budget apart, so n take (n-1)/budget; for fewer
+// than a second's worth, the run's fixed costs, not its pacing, set its
+// time, and it may even beat the floor.
+const ratioFloor = 1.0
 
 func durationChart(rep *run.Report) (*chart, string) {
 	top := max(rep.DurationSeconds, rep.FloorSeconds)
@@ -377,20 +378,29 @@ func durationChart(rep *run.Report) (*chart, string) {
 	}
 	c := &chart{Width: funnelWidth, Height: 2*rowH + 4, LabelX: funnelLabelW - 10, BarX: funnelLabelW}
 	c.Bars = []bar{
-		newBar("took", "took", secs(rep.DurationSeconds), "", "in", 0, rep.DurationSeconds/top),
-		newBar("floor", "rate-limit floor", secs(rep.FloorSeconds), "", "floor", rowH, rep.FloorSeconds/top),
+		newBar("took", "took", Seconds(rep.DurationSeconds), "", "in", 0, rep.DurationSeconds/top),
+		newBar("floor", "rate-limit floor", Seconds(rep.FloorSeconds), "", "floor", rowH, rep.FloorSeconds/top),
 	}
-	text := fmt.Sprintf("took %s against a rate-limit floor of %s", secs(rep.DurationSeconds), secs(rep.FloorSeconds))
-	if rep.FloorSeconds > 0 {
-		text += fmt.Sprintf(" (%s× the floor; the floor is the requests at the budget, the least any exporter needs)",
-			strconv.FormatFloat(rep.DurationSeconds/rep.FloorSeconds, 'f', 2, 64))
+	took := Seconds(rep.DurationSeconds)
+	switch {
+	case rep.FloorSeconds <= 0:
+		return c, "took " + took + "; the rate-limit floor is 0s: no request had to wait for the budget"
+	case rep.FloorSeconds < ratioFloor:
+		return c, fmt.Sprintf("took %s against a rate-limit floor of %s", took, Seconds(rep.FloorSeconds))
 	}
-	return c, text
+	return c, fmt.Sprintf("took %s against a rate-limit floor of %s (%s× the floor; the floor is the requests at the budget, the least any exporter needs)",
+		took, Seconds(rep.FloorSeconds), strconv.FormatFloat(rep.DurationSeconds/rep.FloorSeconds, 'f', 2, 64))
 }
 
 func rejected(rep *run.Report) *rejections {
-	r := &rejections{Shown: num(len(rep.Rejections)), Total: num(rep.RejectionsTotal),
-		More: rep.RejectionsTotal > len(rep.Rejections), CSV: "rejected.csv", EmailsShown: rep.EmailsShown}
+	r := &rejections{Which: "All " + num(rep.RejectionsTotal) + " rows that were", Where: "Every one is",
+		EmailsShown: rep.EmailsShown}
+	switch {
+	case rep.RejectionsTotal > len(rep.Rejections):
+		r.Which = fmt.Sprintf("The first %s of %s rows that were", num(len(rep.Rejections)), num(rep.RejectionsTotal))
+	case rep.RejectionsTotal == 1:
+		r.Which, r.Where = "The one row that was", "It is"
+	}
 	for _, is := range rep.Rejections {
 		row := "—" // a removal has no row in the file
 		if is.Row > 0 {
@@ -411,13 +421,13 @@ func brakeOf(rep *run.Report) *brake {
 		Limit: "maxRemovalShare " + percent(rep.Brake.MaxRemovalShare)}
 	switch {
 	case p.Unique == 0:
-		b.Figures = fmt.Sprintf("the file has no valid profiles: mirroring it would take all %s contacts off the list", num(p.Previous))
+		b.Figures = fmt.Sprintf("the file has no valid profiles: mirroring it would empty the list (%s)", plural(p.Previous, "contact", "contacts"))
 	case p.Previous > 0 && float64(p.Removed)/float64(p.Previous) > rep.Brake.MaxRemovalShare:
-		b.Figures = fmt.Sprintf("would take %s of %s contacts off the list (%s)", num(p.Removed), num(p.Previous),
+		b.Figures = fmt.Sprintf("would take %s of %s off the list (%s)", num(p.Removed), plural(p.Previous, "contact", "contacts"),
 			percent(float64(p.Removed)/float64(p.Previous)))
 	default:
-		b.Figures = fmt.Sprintf("the file has %s profiles against %s contacts before (%s fewer)", num(p.Unique), num(p.Previous),
-			percent(1-float64(p.Unique)/float64(max(1, p.Previous))))
+		b.Figures = fmt.Sprintf("the file has %s against %s before (%s fewer)", plural(p.Unique, "profile", "profiles"),
+			plural(p.Previous, "contact", "contacts"), percent(1-float64(p.Unique)/float64(max(1, p.Previous))))
 	}
 	return b
 }
@@ -456,9 +466,15 @@ func num(n int) string {
 	return b.String()
 }
 
-// secs formats seconds as the CLI summary does: to a tenth.
-func secs(s float64) string {
-	return time.Duration(s * float64(time.Second)).Round(100 * time.Millisecond).String()
+// Seconds formats a report's seconds as the page shows them (and the CLI's
+// summary, so the two agree): to a tenth from a second up, to the
+// millisecond below, so a short run does not read as 0s.
+func Seconds(s float64) string {
+	d := time.Duration(s * float64(time.Second))
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
 }
 
 func when(t time.Time) string {
@@ -510,4 +526,13 @@ func plural(n int, one, many string) string {
 		return "1 " + one
 	}
 	return num(n) + " " + many
+}
+
+// requests says a slot's share of requests, which may be fractional:
+// "1 request", "0.5 requests".
+func requests(n float64) string {
+	if n == 1 {
+		return "1 request"
+	}
+	return trim(n) + " requests"
 }

@@ -3,9 +3,11 @@ package runpage
 import (
 	"encoding/json"
 	"flag"
+	"html"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -19,32 +21,40 @@ var update = flag.Bool("update", false, "rewrite testdata/*.html from testdata/*
 var finalStatuses = []string{run.StatusSucceeded, run.StatusFailed, run.StatusHeld,
 	run.StatusRefused, run.StatusInvalid, run.StatusSuperseded}
 
-func readGolden(t testing.TB, status string) *run.Report {
+// smallRuns are the reports of small real runs, for the page's words
+// at 0 and 1 (succeeded.json is the many): zero.json sent nothing (one
+// invalid row; no request, so no rate-limit floor); one.json has one of
+// most figures (a duplicate, a rejected row, a removal of one contact
+// before, one timeline slot), and a floor under a second. Its one 429 and
+// one retry were added by hand: no small run met one.
+var smallRuns = []string{"zero", "one"}
+
+func readGolden(t testing.TB, name string) *run.Report {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("testdata", status+".json"))
+	raw, err := os.ReadFile(filepath.Join("testdata", name+".json"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var rep run.Report
 	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatalf("%s.json: %v", status, err)
+		t.Fatalf("%s.json: %v", name, err)
 	}
-	if rep.Status != status {
-		t.Fatalf("%s.json has status %q", status, rep.Status)
+	if slices.Contains(finalStatuses, name) && rep.Status != name {
+		t.Fatalf("%s.json has status %q", name, rep.Status)
 	}
 	return &rep
 }
 
 func TestGoldenPages(t *testing.T) {
 	t.Parallel()
-	for _, status := range finalStatuses {
-		t.Run(status, func(t *testing.T) {
+	for _, name := range append(slices.Clone(finalStatuses), smallRuns...) {
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			got, err := Render(readGolden(t, status))
+			got, err := Render(readGolden(t, name))
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden := filepath.Join("testdata", status+".html")
+			golden := filepath.Join("testdata", name+".html")
 			if *update {
 				if err := os.WriteFile(golden, got, 0o644); err != nil {
 					t.Fatal(err)
@@ -55,7 +65,7 @@ func TestGoldenPages(t *testing.T) {
 				t.Fatalf("reading %s (go test ./shared/runpage -update writes it): %v", golden, err)
 			}
 			if string(got) != string(want) {
-				t.Errorf("the page of %s.json differs from %s (go test ./shared/runpage -update rewrites it after a deliberate change)", status, golden)
+				t.Errorf("the page of %s.json differs from %s (go test ./shared/runpage -update rewrites it after a deliberate change)", name, golden)
 			}
 		})
 	}
@@ -167,9 +177,11 @@ func TestFormats(t *testing.T) {
 		{num(1000), "1,000"},
 		{num(3015), "3,015"},
 		{num(-1234567), "-1,234,567"},
-		{secs(6.276), "6.3s"},
-		{secs(398.2), "6m38.2s"},
-		{secs(0), "0s"},
+		{Seconds(6.276), "6.3s"},
+		{Seconds(398.2), "6m38.2s"},
+		{Seconds(0), "0s"},
+		{Seconds(0.0148), "15ms"}, // not "0s"
+		{Seconds(0.9996), "1s"},
 		{percent(0.668), "66.8%"},
 		{percent(0.2), "20%"},
 		{trim(5), "5"},
@@ -185,6 +197,33 @@ func TestFormats(t *testing.T) {
 	for in, want := range map[float64]float64{0: 1, 0.7: 0.8, 5.8: 6, 11.5: 15, 46: 50, 120: 150} {
 		if got := niceCeil(in); got != want {
 			t.Errorf("niceCeil(%v) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+// TestSmallFigures: at 0 and 1 the page's words agree with their numbers
+// ("1 slot", "1 duplicate"), no figure under a second reads as 0s, and no
+// ratio is given against a floor too small for one (a run of a few
+// requests finishes within its budget's first second, however it paces).
+func TestSmallFigures(t *testing.T) {
+	t.Parallel()
+	held := readGolden(t, run.StatusHeld)
+	held.Plan.Unique, held.Plan.Removed, held.Plan.Previous = 0, 1, 1
+	heldFew := readGolden(t, run.StatusHeld)
+	heldFew.Plan.Unique, heldFew.Plan.Removed, heldFew.Plan.Previous = 1, 0, 1
+	heldFew.Brake.MaxRemovalShare = 2 // the brake held it for its size, not its removals
+	pages := map[string]*run.Report{"zero": readGolden(t, "zero"), "one": readGolden(t, "one"),
+		"held, 1 removal of 1": held, "held, 1 profile against 1": heldFew}
+	wrong := regexp.MustCompile(`(^|[^\d.,])1 ((batch|earlier) )?(slots|duplicates|retries|requests|rows|removals|contacts|profiles|attempts)\b` +
+		`|All 1 rows|took 0s|floor (of )?0s|× the floor|of 1 contacts`)
+	for name, rep := range pages {
+		page, err := Render(rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := html.UnescapeString(regexp.MustCompile(`(?s)<style>.*</style>|<[^>]*>`).ReplaceAllString(string(page), " "))
+		for _, m := range wrong.FindAllStringIndex(text, -1) {
+			t.Errorf("%s: %q", name, strings.Join(strings.Fields(text[max(0, m[0]-40):min(len(text), m[1]+40)]), " "))
 		}
 	}
 }

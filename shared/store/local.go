@@ -56,6 +56,20 @@ func (f *Folder) change() (release func() error, err error) {
 	}, nil
 }
 
+// OpenFolder returns a store rooted at dir, which must exist, creating
+// nothing: for commands that only read, such as segpilot runs. Changes
+// need the temporary folder NewFolder makes.
+func OpenFolder(dir string) (*Folder, error) {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening bucket folder: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("opening bucket folder: %s is not a folder", dir)
+	}
+	return &Folder{root: dir}, nil
+}
+
 // Root is the folder standing in for the bucket.
 func (f *Folder) Root() string { return f.root }
 
