@@ -480,7 +480,7 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 		if rep.Prior > 1 {
 			earlier = fmt.Sprintf("the %d earlier attempts", rep.Prior)
 		}
-		fmt.Fprintf(w, "  resumed: attempt %d sent what %s of this file had not delivered\n", rep.Attempt, earlier)
+		fmt.Fprintf(w, "  resumed: attempt %d sent what %s of this file had not delivered\n", rep.Prior+1, earlier)
 	}
 	o := rep.Outcome
 	fmt.Fprintf(w, "  sent %d · rejected by %s %d · failed %d · removed %d\n", o.Sent, cmp.Or(rep.Destination, "Autopilot"), o.RejectedByAPI, o.Failed, o.Removed)

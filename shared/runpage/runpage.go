@@ -181,7 +181,9 @@ func facts(rep *run.Report) []fact {
 		{"Finished", when(rep.FinishedAt)},
 	}
 	if rep.Attempt > 0 {
-		a := fmt.Sprintf("%d", rep.Attempt)
+		// The attempt's number is the export's (its execution is named by
+		// it); a person counts the attempts of this file.
+		a := fmt.Sprintf("%d of this file, execution %s-%d", rep.Prior+1, rep.RunID, rep.Attempt)
 		if rep.Prior > 0 {
 			they := "they"
 			if rep.Prior == 1 {
