@@ -532,13 +532,17 @@ func cmdRuns(ctx context.Context, e *env, args []string) error {
 
 // printRuns prints a line per run, and where its page is.
 func printRuns(w io.Writer, bucketDir string, reps []*run.Report) {
+	width := 0 // run ids are as long as their export's name: the column fits the longest
+	for _, r := range reps {
+		width = max(width, len(r.RunID))
+	}
 	for _, r := range reps {
 		when := r.FinishedAt
 		if when.IsZero() {
 			when = r.PlannedAt
 		}
-		fmt.Fprintf(w, "%s  %-28s %-10s %-8s sent %-6d rejected %-5d failed %-5d removed %-5d %s\n",
-			when.Format(time.RFC3339), r.RunID, r.Status, r.Trigger, r.Outcome.Sent,
+		fmt.Fprintf(w, "%s  %-*s %-10s %-8s sent %-6d rejected %-5d failed %-5d removed %-5d %s\n",
+			when.Format(time.RFC3339), width, r.RunID, r.Status, r.Trigger, r.Outcome.Sent,
 			r.Outcome.Rejected+r.Outcome.RejectedByAPI, r.Outcome.Failed, r.Outcome.Removed, r.Source.Key)
 		printPage(w, bucketDir, r)
 	}
