@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/delivery"
 	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/segment"
@@ -91,8 +92,8 @@ func LoadConfig(ctx context.Context, st store.ObjectStore) (*config.Config, erro
 // each export's queue (the ingest step). Exports are independent: one
 // that fails is reported and the others go on; the error joins theirs.
 func (s *Service) Start(ctx context.Context, req StartRequest) ([]Result, error) {
-	seg, err := SegmentOf(req.Source.Key)
-	if err != nil {
+	seg, folder, err := s.deliveryOf(req.Source)
+	if err != nil || seg == "" {
 		return nil, err
 	}
 	cfg, err := LoadConfig(ctx, s.Store)
@@ -116,7 +117,7 @@ func (s *Service) Start(ctx context.Context, req StartRequest) ([]Result, error)
 		s.Logger().Info("no export reads this segment", "segment", seg, "status", "ignored")
 		return nil, nil
 	}
-	if req.Source.ETag == "" && req.Source.VersionID == "" {
+	if folder == "" && req.Source.ETag == "" && req.Source.VersionID == "" {
 		info, err := s.Store.Head(ctx, req.Source.Key)
 		if err != nil {
 			return nil, fmt.Errorf("reading %s: %w", req.Source.Key, err)
@@ -130,10 +131,23 @@ func (s *Service) Start(ctx context.Context, req StartRequest) ([]Result, error)
 	var errs []error
 	for _, e := range exports {
 		var res Result
-		if req.DryRun {
-			res, err = s.dryRun(ctx, cfg, e, req)
+		r := req
+		if folder != "" {
+			// Whether the folder is whole depends on the export (its
+			// quiet period); a part of it is no delivery of its own.
+			var ok bool
+			if r, res, ok, err = s.wholeFolder(ctx, e, req, folder); !ok {
+				results = append(results, res)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("export %s: %w", e.Name, err))
+				}
+				continue
+			}
+		}
+		if r.DryRun {
+			res, err = s.dryRun(ctx, cfg, e, r)
 		} else {
-			res, err = s.deliver(ctx, cfg, e, req)
+			res, err = s.deliver(ctx, cfg, e, r)
 		}
 		results = append(results, res)
 		if err != nil {
@@ -144,6 +158,52 @@ func (s *Service) Start(ctx context.Context, req StartRequest) ([]Result, error)
 		s.Logger().Info("delivery "+res.Status, "export", res.Export, "run", res.RunID, "status", res.Status, "message", res.Message)
 	}
 	return results, errors.Join(errs...)
+}
+
+// deliveryOf says which segment and delivery src belongs to: folder is ""
+// for a single file, else the folder delivery's key; seg is "" for what is
+// never a segment (a job's scratch, a checksum, a desktop's litter), which
+// is logged and left alone.
+func (s *Service) deliveryOf(src Source) (seg, folder string, err error) {
+	if src.isFolder() { // refresh and the sweep name a folder delivery itself
+		seg, _, err := delivery.Of(src.Key + "part")
+		return seg, src.Key, err
+	}
+	kind := delivery.Classify(src.Key)
+	seg, folder, err = delivery.Of(src.Key)
+	switch {
+	case err != nil:
+		return "", "", err
+	case kind == delivery.Ignored:
+		s.Logger().Info("not a segment file: left alone", "key", src.Key, "status", "ignored")
+		return "", "", nil
+	case folder == "" && kind != delivery.Data:
+		s.Logger().Warn("a "+kind.String()+" directly under segments/"+seg+"/ completes no folder: write each delivery of parts into a folder of its own",
+			"key", src.Key, "status", "ignored")
+		return "", "", nil
+	}
+	return seg, folder, nil
+}
+
+// wholeFolder turns an event about folder into e's request for the whole
+// delivery, when it is whole (ok); else it records that e waits for it.
+func (s *Service) wholeFolder(ctx context.Context, e *config.Export, req StartRequest, folder string) (StartRequest, Result, bool, error) {
+	d, err := s.decideFolder(ctx, folder, e)
+	if err != nil {
+		return req, Result{Export: e.Name, Status: StatusFailed, Message: err.Error()}, false, err
+	}
+	if !d.Complete {
+		res, err := s.waiting(ctx, e, d)
+		return req, res, false, err
+	}
+	if err := s.Store.Delete(ctx, pendingKey(e.Name, folder)); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return req, Result{Export: e.Name, Status: StatusFailed, Message: err.Error()}, false, err
+	}
+	req.Source = folderSource(d)
+	if req.Arrived.IsZero() {
+		req.Arrived = d.Last
+	}
+	return req, Result{}, true, nil
 }
 
 // deliver queues req for e and drains e's queue.
@@ -173,7 +233,9 @@ func (s *Service) Kick(ctx context.Context, export string) error {
 // whose execution ended without freeing its export (its Map failed, or it
 // was stopped by hand or timed out) is closed once its grace is over, and
 // the files queued behind it run, without waiting for the next file or
-// refresh. One export failing does not stop the others.
+// refresh. A folder of parts that became whole with no event (its quiet
+// period over) runs, and one that waited too long is reported. One export
+// failing does not stop the others.
 func (s *Service) Sweep(ctx context.Context) error {
 	cfg, err := LoadConfig(ctx, s.Store)
 	if err != nil {
@@ -181,7 +243,11 @@ func (s *Service) Sweep(ctx context.Context) error {
 	}
 	var errs []error
 	for _, e := range exportsOf(cfg) {
-		if _, err := s.drain(ctx, cfg, e.Name, nil); err != nil {
+		_, err := s.drain(ctx, cfg, e.Name, nil)
+		if err == nil {
+			err = s.sweepPending(ctx, cfg, e)
+		}
+		if err != nil {
 			s.Logger().Error("sweeping the export's queue", "export", e.Name, "error", err)
 			errs = append(errs, fmt.Errorf("export %s: %w", e.Name, err))
 		}
@@ -311,7 +377,10 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 	m, err := s.planFor(ctx, cfg, e, q.request(export), runID, st.Snapshot)
 	var limit *plan.LimitError
 	var ferr *segment.FileError
+	var changed *DeliveryChanged
 	switch {
+	case errors.As(err, &changed):
+		return d.decide(ctx, StatusSuperseded, "skipped: "+changed.Msg, nil)
 	case errors.As(err, &limit):
 		// No plan, but the file was read: the report shows what it holds.
 		res.Counts = limit.Counts

@@ -1,19 +1,24 @@
 package run
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/segpilot/segpilot/shared/claims"
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/delivery"
 	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/kinds"
 	"github.com/segpilot/segpilot/shared/plan"
@@ -95,6 +100,17 @@ func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export
 		snap = rc
 	}
 	src := func(ctx context.Context, emit func(segment.Record) error, reject func(segment.Rejection) error) (segment.Stats, error) {
+		if req.Source.isFolder() {
+			d, err := s.decideFolder(ctx, req.Source.Key, e)
+			switch {
+			case err != nil:
+				return segment.Stats{}, err
+			case !d.Complete || d.Identity != req.Source.ETag:
+				return segment.Stats{}, &DeliveryChanged{Msg: "the folder " + req.Source.Key + " changed since this delivery of it was queued (" +
+					d.Describe() + "): its newer state is a delivery of its own"}
+			}
+			return readParts(ctx, s.Store, d.Parts, e.Mapping(), emit, reject)
+		}
 		rc, _, err := s.Store.Get(ctx, req.Source.Key)
 		if err != nil {
 			return segment.Stats{}, fmt.Errorf("reading %s: %w", req.Source.Key, err)
@@ -354,21 +370,20 @@ func (s *Service) Refresh(ctx context.Context, req RefreshRequest) ([]Result, er
 	var results []Result
 	var errs []error
 	for _, e := range exports {
-		newest, err := s.newest(ctx, e.Segment)
+		newest, arrived, err := s.newest(ctx, e)
 		if err != nil {
 			results = append(results, Result{Export: e.Name, Status: StatusFailed, Message: err.Error()})
 			errs = append(errs, fmt.Errorf("export %s: %w", e.Name, err))
 			continue
 		}
 		if newest == nil {
-			res := Result{Export: e.Name, Status: StatusNoInput, Message: "no file under segments/" + e.Segment + "/"}
+			res := Result{Export: e.Name, Status: StatusNoInput, Message: "no file (or whole folder of parts) under segments/" + e.Segment + "/"}
 			s.Logger().Info("nothing to refresh", "export", e.Name, "status", res.Status)
 			results = append(results, res)
 			continue
 		}
 		rs, err := s.Start(ctx, StartRequest{Trigger: req.Trigger, Export: e.Name, DryRun: req.DryRun,
-			AllowLargeRemoval: req.AllowLargeRemoval, Arrived: newest.LastModified,
-			Source: Source{Key: newest.Key, ETag: newest.ETag, VersionID: newest.VersionID, Size: newest.Size}})
+			AllowLargeRemoval: req.AllowLargeRemoval, Arrived: arrived, Source: *newest})
 		results = append(results, rs...)
 		if err != nil {
 			errs = append(errs, err)
@@ -385,16 +400,29 @@ type RefreshRequest struct {
 	AllowLargeRemoval bool
 }
 
-// newest returns the latest segment file (by modification time, then key).
-func (s *Service) newest(ctx context.Context, segmentName string) (*store.ObjectInfo, error) {
-	objs, err := s.Store.List(ctx, "segments/"+segmentName+"/")
+// newest returns e's newest delivery and when it arrived: a file directly
+// under its segment, or a whole folder of parts (as of its newest
+// object), by modification time, then key; nil when there is none.
+func (s *Service) newest(ctx context.Context, e *config.Export) (*Source, time.Time, error) {
+	objs, err := s.Store.List(ctx, "segments/"+e.Segment+"/")
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	var best *store.ObjectInfo
+	folders := map[string]time.Time{} // each folder's newest object
 	for i := range objs {
 		o := &objs[i]
-		if o.Key[len(o.Key)-1] == '/' { // a console-created folder marker
+		kind := delivery.Classify(o.Key)
+		_, folder, err := delivery.Of(o.Key)
+		switch {
+		case err != nil, kind == delivery.Ignored: // a console-created folder marker, a checksum …
+			continue
+		case folder != "":
+			if o.LastModified.After(folders[folder]) {
+				folders[folder] = o.LastModified
+			}
+			continue
+		case kind != delivery.Data:
 			continue
 		}
 		if best == nil || o.LastModified.After(best.LastModified) ||
@@ -402,12 +430,32 @@ func (s *Service) newest(ctx context.Context, segmentName string) (*store.Object
 			best = o
 		}
 	}
-	if best == nil || best.ETag != "" {
-		return best, nil
+	// The newest whole folder newer than the best file wins over it.
+	order := slices.SortedFunc(maps.Keys(folders), func(a, b string) int {
+		return cmp.Or(folders[b].Compare(folders[a]), strings.Compare(b, a))
+	})
+	for _, f := range order {
+		if best != nil && !folders[f].After(best.LastModified) {
+			break
+		}
+		d, err := s.decideFolder(ctx, f, e)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		if d.Complete {
+			src := folderSource(d)
+			return &src, d.Last, nil
+		}
 	}
-	info, err := s.Store.Head(ctx, best.Key)
-	if err != nil {
-		return nil, err
+	if best == nil {
+		return nil, time.Time{}, nil
 	}
-	return &info, nil
+	if best.ETag == "" {
+		info, err := s.Store.Head(ctx, best.Key)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		best = &info
+	}
+	return &Source{Key: best.Key, ETag: best.ETag, VersionID: best.VersionID, Size: best.Size}, best.LastModified, nil
 }

@@ -38,14 +38,17 @@ const (
 	StatusNoInput    = "no-input"   // refresh found no segment file
 	StatusQueued     = "queued"     // another run of the export is in progress; this delivery follows it
 	StatusSuperseded = "superseded" // a newer file was already exported; this older one is skipped
+	StatusWaiting    = "waiting"    // a folder of parts that is not whole yet: nothing runs until it is
+	StatusIncomplete = "incomplete" // a folder that never became whole: nothing was sent
 )
 
 // Source identifies the input object of a run.
 type Source struct {
-	Key       string `json:"key"`
+	Key       string `json:"key"` // a file, or a folder delivery ("…/")
 	ETag      string `json:"etag,omitempty"`
 	VersionID string `json:"versionId,omitempty"`
 	Size      int64  `json:"size"`
+	Parts     int    `json:"parts,omitempty"` // a folder delivery's parts
 }
 
 // Manifest is runs/<export>/<run>/plans/<base>/manifest.json: what a run

@@ -1,0 +1,189 @@
+package run
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/delivery"
+	"github.com/segpilot/segpilot/shared/segment"
+	"github.com/segpilot/segpilot/shared/store"
+)
+
+// A folder delivery's Source names the folder (its key ends in "/"), its
+// identity as the ETag (delivery.Decision.Identity: the parts' keys and
+// ETags), its parts' bytes and their number.
+
+// isFolder tells a folder delivery's Source from a single file's.
+func (src Source) isFolder() bool { return strings.HasSuffix(src.Key, "/") }
+
+// incompleteAfter is how long a folder may wait for its manifest, marker
+// or quiet period before its run's report says it never became whole.
+const incompleteAfter = 6 * time.Hour
+
+// decideFolder lists folder and judges it with e's rules.
+func (s *Service) decideFolder(ctx context.Context, folder string, e *config.Export) (delivery.Decision, error) {
+	infos, err := s.Store.List(ctx, folder)
+	if err != nil {
+		return delivery.Decision{}, fmt.Errorf("listing %s: %w", folder, err)
+	}
+	objs := make([]delivery.Object, 0, len(infos))
+	for _, o := range infos {
+		objs = append(objs, delivery.Object{Key: o.Key, ETag: o.ETag, Size: o.Size, LastModified: o.LastModified})
+	}
+	read := func(key string) ([]byte, error) {
+		rc, _, err := s.Store.Get(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		return io.ReadAll(io.LimitReader(rc, 64<<20))
+	}
+	return delivery.Decide(folder, objs, read, s.now(), delivery.Options{QuietPeriod: e.QuietPeriod})
+}
+
+func folderSource(d delivery.Decision) Source {
+	return Source{Key: d.Folder, ETag: d.Identity, Size: d.Size, Parts: len(d.Parts)}
+}
+
+// pending is state/<export>/pending/<folder hash>.json: a folder this
+// export saw parts of that is not whole yet. The sweep looks at it again
+// (a quiet period ends with no event), and says once when it has waited
+// too long.
+type pending struct {
+	Folder    string    `json:"folder"`
+	FirstSeen time.Time `json:"firstSeen"`
+	Reported  bool      `json:"reported,omitempty"`
+}
+
+func pendingPrefix(export string) string { return "state/" + export + "/pending/" }
+
+func pendingKey(export, folder string) string {
+	h := sha256.Sum256([]byte(folder))
+	return pendingPrefix(export) + hex.EncodeToString(h[:8]) + ".json"
+}
+
+// waiting records that e saw folder incomplete, and says what it waits for.
+func (s *Service) waiting(ctx context.Context, e *config.Export, d delivery.Decision) (Result, error) {
+	res := Result{Export: e.Name, Status: StatusWaiting, Message: "waiting for a whole delivery: " + d.Describe()}
+	key := pendingKey(e.Name, d.Folder)
+	var p pending
+	switch err := getJSON(ctx, s.Store, key, &p); {
+	case errors.Is(err, store.ErrNotFound):
+		p = pending{Folder: d.Folder, FirstSeen: s.now()}
+		if err := putJSON(ctx, s.Store, key, p, store.PutOptions{IfNoneMatch: true}); err != nil && !errors.Is(err, store.ErrExists) {
+			return res, err
+		}
+	case err != nil:
+		return res, err
+	}
+	s.Logger().Info("delivery incomplete", "export", e.Name, "status", res.Status, "folder", d.Folder, "parts", len(d.Parts), "missing", len(d.Missing))
+	return res, nil
+}
+
+// sweepPending looks again at e's incomplete folders: one now whole runs
+// (as if its last part had just arrived); one that has waited more than
+// incompleteAfter gets a report, once, saying what it lacks.
+func (s *Service) sweepPending(ctx context.Context, cfg *config.Config, e *config.Export) error {
+	objs, err := s.Store.List(ctx, pendingPrefix(e.Name))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, o := range objs {
+		var p pending
+		if err := getJSON(ctx, s.Store, o.Key, &p); err != nil {
+			if !errors.Is(err, store.ErrNotFound) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		d, err := s.decideFolder(ctx, p.Folder, e)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case d.Complete:
+			_, err := s.Start(ctx, StartRequest{Trigger: TriggerS3, Export: e.Name, Arrived: d.Last, Source: folderSource(d)})
+			errs = append(errs, err)
+		case !p.Reported && s.now().Sub(p.FirstSeen) >= incompleteAfter:
+			errs = append(errs, s.reportIncomplete(ctx, cfg, e, d, o.Key, p))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// reportIncomplete writes the report of a folder that never became whole:
+// nothing was sent, and it is no invalid file (no alarm): its parts, and
+// what it lacks.
+func (s *Service) reportIncomplete(ctx context.Context, cfg *config.Config, e *config.Export, d delivery.Decision, key string, p pending) error {
+	src := folderSource(d)
+	rep := &Report{Export: e.Name, RunID: RunID(e.Name, src, cfg.Version), Trigger: TriggerS3, Source: src, ConfigVersion: cfg.Version,
+		Mode: e.Mode, List: e.List, Status: StatusIncomplete, FinishedAt: s.now(), Seq: -1,
+		Message: fmt.Sprintf("not run: since %s, %s; a partial folder never runs (its missing rows would read as leavers). "+
+			"If the job that writes it failed, run it again; if it writes neither manifest nor _SUCCESS marker, have it write one "+
+			"(or, for an upsert export, set quietPeriod)", p.FirstSeen.UTC().Format(time.RFC3339), d.Describe())}
+	if err := s.publish(ctx, rep); err != nil {
+		return err
+	}
+	s.emit(rep)
+	p.Reported = true
+	return putJSON(ctx, s.Store, key, p, store.PutOptions{})
+}
+
+// readParts reads a folder delivery's parts in order, as one file: rows
+// are numbered across the parts, and each rejected row's reason names its
+// part and the row there. A part that fails validation fails the whole
+// delivery, named by its key.
+func readParts(ctx context.Context, st store.ObjectStore, parts []delivery.Object, m segment.Mapping,
+	emit func(segment.Record) error, reject func(segment.Rejection) error) (segment.Stats, error) {
+	var total segment.Stats
+	offset := 0
+	for i, p := range parts {
+		if p.Size == 0 {
+			continue // an empty part (a task that had no rows) is no file
+		}
+		rc, _, err := st.Get(ctx, p.Key)
+		if err != nil {
+			return total, fmt.Errorf("reading %s: %w", p.Key, err)
+		}
+		name, base := p.Key, path.Base(p.Key)
+		stats, err := segment.Read(ctx, rc, segment.Options{Name: name, Mapping: m},
+			func(r segment.Record) error {
+				r.Row += offset
+				return emit(r)
+			},
+			func(j segment.Rejection) error {
+				j.Reason = "part " + base + ", row " + strconv.Itoa(j.Row) + ": " + j.Reason
+				j.Row += offset
+				return reject(j)
+			})
+		rc.Close()
+		if err != nil {
+			return total, err
+		}
+		offset += stats.Rows
+		total.Rows += stats.Rows
+		total.Valid += stats.Valid
+		total.Rejected += stats.Rejected
+		total.Compressed = total.Compressed || stats.Compressed
+		if i == 0 || total.Format == "" {
+			total.Format, total.Delimiter = stats.Format, stats.Delimiter
+		}
+	}
+	return total, nil
+}
+
+// DeliveryChanged: a folder delivery's parts are not those it was queued
+// with (a part added or replaced since); the folder's newer state is a
+// delivery of its own.
+type DeliveryChanged struct{ Msg string }
+
+func (e *DeliveryChanged) Error() string { return e.Msg }
