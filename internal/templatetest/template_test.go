@@ -532,11 +532,19 @@ func TestFunctionPermissionsAreLeast(t *testing.T) {
 			if slices.Contains(actions, "secretsmanager:GetSecretValue") && !reflect.DeepEqual(st["Resource"], secretARN) {
 				t.Errorf("%s%s reads secrets %v, want only the API key secret", id, where, st["Resource"])
 			}
-			// Deleting is only for handled queue entries.
+			// Deleting is only for handled queue entries and the waiting
+			// records of folders now whole.
 			if slices.Contains(actions, "s3:DeleteObject") {
-				sub, _ := at(st["Resource"], "Fn::Sub").([]any)
-				if len(actions) != 1 || len(sub) != 2 || !strings.HasSuffix(fmt.Sprint(sub[0]), "/state/*/queue/*") {
-					t.Errorf("%s%s deletes %v %v, want only s3:DeleteObject on state/*/queue/*", id, where, actions, st["Resource"])
+				var deletes []string
+				resources, _ := st["Resource"].([]any)
+				for _, r := range resources {
+					sub, _ := at(r, "Fn::Sub").([]any)
+					if len(sub) == 2 {
+						deletes = append(deletes, fmt.Sprint(sub[0])[strings.LastIndex(fmt.Sprint(sub[0]), "}")+1:])
+					}
+				}
+				if want := []string{"/state/*/queue/*", "/state/*/pending/*"}; len(actions) != 1 || !slices.Equal(deletes, want) {
+					t.Errorf("%s%s deletes %v %v, want only s3:DeleteObject on %v", id, where, actions, deletes, want)
 				}
 			}
 		}
