@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/delivery"
 	"github.com/segpilot/segpilot/shared/filelock"
 	"github.com/segpilot/segpilot/shared/kinds"
 	"github.com/segpilot/segpilot/shared/local"
@@ -290,8 +292,10 @@ func serve(h http.Handler, addr string) (string, func(), error) {
 	return "http://" + ln.Addr().String() + "/v1", func() { srv.Close() }, nil
 }
 
-// stage copies the config and the segment file into the bucket folder, as
-// an upload to S3 would, and returns the segment file's key.
+// stage copies the config and the segment file (or folder of parts) into
+// the bucket folder, as an upload to S3 would, and returns its key: a
+// folder's ends in "/". A folder given to run is whole: one with neither
+// manifest nor marker gets a _SUCCESS marker in its copy.
 func stage(bucketDir, configPath string, cfg *config.Config, ex *config.Export, file string) (string, error) {
 	if err := copyFile(configPath, filepath.Join(bucketDir, filepath.FromSlash(run.ConfigKey))); err != nil {
 		return "", fmt.Errorf("copying config into the bucket folder: %w", err)
@@ -299,27 +303,108 @@ func stage(bucketDir, configPath string, cfg *config.Config, ex *config.Export, 
 	if file == "" {
 		return "", nil
 	}
-	key := "segments/" + ex.Segment + "/" + filepath.Base(file)
-	if err := copyFile(file, filepath.Join(bucketDir, filepath.FromSlash(key))); err != nil {
-		return "", fmt.Errorf("copying segment file into the bucket folder: %w", err)
+	key := "segments/" + ex.Segment + "/" + filepath.Base(filepath.Clean(file))
+	info, err := os.Stat(file)
+	if err != nil {
+		return "", err
 	}
-	return key, nil
+	if !info.IsDir() {
+		if err := copyFile(file, filepath.Join(bucketDir, filepath.FromSlash(key))); err != nil {
+			return "", fmt.Errorf("copying segment file into the bucket folder: %w", err)
+		}
+		return key, nil
+	}
+	whole := false
+	err = filepath.WalkDir(file, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(file, p)
+		if err != nil {
+			return err
+		}
+		k := key + "/" + filepath.ToSlash(rel)
+		switch delivery.Classify(k) {
+		case delivery.Ignored:
+			return nil
+		case delivery.Marker, delivery.Manifest:
+			whole = true
+		}
+		return copyFile(p, filepath.Join(bucketDir, filepath.FromSlash(k)))
+	})
+	if err != nil {
+		return "", fmt.Errorf("copying the folder of parts into the bucket folder: %w", err)
+	}
+	if !whole {
+		marker := filepath.Join(bucketDir, filepath.FromSlash(key), "_SUCCESS")
+		if err := os.WriteFile(marker, nil, 0o644); err != nil {
+			return "", err
+		}
+	}
+	return key + "/", nil
 }
 
-// copyFile copies src to dst unless dst already holds the same bytes, so an
-// unchanged file keeps its identity (and its run id).
+// copyFile copies src to dst, streaming, unless dst already holds the same
+// bytes, so an unchanged file keeps its identity (and its run id).
 func copyFile(src, dst string) error {
-	data, err := os.ReadFile(src)
-	if err != nil {
+	if same, err := sameBytes(src, dst); err != nil || same {
 		return err
-	}
-	if old, err := os.ReadFile(dst); err == nil && string(old) == string(data) {
-		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(dst, data, 0o644)
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".copy-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // once renamed, there is nothing to remove
+	if _, err := io.Copy(tmp, in); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), dst)
+}
+
+// sameBytes tells whether the files a and b hold the same bytes (b may be
+// missing), comparing digests rather than loading either.
+func sameBytes(a, b string) (bool, error) {
+	ia, err := os.Stat(a)
+	if err != nil {
+		return false, err
+	}
+	ib, err := os.Stat(b)
+	if err != nil || ia.Size() != ib.Size() {
+		return false, nil
+	}
+	da, err := digest(a)
+	if err != nil {
+		return false, err
+	}
+	db, err := digest(b)
+	return err == nil && da == db, nil
+}
+
+func digest(name string) ([sha256.Size]byte, error) {
+	var sum [sha256.Size]byte
+	f, err := os.Open(name)
+	if err != nil {
+		return sum, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return sum, err
+	}
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
 }
 
 type runFlags struct {
@@ -333,7 +418,7 @@ func (e *env) runFlagSet(name string, f *runFlags, def runFlags) *flag.FlagSet {
 	fs := e.flags(name)
 	fs.StringVar(&f.configPath, "config", def.configPath, "exports.yaml")
 	fs.StringVar(&f.export, "export", def.export, "export name in the config")
-	fs.StringVar(&f.file, "file", def.file, "segment file (CSV, JSON Lines or JSON array; gzip ok)")
+	fs.StringVar(&f.file, "file", def.file, "segment file (CSV, JSON Lines or JSON array; gzip ok), or a folder of parts (one delivery)")
 	fs.StringVar(&f.bucketDir, "bucket-dir", def.bucketDir, "folder standing in for the S3 bucket; runs diff against its snapshot")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "plan and report only; send nothing")
 	fs.BoolVar(&f.allowLargeRemoval, "allow-large-removal", false, "lift the mirror safety brake for this run")
@@ -431,6 +516,15 @@ func (e *env) summarise(ctx context.Context, s *session, bucketDir string, resul
 	var out []any
 	var failed []string
 	for _, r := range results {
+		if r.Status == run.StatusWaiting { // a folder not whole: no run, no report
+			if e.json {
+				out = append(out, map[string]any{"result": r})
+			} else {
+				fmt.Fprintf(e.stdout, "\n%s: WAITING\n  %s\n", r.Export, r.Message)
+			}
+			failed = append(failed, fmt.Sprintf("%s: %s: %s", r.Export, r.Status, r.Message))
+			continue
+		}
 		rep, err := run.ReadReport(ctx, s.p.Store, r.Export, r.RunID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err

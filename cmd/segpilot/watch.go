@@ -3,14 +3,16 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/delivery"
 	"github.com/segpilot/segpilot/shared/run"
 )
 
@@ -85,6 +87,13 @@ func cmdWatch(ctx context.Context, e *env, args []string) error {
 		for _, key := range ready {
 			e.runDropped(ctx, s, cfg, *dir, key, files[key].modTime)
 		}
+		// What no new file starts, as the sweep schedule does in AWS: a
+		// folder of parts whose quiet period is over.
+		if swept, err := s.p.Service.Sweep(ctx); err != nil {
+			fmt.Fprintf(e.stderr, "segpilot watch: %v\n", err)
+		} else if len(swept) > 0 {
+			e.runResults(ctx, s, *dir, swept)
+		}
 		first = false
 		select {
 		case <-ctx.Done():
@@ -102,19 +111,38 @@ func (e *env) runDropped(ctx context.Context, s *session, cfg *config.Config, di
 	if s.progress != nil {
 		s.progress.finish()
 	}
-	if err == nil {
-		results, err = e.await(ctx, s, results, false)
-	}
 	if len(results) == 0 && err == nil {
-		seg, _ := run.SegmentOf(key) // scanSegments lists only segment files
+		seg, _, _ := delivery.Of(key) // scanSegments lists only keys under a segment
 		fmt.Fprintf(e.stdout, "  no export reads segment %q: nothing to do (exports read: %s)\n", seg, strings.Join(segmentsRead(cfg), ", "))
 		return
 	}
+	var waiting []run.Result
+	results = slices.DeleteFunc(results, func(r run.Result) bool {
+		if r.Status == run.StatusWaiting { // a part of a folder not whole yet: one line, not a failure
+			waiting = append(waiting, r)
+			return true
+		}
+		return false
+	})
+	for _, r := range waiting {
+		fmt.Fprintf(e.stdout, "  %s: %s\n", r.Export, r.Message)
+	}
+	if err != nil {
+		fmt.Fprintf(e.stderr, "segpilot watch: %s: %v\n", key, err)
+	}
+	if len(results) > 0 {
+		e.runResults(ctx, s, dir, results)
+	}
+}
+
+// runResults waits for the runs started and prints their summaries.
+func (e *env) runResults(ctx context.Context, s *session, dir string, results []run.Result) {
+	results, err := e.await(ctx, s, results, false)
 	if serr := e.summarise(ctx, s, dir, results); serr != nil {
 		err = serr
 	}
 	if err != nil {
-		fmt.Fprintf(e.stderr, "segpilot watch: %s: %v\n", key, err)
+		fmt.Fprintf(e.stderr, "segpilot watch: %v\n", err)
 	}
 }
 
@@ -130,34 +158,33 @@ func segmentsRead(cfg *config.Config) []string {
 	return segs
 }
 
-// scanSegments lists DIR/segments/<segment>/<file> as bucket keys.
+// scanSegments lists what is under DIR/segments/<segment>/ as bucket
+// keys: files, and the parts, markers and manifests of folders; never
+// what is not a segment (scratch, checksums, lock files).
 func scanSegments(dir string) (map[string]fileState, error) {
 	out := map[string]fileState{}
-	segs, err := os.ReadDir(filepath.Join(dir, "segments"))
-	if os.IsNotExist(err) {
-		return out, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	for _, seg := range segs {
-		if !seg.IsDir() {
-			continue
+	root := filepath.Join(dir, "segments")
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed while we looked
 		}
-		files, err := os.ReadDir(filepath.Join(dir, "segments", seg.Name()))
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		for _, f := range files {
-			if f.IsDir() || f.Name()[0] == '.' {
-				continue
-			}
-			info, err := f.Info()
-			if err != nil {
-				continue // removed while we looked
-			}
-			out["segments/"+seg.Name()+"/"+f.Name()] = fileState{size: info.Size(), modTime: info.ModTime()}
+		key := filepath.ToSlash(rel)
+		if _, _, err := delivery.Of(key); err != nil || delivery.Classify(key) == delivery.Ignored {
+			return nil
 		}
-	}
-	return out, nil
+		info, err := d.Info()
+		if err != nil {
+			return nil // removed while we looked
+		}
+		out[key] = fileState{size: info.Size(), modTime: info.ModTime()}
+		return nil
+	})
+	return out, err
 }

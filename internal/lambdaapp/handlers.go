@@ -69,7 +69,7 @@ func TriggerOf(ev RefreshEvent) string {
 func Refresh(svc *run.Service) func(context.Context, RefreshEvent) ([]run.Result, error) {
 	return func(ctx context.Context, ev RefreshEvent) ([]run.Result, error) {
 		if ev.Sweep {
-			return nil, svc.Sweep(ctx)
+			return svc.Sweep(ctx)
 		}
 		return svc.Refresh(ctx, run.RefreshRequest{Trigger: TriggerOf(ev), Export: ev.Export,
 			DryRun: ev.DryRun, AllowLargeRemoval: ev.AllowLargeRemoval})

@@ -92,11 +92,12 @@ func (s *Service) waiting(ctx context.Context, e *config.Export, d delivery.Deci
 // sweepPending looks again at e's incomplete folders: one now whole runs
 // (as if its last part had just arrived); one that has waited more than
 // incompleteAfter gets a report, once, saying what it lacks.
-func (s *Service) sweepPending(ctx context.Context, cfg *config.Config, e *config.Export) error {
+func (s *Service) sweepPending(ctx context.Context, cfg *config.Config, e *config.Export) ([]Result, error) {
 	objs, err := s.Store.List(ctx, pendingPrefix(e.Name))
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var results []Result
 	var errs []error
 	for _, o := range objs {
 		var p pending
@@ -111,13 +112,14 @@ func (s *Service) sweepPending(ctx context.Context, cfg *config.Config, e *confi
 		case err != nil:
 			errs = append(errs, err)
 		case d.Complete:
-			_, err := s.Start(ctx, StartRequest{Trigger: TriggerS3, Export: e.Name, Arrived: d.Last, Source: folderSource(d)})
+			rs, err := s.Start(ctx, StartRequest{Trigger: TriggerS3, Export: e.Name, Arrived: d.Last, Source: folderSource(d)})
+			results = append(results, rs...)
 			errs = append(errs, err)
 		case !p.Reported && s.now().Sub(p.FirstSeen) >= incompleteAfter:
 			errs = append(errs, s.reportIncomplete(ctx, cfg, e, d, o.Key, p))
 		}
 	}
-	return errors.Join(errs...)
+	return results, errors.Join(errs...)
 }
 
 // reportIncomplete writes the report of a folder that never became whole:

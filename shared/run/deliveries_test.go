@@ -158,14 +158,14 @@ func TestAQuietFolderRunsFromTheSweep(t *testing.T) {
 			t.Fatalf("%s: %+v", k, res)
 		}
 	}
-	if err := f.svc.Sweep(context.Background()); err != nil || len(f.cloud.runs()) != 0 {
+	if _, err := f.svc.Sweep(context.Background()); err != nil || len(f.cloud.runs()) != 0 {
 		t.Fatalf("a sweep within the quiet period: %v, executions %v", err, f.cloud.runs())
 	}
 	f.now = f.now.Add(16 * time.Minute)
-	if err := f.svc.Sweep(context.Background()); err != nil || len(f.cloud.runs()) != 1 {
+	if _, err := f.svc.Sweep(context.Background()); err != nil || len(f.cloud.runs()) != 1 {
 		t.Fatalf("a sweep after the quiet period: %v, executions %v; want one", err, f.cloud.runs())
 	}
-	if err := f.svc.Sweep(context.Background()); err != nil || len(f.cloud.runs()) != 1 {
+	if _, err := f.svc.Sweep(context.Background()); err != nil || len(f.cloud.runs()) != 1 {
 		t.Fatalf("another sweep: %v, executions %v; want still one", err, f.cloud.runs())
 	}
 }
@@ -180,7 +180,7 @@ func TestAFolderThatNeverCompletesIsReportedOnce(t *testing.T) {
 	parts := f.partsOf(folder, 2, 5)
 	f.event(parts[0], 1)
 	f.now = f.now.Add(time.Hour)
-	if err := f.svc.Sweep(context.Background()); err != nil {
+	if _, err := f.svc.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	reps, err := run.ListReports(context.Background(), f.st, "vip")
@@ -189,7 +189,7 @@ func TestAFolderThatNeverCompletesIsReportedOnce(t *testing.T) {
 	}
 	f.now = f.now.Add(6 * time.Hour)
 	for range 2 {
-		if err := f.svc.Sweep(context.Background()); err != nil {
+		if _, err := f.svc.Sweep(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -203,7 +203,7 @@ func TestAFolderThatNeverCompletesIsReportedOnce(t *testing.T) {
 	}
 	first := rep.FinishedAt
 	f.now = f.now.Add(time.Hour)
-	if err := f.svc.Sweep(context.Background()); err != nil {
+	if _, err := f.svc.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if again, _ := run.ReadReport(context.Background(), f.st, "vip", rep.RunID); !again.FinishedAt.Equal(first) {

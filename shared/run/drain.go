@@ -48,16 +48,6 @@ type Result struct {
 	Queued string `json:"-"`
 }
 
-// SegmentOf returns the segment a key belongs to ("segments/<segment>/<file>").
-func SegmentOf(key string) (string, error) {
-	rest, ok := strings.CutPrefix(key, "segments/")
-	seg, file, found := strings.Cut(rest, "/")
-	if !ok || !found || seg == "" || file == "" || strings.HasSuffix(file, "/") {
-		return "", fmt.Errorf("%q is not a segment file: expected segments/<segment>/<file>", key)
-	}
-	return seg, nil
-}
-
 // RunID is derived from the export, the object's identity and the config
 // version, so every delivery of the same file names the same run.
 //
@@ -235,24 +225,28 @@ func (s *Service) Kick(ctx context.Context, export string) error {
 // the files queued behind it run, without waiting for the next file or
 // refresh. A folder of parts that became whole with no event (its quiet
 // period over) runs, and one that waited too long is reported. One export
-// failing does not stop the others.
-func (s *Service) Sweep(ctx context.Context) error {
+// failing does not stop the others. It returns the deliveries of folders
+// it found whole.
+func (s *Service) Sweep(ctx context.Context) ([]Result, error) {
 	cfg, err := LoadConfig(ctx, s.Store)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var results []Result
 	var errs []error
 	for _, e := range exportsOf(cfg) {
 		_, err := s.drain(ctx, cfg, e.Name, nil)
 		if err == nil {
-			err = s.sweepPending(ctx, cfg, e)
+			var rs []Result
+			rs, err = s.sweepPending(ctx, cfg, e)
+			results = append(results, rs...)
 		}
 		if err != nil {
 			s.Logger().Error("sweeping the export's queue", "export", e.Name, "error", err)
 			errs = append(errs, fmt.Errorf("export %s: %w", e.Name, err))
 		}
 	}
-	return errors.Join(errs...)
+	return results, errors.Join(errs...)
 }
 
 // drain works through the export's queue, oldest first, until an attempt

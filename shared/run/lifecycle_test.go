@@ -516,11 +516,11 @@ func TestSweepClosesAnAttemptWhoseMapFailed(t *testing.T) {
 	if b := f.arrive(f.svc, "b.csv", 2, "b@example.com"); b.Status != run.StatusQueued {
 		t.Fatalf("b a minute after a's Map failed: %+v; want queued", b)
 	}
-	if err := f.svc.Sweep(context.Background()); err != nil || len(f.cloud.runs()) != 1 {
+	if _, err := f.svc.Sweep(context.Background()); err != nil || len(f.cloud.runs()) != 1 {
 		t.Fatalf("a sweep within the grace: %v, executions %v; want a left alone", err, f.cloud.runs())
 	}
 	f.now = f.now.Add(20 * time.Minute)
-	if err := f.svc.Sweep(context.Background()); err != nil {
+	if _, err := f.svc.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if runs := f.cloud.runs(); len(runs) != 2 || runs[1] == a.RunID {

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/segpilot/segpilot/internal/testutil"
+	"github.com/segpilot/segpilot/shared/run"
+	"github.com/segpilot/segpilot/shared/store"
+)
+
+// writeParts writes n CSV parts of per profiles each into dir.
+func writeParts(t *testing.T, dir string, n, per int) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for p := range n {
+		var b strings.Builder
+		b.WriteString("EmailAddress,FirstName,LastName,LoyaltyTier,LifetimeOrders\n")
+		for r := range per {
+			fmt.Fprintf(&b, "part%d-%d@example.com,Ann,Lee,gold,%d\n", p, r, r)
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("part-%05d.csv", p)), []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// 'segpilot run --file DIR' runs a folder of parts as one delivery: the
+// folder named on the command line is whole.
+func TestRunAFolderOfParts(t *testing.T) {
+	t.Parallel()
+	config, _, bucket := fixture(t, 10)
+	parts := filepath.Join(t.TempDir(), "unload")
+	writeParts(t, parts, 3, 40)
+	code, out, stderr := segpilot(t, context.Background(), "run", "--config", config, "--export", "vip-newsletter",
+		"--file", parts, "--bucket-dir", bucket, "--sim")
+	if code != 0 || !strings.Contains(out, ": SUCCEEDED") || !strings.Contains(out, "rows 120") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, stderr)
+	}
+}
+
+// A folder whose manifest names a part that is not there never runs: the
+// CLI says what it waits for, and exits non-zero.
+func TestRunAFolderMissingAPartOfItsManifest(t *testing.T) {
+	t.Parallel()
+	config, _, bucket := fixture(t, 10)
+	parts := filepath.Join(t.TempDir(), "unload")
+	writeParts(t, parts, 2, 10)
+	manifest := `{"entries":[{"url":"s3://wh/unload/part-00000.csv"},{"url":"s3://wh/unload/part-00001.csv"},{"url":"s3://wh/unload/part-00002.csv"}]}`
+	if err := os.WriteFile(filepath.Join(parts, "manifest"), []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := segpilot(t, context.Background(), "run", "--config", config, "--export", "vip-newsletter",
+		"--file", parts, "--bucket-dir", bucket, "--sim")
+	if code == 0 || !strings.Contains(out, "WAITING") || !strings.Contains(out, "part-00002.csv") {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+}
+
+// watch sees parts land in a folder, and runs it once when its marker
+// does.
+func TestWatchRunsAFolderWhenItsMarkerLands(t *testing.T) {
+	t.Parallel()
+	config, _, bucket := fixture(t, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut testutil.SyncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, []string{"watch", "--config", config, "--dir", bucket, "--sim", "--interval", "20ms"}, &out, &errOut, noEnv)
+	}()
+	waitFor(t, func() bool { return strings.Contains(out.String(), "watching") })
+	folder := filepath.Join(bucket, "segments", "vip-customers", "spark-run")
+	writeParts(t, folder, 2, 25)
+	waitFor(t, func() bool { return strings.Count(out.String(), "waiting for a whole delivery") == 2 })
+	if err := os.WriteFile(filepath.Join(folder, "_SUCCESS"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.NewFolder(bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		reps, err := run.ListReports(context.Background(), st, "vip-newsletter")
+		return err == nil && len(reps) == 1 && reps[0].Status == run.StatusSucceeded && reps[0].Plan.Rows == 50 &&
+			reps[0].Source.Key == "segments/vip-customers/spark-run/"
+	})
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("watch exit %d: %s", code, errOut.String())
+	}
+}
