@@ -95,10 +95,13 @@ type Object struct {
 }
 
 // Entry is one part a manifest names: its key (resolved against the
-// folder) and its size in bytes when the manifest gives one (-1: not).
+// folder), its size in bytes when the manifest gives one (-1: not), and
+// its columns when the part has no header row and the manifest names them
+// (Customer Insights' partitions).
 type Entry struct {
-	Key  string
-	Size int64
+	Key     string
+	Size    int64
+	Columns []string
 }
 
 // Options are an export's rules for folder deliveries.
@@ -114,6 +117,9 @@ type Decision struct {
 	Complete bool
 	By       string   // what completed it: "manifest <key>", "marker", "quiet period"
 	Parts    []Object // the parts to read, in order
+	// Columns are the column names of parts that have no header row, by
+	// key, as their manifest gives them.
+	Columns  map[string][]string
 	Missing  []string // what keeps it incomplete: parts a manifest names that are absent or of another size
 	Identity string   // names the delivery's content: the same parts, the same identity
 	Size     int64    // bytes in its parts
@@ -183,6 +189,12 @@ func Decide(folder string, objs []Object, read Reader, now time.Time, opts Optio
 				d.Missing = append(d.Missing, fmt.Sprintf("%s (%d bytes, the manifest says %d)", e.Key, o.Size, e.Size))
 			default:
 				d.Parts = append(d.Parts, o)
+				if e.Columns != nil {
+					if d.Columns == nil {
+						d.Columns = map[string][]string{}
+					}
+					d.Columns[o.Key] = e.Columns
+				}
 			}
 		}
 		d.Complete = len(d.Missing) == 0 && len(d.Parts) > 0

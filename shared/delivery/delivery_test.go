@@ -3,6 +3,7 @@ package delivery
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -193,17 +194,21 @@ func TestParseCDM(t *testing.T) {
 		{Key: "segments/vip/cdm/vip/2026/12/06/0800/vip_1.csv"},
 		{Key: "segments/vip/cdm/vip/2026/12/06/0800/vip_2.csv"},
 	}
-	model := `{"name": "cdm", "version": "1.0", "entities": [{"$type": "LocalEntity", "name": "vip", "partitions": [
+	model := `{"name": "cdm", "version": "1.0", "entities": [{"$type": "LocalEntity", "name": "vip",
+		"attributes": [{"name": "EmailAddress", "dataType": "string"}, {"name": "FirstName", "dataType": "string"}],
+		"partitions": [
 		{"name": "vip_1", "location": "https://acct.dfs.core.windows.net/ci-export/vip/2026/12/06/0800/vip_1.csv"},
-		{"name": "vip_2", "location": "https://acct.dfs.core.windows.net/ci-export/vip/2026/12/06/0800/vip_2.csv"},
+		{"name": "vip_2", "location": "https://acct.dfs.core.windows.net/ci-export/vip/2026/12/06/0800/vip_2.csv",
+		 "fileFormatSettings": {"$type": "CsvFormatSettings", "columnHeaders": true}},
 		{"name": "vip_3", "location": "https://acct.dfs.core.windows.net/ci-export/vip/2026/12/06/0800/vip_3.csv"}]}]}`
 	got, err := Parse("segments/vip/cdm/model.json", []byte(model), data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Entry{{data[0].Key, -1}, {data[1].Key, -1}, {"segments/vip/cdm/vip_3.csv", -1}}
-	if !slices.Equal(got, want) {
-		t.Fatalf("entries %v, want %v (the third absent, so reported missing)", got, want)
+	columns := []string{"EmailAddress", "FirstName"}
+	want := []Entry{{data[0].Key, -1, columns}, {data[1].Key, -1, nil}, {"segments/vip/cdm/vip_3.csv", -1, columns}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("entries %v, want %v (the third absent, so reported missing; columns from the attributes where a partition has no header)", got, want)
 	}
 }
 

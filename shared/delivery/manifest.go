@@ -74,10 +74,18 @@ func Parse(key string, raw []byte, data []Object) ([]Entry, error) {
 			return nil, fmt.Errorf("manifest %s: %w", key, err)
 		}
 	case formatCDM:
+		// Partitions are CSV without a header row unless their format
+		// settings say so; the entity's attributes name the columns.
 		var m struct {
 			Entities []struct {
+				Attributes []struct {
+					Name string `json:"name"`
+				} `json:"attributes"`
 				Partitions []struct {
-					Location string `json:"location"`
+					Location           string `json:"location"`
+					FileFormatSettings struct {
+						ColumnHeaders bool `json:"columnHeaders"`
+					} `json:"fileFormatSettings"`
 				} `json:"partitions"`
 			} `json:"entities"`
 		}
@@ -85,8 +93,19 @@ func Parse(key string, raw []byte, data []Object) ([]Entry, error) {
 			return nil, fmt.Errorf("manifest %s: not a Common Data Model model.json: %w", key, err)
 		}
 		for _, e := range m.Entities {
+			var columns []string
+			for _, a := range e.Attributes {
+				columns = append(columns, a.Name)
+			}
 			for _, p := range e.Partitions {
-				entries = append(entries, Entry{Key: p.Location, Size: -1})
+				entry := Entry{Key: p.Location, Size: -1}
+				if !p.FileFormatSettings.ColumnHeaders {
+					if len(columns) == 0 {
+						return nil, fmt.Errorf("manifest %s: partition %s has no header row, and its entity names no attributes", key, p.Location)
+					}
+					entry.Columns = columns
+				}
+				entries = append(entries, entry)
 			}
 		}
 	default:
