@@ -71,6 +71,14 @@ var upstreams = []upstream{
 		}
 		return append(out, object{"manifest", []byte(`{"entries":[` + strings.Join(entries, ",") + `]}`)})
 	}},
+	{name: "bigquery", quiet: true, write: func(t *testing.T, header string, parts [][]string) []object {
+		// EXPORT DATA OPTIONS (uri = 's3://bucket/segments/<segment>/<folder>/*', format = 'CSV', header = true)
+		var out []object
+		for i, rows := range parts {
+			out = append(out, object{fmt.Sprintf("%012d.csv", i), csvPart(header, rows)})
+		}
+		return out
+	}},
 	{name: "spark", write: func(t *testing.T, header string, parts [][]string) []object {
 		// df.write.option("header", true).csv("s3://bucket/segments/<segment>/<folder>/")
 		out := []object{{"_temporary/0/_temporary/attempt_1/part-00000.csv", []byte("scratch")}}
