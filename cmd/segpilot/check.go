@@ -11,10 +11,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/segpilot/segpilot/shared/config"
+	"github.com/segpilot/segpilot/shared/delivery"
 	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/segment"
+	"github.com/segpilot/segpilot/shared/store"
 )
 
 // loadExport reads the config and picks one export.
@@ -30,9 +33,13 @@ func loadExport(configPath, export string) (*config.Config, *config.Export, erro
 	return cfg, e, nil
 }
 
-// fileSource streams a local segment file into the planner.
+// fileSource streams a local segment file (or folder of parts) into the
+// planner.
 func fileSource(path string, m segment.Mapping) plan.Source {
 	return func(ctx context.Context, emit func(segment.Record) error, reject func(segment.Rejection) error) (segment.Stats, error) {
+		if info, err := os.Stat(path); err == nil && info.IsDir() {
+			return folderSource(ctx, path, m, emit, reject)
+		}
 		f, err := os.Open(path)
 		if err != nil {
 			return segment.Stats{}, fmt.Errorf("opening segment file: %w", err)
@@ -40,6 +47,32 @@ func fileSource(path string, m segment.Mapping) plan.Source {
 		defer f.Close()
 		return segment.Read(ctx, f, segment.Options{Name: path, Mapping: m}, emit, reject)
 	}
+}
+
+// folderSource reads a folder of parts named on the command line as one
+// delivery: its manifest's parts, or with none, every data file in it.
+func folderSource(ctx context.Context, dir string, m segment.Mapping, emit func(segment.Record) error, reject func(segment.Rejection) error) (segment.Stats, error) {
+	st, err := store.OpenFolder(dir)
+	if err != nil {
+		return segment.Stats{}, err
+	}
+	infos, err := st.List(ctx, "")
+	if err != nil {
+		return segment.Stats{}, err
+	}
+	objs := make([]delivery.Object, 0, len(infos))
+	for _, o := range infos {
+		objs = append(objs, delivery.Object{Key: o.Key, ETag: o.ETag, Size: o.Size, LastModified: o.LastModified})
+	}
+	read := func(key string) ([]byte, error) { return os.ReadFile(filepath.Join(dir, filepath.FromSlash(key))) }
+	d, err := delivery.Decide("", objs, read, time.Now(), delivery.Options{Whole: true})
+	switch {
+	case err != nil:
+		return segment.Stats{}, err
+	case !d.Complete:
+		return segment.Stats{}, fmt.Errorf("the folder %s is not a whole delivery: %s", dir, d.Describe())
+	}
+	return delivery.Read(ctx, st, d, m, emit, reject)
 }
 
 // validateShown bounds the rejected rows validate lists: the text shows a

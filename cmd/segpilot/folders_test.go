@@ -96,3 +96,23 @@ func TestWatchRunsAFolderWhenItsMarkerLands(t *testing.T) {
 		t.Fatalf("watch exit %d: %s", code, errOut.String())
 	}
 }
+
+// validate and plan read a folder of parts as run does: one delivery.
+func TestValidateAndPlanAFolderOfParts(t *testing.T) {
+	t.Parallel()
+	config, _, _ := fixture(t, 10)
+	parts := filepath.Join(t.TempDir(), "unload")
+	writeParts(t, parts, 3, 20)
+	if err := os.WriteFile(filepath.Join(parts, "part-00001.csv.crc"), []byte("crc"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := segpilot(t, context.Background(), "validate", "--config", config, "--export", "vip-newsletter", "--file", parts)
+	if code != 0 || !strings.Contains(out, "60 rows") {
+		t.Fatalf("validate: exit %d\n%s\n%s", code, out, stderr)
+	}
+	code, out, stderr = segpilot(t, context.Background(), "plan", "--config", config, "--export", "vip-newsletter", "--file", parts,
+		"--out", filepath.Join(t.TempDir(), "plan"))
+	if code != 0 || !strings.Contains(out, "rows 60: valid 60") {
+		t.Fatalf("plan: exit %d\n%s\n%s", code, out, stderr)
+	}
+}

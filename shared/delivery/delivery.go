@@ -48,7 +48,7 @@ func (k Kind) String() string {
 // Classify says what the object at key is.
 func Classify(key string) Kind {
 	for _, dir := range strings.Split(path.Dir(key), "/") {
-		if dir == "_temporary" || strings.HasPrefix(dir, ".") {
+		if dir == "_temporary" || (strings.HasPrefix(dir, ".") && dir != ".") {
 			return Ignored
 		}
 	}
@@ -109,6 +109,9 @@ type Options struct {
 	// QuietPeriod completes a folder with neither manifest nor marker once
 	// no object has arrived for this long; 0: never.
 	QuietPeriod time.Duration
+	// Whole: the folder is known to be whole (a person named it): with
+	// neither manifest nor marker, it is every data file in it.
+	Whole bool
 }
 
 // Decision is whether a folder is a whole delivery, and which parts.
@@ -211,6 +214,8 @@ func Decide(folder string, objs []Object, read Reader, now time.Time, opts Optio
 		}
 	case opts.QuietPeriod > 0 && len(data) > 0 && now.Sub(d.Last) >= opts.QuietPeriod:
 		d.By, d.Parts, d.Complete = "quiet period", data, true
+	case opts.Whole && len(data) > 0:
+		d.By, d.Parts, d.Complete = "naming", data, true
 	default:
 		d.Parts = data
 		d.Missing = []string{"a manifest or a _SUCCESS marker"}

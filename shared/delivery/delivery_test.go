@@ -38,6 +38,8 @@ func TestClassify(t *testing.T) {
 		{"segments/vip/run1/_metadata", Ignored},
 		{"segments/vip/run1_$folder$", Ignored},
 		{"segments/vip/.hidden/part-0.csv", Ignored},
+		{"part-00000.csv", Data}, // a key of a folder read on its own
+		{"_SUCCESS", Marker},
 	}
 	for _, tt := range tests {
 		if got := Classify(tt.key); got != tt.want {

@@ -109,7 +109,7 @@ func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export
 				return segment.Stats{}, &DeliveryChanged{Msg: "the folder " + req.Source.Key + " changed since this delivery of it was queued (" +
 					d.Describe() + "): its newer state is a delivery of its own"}
 			}
-			return readParts(ctx, s.Store, d, e.Mapping(), emit, reject)
+			return delivery.Read(ctx, s.Store, d, e.Mapping(), emit, reject)
 		}
 		rc, _, err := s.Store.Get(ctx, req.Source.Key)
 		if err != nil {
