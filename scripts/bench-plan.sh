@@ -6,7 +6,8 @@
 # memory budget, counts the files of the plan folder, and counts the
 # object-store PUTs of one ingest (BenchmarkIngestUpload100k). Prints a
 # markdown table.
-#   targets: plan >= 2x Miller's speed at 1M rows, in every run; peak RSS
+#   targets: plan >= 2x Miller's speed at 1M rows, in every run; 16 gzipped
+#            parts within 1.2x of the same rows in one gzipped file; peak RSS
 #            < 150 MB at 1M; RSS growth < 40 B per extra profile from 1M to
 #            2M rows; <= 10 files in the plan folder; ingest's PUTs the same
 #            whatever the size.
@@ -36,6 +37,13 @@ echo "generating 1M and 2M row CSVs in $work ($fs) ..." >&2
 "$work/planbench" -generate -rows 1000000 -file "$work/1m.csv"
 "$work/planbench" -generate -rows 2000000 -file "$work/2m.csv"
 "$work/planbench" -generate -rows 1000000 -changed 0.01 -file "$work/1m-changed.csv"
+# The same 1M rows as one gzipped file and as a folder of 16 gzipped parts
+# (each with its header), as a warehouse unloads them.
+gzip -1 -c "$work/1m.csv" >"$work/1m.csv.gz"
+mkdir -p "$work/parts"
+awk -v dir="$work/parts" 'NR == 1 {h = $0; next}
+  {p = sprintf("%s/data_0_%d_0.csv", dir, (NR - 2) % 16); if (!(p in seen)) {print h > p; seen[p] = 1}; print > p}' "$work/1m.csv"
+gzip -1 "$work"/parts/*.csv
 # The export planbench's CSVs are made for (mirror mode, as the planner's
 # own benchmark), allowed 3M profiles.
 cat >"$work/bench.yaml" <<'EOF'
@@ -78,7 +86,7 @@ plan() {
   rm -rf "$out"
 }
 
-: >"$work/p1"; : >"$work/p2"; : >"$work/re"; : >"$work/m"
+: >"$work/p1"; : >"$work/p2"; : >"$work/re"; : >"$work/m"; : >"$work/gz1"; : >"$work/gz16"
 for i in $(seq "$runs"); do
   echo "run $i/$runs ..." >&2
   if [ "$have_mlr" = 1 ]; then # back to back with the plan so load affects both alike
@@ -89,6 +97,8 @@ for i in $(seq "$runs"); do
   mv "$work/last.snapshot" "$work/1m.snapshot"
   plan "$work/1m-changed.csv" "$work/1m.snapshot" >>"$work/re"
   plan "$work/2m.csv" >>"$work/p2"
+  plan "$work/1m.csv.gz" >>"$work/gz1"
+  plan "$work/parts" >>"$work/gz16"
 done
 
 echo "object-store requests of one ingest (BenchmarkIngestUpload100k) ..." >&2
@@ -127,6 +137,9 @@ if [ "$have_mlr" = 1 ]; then
 else
   printf '| speed vs Miller | mlr not installed: apt-get install -y miller | >= 2x |\n'
 fi
+tg1=$(med 1 "$work/gz1"); tg16=$(med 1 "$work/gz16"); rg16=$(med 2 "$work/gz16")
+printf '| `segpilot plan`, 1M rows as 16 gzipped parts vs one gzipped file: elapsed, ratio | %.2f s vs %.2f s: %.2fx (peak RSS %.1f MB) | <= 1.2x |\n' \
+  "$tg16" "$tg1" "$(echo "$tg16 / $tg1" | bc -l)" "$(echo "$rg16 / 1048576" | bc -l)"
 printf '| peak RSS at 1M | %.1f MB | < 150 MB |\n' "$(echo "$r1 / 1048576" | bc -l)"
 printf '| peak RSS at 2M | %.1f MB | |\n' "$(echo "$r2 / 1048576" | bc -l)"
 printf '| RSS growth per extra profile, 1M -> 2M | %.1f B | < 40 B |\n' "$(echo "($r2 - $r1) / 1000000" | bc -l)"
@@ -140,6 +153,7 @@ if [ -n "${BENCH_PLAN_JSON:-}" ]; then
   jq -n --argjson ratio "$(num "$ratio")" --argjson ratio_min "$(num "$ratio_min")" --argjson elapsed "$(num "$t1")" \
     --argjson rss_mb "$(num "$(echo "$r1 / 1048576" | bc -l)")" --argjson growth_b "$(num "$(echo "($r2 - $r1) / 1000000" | bc -l)")" \
     --argjson files "$files" --argjson plan_puts "$(num "$plan_puts")" --argjson puts "$(num "$puts")" --arg fs "$fs" \
+    --argjson parts_ratio "$(num "$(echo "$tg16 / $tg1" | bc -l)")" \
     '{ratio: $ratio, ratio_min: $ratio_min, elapsed_s: $elapsed, rss_mb: $rss_mb, growth_b: $growth_b,
-      files: $files, plan_puts: $plan_puts, puts: $puts, fs: $fs}' >"$BENCH_PLAN_JSON"
+      files: $files, plan_puts: $plan_puts, puts: $puts, fs: $fs, parts_ratio: $parts_ratio}' >"$BENCH_PLAN_JSON"
 fi

@@ -52,7 +52,7 @@ cshare=$(median BenchmarkSync100k 429-share "$work/client.txt")
 rem_ap=$(median BenchmarkRemove1k/autopilot requests/1000-removals "$work/remove.txt")
 rem_or=$(median BenchmarkRemove1k/ortto requests/1000-removals "$work/remove.txt")
 pj() { jq -r ".$1" "$work/plan.json"; }
-pratio=$(pj ratio_min); prss=$(pj rss_mb); pgrowth=$(pj growth_b); pfiles=$(pj files); pputs=$(pj plan_puts)
+pratio=$(pj ratio_min); prss=$(pj rss_mb); pgrowth=$(pj growth_b); pfiles=$(pj files); pputs=$(pj plan_puts); pparts=$(pj parts_ratio)
 
 {
   echo "# Benchmarks"
@@ -84,6 +84,7 @@ pratio=$(pj ratio_min); prss=$(pj rss_mb); pgrowth=$(pj growth_b); pfiles=$(pj f
   printf '| planning: `segpilot plan` of 1M rows on disk vs Miller, slowest of %s runs | %.2fx | >= 2x | %s |\n' "$plan_runs" "$pratio" "$(verdict "$pratio >= 2")"
   printf '| planning: peak RSS at 1M rows; growth per extra profile to 2M | %.1f MB; %.1f B | < 150 MB; < 40 B | %s |\n' "$prss" "$pgrowth" "$(verdict "$prss < 150 && $pgrowth < 40")"
   printf '| planning: files in the plan folder | %s | <= 10 | %s |\n' "$pfiles" "$(verdict "$pfiles <= 10")"
+  printf '| planning: 1M rows as 16 gzipped parts / as one gzipped file | %.2fx | <= 1.2x | %s |\n' "$pparts" "$(verdict "$pparts <= 1.2")"
   printf '| ingest: object-store PUTs for the plan of 100,000 profiles | %.0f | the same at any size (5) | %s |\n' "$pputs" "$(verdict "$pputs <= 5")"
   echo
   echo "In the delta rows, changed is what the sample generator changed (its ground truth), not the planner's count."
