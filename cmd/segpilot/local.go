@@ -409,7 +409,7 @@ func digest(name string) ([sha256.Size]byte, error) {
 
 type runFlags struct {
 	configPath, export, file, bucketDir string
-	dryRun, allowLargeRemoval           bool
+	dryRun, allowLargeRemoval, full     bool
 	t                                   target
 }
 
@@ -422,6 +422,7 @@ func (e *env) runFlagSet(name string, f *runFlags, def runFlags) *flag.FlagSet {
 	fs.StringVar(&f.bucketDir, "bucket-dir", def.bucketDir, "folder standing in for the S3 bucket; runs diff against its snapshot")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "plan and report only; send nothing")
 	fs.BoolVar(&f.allowLargeRemoval, "allow-large-removal", false, "lift the mirror safety brake for this run")
+	fs.BoolVar(&f.full, "full", false, "full resync: send every contact of the file, unchanged ones too (leavers and the brake as ever)")
 	fs.BoolVar(&f.t.useSim, "sim", false, "send to the built-in simulators (one per kind of connection) instead of the config's baseURL")
 	fs.StringVar(&f.t.faults, "faults", "", "with --sim: inject faults, e.g. 5xx=0.05,429burst=0.01:5")
 	fs.Int64Var(&f.t.seed, "seed", 1, "with --sim: fault seed; with --as-lambda: churn and phase seed")
@@ -460,7 +461,7 @@ func (e *env) runExport(ctx context.Context, f runFlags) error {
 	}
 	defer s.close()
 	results, err := s.p.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerManual, Export: ex.Name,
-		DryRun: f.dryRun, AllowLargeRemoval: f.allowLargeRemoval, Source: run.Source{Key: key}})
+		DryRun: f.dryRun, AllowLargeRemoval: f.allowLargeRemoval, FullResync: f.full, Source: run.Source{Key: key}})
 	if s.progress != nil {
 		s.progress.finish()
 	}
@@ -565,6 +566,9 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 	}
 	fmt.Fprintf(w, "  rows %d · added %d · changed %d · unchanged %d · removed %d · duplicates %d · rejected %d\n",
 		c.Rows, c.Added, c.Changed, c.Unchanged, c.Removed, c.Duplicates, c.Rejected)
+	if c.Resent > 0 {
+		fmt.Fprintf(w, "  full resync: the %d unchanged sent all the same\n", c.Resent)
+	}
 	if rep == nil || rep.Rejected == "" { // no finalize: nothing was counted as sent
 		printPage(w, bucketDir, rep)
 		return

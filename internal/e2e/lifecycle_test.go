@@ -272,3 +272,45 @@ func TestListDeletedMidRunIsRefilledByTheNextAttempt(t *testing.T) {
 	}
 	h.assertState(expected(t, week1))
 }
+
+// TestFullResyncSendsEveryContactOnce: the same file again as a full
+// resync sends each of its contacts once more, unchanged or not, and the
+// report says so; the file delivered normally after is up to date; and
+// the brake still holds a full resync that would remove too many.
+func TestFullResyncSendsEveryContactOnce(t *testing.T) {
+	t.Parallel()
+	forEachDestination(t, func(t *testing.T, d destination) {
+		week1 := generate(t, sample.Options{Rows: 300, Seed: 81, Invalid: 30, Dupes: 25})
+		h := newHarness(t, d, simOptions{}, configYAML(d, "mirror", 100))
+		first := h.drop("week1.csv", week1)[0]
+		before := h.sim.Upserted()
+		info := h.put("segments/vip-customers/week1.csv", week1)
+		src := run.Source{Key: "segments/vip-customers/week1.csv", ETag: info.ETag, Size: info.Size}
+		res, err := awaitAll(context.Background(), h.p.Service, run.StartRequest{Trigger: run.TriggerManual, FullResync: true, Source: src})
+		if err != nil || len(res) != 1 || res[0].RunID == first.RunID {
+			t.Fatalf("full resync: %+v, %v; want a run of its own", res, err)
+		}
+		rep := h.report(res[0])
+		want := expected(t, week1)
+		if rep.Status != run.StatusSucceeded || !rep.FullResync || rep.Plan.Resent != len(want) || rep.Outcome.Sent != len(want) || !rep.Outcome.Reconciles() {
+			t.Fatalf("report %s, full %v, plan %+v, outcome %+v; want all %d sent again", rep.Status, rep.FullResync, rep.Plan, rep.Outcome, len(want))
+		}
+		for email, n := range h.sim.Upserted() {
+			if n != before[email]+1 {
+				t.Fatalf("%s upserted %d times, %d before the full resync; want once more", email, n, before[email])
+			}
+		}
+		h.assertState(want)
+		if again := h.drop("week1.csv", week1)[0]; again.Status != run.StatusUpToDate {
+			t.Fatalf("the file delivered normally after: %+v; want up to date", again)
+		}
+		// Half the list leaving: the brake holds a full resync too.
+		half := strings.Join(strings.Split(string(week1), "\n")[:150], "\n") + "\n"
+		info = h.put("segments/vip-customers/week2.csv", []byte(half))
+		res, err = awaitAll(context.Background(), h.p.Service, run.StartRequest{Trigger: run.TriggerManual, FullResync: true,
+			Source: run.Source{Key: "segments/vip-customers/week2.csv", ETag: info.ETag, Size: info.Size}})
+		if err != nil || len(res) != 1 || res[0].Status != run.StatusHeld {
+			t.Fatalf("a full resync removing half the list: %+v, %v; want held", res, err)
+		}
+	})
+}

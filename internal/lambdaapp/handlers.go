@@ -52,6 +52,9 @@ type RefreshEvent struct {
 	Export            string `json:"export"`
 	DryRun            bool   `json:"dryRun"`
 	AllowLargeRemoval bool   `json:"allowLargeRemoval"`
+	// FullResync sends every contact of the newest file, unchanged ones
+	// too (a manual invoke: {"export": "…", "fullResync": true}).
+	FullResync bool `json:"fullResync"`
 	// Sweep drains every export's queue and runs nothing new.
 	Sweep bool `json:"sweep"`
 }
@@ -72,7 +75,7 @@ func Refresh(svc *run.Service) func(context.Context, RefreshEvent) ([]run.Result
 			return svc.Sweep(ctx)
 		}
 		return svc.Refresh(ctx, run.RefreshRequest{Trigger: TriggerOf(ev), Export: ev.Export,
-			DryRun: ev.DryRun, AllowLargeRemoval: ev.AllowLargeRemoval})
+			DryRun: ev.DryRun, AllowLargeRemoval: ev.AllowLargeRemoval, FullResync: ev.FullResync})
 	}
 }
 

@@ -52,6 +52,9 @@ type Options struct {
 	BatchSize         int     // default and maximum 100
 	TempDir           string  // for spill files; default os.TempDir(); spill files are always removed
 	ChunkRecords      int     // spill threshold; default 65536
+	// FullResync sends every contact of the file, unchanged ones too (as
+	// if the snapshot were empty); leavers and the brake are as ever.
+	FullResync bool
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -119,7 +122,8 @@ type Counts struct {
 	Added      int `json:"added"`
 	Changed    int `json:"changed"`
 	Unchanged  int `json:"unchanged"`
-	Removed    int `json:"removed"` // mirror only: previous contacts not in the file
+	Resent     int `json:"resent,omitempty"` // a full resync: the unchanged contacts sent all the same
+	Removed    int `json:"removed"`          // mirror only: previous contacts not in the file
 	Previous   int `json:"previous"`
 }
 
@@ -382,6 +386,7 @@ func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader
 	j := &joiner{
 		rejected: dupW,
 		mirror:   o.Mode == ModeMirror,
+		full:     o.FullResync,
 		snap:     newSnapshotReader(snapshot),
 		snapOut:  bufio.NewWriterSize(snapW, snapshotBuf),
 		removals: bufio.NewWriterSize(removals, 64<<10),
@@ -469,6 +474,7 @@ func addRemovals(f *os.File, bw *batchWriter) error {
 // writes the new snapshot, upserts and leavers as it goes.
 type joiner struct {
 	mirror   bool
+	full     bool
 	snap     *snapshotReader
 	snapOut  *bufio.Writer
 	removals *bufio.Writer
@@ -505,7 +511,10 @@ func (j *joiner) unique(r *record) error {
 	if j.snap.ok && bytes.Equal(j.snap.email, r.email) {
 		if bytes.Equal(j.snap.hash, j.hexHash[:]) {
 			j.counts.Unchanged++
-			upsert = false
+			upsert = j.full
+			if j.full {
+				j.counts.Resent++
+			}
 		} else {
 			j.counts.Changed++
 		}

@@ -178,7 +178,7 @@ func readBack(t *testing.T, dir string, p *Plan, batchSize int) result {
 	if c.Rows != c.Valid+c.Rejected || c.Valid != c.Unique+c.Duplicates || c.Unique != c.Added+c.Changed+c.Unchanged {
 		t.Errorf("count invariants broken: %+v", c)
 	}
-	if len(res.upserts) != c.Added+c.Changed || len(res.removals) != c.Removed {
+	if len(res.upserts) != c.Added+c.Changed+c.Resent || len(res.removals) != c.Removed {
 		t.Errorf("batches hold %d upserts, %d removals; counts %+v", len(res.upserts), len(res.removals), c)
 	}
 	return res
@@ -246,6 +246,16 @@ func TestBuildDiffs(t *testing.T) {
 		{
 			name: "unchanged rerun", rows: base, snapshot: snapshotOf(profs(base)...), opts: Options{Mode: ModeMirror, MaxRemovalShare: 0.2},
 			want: Counts{Rows: 250, Valid: 250, Unique: 250, Unchanged: 250, Previous: 250}, batches: 0,
+		},
+		{
+			name: "full resync: unchanged contacts sent all the same, leavers as ever", rows: base[:200], snapshot: snapshotOf(profs(base)...),
+			opts: Options{Mode: ModeMirror, MaxRemovalShare: 0.5, FullResync: true},
+			want: Counts{Rows: 200, Valid: 200, Unique: 200, Unchanged: 200, Resent: 200, Removed: 50, Previous: 250}, batches: 3,
+			check: func(t *testing.T, r result) {
+				if len(r.upserts) != 200 || len(r.removals) != 50 {
+					t.Errorf("%d upserts, %d removals; want every contact of the file, and the 50 leavers", len(r.upserts), len(r.removals))
+				}
+			},
 		},
 		{
 			name: "one percent changed", rows: changed, snapshot: snapshotOf(profs(big)...), opts: Options{Mode: ModeMirror, MaxRemovalShare: 0.2, ChunkRecords: 3000},

@@ -40,6 +40,7 @@ func (d decision) report(status, msg string, m *Manifest, listReqs []Requests) *
 	}
 	if m != nil {
 		rep.ConfigVersion, rep.Destination, rep.Plan, rep.PlannedAt = m.ConfigVersion, m.Connection.Title(), m.Counts, m.PlannedAt
+		rep.FullResync = m.FullResync
 		rep.Base, rep.RequestsPerSecond = m.BaseKey, m.Connection.RequestsPerSecond
 		if status == StatusHeld {
 			rep.Brake = &Brake{MaxRemovalShare: d.e.MaxRemovalShare, Command: d.s.words().LiftBrakeCommand(d.e.Name, m.Source)}
@@ -137,8 +138,8 @@ func clip(s string, n int) string {
 // lists them: the file's rejections, then every contact that was to be
 // sent or removed.
 func (s *Service) accountUnsent(ctx context.Context, rep *Report, m *Manifest, reason string) error {
-	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged, Duplicates: m.Counts.Duplicates,
-		Rejected: m.Counts.Rejected, Failed: m.Counts.Added + m.Counts.Changed, RemoveFailed: m.Counts.Removed}
+	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged - m.Counts.Resent, Duplicates: m.Counts.Duplicates,
+		Rejected: m.Counts.Rejected, Failed: m.Counts.Added + m.Counts.Changed + m.Counts.Resent, RemoveFailed: m.Counts.Removed}
 	rep.Batches.Total, rep.Batches.Failed = len(m.Batches), len(m.Batches)
 	if rep.Rejected == "" {
 		rep.Rejected = decisionRejectedKey(m.Export, m.RunID)

@@ -28,6 +28,9 @@ type StartRequest struct {
 	Export            string // only this export; empty: every export of the segment
 	DryRun            bool   // plan and report only
 	AllowLargeRemoval bool   // lift the mirror safety brake for this run
+	// FullResync sends every contact of the file, unchanged ones too: a
+	// run of its own (its run id says so), leavers and brake as ever.
+	FullResync bool
 	// Arrived orders files of one export: the S3 event's time, or the
 	// object's modification time; zero means now.
 	Arrived time.Time
@@ -56,6 +59,16 @@ type Result struct {
 // give refresh a different id than the S3 event for the same file, and the
 // same bytes put again are the same export.
 func RunID(export string, src Source, configVersion string) string {
+	return runID(export, src, configVersion, false)
+}
+
+// runID is RunID, of a full resync when full: a run of its own, so a file
+// exported already is sent again, and a normal delivery of it after is
+// up to date.
+func runID(export string, src Source, configVersion string, full bool) string {
+	if full {
+		configVersion += "\x00full"
+	}
 	identity := src.ETag
 	if identity == "" {
 		identity = "version:" + src.VersionID
@@ -198,7 +211,7 @@ func (s *Service) wholeFolder(ctx context.Context, e *config.Export, req StartRe
 
 // deliver queues req for e and drains e's queue.
 func (s *Service) deliver(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest) (Result, error) {
-	runID := RunID(e.Name, req.Source, cfg.Version)
+	runID := runID(e.Name, req.Source, cfg.Version, req.FullResync)
 	entry, err := s.enqueue(ctx, e.Name, req)
 	if err != nil {
 		return Result{Export: e.Name, RunID: runID, Status: StatusFailed, Message: err.Error()}, err
@@ -340,7 +353,7 @@ const (
 // held, the key refused), or plan it and claim the export for an attempt,
 // then start that attempt's execution.
 func (s *Service) handle(ctx context.Context, cfg *config.Config, export string, st exportState, etag string, q *queueEntry) (Result, step, error) {
-	runID := RunID(export, q.Source, cfg.Version)
+	runID := runID(export, q.Source, cfg.Version, q.FullResync)
 	res := Result{Export: export, RunID: runID, Queued: q.Key}
 	d := decision{s: s, st: st, q: q, res: &res}
 	e, err := cfg.Export(export)
@@ -489,7 +502,7 @@ func (s *Service) join(ctx context.Context, export string, q *queueEntry, h *Hol
 			return err
 		}
 		next.Key = o.Key
-		if !next.sameFile(q) || next.AllowLargeRemoval && !q.AllowLargeRemoval {
+		if !next.sameFile(q) || next.AllowLargeRemoval && !q.AllowLargeRemoval || next.FullResync != q.FullResync {
 			return nil
 		}
 		msg := fmt.Sprintf("served by attempt %d, started for an earlier delivery of the same file", h.Attempt)

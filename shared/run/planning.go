@@ -42,7 +42,7 @@ func (s *Service) planFor(ctx context.Context, cfg *config.Config, e *config.Exp
 // dryRun plans a delivery against the export's current snapshot and says
 // what it would do, writing nothing.
 func (s *Service) dryRun(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest) (Result, error) {
-	runID := RunID(e.Name, req.Source, cfg.Version)
+	runID := runID(e.Name, req.Source, cfg.Version, req.FullResync)
 	res := Result{Export: e.Name, RunID: runID, Status: StatusDryRun}
 	if err := cfg.Runnable(e); err != nil {
 		res.Status, res.Message = StatusRefused, err.Error()
@@ -122,7 +122,7 @@ func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export
 		Mode: e.Mode, MaxProfiles: e.MaxProfiles, MaxRemovalShare: e.MaxRemovalShare,
 		// The request's allowance is applied when the plan is run, not
 		// planned: the plan is shared by every delivery of the file.
-		AllowLargeRemoval: e.AllowLargeRemoval, TempDir: s.TempDir,
+		AllowLargeRemoval: e.AllowLargeRemoval, TempDir: s.TempDir, FullResync: req.FullResync,
 		BatchSize: conn.Capabilities().MaxBatch, // contacts per request the destination takes
 	})
 	if err != nil {
@@ -132,7 +132,7 @@ func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export
 	m := &Manifest{Export: e.Name, RunID: runID, Trigger: req.Trigger, Source: req.Source,
 		ConfigVersion: cfg.Version, Connection: *conn, List: e.List, Fields: e.Fields(), CreateFields: e.CreateFields, Mode: e.Mode,
 		Base: base.Base(), Counts: p.Counts, Batches: p.Batches, Held: p.Held, HeldReason: p.HeldReason, ShowEmails: e.ShowEmails,
-		Concurrency: concurrency, WorkerRPS: workerRPS, PlannedAt: s.now()}
+		Concurrency: concurrency, WorkerRPS: workerRPS, PlannedAt: s.now(), FullResync: req.FullResync}
 	if base != nil {
 		m.BaseKey = base.Key
 	}
@@ -383,7 +383,7 @@ func (s *Service) Refresh(ctx context.Context, req RefreshRequest) ([]Result, er
 			continue
 		}
 		rs, err := s.Start(ctx, StartRequest{Trigger: req.Trigger, Export: e.Name, DryRun: req.DryRun,
-			AllowLargeRemoval: req.AllowLargeRemoval, Arrived: arrived, Source: *newest})
+			AllowLargeRemoval: req.AllowLargeRemoval, FullResync: req.FullResync, Arrived: arrived, Source: *newest})
 		results = append(results, rs...)
 		if err != nil {
 			errs = append(errs, err)
@@ -398,6 +398,7 @@ type RefreshRequest struct {
 	Export            string // empty: every enabled export
 	DryRun            bool
 	AllowLargeRemoval bool
+	FullResync        bool // send every contact of the newest file, unchanged ones too
 }
 
 // newest returns e's newest delivery and when it arrived: a file directly

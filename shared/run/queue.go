@@ -20,12 +20,14 @@ type queueEntry struct {
 	Source            Source    `json:"source"`
 	Arrived           time.Time `json:"arrived"`
 	AllowLargeRemoval bool      `json:"allowLargeRemoval,omitempty"`
+	FullResync        bool      `json:"fullResync,omitempty"`
 	Key               string    `json:"key"` // its key in the queue
 }
 
 // request is the start request e was queued for.
 func (e *queueEntry) request(export string) StartRequest {
-	return StartRequest{Trigger: e.Trigger, Source: e.Source, Export: export, Arrived: e.Arrived, AllowLargeRemoval: e.AllowLargeRemoval}
+	return StartRequest{Trigger: e.Trigger, Source: e.Source, Export: export, Arrived: e.Arrived, AllowLargeRemoval: e.AllowLargeRemoval,
+		FullResync: e.FullResync}
 }
 
 // name is the entry's name without its folder, as deliveries/ records it.
@@ -37,8 +39,9 @@ func (e *queueEntry) sameFile(o *queueEntry) bool {
 
 // enqueue records a delivery of req for export and returns its entry.
 func (s *Service) enqueue(ctx context.Context, export string, req StartRequest) (*queueEntry, error) {
-	e := &queueEntry{Trigger: req.Trigger, Source: req.Source, Arrived: req.Arrived.UTC(), AllowLargeRemoval: req.AllowLargeRemoval}
-	id := RunID(export, req.Source, "")
+	e := &queueEntry{Trigger: req.Trigger, Source: req.Source, Arrived: req.Arrived.UTC(), AllowLargeRemoval: req.AllowLargeRemoval,
+		FullResync: req.FullResync}
+	id := runID(export, req.Source, "", req.FullResync)
 	e.Key = queuePrefix(export) + e.Arrived.Format("20060102T150405.000000000Z") + "-" + strings.TrimPrefix(id, export+"-") + ".json"
 	if err := putJSON(ctx, s.Store, e.Key, e, store.PutOptions{}); err != nil {
 		return nil, fmt.Errorf("queueing %s: %w", req.Source.Key, err)

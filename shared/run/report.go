@@ -59,6 +59,7 @@ type Report struct {
 	Source        Source      `json:"source"`
 	ConfigVersion string      `json:"configVersion,omitempty"`
 	Mode          string      `json:"mode,omitempty"`
+	FullResync    bool        `json:"fullResync,omitempty"` // every contact of the file sent, unchanged ones too
 	List          string      `json:"list,omitempty"`
 	Destination   string      `json:"destination,omitempty"` // "Autopilot", "Ortto": the connection's kind, as the page names it
 	Plan          plan.Counts `json:"plan"`

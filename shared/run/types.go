@@ -71,6 +71,7 @@ type Manifest struct {
 	Counts      plan.Counts     `json:"counts"`
 	Batches     []plan.BatchRef `json:"batches"` // the index of batches.jsonl
 	Held        bool            `json:"held,omitempty"`
+	FullResync  bool            `json:"fullResync,omitempty"` // every contact of the file sent, unchanged ones too
 	HeldReason  string          `json:"heldReason,omitempty"`
 	ShowEmails  bool            `json:"showEmails,omitempty"` // the export's showEmails: unmasked emails in the report
 	Concurrency int             `json:"concurrency"`

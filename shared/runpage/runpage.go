@@ -162,6 +162,14 @@ func headline(rep *run.Report, finalized bool) string {
 	return "nothing sent"
 }
 
+// modeOf is the run's mode, and whether it was a full resync.
+func modeOf(rep *run.Report) string {
+	if rep.FullResync && rep.Mode != "" {
+		return rep.Mode + ", full resync: every contact of the file sent, unchanged ones too"
+	}
+	return rep.Mode
+}
+
 func facts(rep *run.Report) []fact {
 	src := rep.Source.Key
 	if rep.Source.Size > 0 {
@@ -170,7 +178,7 @@ func facts(rep *run.Report) []fact {
 	out := []fact{
 		{"Export", rep.Export},
 		{"List", rep.List},
-		{"Mode", rep.Mode},
+		{"Mode", modeOf(rep)},
 		{"Trigger", rep.Trigger},
 		{"Source file", src},
 		{"ETag", rep.Source.ETag},
