@@ -618,3 +618,52 @@ func TestThrottlingSlowsTheSharedBudget(t *testing.T) {
 		t.Fatalf("shared rate %.1f after a 429, want below the budget of 50", got)
 	}
 }
+
+// An answer naming the addresses it refused costs one call more, not a
+// halving down to each of them: three bad contacts among 100, named by
+// the 400, take two calls in all; each reason names its own address, not
+// the others'.
+func TestBadContactsNamedInTheAnswerCostOneCall(t *testing.T) {
+	t.Parallel()
+	bad := regexp.MustCompile(`^user0(07|42|93)@`)
+	var calls atomic.Int32
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Error(err)
+		}
+		var req struct {
+			Contacts []map[string]any `json:"contacts"`
+		}
+		if err := json.Unmarshal(body, &req); err != nil {
+			t.Error(err)
+		}
+		var named []string
+		for _, ct := range req.Contacts {
+			if e, _ := ct["Email"].(string); bad.MatchString(e) {
+				named = append(named, e)
+			}
+		}
+		if len(named) > 0 {
+			writeJSON(w, 400, map[string]string{"error": "invalid email", "message": "rejected email(s): " + strings.Join(named, ", ")})
+			return
+		}
+		r.Body = io.NopCloser(strings.NewReader(string(body)))
+		okBulk(w, r)
+	})
+	h := newHarness(t, handler, nil)
+	cs := makeContacts(100, "example.com")
+	outs, err := h.c.UpsertContacts(context.Background(), "", cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := countStatus(outs); got[StatusRejected] != 3 || got[StatusSent] != 97 || calls.Load() != 2 {
+		t.Fatalf("statuses %v in %d calls; want 3 rejected, 97 sent, in 2 calls", got, calls.Load())
+	}
+	for i, o := range outs {
+		if o.Status == StatusRejected && (!bad.MatchString(cs[i].Email) || o.Reason != "rejected email(s): "+cs[i].Email) {
+			t.Errorf("contact %d: %+v; want only the named rejected, each reason naming its own address alone", i, o)
+		}
+	}
+}
