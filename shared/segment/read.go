@@ -164,8 +164,46 @@ func (rd *reader) checkEncoding(br *bufio.Reader) error {
 	case looksUTF16(head):
 		return &FileError{File: rd.name, Problem: "file is UTF-16 encoded",
 			Hint: "save or export it as UTF-8 (in Excel: CSV UTF-8) and upload it again"}
+	case bytes.HasPrefix(head, []byte("PK\x03\x04")):
+		if inner := zipFirstName(head); isDataFileName(inner) {
+			return &FileError{File: rd.name, Problem: fmt.Sprintf("this is a ZIP archive (its first file is %q)", shorten(inner)),
+				Hint: "upload the file inside it, unzipped or gzipped"}
+		}
+		return spreadsheetError(rd.name)
+	case bytes.HasPrefix(head, []byte{0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1}):
+		return spreadsheetError(rd.name)
 	}
 	return nil
+}
+
+// spreadsheetError is the error for a workbook uploaded as it is: .xlsx,
+// .numbers and .ods are ZIP archives, .xls an OLE2 compound file.
+func spreadsheetError(name string) *FileError {
+	return &FileError{File: name, Problem: "this is a spreadsheet: export it as CSV",
+		Hint: "in Excel: File › Save As › CSV UTF-8; in Numbers: File › Export To › CSV"}
+}
+
+// zipFirstName returns the name of the first file of the ZIP archive that
+// starts with head (from its local file header), or "".
+func zipFirstName(head []byte) string {
+	const nameAt = 30
+	if len(head) < nameAt {
+		return ""
+	}
+	n := int(head[26]) | int(head[27])<<8
+	return string(head[nameAt:min(nameAt+n, len(head))])
+}
+
+// isDataFileName reports whether a file inside a ZIP archive is named like
+// a segment file rather than a part of a spreadsheet.
+func isDataFileName(name string) bool {
+	name = strings.ToLower(name)
+	for _, ext := range []string{".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".parquet", ".gz"} {
+		if strings.HasSuffix(name, ext) {
+			return true
+		}
+	}
+	return false
 }
 
 // looksUTF16 reports whether a file starting with head is UTF-16: it has a

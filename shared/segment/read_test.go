@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"archive/zip"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -421,5 +422,56 @@ func TestReadEncodingProblems(t *testing.T) {
 	got := outcome("x.csv", []byte(csvText+"bo@example.com,B\x00o,Lee\n"), defaultMapping)
 	if strings.Contains(got, "UTF-16") {
 		t.Errorf("UTF-8 file with a NUL taken for UTF-16:\n%s", got)
+	}
+}
+
+// zipOf returns a ZIP archive holding the named files, as a spreadsheet
+// application writes one (.xlsx, .numbers, .ods are ZIP archives).
+func zipOf(t *testing.T, names ...string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	zw := zip.NewWriter(&b)
+	for _, n := range names {
+		w, err := zw.Create(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write([]byte("Email\na@example.com\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// TestReadSpreadsheets checks that a spreadsheet uploaded as it is fails
+// with what to do, not as a CSV header of binary bytes.
+func TestReadSpreadsheets(t *testing.T) {
+	t.Parallel()
+	const sheet = "this is a spreadsheet: export it as CSV; in Excel: File › Save As › CSV UTF-8; in Numbers: File › Export To › CSV"
+	ole2 := append([]byte{0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1}, make([]byte, 504)...)
+	tests := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"xlsx", zipOf(t, "[Content_Types].xml", "_rels/.rels", "xl/workbook.xml", "xl/worksheets/sheet1.xml"), sheet},
+		{"numbers", zipOf(t, "Index/Document.iwa", "Metadata/Properties.plist"), sheet},
+		{"ods", zipOf(t, "mimetype", "content.xml"), sheet},
+		{"xls (OLE2)", ole2, sheet},
+		{"gzipped xlsx", gz(string(zipOf(t, "[Content_Types].xml", "xl/workbook.xml"))), sheet},
+		{"zipped CSV", zipOf(t, "segment.csv"),
+			"this is a ZIP archive (its first file is \"segment.csv\"); upload the file inside it, unzipped or gzipped"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.csv", tc.data, defaultMapping)
+			if !strings.Contains(got, "error (FileError=true): segments/test/x.csv: "+tc.want+"\n") || strings.Contains(got, "record") {
+				t.Errorf("got\n%s\nwant only the error %q", got, tc.want)
+			}
+		})
 	}
 }
