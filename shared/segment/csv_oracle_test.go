@@ -3,7 +3,6 @@ package segment
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/csv"
 	"fmt"
@@ -20,19 +19,9 @@ func refRead(data []byte, opts Options, emit func(Record) error, reject func(Rej
 		return Stats{}, fmt.Errorf("%s: %w", opts.Name, err)
 	}
 	rd := &reader{ctx: context.Background(), name: opts.Name, fields: fields, emit: emit, reject: reject}
-	src := bufio.NewReaderSize(sourceReader{bytes.NewReader(data)}, bufSize)
-	var in io.Reader = src
-	if magic, _ := src.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(src)
-		if err != nil {
-			return rd.st, rd.streamError(gzipError(err), 0)
-		}
-		in = gzipReader{zr}
-		rd.st.Compressed = true
-	}
-	rd.bounded = &boundedReader{r: in}
-	br := bufio.NewReaderSize(rd.bounded, bufSize)
-	if err := rd.checkEncoding(br); err != nil {
+	// The stream is opened as Read opens it: the oracle is about records.
+	br, err := rd.open(bytes.NewReader(data))
+	if err != nil {
 		return rd.st, err
 	}
 	first, lines, err := skipPrefix(br)

@@ -105,25 +105,8 @@ type reader struct {
 }
 
 func (rd *reader) read(r io.Reader) error {
-	src := bufio.NewReaderSize(sourceReader{r}, bufSize)
-	var in io.Reader = src
-	magic, err := src.Peek(2)
-	if err != nil && err != io.EOF {
-		return rd.streamError(err, 0)
-	}
-	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(src)
-		if err != nil {
-			return rd.streamError(gzipError(err), 0)
-		}
-		// No Close: gzip.Reader holds no resources and Close would only
-		// repeat the error Read already returned.
-		in = gzipReader{zr}
-		rd.st.Compressed = true
-	}
-	rd.bounded = &boundedReader{r: in}
-	br := bufio.NewReaderSize(rd.bounded, bufSize)
-	if err := rd.checkEncoding(br); err != nil {
+	br, err := rd.open(r)
+	if err != nil {
 		return err
 	}
 	first, lines, err := skipPrefix(br)
@@ -144,6 +127,66 @@ func (rd *reader) read(r io.Reader) error {
 		rd.st.Format = "csv"
 		return rd.readCSV(br, lines)
 	}
+}
+
+// open undoes gzip, refuses content no reader could use, and returns the
+// text to read, its line ends made line feeds.
+func (rd *reader) open(r io.Reader) (*bufio.Reader, error) {
+	src := bufio.NewReaderSize(sourceReader{r}, bufSize)
+	var in io.Reader = src
+	magic, err := src.Peek(2)
+	if err != nil && err != io.EOF {
+		return nil, rd.streamError(err, 0)
+	}
+	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(src)
+		if err != nil {
+			return nil, rd.streamError(gzipError(err), 0)
+		}
+		// No Close: gzip.Reader holds no resources and Close would only
+		// repeat the error Read already returned.
+		in = gzipReader{zr}
+		rd.st.Compressed = true
+	}
+	rd.bounded = &boundedReader{r: in}
+	br := bufio.NewReaderSize(rd.bounded, bufSize)
+	if err := rd.checkEncoding(br); err != nil {
+		return nil, err
+	}
+	crOnly, err := crLineEnds(br)
+	if err != nil {
+		return nil, rd.streamError(err, 0)
+	}
+	if crOnly {
+		br = bufio.NewReaderSize(crToLF{br}, bufSize)
+	}
+	return br, nil
+}
+
+// crLineEnds reports whether the text ends its lines with a carriage
+// return alone, as Excel on old Macs writes CSV: its first 64 KiB have a
+// carriage return and no line feed. Such text is read with each carriage
+// return taken for a line feed, inside quoted fields too (where Excel also
+// writes them), so rows split and errors name lines as in any other file.
+func crLineEnds(br *bufio.Reader) (bool, error) {
+	head, err := br.Peek(bufSize)
+	if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
+		return false, err
+	}
+	return bytes.IndexByte(head, '\n') < 0 && bytes.IndexByte(head, '\r') >= 0, nil
+}
+
+// crToLF turns every carriage return into a line feed.
+type crToLF struct{ r io.Reader }
+
+func (c crToLF) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	b := p[:n]
+	for i := bytes.IndexByte(b, '\r'); i >= 0; i = bytes.IndexByte(b, '\r') {
+		b[i] = '\n'
+		b = b[i+1:]
+	}
+	return n, err
 }
 
 // checkEncoding refuses, with what to do, content that would otherwise

@@ -475,3 +475,46 @@ func TestReadSpreadsheets(t *testing.T) {
 		})
 	}
 }
+
+// TestReadCROnlyLineEnds checks that a file whose lines end with a carriage
+// return alone (Excel on old Macs) is read line by line.
+func TestReadCROnlyLineEnds(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, data string
+		want       []string
+	}{
+		{"CSV", "Email,FirstName,LastName\rann@example.com,Ann,Lee\rbo@example.com,Bo,Bar\r", []string{
+			`record 1: email="ann@example.com" first="Ann" last="Lee"`,
+			`record 2: email="bo@example.com" first="Bo" last="Bar"`,
+			`stats: rows=2 valid=2 rejected=0 format="csv"`,
+		}},
+		{"CSV without a last line end, gzipped", string(gz("Email;FirstName;LastName\rann@example.com;Ann;Lee\r\rbo@example.com;Bo;Bar")), []string{
+			`record 1: email="ann@example.com" first="Ann" last="Lee"`,
+			`record 2: email="bo@example.com" first="Bo"`,
+			`stats: rows=2 valid=2 rejected=0 format="csv" compressed=true delimiter=";"`,
+		}},
+		{"a line break in a quoted field", "Email,FirstName,LastName\rann@example.com,Ann,\"Lee\rJones\"\rbo@example.com,Bo,Bar\r", []string{
+			`record 1: email="ann@example.com" first="Ann" last="Lee\nJones"`,
+			`record 2: email="bo@example.com"`,
+		}},
+		{"errors name the line", "Email,FirstName,LastName\rann@example.com,Ann,Lee\r\rbo@example.com,\"Bo,Bar\r", []string{
+			`row 2: unterminated quoted field (opened on line 4)`,
+		}},
+		{"JSON Lines", `{"Email":"ann@example.com"}` + "\r" + `{"Email":"bo@example.com"}` + "\r" + `{"Email":"cy@example.com",}` + "\r", []string{
+			`record 2: email="bo@example.com"`,
+			`row 3: JSON syntax error at line 3:`,
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.csv", []byte(tc.data), defaultMapping)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("got\n%s\nwant a line with %q", got, w)
+				}
+			}
+		})
+	}
+}
