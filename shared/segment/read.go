@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -219,6 +220,104 @@ func (rd *reader) checkEncoding(br *bufio.Reader) error {
 	return nil
 }
 
+// wrappedRows reports, for the first value of JSON Lines (raw, an object
+// without the email key), whether it is the whole file and keeps its rows
+// in an array (an API's answer saved as it is: {"data":[…]}): then reading
+// on would make one row without an email, and nothing would be sent.
+func (rd *reader) wrappedRows(raw []byte, dec *json.Decoder) error {
+	path := rowsKey(raw)
+	if path == "" || dec.More() {
+		return nil
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil // what follows is reported as it is read
+	}
+	return wrappedError(rd.name, path)
+}
+
+func wrappedError(name, path string) *FileError {
+	return &FileError{File: name, Problem: fmt.Sprintf("the file is one JSON object; its rows are under %q", shorten(path)),
+		Hint: "export the array itself, or JSON Lines"}
+}
+
+// rowsKey returns the key (a.b when nested) of the first array in the JSON
+// object starting data that is empty or holds objects, looking two levels
+// into nested objects; "" when there is none. data may be cut short: what
+// it holds is looked at.
+func rowsKey(data []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return ""
+	}
+	key, _ := objectRowsKey(dec, "", 0)
+	return key
+}
+
+// objectRowsKey reads the members of the object whose '{' dec just read,
+// up to such an array or through the object's '}'. ok is false when dec
+// failed (the data was cut short or is not JSON).
+func objectRowsKey(dec *json.Decoder, prefix string, depth int) (key string, ok bool) {
+	for dec.More() {
+		k, err := dec.Token()
+		name, isKey := k.(string)
+		if err != nil || !isKey {
+			return "", false
+		}
+		v, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		switch v {
+		case json.Delim('['):
+			if !dec.More() {
+				return prefix + name, true // an empty array: the rows of an empty export
+			}
+			first, err := dec.Token()
+			if err != nil {
+				return "", false
+			}
+			if first == json.Delim('{') {
+				return prefix + name, true
+			}
+			depth := 1
+			if first == json.Delim('[') {
+				depth++
+			}
+			if !skipRest(dec, depth) {
+				return "", false
+			}
+		case json.Delim('{'):
+			if depth < 2 {
+				if key, ok := objectRowsKey(dec, prefix+name+".", depth+1); key != "" || !ok {
+					return key, ok
+				}
+			} else if !skipRest(dec, 1) {
+				return "", false
+			}
+		}
+	}
+	_, err := dec.Token() // the object's '}'
+	return "", err == nil
+}
+
+// skipRest reads on until depth arrays or objects, opened before, are
+// closed; false when dec failed.
+func skipRest(dec *json.Decoder, depth int) bool {
+	for depth > 0 {
+		t, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		switch t {
+		case json.Delim('['), json.Delim('{'):
+			depth++
+		case json.Delim(']'), json.Delim('}'):
+			depth--
+		}
+	}
+	return true
+}
+
 // spreadsheetError is the error for a workbook uploaded as it is: .xlsx,
 // .numbers and .ods are ZIP archives, .xls an OLE2 compound file.
 func spreadsheetError(name string) *FileError {
@@ -404,8 +503,14 @@ type boundedReader struct {
 }
 
 func (b *boundedReader) Read(p []byte) (int, error) {
-	if b.n-b.last > maxRecordLen {
+	left := maxRecordLen - (b.n - b.last)
+	if left < 0 {
 		return 0, errRecordTooLarge
+	}
+	if int64(len(p)) > left+1 {
+		// A reader holding the whole file (a bytes.Reader, a big read of
+		// an os.File) would otherwise hand a row of any size over at once.
+		p = p[:left+1]
 	}
 	n, err := b.r.Read(p)
 	b.n += int64(n)

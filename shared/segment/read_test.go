@@ -518,3 +518,42 @@ func TestReadCROnlyLineEnds(t *testing.T) {
 		})
 	}
 }
+
+// TestJSONWrappedRows checks that a file holding one JSON object with the
+// rows in one of its arrays fails, naming the key, instead of reading as
+// one row without an email.
+func TestJSONWrappedRows(t *testing.T) {
+	t.Parallel()
+	const hint = "; export the array itself, or JSON Lines\n"
+	big := `{"data":[` + strings.Repeat(`{"Email":"someone@example.com"},`, maxRecordLen/30) + `{"Email":"last@example.com"}]}`
+	tests := []struct {
+		name, data, want string
+	}{
+		{"data", `{"data":[{"Email":"ann@example.com"},{"Email":"bo@example.com"}]}`,
+			`error (FileError=true): segments/test/x.json: the file is one JSON object; its rows are under "data"` + hint},
+		{"pretty, after other keys", "{\n  \"count\": 2,\n  \"meta\": {\"page\": [1, 2]},\n  \"rows\": [\n    {\"Email\": \"ann@example.com\"}\n  ]\n}\n",
+			`its rows are under "rows"` + hint},
+		{"nested", `{"result":{"total":1,"items":[{"Email":"ann@example.com"}]}}`,
+			`its rows are under "result.items"` + hint},
+		{"empty array", `{"data":[]}`, `its rows are under "data"` + hint},
+		{"larger than a row may be", big, `its rows are under "data"` + hint},
+		{"not a wrapper: a row with a list, then more rows", `{"Email":"ann@example.com","orders":[{"id":1}]}` + "\n" + `{"Email":"bo@example.com"}`,
+			`record 2: email="bo@example.com"`},
+		{"not a wrapper: the first row lacks an email", `{"orders":[{"id":1}]}` + "\n" + `{"Email":"bo@example.com"}`,
+			`reject 1: email="" reason="no email"`},
+		{"not a wrapper: one row without an email or a list", `{"Name":"Ann"}`,
+			`reject 1: email="" reason="no email"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.json", []byte(tc.data), defaultMapping)
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("got\n%.600s\nwant %q", got, tc.want)
+			}
+			if strings.Contains(tc.want, "error") && !strings.Contains(got, "stats: rows=0 ") {
+				t.Errorf("got\n%s\nwant no rows counted", got)
+			}
+		})
+	}
+}
