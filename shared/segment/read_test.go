@@ -557,3 +557,41 @@ func TestJSONWrappedRows(t *testing.T) {
 		})
 	}
 }
+
+// TestControlCharactersAreRejected checks that a name or text value with a
+// control character rejects its row rather than reaching the destination.
+// Tabs and line breaks are text (a cell typed on two lines).
+func TestControlCharactersAreRejected(t *testing.T) {
+	t.Parallel()
+	m := Mapping{Email: "Email", FirstName: "FirstName", LastName: "LastName",
+		Custom: []CustomField{{Source: "Note", Key: "string--Note", Type: "string"}}}
+	tests := []struct {
+		name, row, want string
+	}{
+		{"NUL in a first name", "a@example.com,An\x00n,Lee,x", `reject 1: email="a@example.com" reason="column \"FirstName\" has a control character (U+0000), which is never sent"`},
+		{"NUL at the end of a first name", "a@example.com,Ann\x00,Lee,x", `reason="column \"FirstName\" has a control character (U+0000), which is never sent"`},
+		{"escape in a last name", "a@example.com,Ann,Le\x1be,x", `reason="column \"LastName\" has a control character (U+001B), which is never sent"`},
+		{"tab and line break inside a name are kept", "a@example.com,\"Ann\tMarie\nJo\",Lee,x", `record 1: email="a@example.com" first="Ann\tMarie\nJo"`},
+		{"DEL in a text value", "a@example.com,Ann,Lee,x\x7fy", `reason="column \"Note\" has a control character (U+007F), which is never sent"`},
+		{"C1 control in a text value", "a@example.com,Ann,Lee,x\u0085y", `reason="column \"Note\" has a control character (U+0085), which is never sent"`},
+		{"NUL in a text value", "a@example.com,Ann,Lee,\x00", `reason="column \"Note\" has a control character (U+0000), which is never sent"`},
+		{"tab and line breaks in a text value are kept", "a@example.com,Ann,Lee,\"one\ttwo\r\nthree\"", `record 1: email="a@example.com" first="Ann" last="Lee" string--Note=string(one` + "\t" + "two\nthree)"},
+		{"white space around a name is trimmed, not rejected", "a@example.com,\" Ann\t\",Lee,x", `record 1: email="a@example.com" first="Ann"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.csv", []byte("Email,FirstName,LastName,Note\n"+tc.row+"\n"), m)
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("got\n%s\nwant %q", got, tc.want)
+			}
+		})
+	}
+	t.Run("JSON escapes", func(t *testing.T) {
+		t.Parallel()
+		got := outcome("x.jsonl", []byte(`{"Email":"a@example.com","FirstName":"Ann\u0000"}`+"\n"), m)
+		if want := `reason="column \"FirstName\" has a control character (U+0000), which is never sent"`; !strings.Contains(got, want) {
+			t.Errorf("got\n%s\nwant %q", got, want)
+		}
+	})
+}
