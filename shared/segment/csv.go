@@ -2,7 +2,6 @@ package segment
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -86,13 +85,9 @@ func detectDelimiter(br *bufio.Reader, email string) (rune, error) {
 	if err != nil && err != io.EOF {
 		return 0, err
 	}
-	line := headerLine(buf)
 	best, bestN, bestEmail := delimiters[0], -1, false
 	for _, d := range delimiters {
-		cr := csv.NewReader(bytes.NewReader(line))
-		cr.Comma = d
-		cr.FieldsPerRecord = -1
-		rec, err := cr.Read()
+		rec, err := readExcelRecord(buf[:recordEnd(buf, 0, byte(d))], d)
 		if err != nil {
 			continue // a broken header is reported by the real read
 		}
@@ -103,23 +98,6 @@ func detectDelimiter(br *bufio.Reader, email string) (rune, error) {
 		}
 	}
 	return best, nil
-}
-
-// headerLine returns the first CSV record's bytes: up to the first line
-// break outside double quotes.
-func headerLine(buf []byte) []byte {
-	quoted := false
-	for i, c := range buf {
-		switch c {
-		case '"':
-			quoted = !quoted
-		case '\n':
-			if !quoted {
-				return buf[:i+1]
-			}
-		}
-	}
-	return buf
 }
 
 // csvError turns a CSV read error into the error Read returns; row 0 is
@@ -141,9 +119,6 @@ func (rd *reader) csvError(err error, row, prefixLines int, atEOF bool) error {
 	case errors.Is(pe.Err, csv.ErrQuote):
 		fe.Problem = fmt.Sprintf("text after a closing quote (line %d, byte %d)", line, pe.Column)
 		fe.Hint = `a quote inside a quoted field must be doubled (""); ` + fe.Hint
-	case errors.Is(pe.Err, csv.ErrBareQuote):
-		fe.Problem = fmt.Sprintf("quote in an unquoted field (line %d, byte %d)", line, pe.Column)
-		fe.Hint = `quote the whole field and double the quotes inside it ("say ""hi"""); ` + fe.Hint
 	default:
 		fe.Problem = fmt.Sprintf("%v (line %d)", pe.Err, line)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -113,7 +114,10 @@ func transcript(read func(emit func(Record) error, reject func(Rejection) error)
 }
 
 // checkBlocksMatchOracle reads data with several block sizes and compares
-// each transcript with the oracle's.
+// each transcript with the oracle's. Where the oracle stops at a quote in
+// an unquoted field, which the reader takes as text (csvquote.go), the
+// reader must agree with it on every row before, and the block sizes must
+// agree with one block holding the whole file.
 func checkBlocksMatchOracle(t *testing.T, data []byte, m Mapping) {
 	t.Helper()
 	opts := Options{Name: "f.csv", Mapping: m}
@@ -122,6 +126,16 @@ func checkBlocksMatchOracle(t *testing.T, data []byte, m Mapping) {
 	})
 	if !bytes.Contains([]byte(want), []byte("Format:csv")) {
 		return
+	}
+	if bytes.Contains([]byte(want), []byte(`bare " in non-quoted-field`)) {
+		whole := transcript(func(emit func(Record) error, reject func(Rejection) error) (Stats, error) {
+			return readBlocks(context.Background(), bytes.NewReader(data), opts, emit, reject, len(data)+1)
+		})
+		rows := want[:strings.Index(want, "stats ")]
+		if !strings.HasPrefix(whole, rows) {
+			t.Fatalf("the rows before a bare quote differ from one reader over the stream\n--- got\n%s--- want them to start with\n%s", whole, rows)
+		}
+		want = whole
 	}
 	for _, size := range []int{1, 7, 64, csvBlockSize} {
 		got := transcript(func(emit func(Record) error, reject func(Rejection) error) (Stats, error) {

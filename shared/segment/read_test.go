@@ -595,3 +595,56 @@ func TestControlCharactersAreRejected(t *testing.T) {
 		}
 	})
 }
+
+// TestBareQuotesReadAsExcelDoes checks that a quote inside an unquoted
+// field is text, as Excel, Google Sheets and Python's csv module read it,
+// instead of making the whole file invalid. A quote opens a quoted field
+// only as the field's first character.
+func TestBareQuotesReadAsExcelDoes(t *testing.T) {
+	t.Parallel()
+	const header = "Email,FirstName,LastName\n"
+	tests := []struct {
+		name, data string
+		m          Mapping
+		want       []string
+	}{
+		{"one quote", header + "a@example.com,A\"x,Lee\n", defaultMapping, []string{`record 1: email="a@example.com" first="A\"x" last="Lee"`}},
+		{"quotes at a field's end, and several", header + "a@example.com,Ann\",O\"Neil\"s\n", defaultMapping, []string{`record 1: email="a@example.com" first="Ann\"" last="O\"Neil\"s"`}},
+		{"the rows after it are rows", header + "a@example.com,5\" screen,Lee\nb@example.com,Bo,Bar\n\"c@example.com\",Cy,\"Ng\"\n", defaultMapping, []string{
+			`record 1: email="a@example.com" first="5\" screen" last="Lee"`,
+			`record 2: email="b@example.com" first="Bo" last="Bar"`,
+			`record 3: email="c@example.com" first="Cy" last="Ng"`,
+		}},
+		{"beside quoted fields", header + "\"a@example.com\",B\"o,\"Lee, \"\"Jr\"\"\nline two\"\n", defaultMapping, []string{`record 1: email="a@example.com" first="B\"o" last="Lee, \"Jr\"\nline two"`}},
+		{"a quote after a leading space is text", header + "a@example.com, \"Ann\",Lee\n", defaultMapping, []string{`record 1: email="a@example.com" first="\"Ann\"" last="Lee"`}},
+		{"CRLF", "Email,FirstName,LastName\r\na@example.com,A\"x,Lee\r\nb@example.com,Bo,B\"\r\n", defaultMapping, []string{
+			`record 1: email="a@example.com" first="A\"x" last="Lee"`,
+			`record 2: email="b@example.com" first="Bo" last="B\""`,
+		}},
+		{"last line without a line end", header + "a@example.com,Ann,Le\"e", defaultMapping, []string{`record 1: email="a@example.com" first="Ann" last="Le\"e"`}},
+		{"in the header, semicolons", "Email;Nick\"name;LastName\na@example.com;A\"x;Lee\n", Mapping{Email: "Email", FirstName: `Nick"name`}, []string{
+			`record 1: email="a@example.com" first="A\"x"`, `delimiter=";"`,
+		}},
+		{"text after a closing quote is still an error, at its own byte", header + "a@x.com,B\"o,\"Lee\"x\nb@x.com,Bo,Bar\n", defaultMapping, []string{
+			`row 1: text after a closing quote (line 2, byte 17)`,
+		}},
+		{"an unterminated quoted field is still an error", header + "a@x.com,B\"o,\"Lee\nb@x.com,Bo,Bar\n", defaultMapping, []string{
+			`row 1: unterminated quoted field (opened on line 2)`,
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.csv", []byte(tc.data), tc.m)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("got\n%s\nwant a line with %q", got, w)
+				}
+			}
+			if !strings.Contains(tc.name, "error") && strings.Contains(got, "error") {
+				t.Errorf("got\n%s\nwant no error", got)
+			}
+			checkBlocksMatchOracle(t, []byte(tc.data), tc.m)
+		})
+	}
+}
