@@ -15,7 +15,8 @@ var delimiters = []rune{',', ';', '\t'}
 
 // matchHeader finds every mapped column. A missing optional column is an
 // error too: a typo in the mapping would otherwise blank that data quietly.
-func (rd *reader) matchHeader(header []string) error {
+// has introduces the list of columns in an error: "the header has".
+func (rd *reader) matchHeader(header []string, has string) error {
 	for i := range rd.fields {
 		f := &rd.fields[i]
 		col, matches := matchColumn(header, f.source)
@@ -29,11 +30,11 @@ func (rd *reader) matchHeader(header []string) error {
 			if s := closestColumn(f.source, header); s != "" {
 				hint = fmt.Sprintf("did you mean %q? ", s) + hint
 			}
-			if n := strings.ToLower(rd.name); strings.Contains(n, ".json") {
+			if n := strings.ToLower(rd.name); strings.Contains(n, ".json") && rd.st.Format == "csv" {
 				hint += " (the file is named like JSON but its content reads as CSV)"
 			}
 			return &FileError{File: rd.name, Column: f.source,
-				Problem: fmt.Sprintf("column not found (%s); the header has %s", f.setting, quoteList(header, 20)),
+				Problem: fmt.Sprintf("column not found (%s); %s %s", f.setting, has, quoteList(header, 20)),
 				Hint:    hint}
 		}
 		f.col = col

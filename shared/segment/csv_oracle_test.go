@@ -21,9 +21,9 @@ func refRead(data []byte, opts Options, emit func(Record) error, reject func(Rej
 	}
 	rd := &reader{ctx: context.Background(), name: opts.Name, fields: fields, emit: emit, reject: reject}
 	// The stream is opened as Read opens it: the oracle is about records.
-	br, err := rd.open(bytes.NewReader(data))
-	if err != nil {
-		return rd.st, err
+	br, pq, err := rd.open(bytes.NewReader(data))
+	if err != nil || pq {
+		return rd.st, err // Parquet is not read in blocks
 	}
 	first, lines, err := skipPrefix(br)
 	if err == io.EOF {
@@ -54,7 +54,7 @@ func (rd *reader) refReadCSV(br *bufio.Reader, prefixLines int) error {
 		return rd.csvError(err, 0, prefixLines, atEOF(br))
 	}
 	header = append([]string(nil), header...)
-	if err := rd.matchHeader(header); err != nil {
+	if err := rd.matchHeader(header, "the header has"); err != nil {
 		return err
 	}
 	rd.bounded.mark()

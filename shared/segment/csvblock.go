@@ -374,7 +374,7 @@ func (rd *reader) readCSV(br *bufio.Reader, prefixLines int) error {
 		return rd.csvError(fixColumn(err, fixes), 0, prefixLines+hb.line, eof)
 	}
 	header = append([]string(nil), header...) // ReuseRecord recycles the slice
-	if err := rd.matchHeader(header); err != nil {
+	if err := rd.matchHeader(header, "the header has"); err != nil {
 		return err
 	}
 	w.width = len(header)
@@ -452,8 +452,21 @@ func (rd *reader) readCSV(br *bufio.Reader, prefixLines int) error {
 // deliverCSV hands a parsed block's rows on in order, then its parse error;
 // lastBlock reports whether the stream ends after b (when not final).
 func (rd *reader) deliverCSV(b *csvBlock, prefixLines int, lastBlock func() bool) error {
-	for i := range b.rows {
-		r := &b.rows[i]
+	if err := rd.deliverRows(b.rows); err != nil {
+		return err
+	}
+	clear(b.rows) // the profiles now belong to the caller, and the block may be reused
+	if b.perr != nil {
+		eof := b.perrAtEnd && (b.final || (b.err == nil && lastBlock()))
+		return rd.csvError(b.perr, rd.st.Rows+1, prefixLines+b.perrLine, eof)
+	}
+	return nil
+}
+
+// deliverRows hands rows' outcomes on in order, numbering them.
+func (rd *reader) deliverRows(rows []csvRow) error {
+	for i := range rows {
+		r := &rows[i]
 		rd.st.Rows++
 		row := rd.st.Rows
 		if !r.ragged && row%ctxEvery == 0 {
@@ -471,11 +484,6 @@ func (rd *reader) deliverCSV(b *csvBlock, prefixLines int, lastBlock func() bool
 		if err := rd.emit(Record{Row: row, Profile: r.p}); err != nil {
 			return fmt.Errorf("%s: row %d: %w", rd.name, row, err)
 		}
-	}
-	clear(b.rows) // the profiles now belong to the caller, and the block may be reused
-	if b.perr != nil {
-		eof := b.perrAtEnd && (b.final || (b.err == nil && lastBlock()))
-		return rd.csvError(b.perr, rd.st.Rows+1, prefixLines+b.perrLine, eof)
 	}
 	return nil
 }

@@ -25,6 +25,9 @@ const (
 type Options struct {
 	Name    string // file name or S3 key: used in every error message and as a format hint
 	Mapping Mapping
+	// TempDir is where a Parquet file streamed to Read (not read in place,
+	// see parquet.go) is copied to be read; "" is os.TempDir().
+	TempDir string
 }
 
 // Stats sum up one read.
@@ -32,7 +35,7 @@ type Stats struct {
 	Rows       int    `json:"rows"`
 	Valid      int    `json:"valid"`
 	Rejected   int    `json:"rejected"`
-	Format     string `json:"format"` // "csv", "jsonl" or "json"
+	Format     string `json:"format"` // "csv", "jsonl", "json" or "parquet"
 	Compressed bool   `json:"compressed"`
 	Delimiter  string `json:"delimiter,omitempty"` // csv only
 }
@@ -69,7 +72,9 @@ func (e *FileError) Error() string {
 // each rejected row, in row order. A file-level problem returns *FileError
 // and stops (the caller sends nothing for that file). An error returned by
 // emit or reject stops the read and is returned wrapped. A mapping that can
-// never work returns an error wrapping ErrBadMapping.
+// never work returns an error wrapping ErrBadMapping. A Parquet file is
+// read in place when r is an io.ReaderAt and io.Seeker not yet read (an
+// *os.File), else from a copy in Options.TempDir: see parquet.go.
 func Read(ctx context.Context, r io.Reader, opts Options, emit func(Record) error, reject func(Rejection) error) (Stats, error) {
 	return readBlocks(ctx, r, opts, emit, reject, csvBlockSize)
 }
@@ -87,7 +92,8 @@ func readBlocks(ctx context.Context, r io.Reader, opts Options, emit func(Record
 	if err := ctx.Err(); err != nil {
 		return Stats{}, fmt.Errorf("reading %s: %w", name, err)
 	}
-	rd := &reader{ctx: ctx, name: name, fields: fields, emit: emit, reject: reject, blockSize: blockSize}
+	rd := &reader{ctx: ctx, name: name, fields: fields, emit: emit, reject: reject, blockSize: blockSize, tempDir: opts.TempDir}
+	rd.ra, rd.size, _ = randomAccess(r)
 	err = rd.read(r)
 	return rd.st, err
 }
@@ -103,12 +109,22 @@ type reader struct {
 	bounded *boundedReader
 
 	blockSize int // CSV block size; see csvblock.go
+
+	// ra is Read's reader when it can be read at any offset (size bytes):
+	// a Parquet file is then read in place. tempDir is where one is copied
+	// otherwise.
+	ra      io.ReaderAt
+	size    int64
+	tempDir string
 }
 
 func (rd *reader) read(r io.Reader) error {
-	br, err := rd.open(r)
+	br, pq, err := rd.open(r)
 	if err != nil {
 		return err
+	}
+	if pq {
+		return rd.readParquetFrom(br)
 	}
 	first, lines, err := skipPrefix(br)
 	if err == io.EOF {
@@ -131,18 +147,19 @@ func (rd *reader) read(r io.Reader) error {
 }
 
 // open undoes gzip, refuses content no reader could use, and returns the
-// text to read, its line ends made line feeds.
-func (rd *reader) open(r io.Reader) (*bufio.Reader, error) {
+// content to read: Parquet (pq), or text with its line ends made line
+// feeds.
+func (rd *reader) open(r io.Reader) (br *bufio.Reader, pq bool, err error) {
 	src := bufio.NewReaderSize(sourceReader{r}, bufSize)
 	var in io.Reader = src
 	magic, err := src.Peek(2)
 	if err != nil && err != io.EOF {
-		return nil, rd.streamError(err, 0)
+		return nil, false, rd.streamError(err, 0)
 	}
 	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(src)
 		if err != nil {
-			return nil, rd.streamError(gzipError(err), 0)
+			return nil, false, rd.streamError(gzipError(err), 0)
 		}
 		// No Close: gzip.Reader holds no resources and Close would only
 		// repeat the error Read already returned.
@@ -150,18 +167,21 @@ func (rd *reader) open(r io.Reader) (*bufio.Reader, error) {
 		rd.st.Compressed = true
 	}
 	rd.bounded = &boundedReader{r: in}
-	br := bufio.NewReaderSize(rd.bounded, bufSize)
+	br = bufio.NewReaderSize(rd.bounded, bufSize)
 	if err := rd.checkEncoding(br); err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	if head, _ := br.Peek(len(parquetMagic)); bytes.Equal(head, parquetMagic) {
+		return br, true, nil
 	}
 	crOnly, err := crLineEnds(br)
 	if err != nil {
-		return nil, rd.streamError(err, 0)
+		return nil, false, rd.streamError(err, 0)
 	}
 	if crOnly {
 		br = bufio.NewReaderSize(crToLF{br}, bufSize)
 	}
-	return br, nil
+	return br, false, nil
 }
 
 // crLineEnds reports whether the text ends its lines with a carriage
@@ -208,6 +228,9 @@ func (rd *reader) checkEncoding(br *bufio.Reader) error {
 	case looksUTF16(head):
 		return &FileError{File: rd.name, Problem: "file is UTF-16 encoded",
 			Hint: "save or export it as UTF-8 (in Excel: CSV UTF-8) and upload it again"}
+	case bytes.HasPrefix(head, []byte("PARE")):
+		return &FileError{File: rd.name, Problem: "this is an encrypted Parquet file",
+			Hint: "export it without Parquet encryption (S3's own encryption is fine)"}
 	case bytes.HasPrefix(head, []byte("PK\x03\x04")):
 		if inner := zipFirstName(head); isDataFileName(inner) {
 			return &FileError{File: rd.name, Problem: fmt.Sprintf("this is a ZIP archive (its first file is %q)", shorten(inner)),
