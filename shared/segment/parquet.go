@@ -145,8 +145,8 @@ func (rd *reader) spool(br *bufio.Reader) (*spooled, int64, error) {
 
 // parquetColumn is one mapped column being read.
 type parquetColumn struct {
-	leaf  int // the leaf column's index in a row group
-	conv  func(dst []byte, v parquet.Value) []byte
+	leaf  int                                      // the leaf column's index in a row group
+	conv  func(dst []byte, v parquet.Value) []byte // nil: the value's bytes as they are
 	pages parquet.Pages
 	page  parquet.Page
 	vals  parquet.ValueReader
@@ -363,8 +363,8 @@ var errShortColumn = errors.New("column has fewer values than rows")
 // fill appends the text of the column's next n values to text.
 func (c *parquetColumn) fill(text []byte, n int) (_ []byte, err error) {
 	defer recoverParquet(&err)
-	c.ends, c.null = c.ends[:0], c.null[:0]
-	for len(c.ends) < n {
+	c.ends, c.null = c.ends[:n], c.null[:n]
+	for filled := 0; filled < n; {
 		if c.vals == nil {
 			page, err := c.pages.ReadPage()
 			if err == io.EOF {
@@ -375,23 +375,25 @@ func (c *parquetColumn) fill(text []byte, n int) (_ []byte, err error) {
 			}
 			c.page, c.vals = page, page.Values()
 		}
-		want := n - len(c.ends)
-		if cap(c.buf) < want {
-			c.buf = make([]parquet.Value, parquetBatchRows)
-		}
-		got, err := c.vals.ReadValues(c.buf[:want])
+		got, err := c.vals.ReadValues(c.buf[:n-filled])
 		if got == 0 && err == nil {
 			return text, errors.New("a page gave no values")
 		}
 		// Byte arrays point into the page: converted before it is released.
-		for _, v := range c.buf[:got] {
-			null := v.IsNull()
-			if !null {
-				text = c.conv(text, v)
+		ends, null := c.ends[filled:filled+got], c.null[filled:filled+got]
+		for j := range got {
+			v := &c.buf[j]
+			null[j] = v.IsNull()
+			switch {
+			case null[j]:
+			case c.conv == nil:
+				text = append(text, v.ByteArray()...)
+			default:
+				text = c.conv(text, *v)
 			}
-			c.ends = append(c.ends, len(text))
-			c.null = append(c.null, null)
+			ends[j] = len(text)
 		}
+		filled += got
 		if err == io.EOF {
 			parquet.Release(c.page)
 			c.page, c.vals = nil, nil
@@ -450,14 +452,14 @@ func (rd *reader) parquetColumns(f *parquet.File) (_ []parquetColumn, err error)
 				Problem: fmt.Sprintf("column is %s, not one value a row (%s)", nestedKind(col), fl.setting),
 				Hint:    "export the value wanted as a column of its own (e.g. SELECT tags[1] AS tag), or map another column"}
 		}
-		conv, unsupported := csvText(col.Type())
-		if conv == nil {
+		conv, asBytes, unsupported := csvText(col.Type())
+		if conv == nil && !asBytes {
 			return nil, &FileError{File: rd.name, Column: fl.name,
 				Problem: fmt.Sprintf("column is of Parquet type %s, which segpilot does not read (%s)", unsupported, fl.setting),
 				Hint:    "cast it to a string or a number in the export, or map another column"}
 		}
-		cols[i] = parquetColumn{leaf: col.Index(), conv: conv,
-			ends: make([]int, 0, parquetBatchRows), null: make([]bool, 0, parquetBatchRows)}
+		cols[i] = parquetColumn{leaf: col.Index(), conv: conv, buf: make([]parquet.Value, parquetBatchRows),
+			ends: make([]int, parquetBatchRows), null: make([]bool, parquetBatchRows)}
 	}
 	return cols, nil
 }

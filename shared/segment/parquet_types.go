@@ -29,26 +29,29 @@ import (
 //   - strings, enums, JSON and plain byte arrays as their bytes (invalid
 //     UTF-8 then rejects the row, as in CSV); UUID in its 8-4-4-4-12 form.
 //
-// For a type it cannot write (BSON, INTERVAL, FLOAT16, geospatial) it
-// returns nil and the type's name.
-func csvText(t parquet.Type) (func(dst []byte, v parquet.Value) []byte, string) {
+// For text (strings, enums, JSON, plain byte arrays) it returns asBytes
+// and no function: the reader copies the bytes itself, the commonest case
+// kept free of a call. For a type it cannot write (BSON, INTERVAL,
+// FLOAT16, geospatial) it returns the type's name.
+func csvText(t parquet.Type) (conv func(dst []byte, v parquet.Value) []byte, asBytes bool, unsupported string) {
 	kind := t.Kind()
 	if lt := t.LogicalType(); lt != nil {
 		switch l := lt.Value.(type) {
 		case *format.DecimalType:
-			return decimalText(kind, int(l.Scale))
+			conv, unsupported := decimalText(kind, int(l.Scale))
+			return conv, false, unsupported
 		case *format.DateType:
 			if kind == parquet.Int32 {
 				return func(dst []byte, v parquet.Value) []byte {
 					return time.Unix(int64(v.Int32())*86400, 0).UTC().AppendFormat(dst, time.DateOnly)
-				}, ""
+				}, false, ""
 			}
 		case *format.TimestampType:
 			if kind == parquet.Int64 && l.Unit.Value != nil {
 				unit := l.Unit.Value.Duration()
 				return func(dst []byte, v parquet.Value) []byte {
 					return unixTime(v.Int64(), unit).AppendFormat(dst, time.RFC3339Nano)
-				}, ""
+				}, false, ""
 			}
 		case *format.TimeType:
 			if l.Unit.Value != nil && (kind == parquet.Int32 || kind == parquet.Int64) {
@@ -59,51 +62,51 @@ func csvText(t parquet.Type) (func(dst []byte, v parquet.Value) []byte, string) 
 						n = int64(v.Int32())
 					}
 					return unixTime(n, unit).AppendFormat(dst, "15:04:05.999999999")
-				}, ""
+				}, false, ""
 			}
 		case *format.IntType:
 			if !l.IsSigned {
 				switch kind {
 				case parquet.Int32:
-					return func(dst []byte, v parquet.Value) []byte { return strconv.AppendUint(dst, uint64(v.Uint32()), 10) }, ""
+					return func(dst []byte, v parquet.Value) []byte { return strconv.AppendUint(dst, uint64(v.Uint32()), 10) }, false, ""
 				case parquet.Int64:
-					return func(dst []byte, v parquet.Value) []byte { return strconv.AppendUint(dst, v.Uint64(), 10) }, ""
+					return func(dst []byte, v parquet.Value) []byte { return strconv.AppendUint(dst, v.Uint64(), 10) }, false, ""
 				}
 			}
 		case *format.UUIDType:
 			if kind == parquet.FixedLenByteArray && t.Length() == 16 {
-				return appendUUID, ""
+				return appendUUID, false, ""
 			}
 		case *format.StringType, *format.EnumType, *format.JsonType, *format.NullType:
 			// the physical type's text below
 		default:
-			return nil, lt.String()
+			return nil, false, lt.String()
 		}
 	}
 	if ct := t.ConvertedType(); ct != nil && *ct == deprecated.Interval {
-		return nil, "INTERVAL"
+		return nil, false, "INTERVAL"
 	}
 	switch kind {
 	case parquet.Boolean:
-		return func(dst []byte, v parquet.Value) []byte { return strconv.AppendBool(dst, v.Boolean()) }, ""
+		return func(dst []byte, v parquet.Value) []byte { return strconv.AppendBool(dst, v.Boolean()) }, false, ""
 	case parquet.Int32:
-		return func(dst []byte, v parquet.Value) []byte { return strconv.AppendInt(dst, int64(v.Int32()), 10) }, ""
+		return func(dst []byte, v parquet.Value) []byte { return strconv.AppendInt(dst, int64(v.Int32()), 10) }, false, ""
 	case parquet.Int64:
-		return func(dst []byte, v parquet.Value) []byte { return strconv.AppendInt(dst, v.Int64(), 10) }, ""
+		return func(dst []byte, v parquet.Value) []byte { return strconv.AppendInt(dst, v.Int64(), 10) }, false, ""
 	case parquet.Int96:
 		return func(dst []byte, v parquet.Value) []byte {
 			return int96Time(v.Int96()).AppendFormat(dst, time.RFC3339Nano)
-		}, ""
+		}, false, ""
 	case parquet.Float:
 		return func(dst []byte, v parquet.Value) []byte {
 			return strconv.AppendFloat(dst, float64(v.Float()), 'f', -1, 32)
-		}, ""
+		}, false, ""
 	case parquet.Double:
-		return func(dst []byte, v parquet.Value) []byte { return strconv.AppendFloat(dst, v.Double(), 'f', -1, 64) }, ""
+		return func(dst []byte, v parquet.Value) []byte { return strconv.AppendFloat(dst, v.Double(), 'f', -1, 64) }, false, ""
 	case parquet.ByteArray, parquet.FixedLenByteArray:
-		return func(dst []byte, v parquet.Value) []byte { return append(dst, v.ByteArray()...) }, ""
+		return nil, true, ""
 	}
-	return nil, t.String()
+	return nil, false, t.String()
 }
 
 // unixTime is n units since the Unix epoch, in UTC.
