@@ -28,6 +28,9 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Go 1.26 fuzz coordinator at its deadline (golang/go#75804, fixed in Go 1.27)
 # and fails with a bare "context deadline exceeded" on a loaded machine.
 FUZZRUNS ?= 40000x
+# A Parquet input is binary full of offsets and lengths: minimizing each new
+# one (60 s by default) would take the whole run and teach nothing.
+PARQUET_MINIMIZE = -fuzzminimizetime 10x
 
 .PHONY: run test bench fuzz soak build lint clean screenshots mutants
 
@@ -49,6 +52,7 @@ test: $(THIRDPARTY_CLIENT) ## vet, staticcheck, state machine check, govulncheck
 	$(GO) test -run '^$$' -fuzz '^FuzzReadCSV$$' -fuzztime $(FUZZRUNS) ./shared/segment
 	$(GO) test -run '^$$' -fuzz '^FuzzCSVBlocksMatchOracle$$' -fuzztime $(FUZZRUNS) ./shared/segment
 	$(GO) test -run '^$$' -fuzz '^FuzzReadJSON$$' -fuzztime $(FUZZRUNS) ./shared/segment
+	$(GO) test -run '^$$' -fuzz '^FuzzReadParquet$$' -fuzztime $(FUZZRUNS) $(PARQUET_MINIMIZE) ./shared/segment
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZRUNS) ./shared/config
 
 # An unmodified third-party Autopilot client (npm autopilot-api) checks the
@@ -63,6 +67,7 @@ fuzz: ## longer fuzzing of the parsers (FUZZTIME each, default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzCSVBlocksMatchOracle$$' -fuzztime $(FUZZTIME) ./shared/segment
 	$(GO) test -run '^$$' -fuzz '^FuzzPlainASCIIEmail$$' -fuzztime $(FUZZTIME) ./shared/segment
 	$(GO) test -run '^$$' -fuzz '^FuzzReadJSON$$' -fuzztime $(FUZZTIME) ./shared/segment
+	$(GO) test -run '^$$' -fuzz '^FuzzReadParquet$$' -fuzztime $(FUZZTIME) $(PARQUET_MINIMIZE) ./shared/segment
 	$(GO) test -run '^$$' -fuzz '^FuzzNormalizeEmail$$' -fuzztime $(FUZZTIME) ./shared/segment
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./shared/config
 

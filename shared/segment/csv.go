@@ -2,7 +2,6 @@ package segment
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -16,7 +15,8 @@ var delimiters = []rune{',', ';', '\t'}
 
 // matchHeader finds every mapped column. A missing optional column is an
 // error too: a typo in the mapping would otherwise blank that data quietly.
-func (rd *reader) matchHeader(header []string) error {
+// has introduces the list of columns in an error: "the header has".
+func (rd *reader) matchHeader(header []string, has string) error {
 	for i := range rd.fields {
 		f := &rd.fields[i]
 		col, matches := matchColumn(header, f.source)
@@ -30,11 +30,11 @@ func (rd *reader) matchHeader(header []string) error {
 			if s := closestColumn(f.source, header); s != "" {
 				hint = fmt.Sprintf("did you mean %q? ", s) + hint
 			}
-			if n := strings.ToLower(rd.name); strings.Contains(n, ".json") {
+			if n := strings.ToLower(rd.name); strings.Contains(n, ".json") && rd.st.Format == "csv" {
 				hint += " (the file is named like JSON but its content reads as CSV)"
 			}
 			return &FileError{File: rd.name, Column: f.source,
-				Problem: fmt.Sprintf("column not found (%s); the header has %s", f.setting, quoteList(header, 20)),
+				Problem: fmt.Sprintf("column not found (%s); %s %s", f.setting, has, quoteList(header, 20)),
 				Hint:    hint}
 		}
 		f.col = col
@@ -86,13 +86,9 @@ func detectDelimiter(br *bufio.Reader, email string) (rune, error) {
 	if err != nil && err != io.EOF {
 		return 0, err
 	}
-	line := headerLine(buf)
 	best, bestN, bestEmail := delimiters[0], -1, false
 	for _, d := range delimiters {
-		cr := csv.NewReader(bytes.NewReader(line))
-		cr.Comma = d
-		cr.FieldsPerRecord = -1
-		rec, err := cr.Read()
+		rec, err := readExcelRecord(buf[:recordEnd(buf, 0, byte(d))], d)
 		if err != nil {
 			continue // a broken header is reported by the real read
 		}
@@ -103,23 +99,6 @@ func detectDelimiter(br *bufio.Reader, email string) (rune, error) {
 		}
 	}
 	return best, nil
-}
-
-// headerLine returns the first CSV record's bytes: up to the first line
-// break outside double quotes.
-func headerLine(buf []byte) []byte {
-	quoted := false
-	for i, c := range buf {
-		switch c {
-		case '"':
-			quoted = !quoted
-		case '\n':
-			if !quoted {
-				return buf[:i+1]
-			}
-		}
-	}
-	return buf
 }
 
 // csvError turns a CSV read error into the error Read returns; row 0 is
@@ -141,9 +120,6 @@ func (rd *reader) csvError(err error, row, prefixLines int, atEOF bool) error {
 	case errors.Is(pe.Err, csv.ErrQuote):
 		fe.Problem = fmt.Sprintf("text after a closing quote (line %d, byte %d)", line, pe.Column)
 		fe.Hint = `a quote inside a quoted field must be doubled (""); ` + fe.Hint
-	case errors.Is(pe.Err, csv.ErrBareQuote):
-		fe.Problem = fmt.Sprintf("quote in an unquoted field (line %d, byte %d)", line, pe.Column)
-		fe.Hint = `quote the whole field and double the quotes inside it ("say ""hi"""); ` + fe.Hint
 	default:
 		fe.Problem = fmt.Sprintf("%v (line %d)", pe.Err, line)
 	}

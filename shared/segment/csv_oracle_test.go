@@ -3,11 +3,11 @@ package segment
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/csv"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -20,20 +20,10 @@ func refRead(data []byte, opts Options, emit func(Record) error, reject func(Rej
 		return Stats{}, fmt.Errorf("%s: %w", opts.Name, err)
 	}
 	rd := &reader{ctx: context.Background(), name: opts.Name, fields: fields, emit: emit, reject: reject}
-	src := bufio.NewReaderSize(sourceReader{bytes.NewReader(data)}, bufSize)
-	var in io.Reader = src
-	if magic, _ := src.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(src)
-		if err != nil {
-			return rd.st, rd.streamError(gzipError(err), 0)
-		}
-		in = gzipReader{zr}
-		rd.st.Compressed = true
-	}
-	rd.bounded = &boundedReader{r: in}
-	br := bufio.NewReaderSize(rd.bounded, bufSize)
-	if err := rd.checkEncoding(br); err != nil {
-		return rd.st, err
+	// The stream is opened as Read opens it: the oracle is about records.
+	br, pq, err := rd.open(bytes.NewReader(data))
+	if err != nil || pq {
+		return rd.st, err // Parquet is not read in blocks
 	}
 	first, lines, err := skipPrefix(br)
 	if err == io.EOF {
@@ -64,7 +54,7 @@ func (rd *reader) refReadCSV(br *bufio.Reader, prefixLines int) error {
 		return rd.csvError(err, 0, prefixLines, atEOF(br))
 	}
 	header = append([]string(nil), header...)
-	if err := rd.matchHeader(header); err != nil {
+	if err := rd.matchHeader(header, "the header has"); err != nil {
 		return err
 	}
 	rd.bounded.mark()
@@ -124,7 +114,10 @@ func transcript(read func(emit func(Record) error, reject func(Rejection) error)
 }
 
 // checkBlocksMatchOracle reads data with several block sizes and compares
-// each transcript with the oracle's.
+// each transcript with the oracle's. Where the oracle stops at a quote in
+// an unquoted field, which the reader takes as text (csvquote.go), the
+// reader must agree with it on every row before, and the block sizes must
+// agree with one block holding the whole file.
 func checkBlocksMatchOracle(t *testing.T, data []byte, m Mapping) {
 	t.Helper()
 	opts := Options{Name: "f.csv", Mapping: m}
@@ -133,6 +126,16 @@ func checkBlocksMatchOracle(t *testing.T, data []byte, m Mapping) {
 	})
 	if !bytes.Contains([]byte(want), []byte("Format:csv")) {
 		return
+	}
+	if bytes.Contains([]byte(want), []byte(`bare " in non-quoted-field`)) {
+		whole := transcript(func(emit func(Record) error, reject func(Rejection) error) (Stats, error) {
+			return readBlocks(context.Background(), bytes.NewReader(data), opts, emit, reject, len(data)+1)
+		})
+		rows := want[:strings.Index(want, "stats ")]
+		if !strings.HasPrefix(whole, rows) {
+			t.Fatalf("the rows before a bare quote differ from one reader over the stream\n--- got\n%s--- want them to start with\n%s", whole, rows)
+		}
+		want = whole
 	}
 	for _, size := range []int{1, 7, 64, csvBlockSize} {
 		got := transcript(func(emit func(Record) error, reject func(Rejection) error) (Stats, error) {

@@ -50,19 +50,20 @@ type csvRow struct {
 	ragged bool   // rejected for its field count, before any cell was looked at
 }
 
-// csvSplitter cuts the stream at record ends: line breaks outside double
-// quotes. Counting quotes is enough because RFC 4180 quotes only whole
-// fields and doubles quotes inside them; a stray quote is a parse error that
-// the worker holding it reports before anything cut after it is used.
+// csvSplitter cuts the stream at record ends: line breaks outside quoted
+// fields, quotes read as Excel reads them (csvquote.go). Text after a
+// closing quote is a parse error that the worker holding it reports before
+// anything cut after it is used.
 type csvSplitter struct {
 	r         io.Reader
 	bounded   *boundedReader
+	delim     byte
 	buf       []byte
-	scanned   int  // buf[:scanned] has been scanned
-	quoted    bool // inside quotes at scanned
-	first     int  // end of the first record in buf; 0: none yet
-	last      int  // end of the last whole record in buf; 0: none yet
-	line      int  // line breaks before buf[0]
+	scanned   int        // buf[:scanned] has been scanned
+	state     quoteState // at scanned
+	first     int        // end of the first record in buf; 0: none yet
+	last      int        // end of the last whole record in buf; 0: none yet
+	line      int        // line breaks before buf[0]
 	blockSize int
 	spare     *csvBlock // owns buf; handed out with it
 	free      chan *csvBlock
@@ -101,26 +102,45 @@ func (s *csvSplitter) next(header bool) *csvBlock {
 	}
 }
 
-// scan finds the record ends in the bytes read since the last scan.
+// scan finds the record ends in the bytes read since the last scan. Text
+// outside quoted fields is searched for line feeds a stretch at a time, up
+// to the next quote that opens a field.
 func (s *csvSplitter) scan() {
 	b := s.buf
 	i := s.scanned
 	for i < len(b) {
-		if s.quoted {
+		switch s.state {
+		case qQuoted:
 			q := bytes.IndexByte(b[i:], '"')
 			if q < 0 {
 				i = len(b)
-				break
+				continue
 			}
 			i += q + 1
-			s.quoted = false
+			s.state = qQuote
 			continue
+		case qQuote:
+			if b[i] == '"' {
+				i++
+				s.state = qQuoted
+				continue
+			}
+			s.state = qText // b[i] is read below, as text
 		}
-		seg := b[i:]
-		q := bytes.IndexByte(seg, '"')
-		if q >= 0 {
-			seg = seg[:q]
+		end, opens := len(b), false
+		for j := i; ; {
+			q := bytes.IndexByte(b[j:], '"')
+			if q < 0 {
+				break
+			}
+			q += j
+			if q == i && s.state == qField || q > i && (b[q-1] == s.delim || b[q-1] == '\n') {
+				end, opens = q, true
+				break
+			}
+			j = q + 1
 		}
+		seg := b[i:end]
 		if s.first == 0 {
 			if k := bytes.IndexByte(seg, '\n'); k >= 0 {
 				s.first = i + k + 1
@@ -129,12 +149,17 @@ func (s *csvSplitter) scan() {
 		if k := bytes.LastIndexByte(seg, '\n'); k >= 0 {
 			s.last = i + k + 1
 		}
-		if q < 0 {
-			i = len(b)
-			break
+		if opens {
+			i, s.state = end+1, qQuoted
+			continue
 		}
-		i += q + 1
-		s.quoted = true
+		if n := len(seg); n > 0 {
+			s.state = qText
+			if c := seg[n-1]; c == s.delim || c == '\n' {
+				s.state = qField
+			}
+		}
+		i = len(b)
 	}
 	s.scanned = i
 }
@@ -225,7 +250,7 @@ func (w *csvWorker) parse(b *csvBlock, start, startLine int) {
 			end = pos + nl + 1
 		}
 		if strings.IndexByte(s[pos:end], '"') >= 0 {
-			end = quotedRecordEnd(s, pos)
+			end = recordEnd(b.data[start:], pos, byte(w.delim))
 			if !w.parseQuoted(b, start+pos, start+end, line) {
 				return
 			}
@@ -268,29 +293,17 @@ func (w *csvWorker) parse(b *csvBlock, start, startLine int) {
 	}
 }
 
-// quotedRecordEnd returns the end of the record starting at s[pos:]: after
-// the first line break outside quotes, or len(s).
-func quotedRecordEnd(s string, pos int) int {
-	quoted := false
-	for i := pos; i < len(s); i++ {
-		switch s[i] {
-		case '"':
-			quoted = !quoted
-		case '\n':
-			if !quoted {
-				return i + 1
-			}
-		}
-	}
-	return len(s)
-}
-
-// parseQuoted parses the one record in b.data[from:to] with encoding/csv;
-// false when it failed and the block ends there.
+// parseQuoted parses the one record in b.data[from:to] with encoding/csv,
+// quotes read as Excel reads them; false when it failed and the block ends
+// there.
 func (w *csvWorker) parseQuoted(b *csvBlock, from, to, line int) bool {
 	sub := &csvBlock{data: b.data[from:to]}
 	if to == len(b.data) {
 		sub.err = b.err // the stream error follows this record
+	}
+	var fixes []quoteFix
+	if out, f := excelRecord(sub.data, byte(w.delim)); out != nil {
+		sub.data, fixes = out, f
 	}
 	cr := w.open(sub)
 	rec, err := cr.Read()
@@ -298,7 +311,7 @@ func (w *csvWorker) parseQuoted(b *csvBlock, from, to, line int) bool {
 		return true
 	}
 	if err != nil {
-		b.perr, b.perrLine = err, line
+		b.perr, b.perrLine = fixColumn(err, fixes), line
 		b.perrAtEnd = to == len(b.data) && atEOF(w.br)
 		return false
 	}
@@ -343,25 +356,29 @@ func (rd *reader) readCSV(br *bufio.Reader, prefixLines int) error {
 
 	workers := max(1, runtime.GOMAXPROCS(0))
 	inFlight := workers + 2
-	sp := &csvSplitter{r: br, bounded: rd.bounded, blockSize: rd.blockSize, free: make(chan *csvBlock, inFlight+2)}
+	sp := &csvSplitter{r: br, bounded: rd.bounded, delim: byte(delim), blockSize: rd.blockSize, free: make(chan *csvBlock, inFlight+2)}
 	sp.spare = sp.newBlock(0)
 	sp.buf = sp.spare.data
 	w := newCSVWorker(rd, delim)
 
 	// The header is parsed here: workers need its columns.
 	hb := sp.next(true)
-	cr := w.open(hb)
+	hdr, fixes, inserted := hb, []quoteFix(nil), 0
+	if out, f := excelRecord(hb.data, byte(delim)); out != nil {
+		hdr, fixes, inserted = &csvBlock{data: out, err: hb.err}, f, len(out)-len(hb.data)
+	}
+	cr := w.open(hdr)
 	header, err := cr.Read()
 	if err != nil {
 		eof := atEOF(w.br) && (hb.final || sp.next(false).empty())
-		return rd.csvError(err, 0, prefixLines+hb.line, eof)
+		return rd.csvError(fixColumn(err, fixes), 0, prefixLines+hb.line, eof)
 	}
 	header = append([]string(nil), header...) // ReuseRecord recycles the slice
-	if err := rd.matchHeader(header); err != nil {
+	if err := rd.matchHeader(header, "the header has"); err != nil {
 		return err
 	}
 	w.width = len(header)
-	rest := int(cr.InputOffset())
+	rest := int(cr.InputOffset()) - inserted // the header is all of hb's records
 	w.parse(hb, rest, hb.line+bytes.Count(hb.data[:rest], []byte{'\n'}))
 	if err := rd.deliverCSV(hb, prefixLines, func() bool { return sp.next(false).empty() }); err != nil || hb.final || hb.err != nil || hb.perr != nil {
 		return err
@@ -435,8 +452,21 @@ func (rd *reader) readCSV(br *bufio.Reader, prefixLines int) error {
 // deliverCSV hands a parsed block's rows on in order, then its parse error;
 // lastBlock reports whether the stream ends after b (when not final).
 func (rd *reader) deliverCSV(b *csvBlock, prefixLines int, lastBlock func() bool) error {
-	for i := range b.rows {
-		r := &b.rows[i]
+	if err := rd.deliverRows(b.rows); err != nil {
+		return err
+	}
+	clear(b.rows) // the profiles now belong to the caller, and the block may be reused
+	if b.perr != nil {
+		eof := b.perrAtEnd && (b.final || (b.err == nil && lastBlock()))
+		return rd.csvError(b.perr, rd.st.Rows+1, prefixLines+b.perrLine, eof)
+	}
+	return nil
+}
+
+// deliverRows hands rows' outcomes on in order, numbering them.
+func (rd *reader) deliverRows(rows []csvRow) error {
+	for i := range rows {
+		r := &rows[i]
 		rd.st.Rows++
 		row := rd.st.Rows
 		if !r.ragged && row%ctxEvery == 0 {
@@ -454,11 +484,6 @@ func (rd *reader) deliverCSV(b *csvBlock, prefixLines int, lastBlock func() bool
 		if err := rd.emit(Record{Row: row, Profile: r.p}); err != nil {
 			return fmt.Errorf("%s: row %d: %w", rd.name, row, err)
 		}
-	}
-	clear(b.rows) // the profiles now belong to the caller, and the block may be reused
-	if b.perr != nil {
-		eof := b.perrAtEnd && (b.final || (b.err == nil && lastBlock()))
-		return rd.csvError(b.perr, rd.st.Rows+1, prefixLines+b.perrLine, eof)
 	}
 	return nil
 }

@@ -137,6 +137,14 @@ func buildProfile(fs []field, cells []cell) (Profile, string) {
 		if !c.present || c.s == "" {
 			continue
 		}
+		// Text may hold tabs and line breaks (a cell typed on two lines);
+		// no other control character (NUL, escape, DEL, C1) is sent:
+		// destinations drop, refuse or show them.
+		if fs[i].kind != kindCustom || fs[i].typ == "string" {
+			if r, ok := controlChar(c.s); ok {
+				return Profile{}, fmt.Sprintf("column %q has a control character (U+%04X), which is never sent", fs[i].name, r)
+			}
+		}
 		switch fs[i].kind {
 		case kindFirst:
 			p.FirstName = c.s
@@ -155,6 +163,25 @@ func buildProfile(fs []field, cells []cell) (Profile, string) {
 	}
 	p.Custom.sort() // fields come in mapping order
 	return p, ""
+}
+
+// controlChar returns the first control character (Unicode Cc: U+0000 to
+// U+001F, U+007F to U+009F) in s, valid UTF-8, other than a tab, line feed
+// or carriage return.
+func controlChar(s string) (rune, bool) {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20:
+			if c != '\t' && c != '\n' && c != '\r' {
+				return rune(c), true
+			}
+		case c == 0x7f:
+			return rune(c), true
+		case c == 0xc2 && i+1 < len(s) && s[i+1] >= 0x80 && s[i+1] <= 0x9f:
+			return rune(s[i+1]), true // U+0080 to U+009F, encoded C2 80 to C2 9F
+		}
+	}
+	return 0, false
 }
 
 // reportEmail is the email as given, for the rejection report: trimmed,

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/parquet-go/parquet-go"
 )
 
 // fuzzMapping exercises every conversion; corpus files lacking these
@@ -38,6 +40,69 @@ func FuzzReadJSON(f *testing.F) {
 	f.Add([]byte(`[{"Email":"a@example.com","Orders":12,"Joined":"2024-01-02","FirstName":null}]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkRead(t, data, fuzzMapping)
+	})
+}
+
+// parquetFuzzMapping names columns of every kind parquetSeeds writes.
+var parquetFuzzMapping = Mapping{Email: "Email", FirstName: "FirstName", Custom: []CustomField{
+	{Source: "Orders", Key: "integer--Orders", Type: "integer"},
+	{Source: "Joined", Key: "date--Joined", Type: "date"},
+	{Source: "Spend", Key: "float--Spend", Type: "float"},
+}}
+
+// parquetSeeds are small Parquet files of the columns parquetFuzzMapping
+// names, in several physical types, codecs and layouts, and one with
+// nested columns.
+func parquetSeeds(f *testing.F) [][]byte { return parquetSeedsT(f) }
+
+func parquetSeedsT(f testing.TB) [][]byte {
+	rows := []map[string]any{
+		{"Email": "a@example.com", "FirstName": "Ann", "Orders": int64(3), "Joined": int32(19723), "Spend": int64(1250)},
+		{"Email": "b@example.com", "FirstName": nil, "Orders": int64(1 << 60), "Joined": int32(-5), "Spend": int64(-1)},
+		{"Email": "not an email", "FirstName": "C\x00", "Orders": nil, "Joined": int32(0), "Spend": int64(0)},
+	}
+	g := parquet.Group{
+		"Email":     parquet.String(),
+		"FirstName": parquet.Optional(parquet.String()),
+		"Orders":    parquet.Optional(parquet.Leaf(parquet.Int64Type)),
+		"Joined":    parquet.Date(),
+		"Spend":     parquet.Decimal(2, 10, parquet.Int64Type),
+	}
+	seeds := [][]byte{
+		parquetFile(f, g, rows, 0, parquet.Compression(&parquet.Snappy)),
+		parquetFile(f, g, rows, 1, parquet.Compression(&parquet.Gzip)),
+		parquetFile(f, g, rows, 2, parquet.Compression(&parquet.Zstd), parquet.PageBufferSize(64)),
+		parquetFile(f, g, rows, 0, parquet.Compression(&parquet.Uncompressed), parquet.DataPageVersion(1)),
+	}
+	g2 := parquet.Group{
+		"Email":     parquet.Leaf(parquet.ByteArrayType),
+		"FirstName": parquet.Enum(),
+		"Orders":    parquet.Decimal(0, 30, parquet.FixedLenByteArrayType(13)),
+		"Joined":    parquet.Timestamp(parquet.Microsecond),
+		"Spend":     parquet.Leaf(parquet.DoubleType),
+	}
+	rows2 := []map[string]any{
+		{"Email": []byte("d@example.com"), "FirstName": "Dee", "Orders": make([]byte, 13), "Joined": int64(1717164000123456), "Spend": 2.5},
+	}
+	seeds = append(seeds, parquetFile(f, g2, rows2, 0, parquet.Compression(&parquet.Snappy)))
+	var nested bytes.Buffer
+	w := parquet.NewGenericWriter[nestedRow](&nested)
+	if _, err := w.Write([]nestedRow{{Email: "e@example.com", Tags: []string{"x", "y"}, Phones: []string{"1"}}}); err != nil {
+		f.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		f.Fatal(err)
+	}
+	return append(seeds, nested.Bytes())
+}
+
+func FuzzReadParquet(f *testing.F) {
+	for _, s := range parquetSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkRead(t, data, parquetFuzzMapping)
+		checkRead(t, data, Mapping{Email: "Email", FirstName: "Tags"})
 	})
 }
 

@@ -14,6 +14,16 @@ import (
 // readJSON reads a JSON array of objects (array) or JSON Lines: a stream of
 // objects, one per line. Both are decoded one value at a time.
 func (rd *reader) readJSON(br *bufio.Reader, prefixLines int, array bool) error {
+	// Where the rows are if the file is one object wrapping them, as far as
+	// its start tells: for a wrapper too large to read as a row.
+	headKey := ""
+	if !array {
+		head, err := br.Peek(bufSize)
+		if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
+			return rd.streamError(err, 0)
+		}
+		headKey = rowsKey(head)
+	}
 	lt := &lineTracker{r: br, lines: prefixLines}
 	dec := json.NewDecoder(lt)
 	if array {
@@ -34,12 +44,15 @@ func (rd *reader) readJSON(br *bufio.Reader, prefixLines int, array bool) error 
 			return nil
 		}
 		if err != nil {
+			if row == 1 && headKey != "" && errors.Is(err, errRecordTooLarge) {
+				return wrappedError(rd.name, headKey)
+			}
 			return rd.jsonError(err, row, dec, lt)
 		}
 		lt.mark(dec.InputOffset())
 		rd.bounded.mark()
-		rd.st.Rows++
 		if raw[0] != '{' {
+			rd.st.Rows++
 			if err := rd.rejectRow(row, "", "row is not a JSON object"); err != nil {
 				return err
 			}
@@ -48,6 +61,12 @@ func (rd *reader) readJSON(br *bufio.Reader, prefixLines int, array bool) error 
 		clear(obj)
 		dup, twice := objectFields(raw, obj)
 		why := rd.objectCells(obj, cells)
+		if row == 1 && !array && !cells[0].present {
+			if err := rd.wrappedRows(raw, dec); err != nil {
+				return err
+			}
+		}
+		rd.st.Rows++
 		if twice {
 			email := reportEmail(cells[0])
 			if strings.EqualFold(strings.TrimSpace(dup), strings.TrimSpace(rd.fields[0].source)) {

@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"archive/zip"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -421,5 +422,229 @@ func TestReadEncodingProblems(t *testing.T) {
 	got := outcome("x.csv", []byte(csvText+"bo@example.com,B\x00o,Lee\n"), defaultMapping)
 	if strings.Contains(got, "UTF-16") {
 		t.Errorf("UTF-8 file with a NUL taken for UTF-16:\n%s", got)
+	}
+}
+
+// zipOf returns a ZIP archive holding the named files, as a spreadsheet
+// application writes one (.xlsx, .numbers, .ods are ZIP archives).
+func zipOf(t *testing.T, names ...string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	zw := zip.NewWriter(&b)
+	for _, n := range names {
+		w, err := zw.Create(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write([]byte("Email\na@example.com\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// TestReadSpreadsheets checks that a spreadsheet uploaded as it is fails
+// with what to do, not as a CSV header of binary bytes.
+func TestReadSpreadsheets(t *testing.T) {
+	t.Parallel()
+	const sheet = "this is a spreadsheet: export it as CSV; in Excel: File › Save As › CSV UTF-8; in Numbers: File › Export To › CSV"
+	ole2 := append([]byte{0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1}, make([]byte, 504)...)
+	tests := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"xlsx", zipOf(t, "[Content_Types].xml", "_rels/.rels", "xl/workbook.xml", "xl/worksheets/sheet1.xml"), sheet},
+		{"numbers", zipOf(t, "Index/Document.iwa", "Metadata/Properties.plist"), sheet},
+		{"ods", zipOf(t, "mimetype", "content.xml"), sheet},
+		{"xls (OLE2)", ole2, sheet},
+		{"gzipped xlsx", gz(string(zipOf(t, "[Content_Types].xml", "xl/workbook.xml"))), sheet},
+		{"zipped CSV", zipOf(t, "segment.csv"),
+			"this is a ZIP archive (its first file is \"segment.csv\"); upload the file inside it, unzipped or gzipped"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.csv", tc.data, defaultMapping)
+			if !strings.Contains(got, "error (FileError=true): segments/test/x.csv: "+tc.want+"\n") || strings.Contains(got, "record") {
+				t.Errorf("got\n%s\nwant only the error %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestReadCROnlyLineEnds checks that a file whose lines end with a carriage
+// return alone (Excel on old Macs) is read line by line.
+func TestReadCROnlyLineEnds(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, data string
+		want       []string
+	}{
+		{"CSV", "Email,FirstName,LastName\rann@example.com,Ann,Lee\rbo@example.com,Bo,Bar\r", []string{
+			`record 1: email="ann@example.com" first="Ann" last="Lee"`,
+			`record 2: email="bo@example.com" first="Bo" last="Bar"`,
+			`stats: rows=2 valid=2 rejected=0 format="csv"`,
+		}},
+		{"CSV without a last line end, gzipped", string(gz("Email;FirstName;LastName\rann@example.com;Ann;Lee\r\rbo@example.com;Bo;Bar")), []string{
+			`record 1: email="ann@example.com" first="Ann" last="Lee"`,
+			`record 2: email="bo@example.com" first="Bo"`,
+			`stats: rows=2 valid=2 rejected=0 format="csv" compressed=true delimiter=";"`,
+		}},
+		{"a line break in a quoted field", "Email,FirstName,LastName\rann@example.com,Ann,\"Lee\rJones\"\rbo@example.com,Bo,Bar\r", []string{
+			`record 1: email="ann@example.com" first="Ann" last="Lee\nJones"`,
+			`record 2: email="bo@example.com"`,
+		}},
+		{"errors name the line", "Email,FirstName,LastName\rann@example.com,Ann,Lee\r\rbo@example.com,\"Bo,Bar\r", []string{
+			`row 2: unterminated quoted field (opened on line 4)`,
+		}},
+		{"JSON Lines", `{"Email":"ann@example.com"}` + "\r" + `{"Email":"bo@example.com"}` + "\r" + `{"Email":"cy@example.com",}` + "\r", []string{
+			`record 2: email="bo@example.com"`,
+			`row 3: JSON syntax error at line 3:`,
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.csv", []byte(tc.data), defaultMapping)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("got\n%s\nwant a line with %q", got, w)
+				}
+			}
+		})
+	}
+}
+
+// TestJSONWrappedRows checks that a file holding one JSON object with the
+// rows in one of its arrays fails, naming the key, instead of reading as
+// one row without an email.
+func TestJSONWrappedRows(t *testing.T) {
+	t.Parallel()
+	const hint = "; export the array itself, or JSON Lines\n"
+	big := `{"data":[` + strings.Repeat(`{"Email":"someone@example.com"},`, maxRecordLen/30) + `{"Email":"last@example.com"}]}`
+	tests := []struct {
+		name, data, want string
+	}{
+		{"data", `{"data":[{"Email":"ann@example.com"},{"Email":"bo@example.com"}]}`,
+			`error (FileError=true): segments/test/x.json: the file is one JSON object; its rows are under "data"` + hint},
+		{"pretty, after other keys", "{\n  \"count\": 2,\n  \"meta\": {\"page\": [1, 2]},\n  \"rows\": [\n    {\"Email\": \"ann@example.com\"}\n  ]\n}\n",
+			`its rows are under "rows"` + hint},
+		{"nested", `{"result":{"total":1,"items":[{"Email":"ann@example.com"}]}}`,
+			`its rows are under "result.items"` + hint},
+		{"empty array", `{"data":[]}`, `its rows are under "data"` + hint},
+		{"larger than a row may be", big, `its rows are under "data"` + hint},
+		{"not a wrapper: a row with a list, then more rows", `{"Email":"ann@example.com","orders":[{"id":1}]}` + "\n" + `{"Email":"bo@example.com"}`,
+			`record 2: email="bo@example.com"`},
+		{"not a wrapper: the first row lacks an email", `{"orders":[{"id":1}]}` + "\n" + `{"Email":"bo@example.com"}`,
+			`reject 1: email="" reason="no email"`},
+		{"not a wrapper: one row without an email or a list", `{"Name":"Ann"}`,
+			`reject 1: email="" reason="no email"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.json", []byte(tc.data), defaultMapping)
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("got\n%.600s\nwant %q", got, tc.want)
+			}
+			if strings.Contains(tc.want, "error") && !strings.Contains(got, "stats: rows=0 ") {
+				t.Errorf("got\n%s\nwant no rows counted", got)
+			}
+		})
+	}
+}
+
+// TestControlCharactersAreRejected checks that a name or text value with a
+// control character rejects its row rather than reaching the destination.
+// Tabs and line breaks are text (a cell typed on two lines).
+func TestControlCharactersAreRejected(t *testing.T) {
+	t.Parallel()
+	m := Mapping{Email: "Email", FirstName: "FirstName", LastName: "LastName",
+		Custom: []CustomField{{Source: "Note", Key: "string--Note", Type: "string"}}}
+	tests := []struct {
+		name, row, want string
+	}{
+		{"NUL in a first name", "a@example.com,An\x00n,Lee,x", `reject 1: email="a@example.com" reason="column \"FirstName\" has a control character (U+0000), which is never sent"`},
+		{"NUL at the end of a first name", "a@example.com,Ann\x00,Lee,x", `reason="column \"FirstName\" has a control character (U+0000), which is never sent"`},
+		{"escape in a last name", "a@example.com,Ann,Le\x1be,x", `reason="column \"LastName\" has a control character (U+001B), which is never sent"`},
+		{"tab and line break inside a name are kept", "a@example.com,\"Ann\tMarie\nJo\",Lee,x", `record 1: email="a@example.com" first="Ann\tMarie\nJo"`},
+		{"DEL in a text value", "a@example.com,Ann,Lee,x\x7fy", `reason="column \"Note\" has a control character (U+007F), which is never sent"`},
+		{"C1 control in a text value", "a@example.com,Ann,Lee,x\u0085y", `reason="column \"Note\" has a control character (U+0085), which is never sent"`},
+		{"NUL in a text value", "a@example.com,Ann,Lee,\x00", `reason="column \"Note\" has a control character (U+0000), which is never sent"`},
+		{"tab and line breaks in a text value are kept", "a@example.com,Ann,Lee,\"one\ttwo\r\nthree\"", `record 1: email="a@example.com" first="Ann" last="Lee" string--Note=string(one` + "\t" + "two\nthree)"},
+		{"white space around a name is trimmed, not rejected", "a@example.com,\" Ann\t\",Lee,x", `record 1: email="a@example.com" first="Ann"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.csv", []byte("Email,FirstName,LastName,Note\n"+tc.row+"\n"), m)
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("got\n%s\nwant %q", got, tc.want)
+			}
+		})
+	}
+	t.Run("JSON escapes", func(t *testing.T) {
+		t.Parallel()
+		got := outcome("x.jsonl", []byte(`{"Email":"a@example.com","FirstName":"Ann\u0000"}`+"\n"), m)
+		if want := `reason="column \"FirstName\" has a control character (U+0000), which is never sent"`; !strings.Contains(got, want) {
+			t.Errorf("got\n%s\nwant %q", got, want)
+		}
+	})
+}
+
+// TestBareQuotesReadAsExcelDoes checks that a quote inside an unquoted
+// field is text, as Excel, Google Sheets and Python's csv module read it,
+// instead of making the whole file invalid. A quote opens a quoted field
+// only as the field's first character.
+func TestBareQuotesReadAsExcelDoes(t *testing.T) {
+	t.Parallel()
+	const header = "Email,FirstName,LastName\n"
+	tests := []struct {
+		name, data string
+		m          Mapping
+		want       []string
+	}{
+		{"one quote", header + "a@example.com,A\"x,Lee\n", defaultMapping, []string{`record 1: email="a@example.com" first="A\"x" last="Lee"`}},
+		{"quotes at a field's end, and several", header + "a@example.com,Ann\",O\"Neil\"s\n", defaultMapping, []string{`record 1: email="a@example.com" first="Ann\"" last="O\"Neil\"s"`}},
+		{"the rows after it are rows", header + "a@example.com,5\" screen,Lee\nb@example.com,Bo,Bar\n\"c@example.com\",Cy,\"Ng\"\n", defaultMapping, []string{
+			`record 1: email="a@example.com" first="5\" screen" last="Lee"`,
+			`record 2: email="b@example.com" first="Bo" last="Bar"`,
+			`record 3: email="c@example.com" first="Cy" last="Ng"`,
+		}},
+		{"beside quoted fields", header + "\"a@example.com\",B\"o,\"Lee, \"\"Jr\"\"\nline two\"\n", defaultMapping, []string{`record 1: email="a@example.com" first="B\"o" last="Lee, \"Jr\"\nline two"`}},
+		{"a quote after a leading space is text", header + "a@example.com, \"Ann\",Lee\n", defaultMapping, []string{`record 1: email="a@example.com" first="\"Ann\"" last="Lee"`}},
+		{"CRLF", "Email,FirstName,LastName\r\na@example.com,A\"x,Lee\r\nb@example.com,Bo,B\"\r\n", defaultMapping, []string{
+			`record 1: email="a@example.com" first="A\"x" last="Lee"`,
+			`record 2: email="b@example.com" first="Bo" last="B\""`,
+		}},
+		{"last line without a line end", header + "a@example.com,Ann,Le\"e", defaultMapping, []string{`record 1: email="a@example.com" first="Ann" last="Le\"e"`}},
+		{"in the header, semicolons", "Email;Nick\"name;LastName\na@example.com;A\"x;Lee\n", Mapping{Email: "Email", FirstName: `Nick"name`}, []string{
+			`record 1: email="a@example.com" first="A\"x"`, `delimiter=";"`,
+		}},
+		{"text after a closing quote is still an error, at its own byte", header + "a@x.com,B\"o,\"Lee\"x\nb@x.com,Bo,Bar\n", defaultMapping, []string{
+			`row 1: text after a closing quote (line 2, byte 17)`,
+		}},
+		{"an unterminated quoted field is still an error", header + "a@x.com,B\"o,\"Lee\nb@x.com,Bo,Bar\n", defaultMapping, []string{
+			`row 1: unterminated quoted field (opened on line 2)`,
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := outcome("x.csv", []byte(tc.data), tc.m)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("got\n%s\nwant a line with %q", got, w)
+				}
+			}
+			if !strings.Contains(tc.name, "error") && strings.Contains(got, "error") {
+				t.Errorf("got\n%s\nwant no error", got)
+			}
+			checkBlocksMatchOracle(t, []byte(tc.data), tc.m)
+		})
 	}
 }
