@@ -72,7 +72,7 @@ func folderSource(ctx context.Context, dir string, m segment.Mapping, emit func(
 	case !d.Complete:
 		return segment.Stats{}, fmt.Errorf("the folder %s is not a whole delivery: %s", dir, d.Describe())
 	}
-	return delivery.Read(ctx, st, d, m, emit, reject)
+	return delivery.Read(ctx, st, d, segment.Options{Mapping: m}, emit, reject)
 }
 
 // validateShown bounds the rejected rows validate lists: the text shows a

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -11,6 +12,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/compress"
+	gzipcodec "github.com/parquet-go/parquet-go/compress/gzip"
+	"github.com/parquet-go/parquet-go/compress/snappy"
 
 	"github.com/segpilot/segpilot/internal/sample"
 	"github.com/segpilot/segpilot/shared/local"
@@ -35,6 +41,38 @@ type object struct {
 
 func csvPart(header string, rows []string) []byte {
 	return []byte(header + "\n" + strings.Join(rows, "\n") + "\n")
+}
+
+// parquetPart writes rows (CSV lines under header) as a Parquet file of
+// optional string columns, as a job exporting them as text would.
+func parquetPart(t *testing.T, header string, rows []string, codec compress.Codec) []byte {
+	t.Helper()
+	records, err := csv.NewReader(strings.NewReader(header + "\n" + strings.Join(rows, "\n") + "\n")).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	columns := records[0]
+	group := parquet.Group{}
+	for _, c := range columns {
+		group[c] = parquet.Optional(parquet.String())
+	}
+	var b bytes.Buffer
+	w := parquet.NewWriter(&b, parquet.NewSchema("segment", group), parquet.Compression(codec))
+	for _, rec := range records[1:] {
+		row := map[string]any{}
+		for i, c := range columns {
+			if rec[i] != "" {
+				row[c] = rec[i]
+			}
+		}
+		if err := w.Write(row); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }
 
 func gzipped(t *testing.T, data []byte) []byte {
@@ -87,6 +125,26 @@ var upstreams = []upstream{
 			out = append(out, object{fmt.Sprintf(".part-%05d-8c2f-c000.csv.crc", i), []byte("crc")})
 		}
 		return append(out, object{"_SUCCESS", nil})
+	}},
+	{name: "spark-parquet", write: func(t *testing.T, header string, parts [][]string) []object {
+		// df.write.parquet("s3://bucket/segments/<segment>/<folder>/"): snappy by default
+		var out []object
+		for i, rows := range parts {
+			out = append(out, object{fmt.Sprintf("part-%05d-8c2f-c000.snappy.parquet", i), parquetPart(t, header, rows, &snappy.Codec{})})
+		}
+		return append(out, object{"_SUCCESS", nil})
+	}},
+	{name: "athena", write: func(t *testing.T, header string, parts [][]string) []object {
+		// UNLOAD (SELECT …) TO 's3://bucket/segments/<segment>/<folder>/' WITH (format = 'PARQUET')
+		// (gzip by default), its data manifest copied beside the files
+		var out []object
+		var urls []string
+		for i, rows := range parts {
+			name := fmt.Sprintf("20261206_080000_00017_abcde_%d", i)
+			out = append(out, object{name, parquetPart(t, header, rows, &gzipcodec.Codec{})})
+			urls = append(urls, "s3://athena-results/unload/"+name)
+		}
+		return append(out, object{"20261206_080000_00017_abcde-manifest.csv", []byte(strings.Join(urls, "\n") + "\n")})
 	}},
 	{name: "customer-insights", write: func(t *testing.T, header string, parts [][]string) []object {
 		// Export to storage: <table>/<yyyy>/<mm>/<dd>/<HHMM>/<table>_<n>.csv

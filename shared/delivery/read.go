@@ -24,7 +24,7 @@ type Getter interface {
 // are numbered across the parts, and each rejected row's reason names its
 // part and the row there. A part that fails validation fails the whole
 // delivery, named by its key.
-func Read(ctx context.Context, st Getter, d Decision, m segment.Mapping,
+func Read(ctx context.Context, st Getter, d Decision, opts segment.Options,
 	emit func(segment.Record) error, reject func(segment.Rejection) error) (segment.Stats, error) {
 	var total segment.Stats
 	offset := 0
@@ -46,7 +46,9 @@ func Read(ctx context.Context, st Getter, d Decision, m segment.Mapping,
 			}
 		}
 		name, base := p.Key, path.Base(p.Key)
-		stats, err := segment.Read(ctx, body, segment.Options{Name: name, Mapping: m},
+		o := opts
+		o.Name = name
+		stats, err := segment.Read(ctx, body, o,
 			func(r segment.Record) error {
 				r.Row += offset
 				return emit(r)

@@ -109,14 +109,14 @@ func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export
 				return segment.Stats{}, &DeliveryChanged{Msg: "the folder " + req.Source.Key + " changed since this delivery of it was queued (" +
 					d.Describe() + "): its newer state is a delivery of its own"}
 			}
-			return delivery.Read(ctx, s.Store, d, e.Mapping(), emit, reject)
+			return delivery.Read(ctx, s.Store, d, segment.Options{Mapping: e.Mapping(), TempDir: s.TempDir}, emit, reject)
 		}
 		rc, _, err := s.Store.Get(ctx, req.Source.Key)
 		if err != nil {
 			return segment.Stats{}, fmt.Errorf("reading %s: %w", req.Source.Key, err)
 		}
 		defer rc.Close()
-		return segment.Read(ctx, rc, segment.Options{Name: req.Source.Key, Mapping: e.Mapping()}, emit, reject)
+		return segment.Read(ctx, rc, segment.Options{Name: req.Source.Key, Mapping: e.Mapping(), TempDir: s.TempDir}, emit, reject)
 	}
 	p, err := plan.Build(ctx, src, snap, dir, plan.Options{
 		Mode: e.Mode, MaxProfiles: e.MaxProfiles, MaxRemovalShare: e.MaxRemovalShare,
