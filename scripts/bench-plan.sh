@@ -44,6 +44,15 @@ mkdir -p "$work/parts"
 awk -v dir="$work/parts" 'NR == 1 {h = $0; next}
   {p = sprintf("%s/data_0_%d_0.csv", dir, (NR - 2) % 16); if (!(p in seen)) {print h > p; seen[p] = 1}; print > p}' "$work/1m.csv"
 gzip -1 "$work"/parts/*.csv
+# And as 8 snappy Parquet parts, typed as a warehouse writes them; DuckDB's
+# conversion of those parts to JSON is the reference (npm @duckdb/node-api,
+# which ships its binary; skipped, and said, without npm).
+"$work/planbench" -file "$work/1m.csv" -to-parquet "$work/parquet" -parts 8
+have_duck=0
+if command -v npm >/dev/null && (cd "$work" && npm install --silent --no-audit --no-fund @duckdb/node-api@1.5.6-r.1 >/dev/null 2>&1); then
+  have_duck=1
+  cp scripts/duckdb-parquet-to-json.js "$work/"
+fi
 # The export planbench's CSVs are made for (mirror mode, as the planner's
 # own benchmark), allowed 3M profiles.
 cat >"$work/bench.yaml" <<'EOF'
@@ -86,7 +95,7 @@ plan() {
   rm -rf "$out"
 }
 
-: >"$work/p1"; : >"$work/p2"; : >"$work/re"; : >"$work/m"; : >"$work/gz1"; : >"$work/gz16"
+: >"$work/p1"; : >"$work/p2"; : >"$work/re"; : >"$work/m"; : >"$work/gz1"; : >"$work/gz16"; : >"$work/pq"; : >"$work/duck"
 for i in $(seq "$runs"); do
   echo "run $i/$runs ..." >&2
   if [ "$have_mlr" = 1 ]; then # back to back with the plan so load affects both alike
@@ -99,6 +108,10 @@ for i in $(seq "$runs"); do
   plan "$work/2m.csv" >>"$work/p2"
   plan "$work/1m.csv.gz" >>"$work/gz1"
   plan "$work/parts" >>"$work/gz16"
+  plan "$work/parquet" >>"$work/pq"
+  if [ "$have_duck" = 1 ]; then
+    (cd "$work" && node duckdb-parquet-to-json.js "$work/parquet") >>"$work/duck"
+  fi
 done
 
 echo "object-store requests of one ingest (BenchmarkIngestUpload100k) ..." >&2
@@ -140,6 +153,11 @@ fi
 tg1=$(med 1 "$work/gz1"); tg16=$(med 1 "$work/gz16"); rg16=$(med 2 "$work/gz16")
 printf '| `segpilot plan`, 1M rows as 16 gzipped parts vs one gzipped file: elapsed, ratio | %.2f s vs %.2f s: %.2fx (peak RSS %.1f MB) | <= 1.2x |\n' \
   "$tg16" "$tg1" "$(echo "$tg16 / $tg1" | bc -l)" "$(echo "$rg16 / 1048576" | bc -l)"
+tpq=$(med 1 "$work/pq"); rpq=$(med 2 "$work/pq")
+duck="npm or @duckdb/node-api not available"
+[ "$have_duck" = 1 ] && duck=$(printf '%.2f s' "$(median <"$work/duck")")
+printf '| `segpilot plan`, 1M rows as 8 snappy Parquet parts vs as CSV: elapsed, ratio; peak RSS; DuckDB converting the parts to JSON | %.2f s vs %.2f s: %.2fx; %.1f MB; DuckDB %s | <= 1x; < 150 MB |\n' \
+  "$tpq" "$t1" "$(echo "$tpq / $t1" | bc -l)" "$(echo "$rpq / 1048576" | bc -l)" "$duck"
 printf '| peak RSS at 1M | %.1f MB | < 150 MB |\n' "$(echo "$r1 / 1048576" | bc -l)"
 printf '| peak RSS at 2M | %.1f MB | |\n' "$(echo "$r2 / 1048576" | bc -l)"
 printf '| RSS growth per extra profile, 1M -> 2M | %.1f B | < 40 B |\n' "$(echo "($r2 - $r1) / 1000000" | bc -l)"
@@ -154,6 +172,8 @@ if [ -n "${BENCH_PLAN_JSON:-}" ]; then
     --argjson rss_mb "$(num "$(echo "$r1 / 1048576" | bc -l)")" --argjson growth_b "$(num "$(echo "($r2 - $r1) / 1000000" | bc -l)")" \
     --argjson files "$files" --argjson plan_puts "$(num "$plan_puts")" --argjson puts "$(num "$puts")" --arg fs "$fs" \
     --argjson parts_ratio "$(num "$(echo "$tg16 / $tg1" | bc -l)")" \
+    --argjson parquet_ratio "$(num "$(echo "$tpq / $t1" | bc -l)")" --argjson parquet_rss_mb "$(num "$(echo "$rpq / 1048576" | bc -l)")" \
     '{ratio: $ratio, ratio_min: $ratio_min, elapsed_s: $elapsed, rss_mb: $rss_mb, growth_b: $growth_b,
-      files: $files, plan_puts: $plan_puts, puts: $puts, fs: $fs, parts_ratio: $parts_ratio}' >"$BENCH_PLAN_JSON"
+      files: $files, plan_puts: $plan_puts, puts: $puts, fs: $fs, parts_ratio: $parts_ratio,
+      parquet_ratio: $parquet_ratio, parquet_rss_mb: $parquet_rss_mb}' >"$BENCH_PLAN_JSON"
 fi

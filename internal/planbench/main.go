@@ -6,6 +6,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -15,10 +16,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/compress/snappy"
 
 	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/segment"
@@ -34,7 +39,16 @@ func main() {
 	mode := flag.String("mode", plan.ModeMirror, "upsert or mirror")
 	tmp := flag.String("tmp", "", "folder for spill files and the plan output (default: system temp)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the plan here")
+	toParquet := flag.String("to-parquet", "", "only write -file's rows into this folder as -parts snappy Parquet files, and exit")
+	parts := flag.Int("parts", 8, "with -to-parquet: how many files")
 	flag.Parse()
+	if *toParquet != "" {
+		if err := writeParquetParts(*file, *toParquet, *parts); err != nil {
+			fmt.Fprintln(os.Stderr, "planbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -254,4 +268,82 @@ func peakRSS() (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmHWM in /proc/self/status")
+}
+
+// writeParquetParts writes the rows of the CSV file (as writeCSV makes it)
+// into dir as n snappy Parquet files, typed as a warehouse would write
+// them: text columns as strings, Orders as INT64. A row group of 64k rows.
+func writeParquetParts(file, dir string, n int) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := csv.NewReader(bufio.NewReaderSize(f, 1<<20))
+	r.ReuseRecord = true
+	header, err := r.Read()
+	if err != nil {
+		return err
+	}
+	header = slices.Clone(header)
+	group := parquet.Group{}
+	for _, c := range header {
+		if c == "Orders" {
+			group[c] = parquet.Optional(parquet.Int(64))
+		} else {
+			group[c] = parquet.Optional(parquet.String())
+		}
+	}
+	schema := parquet.NewSchema("segment", group)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	writers := make([]*parquet.Writer, n)
+	outs := make([]*os.File, n)
+	for i := range n {
+		if outs[i], err = os.Create(filepath.Join(dir, fmt.Sprintf("part-%05d.snappy.parquet", i))); err != nil {
+			return err
+		}
+		writers[i] = parquet.NewWriter(outs[i], schema, parquet.Compression(&snappy.Codec{}), parquet.PageBufferSize(1<<20))
+	}
+	written := make([]int, n)
+	for row := 0; ; row++ {
+		rec, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		values := make(map[string]any, len(header))
+		for i, c := range header {
+			switch {
+			case rec[i] == "":
+			case c == "Orders":
+				if v, err := strconv.ParseInt(rec[i], 10, 64); err == nil {
+					values[c] = v
+				}
+			default:
+				values[c] = rec[i]
+			}
+		}
+		w := row % n
+		if err := writers[w].Write(values); err != nil {
+			return err
+		}
+		if written[w]++; written[w]%65536 == 0 {
+			if err := writers[w].Flush(); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range n {
+		if err := writers[i].Close(); err != nil {
+			return err
+		}
+		if err := outs[i].Close(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -82,6 +82,27 @@ func TestAFolderRunsOnceWhenItsMarkerLands(t *testing.T) {
 	}
 }
 
+// Every object of a Spark folder already written, their events come in
+// any order, the marker's first: one run, of every part.
+func TestTheMarkersEventFirstStillRunsEveryPart(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	const folder = "segments/vip/2026-11-30/"
+	parts := f.partsOf(folder, 3, 20)
+	f.put(folder+"_SUCCESS", "")
+	for i, key := range append([]string{folder + "_SUCCESS"}, parts...) {
+		f.event(key, i)
+	}
+	if runs := f.cloud.runs(); len(runs) != 1 {
+		t.Fatalf("executions %v; want one", runs)
+	}
+	ex := f.cloud.last(t)
+	f.sendAll(f.svc, ex)
+	if rep := f.finish(f.svc, ex); rep.Plan.Rows != 60 {
+		t.Fatalf("plan %+v; want the 3 parts' 60 rows", rep.Plan)
+	}
+}
+
 // A Redshift-style folder whose manifest lands before its last part (in
 // event order, or in fact): it waits for every part the manifest names,
 // at the size it gives, then runs once.
