@@ -298,7 +298,11 @@ func writeParquetParts(file, dir string, n int) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	writers := make([]*parquet.Writer, n)
+	writers := make([]interface {
+		Write(row any) error
+		Flush() error
+		Close() error
+	}, n)
 	outs := make([]*os.File, n)
 	for i := range n {
 		if outs[i], err = os.Create(filepath.Join(dir, fmt.Sprintf("part-%05d.snappy.parquet", i))); err != nil {
