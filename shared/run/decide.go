@@ -24,6 +24,9 @@ type decision struct {
 	// detail is the technical cause, for the report's error field and the
 	// page's details, when the message says what it means.
 	detail string
+	// fileInvalid: the file itself (or its size) is invalid, which the
+	// same bytes under the same config always are.
+	fileInvalid bool
 }
 
 // report is the run's report of this decision, with the plan's counts when
@@ -31,7 +34,7 @@ type decision struct {
 // invalid (over maxProfiles), or none.
 func (d decision) report(status, msg string, m *Manifest, listReqs []Requests) *Report {
 	rep := &Report{Export: d.res.Export, RunID: d.res.RunID, Trigger: d.q.Trigger, Source: d.q.Source,
-		Status: status, Message: msg, Error: d.detail, FinishedAt: d.s.now(), Seq: decisionSeq(d.st.Epoch), Plan: d.res.Counts}
+		Status: status, Message: msg, Error: d.detail, InvalidFile: d.fileInvalid, FinishedAt: d.s.now(), Seq: decisionSeq(d.st.Epoch), Plan: d.res.Counts}
 	if d.e != nil {
 		rep.Mode, rep.List = d.e.Mode, d.e.List
 	}
@@ -78,6 +81,17 @@ func (d decision) upToDate(ctx context.Context, prev *Report, more string) (Resu
 		return *d.res, stepRetry, err
 	}
 	d.res.Status, d.res.Message, d.res.Counts = StatusUpToDate, msg, prev.Plan
+	return *d.res, stepDecided, nil
+}
+
+// again ends a delivery of a file its run already found invalid: the
+// run's report stands, nothing is planned or counted again.
+func (d decision) again(ctx context.Context, prev *Report) (Result, step, error) {
+	msg := "already found invalid (see the run's report): " + prev.Message
+	if err := d.s.settle(ctx, d.res.Export, d.res.RunID, d.q, Delivery{Status: StatusInvalid, Message: msg}); err != nil {
+		return *d.res, stepRetry, err
+	}
+	d.res.Status, d.res.Message, d.res.Counts = StatusInvalid, msg, prev.Plan
 	return *d.res, stepDecided, nil
 }
 

@@ -377,6 +377,13 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 	if done {
 		return d.upToDate(ctx, prev, "")
 	}
+	if prev != nil && prev.Status == StatusInvalid && prev.InvalidFile {
+		// The same bytes under the same config are invalid again: said
+		// once (one report, one metric, one alarm), not at every
+		// duplicate event or refresh. (A destination that did not match
+		// may have been fixed since: that is tried again.)
+		return d.again(ctx, prev)
+	}
 	if err := cfg.Runnable(e); err != nil {
 		return d.decide(ctx, StatusRefused, err.Error(), nil)
 	}
@@ -391,8 +398,10 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 	case errors.As(err, &limit):
 		// No plan, but the file was read: the report shows what it holds.
 		res.Counts = limit.Counts
+		d.fileInvalid = true
 		return d.decide(ctx, StatusInvalid, err.Error(), m)
 	case errors.As(err, &ferr):
+		d.fileInvalid = true
 		return d.decide(ctx, StatusInvalid, err.Error(), m)
 	case err != nil:
 		return res, stepRetry, d.notYet(ctx, "planning failed", err, m)

@@ -144,3 +144,34 @@ func TestEveryRunOutcomeIsAMetric(t *testing.T) {
 		})
 	}
 }
+
+// An invalid file is reported, counted and alarmed once: its duplicate
+// events and the schedule's refresh of it find the run's report and say
+// so, with no second metric.
+func TestAnInvalidFileIsCountedOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	out := &testutil.SyncBuffer{}
+	f.svc.Metrics = out
+	key := "segments/vip/bad.csv"
+	info := f.put(key, "Name\nno email column\n")
+	for range 2 {
+		res := f.deliver(f.svc, run.Source{Key: key, ETag: info.ETag}, 1)
+		if res.Status != run.StatusInvalid {
+			t.Fatalf("delivery: %+v; want invalid", res)
+		}
+	}
+	res, err := f.svc.Refresh(context.Background(), run.RefreshRequest{Trigger: run.TriggerSchedule})
+	if err != nil || len(res) != 1 || res[0].Status != run.StatusInvalid || !strings.Contains(res[0].Message, "already found invalid") {
+		t.Fatalf("refresh: %+v, %v", res, err)
+	}
+	invalid := 0
+	for _, r := range records(t, out.String()) {
+		if v, _ := r.Values["RunsInvalid"].(float64); v == 1 {
+			invalid++
+		}
+	}
+	if invalid != 1 {
+		t.Fatalf("%d RunsInvalid metrics; want 1", invalid)
+	}
+}

@@ -87,6 +87,9 @@ type Report struct {
 	// batches may still be in flight; the attempt's report replaces it
 	// once they have ended.
 	Closing bool `json:"closing,omitempty"`
+	// InvalidFile: invalid for the file itself (or its size), not for a
+	// destination that did not match: the same file is not tried again.
+	InvalidFile bool `json:"invalidFile,omitempty"`
 	// Snapshot is the key of the snapshot the attempt leaves (the plan's
 	// target, but for contacts not delivered): the export's state points
 	// at it once the attempt is closed.
