@@ -232,7 +232,11 @@ func Decide(folder string, objs []Object, read Reader, now time.Time, opts Optio
 func (d *Decision) finish(skip int) {
 	h := sha256.New()
 	for i, p := range d.Parts {
-		fmt.Fprintf(h, "%s\x00%s\x00%d\x00", p.Key, p.ETag, p.Size)
+		tag := p.ETag
+		if tag == "" { // a listing without ETags (a local folder): its time stands in
+			tag = p.LastModified.UTC().Format(time.RFC3339Nano)
+		}
+		fmt.Fprintf(h, "%s\x00%s\x00%d\x00", p.Key, tag, p.Size)
 		if i >= skip {
 			d.Size += p.Size
 		}

@@ -185,6 +185,18 @@ func TestIdentity(t *testing.T) {
 	if a.Identity != b.Identity || a.Identity == c.Identity || a.Identity == "" {
 		t.Fatalf("identities %s, %s (relisted), %s (a part replaced)", a.Identity, b.Identity, c.Identity)
 	}
+	// A listing without ETags (a local folder): a part rewritten with as
+	// many bytes is another delivery all the same.
+	for i := range objs {
+		objs[i].ETag = ""
+	}
+	d, _ := Decide("segments/vip/run1/", objs, nil, t0, Options{})
+	part := slices.IndexFunc(objs, func(o Object) bool { return strings.HasSuffix(o.Key, "part-1.csv") })
+	objs[part].LastModified = objs[part].LastModified.Add(time.Second)
+	e, _ := Decide("segments/vip/run1/", objs, nil, t0, Options{})
+	if d.Identity == e.Identity {
+		t.Fatalf("a part rewritten (no ETags) kept the identity %s", d.Identity)
+	}
 }
 
 // Customer Insights writes model.json at the root of its folder, naming
