@@ -24,12 +24,21 @@ func TestLivenessOfAnAttempt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead := exec.Command("true")
+	// A process that runs until its stdin closes, so it is named while it
+	// lives (a process that exits at once can be gone before it is named).
+	dead := exec.Command("cat")
+	stdin, err := dead.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := dead.Start(); err != nil {
 		t.Fatal(err)
 	}
 	gone, err := hostproc.Of(dead.Process.Pid)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stdin.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := dead.Wait(); err != nil {
