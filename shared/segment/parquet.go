@@ -161,7 +161,8 @@ func (rd *reader) readParquet(r io.ReaderAt, size int64) error {
 	if size < 12 {
 		return rd.damaged(fmt.Sprintf("%d bytes, too short for Parquet's header and footer", size))
 	}
-	f, err := openParquet(sourceReaderAt{r}, size)
+	src := sourceReaderAt{r}
+	f, err := openParquet(src, size)
 	if err != nil {
 		return rd.parquetError(err)
 	}
@@ -187,7 +188,7 @@ func (rd *reader) readParquet(r io.ReaderAt, size int64) error {
 		defer wg.Done()
 		defer close(work)
 		defer close(ordered)
-		rd.readBatches(f, cols, free, func(b *parquetBatch) bool {
+		rd.readBatches(src, f, cols, free, func(b *parquetBatch) bool {
 			select {
 			case ordered <- b:
 			case <-stop:
@@ -258,8 +259,9 @@ func (b *parquetBatch) check(fields []field) {
 // readBatches reads the file's row groups in order, batch after batch,
 // handing each to send until it returns false; a problem ends the read
 // with a batch holding it.
-func (rd *reader) readBatches(f *parquet.File, cols []parquetColumn, free chan *parquetBatch, send func(*parquetBatch) bool) {
+func (rd *reader) readBatches(src io.ReaderAt, f *parquet.File, cols []parquetColumn, free chan *parquetBatch, send func(*parquetBatch) bool) {
 	var text []byte
+	headers := bufio.NewReaderSize(nil, 4096)
 	newBatch := func() *parquetBatch {
 		var b *parquetBatch
 		select {
@@ -277,7 +279,7 @@ func (rd *reader) readBatches(f *parquet.File, cols []parquetColumn, free chan *
 		send(b)
 	}
 	for g, rg := range f.RowGroups() {
-		if err := rd.openRowGroup(g, rg, cols); err != nil {
+		if err := rd.openRowGroup(src, f, g, rg, cols, headers); err != nil {
 			fail(err)
 			return
 		}
@@ -300,14 +302,25 @@ func (rd *reader) readBatches(f *parquet.File, cols []parquetColumn, free chan *
 	}
 }
 
-// openRowGroup opens the mapped columns' pages of row group g.
-func (rd *reader) openRowGroup(g int, rg parquet.RowGroup, cols []parquetColumn) error {
+// openRowGroup opens the mapped columns' pages of row group g, once their
+// page headers are seen to be safe for the library to read.
+func (rd *reader) openRowGroup(src io.ReaderAt, f *parquet.File, g int, rg parquet.RowGroup, cols []parquetColumn, headers *bufio.Reader) error {
 	chunks := rg.ColumnChunks()
+	meta := f.Metadata().RowGroups
 	for i := range cols {
 		c := &cols[i]
-		if c.leaf >= len(chunks) {
+		if c.leaf >= len(chunks) || g >= len(meta) || c.leaf >= len(meta[g].Columns) {
 			closeColumns(cols)
 			return rd.damaged(fmt.Sprintf("row group %d has %d columns, the schema more", g+1, len(chunks)))
+		}
+		m := meta[g].Columns[c.leaf].MetaData
+		start := m.DataPageOffset
+		if m.DictionaryPageOffset != 0 { // where the library starts too
+			start = m.DictionaryPageOffset
+		}
+		if err := checkPageHeaders(src, start, m.TotalCompressedSize, headers); err != nil {
+			closeColumns(cols)
+			return rd.parquetError(err)
 		}
 		pages, err := openPages(chunks[c.leaf])
 		if err != nil {

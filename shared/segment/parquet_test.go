@@ -333,6 +333,8 @@ func TestReadParquetFileErrors(t *testing.T) {
 		{"only the magic", []byte("PAR1"), emailOnly, `not a readable Parquet file (`},
 		{"damaged in its metadata", damage(good, 4, len(good)/2), emailOnly, `not a readable Parquet file (`},
 		{"damaged in a page", damage(big, len(big)/4, len(big)/4+64), defaultMapping, `not a readable Parquet file (crc32 checksum mismatch in page of column`},
+		{"a page header claiming more than its chunk holds", oversizedPageHeader(t, good), emailOnly,
+			`not a readable Parquet file (a page header claims more elements than its column chunk has bytes)`},
 		{"encrypted", append([]byte("PARE"), good[4:]...), emailOnly,
 			`this is an encrypted Parquet file; export it without Parquet encryption (S3's own encryption is fine)` + "\n"},
 	}
@@ -352,6 +354,23 @@ func TestReadParquetFileErrors(t *testing.T) {
 			t.Errorf("got\n%s\nwant\n%s", got, want)
 		}
 	})
+}
+
+// oversizedPageHeader starts the first page header of data's first column
+// with a field the library does not know: a list claiming 2^24 UUIDs.
+// The library skips it element by element, long past the chunk's end,
+// unless the reader refuses the header first (parquet_headers.go).
+func oversizedPageHeader(t *testing.T, data []byte) []byte {
+	t.Helper()
+	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := f.Metadata().RowGroups[0].Columns[0].MetaData.DataPageOffset
+	d := bytes.Clone(data)
+	// field 15 a list; list of UUIDs (13), its size a varint: 2^24
+	copy(d[at:], []byte{0xf9, 0xfd, 0x80, 0x80, 0x80, 0x08})
+	return d
 }
 
 // damage flips data[from:to].
