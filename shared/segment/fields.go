@@ -90,6 +90,10 @@ type cell struct {
 	s       string
 	present bool
 	nested  bool // a JSON object or array
+	// clean: s is already as cleanTextASCII leaves valid text (a value of
+	// a Parquet dictionary, cleaned once for all the rows that hold it).
+	// Never set for the email, whose cleaning also says if it is ASCII.
+	clean bool
 }
 
 // buildProfile validates and converts one row's mapped cells (in field
@@ -107,6 +111,9 @@ func buildProfile(fs []field, cells []cell) (Profile, string) {
 		}
 		if len(c.s) > maxFieldLen {
 			return p, fmt.Sprintf("column %q is longer than 64 KiB", fs[i].name)
+		}
+		if c.clean {
+			continue
 		}
 		s, ascii, ok := cleanTextASCII(c.s)
 		if !ok {

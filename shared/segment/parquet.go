@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/encoding"
 	"github.com/parquet-go/parquet-go/format"
 )
 
@@ -145,18 +146,37 @@ func (rd *reader) spool(br *bufio.Reader) (*spooled, int64, error) {
 
 // parquetColumn is one mapped column being read.
 type parquetColumn struct {
-	leaf  int                                      // the leaf column's index in a row group
-	conv  func(dst []byte, v parquet.Value) []byte // nil: the value's bytes as they are
-	pages parquet.Pages
-	page  parquet.Page
-	vals  parquet.ValueReader
-	buf   []parquet.Value
-	// For the batch being read: where each value's text ends in the
-	// batch's text, and which values are null.
-	ends []int
-	null []bool
-}
+	leaf   int                                      // the leaf column's index in a row group
+	maxDef byte                                     // the definition level of a value that is there
+	conv   func(dst []byte, v parquet.Value) []byte // nil: the value's bytes as they are
+	pages  parquet.Pages
 
+	// The page being read. Most pages are read whole at once: a
+	// dictionary-encoded page as indexes into the dictionary's values,
+	// each made text once a row group; a page of strings as one string of
+	// its values, each value a slice of it. Other pages (numbers, dates
+	// without a dictionary) are read value by value and converted.
+	page  parquet.Page
+	nvals int    // values (rows) in the page, nulls included
+	pos   int    // the next of them
+	defs  []byte // the page's definition levels; nil: no nulls
+	vi    int    // the next non-null value
+	idx   []int32
+	text  string
+	offs  []uint32
+	vals  parquet.ValueReader // set: the page is read value by value
+
+	dict      parquet.Dictionary
+	dictText  []string
+	dictClean []bool // dictText[i] is cleaned already (see cell.clean)
+
+	// For the values converted one by one in the batch being filled: the
+	// rows they are for, where each one's text ends in converted.
+	buf       []parquet.Value
+	converted []byte
+	rows      []int
+	ends      []int
+}
 func (rd *reader) readParquet(r io.ReaderAt, size int64) error {
 	if size < 12 {
 		return rd.damaged(fmt.Sprintf("%d bytes, too short for Parquet's header and footer", size))
@@ -260,7 +280,6 @@ func (b *parquetBatch) check(fields []field) {
 // handing each to send until it returns false; a problem ends the read
 // with a batch holding it.
 func (rd *reader) readBatches(src io.ReaderAt, f *parquet.File, cols []parquetColumn, free chan *parquetBatch, send func(*parquetBatch) bool) {
-	var text []byte
 	headers := bufio.NewReaderSize(nil, 4096)
 	newBatch := func() *parquetBatch {
 		var b *parquetBatch
@@ -286,8 +305,7 @@ func (rd *reader) readBatches(src io.ReaderAt, f *parquet.File, cols []parquetCo
 		for left := rg.NumRows(); left > 0; {
 			n := int(min(left, parquetBatchRows))
 			b := newBatch()
-			var err error
-			if text, err = rd.fillBatch(g, cols, b, n, text[:0]); err != nil {
+			if err := rd.fillBatch(g, cols, b, n); err != nil {
 				closeColumns(cols)
 				fail(err)
 				return
@@ -339,91 +357,181 @@ func closeColumns(cols []parquetColumn) {
 }
 
 // fillBatch reads the next n values of each mapped column of row group g
-// into b's cells, converted into one string.
-func (rd *reader) fillBatch(g int, cols []parquetColumn, b *parquetBatch, n int, text []byte) ([]byte, error) {
+// into b's cells.
+func (rd *reader) fillBatch(g int, cols []parquetColumn, b *parquetBatch, n int) error {
 	for i := range cols {
-		var err error
-		if text, err = cols[i].fill(text, n); err != nil {
+		if err := cols[i].fill(b.cells, len(cols), i, n); err != nil {
 			if errors.Is(err, errShortColumn) {
-				return text, rd.damaged(fmt.Sprintf("column %q has fewer values than row group %d has rows", rd.fields[i].name, g+1))
+				return rd.damaged(fmt.Sprintf("column %q has fewer values than row group %d has rows", rd.fields[i].name, g+1))
 			}
-			return text, rd.parquetError(err)
-		}
-	}
-	s := string(text) // one string per batch: the profiles' strings share it
-	nf := len(cols)
-	for i := range cols {
-		c := &cols[i]
-		start := 0
-		if i > 0 {
-			start = cols[i-1].ends[n-1]
-		}
-		for k := range n {
-			if c.null[k] {
-				b.cells[k*nf+i] = cell{}
-			} else {
-				b.cells[k*nf+i] = cell{s: s[start:c.ends[k]], present: true}
-			}
-			start = c.ends[k]
+			return rd.parquetError(err)
 		}
 	}
 	b.n = n
-	return text, nil
+	return nil
 }
 
 var errShortColumn = errors.New("column has fewer values than rows")
 
-// fill appends the text of the column's next n values to text.
-func (c *parquetColumn) fill(text []byte, n int) (_ []byte, err error) {
+// fill sets cell col of the next n rows of cells (nf cells a row) to the
+// text of the column's next n values.
+func (c *parquetColumn) fill(cells []cell, nf, col, n int) (err error) {
 	defer recoverParquet(&err)
-	c.ends, c.null = c.ends[:n], c.null[:n]
-	for filled := 0; filled < n; {
-		if c.vals == nil {
-			page, err := c.pages.ReadPage()
-			if err == io.EOF {
-				return text, errShortColumn
+	c.converted, c.rows, c.ends = c.converted[:0], c.rows[:0], c.ends[:0]
+	for k := 0; k < n; {
+		if c.page == nil {
+			if err := c.nextPage(); err != nil {
+				return err
 			}
-			if err != nil {
-				return text, err
-			}
-			c.page, c.vals = page, page.Values()
 		}
-		got, err := c.vals.ReadValues(c.buf[:n-filled])
-		if got == 0 && err == nil {
-			return text, errors.New("a page gave no values")
-		}
-		// Byte arrays point into the page: converted before it is released.
-		ends, null := c.ends[filled:filled+got], c.null[filled:filled+got]
-		for j := range got {
-			v := &c.buf[j]
-			null[j] = v.IsNull()
-			switch {
-			case null[j]:
-			case c.conv == nil:
-				text = append(text, v.ByteArray()...)
-			default:
-				text = c.conv(text, *v)
-			}
-			ends[j] = len(text)
-		}
-		filled += got
-		if err == io.EOF {
-			parquet.Release(c.page)
-			c.page, c.vals = nil, nil
-			continue
-		}
+		got, err := c.take(cells, nf, col, k, n-k)
 		if err != nil {
-			return text, err
+			return err
+		}
+		k += got
+	}
+	if len(c.rows) > 0 {
+		s := string(c.converted) // one string for the batch's converted values
+		start := 0
+		for j, k := range c.rows {
+			cells[k*nf+col] = cell{s: s[start:c.ends[j]], present: true}
+			start = c.ends[j]
 		}
 	}
-	return text, nil
+	return nil
+}
+
+// nextPage reads the column's next page and chooses how to read it.
+func (c *parquetColumn) nextPage() error {
+	page, err := c.pages.ReadPage()
+	if err == io.EOF {
+		return errShortColumn
+	}
+	if err != nil {
+		return err
+	}
+	c.page, c.pos, c.vi = page, 0, 0
+	c.nvals, c.defs = int(page.NumValues()), page.DefinitionLevels()
+	if c.defs != nil && len(c.defs) != c.nvals {
+		return fmt.Errorf("a page has %d values and %d definition levels", c.nvals, len(c.defs))
+	}
+	data := page.Data()
+	switch d := page.Dictionary(); {
+	case d != nil:
+		if d != c.dict {
+			c.dict = d
+			c.dictionaryText(d)
+		}
+		c.idx = data.Int32()
+	case c.conv == nil && data.Kind() == encoding.ByteArray:
+		b, offs := data.ByteArray()
+		// One copy of the page's values: a string the rows' values share.
+		c.text, c.offs = string(b), offs
+	default:
+		c.vals = page.Values()
+	}
+	return nil
+}
+
+// dictionaryText makes each of d's values text, once for the row group,
+// and cleans it as buildProfile would, once for every row that holds it:
+// a column of few distinct names is cleaned a few times, not a million.
+func (c *parquetColumn) dictionaryText(d parquet.Dictionary) {
+	c.dictText, c.dictClean = c.dictText[:0], c.dictClean[:0]
+	var b []byte
+	for i := range d.Len() {
+		v := d.Index(int32(i))
+		b = b[:0]
+		if c.conv == nil {
+			b = append(b, v.ByteArray()...)
+		} else {
+			b = c.conv(b, v)
+		}
+		s, clean := string(b), false
+		if len(s) <= maxFieldLen { // a longer value is refused for its raw length
+			if cleaned, _, ok := cleanTextASCII(s); ok {
+				s, clean = cleaned, true
+			}
+		}
+		c.dictText, c.dictClean = append(c.dictText, s), append(c.dictClean, clean)
+	}
+}
+
+// take sets cell col of up to m rows of cells from row k on, from the
+// current page, and returns how many it set.
+func (c *parquetColumn) take(cells []cell, nf, col, k, m int) (int, error) {
+	if c.vals != nil {
+		return c.takeValues(cells, nf, col, k, m)
+	}
+	m = min(m, c.nvals-c.pos)
+	for j := range m {
+		at := (k+j)*nf + col
+		if c.defs != nil && c.defs[c.pos+j] != c.maxDef {
+			cells[at] = cell{}
+			continue
+		}
+		v := c.vi
+		c.vi++
+		switch {
+		case c.idx != nil:
+			i := c.idx[v]
+			if i < 0 || int(i) >= len(c.dictText) {
+				return 0, fmt.Errorf("dictionary index %d out of range (%d values)", i, len(c.dictText))
+			}
+			cells[at] = cell{s: c.dictText[i], present: true, clean: col > 0 && c.dictClean[i]}
+		default:
+			if v+1 >= len(c.offs) || c.offs[v] > c.offs[v+1] || int(c.offs[v+1]) > len(c.text) {
+				return 0, errors.New("a page has fewer values than it says")
+			}
+			cells[at] = cell{s: c.text[c.offs[v]:c.offs[v+1]], present: true}
+		}
+	}
+	c.pos += m
+	if c.pos == c.nvals {
+		c.release()
+	}
+	return m, nil
+}
+
+// takeValues is take for a page read value by value.
+func (c *parquetColumn) takeValues(cells []cell, nf, col, k, m int) (int, error) {
+	got, err := c.vals.ReadValues(c.buf[:m])
+	if got == 0 && err == nil {
+		return 0, errors.New("a page gave no values")
+	}
+	for j := range got {
+		v := &c.buf[j]
+		if v.IsNull() {
+			cells[(k+j)*nf+col] = cell{}
+			continue
+		}
+		// Byte arrays point into the page: converted before it is released.
+		if c.conv == nil {
+			c.converted = append(c.converted, v.ByteArray()...)
+		} else {
+			c.converted = c.conv(c.converted, *v)
+		}
+		c.rows, c.ends = append(c.rows, k+j), append(c.ends, len(c.converted))
+	}
+	switch {
+	case err == io.EOF:
+		c.release()
+	case err != nil:
+		return 0, err
+	}
+	return got, nil
+}
+
+func (c *parquetColumn) release() {
+	parquet.Release(c.page)
+	c.page, c.vals, c.idx, c.defs, c.offs, c.text = nil, nil, nil, nil, nil, ""
 }
 
 func (c *parquetColumn) close() {
 	if c.page != nil {
-		parquet.Release(c.page)
-		c.page, c.vals = nil, nil
+		c.release()
 	}
+	c.dict = nil // a row group's dictionary is its own
 	if c.pages != nil {
 		c.pages.Close() // releases buffers; reading is over
 		c.pages = nil
@@ -471,8 +579,8 @@ func (rd *reader) parquetColumns(f *parquet.File) (_ []parquetColumn, err error)
 				Problem: fmt.Sprintf("column is of Parquet type %s, which segpilot does not read (%s)", unsupported, fl.setting),
 				Hint:    "cast it to a string or a number in the export, or map another column"}
 		}
-		cols[i] = parquetColumn{leaf: col.Index(), conv: conv, buf: make([]parquet.Value, parquetBatchRows),
-			ends: make([]int, parquetBatchRows), null: make([]bool, parquetBatchRows)}
+		cols[i] = parquetColumn{leaf: col.Index(), maxDef: byte(col.MaxDefinitionLevel()), conv: conv,
+			buf: make([]parquet.Value, parquetBatchRows)}
 	}
 	return cols, nil
 }

@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -79,10 +80,13 @@ func rowLines(out string) string {
 }
 
 // people is a segment with something of each case: a null name, an invalid
-// email, a duplicate, a name with a control character.
+// email, a duplicate, a name with a control character, names to trim and
+// put in NFC, one not UTF-8, one too long; the same values recur, as in a
+// column a dictionary encodes.
 func people(n int) ([]map[string]any, [][]string) {
 	var pq []map[string]any
 	var rows [][]string
+	long := strings.Repeat("x", maxFieldLen+1)
 	for i := range n {
 		email, first, last := fmt.Sprintf("User%d@Example.com", i), fmt.Sprintf("First%d", i), fmt.Sprintf("Last%d", i%7)
 		switch i % 10 {
@@ -92,6 +96,13 @@ func people(n int) ([]map[string]any, [][]string) {
 			email = "User1@Example.com"
 		case 7:
 			first = "Bad\x00name"
+		case 8:
+			email, last = fmt.Sprintf(" user%d@example.com\t", i%3), " Chloe\u0301 "
+		case 9:
+			last = "M\xffller"
+		}
+		if i%1000 == 2 {
+			last = long
 		}
 		r := map[string]any{"Email": email, "FirstName": first, "LastName": last}
 		row := []string{email, first, last}
@@ -108,6 +119,15 @@ var peopleSchema = parquet.Group{
 	"FirstName": parquet.Optional(parquet.String()),
 	"LastName":  parquet.String(),
 	"Tags":      parquet.List(parquet.String()), // not mapped: never read
+}
+
+// peopleDictionarySchema is peopleSchema as warehouses write it: every
+// column dictionary-encoded.
+var peopleDictionarySchema = parquet.Group{
+	"Email":     parquet.Encoded(parquet.String(), &parquet.RLEDictionary),
+	"FirstName": parquet.Optional(parquet.Encoded(parquet.String(), &parquet.RLEDictionary)),
+	"LastName":  parquet.Encoded(parquet.String(), &parquet.RLEDictionary),
+	"Tags":      parquet.List(parquet.String()),
 }
 
 // TestReadParquetLikeCSV checks that a Parquet file reads exactly as the
@@ -130,50 +150,56 @@ func TestReadParquetLikeCSV(t *testing.T) {
 		{"zstd", parquet.Compression(&parquet.Zstd)},
 		{"uncompressed", parquet.Compression(&parquet.Uncompressed)},
 	}
+	encodings := []struct {
+		name   string
+		schema parquet.Group
+	}{{"plain", peopleSchema}, {"dictionary", peopleDictionarySchema}}
 	for _, c := range codecs {
-		data := parquetFile(t, peopleSchema, pqRows, 1000, c.codec, parquet.PageBufferSize(4<<10))
-		reads := []struct {
-			name       string
-			read       func(Options, func(Record) error, func(Rejection) error) (Stats, error)
-			compressed bool
-		}{
-			{"in place", func(o Options, e func(Record) error, r func(Rejection) error) (Stats, error) {
-				return Read(context.Background(), bytes.NewReader(data), o, e, r)
-			}, false},
-			{"ReadAt", func(o Options, e func(Record) error, r func(Rejection) error) (Stats, error) {
-				return ReadAt(context.Background(), bytes.NewReader(data), int64(len(data)), o, e, r)
-			}, false},
-			{"streamed", func(o Options, e func(Record) error, r func(Rejection) error) (Stats, error) {
-				return Read(context.Background(), io.MultiReader(bytes.NewReader(data)), o, e, r)
-			}, false},
-			{"gzipped", func(o Options, e func(Record) error, r func(Rejection) error) (Stats, error) {
-				return Read(context.Background(), bytes.NewReader(gz(string(data))), o, e, r)
-			}, true},
-		}
-		for _, rd := range reads {
-			t.Run(c.name+"/"+rd.name, func(t *testing.T) {
-				t.Parallel()
-				var b strings.Builder
-				st, err := rd.read(Options{Name: "x.parquet", Mapping: defaultMapping, TempDir: t.TempDir()},
-					func(r Record) error {
-						p := r.Profile
-						fmt.Fprintf(&b, "record %d: email=%q first=%q last=%q\n", r.Row, shorten(p.Email), shorten(p.FirstName), shorten(p.LastName))
-						return nil
-					},
-					func(r Rejection) error {
-						fmt.Fprintf(&b, "reject %d: email=%q reason=%q\n", r.Row, r.Email, r.Reason)
-						return nil
-					})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got := b.String(); got != want {
-					t.Errorf("differs from the same rows as CSV\n--- got\n%.2000s--- want\n%.2000s", got, want)
-				}
-				if wantSt := (Stats{Rows: n, Valid: st.Valid, Rejected: n - st.Valid, Format: "parquet", Compressed: rd.compressed}); st != wantSt || st.Valid == 0 {
-					t.Errorf("stats %+v, want %+v", st, wantSt)
-				}
-			})
+		for _, enc := range encodings {
+			data := parquetFile(t, enc.schema, pqRows, 1000, c.codec, parquet.PageBufferSize(4<<10))
+			reads := []struct {
+				name       string
+				read       func(Options, func(Record) error, func(Rejection) error) (Stats, error)
+				compressed bool
+			}{
+				{"in place", func(o Options, e func(Record) error, r func(Rejection) error) (Stats, error) {
+					return Read(context.Background(), bytes.NewReader(data), o, e, r)
+				}, false},
+				{"ReadAt", func(o Options, e func(Record) error, r func(Rejection) error) (Stats, error) {
+					return ReadAt(context.Background(), bytes.NewReader(data), int64(len(data)), o, e, r)
+				}, false},
+				{"streamed", func(o Options, e func(Record) error, r func(Rejection) error) (Stats, error) {
+					return Read(context.Background(), io.MultiReader(bytes.NewReader(data)), o, e, r)
+				}, false},
+				{"gzipped", func(o Options, e func(Record) error, r func(Rejection) error) (Stats, error) {
+					return Read(context.Background(), bytes.NewReader(gz(string(data))), o, e, r)
+				}, true},
+			}
+			for _, rd := range reads {
+				t.Run(c.name+"/"+enc.name+"/"+rd.name, func(t *testing.T) {
+					t.Parallel()
+					var b strings.Builder
+					st, err := rd.read(Options{Name: "x.parquet", Mapping: defaultMapping, TempDir: t.TempDir()},
+						func(r Record) error {
+							p := r.Profile
+							fmt.Fprintf(&b, "record %d: email=%q first=%q last=%q\n", r.Row, shorten(p.Email), shorten(p.FirstName), shorten(p.LastName))
+							return nil
+						},
+						func(r Rejection) error {
+							fmt.Fprintf(&b, "reject %d: email=%q reason=%q\n", r.Row, r.Email, r.Reason)
+							return nil
+						})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := b.String(); got != want {
+						t.Errorf("differs from the same rows as CSV\n--- got\n%.2000s--- want\n%.2000s", got, want)
+					}
+					if wantSt := (Stats{Rows: n, Valid: st.Valid, Rejected: n - st.Valid, Format: "parquet", Compressed: rd.compressed}); st != wantSt || st.Valid == 0 {
+						t.Errorf("stats %+v, want %+v", st, wantSt)
+					}
+				})
+			}
 		}
 	}
 }
@@ -332,7 +358,7 @@ func TestReadParquetFileErrors(t *testing.T) {
 		{"cut short", good[:len(good)-20], emailOnly, `not a readable Parquet file (`},
 		{"only the magic", []byte("PAR1"), emailOnly, `not a readable Parquet file (`},
 		{"damaged in its metadata", damage(good, 4, len(good)/2), emailOnly, `not a readable Parquet file (`},
-		{"damaged in a page", damage(big, len(big)/4, len(big)/4+64), defaultMapping, `not a readable Parquet file (crc32 checksum mismatch in page of column`},
+		{"damaged in a page", damagedPage(t, big), defaultMapping, `not a readable Parquet file (crc32 checksum mismatch in page of column`},
 		{"a page header claiming more than its chunk holds", oversizedPageHeader(t, good), emailOnly,
 			`not a readable Parquet file (a page header claims more elements than its column chunk has bytes)`},
 		{"encrypted", append([]byte("PARE"), good[4:]...), emailOnly,
@@ -371,6 +397,24 @@ func oversizedPageHeader(t *testing.T, data []byte) []byte {
 	// field 15 a list; list of UUIDs (13), its size a varint: 2^24
 	copy(d[at:], []byte{0xf9, 0xfd, 0x80, 0x80, 0x80, 0x08})
 	return d
+}
+
+// damagedPage flips 64 bytes of the first page of data's first column,
+// just past its header.
+func damagedPage(t *testing.T, data []byte) []byte {
+	t.Helper()
+	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := f.Metadata().RowGroups[0].Columns[0].MetaData.DataPageOffset
+	s := thriftScan{r: bufio.NewReader(bytes.NewReader(data[at:])), left: int64(len(data)) - at}
+	size, err := s.pageHeader()
+	if err != nil || size < 64 {
+		t.Fatalf("page header at %d: page of %d bytes, %v", at, size, err)
+	}
+	from := int(at) + (len(data) - int(at) - int(s.left))
+	return damage(data, from, from+64)
 }
 
 // damage flips data[from:to].
