@@ -274,6 +274,10 @@ func peakRSS() (int64, error) {
 // into dir as n snappy Parquet files, typed as a warehouse would write
 // them: text columns as strings, Orders as INT64. A row group of 64k rows.
 func writeParquetParts(file, dir string, n int) error {
+	total, err := countRows(file)
+	if err != nil {
+		return err
+	}
 	f, err := os.Open(file)
 	if err != nil {
 		return err
@@ -287,11 +291,17 @@ func writeParquetParts(file, dir string, n int) error {
 	}
 	header = slices.Clone(header)
 	group := parquet.Group{}
+	// As warehouses write them (Spark, DuckDB, Athena): columns of few
+	// distinct values dictionary-encoded; the email, every value distinct,
+	// plain (where they fall back to once a dictionary grows too big).
 	for _, c := range header {
-		if c == "Orders" {
-			group[c] = parquet.Optional(parquet.Int(64))
-		} else {
+		switch c {
+		case "Orders":
+			group[c] = parquet.Optional(parquet.Encoded(parquet.Int(64), &parquet.RLEDictionary))
+		case "EmailAddress":
 			group[c] = parquet.Optional(parquet.String())
+		default:
+			group[c] = parquet.Optional(parquet.Encoded(parquet.String(), &parquet.RLEDictionary))
 		}
 	}
 	schema := parquet.NewSchema("segment", group)
@@ -331,7 +341,7 @@ func writeParquetParts(file, dir string, n int) error {
 				values[c] = rec[i]
 			}
 		}
-		w := row % n
+		w := row * n / max(total, 1) // consecutive rows: the CSV's order, part after part
 		if err := writers[w].Write(values); err != nil {
 			return err
 		}
@@ -350,4 +360,26 @@ func writeParquetParts(file, dir string, n int) error {
 		}
 	}
 	return nil
+}
+
+// countRows counts the CSV rows of file after its header.
+func countRows(file string) (int, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	r := csv.NewReader(bufio.NewReaderSize(f, 1<<20))
+	r.ReuseRecord = true
+	n := -1 // the header
+	for {
+		_, err := r.Read()
+		if err == io.EOF {
+			return max(n, 0), nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		n++
+	}
 }
