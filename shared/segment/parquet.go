@@ -177,6 +177,7 @@ type parquetColumn struct {
 	rows      []int
 	ends      []int
 }
+
 func (rd *reader) readParquet(r io.ReaderAt, size int64) error {
 	if size < 12 {
 		return rd.damaged(fmt.Sprintf("%d bytes, too short for Parquet's header and footer", size))
