@@ -45,13 +45,19 @@ func (rd *reader) refReadCSV(br *bufio.Reader, prefixLines int) error {
 		return rd.streamError(err, 0)
 	}
 	rd.st.Delimiter = string(delim)
-	cr := csv.NewReader(br)
+	// What the reader has read, to tell an unterminated quote at the end
+	// from text after a closing quote on the last line.
+	var seen bytes.Buffer
+	cr := csv.NewReader(io.TeeReader(br, &seen))
 	cr.Comma = delim
 	cr.FieldsPerRecord = -1
 	cr.ReuseRecord = true
+	unterminated := func(start int64) bool {
+		return atEOF(br) && endsQuoted(seen.Bytes()[start:], byte(delim))
+	}
 	header, err := cr.Read()
 	if err != nil {
-		return rd.csvError(err, 0, prefixLines, atEOF(br))
+		return rd.csvError(err, 0, prefixLines, unterminated(0))
 	}
 	header = append([]string(nil), header...)
 	if err := rd.matchHeader(header, "the header has"); err != nil {
@@ -60,13 +66,14 @@ func (rd *reader) refReadCSV(br *bufio.Reader, prefixLines int) error {
 	rd.bounded.mark()
 	cells := make([]cell, len(rd.fields))
 	for {
+		start := cr.InputOffset()
 		rec, err := cr.Read()
 		if err == io.EOF {
 			return nil
 		}
 		row := rd.st.Rows + 1
 		if err != nil {
-			return rd.csvError(err, row, prefixLines, atEOF(br))
+			return rd.csvError(err, row, prefixLines, unterminated(start))
 		}
 		rd.bounded.mark()
 		rd.st.Rows++

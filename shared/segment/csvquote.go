@@ -52,6 +52,17 @@ func (st quoteState) step(c, delim byte) quoteState {
 	return qText
 }
 
+// endsQuoted reports whether b, a record's bytes, ends inside a quoted
+// field: its quote was never closed (rather than closed, then followed by
+// text).
+func endsQuoted(b []byte, delim byte) bool {
+	st := qField
+	for _, c := range b {
+		st = st.step(c, delim)
+	}
+	return st == qQuoted
+}
+
 // recordEnd returns the end of the record starting at b[pos]: after the
 // first line feed outside quotes, or len(b).
 func recordEnd(b []byte, pos int, delim byte) int {

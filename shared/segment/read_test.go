@@ -631,6 +631,12 @@ func TestBareQuotesReadAsExcelDoes(t *testing.T) {
 		{"an unterminated quoted field is still an error", header + "a@x.com,B\"o,\"Lee\nb@x.com,Bo,Bar\n", defaultMapping, []string{
 			`row 1: unterminated quoted field (opened on line 2)`,
 		}},
+		{"text after a closing quote on the last line, without a line end, is that error", header + "a@x.com,Bo,Bar\nb@x.com,Bo,\"Lee\"x", defaultMapping, []string{
+			`row 2: text after a closing quote (line 3, byte 16)`,
+		}},
+		{"an unterminated quoted field on the last line, without a line end, is that error", header + "a@x.com,Bo,Bar\nb@x.com,Bo,\"Lee", defaultMapping, []string{
+			`row 2: unterminated quoted field (opened on line 3)`,
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
