@@ -581,7 +581,14 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 		fmt.Fprintf(w, "  resumed: attempt %d sent what %s of this file had not delivered\n", rep.Prior+1, earlier)
 	}
 	o := rep.Outcome
-	fmt.Fprintf(w, "  sent %d · rejected by %s %d · failed %d · removed %d\n", o.Sent, cmp.Or(rep.Destination, "Autopilot"), o.RejectedByAPI, o.Failed, o.Removed)
+	fmt.Fprintf(w, "  sent %d · rejected by %s %d · failed %d · removed %d", o.Sent, cmp.Or(rep.Destination, "Autopilot"), o.RejectedByAPI, o.Failed, o.Removed)
+	if o.Skipped > 0 {
+		fmt.Fprintf(w, " · skipped %d (mode: %s)", o.Skipped, rep.Mode)
+	}
+	fmt.Fprintln(w)
+	if rep.Requests.Lookup > 0 {
+		fmt.Fprintf(w, "  %d of the requests listed %s's contacts, to know whom mode %s leaves alone\n", rep.Requests.Lookup, cmp.Or(rep.Destination, "Autopilot"), rep.Mode)
+	}
 	took := runpage.Seconds(rep.DurationSeconds)
 	if rep.FloorSeconds > 0 { // none when no request waited for the budget
 		took += " vs rate-limit floor " + runpage.Seconds(rep.FloorSeconds)

@@ -53,6 +53,9 @@ type simulator interface {
 	// madeOnce says whether what runs create in the destination was
 	// created once: Autopilot's list, Ortto's custom fields.
 	madeOnce() error
+	// seed makes a contact that is on no list (Ortto: has no tag), named
+	// first, as if made by another tool.
+	seed(email, first string) error
 }
 
 // held is one contact as the destination holds it.
@@ -145,6 +148,13 @@ func (s autopilotSim) addOutsider(email string) error {
 	return s.AddToList(s.CreateList(listTitle), email)
 }
 
+func (s autopilotSim) seed(email, first string) error {
+	st := s.Dump()
+	st.Contacts = append(st.Contacts, autopilotsim.Contact{ContactID: fmt.Sprintf("person_%016x", 900000+len(st.Contacts)),
+		Email: email, Fields: map[string]any{"FirstName": first}, Lists: []string{}})
+	return s.Load(st)
+}
+
 func (s autopilotSim) madeOnce() error {
 	var ids []string
 	for _, l := range s.Dump().Lists {
@@ -192,6 +202,13 @@ func (s orttoSim) members() []string {
 }
 
 func (s orttoSim) optOut(email string) error { return s.Unsubscribe(email) }
+
+func (s orttoSim) seed(email, first string) error {
+	st := s.Dump()
+	st.People = append(st.People, orttosim.Person{ID: fmt.Sprintf("0064%x", 900000+len(st.People)), Email: email,
+		Fields: map[string]any{"str::first": first}, Tags: []string{}, Subscribed: true})
+	return s.Load(st)
+}
 
 func (s orttoSim) addOutsider(email string) error {
 	s.Tag(email, listTitle)

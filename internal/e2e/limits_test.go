@@ -30,7 +30,7 @@ func (rejectingDestination) PrepareList(context.Context, dest.ListSpec) (string,
 	return "contactlist_limits", nil
 }
 
-func (d rejectingDestination) Upsert(_ context.Context, _ string, cs []dest.Contact) ([]dest.Outcome, error) {
+func (d rejectingDestination) Upsert(_ context.Context, _ string, cs []dest.Contact, _ dest.Write) ([]dest.Outcome, error) {
 	d.calls.Add(1)
 	out := make([]dest.Outcome, len(cs))
 	for i := range cs {

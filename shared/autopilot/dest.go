@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/segpilot/segpilot/shared/dest"
+	"github.com/segpilot/segpilot/shared/httpx"
 	"github.com/segpilot/segpilot/shared/suggest"
 )
 
@@ -76,10 +79,47 @@ func keyHint(key string) string {
 	return ""
 }
 
-var _ dest.Destination = (*Client)(nil)
+var (
+	_ dest.Destination = (*Client)(nil)
+	_ dest.Directory   = (*Client)(nil)
+)
 
-// Upsert is UpsertContacts for the port's contacts.
-func (c *Client) Upsert(ctx context.Context, listID string, contacts []dest.Contact) ([]dest.Outcome, error) {
+// Contacts pages through GET /contacts, 100 contacts a request, and calls
+// each with every contact's email: the whole account, since a contact the
+// account has but the export's list lacks is one an update-only export
+// updates (and puts on the list), and one a create-only export must leave
+// alone, as Ortto's skip_non_existing and merge_strategy 3 do.
+func (c *Client) Contacts(ctx context.Context, each func(email string) error) error {
+	path := "/contacts"
+	for page := 1; ; page++ {
+		var answer struct {
+			Contacts []struct {
+				Email string `json:"Email"`
+			} `json:"contacts"`
+			Bookmark string `json:"bookmark"`
+		}
+		if err := c.do(ctx, httpx.Request{Method: http.MethodGet, Path: path}, &answer); err != nil {
+			return fmt.Errorf("listing the account's contacts (page %d): %w", page, err)
+		}
+		for _, ct := range answer.Contacts {
+			if err := each(ct.Email); err != nil {
+				return err
+			}
+		}
+		if answer.Bookmark == "" || len(answer.Contacts) == 0 {
+			return nil
+		}
+		path = "/contacts/" + url.PathEscape(answer.Bookmark)
+	}
+}
+
+// Upsert is UpsertContacts for the port's contacts. Autopilot has no
+// update-only or create-only upsert: the caller sends only the contacts
+// the export's mode allows (Contacts says who exists), with WriteAny.
+func (c *Client) Upsert(ctx context.Context, listID string, contacts []dest.Contact, w dest.Write) ([]dest.Outcome, error) {
+	if w != dest.WriteAny {
+		return nil, fmt.Errorf("upserting contacts: Autopilot cannot limit an upsert to %s; filter them with Contacts first", map[dest.Write]string{dest.WriteUpdate: "updates", dest.WriteCreate: "creations"}[w])
+	}
 	cs := make([]Contact, len(contacts))
 	for i, ct := range contacts {
 		cs[i] = Contact{Email: ct.Email, FirstName: ct.FirstName, LastName: ct.LastName}

@@ -131,7 +131,7 @@ func TestErrorsUnderServerErrorsNameEachCauseOnce(t *testing.T) {
 				messages = append(messages, err.Error())
 				continue
 			}
-			outs, err := c.Upsert(ctx, id, []dest.Contact{{Email: "ann@example.com"}, {Email: "bob@example.com"}})
+			outs, err := c.Upsert(ctx, id, []dest.Contact{{Email: "ann@example.com"}, {Email: "bob@example.com"}}, dest.WriteAny)
 			if err != nil {
 				messages = append(messages, err.Error())
 			}
@@ -438,7 +438,7 @@ func TestListGone(t *testing.T) {
 		want     dest.Status
 	}{
 		{"upsert, list deleted", true, func(c *autopilot.Client, list string) ([]dest.Outcome, error) {
-			return c.Upsert(context.Background(), list, []dest.Contact{{Email: "ann@example.com"}, {Email: "bob@example.com"}})
+			return c.Upsert(context.Background(), list, []dest.Contact{{Email: "ann@example.com"}, {Email: "bob@example.com"}}, dest.WriteAny)
 		}, true, dest.Failed},
 		{"remove, list deleted", true, func(c *autopilot.Client, list string) ([]dest.Outcome, error) {
 			return c.Remove(context.Background(), list, []string{"ann@example.com", "bob@example.com"})
@@ -456,7 +456,7 @@ func TestListGone(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := c.Upsert(context.Background(), "", []dest.Contact{{Email: "ann@example.com"}}); err != nil {
+			if _, err := c.Upsert(context.Background(), "", []dest.Contact{{Email: "ann@example.com"}}, dest.WriteAny); err != nil {
 				t.Fatal(err) // a contact, on no list
 			}
 			if tt.deleted {

@@ -50,7 +50,7 @@ var (
 		"maxRemovalShare", "allowLargeRemoval", "enabled", "createFields", "showEmails", "quietPeriod"}
 	matchKeys  = []string{"email", "firstName", "lastName", "custom"}
 	customKeys = []string{"field", "decimal"}
-	modes      = []string{plan.ModeUpsert, plan.ModeMirror}
+	modes      = plan.Modes
 )
 
 // defaultKind is assumed for an export whose connection is not defined,
@@ -477,7 +477,7 @@ func (d *decoder) export(f field, conns map[string]*Connection) (e *Export, list
 		if slices.Contains(modes, v) {
 			e.Mode = v
 		} else {
-			d.add(o.sub("mode"), n.Line, "%s is not a mode%s; use upsert (add and update only) or mirror (also remove leavers)", q(v), didYouMean(v, modes))
+			d.add(o.sub("mode"), n.Line, "%s is not a mode%s; use upsert (add and update only), mirror (also remove leavers), update (change people %s has, never create one) or create (add people %s lacks, never change one)", q(v), didYouMean(v, modes), kind.Title, kind.Title)
 		}
 	}
 	if v, n, ok := d.integer(o, "maxProfiles"); ok {

@@ -127,7 +127,7 @@ func TestBaseURLWithOrWithoutTheAPIPath(t *testing.T) {
 					if err != nil {
 						t.Fatalf("base URL %s: %v", base, err)
 					}
-					outs, err := d.Upsert(context.Background(), list, []dest.Contact{{Email: "ada@example.com"}})
+					outs, err := d.Upsert(context.Background(), list, []dest.Contact{{Email: "ada@example.com"}}, dest.WriteAny)
 					if err != nil || len(outs) != 1 || outs[0].Status != dest.Sent {
 						t.Fatalf("base URL %s: %+v, %v", base, outs, err)
 					}

@@ -85,7 +85,26 @@ const (
 	Sent     Status = "sent"     // accepted (for a removal: taken off the list)
 	Rejected Status = "rejected" // refused for this contact; resending will not help
 	Failed   Status = "failed"   // not delivered for a transient or run-wide reason; a later attempt may help
+	Skipped  Status = "skipped"  // left alone by the export's mode (update: not in the destination; create: already in it)
 )
+
+// Write is what an upsert may do to a contact: the export's mode.
+type Write int
+
+// The writes an upsert can be limited to.
+const (
+	WriteAny    Write = iota // create the contact or update it
+	WriteUpdate              // update a contact the destination has; never create one
+	WriteCreate              // create a contact the destination lacks; never change one it has
+)
+
+// SkipReason says why a contact was skipped under w, for the report.
+func (w Write) SkipReason(title string) string {
+	if w == WriteCreate {
+		return "skipped: already in " + title + " (mode: create)"
+	}
+	return "skipped: not in " + title + " (mode: update)"
+}
 
 // Outcome is the result for one contact or removal, in input order.
 type Outcome struct {
@@ -100,6 +119,18 @@ type Outcome struct {
 type Capabilities struct {
 	MaxBatch    int // contacts per upsert request
 	RemoveBatch int // emails per removal request; 1 means one request per email
+	// Writes: Upsert applies WriteUpdate and WriteCreate itself (Ortto's
+	// skip_non_existing and merge_strategy 3). Without, the caller learns
+	// who exists from the Directory and sends only what the mode allows,
+	// with WriteAny.
+	Writes bool
+}
+
+// Directory lists the account's contacts, for the modes a destination
+// cannot apply itself (Capabilities.Writes false).
+type Directory interface {
+	// Contacts calls each with the email of every contact of the account.
+	Contacts(ctx context.Context, each func(email string) error) error
 }
 
 // Stats counts what a Destination has sent since it was made.
@@ -128,9 +159,10 @@ type Destination interface {
 	// PrepareList resolves the export's list once per run, before the
 	// fan-out, and returns the handle Upsert and Remove take.
 	PrepareList(ctx context.Context, spec ListSpec) (string, error)
-	// Upsert creates or updates contacts and adds them to list; one
-	// Outcome per contact, in order.
-	Upsert(ctx context.Context, list string, contacts []Contact) ([]Outcome, error)
+	// Upsert creates or updates contacts, as w allows, and adds them to
+	// list; one Outcome per contact, in order (Skipped for one w leaves
+	// alone). A destination without Capabilities.Writes is given WriteAny.
+	Upsert(ctx context.Context, list string, contacts []Contact, w Write) ([]Outcome, error)
 	// Remove takes emails off list (never deletes a contact); one Outcome
 	// per email, in order. An email that is not a member counts as removed.
 	Remove(ctx context.Context, list string, emails []string) ([]Outcome, error)

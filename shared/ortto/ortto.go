@@ -122,6 +122,7 @@ type merge struct {
 
 const (
 	mergeOverwrite = 2
+	mergeNewOnly   = 3 // existing people are left alone, untagged
 	fieldEmail     = "str::email"
 )
 
@@ -147,7 +148,7 @@ func (c *Client) merge(ctx context.Context, body merge) (mergeAnswer, error) {
 // was refused or ctx ended; the contacts not attempted then end as failed.
 // It never returns dest.ErrListGone, nor does Remove: a tag cannot be
 // gone, since Ortto makes it on first use.
-func (c *Client) Upsert(ctx context.Context, tag string, contacts []dest.Contact) ([]dest.Outcome, error) {
+func (c *Client) Upsert(ctx context.Context, tag string, contacts []dest.Contact, w dest.Write) ([]dest.Outcome, error) {
 	out := make([]dest.Outcome, len(contacts))
 	pending := make([]int, 0, len(contacts))
 	people := make([]person, len(contacts))
@@ -170,9 +171,21 @@ func (c *Client) Upsert(ctx context.Context, tag string, contacts []dest.Contact
 		}
 		// Merges are keyed by email, so replaying a call that timed out
 		// after being applied changes nothing.
-		answer, err := c.merge(ctx, merge{People: batch, MergeBy: []string{fieldEmail}, MergeStrategy: mergeOverwrite,
-			SuppressionListFieldID: fieldEmail})
-		if stop := settle(ctx, out, idx, answer, err, upsertOutcome); stop != nil {
+		body := merge{People: batch, MergeBy: []string{fieldEmail}, MergeStrategy: mergeOverwrite, SuppressionListFieldID: fieldEmail}
+		switch w {
+		case dest.WriteUpdate:
+			body.SkipNonExisting = true
+		case dest.WriteCreate:
+			body.MergeStrategy = mergeNewOnly
+		}
+		outcome := func(status, errMsg string) (dest.Status, string) {
+			if status == "ignored" && w != dest.WriteAny {
+				return dest.Skipped, w.SkipReason("Ortto")
+			}
+			return upsertOutcome(status, errMsg)
+		}
+		answer, err := c.merge(ctx, body)
+		if stop := settle(ctx, out, idx, answer, err, outcome); stop != nil {
 			return out, fmt.Errorf("merging people (call %d): %w", start/maxBatch+1, stop)
 		}
 	}

@@ -74,7 +74,7 @@ func TestNeverSendsSubscription(t *testing.T) {
 	cs := contacts(3)
 	cs[1].Custom = append(cs[1].Custom, dest.Value{Key: "bol::p", Type: dest.Boolean, Value: true})
 	cs[2].Custom = append(cs[2].Custom, dest.Value{Key: "bol::sp", Type: dest.Boolean, Value: true})
-	outs, err := c.Upsert(context.Background(), "VIP", cs)
+	outs, err := c.Upsert(context.Background(), "VIP", cs, dest.WriteAny)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestUpsertAndRemoveAgainstSimulator(t *testing.T) {
 	if err != nil || tag != "VIP" {
 		t.Fatalf("PrepareList = %q, %v", tag, err)
 	}
-	outs, err := c.Upsert(context.Background(), tag, contacts(250))
+	outs, err := c.Upsert(context.Background(), tag, contacts(250), dest.WriteAny)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func TestWrongRegionKeyStopsEverything(t *testing.T) {
 	if !errors.As(err, &ue) || ue.Status != 401 || !strings.Contains(err.Error(), "eu region") {
 		t.Fatalf("err = %v", err)
 	}
-	outs, err := c.Upsert(context.Background(), "VIP", contacts(5))
+	outs, err := c.Upsert(context.Background(), "VIP", contacts(5), dest.WriteAny)
 	if !errors.As(err, &ue) || outs[0].Status != dest.Failed {
 		t.Fatalf("after the refusal: %v %+v", err, outs)
 	}
@@ -319,7 +319,7 @@ func TestPacingAcrossGoroutines(t *testing.T) {
 				cs[i].Email = fmt.Sprintf("g%d-%s", g, cs[i].Email)
 			}
 			for i := 0; i < len(cs); i += 10 {
-				outs, err := c.Upsert(context.Background(), "VIP", cs[i:i+10])
+				outs, err := c.Upsert(context.Background(), "VIP", cs[i:i+10], dest.WriteAny)
 				if err != nil || outs[0].Status != dest.Sent {
 					t.Errorf("goroutine %d: %+v %v", g, outs[0], err)
 				}

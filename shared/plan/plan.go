@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"github.com/segpilot/segpilot/shared/segment"
@@ -27,7 +28,12 @@ import (
 const (
 	ModeUpsert = "upsert" // add and update only
 	ModeMirror = "mirror" // also take leavers off the list
+	ModeUpdate = "update" // update people the destination has; never create one (it sends as upsert does)
+	ModeCreate = "create" // create people the destination lacks; never change one (it sends as upsert does)
 )
+
+// Modes lists every mode.
+var Modes = []string{ModeUpsert, ModeMirror, ModeUpdate, ModeCreate}
 
 // Defaults for Options.
 const (
@@ -45,7 +51,7 @@ const (
 
 // Options are one export's settings for one plan.
 type Options struct {
-	Mode              string  // "upsert" or "mirror"
+	Mode              string  // one of Modes; only mirror removes
 	MaxProfiles       int     // unique valid profiles allowed; more → *LimitError and nothing written. 0: no limit
 	MaxRemovalShare   float64 // mirror safety brake share, e.g. 0.2
 	AllowLargeRemoval bool    // lift the brake for this plan
@@ -58,8 +64,8 @@ type Options struct {
 }
 
 func (o Options) withDefaults() (Options, error) {
-	if o.Mode != ModeUpsert && o.Mode != ModeMirror {
-		return o, fmt.Errorf("plan options: mode %q, want %q or %q", o.Mode, ModeUpsert, ModeMirror)
+	if !slices.Contains(Modes, o.Mode) {
+		return o, fmt.Errorf("plan options: mode %q, want one of %q", o.Mode, Modes)
 	}
 	if o.MaxProfiles < 0 {
 		return o, fmt.Errorf("plan options: maxProfiles %d is negative", o.MaxProfiles)

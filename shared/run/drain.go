@@ -438,7 +438,7 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 		li.notes = append(li.notes, "Every contact of the file was sent again, since the list it was on is gone.")
 		res.Counts = m.Counts
 	}
-	return s.claim(ctx, export, st, etag, q, m, li.id, attemptRecord{ListRequests: li.requests, Notes: li.notes}, &res)
+	return s.claim(ctx, export, st, etag, q, m, li.id, attemptRecord{ListRequests: li.requests, LookupRequests: li.lookup, Notes: li.notes}, &res)
 }
 
 // claim makes the next epoch attempt n of the run, holding the export,

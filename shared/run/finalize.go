@@ -284,6 +284,7 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 		Base: m.BaseKey, PlannedAt: m.PlannedAt, Seq: attemptSeq(h.Attempt),
 		Rejected: rejectedKey(m.Export, m.RunID, h.Attempt)}
 	rep.Requests.add(rec.ListRequests)
+	rep.Requests.Lookup = rec.LookupRequests
 	rep.Notes = rec.Notes
 	rep.StartedAt = cmp.Or(started, m.PlannedAt)
 	finish := func() {
@@ -345,6 +346,13 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 		for _, r := range res.Rejected {
 			kept = append(kept, r.Email)
 			issues = append(issues, RowIssue{Row: r.Row, Email: r.Email, Reason: "rejected by " + m.Connection.Title() + ": " + r.Reason})
+		}
+		// A contact the mode left alone keeps its previous state too, so
+		// the next run looks at it again (it may have been made since).
+		rep.Outcome.Skipped += len(res.ModeSkipped)
+		for _, r := range res.ModeSkipped {
+			kept = append(kept, r.Email)
+			issues = append(issues, r)
 		}
 		for _, f := range res.Failed {
 			if f.Row == 0 { // a removal

@@ -134,7 +134,7 @@ func (c *fakeCloud) last(t *testing.T) run.Execution {
 type listOnly struct{}
 
 func (listOnly) PrepareList(context.Context, dest.ListSpec) (string, error) { return "list-1", nil }
-func (listOnly) Upsert(_ context.Context, _ string, cs []dest.Contact) ([]dest.Outcome, error) {
+func (listOnly) Upsert(_ context.Context, _ string, cs []dest.Contact, _ dest.Write) ([]dest.Outcome, error) {
 	out := make([]dest.Outcome, len(cs))
 	for i, c := range cs {
 		out[i] = dest.Outcome{Email: c.Email, Status: dest.Sent}

@@ -30,7 +30,7 @@ type recorder struct {
 	untilDone bool
 }
 
-func (r *recorder) Upsert(ctx context.Context, _ string, cs []dest.Contact) ([]dest.Outcome, error) {
+func (r *recorder) Upsert(ctx context.Context, _ string, cs []dest.Contact, _ dest.Write) ([]dest.Outcome, error) {
 	if r.untilDone {
 		<-ctx.Done()
 	}

@@ -389,8 +389,8 @@ type failBatch struct {
 	failOn string
 }
 
-func (d failBatch) Upsert(ctx context.Context, list string, cs []dest.Contact) ([]dest.Outcome, error) {
-	out, _ := d.listOnly.Upsert(ctx, list, cs)
+func (d failBatch) Upsert(ctx context.Context, list string, cs []dest.Contact, _ dest.Write) ([]dest.Outcome, error) {
+	out, _ := d.listOnly.Upsert(ctx, list, cs, dest.WriteAny)
 	for _, c := range cs {
 		if c.Email == d.failOn {
 			for i := range out {

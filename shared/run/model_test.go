@@ -1440,7 +1440,7 @@ func (d modelDest) refuses() bool {
 	return d.w.refused
 }
 
-func (d modelDest) Upsert(_ context.Context, list string, cs []dest.Contact) ([]dest.Outcome, error) {
+func (d modelDest) Upsert(_ context.Context, list string, cs []dest.Contact, _ dest.Write) ([]dest.Outcome, error) {
 	lose, err := d.w.yield(d.tk, fmt.Sprintf("Upsert %d to %s", len(cs), list))
 	if err != nil {
 		return nil, err

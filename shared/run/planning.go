@@ -200,6 +200,9 @@ func (s *Service) resolveList(ctx context.Context, m *Manifest) (listInfo, error
 		return listInfo{}, s.classify(fmt.Errorf("connecting to %s: %w", m.Connection.Name, err))
 	}
 	li, err := s.prepareList(ctx, d, m)
+	if err == nil && needsDirectory(m) {
+		li.lookup, err = s.lookupExisting(ctx, d, m)
+	}
 	li.requests = requestsOf(d.Stats())
 	return li, s.classify(err)
 }
@@ -210,6 +213,7 @@ type listInfo struct {
 	requests Requests
 	notes    []string
 	gone     bool // the list recorded before is no longer the destination's
+	lookup   int  // requests spent listing the account's contacts (see existing.go)
 }
 
 // prepareList asks d for the export's list through the connection's claims.

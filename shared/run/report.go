@@ -17,22 +17,23 @@ import (
 )
 
 // Outcome is where every input row ended. The counts reconcile:
-// Rows = Sent + Unchanged + Duplicates + Rejected + RejectedByAPI + Failed.
+// Rows = Sent + Unchanged + Duplicates + Rejected + RejectedByAPI + Failed + Skipped.
 type Outcome struct {
 	Rows          int `json:"rows"`
 	Sent          int `json:"sent"`
 	Unchanged     int `json:"unchanged"`
 	Duplicates    int `json:"duplicates"`
-	Rejected      int `json:"rejected"`      // failed validation in the file
-	RejectedByAPI int `json:"rejectedByApi"` // the destination refused the contact
-	Failed        int `json:"failed"`        // not delivered after every retry
-	Removed       int `json:"removed"`       // taken off the list (mirror)
+	Rejected      int `json:"rejected"`          // failed validation in the file
+	RejectedByAPI int `json:"rejectedByApi"`     // the destination refused the contact
+	Failed        int `json:"failed"`            // not delivered after every retry
+	Skipped       int `json:"skipped,omitempty"` // left alone by the export's mode (update, create)
+	Removed       int `json:"removed"`           // taken off the list (mirror)
 	RemoveFailed  int `json:"removeFailed"`
 }
 
 // Reconciles reports whether every row is accounted for.
 func (o Outcome) Reconciles() bool {
-	return o.Rows == o.Sent+o.Unchanged+o.Duplicates+o.Rejected+o.RejectedByAPI+o.Failed
+	return o.Rows == o.Sent+o.Unchanged+o.Duplicates+o.Rejected+o.RejectedByAPI+o.Failed+o.Skipped
 }
 
 // BatchCounts summarise an attempt's batches.

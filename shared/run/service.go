@@ -105,6 +105,8 @@ type Service struct {
 
 	manifestMu sync.Mutex
 	manifests  map[string]*Manifest // manifest key -> its head, see readManifestHead
+
+	existingSets existingCache // see existing
 }
 
 func (s *Service) now() time.Time {

@@ -140,8 +140,12 @@ func (e *BrokenState) Unwrap() error { return e.Err }
 type attemptRecord struct {
 	Holder
 	// Prior counts the run's attempts before this one.
-	Prior        int       `json:"prior"`
-	ListRequests Requests  `json:"listRequests"`    // made finding the list before the claim
-	Notes        []string  `json:"notes,omitempty"` // what the destination said then, for the report
-	ClaimedAt    time.Time `json:"claimedAt"`       // for people; no decision reads it
+	Prior        int      `json:"prior"`
+	ListRequests Requests `json:"listRequests"` // made finding the list before the claim, lookups included
+	// LookupRequests of ListRequests listed the account's contacts, for
+	// an update or create export on a destination that cannot limit an
+	// upsert itself.
+	LookupRequests int       `json:"lookupRequests,omitempty"`
+	Notes          []string  `json:"notes,omitempty"` // what the destination said then, for the report
+	ClaimedAt      time.Time `json:"claimedAt"`       // for people; no decision reads it
 }

@@ -19,7 +19,7 @@ import (
 // stuckDestination never answers an upsert until its context ends.
 type stuckDestination struct{ listOnly }
 
-func (stuckDestination) Upsert(ctx context.Context, _ string, cs []dest.Contact) ([]dest.Outcome, error) {
+func (stuckDestination) Upsert(ctx context.Context, _ string, cs []dest.Contact, _ dest.Write) ([]dest.Outcome, error) {
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
@@ -122,7 +122,7 @@ func TestStoreErrorsAreClassified(t *testing.T) {
 // refusingDestination answers every upsert with 401: the key was refused.
 type refusingDestination struct{ listOnly }
 
-func (refusingDestination) Upsert(context.Context, string, []dest.Contact) ([]dest.Outcome, error) {
+func (refusingDestination) Upsert(context.Context, string, []dest.Contact, dest.Write) ([]dest.Outcome, error) {
 	return nil, &dest.UnauthorizedError{API: "autopilot", Status: 401}
 }
 
@@ -280,7 +280,7 @@ type countingDestination struct {
 	n *int
 }
 
-func (c countingDestination) Upsert(_ context.Context, _ string, cs []dest.Contact) ([]dest.Outcome, error) {
+func (c countingDestination) Upsert(_ context.Context, _ string, cs []dest.Contact, _ dest.Write) ([]dest.Outcome, error) {
 	*c.n++
 	out := make([]dest.Outcome, len(cs))
 	for i := range out {

@@ -157,6 +157,7 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 		sum.Sent += res.Sent
 		sum.Removed += res.Removed
 		sum.Rejected += len(res.Rejected)
+		sum.ModeSkipped += len(res.ModeSkipped)
 		sum.Requests += res.Requests.Total
 	}
 	if len(incomplete) > 0 {
@@ -363,24 +364,46 @@ func (s *Service) sendUpserts(ctx context.Context, d Destination, m *Manifest, i
 	for _, f := range m.Fields {
 		types[f.Key] = f.Type
 	}
-	contacts := make([]dest.Contact, len(b.Upserts))
-	for i, u := range b.Upserts {
-		contacts[i] = dest.Contact{Email: u.Profile.Email, FirstName: u.Profile.FirstName, LastName: u.Profile.LastName}
-		for _, cv := range u.Profile.Custom {
-			contacts[i].Custom = append(contacts[i].Custom, dest.Value{Key: cv.Key, Type: types[cv.Key], Value: cv.Value})
+	w := writeOf(m.Mode)
+	var have *existingSet
+	if needsDirectory(m) {
+		var err error
+		if have, err = s.existing(ctx, in.Export, in.RunID, in.Plan); err != nil {
+			return err
 		}
 	}
-	outcomes, err := d.Upsert(ctx, in.ListID, contacts)
+	contacts := make([]dest.Contact, 0, len(b.Upserts))
+	upserts := make([]plan.Upsert, 0, len(b.Upserts)) // those sent, for their outcomes
+	for _, u := range b.Upserts {
+		if have != nil && have.has(u.Profile.Email) != (w == dest.WriteUpdate) {
+			res.ModeSkipped = append(res.ModeSkipped, RowIssue{Row: u.Row, Email: u.Profile.Email, Reason: w.SkipReason(m.Connection.Title())})
+			continue
+		}
+		c := dest.Contact{Email: u.Profile.Email, FirstName: u.Profile.FirstName, LastName: u.Profile.LastName}
+		for _, cv := range u.Profile.Custom {
+			c.Custom = append(c.Custom, dest.Value{Key: cv.Key, Type: types[cv.Key], Value: cv.Value})
+		}
+		contacts, upserts = append(contacts, c), append(upserts, u)
+	}
+	if len(contacts) == 0 {
+		return nil
+	}
+	if have != nil {
+		w = dest.WriteAny // filtered here: the destination is sent only what the mode allows
+	}
+	outcomes, err := d.Upsert(ctx, in.ListID, contacts, w)
 	if err != nil {
 		return err
 	}
 	for i, o := range outcomes {
-		issue := RowIssue{Row: b.Upserts[i].Row, Email: b.Upserts[i].Profile.Email, Reason: o.Reason}
+		issue := RowIssue{Row: upserts[i].Row, Email: upserts[i].Profile.Email, Reason: o.Reason}
 		switch o.Status {
 		case dest.Sent:
 			res.Sent++
 		case dest.Rejected:
 			res.Rejected = append(res.Rejected, issue)
+		case dest.Skipped:
+			res.ModeSkipped = append(res.ModeSkipped, issue)
 		default:
 			res.Failed = append(res.Failed, issue)
 		}

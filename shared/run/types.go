@@ -142,12 +142,16 @@ type Requests struct {
 	ByStatus  map[string]int `json:"byStatus,omitempty"`
 	Retries   int            `json:"retries"`
 	Throttled int            `json:"throttled"`
+	// Lookup of Total listed the account's contacts (mode update or
+	// create on a destination that cannot limit an upsert itself).
+	Lookup int `json:"lookup,omitempty"`
 }
 
 func (r *Requests) add(o Requests) {
 	r.Total += o.Total
 	r.Retries += o.Retries
 	r.Throttled += o.Throttled
+	r.Lookup += o.Lookup
 	for k, v := range o.ByStatus {
 		if r.ByStatus == nil {
 			r.ByStatus = map[string]int{}
@@ -169,7 +173,10 @@ type BatchResult struct {
 	Requests   Requests   `json:"requests"`
 	DurationMS int64      `json:"durationMs"`
 	Skipped    bool       `json:"skipped,omitempty"` // the result already existed: nothing was sent again
-	StartedAt  time.Time  `json:"startedAt,omitzero"`
+	// ModeSkipped: contacts the export's mode left alone (update: not in
+	// the destination; create: already in it), with the reason.
+	ModeSkipped []RowIssue `json:"modeSkipped,omitempty"`
+	StartedAt   time.Time  `json:"startedAt,omitzero"`
 }
 
 // GroupSummary is what syncbatch answers for a group: counts, never a
@@ -185,6 +192,8 @@ type GroupSummary struct {
 	Rejected int `json:"rejected"`
 	Requests int `json:"requests"`
 	Skipped  int `json:"skipped,omitempty"` // batches an earlier attempt had settled: nothing was sent again
+	// ModeSkipped counts the contacts the export's mode left alone.
+	ModeSkipped int `json:"modeSkipped,omitempty"`
 }
 
 // The errors syncbatch returns. Their type names are the Lambda errorType

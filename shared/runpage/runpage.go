@@ -145,6 +145,19 @@ func newView(rep *run.Report) view {
 	return v
 }
 
+// skippedNote says why contacts were skipped, and what finding out cost.
+func skippedNote(rep *run.Report) string {
+	destination := cmp.Or(rep.Destination, "Autopilot")
+	why := "not in " + destination + " (mode: update)"
+	if rep.Mode == "create" {
+		why = "already in " + destination + " (mode: create)"
+	}
+	if n := rep.Requests.Lookup; n > 0 {
+		why += "; " + plural(n, "request", "requests") + " listed its contacts"
+	}
+	return why
+}
+
 func headline(rep *run.Report, finalized bool) string {
 	o := rep.Outcome
 	switch {
@@ -267,6 +280,9 @@ func funnel(rep *run.Report, finalized bool) *chart {
 		}
 		if o.RemoveFailed > 0 {
 			out = append(out, item{"removal failed", o.RemoveFailed, "", "bad"})
+		}
+		if o.Skipped > 0 {
+			out = append(out, item{"skipped", o.Skipped, skippedNote(rep), "warn"})
 		}
 		sections = append(sections, section{"Sent to " + destination, out})
 	}

@@ -1,0 +1,137 @@
+package run
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/segpilot/segpilot/shared/dest"
+	"github.com/segpilot/segpilot/shared/plan"
+	"github.com/segpilot/segpilot/shared/segment"
+	"github.com/segpilot/segpilot/shared/store"
+)
+
+// The update and create modes (plan.ModeUpdate, plan.ModeCreate) on a
+// destination that cannot limit an upsert itself (Autopilot): before the
+// fan-out, the attempt lists the account's contacts once (dest.Directory)
+// into runs/<export>/<run>/plans/<base>/existing, a sorted set of keys
+// (the first 16 bytes of each normalised email's SHA-256: no address in
+// it), and each batch sends only the contacts the mode allows, the others
+// reported skipped. A destination that limits upserts itself (Ortto) is
+// sent every contact with the mode and says which it skipped.
+
+// writeOf is the write an export's mode allows.
+func writeOf(mode string) dest.Write {
+	switch mode {
+	case plan.ModeUpdate:
+		return dest.WriteUpdate
+	case plan.ModeCreate:
+		return dest.WriteCreate
+	}
+	return dest.WriteAny
+}
+
+// needsDirectory says whether m's batches are filtered by who exists.
+func needsDirectory(m *Manifest) bool {
+	return writeOf(m.Mode) != dest.WriteAny && !m.Connection.Capabilities().Writes
+}
+
+func existingKey(export, runID, base string) string {
+	return planPrefix(export, runID, base) + "existing"
+}
+
+const existingKeyLen = 16
+
+// existingSet is the sorted keys of the contacts a destination has.
+type existingSet struct{ keys []byte }
+
+func existingKeyOf(email string) [existingKeyLen]byte {
+	sum := sha256.Sum256([]byte(email))
+	return [existingKeyLen]byte(sum[:existingKeyLen])
+}
+
+// has says whether the set holds the contact of email, as normalised.
+func (e *existingSet) has(email string) bool {
+	k := existingKeyOf(email)
+	lo, hi := 0, len(e.keys)/existingKeyLen
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		switch c := bytes.Compare(e.keys[mid*existingKeyLen:(mid+1)*existingKeyLen], k[:]); {
+		case c == 0:
+			return true
+		case c < 0:
+			lo = mid + 1
+		default:
+			hi = mid
+		}
+	}
+	return false
+}
+
+// lookupExisting lists the account's contacts through d and writes their
+// set for m's batches; it returns how many requests that took.
+func (s *Service) lookupExisting(ctx context.Context, d Destination, m *Manifest) (int, error) {
+	dir, ok := d.(dest.Directory)
+	if !ok {
+		return 0, fmt.Errorf("mode %s: %s cannot list its contacts, so it cannot tell whom to leave alone", m.Mode, m.Connection.Title())
+	}
+	before := d.Stats().Requests
+	var keys [][existingKeyLen]byte
+	err := dir.Contacts(ctx, func(email string) error {
+		if e, err := segment.NormalizeEmail(email); err == nil {
+			keys = append(keys, existingKeyOf(e))
+		}
+		return nil
+	})
+	spent := d.Stats().Requests - before
+	if err != nil {
+		return spent, fmt.Errorf("mode %s: %w", m.Mode, err)
+	}
+	slices.SortFunc(keys, func(a, b [existingKeyLen]byte) int { return bytes.Compare(a[:], b[:]) })
+	keys = slices.Compact(keys)
+	data := make([]byte, 0, len(keys)*existingKeyLen)
+	for _, k := range keys {
+		data = append(data, k[:]...)
+	}
+	if _, err := s.Store.Put(ctx, existingKey(m.Export, m.RunID, m.Base), bytes.NewReader(data), store.PutOptions{}); err != nil {
+		return spent, fmt.Errorf("mode %s: recording the contacts %s has: %w", m.Mode, m.Connection.Title(), err)
+	}
+	return spent, nil
+}
+
+// existingCache keeps the last set a process read: a warm container
+// serves many batches of one run.
+type existingCache struct {
+	mu  sync.Mutex
+	key string
+	set *existingSet
+}
+
+// existing reads the set of a run's plan.
+func (s *Service) existing(ctx context.Context, export, runID, base string) (*existingSet, error) {
+	key := existingKey(export, runID, base)
+	s.existingSets.mu.Lock()
+	defer s.existingSets.mu.Unlock()
+	if s.existingSets.key == key {
+		return s.existingSets.set, nil
+	}
+	rc, _, err := s.Store.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("reading the contacts the destination has: %w", err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, fmt.Errorf("reading the contacts the destination has: %w", err)
+	}
+	if len(data)%existingKeyLen != 0 {
+		return nil, &Corrupt{Msg: fmt.Sprintf("%s holds %d bytes, not a whole number of %d-byte keys: start the run again", key, len(data), existingKeyLen)}
+	}
+	set := &existingSet{keys: data}
+	s.existingSets.key, s.existingSets.set = key, set
+	return set, nil
+}
