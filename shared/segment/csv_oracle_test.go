@@ -52,12 +52,12 @@ func (rd *reader) refReadCSV(br *bufio.Reader, prefixLines int) error {
 	cr.Comma = delim
 	cr.FieldsPerRecord = -1
 	cr.ReuseRecord = true
-	unterminated := func(start int64) bool {
-		return atEOF(br) && endsQuoted(seen.Bytes()[start:], byte(delim))
+	openQuote := func(start int64) bool {
+		return atEOF(br) && unterminated(seen.Bytes()[start:], byte(delim))
 	}
 	header, err := cr.Read()
 	if err != nil {
-		return rd.csvError(err, 0, prefixLines, unterminated(0))
+		return rd.csvError(err, 0, prefixLines, openQuote(0))
 	}
 	header = append([]string(nil), header...)
 	if err := rd.matchHeader(header, "the header has"); err != nil {
@@ -73,7 +73,7 @@ func (rd *reader) refReadCSV(br *bufio.Reader, prefixLines int) error {
 		}
 		row := rd.st.Rows + 1
 		if err != nil {
-			return rd.csvError(err, row, prefixLines, unterminated(start))
+			return rd.csvError(err, row, prefixLines, openQuote(start))
 		}
 		rd.bounded.mark()
 		rd.st.Rows++

@@ -312,7 +312,7 @@ func (w *csvWorker) parseQuoted(b *csvBlock, from, to, line int) bool {
 	}
 	if err != nil {
 		b.perr, b.perrLine = fixColumn(err, fixes), line
-		b.perrAtEnd = to == len(b.data) && atEOF(w.br) && endsQuoted(b.data[from:to], byte(w.delim))
+		b.perrAtEnd = to == len(b.data) && atEOF(w.br) && unterminated(b.data[from:to], byte(w.delim))
 		return false
 	}
 	w.record(b, rec)
@@ -370,7 +370,7 @@ func (rd *reader) readCSV(br *bufio.Reader, prefixLines int) error {
 	cr := w.open(hdr)
 	header, err := cr.Read()
 	if err != nil {
-		eof := atEOF(w.br) && (hb.final || sp.next(false).empty()) && endsQuoted(hb.data, byte(delim))
+		eof := atEOF(w.br) && (hb.final || sp.next(false).empty()) && unterminated(hb.data, byte(delim))
 		return rd.csvError(fixColumn(err, fixes), 0, prefixLines+hb.line, eof)
 	}
 	header = append([]string(nil), header...) // ReuseRecord recycles the slice

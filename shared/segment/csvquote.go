@@ -52,12 +52,15 @@ func (st quoteState) step(c, delim byte) quoteState {
 	return qText
 }
 
-// endsQuoted reports whether b, a record's bytes, ends inside a quoted
-// field: its quote was never closed (rather than closed, then followed by
-// text).
-func endsQuoted(b []byte, delim byte) bool {
+// unterminated reports whether the record that b starts with fails for
+// a quote never closed: it ends inside a quoted field, with no text after
+// a closing quote before (encoding/csv reports that first).
+func unterminated(b []byte, delim byte) bool {
 	st := qField
 	for _, c := range b {
+		if st == qQuote && c != '"' && c != delim && c != '\n' && c != '\r' {
+			return false
+		}
 		st = st.step(c, delim)
 	}
 	return st == qQuoted
