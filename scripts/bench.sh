@@ -97,22 +97,29 @@ pratio=$(pj ratio_min); prss=$(pj rss_mb); pgrowth=$(pj growth_b); pfiles=$(pj f
   echo "budget and hearing the others' 429s through the run's throttle object, a cold container starting at"
   echo "a random phase, 10 % of containers recycled after each invocation, seeded). Floor: requests / the simulator's real rate. Sending: from the first request to"
   echo "the last, as the simulator saw them (how well the workers pace together); whole run: planning the"
-  echo "100,000 rows, the Map and finalize. With the budget 20 % above the simulator's real limit, the target"
-  echo "is 1.35 of that (true) floor and at most 5 % of requests answered 429."
+  echo "100,000 rows, the Map and finalize. With the budget above the simulator's real limit (20 %, or"
+  echo "three times: a plan's limit copied from another plan), the targets are against that (true) floor,"
+  echo "and the report must name the rate the destination took (rate found / real: within 10 %)."
   echo
-  echo "| destination | model | network | budget | sending / floor | target | | whole run / floor | 429s | target | | cold starts |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| destination | model | network | budget | sending / floor | target | | whole run / floor | 429s | target | | rate found / real | cold starts |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for d in autopilot ortto; do
-  for c in "local net=quiet" "lambda net=quiet" "local net=jitter80ms" "lambda net=jitter80ms" "local budget=120pct" "lambda budget=120pct"; do
+  for c in "local net=quiet" "lambda net=quiet" "local net=jitter80ms" "lambda net=jitter80ms" "local budget=120pct" "lambda budget=120pct" "local budget=300pct" "lambda budget=300pct"; do
     set -- $c
     name="BenchmarkPacing100k/$d/model=$1/$2"
     r=$(median "$name" send/floor "$work/pacing.txt"); q=$(median "$name" 429-share "$work/pacing.txt")
     w=$(median "$name" elapsed/floor "$work/pacing.txt")
     cold=$(median "$name" cold-starts "$work/pacing.txt")
-    net=quiet; budget="= real limit"; rmax=1.05; qmax=0.01
-    case $2 in net=jitter80ms) net="0-80 ms jitter";; budget=120pct) budget="120 % of real limit"; rmax=1.35; qmax=0.05;; esac
-    printf '| %s | %s | %s | %s | %.3f | <= %s | %s | %.3f | %.2f %% | <= %s %% | %s | %s |\n' "$d" "$1" "$net" "$budget" "$r" "$rmax" \
-      "$(verdict "$r <= $rmax")" "$w" "$(echo "100 * $q" | bc -l)" "$(echo "100 * $qmax" | bc -l | sed 's/\.0*$//')" "$(verdict "$q <= $qmax")" "$cold"
+    found=$(median "$name" found/real "$work/pacing.txt")
+    net=quiet; budget="= real limit"; rmax=1.05; qmax=0.01; fcell=n/a
+    case $2 in
+      net=jitter80ms) net="0-80 ms jitter";;
+      budget=120pct) budget="120 % of real limit"; rmax=1.15; qmax=0.03;;
+      budget=300pct) budget="3× real limit"; rmax=1.25; qmax=0.03
+        fcell="$(printf '%.2f' "$found") $(verdict "$found >= 0.9 && $found <= 1.1")";;
+    esac
+    printf '| %s | %s | %s | %s | %.3f | <= %s | %s | %.3f | %.2f %% | <= %s %% | %s | %s | %s |\n' "$d" "$1" "$net" "$budget" "$r" "$rmax" \
+      "$(verdict "$r <= $rmax")" "$w" "$(echo "100 * $q" | bc -l)" "$(echo "100 * $qmax" | bc -l | sed 's/\.0*$//')" "$(verdict "$q <= $qmax")" "$fcell" "$cold"
   done
   done
   echo

@@ -594,6 +594,10 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 		took += " vs rate-limit floor " + runpage.Seconds(rep.FloorSeconds)
 	}
 	fmt.Fprintf(w, "  requests %d (429s %d, retries %d) · took %s\n", rep.Requests.Total, rep.Requests.Throttled, rep.Requests.Retries, took)
+	if rep.RateFound > 0 {
+		fmt.Fprintf(w, "  %s accepted %.1f requests/s while it answered 429s: set the connection's requestsPerSecond to about %d\n",
+			cmp.Or(rep.Destination, "Autopilot"), rep.RateFound, int(rep.RateFound))
+	}
 	fmt.Fprintf(w, "  report:   %s\n  rejected: %s\n", filepath.Join(bucketDir, "runs", r.Export, r.RunID, "report.json"),
 		filepath.Join(bucketDir, filepath.FromSlash(rep.Rejected)))
 	printPage(w, bucketDir, rep)

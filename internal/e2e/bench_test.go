@@ -116,6 +116,10 @@ func BenchmarkPacing100k(b *testing.B) {
 		{"model=lambda/net=jitter80ms", true, 80 * time.Millisecond, budget},
 		{"model=local/budget=120pct", false, 0, budget / 1.2},
 		{"model=lambda/budget=120pct", true, 0, budget / 1.2},
+		// A budget copied from the docs onto a smaller plan (Ortto:
+		// Business's 30 on a Professional account's 10).
+		{"model=local/budget=300pct", false, 0, budget / 3},
+		{"model=lambda/budget=300pct", true, 0, budget / 3},
 	}
 	for _, d := range destinations {
 		for _, c := range cases {
@@ -146,6 +150,7 @@ func benchPacing(b *testing.B, d destination, data []byte, lambda bool, jitter t
 		b.ReportMetric(cnt.Span.Seconds()/trueFloor, "send/floor")
 		b.ReportMetric(elapsed.Seconds()/trueFloor, "elapsed/floor")
 		b.ReportMetric(float64(cnt.ByStatus[429])/float64(cnt.Total), "429-share")
+		b.ReportMetric(rep.RateFound/real, "found/real") // 0: the report named no rate
 		if h.p.Containers != nil {
 			b.ReportMetric(float64(h.p.Containers().ColdStarts), "cold-starts")
 		}

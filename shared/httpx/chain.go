@@ -190,8 +190,12 @@ func (p *pacer) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp, err := p.next.RoundTrip(req)
-	if resp != nil && resp.StatusCode == http.StatusTooManyRequests {
+	switch {
+	case resp == nil:
+	case resp.StatusCode == http.StatusTooManyRequests:
 		p.limiter.Throttled(req.Context())
+	default:
+		p.limiter.Accepted()
 	}
 	return resp, err
 }

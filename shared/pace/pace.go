@@ -6,6 +6,7 @@ package pace
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -41,36 +42,66 @@ const (
 // Limiter paces requests to at most a budget of rps a second, bursts of
 // at most burst.
 //
-// Waiters take their turn one at a time: a waiter reserves its slot only
-// when the one before it has had its own. Reserving ahead (each of N
-// workers taking a future slot, then sleeping) keeps the average rate but
-// not the instantaneous one: workers woken late (a loaded machine, a
-// paused container) would all send at once, a burst the API answers with
-// 429s. One at a time, a late waiter costs at most one extra request in a
-// bunch, and a waiter on time keeps the schedule exact.
+// Its mutex is held for arithmetic only: a waiter takes its slot under
+// it and sleeps outside; the shares' Signal is read and raised outside it
+// too (a slow S3 request holds no other worker up). A waiter woken late
+// (a loaded machine, a paused container) does not send at the slot it
+// missed: the other waiters of a pause wake together, a burst the API
+// answers with 429s. It takes a new slot instead, so a late waiter costs
+// a slot, never a bunch.
+//
+// From the 429s it finds the rate the API really takes: a 429 cuts the
+// rate to the rate at which the API accepted the latest requests (when
+// there are enough to tell), and above that rate it grows back slowly,
+// probing, instead of at the budget's pace. A budget set three times too
+// high then costs a few 429s in a hundred, not one in six. A share
+// (NewShare) sees too few answers for that and adapts as before.
 type Limiter struct {
-	mu        sync.Mutex // held while a waiter waits for its slot
+	mu        sync.Mutex
 	lim       *rate.Limiter
 	budget    float64   // the configured rate: never exceeded
 	current   float64   // the rate now (<= budget)
+	found     float64   // what the API accepted when it last said 429; 0: not known
 	notBefore time.Time // no request before (StartAfter)
 	adjusted  time.Time // when current last changed
 	decreased time.Time // when a 429 last cut it
 
 	decrease, increase float64 // see the constants
 
+	// The times of the latest answers other than 429 (a ring), to tell
+	// what the API accepts.
+	accepted [acceptedRing]time.Time
+	nAcc     int
+
 	// A share's view of its Signal (NewShare): the one it follows, the
 	// version it last saw (its own raise included), when it last looked
-	// and whether another share had raised it then.
+	// and whether another share had raised it then; polling and raising
+	// say a read or a raise of it is under way (outside mu).
 	share        bool
 	signal       Signal
 	seen         string
 	lastPoll     time.Time
 	raisedBefore bool
+	polling      bool
+	raising      int
 
 	sleep func(ctx context.Context, d time.Duration) error // clock.Sleep; tests stall it
 	now   func() time.Time
 }
+
+const (
+	// A 429 is weighed against the gaps between the latest answers
+	// (acceptedRate), none older than acceptedWindow; acceptedRing holds
+	// them.
+	acceptedWindow = 5 * time.Second
+	acceptedRing   = 64
+	acceptedSample = 8    // gaps between answers weighed
+	minCut         = 0.25 // a 429 never cuts below a quarter of the rate at once
+	probe          = 0.01 // above the rate found, growth a second, of that rate
+	foundBelow     = 0.95 // the rate found is at most this share of a rate refused
+	lateBy         = 5 * time.Millisecond
+	minRate        = 0.01 // of the budget: the rate never falls below it
+)
 
 // New returns a limiter of rps requests a second (0 or less: unlimited)
 // that paces every worker sending on one budget: it hears every 429.
@@ -105,22 +136,37 @@ func newLimiter(rps float64, burst int, share bool) *Limiter {
 
 // Wait blocks until the caller may send one request, or ctx is done.
 func (l *Limiter) Wait(ctx context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.follow(ctx)
-	l.grow()
-	if wait := l.notBefore.Sub(l.now()); wait > 0 {
-		if err := l.sleep(ctx, wait); err != nil {
+	l.poll(ctx)
+	for {
+		l.mu.Lock()
+		l.grow()
+		now := l.now()
+		at := now
+		if l.notBefore.After(at) {
+			at = l.notBefore
+		}
+		res := l.lim.ReserveN(at, 1)
+		slot := at.Add(res.DelayFrom(at))
+		l.mu.Unlock()
+		if err := l.sleep(ctx, slot.Sub(now)); err != nil {
+			res.CancelAt(l.now())
 			return err
 		}
-		l.notBefore = time.Time{}
+		if l.now().Sub(slot) <= max(lateBy, l.interval()) {
+			return nil
+		}
+		// Woken late: the waiters of the same pause are waking too.
 	}
-	res := l.lim.Reserve()
-	if err := l.sleep(ctx, res.Delay()); err != nil {
-		res.Cancel()
-		return err
+}
+
+// interval is the time between two requests at the rate now.
+func (l *Limiter) interval() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.current <= 0 {
+		return 0
 	}
-	return nil
+	return time.Duration(float64(time.Second) / l.current)
 }
 
 // StartAfter holds the first request back by d. Workers that pace their
@@ -133,32 +179,63 @@ func (l *Limiter) StartAfter(d time.Duration) {
 	l.notBefore = l.now().Add(d) // then its bucket's one token: the next request an interval later
 }
 
+// Accepted tells the limiter the API answered a request with anything but
+// a 429: what it accepts is what a 429 is weighed against.
+func (l *Limiter) Accepted() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	l.accepted[l.nAcc%acceptedRing] = now
+	l.nAcc++
+}
+
 // Throttled tells the limiter the API answered 429: it slows down, and a
 // share raises the Signal in ctx for the other shares.
 func (l *Limiter) Throttled(ctx context.Context) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.cut()
-	if sig := signalFrom(ctx); l.share && sig != nil {
-		if v, err := sig.Raise(ctx); err == nil {
-			l.signal, l.seen = sig, v
-		}
+	sig := signalFrom(ctx)
+	raise := l.share && sig != nil
+	if raise {
+		l.raising++
+	}
+	l.mu.Unlock()
+	if !raise {
+		return
+	}
+	v, err := sig.Raise(ctx)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.raising--
+	if err == nil {
+		l.signal, l.seen = sig, v
 	}
 }
 
-// follow cuts a share's rate when another share raised the Signal in ctx
-// since it last looked. A Signal it has not followed before only sets
-// what it has seen: a 429 from before this share started is not news.
-// Callers hold mu.
-func (l *Limiter) follow(ctx context.Context) {
+// poll cuts a share's rate when another share raised the Signal in ctx
+// since it last looked, reading the Signal outside mu, one waiter at a
+// time. A Signal it has not followed before only sets what it has seen:
+// a 429 from before this share started is not news.
+func (l *Limiter) poll(ctx context.Context) {
 	sig := signalFrom(ctx)
-	now := l.now()
-	if !l.share || sig == nil || (sig == l.signal && now.Sub(l.lastPoll) < pollEvery) {
+	if !l.share || sig == nil {
 		return
 	}
-	l.lastPoll = now
+	l.mu.Lock()
+	now := l.now()
+	if l.polling || l.raising > 0 || (sig == l.signal && now.Sub(l.lastPoll) < pollEvery) {
+		l.mu.Unlock()
+		return
+	}
+	l.polling, l.lastPoll = true, now
+	l.mu.Unlock()
+
 	v, err := sig.Version(ctx)
-	if err != nil {
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.polling = false
+	if err != nil || l.raising > 0 {
 		return // the Signal logs its failures; this share hears of 429s later
 	}
 	// Raised at two looks in a row: the API is overloaded. Once is a
@@ -171,34 +248,97 @@ func (l *Limiter) follow(ctx context.Context) {
 	l.signal, l.seen, l.raisedBefore = sig, v, raised
 }
 
-// cut slows the rate for a 429, once per decreaseGap. Callers hold mu.
+// cut slows the rate for a 429, once per decreaseGap: to a share of it,
+// or to what the API accepted lately when that is less. Callers hold mu.
 func (l *Limiter) cut() {
 	now := l.now()
-	if l.budget <= 0 || now.Sub(l.decreased) < decreaseGap {
+	if l.budget <= 0 {
 		return
 	}
+	// A share sees too few answers to tell the API's rate from them (a
+	// request a second, its part of the budget): it follows the others
+	// through the Signal instead, and cuts as ever.
+	took, measured := l.acceptedRate(now)
+	measured = measured && !l.share
+	if now.Sub(l.decreased) < decreaseGap && (!measured || took >= l.current*l.decrease) {
+		return // a 429 of the same overload; only a measure well below the rate now cuts again
+	}
 	l.grow()
-	l.set(l.current*l.decrease, now)
+	next := l.current * l.decrease
+	if measured {
+		// Refused at the rate now, the API's limit is below it, however
+		// fast it took the latest requests (out of a burst it allows):
+		// the rate found sits under both, so the API's bucket refills
+		// between probes instead of staying empty at its very limit.
+		l.found = min(took, l.current*foundBelow)
+		next = max(min(next, took), l.current*minCut)
+	}
+	l.set(next, now)
 	l.decreased = now
 }
 
+// acceptedRate is the rate at which the API accepted the latest requests,
+// in requests a second: one over the median gap between the last
+// acceptedSample answers. Right after a 429 the API takes requests only
+// as its budget refills, so the gaps are its rate (or this limiter's part
+// of it); the median ignores the few answers of a burst the API let
+// through before. False when there are too few answers, or they are older
+// than acceptedWindow. Callers hold mu.
+func (l *Limiter) acceptedRate(now time.Time) (float64, bool) {
+	if l.nAcc < acceptedSample+1 {
+		return 0, false
+	}
+	var gaps [acceptedSample]time.Duration
+	for i := range acceptedSample {
+		newer := l.accepted[(l.nAcc-1-i)%acceptedRing]
+		older := l.accepted[(l.nAcc-2-i)%acceptedRing]
+		if i == acceptedSample-1 && now.Sub(older) > acceptedWindow {
+			return 0, false // answers from before a pause tell nothing of now
+		}
+		gaps[i] = newer.Sub(older)
+	}
+	slices.Sort(gaps[:])
+	median := (gaps[acceptedSample/2-1] + gaps[acceptedSample/2]) / 2
+	if median <= 0 {
+		return 0, false
+	}
+	return float64(time.Second) / float64(median), true
+}
+
 // grow raises the rate back towards the budget, by the time since it
-// last changed. Callers hold mu.
+// last changed: by a share of the budget a second up to the rate found,
+// then by a share of that rate a second. Callers hold mu.
 func (l *Limiter) grow() {
 	if l.current >= l.budget || l.budget <= 0 {
 		return
 	}
 	now := l.now()
-	l.set(min(l.budget, l.current+l.budget*l.increase*now.Sub(l.adjusted).Seconds()), now)
+	dt := now.Sub(l.adjusted).Seconds()
+	r := l.current
+	if fast := l.budget * l.increase; l.found == 0 || r+fast*dt <= l.found {
+		r += fast * dt
+	} else {
+		if r < l.found {
+			dt -= (l.found - r) / fast
+			r = l.found
+		}
+		r += l.found * probe * dt
+	}
+	l.set(min(l.budget, r), now)
 }
 
 func (l *Limiter) set(rps float64, now time.Time) {
+	rps = max(rps, l.budget*minRate)
 	l.current, l.adjusted = rps, now
-	l.lim.SetLimit(rate.Limit(rps))
+	l.lim.SetLimitAt(now, rate.Limit(rps))
 }
 
 // Rate is the rate now, in requests a second (+Inf when unlimited).
-func (l *Limiter) Rate() float64 { return float64(l.lim.Limit()) }
+func (l *Limiter) Rate() float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return float64(l.lim.Limit())
+}
 
 // Budget is the configured rate the limiter never exceeds.
 func (l *Limiter) Budget() float64 { return l.budget }

@@ -126,10 +126,13 @@ func TestAdaptsToThrottling(t *testing.T) {
 func TestStartAfterHoldsTheFirstRequest(t *testing.T) {
 	t.Parallel()
 	l := pace.New(10, 1)
-	var waits []time.Duration // what the limiter asked to sleep, not slept
+	var waits []time.Duration // what the limiter asked to sleep, slept on a clock of the test's
+	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	l.SetNow(func() time.Time { return now })
 	l.SetSleep(func(_ context.Context, d time.Duration) error {
 		if d > 0 {
 			waits = append(waits, d)
+			now = now.Add(d)
 		}
 		return nil
 	})
@@ -238,5 +241,94 @@ func TestSharesSlowDownTogether(t *testing.T) {
 	whole.Throttled(ctx)
 	if whole.Rate() != 80 || sig.raises != 8 {
 		t.Fatalf("whole budget: rate %.3f and %d raises; want 80 (its own 429 only) and 8 (none of its own)", whole.Rate(), sig.raises)
+	}
+}
+
+// TestFindsTheRateTheAPITakes: with a budget three times what the API
+// takes, a 429 cuts the rate to the rate at which the API accepted the
+// latest requests, not to 80 % of the budget, and above that rate it grows back
+// by 2 % of it a second, not by 10 % of the budget: the next 429 comes
+// seconds later, not half a second. (Seen failing with the measured cut
+// removed: the rate went to 80, then 64.)
+func TestFindsTheRateTheAPITakes(t *testing.T) {
+	t.Parallel()
+	l := pace.New(100, 1)
+	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	l.SetNow(func() time.Time { return now })
+	l.SetSleep(func(ctx context.Context, _ time.Duration) error { return ctx.Err() })
+	for range 100 { // 3 s of the API accepting 33⅓ a second
+		l.Accepted()
+		now = now.Add(30 * time.Millisecond)
+	}
+	l.Throttled(context.Background())
+	if got := l.Rate(); math.Abs(got-100.0/3) > 1 {
+		t.Fatalf("after a 429: rate %.2f, want what the API took, 33.3", got)
+	}
+	now = now.Add(time.Second)
+	if err := l.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := l.Rate(), 100.0/3*1.02; math.Abs(got-want) > 1 {
+		t.Fatalf("a second later: rate %.2f, want %.2f (probing by 2 %% a second)", got, want)
+	}
+	// Too few answers to tell: the plain cut.
+	few := pace.New(100, 1)
+	few.SetNow(func() time.Time { return now })
+	few.Accepted()
+	few.Throttled(context.Background())
+	if got := few.Rate(); got != 80 {
+		t.Fatalf("a 429 with one answer seen: rate %.2f, want 80", got)
+	}
+}
+
+// blockingSignal is a Signal whose Version waits until released: a slow
+// read of the shared object.
+type blockingSignal struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *blockingSignal) Raise(context.Context) (string, error) { return "1", nil }
+
+func (s *blockingSignal) Version(ctx context.Context) (string, error) {
+	s.entered <- struct{}{}
+	<-s.release
+	return "", nil
+}
+
+// TestSlowSignalHoldsNoWaiter: while one waiter reads the shares' Signal
+// (an S3 request), the others keep taking their slots: the limiter holds
+// its mutex for arithmetic only. (Seen failing with the read under the
+// mutex: every other waiter blocked until the read returned.)
+func TestSlowSignalHoldsNoWaiter(t *testing.T) {
+	t.Parallel()
+	sig := &blockingSignal{entered: make(chan struct{}), release: make(chan struct{})}
+	ctx := pace.WithSignal(context.Background(), sig)
+	l := pace.NewShare(1000, 10)
+	reading := make(chan error, 1)
+	go func() { reading <- l.Wait(ctx) }()
+	<-sig.entered // the first waiter is reading the Signal
+	others := make(chan error, 1)
+	go func() {
+		for range 20 {
+			if err := l.Wait(ctx); err != nil {
+				others <- err
+				return
+			}
+		}
+		others <- nil
+	}()
+	select {
+	case err := <-others:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second): // 20 slots at 1,000 a second take 10 ms
+		close(sig.release)
+		t.Fatal("the other waiters were held up while one read the Signal")
+	}
+	close(sig.release)
+	if err := <-reading; err != nil {
+		t.Fatal(err)
 	}
 }

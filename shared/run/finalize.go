@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -396,6 +397,11 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 		return nil, err
 	}
 	rep.FloorSeconds = floorSeconds(m)
+	if rep.RateFound = rateFound(&tl, rep.Requests.Throttled, m.Connection.RequestsPerSecond); rep.RateFound > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%s accepted %.1f requests/s while it answered 429s; the budget says %s: "+
+			"set the connection's requestsPerSecond to about %s to spare the 429s and their waits",
+			m.Connection.Title(), rep.RateFound, strconv.FormatFloat(m.Connection.RequestsPerSecond, 'f', -1, 64), strconv.Itoa(int(rep.RateFound))))
+	}
 	finish()
 	return rep, s.pageDetails(ctx, m, rep, issues, &tl)
 }
@@ -566,6 +572,35 @@ func (s *Service) writeRejected(ctx context.Context, m *Manifest, key string, is
 }
 
 // floorSeconds is the least time the run's requests need at the connection's budget.
+// rateFound is the rate the destination accepted requests at over the
+// batches that sent, when it also answered 429s and that rate is under
+// 90 % of the budget; 0 otherwise, or when the run was too short to tell
+// (under 5 s, or under 20 requests accepted).
+func rateFound(tl *timeline, throttled int, budget float64) float64 {
+	if throttled == 0 || budget <= 0 || len(tl.spans) == 0 {
+		return 0
+	}
+	from, to := tl.spans[0].StartedAt, time.Time{}
+	accepted := 0
+	for _, b := range tl.spans {
+		if b.StartedAt.Before(from) {
+			from = b.StartedAt
+		}
+		if end := b.StartedAt.Add(time.Duration(b.DurationMS) * time.Millisecond); end.After(to) {
+			to = end
+		}
+		accepted += b.Requests.Total - b.Requests.Throttled
+	}
+	secs := to.Sub(from).Seconds()
+	if secs < 5 || accepted < 20 {
+		return 0
+	}
+	if r := float64(accepted) / secs; r < 0.9*budget {
+		return math.Round(r*10) / 10
+	}
+	return 0
+}
+
 func floorSeconds(m *Manifest) float64 {
 	if m.Connection.RequestsPerSecond <= 0 {
 		return 0

@@ -414,8 +414,13 @@ func durationChart(rep *run.Report) (*chart, string) {
 	case rep.FloorSeconds < ratioFloor:
 		return c, fmt.Sprintf("took %s against a rate-limit floor of %s", took, Seconds(rep.FloorSeconds))
 	}
-	return c, fmt.Sprintf("took %s against a rate-limit floor of %s (%s× the floor; the floor is the requests at the budget, the least any exporter needs)",
+	line := fmt.Sprintf("took %s against a rate-limit floor of %s (%s× the floor; the floor is the requests at the budget, the least any exporter needs)",
 		took, Seconds(rep.FloorSeconds), strconv.FormatFloat(rep.DurationSeconds/rep.FloorSeconds, 'f', 2, 64))
+	if rep.RateFound > 0 {
+		line += fmt.Sprintf("; %s accepted %s requests/s while it answered 429s, less than the budget: lower requestsPerSecond to about that",
+			cmp.Or(rep.Destination, "Autopilot"), strconv.FormatFloat(rep.RateFound, 'f', 1, 64))
+	}
+	return c, line
 }
 
 func rejected(rep *run.Report) *rejections {
