@@ -67,20 +67,20 @@ type Report struct {
 	// Base is the snapshot the plan diffed against: after an earlier
 	// attempt of the same run, it holds what that attempt delivered, so
 	// this one's plan is exactly what was left.
-	Base             string      `json:"base,omitempty"`
-	Outcome          Outcome     `json:"outcome"`
-	Requests         Requests    `json:"requests"`
-	Batches          BatchCounts `json:"batches"`
-	PlannedAt        time.Time   `json:"plannedAt,omitzero"`
-	StartedAt        time.Time   `json:"startedAt,omitzero"` // when this attempt began
-	FinishedAt       time.Time   `json:"finishedAt,omitzero"`
-	DurationSeconds  float64     `json:"durationSeconds"` // this attempt: from its start (planning included) to its end
-	FloorSeconds     float64     `json:"floorSeconds"`    // requests / requestsPerSecond: the fastest any exporter could go
+	Base            string      `json:"base,omitempty"`
+	Outcome         Outcome     `json:"outcome"`
+	Requests        Requests    `json:"requests"`
+	Batches         BatchCounts `json:"batches"`
+	PlannedAt       time.Time   `json:"plannedAt,omitzero"`
+	StartedAt       time.Time   `json:"startedAt,omitzero"` // when this attempt began
+	FinishedAt      time.Time   `json:"finishedAt,omitzero"`
+	DurationSeconds float64     `json:"durationSeconds"` // this attempt: from its start (planning included) to its end
+	FloorSeconds    float64     `json:"floorSeconds"`    // requests / requestsPerSecond: the fastest any exporter could go
 	// RateFound is the rate, in requests a second, the destination
 	// accepted while it answered 429s, when that is well under the
 	// connection's requestsPerSecond: the budget is set too high.
-	RateFound float64 `json:"rateFound,omitempty"`
-	SnapshotPromoted bool        `json:"snapshotPromoted"`
+	RateFound        float64 `json:"rateFound,omitempty"`
+	SnapshotPromoted bool    `json:"snapshotPromoted"`
 	// Refill: the list was deleted (and made again) while the attempt
 	// sent, so it leaves the export no snapshot: the next attempt sends
 	// every contact.
