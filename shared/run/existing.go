@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sort"
 	"sync"
 
 	"github.com/segpilot/segpilot/shared/dest"
@@ -57,19 +58,10 @@ func existingKeyOf(email string) [existingKeyLen]byte {
 // has says whether the set holds the contact of email, as normalised.
 func (e *existingSet) has(email string) bool {
 	k := existingKeyOf(email)
-	lo, hi := 0, len(e.keys)/existingKeyLen
-	for lo < hi {
-		mid := int(uint(lo+hi) >> 1)
-		switch c := bytes.Compare(e.keys[mid*existingKeyLen:(mid+1)*existingKeyLen], k[:]); {
-		case c == 0:
-			return true
-		case c < 0:
-			lo = mid + 1
-		default:
-			hi = mid
-		}
-	}
-	return false
+	key := func(i int) []byte { return e.keys[i*existingKeyLen : (i+1)*existingKeyLen] }
+	n := len(e.keys) / existingKeyLen
+	i := sort.Search(n, func(i int) bool { return bytes.Compare(key(i), k[:]) >= 0 })
+	return i < n && bytes.Equal(key(i), k[:])
 }
 
 // lookupExisting lists the account's contacts through d and writes their
