@@ -147,26 +147,20 @@ func (l *Limiter) Wait(ctx context.Context) error {
 		}
 		res := l.lim.ReserveN(at, 1)
 		slot := at.Add(res.DelayFrom(at))
+		late := lateBy
+		if l.current > 0 {
+			late = max(late, time.Duration(float64(time.Second)/l.current)) // an interval at the rate now
+		}
 		l.mu.Unlock()
 		if err := l.sleep(ctx, slot.Sub(now)); err != nil {
 			res.CancelAt(l.now())
 			return err
 		}
-		if l.now().Sub(slot) <= max(lateBy, l.interval()) {
+		if l.now().Sub(slot) <= late {
 			return nil
 		}
 		// Woken late: the waiters of the same pause are waking too.
 	}
-}
-
-// interval is the time between two requests at the rate now.
-func (l *Limiter) interval() time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.current <= 0 {
-		return 0
-	}
-	return time.Duration(float64(time.Second) / l.current)
 }
 
 // StartAfter holds the first request back by d. Workers that pace their
@@ -182,6 +176,9 @@ func (l *Limiter) StartAfter(d time.Duration) {
 // Accepted tells the limiter the API answered a request with anything but
 // a 429: what it accepts is what a 429 is weighed against.
 func (l *Limiter) Accepted() {
+	if l.share {
+		return // a share does not measure the API's rate (see cut)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -258,8 +255,7 @@ func (l *Limiter) cut() {
 	// A share sees too few answers to tell the API's rate from them (a
 	// request a second, its part of the budget): it follows the others
 	// through the Signal instead, and cuts as ever.
-	took, measured := l.acceptedRate(now)
-	measured = measured && !l.share
+	took, measured := l.acceptedRate(now) // a share records no answers: never measured
 	if now.Sub(l.decreased) < decreaseGap && (!measured || took >= l.current*l.decrease) {
 		return // a 429 of the same overload; only a measure well below the rate now cuts again
 	}
