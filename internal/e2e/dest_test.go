@@ -56,6 +56,8 @@ type simulator interface {
 	// seed makes a contact that is on no list (Ortto: has no tag), named
 	// first, as if made by another tool.
 	seed(email, first string) error
+	// forget deletes a contact from the destination, as a person can.
+	forget(email string) error
 }
 
 // held is one contact as the destination holds it.
@@ -155,6 +157,15 @@ func (s autopilotSim) seed(email, first string) error {
 	return s.Load(st)
 }
 
+func (s autopilotSim) forget(email string) error {
+	st := s.Dump()
+	st.Contacts = slices.DeleteFunc(st.Contacts, func(c autopilotsim.Contact) bool { return strings.EqualFold(c.Email, email) })
+	for i := range st.Lists {
+		st.Lists[i].Members = slices.DeleteFunc(st.Lists[i].Members, func(m string) bool { return strings.EqualFold(m, email) })
+	}
+	return s.Load(st)
+}
+
 func (s autopilotSim) madeOnce() error {
 	var ids []string
 	for _, l := range s.Dump().Lists {
@@ -207,6 +218,12 @@ func (s orttoSim) seed(email, first string) error {
 	st := s.Dump()
 	st.People = append(st.People, orttosim.Person{ID: fmt.Sprintf("0064%x", 900000+len(st.People)), Email: email,
 		Fields: map[string]any{"str::first": first}, Tags: []string{}, Subscribed: true})
+	return s.Load(st)
+}
+
+func (s orttoSim) forget(email string) error {
+	st := s.Dump()
+	st.People = slices.DeleteFunc(st.People, func(p orttosim.Person) bool { return strings.EqualFold(p.Email, email) })
 	return s.Load(st)
 }
 

@@ -112,6 +112,7 @@ type Files struct {
 	Snapshot string `json:"snapshot"`
 	Rejected string `json:"rejected"`
 	Batches  string `json:"batches"`
+	Undo     string `json:"undo,omitempty"` // an undo's undo.csv (see BuildUndo)
 }
 
 // Counts of one plan. Rows == Valid+Rejected; Valid == Unique+Duplicates;

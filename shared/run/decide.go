@@ -38,12 +38,18 @@ func (d decision) report(status, msg string, m *Manifest, listReqs []Requests) *
 	if d.e != nil {
 		rep.Mode, rep.List = d.e.Mode, d.e.List
 	}
+	if d.q.Undo != "" {
+		rep.Undo = &UndoSummary{Of: d.q.Undo}
+	}
 	for _, r := range listReqs {
 		rep.Requests.add(r)
 	}
 	if m != nil {
 		rep.ConfigVersion, rep.Destination, rep.Plan, rep.PlannedAt = m.ConfigVersion, m.Connection.Title(), m.Counts, m.PlannedAt
 		rep.FullResync = m.FullResync
+		if m.Undo != nil {
+			rep.Undo = m.Undo
+		}
 		rep.Base, rep.RequestsPerSecond = m.BaseKey, m.Connection.RequestsPerSecond
 		if status == StatusHeld {
 			rep.Brake = &Brake{MaxRemovalShare: d.e.MaxRemovalShare, Command: d.s.words().LiftBrakeCommand(d.e.Name, m.Source)}

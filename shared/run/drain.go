@@ -31,6 +31,8 @@ type StartRequest struct {
 	// FullResync sends every contact of the file, unchanged ones too: a
 	// run of its own (its run id says so), leavers and brake as ever.
 	FullResync bool
+	// Undo is set by Undo: the run this delivery reverses (no file is read).
+	Undo string
 	// Arrived orders files of one export: the S3 event's time, or the
 	// object's modification time; zero means now.
 	Arrived time.Time
@@ -353,7 +355,7 @@ const (
 // held, the key refused), or plan it and claim the export for an attempt,
 // then start that attempt's execution.
 func (s *Service) handle(ctx context.Context, cfg *config.Config, export string, st exportState, etag string, q *queueEntry) (Result, step, error) {
-	runID := runID(export, q.Source, cfg.Version, q.FullResync)
+	runID := q.runID(export, cfg.Version)
 	res := Result{Export: export, RunID: runID, Queued: q.Key}
 	d := decision{s: s, st: st, q: q, res: &res}
 	e, err := cfg.Export(export)
@@ -366,6 +368,14 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 		return res, stepRetry, err
 	}
 	done := prev != nil && prev.Status == StatusSucceeded
+	if done && q.Undo == "" {
+		// A file whose run was undone is exported again when it comes again.
+		undone, err := s.undone(ctx, export, runID)
+		if err != nil {
+			return res, stepRetry, err
+		}
+		done = !undone
+	}
 	if latest := st.Latest; latest != nil && q.Arrived.Before(latest.Arrived) && !q.sameFile(latest) {
 		if done {
 			return d.upToDate(ctx, prev, "; but a newer file, "+latest.Source.Key+", has been exported since, so the list holds "+
@@ -373,6 +383,9 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 		}
 		return d.decide(ctx, StatusSuperseded, fmt.Sprintf("skipped: %s arrived before %s, which was already exported; "+
 			"exporting the older file now would undo newer data", q.Source.Key, latest.Source.Key), nil)
+	}
+	if done && q.Undo != "" {
+		return d.decide(ctx, StatusUpToDate, "run "+q.Undo+" was undone already, by this run: nothing to do", nil)
 	}
 	if done {
 		return d.upToDate(ctx, prev, "")
@@ -388,11 +401,19 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 		return d.decide(ctx, StatusRefused, err.Error(), nil)
 	}
 
-	m, err := s.planFor(ctx, cfg, e, q.request(export), runID, st.Snapshot)
+	var m *Manifest
+	if q.Undo != "" {
+		m, err = s.undoPlanFor(ctx, cfg, e, q, runID, st.Snapshot)
+	} else {
+		m, err = s.planFor(ctx, cfg, e, q.request(export), runID, st.Snapshot)
+	}
+	var refusedUndo *UndoRefused
 	var limit *plan.LimitError
 	var ferr *segment.FileError
 	var changed *DeliveryChanged
 	switch {
+	case errors.As(err, &refusedUndo):
+		return d.decide(ctx, StatusRefused, err.Error(), nil)
 	case errors.As(err, &changed):
 		return d.decide(ctx, StatusSuperseded, "skipped: "+changed.Msg, nil)
 	case errors.As(err, &limit):
@@ -426,6 +447,10 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 		return d.decide(ctx, StatusFailed, s.refusedMessage(unauth), m, li.requests)
 	case err != nil:
 		return res, stepRetry, d.notYet(ctx, "finding the list failed", err, m, li.requests)
+	}
+	if li.gone && m.Undo != nil {
+		return d.decide(ctx, StatusFailed, "the list "+m.List+" that run "+m.Undo.Of+" changed is gone (deleted, or the key opens another account): "+
+			"there is nothing to undo; nothing was sent", m, li.requests)
 	}
 	if li.gone && st.Snapshot != nil {
 		// The list the snapshot describes is gone: nobody is on the one

@@ -36,9 +36,18 @@ func writeOf(mode string) dest.Write {
 	return dest.WriteAny
 }
 
+// write is the write m's upserts may make: an undo's only update (it
+// never creates, so never subscribes, anyone), else as the mode allows.
+func (m *Manifest) write() dest.Write {
+	if m.Undo != nil {
+		return dest.WriteUpdate
+	}
+	return writeOf(m.Mode)
+}
+
 // needsDirectory says whether m's batches are filtered by who exists.
 func needsDirectory(m *Manifest) bool {
-	return writeOf(m.Mode) != dest.WriteAny && !m.Connection.Capabilities().Writes
+	return m.write() != dest.WriteAny && !m.Connection.Capabilities().Writes
 }
 
 func existingKey(export, runID, base string) string {

@@ -281,7 +281,7 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 		}
 	}
 	rep := &Report{Export: m.Export, RunID: m.RunID, Attempt: h.Attempt, Prior: rec.Prior, Trigger: m.Trigger, Source: m.Source,
-		Destination: m.Connection.Title(), ConfigVersion: m.ConfigVersion, Mode: m.Mode, FullResync: m.FullResync, List: m.List, Plan: m.Counts,
+		Destination: m.Connection.Title(), ConfigVersion: m.ConfigVersion, Mode: m.Mode, FullResync: m.FullResync, Undo: m.Undo, List: m.List, Plan: m.Counts,
 		Base: m.BaseKey, PlannedAt: m.PlannedAt, Seq: attemptSeq(h.Attempt),
 		Rejected: rejectedKey(m.Export, m.RunID, h.Attempt)}
 	rep.Requests.add(rec.ListRequests)

@@ -152,6 +152,9 @@ func (s *Service) upload(ctx context.Context, dir string, p *plan.Plan, m *Manif
 		{p.Files.Rejected, inputRejectedKey(m.Export, m.RunID, m.Base)},
 		{p.Files.Batches, batchesKey(m.Export, m.RunID, m.Base)},
 	}
+	if p.Files.Undo != "" {
+		files = append(files, struct{ local, key string }{p.Files.Undo, undoCSVKey(m.Export, m.RunID, m.Base)})
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, f := range files {
 		g.Go(func() error {

@@ -21,13 +21,22 @@ type queueEntry struct {
 	Arrived           time.Time `json:"arrived"`
 	AllowLargeRemoval bool      `json:"allowLargeRemoval,omitempty"`
 	FullResync        bool      `json:"fullResync,omitempty"`
-	Key               string    `json:"key"` // its key in the queue
+	Undo              string    `json:"undo,omitempty"` // the run it reverses: an undo, not a file
+	Key               string    `json:"key"`            // its key in the queue
 }
 
 // request is the start request e was queued for.
 func (e *queueEntry) request(export string) StartRequest {
 	return StartRequest{Trigger: e.Trigger, Source: e.Source, Export: export, Arrived: e.Arrived, AllowLargeRemoval: e.AllowLargeRemoval,
-		FullResync: e.FullResync}
+		FullResync: e.FullResync, Undo: e.Undo}
+}
+
+// runID is the run the entry is a delivery of.
+func (e *queueEntry) runID(export, configVersion string) string {
+	if e.Undo != "" {
+		return undoRunID(export, e.Undo)
+	}
+	return runID(export, e.Source, configVersion, e.FullResync)
 }
 
 // name is the entry's name without its folder, as deliveries/ records it.
@@ -40,7 +49,7 @@ func (e *queueEntry) sameFile(o *queueEntry) bool {
 // enqueue records a delivery of req for export and returns its entry.
 func (s *Service) enqueue(ctx context.Context, export string, req StartRequest) (*queueEntry, error) {
 	e := &queueEntry{Trigger: req.Trigger, Source: req.Source, Arrived: req.Arrived.UTC(), AllowLargeRemoval: req.AllowLargeRemoval,
-		FullResync: req.FullResync}
+		FullResync: req.FullResync, Undo: req.Undo}
 	id := runID(export, req.Source, "", req.FullResync)
 	e.Key = queuePrefix(export) + e.Arrived.Format("20060102T150405.000000000Z") + "-" + strings.TrimPrefix(id, export+"-") + ".json"
 	if err := putJSON(ctx, s.Store, e.Key, e, store.PutOptions{}); err != nil {

@@ -364,7 +364,11 @@ func (s *Service) sendUpserts(ctx context.Context, d Destination, m *Manifest, i
 	for _, f := range m.Fields {
 		types[f.Key] = f.Type
 	}
-	w := writeOf(m.Mode)
+	w := m.write()
+	skipReason := w.SkipReason(m.Connection.Title())
+	if m.Undo != nil {
+		skipReason = "skipped: not in " + m.Connection.Title() + " any more (an undo never creates a contact)"
+	}
 	var have *existingSet
 	if needsDirectory(m) {
 		var err error
@@ -376,7 +380,7 @@ func (s *Service) sendUpserts(ctx context.Context, d Destination, m *Manifest, i
 	upserts := make([]plan.Upsert, 0, len(b.Upserts)) // those sent, for their outcomes
 	for _, u := range b.Upserts {
 		if have != nil && have.has(u.Profile.Email) != (w == dest.WriteUpdate) {
-			res.ModeSkipped = append(res.ModeSkipped, RowIssue{Row: u.Row, Email: u.Profile.Email, Reason: w.SkipReason(m.Connection.Title())})
+			res.ModeSkipped = append(res.ModeSkipped, RowIssue{Row: u.Row, Email: u.Profile.Email, Reason: skipReason})
 			continue
 		}
 		c := dest.Contact{Email: u.Profile.Email, FirstName: u.Profile.FirstName, LastName: u.Profile.LastName}

@@ -72,6 +72,7 @@ type Manifest struct {
 	Batches     []plan.BatchRef `json:"batches"` // the index of batches.jsonl
 	Held        bool            `json:"held,omitempty"`
 	FullResync  bool            `json:"fullResync,omitempty"` // every contact of the file sent, unchanged ones too
+	Undo        *UndoSummary    `json:"undo,omitempty"`       // an undo's plan: what it reverses (see undo.go)
 	HeldReason  string          `json:"heldReason,omitempty"`
 	ShowEmails  bool            `json:"showEmails,omitempty"` // the export's showEmails: unmasked emails in the report
 	Concurrency int             `json:"concurrency"`
