@@ -83,7 +83,7 @@ func TestUndoAnUpsertRun(t *testing.T) {
 			t.Fatalf("week 2: %s, plan %+v; want 500 added, 200 changed", rep.Status, rep.Plan)
 		}
 
-		ures, urep := h.undo(res[0].RunID)
+		_, urep := h.undo(res[0].RunID)
 		if urep.Status != run.StatusSucceeded || urep.Undo == nil || urep.Undo.Of != res[0].RunID || !urep.Outcome.Reconciles() {
 			t.Fatalf("undo: %s (%s), undo %+v, outcome %+v", urep.Status, urep.Message, urep.Undo, urep.Outcome)
 		}
@@ -118,11 +118,12 @@ func TestUndoAnUpsertRun(t *testing.T) {
 		if again, _ := h.undo(res[0].RunID); again.Status != run.StatusUpToDate {
 			t.Errorf("undoing it again: %s (%s), want %s", again.Status, again.Message, run.StatusUpToDate)
 		}
-		_ = ures
 		// The same file again is exported again: the undo took it back.
-		rep3 := h.report(h.drop("week2.csv", week2)[0])
-		if rep3.Status != run.StatusSucceeded || rep3.Outcome.Sent != 700 {
-			t.Errorf("week 2 again after its undo: %s, outcome %+v; want the 700 sent again", rep3.Status, rep3.Outcome)
+		res3 := h.drop("week2.csv", week2)[0]
+		rep3 := h.report(res3)
+		if res3.Status != run.StatusSucceeded || rep3.Attempt <= urep.Attempt || rep3.Base != urep.Snapshot || rep3.Outcome.Sent != 700 {
+			t.Errorf("week 2 again after its undo: %s (%s), attempt %d against %s, outcome %+v; want the 700 sent again, against the undo's snapshot",
+				res3.Status, res3.Message, rep3.Attempt, rep3.Base, rep3.Outcome)
 		}
 	})
 }

@@ -82,7 +82,12 @@ func (d decision) decide(ctx context.Context, status, msg string, m *Manifest, l
 // upToDate ends a delivery of a file its run already exported: nothing to
 // send, and no report (the run's stands).
 func (d decision) upToDate(ctx context.Context, prev *Report, more string) (Result, step, error) {
-	msg := "this file was already exported with this configuration; nothing to send" + more
+	return d.done(ctx, prev, "this file was already exported with this configuration; nothing to send"+more)
+}
+
+// done ends a delivery whose run succeeded already, leaving the run's
+// report as it is.
+func (d decision) done(ctx context.Context, prev *Report, msg string) (Result, step, error) {
 	if err := d.s.settle(ctx, d.res.Export, d.res.RunID, d.q, Delivery{Status: StatusUpToDate, Message: msg}); err != nil {
 		return *d.res, stepRetry, err
 	}

@@ -385,7 +385,7 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 			"exporting the older file now would undo newer data", q.Source.Key, latest.Source.Key), nil)
 	}
 	if done && q.Undo != "" {
-		return d.decide(ctx, StatusUpToDate, "run "+q.Undo+" was undone already, by this run: nothing to do", nil)
+		return d.done(ctx, prev, "run "+q.Undo+" was undone already, by this run: nothing to do")
 	}
 	if done {
 		return d.upToDate(ctx, prev, "")
