@@ -564,8 +564,16 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 	if rep != nil && c == (plan.Counts{}) {
 		c = rep.Plan
 	}
-	fmt.Fprintf(w, "  rows %d · added %d · changed %d · unchanged %d · removed %d · duplicates %d · rejected %d\n",
-		c.Rows, c.Added, c.Changed, c.Unchanged, c.Removed, c.Duplicates, c.Rejected)
+	if u := undoOf(rep); u != nil {
+		fmt.Fprintf(w, "  undo of %s: take off %d · put back %d · restore fields %d", u.Of, u.Counts.TakeOff, u.Counts.PutBack, u.Counts.Restore)
+		if u.Counts.Partial > 0 {
+			fmt.Fprintf(w, " (%d of them but a field an upsert cannot empty)", u.Counts.Partial)
+		}
+		fmt.Fprintf(w, " · not restorable %d\n  contact by contact: %s\n", u.Counts.NotRestorable, filepath.Join(bucketDir, filepath.FromSlash(u.CSV)))
+	} else {
+		fmt.Fprintf(w, "  rows %d · added %d · changed %d · unchanged %d · removed %d · duplicates %d · rejected %d\n",
+			c.Rows, c.Added, c.Changed, c.Unchanged, c.Removed, c.Duplicates, c.Rejected)
+	}
 	if c.Resent > 0 {
 		fmt.Fprintf(w, "  full resync: the %d unchanged sent all the same\n", c.Resent)
 	}
@@ -583,11 +591,19 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 	o := rep.Outcome
 	fmt.Fprintf(w, "  sent %d · rejected by %s %d · failed %d · removed %d", o.Sent, cmp.Or(rep.Destination, "Autopilot"), o.RejectedByAPI, o.Failed, o.Removed)
 	if o.Skipped > 0 {
-		fmt.Fprintf(w, " · skipped %d (mode: %s)", o.Skipped, rep.Mode)
+		why := "mode: " + rep.Mode
+		if rep.Undo != nil {
+			why = "no longer in " + cmp.Or(rep.Destination, "Autopilot") + ": an undo creates nobody"
+		}
+		fmt.Fprintf(w, " · skipped %d (%s)", o.Skipped, why)
 	}
 	fmt.Fprintln(w)
 	if rep.Requests.Lookup > 0 {
-		fmt.Fprintf(w, "  %d of the requests listed %s's contacts, to know whom mode %s leaves alone\n", rep.Requests.Lookup, cmp.Or(rep.Destination, "Autopilot"), rep.Mode)
+		whom := "whom mode " + rep.Mode + " leaves alone"
+		if rep.Undo != nil {
+			whom = "who is still there (an undo creates nobody)"
+		}
+		fmt.Fprintf(w, "  %d of the requests listed %s's contacts, to know %s\n", rep.Requests.Lookup, cmp.Or(rep.Destination, "Autopilot"), whom)
 	}
 	took := runpage.Seconds(rep.DurationSeconds)
 	if rep.FloorSeconds > 0 { // none when no request waited for the budget
@@ -601,6 +617,14 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 	fmt.Fprintf(w, "  report:   %s\n  rejected: %s\n", filepath.Join(bucketDir, "runs", r.Export, r.RunID, "report.json"),
 		filepath.Join(bucketDir, filepath.FromSlash(rep.Rejected)))
 	printPage(w, bucketDir, rep)
+}
+
+// undoOf is the undo a report is of, once it was planned.
+func undoOf(rep *run.Report) *run.UndoSummary {
+	if rep == nil || rep.Undo == nil || rep.Undo.CSV == "" {
+		return nil
+	}
+	return rep.Undo
 }
 
 // printPage prints where the run's page is, when it has one.

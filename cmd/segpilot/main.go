@@ -85,6 +85,9 @@ func commands() map[string]command {
 		"report": {"print the path of a run's page (report.html); --open opens it",
 			"segpilot report RUN-ID [--bucket-dir DIR] [--open]",
 			"segpilot report vip-newsletter-0123456789abcdef --bucket-dir .segpilot/demo --open", cmdReport},
+		"undo": {"reverse a run: take off the list whom it added, put back whom it took off, restore the fields it changed",
+			"segpilot undo RUN-ID --config FILE [--export NAME] [--bucket-dir DIR] [--sim]",
+			"segpilot undo vip-newsletter-0123456789abcdef --config exports.yaml --sim", cmdUndo},
 		"version": {"print segpilot's version (module version and commit)",
 			"segpilot version", "segpilot version", cmdVersion},
 	}

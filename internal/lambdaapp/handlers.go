@@ -57,6 +57,9 @@ type RefreshEvent struct {
 	FullResync bool `json:"fullResync"`
 	// Sweep drains every export's queue and runs nothing new.
 	Sweep bool `json:"sweep"`
+	// Undo reverses a run (a manual invoke: {"undo": "<run id>"}; export
+	// optional): a run of its own, queued like a file's.
+	Undo string `json:"undo"`
 }
 
 // TriggerOf says what started a refresh: the schedule (its Input, or an
@@ -73,6 +76,10 @@ func Refresh(svc *run.Service) func(context.Context, RefreshEvent) ([]run.Result
 	return func(ctx context.Context, ev RefreshEvent) ([]run.Result, error) {
 		if ev.Sweep {
 			return svc.Sweep(ctx)
+		}
+		if ev.Undo != "" {
+			res, err := svc.Undo(ctx, run.UndoRequest{Trigger: run.TriggerManual, Export: ev.Export, Run: ev.Undo})
+			return []run.Result{res}, err
 		}
 		return svc.Refresh(ctx, run.RefreshRequest{Trigger: TriggerOf(ev), Export: ev.Export,
 			DryRun: ev.DryRun, AllowLargeRemoval: ev.AllowLargeRemoval, FullResync: ev.FullResync})

@@ -415,6 +415,16 @@ func TestFunctions(t *testing.T) {
 		t.Fatalf("the stopped run's report: %s %q; want failed, saying why", abandoned.Status, abandoned.Message)
 	}
 
+	// An undo is a manual invoke (events/undo.json, naming the first run):
+	// a run of its own, queued behind the one in progress.
+	undoEvent := readJSON(t, "events/undo.json")
+	undoEvent["undo"] = runID
+	var undo []run.Result
+	refresh.call(t, mustJSON(t, undoEvent), &undo)
+	if len(undo) != 1 || undo[0].Export != exportName || !strings.HasPrefix(undo[0].RunID, exportName+"-undo-") || undo[0].Status != run.StatusQueued {
+		t.Errorf("refresh with events/undo.json answered %+v; want the undo of %s queued behind the run in progress", undo, runID)
+	}
+
 	for _, e := range emulators {
 		out := e.out.String()
 		if out == "" {

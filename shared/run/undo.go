@@ -53,7 +53,7 @@ func undoSourceKey(undone string) string { return "undo:" + undone }
 // that succeeded is not done twice.
 func undoRunID(export, undone string) string {
 	h := sha256.Sum256([]byte(export + "\x00undo\x00" + undone))
-	return export + "-undo-" + hex.EncodeToString(h[:6])
+	return export + "-undo-" + hex.EncodeToString(h[:8])
 }
 
 func undoCSVKey(export, runID, base string) string {

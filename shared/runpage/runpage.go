@@ -149,7 +149,10 @@ func newView(rep *run.Report) view {
 func skippedNote(rep *run.Report) string {
 	destination := cmp.Or(rep.Destination, "Autopilot")
 	why := "not in " + destination + " (mode: update)"
-	if rep.Mode == "create" {
+	switch {
+	case rep.Undo != nil:
+		why = "no longer in " + destination + " (an undo creates nobody)"
+	case rep.Mode == "create":
 		why = "already in " + destination + " (mode: create)"
 	}
 	if n := rep.Requests.Lookup; n > 0 {
@@ -177,6 +180,9 @@ func headline(rep *run.Report, finalized bool) string {
 
 // modeOf is the run's mode, and whether it was a full resync.
 func modeOf(rep *run.Report) string {
+	if rep.Undo != nil {
+		return "undo of run " + rep.Undo.Of + ": its additions taken off, its removals put back, its field changes reversed; nobody created"
+	}
 	if rep.FullResync && rep.Mode != "" {
 		return rep.Mode + ", full resync: every contact of the file sent, unchanged ones too"
 	}
@@ -213,6 +219,15 @@ func facts(rep *run.Report) []fact {
 			a += fmt.Sprintf(" (after %s of this file: its plan holds what %s did not deliver)", plural(rep.Prior, "earlier attempt", "earlier attempts"), they)
 		}
 		out = append(out, fact{"Attempt", a})
+	}
+	if u := rep.Undo; u != nil && u.CSV != "" {
+		c := u.Counts
+		r := fmt.Sprintf("take off the list %s · put back %s · restore fields %s", num(c.TakeOff), num(c.PutBack), num(c.Restore))
+		if c.Partial > 0 {
+			r += fmt.Sprintf(" (%s of them but a field that was empty: an upsert cannot empty one)", num(c.Partial))
+		}
+		r += fmt.Sprintf(" · not restorable %s; contact by contact in %s", num(c.NotRestorable), u.CSV)
+		out = append(out, fact{"Reversed", r})
 	}
 	if b := rep.Batches; b.Total > 0 {
 		out = append(out, fact{"Batches", fmt.Sprintf("%s settled, %s failed, of %s", num(b.Settled), num(b.Failed), num(b.Total))})
