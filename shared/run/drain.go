@@ -369,12 +369,16 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 	}
 	done := prev != nil && prev.Status == StatusSucceeded
 	if done && q.Undo == "" {
-		// A file whose run was undone is exported again when it comes again.
-		undone, err := s.undone(ctx, export, runID)
-		if err != nil {
+		// A file whose run was undone is not sent again by the schedule or
+		// a late duplicate event: it was undone for a reason.
+		switch undone, err := s.undone(ctx, export, runID); {
+		case err != nil:
 			return res, stepRetry, err
+		case undone:
+			return d.done(ctx, prev, "this file was exported, then its run was undone ("+undoRunID(export, runID)+
+				"): it is not sent again by itself; drop a corrected file, or send this one again with a full resync "+
+				"(`segpilot run --full` locally, {\"fullResync\": true} in AWS)")
 		}
-		done = !undone
 	}
 	if latest := st.Latest; latest != nil && q.Arrived.Before(latest.Arrived) && !q.sameFile(latest) {
 		if done {

@@ -99,7 +99,7 @@ func (s *Service) exportOfRun(ctx context.Context, cfg *config.Config, runID str
 }
 
 // undone says whether the run's effect on the list was undone: a
-// delivery of its file then runs again.
+// delivery of its file then sends nothing, and says why.
 func (s *Service) undone(ctx context.Context, export, runID string) (bool, error) {
 	rep, err := ReadReport(ctx, s.Store, export, undoRunID(export, runID))
 	switch {
