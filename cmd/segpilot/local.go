@@ -462,6 +462,12 @@ func (e *env) runExport(ctx context.Context, f runFlags) error {
 	defer s.close()
 	results, err := s.p.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerManual, Export: ex.Name,
 		DryRun: f.dryRun, AllowLargeRemoval: f.allowLargeRemoval, FullResync: f.full, Source: run.Source{Key: key}})
+	return e.followUp(ctx, s, f, results, err)
+}
+
+// followUp waits for the deliveries a command started or queued and
+// prints how they ended.
+func (e *env) followUp(ctx context.Context, s *session, f runFlags, results []run.Result, err error) error {
 	if s.progress != nil {
 		s.progress.finish()
 	}

@@ -45,20 +45,9 @@ func cmdUndo(ctx context.Context, e *env, args []string) error {
 	}
 	defer s.close()
 	res, err := s.p.Service.Undo(ctx, run.UndoRequest{Trigger: run.TriggerManual, Export: f.export, Run: ids[0]})
-	if s.progress != nil {
-		s.progress.finish()
+	var results []run.Result
+	if res.RunID != "" { // else nothing was queued: the error says why
+		results = []run.Result{res}
 	}
-	if err != nil && res.RunID == "" {
-		return err
-	}
-	results := []run.Result{res}
-	if err == nil {
-		if results, err = e.await(ctx, s, results, f.t.noWait); err != nil {
-			return err
-		}
-	}
-	if serr := e.summarise(ctx, s, f.bucketDir, results); serr != nil || err == nil {
-		return serr
-	}
-	return err
+	return e.followUp(ctx, s, f, results, err)
 }
