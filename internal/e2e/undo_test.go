@@ -203,8 +203,17 @@ func TestUndoRefusesARunBuiltOn(t *testing.T) {
 		if _, rep := h.undo(run3); rep.Status != run.StatusSucceeded {
 			t.Fatalf("undoing %s: %s (%s)", run3, rep.Status, rep.Message)
 		}
-		if _, rep := h.undo(run2); rep.Status != run.StatusSucceeded {
+		undo2, rep := h.undo(run2)
+		if rep.Status != run.StatusSucceeded {
 			t.Fatalf("then undoing %s: %s (%s)", run2, rep.Status, rep.Message)
+		}
+		// Undoing that undo applies week 2 again; then week 2 can be
+		// undone again.
+		if _, rep := h.undo(undo2.RunID); rep.Status != run.StatusSucceeded || len(h.sim.members()) != 150 {
+			t.Fatalf("undoing the undo %s: %s (%s), %d members; want week 2's 150", undo2.RunID, rep.Status, rep.Message, len(h.sim.members()))
+		}
+		if again, rep := h.undo(run2); again.Status != run.StatusSucceeded || rep.Attempt <= undo2.Attempt {
+			t.Fatalf("undoing %s again after its undo was undone: %s (%s)", run2, again.Status, again.Message)
 		}
 		if got := h.sim.members(); !slices.Equal(got, members) {
 			t.Errorf("after both undos the list has %d members, want week 1's %d", len(got), len(members))

@@ -368,12 +368,15 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 		return res, stepRetry, err
 	}
 	done := prev != nil && prev.Status == StatusSucceeded
-	if done && q.Undo == "" {
+	if done {
 		// A file whose run was undone is not sent again by the schedule or
-		// a late duplicate event: it was undone for a reason.
+		// a late duplicate event: it was undone for a reason. An undo that
+		// was undone in turn (a redo) may be asked for again.
 		switch undone, err := s.undone(ctx, export, runID); {
 		case err != nil:
 			return res, stepRetry, err
+		case undone && q.Undo != "":
+			done = false
 		case undone:
 			return d.done(ctx, prev, "this file was exported, then its run was undone ("+undoRunID(export, runID)+
 				"): it is not sent again by itself; drop a corrected file, or send this one again with a full resync "+

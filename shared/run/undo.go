@@ -169,15 +169,15 @@ func (s *Service) undoPlanFor(ctx context.Context, cfg *config.Config, e *config
 }
 
 // undoable says why the run target cannot be undone against base, the
-// export's snapshot, if it cannot: only the run whose state the export
-// holds (holder: see effectiveRun), or whose undo (runID) left it half
-// done, can be, to the same list.
+// export's snapshot, if it cannot: only the run that wrote that snapshot,
+// or whose state it holds (holder: see effectiveRun), or whose undo
+// (runID) left it half done, can be, to the same list.
 func undoable(e *config.Export, target *Report, base *SnapshotRef, holder, runID string) error {
 	undone := target.RunID
 	if target.Snapshot == "" || !target.SnapshotPromoted {
 		return &UndoRefused{Msg: fmt.Sprintf("run %s changed nothing on the list (it ended %s: %s); there is nothing to undo", undone, target.Status, target.Message)}
 	}
-	if base == nil || (holder != undone && base.Run != runID) {
+	if base == nil || (base.Run != undone && holder != undone && base.Run != runID) {
 		later := "a later run"
 		if holder != "" {
 			later = "run " + holder
