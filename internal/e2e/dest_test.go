@@ -46,6 +46,8 @@ type simulator interface {
 	// members are the lower-case emails on the export's list (Autopilot's
 	// list, Ortto's tag), sorted.
 	members() []string
+	// membersOf is members of another list (tag).
+	membersOf(title string) []string
 	// optOut unsubscribes someone, as if they clicked the link.
 	optOut(email string) error
 	// addOutsider puts someone on the list by hand in the destination.
@@ -126,10 +128,12 @@ func (s autopilotSim) holds() map[string]held {
 	return out
 }
 
-func (s autopilotSim) members() []string {
+func (s autopilotSim) members() []string { return s.membersOf(listTitle) }
+
+func (s autopilotSim) membersOf(title string) []string {
 	var out []string
 	for _, l := range s.Dump().Lists {
-		if l.Title == listTitle {
+		if l.Title == title {
 			for _, m := range l.Members {
 				out = append(out, strings.ToLower(m))
 			}
@@ -203,9 +207,11 @@ func (s orttoSim) holds() map[string]held {
 	return out
 }
 
-func (s orttoSim) members() []string {
+func (s orttoSim) members() []string { return s.membersOf(listTitle) }
+
+func (s orttoSim) membersOf(title string) []string {
 	var out []string
-	for _, e := range s.Dump().Tagged(listTitle) {
+	for _, e := range s.Dump().Tagged(title) {
 		out = append(out, strings.ToLower(e))
 	}
 	slices.Sort(out)

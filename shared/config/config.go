@@ -18,6 +18,7 @@ import (
 	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/kinds"
 	"github.com/segpilot/segpilot/shared/segment"
+	"github.com/segpilot/segpilot/shared/split"
 )
 
 // DefaultBaseURL is the Autopilot API used when an autopilot connection
@@ -37,6 +38,54 @@ type Config struct {
 	Version     string // "sha256:" + first 16 hex chars of sha256(file bytes): recorded in run reports
 	Connections map[string]*Connection
 	Exports     map[string]*Export
+	// Splits names, for each split export, the exports of its groups that
+	// have a list (exports.<name>.split), as Exports holds them.
+	Splits map[string][]string
+}
+
+// Split is a split export's division of its segment: Parent's contacts,
+// by a stable hash of Salt and their email, into Groups (shared/split).
+// Each group with a list is an export of its own, named Parent.Group.
+type Split struct {
+	Parent    string
+	Salt      string
+	Group     string       // the group this export sends
+	Groups    []SplitGroup // every group, in the config's order
+	listLines []int        // for the route checks
+}
+
+// SplitGroup is one group: its share in hundredths of a percent, and its
+// list ("" for a holdout, sent nowhere).
+type SplitGroup struct {
+	Name  string
+	Share int
+	List  string
+}
+
+// Allocation groups are the split's groups as shared/split takes them.
+func (s *Split) AllocationGroups() []split.Group {
+	out := make([]split.Group, len(s.Groups))
+	for i, g := range s.Groups {
+		out[i] = split.Group{Name: g.Name, Share: g.Share}
+	}
+	return out
+}
+
+// Named returns the export called name, or the exports of the split
+// export called so.
+func (c *Config) Named(name string) ([]*Export, error) {
+	if names, ok := c.Splits[name]; ok {
+		out := make([]*Export, 0, len(names))
+		for _, n := range names {
+			out = append(out, c.Exports[n])
+		}
+		return out, nil
+	}
+	e, err := c.Export(name)
+	if err != nil {
+		return nil, err
+	}
+	return []*Export{e}, nil
 }
 
 // Connection is one destination account and how it may be used.
@@ -83,6 +132,9 @@ type Export struct {
 	// QuietPeriod takes a folder of parts with neither manifest nor marker
 	// as a whole delivery once no part has arrived for this long; 0: never.
 	QuietPeriod time.Duration
+	// Split is set for a group of a split export: the export sends only
+	// its group's contacts.
+	Split *Split
 }
 
 // LoadFile reads and validates the config file at path.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/url"
 	"regexp"
@@ -21,6 +22,7 @@ import (
 	"github.com/segpilot/segpilot/shared/dest"
 	"github.com/segpilot/segpilot/shared/kinds"
 	"github.com/segpilot/segpilot/shared/plan"
+	"github.com/segpilot/segpilot/shared/split"
 )
 
 // maxFileSize keeps a mistaken upload (a segment saved as the config, say)
@@ -47,10 +49,12 @@ var (
 	rootKeys       = []string{"connections", "exports"}
 	connectionKeys = []string{"kind", "region", "apiKeySecret", "baseURL", "consent", "requestsPerSecond"}
 	exportKeys     = []string{"connection", "segment", "list", "match", "mode", "maxProfiles",
-		"maxRemovalShare", "allowLargeRemoval", "enabled", "createFields", "showEmails", "quietPeriod"}
-	matchKeys  = []string{"email", "firstName", "lastName", "custom"}
-	customKeys = []string{"field", "decimal"}
-	modes      = plan.Modes
+		"maxRemovalShare", "allowLargeRemoval", "enabled", "createFields", "showEmails", "quietPeriod", "split"}
+	splitKeys      = []string{"salt", "groups"}
+	splitGroupKeys = []string{"percent", "list"}
+	matchKeys      = []string{"email", "firstName", "lastName", "custom"}
+	customKeys     = []string{"field", "decimal"}
+	modes          = plan.Modes
 )
 
 // defaultKind is assumed for an export whose connection is not defined,
@@ -125,8 +129,36 @@ func (d *decoder) decode(data []byte) *Config {
 	var exports []placed
 	for _, f := range d.collection(top, "exports", "at least one export: connection, segment, list, match") {
 		e, listLine := d.export(f, cfg.Connections)
-		cfg.Exports[e.Name] = e
-		exports = append(exports, placed{e, f.key.Line, listLine})
+		if e.Split == nil {
+			cfg.Exports[e.Name] = e
+			exports = append(exports, placed{e, f.key.Line, listLine})
+			continue
+		}
+		// A split export is an export per group that has a list: each
+		// keeps its own state, snapshot and runs, and takes only its
+		// group's contacts (see shared/split).
+		if cfg.Splits == nil {
+			cfg.Splits = map[string][]string{}
+		}
+		for i, g := range e.Split.Groups {
+			if g.List == "" {
+				continue
+			}
+			ge := *e
+			ge.Name, ge.List = e.Name+"."+g.Name, g.List
+			sp := *e.Split
+			sp.Group = g.Name
+			ge.Split = &sp
+			d.name(join(join("exports", e.Name), "split.groups."+g.Name), f.key.Line, ge.Name)
+			cfg.Exports[ge.Name] = &ge
+			cfg.Splits[e.Name] = append(cfg.Splits[e.Name], ge.Name)
+			exports = append(exports, placed{&ge, f.key.Line, e.Split.listLines[i]})
+		}
+	}
+	for parent := range cfg.Splits {
+		if _, clash := cfg.Exports[parent]; clash {
+			d.add("exports."+parent, 0, "is both an export and a split export's group: rename one")
+		}
 	}
 
 	// Two exports filling one list from one segment would undo each other's
@@ -465,7 +497,12 @@ func (d *decoder) export(f field, conns map[string]*Connection) (e *Export, list
 	if kind.Regions != nil {
 		listHint = "the " + kind.Title + " tag this export's people get; an audience filtered on it is the list"
 	}
-	if v, n, ok := d.required(o, "list", listHint); ok {
+	if sf, ok := o.fields["split"]; ok && !isNull(sf.val) {
+		e.Split = d.split(sf, o.sub("split"), name)
+		if lf, ok := o.fields["list"]; ok {
+			d.add(o.sub("list"), lf.key.Line, "a split export sends each group to its own list: give the lists under split.groups, and remove list")
+		}
+	} else if v, n, ok := d.required(o, "list", listHint); ok {
 		e.List, listLine = v, n.Line
 	}
 	if mf, ok := o.fields["match"]; ok && !isNull(mf.val) {
@@ -521,6 +558,58 @@ func (d *decoder) export(f field, conns map[string]*Connection) (e *Export, list
 		}
 	}
 	return e, listLine
+}
+
+// split reads an export's split: its groups in order, each a percentage
+// and a list (none: a holdout, sent nowhere).
+func (d *decoder) split(f field, path, export string) *Split {
+	sp := &Split{Parent: export, Salt: export}
+	o := d.object(f.val, path, f.key.Line, splitKeys)
+	if o == nil {
+		return sp
+	}
+	if v, _, ok := d.str(o, "salt"); ok {
+		sp.Salt = v
+	}
+	gf, ok := o.fields["groups"]
+	if !ok || isNull(gf.val) || gf.val.Kind != yaml.MappingNode {
+		d.add(o.sub("groups"), o.line, "required: the groups by name, each with a percent and a list (none: a holdout), e.g. a: {percent: 45, list: Test A}")
+		return sp
+	}
+	total, lists := 0, 0
+	for _, g := range d.pairs(gf.val, o.sub("groups")) {
+		gp := join(o.sub("groups"), g.key.Value)
+		d.name(gp, g.key.Line, g.key.Value)
+		gobj := d.object(g.val, gp, g.key.Line, splitGroupKeys)
+		if gobj == nil {
+			continue
+		}
+		group := SplitGroup{Name: g.key.Value}
+		listLine := g.key.Line
+		if v, n, ok := d.number(gobj, "percent"); ok {
+			share := int(math.Round(v * 100))
+			if v <= 0 || v > 100 || math.Abs(float64(share)-v*100) > 1e-6 {
+				d.add(gobj.sub("percent"), n.Line, "must be more than 0 and at most 100, in hundredths at most (e.g. 45 or 12.5), got %s", describe(n))
+			}
+			group.Share = share
+		} else if n == nil {
+			d.add(gobj.sub("percent"), g.key.Line, "required: the group's share of the segment, e.g. 45")
+		}
+		if v, n, ok := d.str(gobj, "list"); ok {
+			group.List, listLine = v, n.Line
+			lists++
+		}
+		total += group.Share
+		sp.Groups = append(sp.Groups, group)
+		sp.listLines = append(sp.listLines, listLine)
+	}
+	if total != split.Buckets && len(sp.Groups) > 0 {
+		d.add(o.sub("groups"), gf.key.Line, "the groups' percentages add up to %s; they must add up to 100 (a holdout is a group without a list)", strings.TrimSuffix(split.Percent(total), " %"))
+	}
+	if lists == 0 && len(sp.Groups) > 0 {
+		d.add(o.sub("groups"), gf.key.Line, "no group has a list: every contact would be held out")
+	}
+	return sp
 }
 
 func (d *decoder) match(f field, path string, kind dest.Kind) Match {

@@ -61,6 +61,11 @@ type Options struct {
 	// FullResync sends every contact of the file, unchanged ones too (as
 	// if the snapshot were empty); leavers and the brake are as ever.
 	FullResync bool
+	// InGroup, for a group of a split export, says whether a contact is
+	// the group's (email normalised); nil: every contact is. The others
+	// are counted in OtherGroups, and one that was the group's before
+	// (MovedOut) leaves it as a leaver does.
+	InGroup func(email []byte) bool
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -116,7 +121,7 @@ type Files struct {
 }
 
 // Counts of one plan. Rows == Valid+Rejected; Valid == Unique+Duplicates;
-// Unique == Added+Changed+Unchanged. The first two are checked, not built
+// Unique == Added+Changed+Unchanged+OtherGroups. The first two are checked, not built
 // in: Rows is the Source's count of the rows it read and Unique the
 // merge's count of the profiles it classified, so a row lost on the way
 // fails the plan with ErrRowCount.
@@ -130,6 +135,11 @@ type Counts struct {
 	Changed    int `json:"changed"`
 	Unchanged  int `json:"unchanged"`
 	Resent     int `json:"resent,omitempty"` // a full resync: the unchanged contacts sent all the same
+	// OtherGroups: a split export's contacts of the file that are another
+	// group's (or held out): not this run's to send. MovedOut of them
+	// were this group's before: the percentages changed.
+	OtherGroups int `json:"otherGroups,omitempty"`
+	MovedOut    int `json:"movedOut,omitempty"`
 	Removed    int `json:"removed"`          // mirror only: previous contacts not in the file
 	Previous   int `json:"previous"`
 }
@@ -394,6 +404,7 @@ func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader
 		rejected: dupW,
 		mirror:   o.Mode == ModeMirror,
 		full:     o.FullResync,
+		inGroup:  o.InGroup,
 		snap:     newSnapshotReader(snapshot),
 		snapOut:  bufio.NewWriterSize(snapW, snapshotBuf),
 		removals: bufio.NewWriterSize(removals, 64<<10),
@@ -441,7 +452,7 @@ func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader
 	// Unique is what the merge classified, not Valid-dups: a record lost
 	// in the spill files must show too.
 	counts.Duplicates = dups
-	counts.Unique = counts.Added + counts.Changed + counts.Unchanged
+	counts.Unique = counts.Added + counts.Changed + counts.Unchanged + counts.OtherGroups
 	if err := mergeReconciles(counts); err != nil {
 		return nil, err
 	}
@@ -482,6 +493,7 @@ func addRemovals(f *os.File, bw *batchWriter) error {
 type joiner struct {
 	mirror   bool
 	full     bool
+	inGroup  func(email []byte) bool
 	snap     *snapshotReader
 	snapOut  *bufio.Writer
 	removals *bufio.Writer
@@ -512,6 +524,14 @@ func (j *joiner) unique(r *record) error {
 		if err := j.leaver(); err != nil {
 			return err
 		}
+	}
+	if j.inGroup != nil && !j.inGroup(r.email) {
+		j.counts.OtherGroups++
+		if j.snap.ok && bytes.Equal(j.snap.email, r.email) {
+			j.counts.MovedOut++
+			return j.leaver()
+		}
+		return nil
 	}
 	encodeHex(&j.hexHash, &r.hash)
 	upsert := true
@@ -575,15 +595,16 @@ func brake(c Counts, o Options) (bool, string) {
 		return false, ""
 	}
 	share := float64(c.Removed) / float64(c.Previous)
+	mine := c.Unique - c.OtherGroups // a split group's own contacts
 	switch {
 	case c.Unique == 0:
 		return true, fmt.Sprintf("segment has no valid profiles, so mirroring it would remove all %d contacts", c.Previous)
 	case share > o.MaxRemovalShare:
 		return true, fmt.Sprintf("would remove %d of %d contacts (%s), above maxRemovalShare %s",
 			c.Removed, c.Previous, percent(share), percent(o.MaxRemovalShare))
-	case float64(c.Unique) < float64(c.Previous)*(1-o.MaxRemovalShare):
+	case float64(mine) < float64(c.Previous)*(1-o.MaxRemovalShare):
 		return true, fmt.Sprintf("segment has %d profiles against %d contacts before, a drop above maxRemovalShare %s",
-			c.Unique, c.Previous, percent(o.MaxRemovalShare))
+			mine, c.Previous, percent(o.MaxRemovalShare))
 	}
 	return false, ""
 }

@@ -50,6 +50,7 @@ func (d decision) report(status, msg string, m *Manifest, listReqs []Requests) *
 		if m.Undo != nil {
 			rep.Undo = m.Undo
 		}
+		rep.Split = m.Split
 		rep.Base, rep.RequestsPerSecond = m.BaseKey, m.Connection.RequestsPerSecond
 		if status == StatusHeld {
 			rep.Brake = &Brake{MaxRemovalShare: d.e.MaxRemovalShare, Command: d.s.words().LiftBrakeCommand(d.e.Name, m.Source)}
@@ -164,7 +165,8 @@ func clip(s string, n int) string {
 // sent or removed.
 func (s *Service) accountUnsent(ctx context.Context, rep *Report, m *Manifest, reason string) error {
 	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged - m.Counts.Resent, Duplicates: m.Counts.Duplicates,
-		Rejected: m.Counts.Rejected, Failed: m.Counts.Added + m.Counts.Changed + m.Counts.Resent, RemoveFailed: m.Counts.Removed}
+		Rejected: m.Counts.Rejected, Failed: m.Counts.Added + m.Counts.Changed + m.Counts.Resent, RemoveFailed: m.Counts.Removed,
+		OtherGroups: m.Counts.OtherGroups}
 	rep.Batches.Total, rep.Batches.Failed = len(m.Batches), len(m.Batches)
 	if rep.Rejected == "" {
 		rep.Rejected = decisionRejectedKey(m.Export, m.RunID)

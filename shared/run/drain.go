@@ -107,14 +107,14 @@ func (s *Service) Start(ctx context.Context, req StartRequest) ([]Result, error)
 	}
 	var exports []*config.Export
 	if req.Export != "" {
-		e, err := cfg.Export(req.Export)
+		named, err := cfg.Named(req.Export) // a split export: each group
 		if err != nil {
 			return nil, err
 		}
-		if e.Segment != seg {
-			return nil, fmt.Errorf("export %s reads segment %q, not %q", e.Name, e.Segment, seg)
+		if named[0].Segment != seg {
+			return nil, fmt.Errorf("export %s reads segment %q, not %q", req.Export, named[0].Segment, seg)
 		}
-		exports = []*config.Export{e}
+		exports = named
 	} else {
 		exports = cfg.ExportsForSegment(seg)
 	}

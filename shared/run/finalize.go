@@ -281,7 +281,7 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 		}
 	}
 	rep := &Report{Export: m.Export, RunID: m.RunID, Attempt: h.Attempt, Prior: rec.Prior, Trigger: m.Trigger, Source: m.Source,
-		Destination: m.Connection.Title(), ConfigVersion: m.ConfigVersion, Mode: m.Mode, FullResync: m.FullResync, Undo: m.Undo, List: m.List, Plan: m.Counts,
+		Destination: m.Connection.Title(), ConfigVersion: m.ConfigVersion, Mode: m.Mode, FullResync: m.FullResync, Undo: m.Undo, Split: m.Split, List: m.List, Plan: m.Counts,
 		Base: m.BaseKey, PlannedAt: m.PlannedAt, Seq: attemptSeq(h.Attempt),
 		Rejected: rejectedKey(m.Export, m.RunID, h.Attempt)}
 	rep.Requests.add(rec.ListRequests)
@@ -316,7 +316,8 @@ func (s *Service) conclude(ctx context.Context, h *Holder, end ending) (*Report,
 		rowCause = m.Connection.Title() + " refused the API key (see the report)"
 	}
 
-	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged - m.Counts.Resent, Duplicates: m.Counts.Duplicates, Rejected: m.Counts.Rejected}
+	rep.Outcome = Outcome{Rows: m.Counts.Rows, Unchanged: m.Counts.Unchanged - m.Counts.Resent, Duplicates: m.Counts.Duplicates, Rejected: m.Counts.Rejected,
+		OtherGroups: m.Counts.OtherGroups}
 	rep.Batches.Total = len(m.Batches)
 	var (
 		issues  []RowIssue // destination rejections and failures, for rejected.csv

@@ -118,8 +118,19 @@ func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export
 		defer rc.Close()
 		return segment.Read(ctx, rc, segment.Options{Name: req.Source.Key, Mapping: e.Mapping(), TempDir: s.TempDir}, emit, reject)
 	}
+	var inGroup func([]byte) bool
+	var splitSum *SplitSummary
+	if e.Split != nil {
+		alloc, sum, err := s.allocation(ctx, e, dry)
+		if err != nil {
+			return nil, err
+		}
+		group := e.Split.Group
+		inGroup, splitSum = func(email []byte) bool { return alloc.GroupOf(email) == group }, sum
+	}
 	p, err := plan.Build(ctx, src, snap, dir, plan.Options{
-		Mode: e.Mode, MaxProfiles: e.MaxProfiles, MaxRemovalShare: e.MaxRemovalShare,
+		InGroup: inGroup,
+		Mode:    e.Mode, MaxProfiles: e.MaxProfiles, MaxRemovalShare: e.MaxRemovalShare,
 		// The request's allowance is applied when the plan is run, not
 		// planned: the plan is shared by every delivery of the file.
 		AllowLargeRemoval: e.AllowLargeRemoval, TempDir: s.TempDir, FullResync: req.FullResync,
@@ -132,7 +143,7 @@ func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export
 	m := &Manifest{Export: e.Name, RunID: runID, Trigger: req.Trigger, Source: req.Source,
 		ConfigVersion: cfg.Version, Connection: *conn, List: e.List, Fields: e.Fields(), CreateFields: e.CreateFields, Mode: e.Mode,
 		Base: base.Base(), Counts: p.Counts, Batches: p.Batches, Held: p.Held, HeldReason: p.HeldReason, ShowEmails: e.ShowEmails,
-		Concurrency: concurrency, WorkerRPS: workerRPS, PlannedAt: s.now(), FullResync: req.FullResync}
+		Concurrency: concurrency, WorkerRPS: workerRPS, PlannedAt: s.now(), FullResync: req.FullResync, Split: splitSum}
 	if base != nil {
 		m.BaseKey = base.Key
 	}
@@ -377,11 +388,9 @@ func (s *Service) Refresh(ctx context.Context, req RefreshRequest) ([]Result, er
 	}
 	exports := exportsOf(cfg)
 	if req.Export != "" {
-		e, err := cfg.Export(req.Export)
-		if err != nil {
+		if exports, err = cfg.Named(req.Export); err != nil { // a split export: each group
 			return nil, err
 		}
-		exports = []*config.Export{e}
 	}
 	var results []Result
 	var errs []error

@@ -23,17 +23,18 @@ type Outcome struct {
 	Sent          int `json:"sent"`
 	Unchanged     int `json:"unchanged"`
 	Duplicates    int `json:"duplicates"`
-	Rejected      int `json:"rejected"`          // failed validation in the file
-	RejectedByAPI int `json:"rejectedByApi"`     // the destination refused the contact
-	Failed        int `json:"failed"`            // not delivered after every retry
-	Skipped       int `json:"skipped,omitempty"` // left alone by the export's mode (update, create)
-	Removed       int `json:"removed"`           // taken off the list (mirror)
+	Rejected      int `json:"rejected"`              // failed validation in the file
+	RejectedByAPI int `json:"rejectedByApi"`         // the destination refused the contact
+	Failed        int `json:"failed"`                // not delivered after every retry
+	Skipped       int `json:"skipped,omitempty"`     // left alone by the export's mode (update, create)
+	OtherGroups   int `json:"otherGroups,omitempty"` // a split export's contacts of another group, or held out: not this run's
+	Removed       int `json:"removed"`               // taken off the list (mirror)
 	RemoveFailed  int `json:"removeFailed"`
 }
 
 // Reconciles reports whether every row is accounted for.
 func (o Outcome) Reconciles() bool {
-	return o.Rows == o.Sent+o.Unchanged+o.Duplicates+o.Rejected+o.RejectedByAPI+o.Failed+o.Skipped
+	return o.Rows == o.Sent+o.Unchanged+o.Duplicates+o.Rejected+o.RejectedByAPI+o.Failed+o.Skipped+o.OtherGroups
 }
 
 // BatchCounts summarise an attempt's batches.
@@ -48,23 +49,24 @@ type BatchCounts struct {
 // for the run's latest outcome, an attempt's or a decision made without
 // one (superseded, held, invalid, refused, failed before sending).
 type Report struct {
-	Export        string       `json:"export"`
-	RunID         string       `json:"runId"`
-	Attempt       int64        `json:"attempt,omitempty"` // 0: decided without an attempt
-	Prior         int          `json:"priorAttempts,omitempty"`
-	Status        string       `json:"status"`
-	Message       string       `json:"message,omitempty"`
-	Error         string       `json:"error,omitempty"` // the technical cause, when Message tells a person what it means
-	Notes         []string     `json:"notes,omitempty"` // what the destination said worth knowing (e.g. two lists with the title)
-	Trigger       string       `json:"trigger"`
-	Source        Source       `json:"source"`
-	ConfigVersion string       `json:"configVersion,omitempty"`
-	Mode          string       `json:"mode,omitempty"`
-	FullResync    bool         `json:"fullResync,omitempty"` // every contact of the file sent, unchanged ones too
-	Undo          *UndoSummary `json:"undo,omitempty"`       // an undo: the run it reverses, and what it planned
-	List          string       `json:"list,omitempty"`
-	Destination   string       `json:"destination,omitempty"` // "Autopilot", "Ortto": the connection's kind, as the page names it
-	Plan          plan.Counts  `json:"plan"`
+	Export        string        `json:"export"`
+	RunID         string        `json:"runId"`
+	Attempt       int64         `json:"attempt,omitempty"` // 0: decided without an attempt
+	Prior         int           `json:"priorAttempts,omitempty"`
+	Status        string        `json:"status"`
+	Message       string        `json:"message,omitempty"`
+	Error         string        `json:"error,omitempty"` // the technical cause, when Message tells a person what it means
+	Notes         []string      `json:"notes,omitempty"` // what the destination said worth knowing (e.g. two lists with the title)
+	Trigger       string        `json:"trigger"`
+	Source        Source        `json:"source"`
+	ConfigVersion string        `json:"configVersion,omitempty"`
+	Mode          string        `json:"mode,omitempty"`
+	FullResync    bool          `json:"fullResync,omitempty"` // every contact of the file sent, unchanged ones too
+	Undo          *UndoSummary  `json:"undo,omitempty"`       // an undo: the run it reverses, and what it planned
+	Split         *SplitSummary `json:"split,omitempty"`      // a split export's group: its share, and the split's last change
+	List          string        `json:"list,omitempty"`
+	Destination   string        `json:"destination,omitempty"` // "Autopilot", "Ortto": the connection's kind, as the page names it
+	Plan          plan.Counts   `json:"plan"`
 	// Base is the snapshot the plan diffed against: after an earlier
 	// attempt of the same run, it holds what that attempt delivered, so
 	// this one's plan is exactly what was left.

@@ -73,6 +73,7 @@ type Manifest struct {
 	Held        bool            `json:"held,omitempty"`
 	FullResync  bool            `json:"fullResync,omitempty"` // every contact of the file sent, unchanged ones too
 	Undo        *UndoSummary    `json:"undo,omitempty"`       // an undo's plan: what it reverses (see undo.go)
+	Split       *SplitSummary   `json:"split,omitempty"`      // a split export's group: its share (see splits.go)
 	HeldReason  string          `json:"heldReason,omitempty"`
 	ShowEmails  bool            `json:"showEmails,omitempty"` // the export's showEmails: unmasked emails in the report
 	Concurrency int             `json:"concurrency"`
