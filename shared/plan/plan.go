@@ -140,8 +140,8 @@ type Counts struct {
 	// were this group's before: the percentages changed.
 	OtherGroups int `json:"otherGroups,omitempty"`
 	MovedOut    int `json:"movedOut,omitempty"`
-	Removed    int `json:"removed"`          // mirror only: previous contacts not in the file
-	Previous   int `json:"previous"`
+	Removed     int `json:"removed"` // mirror only: previous contacts not in the file
+	Previous    int `json:"previous"`
 }
 
 // BatchRef indexes one batch: its line of batches.jsonl.
