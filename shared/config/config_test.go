@@ -598,3 +598,59 @@ exports:
 		}
 	}
 }
+
+func TestSplit(t *testing.T) {
+	t.Parallel()
+	base := `connections:
+  main:
+    kind: autopilot
+    apiKeySecret: segpilot/autopilot
+    consent: true
+exports:
+  vip:
+    connection: main
+    segment: vip
+    match: {email: Email}
+`
+	tests := []struct {
+		name, extra string
+		wantErr     string
+	}{
+		{"two groups and a holdout", "    split:\n      groups:\n        a: {percent: 45, list: A}\n        b: {percent: 45, list: B}\n        holdout: {percent: 10}\n", ""},
+		{"not 100", "    split:\n      groups:\n        a: {percent: 45, list: A}\n        b: {percent: 45, list: B}\n", "add up to 90.00; they must add up to 100"},
+		{"a list beside the split", "    list: VIP\n    split:\n      groups:\n        a: {percent: 100, list: A}\n", "give the lists under split.groups, and remove list"},
+		{"nothing sent", "    split:\n      groups:\n        holdout: {percent: 100}\n", "no group has a list"},
+		{"finer than hundredths", "    split:\n      groups:\n        a: {percent: 33.333, list: A}\n        b: {percent: 66.667, list: B}\n", "in hundredths at most"},
+		{"no percent", "    split:\n      groups:\n        a: {list: A}\n", "required: the group's share"},
+		{"no groups", "    split:\n      salt: x\n", "required: the groups by name"},
+		{"two groups on one list", "    split:\n      groups:\n        a: {percent: 50, list: A}\n        b: {percent: 50, list: A}\n", "they would fight over the list's members"},
+		{"neither list nor split", "", "exports.vip.list"},
+		{"a group named as another export", "    split:\n      groups:\n        a: {percent: 100, list: A}\n  vip.a:\n    connection: main\n    segment: vip\n    list: Other\n    match: {email: Email}\n", "is also the name of a group of the split export exports.vip"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := Load("exports.yaml", []byte(base+tt.extra))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("%v; want an error saying %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			named, err := cfg.Named("vip")
+			if err != nil || len(named) != 2 || named[0].Name != "vip.a" || named[0].List != "A" || named[1].List != "B" {
+				t.Fatalf("Named(vip) = %+v, %v; want vip.a to A and vip.b to B", named, err)
+			}
+			if _, ok := cfg.Exports["vip"]; ok {
+				t.Error("the split export itself is an export too; want only its groups")
+			}
+			sp := named[1].Split
+			if sp.Parent != "vip" || sp.Salt != "vip" || sp.Group != "b" || len(sp.Groups) != 3 || sp.Groups[2].Share != 1000 || sp.Groups[2].List != "" {
+				t.Errorf("vip.b's split %+v", sp)
+			}
+		})
+	}
+}

@@ -155,9 +155,11 @@ func (d *decoder) decode(data []byte) *Config {
 			exports = append(exports, placed{&ge, f.key.Line, e.Split.listLines[i]})
 		}
 	}
-	for parent := range cfg.Splits {
-		if _, clash := cfg.Exports[parent]; clash {
-			d.add("exports."+parent, 0, "is both an export and a split export's group: rename one")
+	for _, parent := range slices.Sorted(maps.Keys(cfg.Splits)) {
+		for _, name := range cfg.Splits[parent] {
+			if e := cfg.Exports[name]; e.Split == nil || e.Split.Parent != parent {
+				d.add("exports."+name, 0, "is also the name of a group of the split export exports.%s (its groups are exports named <export>.<group>): rename one", parent)
+			}
 		}
 	}
 
