@@ -446,10 +446,15 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 }
 
 func (e *env) runExport(ctx context.Context, f runFlags) error {
-	cfg, ex, err := loadExport(f.configPath, f.export)
+	cfg, err := config.LoadFile(f.configPath)
 	if err != nil {
 		return err
 	}
+	named, err := cfg.Named(f.export) // a split export runs each of its groups
+	if err != nil {
+		return err
+	}
+	ex := named[0]
 	key, err := stage(f.bucketDir, f.configPath, cfg, ex, f.file)
 	if err != nil {
 		return err
@@ -460,7 +465,7 @@ func (e *env) runExport(ctx context.Context, f runFlags) error {
 		return err
 	}
 	defer s.close()
-	results, err := s.p.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerManual, Export: ex.Name,
+	results, err := s.p.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerManual, Export: f.export,
 		DryRun: f.dryRun, AllowLargeRemoval: f.allowLargeRemoval, FullResync: f.full, Source: run.Source{Key: key}})
 	return e.followUp(ctx, s, f, results, err)
 }
@@ -579,6 +584,12 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 	} else {
 		fmt.Fprintf(w, "  rows %d · added %d · changed %d · unchanged %d · removed %d · duplicates %d · rejected %d\n",
 			c.Rows, c.Added, c.Changed, c.Unchanged, c.Removed, c.Duplicates, c.Rejected)
+	}
+	if sp := rep; sp != nil && sp.Split != nil {
+		fmt.Fprintf(w, "  split: group %s of %s, %s · other groups' or held out %d · moved out %d\n", sp.Split.Group, sp.Split.Parent, sp.Split.Percent, c.OtherGroups, c.MovedOut)
+		if sp.Split.LastChange != "" {
+			fmt.Fprintf(w, "  %s\n", sp.Split.LastChange)
+		}
 	}
 	if c.Resent > 0 {
 		fmt.Fprintf(w, "  full resync: the %d unchanged sent all the same\n", c.Resent)

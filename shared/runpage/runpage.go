@@ -220,6 +220,19 @@ func facts(rep *run.Report) []fact {
 		}
 		out = append(out, fact{"Attempt", a})
 	}
+	if sp := rep.Split; sp != nil {
+		f := fmt.Sprintf("group %s of %s, %s of the segment: %s", sp.Group, sp.Parent, sp.Percent, sp.Shares)
+		if n := rep.Plan.OtherGroups; n > 0 {
+			f += fmt.Sprintf("; %s of this file are other groups' or held out", plural(n, "contact", "contacts"))
+		}
+		if n := rep.Plan.MovedOut; n > 0 {
+			f += fmt.Sprintf("; %s moved to another group, taken off this list", num(n))
+		}
+		if sp.LastChange != "" {
+			f += "; " + sp.LastChange
+		}
+		out = append(out, fact{"Split", f})
+	}
 	if u := rep.Undo; u != nil && u.CSV != "" {
 		c := u.Counts
 		r := fmt.Sprintf("take off the list %s · put back %s · restore fields %s", num(c.TakeOff), num(c.PutBack), num(c.Restore))
