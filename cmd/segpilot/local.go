@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/csv"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -30,6 +31,7 @@ import (
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/runpage"
 	"github.com/segpilot/segpilot/shared/secrets"
+	"github.com/segpilot/segpilot/shared/segment"
 	"github.com/segpilot/segpilot/shared/simkit"
 	"github.com/segpilot/segpilot/shared/store"
 )
@@ -410,6 +412,7 @@ func digest(name string) ([sha256.Size]byte, error) {
 type runFlags struct {
 	configPath, export, file, bucketDir string
 	dryRun, allowLargeRemoval, full     bool
+	explain                             string // with --dry-run: emails whose preview lines to print
 	t                                   target
 }
 
@@ -420,7 +423,8 @@ func (e *env) runFlagSet(name string, f *runFlags, def runFlags) *flag.FlagSet {
 	fs.StringVar(&f.export, "export", def.export, "export name in the config")
 	fs.StringVar(&f.file, "file", def.file, "segment file (CSV, JSON Lines or JSON array; gzip ok), or a folder of parts (one delivery)")
 	fs.StringVar(&f.bucketDir, "bucket-dir", def.bucketDir, "folder standing in for the S3 bucket; runs diff against its snapshot")
-	fs.BoolVar(&f.dryRun, "dry-run", false, "plan and report only; send nothing")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "plan and report only, with preview.csv (every contact's fate); send nothing")
+	fs.StringVar(&f.explain, "explain", "", "with --dry-run: print what the run would do to these contacts (emails, comma-separated) and why")
 	fs.BoolVar(&f.allowLargeRemoval, "allow-large-removal", false, "lift the mirror safety brake for this run")
 	fs.BoolVar(&f.full, "full", false, "full resync: send every contact of the file, unchanged ones too (leavers and the brake as ever)")
 	fs.BoolVar(&f.t.useSim, "sim", false, "send to the built-in simulators (one per kind of connection) instead of the config's baseURL")
@@ -440,6 +444,9 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 	}
 	if err := required("config", f.configPath, "export", f.export, "file", f.file); err != nil {
 		return err
+	}
+	if f.explain != "" && !f.dryRun {
+		return usageError{"--explain goes with --dry-run (it reads the dry run's preview.csv)"}
 	}
 	f.t.baseURLs = baseURLsFromEnv(e.getenv)
 	return e.runExport(ctx, f)
@@ -467,7 +474,10 @@ func (e *env) runExport(ctx context.Context, f runFlags) error {
 	defer s.close()
 	results, err := s.p.Service.Start(ctx, run.StartRequest{Trigger: run.TriggerManual, Export: f.export,
 		DryRun: f.dryRun, AllowLargeRemoval: f.allowLargeRemoval, FullResync: f.full, Source: run.Source{Key: key}})
-	return e.followUp(ctx, s, f, results, err)
+	if err := e.followUp(ctx, s, f, results, err); err != nil || f.explain == "" {
+		return err
+	}
+	return e.explainPreviews(f, results)
 }
 
 // followUp waits for the deliveries a command started or queued and
@@ -593,6 +603,9 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 	}
 	if c.Resent > 0 {
 		fmt.Fprintf(w, "  full resync: the %d unchanged sent all the same\n", c.Resent)
+	}
+	if r.Preview != "" {
+		fmt.Fprintf(w, "  preview, contact by contact: %s\n", filepath.Join(bucketDir, filepath.FromSlash(r.Preview)))
 	}
 	if rep == nil || rep.Rejected == "" { // no finalize: nothing was counted as sent
 		printPage(w, bucketDir, rep)
@@ -760,4 +773,57 @@ func cmdSim(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "%s simulator listening: base URL %s/\n(Ctrl-C to stop)\n", *kind, url)
 	<-ctx.Done()
 	return nil
+}
+
+// explainPreviews prints the preview lines of the contacts --explain
+// names, from each dry run's preview.csv.
+func (e *env) explainPreviews(f runFlags, results []run.Result) error {
+	want := map[string]bool{}
+	for _, email := range strings.Split(f.explain, ",") {
+		if n, err := segment.NormalizeEmail(strings.TrimSpace(email)); err == nil {
+			want[n] = true
+		} else {
+			return usageError{fmt.Sprintf("--explain: %q is not an email address: %v", email, err)}
+		}
+	}
+	var b strings.Builder
+	for _, r := range results {
+		if r.Preview == "" {
+			continue
+		}
+		file, err := os.Open(filepath.Join(f.bucketDir, filepath.FromSlash(r.Preview)))
+		if err != nil {
+			return err
+		}
+		rows, err := csv.NewReader(file).ReadAll()
+		file.Close()
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", r.Preview, err)
+		}
+		seen := map[string]bool{}
+		for _, row := range rows[1:] {
+			if !want[row[1]] {
+				continue
+			}
+			seen[row[1]] = true
+			fmt.Fprintf(&b, "%s  %s: %s", r.Export, row[1], strings.ToUpper(row[2]))
+			if row[0] != "" {
+				fmt.Fprintf(&b, " (row %s)", row[0])
+			}
+			if row[3] != "" {
+				fmt.Fprintf(&b, "; %s", row[3])
+			}
+			fmt.Fprintf(&b, "; %s\n", row[4])
+		}
+		for _, email := range slices.Sorted(maps.Keys(want)) {
+			if !seen[email] {
+				fmt.Fprintf(&b, "%s  %s: neither in the file nor on the list segpilot keeps\n", r.Export, email)
+			}
+		}
+	}
+	if e.json {
+		return nil // the dry run's document is printed already
+	}
+	_, err := fmt.Fprint(e.stdout, "\n"+b.String())
+	return err
 }

@@ -66,6 +66,11 @@ type Options struct {
 	// are counted in OtherGroups, and one that was the group's before
 	// (MovedOut) leaves it as a leaver does.
 	InGroup func(email []byte) bool
+	// Explain, when set, is told each contact's fate (a preview): every
+	// row rejected or dropped as a duplicate, every unique contact, every
+	// contact of the snapshot the file lacks. It runs on the planner's
+	// goroutines one call at a time; an error stops the plan.
+	Explain func(Explained) error
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -305,6 +310,11 @@ func spill(ctx context.Context, src Source, o Options, work string, reject func(
 		},
 		func(r segment.Rejection) error {
 			counts.Rejected++
+			if o.Explain != nil {
+				if err := o.Explain(Explained{Row: r.Row, Email: r.Email, Action: ActionRejected, Reason: r.Reason}); err != nil {
+					return err
+				}
+			}
 			return reject(r)
 		})
 	// The Source's own count, not Valid+Rejected: a row it read but never
@@ -401,15 +411,16 @@ func (out *outputs) write(ctx context.Context, runs *spilled, snapshot io.Reader
 	}()
 
 	j := &joiner{
-		rejected: dupW,
-		mirror:   o.Mode == ModeMirror,
-		full:     o.FullResync,
-		inGroup:  o.InGroup,
-		snap:     newSnapshotReader(snapshot),
-		snapOut:  bufio.NewWriterSize(snapW, snapshotBuf),
-		removals: bufio.NewWriterSize(removals, 64<<10),
-		batches:  bw,
-		counts:   &counts,
+		rejected:  dupW,
+		mirror:    o.Mode == ModeMirror,
+		full:      o.FullResync,
+		inGroup:   o.InGroup,
+		explainFn: o.Explain,
+		snap:      newSnapshotReader(snapshot),
+		snapOut:   bufio.NewWriterSize(snapW, snapshotBuf),
+		removals:  bufio.NewWriterSize(removals, 64<<10),
+		batches:   bw,
+		counts:    &counts,
 	}
 	dups, err := j.run(ctx, runs)
 	if err != nil {
@@ -491,16 +502,17 @@ func addRemovals(f *os.File, bw *batchWriter) error {
 // joiner classifies each unique profile against the previous snapshot and
 // writes the new snapshot, upserts and leavers as it goes.
 type joiner struct {
-	mirror   bool
-	full     bool
-	inGroup  func(email []byte) bool
-	snap     *snapshotReader
-	snapOut  *bufio.Writer
-	removals *bufio.Writer
-	batches  *batchWriter
-	rejected *rejectWriter // for the dropped duplicates
-	counts   *Counts
-	hexHash  [2 * hashLen]byte
+	mirror    bool
+	full      bool
+	inGroup   func(email []byte) bool
+	explainFn func(Explained) error
+	snap      *snapshotReader
+	snapOut   *bufio.Writer
+	removals  *bufio.Writer
+	batches   *batchWriter
+	rejected  *rejectWriter // for the dropped duplicates
+	counts    *Counts
+	hexHash   [2 * hashLen]byte
 }
 
 func (j *joiner) run(ctx context.Context, runs *spilled) (dups int, err error) {
@@ -529,21 +541,35 @@ func (j *joiner) unique(r *record) error {
 		j.counts.OtherGroups++
 		if j.snap.ok && bytes.Equal(j.snap.email, r.email) {
 			j.counts.MovedOut++
-			return j.leaver()
+			why := "the split's percentages changed: it is another group's now, and leaves this group's list"
+			if !j.mirror {
+				why = "the split's percentages changed: it is another group's now (it stays on this group's list too: only mirror removes)"
+			}
+			if err := j.explain(Explained{Row: r.row, Email: string(r.email), Action: ActionMovedOut, Reason: why}); err != nil {
+				return err
+			}
+			return j.leaverOf()
 		}
-		return nil
+		return j.explain(Explained{Row: r.row, Email: string(r.email), Action: ActionOtherGroup, Reason: "the split puts it in another group, or holds it out"})
 	}
 	encodeHex(&j.hexHash, &r.hash)
 	upsert := true
+	x := Explained{Row: r.row, Email: string(r.email), Action: ActionAdd, Reason: "not on the list yet (as far as the last run left it)"}
 	if j.snap.ok && bytes.Equal(j.snap.email, r.email) {
 		if bytes.Equal(j.snap.hash, j.hexHash[:]) {
 			j.counts.Unchanged++
 			upsert = j.full
+			x.Action, x.Reason = ActionUnchanged, "the same as the last run sent"
 			if j.full {
 				j.counts.Resent++
+				x.Action, x.Reason = ActionResend, "unchanged, sent all the same: a full resync"
 			}
 		} else {
 			j.counts.Changed++
+			x.Action, x.Reason, x.PrevHash = ActionChange, "differs from what the last run sent", string(j.snap.hash)
+			if string(j.snap.hash) == UnknownHash {
+				x.Reason = "an earlier request for it got no clear answer: sent again"
+			}
 		}
 		j.counts.Previous++
 		if err := j.snap.next(); err != nil {
@@ -555,13 +581,23 @@ func (j *joiner) unique(r *record) error {
 	if upsert {
 		j.batches.addUpsert(r.row, r.email, r.json)
 	}
+	if j.explainFn != nil && x.Action != ActionUnchanged && x.Action != ActionResend {
+		x.JSON = r.json
+	}
+	if err := j.explain(x); err != nil {
+		return err
+	}
 	return writeSnapshotLine(j.snapOut, r.email, j.hexHash[:])
 }
 
 // duplicate lists a row that lost to a later row of the same email. Its
 // email is the normalised one: the planner does not keep it as given.
 func (j *joiner) duplicate(r *record, winner int) error {
-	return j.rejected.write(duplicateOf(r, winner))
+	d := duplicateOf(r, winner)
+	if err := j.explain(Explained{Row: d.Row, Email: d.Email, Action: ActionDuplicate, Reason: d.Reason}); err != nil {
+		return err
+	}
+	return j.rejected.write(d)
 }
 
 func duplicateOf(r *record, winner int) segment.Rejection {
@@ -572,6 +608,19 @@ func duplicateOf(r *record, winner int) segment.Rejection {
 // mode removes it; upsert mode carries it into the new snapshot because the
 // contact is still on the list and segpilot put it there.
 func (j *joiner) leaver() error {
+	x := Explained{Email: string(j.snap.email), Action: ActionKeep, Reason: "not in the file; only a mirror export takes leavers off the list"}
+	if j.mirror {
+		x.Action, x.Reason = ActionRemove, "not in the file: a mirror export takes it off the list"
+	}
+	if err := j.explain(x); err != nil {
+		return err
+	}
+	return j.leaverOf()
+}
+
+// leaverOf takes the current snapshot entry as a leaver, its fate
+// explained.
+func (j *joiner) leaverOf() error {
 	j.counts.Previous++
 	if j.mirror {
 		j.counts.Removed++

@@ -49,6 +49,8 @@ type Result struct {
 	// claimed it; Started is set when this call started its execution.
 	Attempt int64 `json:"attempt,omitempty"`
 	Started bool  `json:"started"`
+	// Preview is a dry run's preview.csv: every contact's fate, and why.
+	Preview string `json:"preview,omitempty"`
 	// Queued is the delivery's queue key: Await follows it.
 	Queued string `json:"-"`
 }

@@ -36,7 +36,7 @@ func (s *Service) planFor(ctx context.Context, cfg *config.Config, e *config.Exp
 	if !errors.Is(err, store.ErrNotFound) {
 		return m, err
 	}
-	return s.plan(ctx, cfg, e, req, runID, base, false)
+	return s.plan(ctx, cfg, e, req, runID, base, false, nil)
 }
 
 // dryRun plans a delivery against the export's current snapshot and says
@@ -60,7 +60,12 @@ func (s *Service) dryRun(ctx context.Context, cfg *config.Config, e *config.Expo
 	if err != nil {
 		return res, err
 	}
-	m, err := s.plan(ctx, cfg, e, req, runID, st.Snapshot, true)
+	pv, err := newPreview(s.TempDir)
+	if err != nil {
+		return res, err
+	}
+	defer pv.close()
+	m, err := s.plan(ctx, cfg, e, req, runID, st.Snapshot, true, pv.explain)
 	var limit *plan.LimitError
 	var ferr *segment.FileError
 	switch {
@@ -74,6 +79,12 @@ func (s *Service) dryRun(ctx context.Context, cfg *config.Config, e *config.Expo
 		return res, err
 	}
 	res.Counts = m.Counts
+	res.Preview = previewKey(e.Name, runID)
+	if err := pv.finish(ctx, s.Store, res.Preview, func(ctx context.Context, visit func(plan.Upsert) error) error {
+		return s.planProfiles(ctx, e.Name, visit)
+	}); err != nil {
+		return res, err
+	}
 	if m.Held && !req.AllowLargeRemoval && !e.AllowLargeRemoval {
 		res.Message = "would be held: " + m.HeldReason + "; if that is intended, " + s.words().LiftBrake(e.Name)
 	}
@@ -81,8 +92,9 @@ func (s *Service) dryRun(ctx context.Context, cfg *config.Config, e *config.Expo
 }
 
 // plan reads the segment file, plans the run against base and (unless
-// dry) uploads the plan under plans/<base>/.
-func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest, runID string, base *SnapshotRef, dry bool) (*Manifest, error) {
+// dry) uploads the plan under plans/<base>/; explain, if set, is told
+// each contact's fate.
+func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export, req StartRequest, runID string, base *SnapshotRef, dry bool, explain func(plan.Explained) error) (*Manifest, error) {
 	conn := cfg.ConnectionOf(e)
 	dir, err := os.MkdirTemp(s.TempDir, "segpilot-plan-*")
 	if err != nil {
@@ -129,8 +141,8 @@ func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export
 		inGroup, splitSum = func(email []byte) bool { return alloc.GroupOf(email) == group }, sum
 	}
 	p, err := plan.Build(ctx, src, snap, dir, plan.Options{
-		InGroup: inGroup,
-		Mode:    e.Mode, MaxProfiles: e.MaxProfiles, MaxRemovalShare: e.MaxRemovalShare,
+		InGroup: inGroup, Explain: explain,
+		Mode: e.Mode, MaxProfiles: e.MaxProfiles, MaxRemovalShare: e.MaxRemovalShare,
 		// The request's allowance is applied when the plan is run, not
 		// planned: the plan is shared by every delivery of the file.
 		AllowLargeRemoval: e.AllowLargeRemoval, TempDir: s.TempDir, FullResync: req.FullResync,
