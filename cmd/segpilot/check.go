@@ -224,8 +224,20 @@ func cmdPlan(ctx context.Context, e *env, args []string) error {
 	file := fs.String("file", "", "segment file")
 	snapshot := fs.String("snapshot", "", "previous snapshot (state/<export>/snapshot); none = first run")
 	out := fs.String("out", "", "where to write the plan (default: a new folder under .segpilot/plans)")
+	explain := fs.String("explain", "", "print what the run would do to these contacts (emails, comma-separated) and why")
 	if err := e.parse(fs, args); err != nil {
 		return err
+	}
+	want := map[string]bool{}
+	for _, email := range strings.Split(*explain, ",") {
+		if email = strings.TrimSpace(email); email == "" {
+			continue
+		}
+		n, err := segment.NormalizeEmail(email)
+		if err != nil {
+			return usageError{fmt.Sprintf("--explain: %q is not an email address: %v", email, err)}
+		}
+		want[n] = true
 	}
 	if err := required("config", *configPath, "export", *export, "file", *file); err != nil {
 		return err
@@ -251,6 +263,26 @@ func cmdPlan(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	opts := planOptions(ex)
+	var explained strings.Builder
+	seen := map[string]bool{}
+	if len(want) > 0 {
+		opts.Explain = func(x plan.Explained) error {
+			if !want[x.Email] {
+				return nil
+			}
+			seen[x.Email] = true
+			fmt.Fprintf(&explained, "  %s: %s", x.Email, strings.ToUpper(x.Action))
+			if x.Row > 0 {
+				fmt.Fprintf(&explained, " (row %d)", x.Row)
+			}
+			fmt.Fprintf(&explained, "; %s", x.Reason)
+			if x.Action == plan.ActionChange {
+				explained.WriteString(" (which fields: `segpilot run --dry-run --explain` reads the earlier values from the bucket)")
+			}
+			explained.WriteString("\n")
+			return nil
+		}
+	}
 	var p *plan.Plan
 	if snap != nil {
 		p, err = plan.Build(ctx, fileSource(*file, ex.Mapping()), snap, dir, opts)
@@ -275,6 +307,12 @@ func cmdPlan(ctx context.Context, e *env, args []string) error {
 	if c.Rejected > 0 {
 		text += "  rejected rows: " + filepath.Join(dir, p.Files.Rejected) + "\n"
 	}
+	for _, email := range slices.Sorted(maps.Keys(want)) {
+		if !seen[email] {
+			fmt.Fprintf(&explained, "  %s: neither in the file nor in the snapshot\n", email)
+		}
+	}
+	text += explained.String()
 	return e.print(map[string]any{"export": ex.Name, "dir": dir, "counts": c, "batches": len(p.Batches), "held": p.Held, "heldReason": p.HeldReason}, text)
 }
 
