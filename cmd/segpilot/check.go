@@ -246,6 +246,11 @@ func cmdPlan(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if ex.Split != nil {
+		// Which group a contact is in depends on how the percentages
+		// changed over time, which the bucket keeps (state/<export>/split.json).
+		return usageError{fmt.Sprintf("%s is a group of the split export %s: plan it with `segpilot run --dry-run --export %s`, which reads the split kept in the bucket", ex.Name, ex.Split.Parent, ex.Split.Parent)}
+	}
 	var snap *os.File
 	if *snapshot != "" {
 		if snap, err = os.Open(*snapshot); err != nil {

@@ -62,7 +62,7 @@ type SplitGroup struct {
 	List  string
 }
 
-// Allocation groups are the split's groups as shared/split takes them.
+// AllocationGroups are the split's groups as shared/split takes them.
 func (s *Split) AllocationGroups() []split.Group {
 	out := make([]split.Group, len(s.Groups))
 	for i, g := range s.Groups {
