@@ -90,10 +90,36 @@ type cell struct {
 	s       string
 	present bool
 	nested  bool // a JSON object or array
-	// clean: s is already as cleanTextASCII leaves valid text (a value of
-	// a Parquet dictionary, cleaned once for all the rows that hold it).
+	// memo, when set, says s is already as cleanTextASCII leaves valid
+	// text and holds what buildProfile works out from it: a value of a
+	// Parquet dictionary, worked out once for all the rows that hold it.
 	// Never set for the email, whose cleaning also says if it is ASCII.
-	clean bool
+	memo *textMemo
+}
+
+// textMemo is what buildProfile works out from one cleaned value of a
+// field, whatever the row: its control character, when the field is
+// checked for one, and its conversion, for a custom field.
+type textMemo struct {
+	ctrl    rune
+	hasCtrl bool
+	v       any
+	why     string
+}
+
+// memoFor works out s, a cleaned value of f, as buildProfile does.
+func memoFor(f *field, s string) textMemo {
+	var m textMemo
+	if s == "" {
+		return m
+	}
+	if f.kind != kindCustom || f.typ == "string" {
+		m.ctrl, m.hasCtrl = controlChar(s)
+	}
+	if f.kind == kindCustom && !m.hasCtrl {
+		m.v, m.why = convert(f, s)
+	}
+	return m
 }
 
 // buildProfile validates and converts one row's mapped cells (in field
@@ -112,7 +138,7 @@ func buildProfile(fs []field, cells []cell) (Profile, string) {
 		if len(c.s) > maxFieldLen {
 			return p, fmt.Sprintf("column %q is longer than 64 KiB", fs[i].name)
 		}
-		if c.clean {
+		if c.memo != nil {
 			continue
 		}
 		s, ascii, ok := cleanTextASCII(c.s)
@@ -147,10 +173,13 @@ func buildProfile(fs []field, cells []cell) (Profile, string) {
 		// Text may hold tabs and line breaks (a cell typed on two lines);
 		// no other control character (NUL, escape, DEL, C1) is sent:
 		// destinations drop, refuse or show them.
-		if fs[i].kind != kindCustom || fs[i].typ == "string" {
-			if r, ok := controlChar(c.s); ok {
-				return Profile{}, fmt.Sprintf("column %q has a control character (U+%04X), which is never sent", fs[i].name, r)
-			}
+		m := c.memo
+		if m == nil {
+			memo := memoFor(&fs[i], c.s)
+			m = &memo
+		}
+		if m.hasCtrl {
+			return Profile{}, fmt.Sprintf("column %q has a control character (U+%04X), which is never sent", fs[i].name, m.ctrl)
 		}
 		switch fs[i].kind {
 		case kindFirst:
@@ -158,7 +187,7 @@ func buildProfile(fs []field, cells []cell) (Profile, string) {
 		case kindLast:
 			p.LastName = c.s
 		case kindCustom:
-			v, why := convert(&fs[i], c.s)
+			v, why := m.v, m.why
 			if why != "" {
 				return Profile{}, fmt.Sprintf("column %q: %q %s", fs[i].name, shorten(c.s), why)
 			}

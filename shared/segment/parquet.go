@@ -166,9 +166,14 @@ type parquetColumn struct {
 	offs  []uint32
 	vals  parquet.ValueReader // set: the page is read value by value
 
-	dict      parquet.Dictionary
-	dictText  []string
-	dictClean []bool // dictText[i] is cleaned already (see cell.clean)
+	field    *field // the mapped field it feeds
+	email    bool   // the email's column: its values are cleaned row by row (see cell.memo)
+	dict     parquet.Dictionary
+	dictText []string
+	// dictMemo[i] is what buildProfile works out from dictText[i], when
+	// that is cleaned already; nil when not. Made anew for each
+	// dictionary: batches of the last row group may still point into it.
+	dictMemo []*textMemo
 
 	// For the values converted one by one in the batch being filled: the
 	// rows they are for, where each one's text ends in converted.
@@ -438,7 +443,9 @@ func (c *parquetColumn) nextPage() error {
 // and cleans it as buildProfile would, once for every row that holds it:
 // a column of few distinct names is cleaned a few times, not a million.
 func (c *parquetColumn) dictionaryText(d parquet.Dictionary) {
-	c.dictText, c.dictClean = c.dictText[:0], c.dictClean[:0]
+	c.dictText = c.dictText[:0]
+	c.dictMemo = make([]*textMemo, 0, d.Len())
+	memos := make([]textMemo, d.Len())
 	var b []byte
 	for i := range d.Len() {
 		v := d.Index(int32(i))
@@ -448,13 +455,15 @@ func (c *parquetColumn) dictionaryText(d parquet.Dictionary) {
 		} else {
 			b = c.conv(b, v)
 		}
-		s, clean := string(b), false
-		if len(s) <= maxFieldLen { // a longer value is refused for its raw length
+		s := string(b)
+		var memo *textMemo
+		if len(s) <= maxFieldLen && !c.email { // a longer value is refused for its raw length
 			if cleaned, _, ok := cleanTextASCII(s); ok {
-				s, clean = cleaned, true
+				memos[i] = memoFor(c.field, cleaned)
+				s, memo = cleaned, &memos[i]
 			}
 		}
-		c.dictText, c.dictClean = append(c.dictText, s), append(c.dictClean, clean)
+		c.dictText, c.dictMemo = append(c.dictText, s), append(c.dictMemo, memo)
 	}
 }
 
@@ -479,7 +488,7 @@ func (c *parquetColumn) take(cells []cell, nf, col, k, m int) (int, error) {
 			if i < 0 || int(i) >= len(c.dictText) {
 				return 0, fmt.Errorf("dictionary index %d out of range (%d values)", i, len(c.dictText))
 			}
-			cells[at] = cell{s: c.dictText[i], present: true, clean: col > 0 && c.dictClean[i]}
+			cells[at] = cell{s: c.dictText[i], present: true, memo: c.dictMemo[i]}
 		default:
 			if v+1 >= len(c.offs) || c.offs[v] > c.offs[v+1] || int(c.offs[v+1]) > len(c.text) {
 				return 0, errors.New("a page has fewer values than it says")
@@ -580,7 +589,7 @@ func (rd *reader) parquetColumns(f *parquet.File) (_ []parquetColumn, err error)
 				Problem: fmt.Sprintf("column is of Parquet type %s, which segpilot does not read (%s)", unsupported, fl.setting),
 				Hint:    "cast it to a string or a number in the export, or map another column"}
 		}
-		cols[i] = parquetColumn{leaf: col.Index(), maxDef: byte(col.MaxDefinitionLevel()), conv: conv,
+		cols[i] = parquetColumn{leaf: col.Index(), maxDef: byte(col.MaxDefinitionLevel()), conv: conv, field: fl, email: i == 0,
 			buf: make([]parquet.Value, parquetBatchRows)}
 	}
 	return cols, nil
