@@ -270,6 +270,13 @@ func TestParquetValuesConvertLikeCSV(t *testing.T) {
 		{"STRING", parquet.Optional(parquet.String()), "string", []any{"gold", nil, " silver ", "a\x00b", "\xff"}, []string{"gold", "", " silver ", "a\x00b", "\xff"},
 			[]string{`string--X=string(gold)`, `string--X=string(silver)`, `has a control character (U+0000)`, `invalid UTF-8 in column \"X\"`}},
 		{"STRING to an integer field", parquet.String(), "integer", []any{"12", "twelve"}, []string{"12", "twelve"}, []string{`integer--X=int64(12)`, `is not an integer`}},
+		// Dictionary values are checked and converted once a row group
+		// (textMemo): every row holding one gets the same verdict.
+		{"STRING dictionary-encoded, to an integer field", parquet.Encoded(parquet.String(), &parquet.RLEDictionary), "integer",
+			[]any{"12", "twelve", "12", "twelve"}, []string{"12", "twelve", "12", "twelve"}, []string{`integer--X=int64(12)`, `is not an integer`}},
+		{"STRING dictionary-encoded", parquet.Optional(parquet.Encoded(parquet.String(), &parquet.RLEDictionary)), "string",
+			[]any{"gold", "a\x00b", nil, "gold", "a\x00b"}, []string{"gold", "a\x00b", "", "gold", "a\x00b"},
+			[]string{`string--X=string(gold)`, `has a control character (U+0000)`}},
 		{"ENUM", parquet.Enum(), "string", []any{"GOLD"}, []string{"GOLD"}, []string{`string--X=string(GOLD)`}},
 		{"JSON", parquet.JSON(), "string", []any{`{"a":1}`}, []string{`{"a":1}`}, []string{`string--X=string({"a":1})`}},
 		{"BYTE_ARRAY without a type", parquet.Leaf(parquet.ByteArrayType), "string", []any{[]byte("plain")}, []string{"plain"}, []string{`string--X=string(plain)`}},
