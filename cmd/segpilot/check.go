@@ -17,6 +17,7 @@ import (
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/delivery"
 	"github.com/segpilot/segpilot/shared/plan"
+	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/segment"
 	"github.com/segpilot/segpilot/shared/store"
 )
@@ -225,6 +226,7 @@ func cmdPlan(ctx context.Context, e *env, args []string) error {
 	snapshot := fs.String("snapshot", "", "previous snapshot (state/<export>/snapshot); none = first run")
 	out := fs.String("out", "", "where to write the plan (default: a new folder under .segpilot/plans)")
 	explain := fs.String("explain", "", "print what the run would do to these contacts (emails, comma-separated) and why")
+	bucketDir := fs.String("bucket-dir", "", "the bucket folder of the export's runs: without --snapshot the plan diffs against the export's snapshot there, and --explain names the fields a change changes, before and after")
 	if err := e.parse(fs, args); err != nil {
 		return err
 	}
@@ -251,12 +253,34 @@ func cmdPlan(ctx context.Context, e *env, args []string) error {
 		// changed over time, which the bucket keeps (state/<export>/split.json).
 		return usageError{fmt.Sprintf("%s is a group of the split export %s: plan it with `segpilot run --dry-run --export %s`, which reads the split kept in the bucket", ex.Name, ex.Split.Parent, ex.Split.Parent)}
 	}
-	var snap *os.File
-	if *snapshot != "" {
-		if snap, err = os.Open(*snapshot); err != nil {
+	var bucket store.ObjectStore
+	if *bucketDir != "" {
+		if bucket, err = store.OpenFolder(*bucketDir); err != nil {
+			return fmt.Errorf("--bucket-dir: %w", err)
+		}
+	}
+	var snap io.Reader
+	switch {
+	case *snapshot != "":
+		f, err := os.Open(*snapshot)
+		if err != nil {
 			return fmt.Errorf("opening snapshot: %w", err)
 		}
-		defer snap.Close()
+		defer f.Close()
+		snap = f
+	case bucket != nil:
+		key, err := run.SnapshotOf(ctx, bucket, ex.Name)
+		if err != nil {
+			return err
+		}
+		if key != "" {
+			rc, _, err := bucket.Get(ctx, key)
+			if err != nil {
+				return fmt.Errorf("reading the export's snapshot: %w", err)
+			}
+			defer rc.Close()
+			snap = rc
+		}
 	}
 	dir := *out
 	if dir == "" {
@@ -268,32 +292,17 @@ func cmdPlan(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	opts := planOptions(ex)
-	var explained strings.Builder
-	seen := map[string]bool{}
+	var explained []plan.Explained
 	if len(want) > 0 {
 		opts.Explain = func(x plan.Explained) error {
-			if !want[x.Email] {
-				return nil
+			if want[x.Email] {
+				x.JSON = slices.Clone(x.JSON) // the planner reuses its buffer
+				explained = append(explained, x)
 			}
-			seen[x.Email] = true
-			fmt.Fprintf(&explained, "  %s: %s", x.Email, strings.ToUpper(x.Action))
-			if x.Row > 0 {
-				fmt.Fprintf(&explained, " (row %d)", x.Row)
-			}
-			fmt.Fprintf(&explained, "; %s", x.Reason)
-			if x.Action == plan.ActionChange {
-				explained.WriteString(" (which fields: `segpilot run --dry-run --explain` reads the earlier values from the bucket)")
-			}
-			explained.WriteString("\n")
 			return nil
 		}
 	}
-	var p *plan.Plan
-	if snap != nil {
-		p, err = plan.Build(ctx, fileSource(*file, ex.Mapping()), snap, dir, opts)
-	} else {
-		p, err = plan.Build(ctx, fileSource(*file, ex.Mapping()), nil, dir, opts)
-	}
+	p, err := plan.Build(ctx, fileSource(*file, ex.Mapping()), snap, dir, opts)
 	if err != nil {
 		var limit *plan.LimitError
 		if errors.As(err, &limit) {
@@ -312,12 +321,11 @@ func cmdPlan(ctx context.Context, e *env, args []string) error {
 	if c.Rejected > 0 {
 		text += "  rejected rows: " + filepath.Join(dir, p.Files.Rejected) + "\n"
 	}
-	for _, email := range slices.Sorted(maps.Keys(want)) {
-		if !seen[email] {
-			fmt.Fprintf(&explained, "  %s: neither in the file nor in the snapshot\n", email)
-		}
+	lines, err := explainLines(ctx, bucket, ex.Name, want, explained)
+	if err != nil {
+		return err
 	}
-	text += explained.String()
+	text += lines
 	return e.print(map[string]any{"export": ex.Name, "dir": dir, "counts": c, "batches": len(p.Batches), "held": p.Held, "heldReason": p.HeldReason}, text)
 }
 
@@ -339,4 +347,53 @@ func (e *env) print(v any, text string) error {
 	}
 	_, err := fmt.Fprint(e.stdout, text)
 	return err
+}
+
+// explainLines says, for each contact --explain names, what the plan does
+// with it and why; a change's fields, before and after, when the bucket
+// holds what the last run sent.
+func explainLines(ctx context.Context, bucket store.ObjectStore, export string, want map[string]bool, explained []plan.Explained) (string, error) {
+	before := map[string]segment.Profile{}
+	if bucket != nil {
+		changed := map[string]string{}
+		for _, x := range explained {
+			if x.Action == plan.ActionChange {
+				changed[x.Email] = x.PrevHash
+			}
+		}
+		var err error
+		if before, err = run.EarlierValues(ctx, bucket, export, changed); err != nil {
+			return "", err
+		}
+	}
+	var b strings.Builder
+	seen := map[string]bool{}
+	for _, x := range explained {
+		seen[x.Email] = true
+		fmt.Fprintf(&b, "  %s: %s", x.Email, strings.ToUpper(x.Action))
+		if x.Row > 0 {
+			fmt.Fprintf(&b, " (row %d)", x.Row)
+		}
+		if x.Action == plan.ActionChange {
+			now, err := x.Profile()
+			if err != nil {
+				return "", err
+			}
+			switch was, ok := before[x.Email]; {
+			case ok:
+				fmt.Fprintf(&b, "; %s", run.ChangedFields(was, now))
+			case bucket == nil:
+				b.WriteString("; which fields: give --bucket-dir, whose earlier runs hold what was sent")
+			default:
+				b.WriteString("; which fields: not known, no plan in the bucket holds what the last run sent")
+			}
+		}
+		fmt.Fprintf(&b, "; %s\n", x.Reason)
+	}
+	for _, email := range slices.Sorted(maps.Keys(want)) {
+		if !seen[email] {
+			fmt.Fprintf(&b, "  %s: neither in the file nor in the snapshot\n", email)
+		}
+	}
+	return b.String(), nil
 }

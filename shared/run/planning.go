@@ -80,9 +80,7 @@ func (s *Service) dryRun(ctx context.Context, cfg *config.Config, e *config.Expo
 	}
 	res.Counts = m.Counts
 	res.Preview = previewKey(e.Name, runID)
-	if err := pv.finish(ctx, s.Store, res.Preview, func(ctx context.Context, visit func(plan.Upsert) error) error {
-		return s.planProfiles(ctx, e.Name, visit)
-	}); err != nil {
+	if err := pv.finish(ctx, s.Store, e.Name, res.Preview); err != nil {
 		return res, err
 	}
 	if m.Held && !req.AllowLargeRemoval && !e.AllowLargeRemoval {

@@ -67,26 +67,17 @@ func (p *preview) write(x plan.Explained, fields string) error {
 	return p.w.Write([]string{row, segment.SafeCSVCell(x.Email), x.Action, segment.SafeCSVCell(fields), x.Reason})
 }
 
-// finish writes the changes, each with its fields before and after, found
-// by profiles, and puts the file at key.
-func (p *preview) finish(ctx context.Context, st store.ObjectStore, key string, profiles func(context.Context, func(plan.Upsert) error) error) error {
-	before := map[string]*segment.Profile{}
-	for _, x := range p.changes {
-		before[x.Email] = nil
-	}
-	if len(before) > 0 {
+// finish writes the changes, each with its fields before and after (what
+// the export's plans in st sent), and puts the file at key.
+func (p *preview) finish(ctx context.Context, st store.ObjectStore, export, key string) error {
+	before := map[string]segment.Profile{}
+	if len(p.changes) > 0 {
 		want := map[string]string{}
 		for _, x := range p.changes {
 			want[x.Email] = x.PrevHash
 		}
-		err := profiles(ctx, func(u plan.Upsert) error {
-			if h, ok := want[u.Profile.Email]; ok && before[u.Profile.Email] == nil && plan.Hash(u.Profile) == h {
-				prof := u.Profile
-				before[u.Profile.Email] = &prof
-			}
-			return nil
-		})
-		if err != nil {
+		var err error
+		if before, err = EarlierValues(ctx, st, export, want); err != nil {
 			return fmt.Errorf("preview: reading what earlier runs sent: %w", err)
 		}
 	}
@@ -96,8 +87,8 @@ func (p *preview) finish(ctx context.Context, st store.ObjectStore, key string, 
 			return fmt.Errorf("preview: %w", err)
 		}
 		fields := "not known: no plan in the bucket holds what the last run sent"
-		if was := before[x.Email]; was != nil {
-			fields = changedFields(*was, now)
+		if was, ok := before[x.Email]; ok {
+			fields = changedFields(was, now)
 		}
 		if err := p.write(x, fields); err != nil {
 			return err
@@ -115,6 +106,34 @@ func (p *preview) finish(ctx context.Context, st store.ObjectStore, key string, 
 	}
 	return nil
 }
+
+// EarlierValues finds, for each email of want (normalised, with the hash
+// a snapshot holds for it), the profile with that hash among the plans of
+// export in st: what a run sent it. An email no plan holds so is left out.
+func EarlierValues(ctx context.Context, st store.ObjectStore, export string, want map[string]string) (map[string]segment.Profile, error) {
+	out := map[string]segment.Profile{}
+	err := planProfiles(ctx, st, export, func(u plan.Upsert) error {
+		if h, ok := want[u.Profile.Email]; ok && plan.Hash(u.Profile) == h {
+			out[u.Profile.Email] = u.Profile
+		}
+		return nil
+	})
+	return out, err
+}
+
+// SnapshotOf returns the key of the snapshot export stands on in st: what
+// its next run diffs against ("" before its first run).
+func SnapshotOf(ctx context.Context, st store.ObjectStore, export string) (string, error) {
+	state, _, err := (&Service{Store: st}).readState(ctx, export)
+	if err != nil || state.Snapshot == nil {
+		return "", err
+	}
+	return state.Snapshot.Key, nil
+}
+
+// ChangedFields says which fields differ from was to now, as a preview
+// does: "first name: Ana → Anna; string--Loyalty--Tier: gold → platinum".
+func ChangedFields(was, now segment.Profile) string { return changedFields(was, now) }
 
 // changedFields says which fields differ: "first name: Ana → Anna;
 // string--Loyalty--Tier: gold → platinum". A field now empty is left as it

@@ -271,7 +271,11 @@ func (s *Service) opener(ctx context.Context, key string) func() (io.ReadCloser,
 
 // planProfiles streams every upsert of every plan of the export.
 func (s *Service) planProfiles(ctx context.Context, export string, visit func(plan.Upsert) error) error {
-	objs, err := s.Store.List(ctx, "runs/"+export+"/")
+	return planProfiles(ctx, s.Store, export, visit)
+}
+
+func planProfiles(ctx context.Context, st store.ObjectStore, export string, visit func(plan.Upsert) error) error {
+	objs, err := st.List(ctx, "runs/"+export+"/")
 	if err != nil {
 		return fmt.Errorf("listing the plans of export %s: %w", export, err)
 	}
@@ -279,15 +283,15 @@ func (s *Service) planProfiles(ctx context.Context, export string, visit func(pl
 		if !strings.HasSuffix(o.Key, "/"+plan.BatchesFile) {
 			continue
 		}
-		if err := s.batchProfiles(ctx, o.Key, visit); err != nil {
+		if err := batchProfiles(ctx, st, o.Key, visit); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *Service) batchProfiles(ctx context.Context, key string, visit func(plan.Upsert) error) error {
-	rc, _, err := s.Store.Get(ctx, key)
+func batchProfiles(ctx context.Context, st store.ObjectStore, key string, visit func(plan.Upsert) error) error {
+	rc, _, err := st.Get(ctx, key)
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", key, err)
 	}
