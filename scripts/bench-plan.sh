@@ -4,7 +4,7 @@
 # this machine's disk: the plan folder, the spill files and the CSVs live
 # under TMPDIR (default /tmp), which must not be tmpfs. Also checks the
 # memory budget, counts the files of the plan folder, and counts the
-# object-store PUTs of one ingest (BenchmarkIngestUpload100k). Prints a
+# object-store PUTs of one ingest (BenchmarkIngestUpload). Prints a
 # markdown table.
 #   targets: plan >= 2x Miller's speed at 1M rows, in every run; 16 gzipped
 #            parts within 1.2x of the same rows in one gzipped file; peak RSS
@@ -118,10 +118,12 @@ for i in $(seq "$runs"); do
   fi
 done
 
-echo "object-store requests of one ingest (BenchmarkIngestUpload100k) ..." >&2
-go test -run '^$' -bench '^BenchmarkIngestUpload100k$' -benchtime 3x ./shared/run >"$work/puts.txt"
-metric() { awk -v m="$1" '/^BenchmarkIngestUpload100k/ {for (i = 3; i < NF; i++) if ($(i+1) == m) print $i}' "$work/puts.txt"; }
-puts=$(metric puts/op); plan_puts=$(metric plan-puts/op); put_batches=$(metric batches/op); ingest_ns=$(metric ns/op)
+echo "object-store requests of one ingest (BenchmarkIngestUpload, 1,000 and 100,000 profiles) ..." >&2
+go test -run '^$' -bench '^BenchmarkIngestUpload$' -benchtime 3x ./shared/run >"$work/puts.txt"
+# metric SIZE UNIT: the figure of the run at SIZE profiles.
+metric() { awk -v s="BenchmarkIngestUpload/profiles=$1-" -v m="$2" 'index($1, s) == 1 {for (i = 3; i < NF; i++) if ($(i+1) == m) print $i}' "$work/puts.txt"; }
+puts=$(metric 100000 puts/op); plan_puts=$(metric 100000 plan-puts/op); put_batches=$(metric 100000 batches/op); ingest_ns=$(metric 100000 ns/op)
+plan_puts_small=$(metric 1000 plan-puts/op)
 
 col() { awk -v c="$1" '{print $c}' "$2"; }
 med() { col "$1" "$2" | median; }
@@ -171,18 +173,18 @@ printf '| peak RSS at 1M | %.1f MB | < 150 MB |\n' "$(echo "$r1 / 1048576" | bc 
 printf '| peak RSS at 2M | %.1f MB | |\n' "$(echo "$r2 / 1048576" | bc -l)"
 printf '| RSS growth per extra profile, 1M -> 2M | %.1f B | < 40 B |\n' "$(echo "($r2 - $r1) / 1000000" | bc -l)"
 printf '| files in the plan folder (1M, 2M, re-run) | %s | <= 10 |\n' "$files"
-printf '| ingest of a 100,000-profile file on S3 (gofakes3): plan and upload, elapsed; object-store PUTs for the plan (%.0f batches) / in all (queue entry and lock included) | %.2f s; %.0f / %.0f | the same at any size |\n' \
-  "$put_batches" "$(echo "$ingest_ns / 1000000000" | bc -l)" "$plan_puts" "$puts"
+printf '| ingest of a 100,000-profile file on S3 (gofakes3): plan and upload, elapsed; object-store PUTs for the plan (%.0f batches) / in all (queue entry and lock included); PUTs for the plan of 1,000 profiles | %.2f s; %.0f / %.0f; %.0f | the same at any size |\n' \
+  "$put_batches" "$(echo "$ingest_ns / 1000000000" | bc -l)" "$plan_puts" "$puts" "$plan_puts_small"
 printf '\n(median of %s runs; TMPDIR on %s; load average at the end: %s)\n' "$runs" "$fs" "$(cut -d' ' -f1-3 /proc/loadavg)"
 
 if [ -n "${BENCH_PLAN_JSON:-}" ]; then
   num() { if [ "$1" = null ]; then echo null; else printf '%.4f' "$1"; fi; } # bc writes .5 for 0.5
   jq -n --argjson ratio "$(num "$ratio")" --argjson ratio_min "$(num "$ratio_min")" --argjson elapsed "$(num "$t1")" \
     --argjson rss_mb "$(num "$(echo "$r1 / 1048576" | bc -l)")" --argjson growth_b "$(num "$(echo "($r2 - $r1) / 1000000" | bc -l)")" \
-    --argjson files "$files" --argjson plan_puts "$(num "$plan_puts")" --argjson puts "$(num "$puts")" --arg fs "$fs" \
+    --argjson files "$files" --argjson plan_puts "$(num "$plan_puts")" --argjson plan_puts_small "$(num "$plan_puts_small")" --argjson puts "$(num "$puts")" --arg fs "$fs" \
     --argjson parts_ratio "$(num "$parts_ratio")" \
     --argjson parquet_ratio "$(num "$parquet_ratio")" --argjson parquet_rss_mb "$(num "$(echo "$rpq / 1048576" | bc -l)")" \
     '{ratio: $ratio, ratio_min: $ratio_min, elapsed_s: $elapsed, rss_mb: $rss_mb, growth_b: $growth_b,
-      files: $files, plan_puts: $plan_puts, puts: $puts, fs: $fs, parts_ratio: $parts_ratio,
+      files: $files, plan_puts: $plan_puts, plan_puts_small: $plan_puts_small, puts: $puts, fs: $fs, parts_ratio: $parts_ratio,
       parquet_ratio: $parquet_ratio, parquet_rss_mb: $parquet_rss_mb}' >"$BENCH_PLAN_JSON"
 fi

@@ -50,16 +50,22 @@ func (c *requestCounter) GetRange(ctx context.Context, key string, offset, lengt
 	return c.ObjectStore.GetRange(ctx, key, offset, length)
 }
 
-// BenchmarkIngestUpload100k is ingest's start of a run of a new
+// BenchmarkIngestUpload is ingest's start of a run of a new
 // 100,000-profile file against S3 (gofakes3 on loopback): read the file,
 // plan, upload the plan, start the execution. It reports the object-store
 // requests one start makes: puts/op (every PUT: the plan, the export's
 // queue entry and lock) and plan-puts/op (those under runs/), which stay
-// the same whatever the file's size.
+// the same whatever the file's size: it runs at 1,000 and at 100,000
+// profiles.
 //
-//	go test -run '^$' -bench '^BenchmarkIngestUpload100k$' -benchtime 3x ./shared/run
-func BenchmarkIngestUpload100k(b *testing.B) {
-	const profiles = 100_000
+//	go test -run '^$' -bench '^BenchmarkIngestUpload$' -benchtime 3x ./shared/run
+func BenchmarkIngestUpload(b *testing.B) {
+	for _, profiles := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprintf("profiles=%d", profiles), func(b *testing.B) { benchmarkIngestUpload(b, profiles) })
+	}
+}
+
+func benchmarkIngestUpload(b *testing.B, profiles int) {
 	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
 	b.Cleanup(srv.Close)
 	client := awsx.NewS3Client(aws.Config{Region: "us-east-1",
