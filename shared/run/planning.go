@@ -65,7 +65,23 @@ func (s *Service) dryRun(ctx context.Context, cfg *config.Config, e *config.Expo
 		return res, err
 	}
 	defer pv.close()
-	m, err := s.plan(ctx, cfg, e, req, runID, st.Snapshot, true, pv.explain)
+	// An attempt holding the export that has ended (its report is
+	// written; the swap that moves the snapshot follows) left the
+	// snapshot the next run plans against; one still going has not yet.
+	base, busy := st.Snapshot, ""
+	if h := st.Holder; h != nil {
+		switch rep, err := ReadAttemptReport(ctx, s.Store, e.Name, h.Run, h.Attempt); {
+		case err == nil && rep.Refill:
+			base = nil
+		case err == nil && rep.SnapshotPromoted:
+			base = &SnapshotRef{Key: rep.Snapshot, Run: h.Run, Attempt: h.Attempt}
+		case errors.Is(err, store.ErrNotFound):
+			busy = fmt.Sprintf("run %s is in progress (attempt %d): this dry run plans against the list as it was before it", h.Run, h.Attempt)
+		case err != nil:
+			return res, err
+		}
+	}
+	m, err := s.plan(ctx, cfg, e, req, runID, base, true, pv.explain)
 	var limit *plan.LimitError
 	var ferr *segment.FileError
 	switch {
@@ -85,6 +101,9 @@ func (s *Service) dryRun(ctx context.Context, cfg *config.Config, e *config.Expo
 	}
 	if m.Held && !req.AllowLargeRemoval && !e.AllowLargeRemoval {
 		res.Message = "would be held: " + m.HeldReason + "; if that is intended, " + s.words().LiftBrake(e.Name)
+	}
+	if busy != "" {
+		res.Message = strings.TrimPrefix(res.Message+"; "+busy, "; ")
 	}
 	return res, nil
 }
