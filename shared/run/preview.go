@@ -28,7 +28,7 @@ var previewHeader = []string{"row", "email", "action", "fields changed", "why"}
 func previewKey(export, runID string) string { return runPrefix(export, runID) + "preview.csv" }
 
 // preview collects a plan's Explained into a CSV file; changes wait for
-// Finish, which needs the earlier values.
+// finish, which needs the earlier values.
 type preview struct {
 	f       *os.File
 	w       *csv.Writer
@@ -88,7 +88,7 @@ func (p *preview) finish(ctx context.Context, st store.ObjectStore, export, key 
 		}
 		fields := "not known: no plan in the bucket holds what the last run sent"
 		if was, ok := before[x.Email]; ok {
-			fields = changedFields(was, now)
+			fields = ChangedFields(was, now)
 		}
 		if err := p.write(x, fields); err != nil {
 			return err
@@ -133,12 +133,9 @@ func SnapshotOf(ctx context.Context, st store.ObjectStore, export string) (strin
 
 // ChangedFields says which fields differ from was to now, as a preview
 // does: "first name: Ana → Anna; string--Loyalty--Tier: gold → platinum".
-func ChangedFields(was, now segment.Profile) string { return changedFields(was, now) }
-
-// changedFields says which fields differ: "first name: Ana → Anna;
-// string--Loyalty--Tier: gold → platinum". A field now empty is left as it
-// is by the upsert, so it is not a change that is sent.
-func changedFields(was, now segment.Profile) string {
+// A field now empty is left as it is by the upsert, so it is not a change
+// that is sent.
+func ChangedFields(was, now segment.Profile) string {
 	var out []string
 	add := func(name, a, b string) {
 		if a != b && b != "" {

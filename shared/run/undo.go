@@ -149,7 +149,7 @@ func (s *Service) undoPlanFor(ctx context.Context, cfg *config.Config, e *config
 	in := plan.UndoInput{
 		Current: s.opener(ctx, base.Key),
 		Profiles: func(ctx context.Context, visit func(plan.Upsert) error) error {
-			return s.planProfiles(ctx, e.Name, visit)
+			return planProfiles(ctx, s.Store, e.Name, visit)
 		},
 		BatchSize: conn.Capabilities().MaxBatch,
 	}
@@ -269,11 +269,7 @@ func (s *Service) opener(ctx context.Context, key string) func() (io.ReadCloser,
 	}
 }
 
-// planProfiles streams every upsert of every plan of the export.
-func (s *Service) planProfiles(ctx context.Context, export string, visit func(plan.Upsert) error) error {
-	return planProfiles(ctx, s.Store, export, visit)
-}
-
+// planProfiles streams every upsert of every plan of export in st.
 func planProfiles(ctx context.Context, st store.ObjectStore, export string, visit func(plan.Upsert) error) error {
 	objs, err := st.List(ctx, "runs/"+export+"/")
 	if err != nil {
