@@ -290,8 +290,9 @@ func TestFunctions(t *testing.T) {
 	if got := slices.Sorted(maps.Keys(template["BatchInput"].(map[string]any))); !slices.Equal(got, batchInputKeys) {
 		t.Fatalf("events/syncbatch-group.json's BatchInput has fields %v; the ASL's ItemBatcher passes %v", got, batchInputKeys)
 	}
-	var items []run.Item
-	getObject(t, bkt, exec.ItemsKey, &items)
+	var groups []run.Item
+	getObject(t, bkt, exec.ItemsKey, &groups)
+	items := run.BatchItems(groups)
 	if len(items) < 3 {
 		t.Fatalf("items.json lists %d batches; want several for %d rows", len(items), rows)
 	}

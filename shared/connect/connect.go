@@ -52,9 +52,8 @@ type Connector struct {
 
 var _ run.Connector = (*Connector)(nil).Connect
 
-// Connect returns a destination for one batch of conn, whose worker's
-// share of the budget is workerRPS.
-func (c *Connector) Connect(ctx context.Context, conn config.Connection, workerRPS float64) (dest.Destination, error) {
+// Connect returns a destination for one batch of conn, paced at share.
+func (c *Connector) Connect(ctx context.Context, conn config.Connection, share run.Share) (dest.Destination, error) {
 	kind, ok := kinds.Lookup(conn.Kind)
 	if !ok {
 		return nil, fmt.Errorf("connection %s: kind %q is not one of %s", conn.Name, conn.Kind, strings.Join(kinds.Names(), ", "))
@@ -76,7 +75,20 @@ func (c *Connector) Connect(ctx context.Context, conn config.Connection, workerR
 		return nil, fmt.Errorf("reading the API key for connection %s: %w", conn.Name, err)
 	}
 	return kind.New(dest.Connection{BaseURL: kind.Endpoint(base), APIKey: key, HTTPClient: c.HTTPClient,
-		Limiter: c.limiter(conn, workerRPS), Logger: c.Log, Timeout: c.Timeout})
+		Limiter: c.limiter(conn, share, kind.Capabilities), Logger: c.Log, Timeout: c.Timeout})
+}
+
+// refusedShare is the part of a destination's malformed-request limit a
+// limiter keeps to: all of it in one process; a share (a Lambda container)
+// one request per as many windows as shares split the limit, so that the
+// shares together average under it. (They cannot see each other's
+// refusals at once: shares refused in the same instant can pass it.)
+func refusedShare(caps dest.Capabilities, budget, whole float64, isShare bool) (int, time.Duration) {
+	if !isShare || budget <= 0 || whole <= budget {
+		return caps.MaxRefused, caps.RefusedPer
+	}
+	shares := whole / budget
+	return 1, time.Duration(float64(caps.RefusedPer) * max(shares/float64(caps.MaxRefused), 1))
 }
 
 // secretName is a secret id's name: an ARN's part after "secret:".
@@ -88,21 +100,32 @@ func secretName(id string) string {
 }
 
 // limiter is conn's limiter in this process, made anew when its budget
-// changed (a new config, or another run's share).
-func (c *Connector) limiter(conn config.Connection, workerRPS float64) *pace.Limiter {
-	budget, newLimiter := conn.RequestsPerSecond, pace.New
-	if !c.Shared && workerRPS > 0 {
-		budget, newLimiter = workerRPS, pace.NewShare
+// changed (a new config, or another run's share); a share follows its
+// run's signal.
+func (c *Connector) limiter(conn config.Connection, share run.Share, caps dest.Capabilities) *pace.Limiter {
+	budget, isShare := conn.RequestsPerSecond, !c.Shared && share.RPS > 0
+	if isShare {
+		budget = share.RPS
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if l, ok := c.limiters[conn.Name]; ok && l.Budget() == budget {
+		if isShare {
+			l.Follow(share.Signal)
+		}
 		return l
 	}
 	if c.limiters == nil {
 		c.limiters = map[string]*pace.Limiter{}
 	}
-	l := newLimiter(budget, 1)
+	l := pace.New(budget, 1)
+	if isShare {
+		l = pace.NewShare(budget, conn.RequestsPerSecond, 1)
+		l.Follow(share.Signal)
+	}
+	if caps.MaxRefused > 0 {
+		l.LimitRefused(refusedShare(caps, budget, conn.RequestsPerSecond, isShare))
+	}
 	if !c.Shared && c.StartPhase != nil && budget > 0 {
 		l.StartAfter(c.StartPhase(time.Duration(float64(time.Second) / budget)))
 	}

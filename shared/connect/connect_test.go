@@ -15,6 +15,7 @@ import (
 	"github.com/segpilot/segpilot/shared/connect"
 	"github.com/segpilot/segpilot/shared/dest"
 	orttosim "github.com/segpilot/segpilot/shared/ortto/sim"
+	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/secrets"
 )
 
@@ -31,7 +32,7 @@ func TestConnectRefusesKeyInClearText(t *testing.T) {
 	conn := config.Connection{Name: "main", Kind: "autopilot", APIKeySecret: "k", BaseURL: config.DefaultBaseURL, RequestsPerSecond: 5}
 	for _, base := range []string{"http://192.0.2.1/v1", "http://api2.autopilothq.com/v1", "ftp://127.0.0.1/v1", "http://user:pw@127.0.0.1/v1"} {
 		c := &connect.Connector{Secrets: secrets.Static{"k": "KEY"}, BaseURLs: map[string]string{"autopilot": base}, HTTPClient: client}
-		d, err := c.Connect(context.Background(), conn, 0)
+		d, err := c.Connect(context.Background(), conn, run.Share{})
 		if err == nil {
 			_, err = d.PrepareList(context.Background(), dest.ListSpec{Title: "VIP"})
 			t.Errorf("%s: connected (then %v); want refused before any request", base, err)
@@ -63,7 +64,7 @@ func TestConnectPicksTheKindsAdapter(t *testing.T) {
 		{config.Connection{Name: "x", Kind: "ortto", APIKeySecret: "other/ortto", BaseURL: "https://api.ap3api.com/v1"}, "is not named segpilot/"},
 		{config.Connection{Name: "m", Kind: "mailchimp", APIKeySecret: "segpilot/m", BaseURL: "https://example.com"}, "not one of autopilot, ortto"},
 	} {
-		d, err := c.Connect(context.Background(), tt.conn, 1)
+		d, err := c.Connect(context.Background(), tt.conn, run.Share{RPS: 1})
 		got := fmt.Sprintf("%T", d)
 		if err != nil {
 			got = err.Error()
@@ -119,7 +120,7 @@ func TestBaseURLWithOrWithoutTheAPIPath(t *testing.T) {
 					if via == "override" {
 						c.BaseURLs = map[string]string{k.kind: base}
 					}
-					d, err := c.Connect(context.Background(), *cfg.Connections["c"], 0)
+					d, err := c.Connect(context.Background(), *cfg.Connections["c"], run.Share{})
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -124,6 +124,11 @@ type Capabilities struct {
 	// who exists from the Directory and sends only what the mode allows,
 	// with WriteAny.
 	Writes bool
+	// MaxRefused, when not 0, is how many requests answered as malformed
+	// (400, 413, 422) the destination takes in any RefusedPer before it
+	// locks the caller out; the connection's limiter sends fewer (Ortto).
+	MaxRefused int
+	RefusedPer time.Duration
 }
 
 // Directory lists the account's contacts, for the modes a destination

@@ -190,14 +190,24 @@ func (p *pacer) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp, err := p.next.RoundTrip(req)
+	p.limiter.Done()
 	switch {
 	case resp == nil:
 	case resp.StatusCode == http.StatusTooManyRequests:
 		p.limiter.Throttled(req.Context())
+	case malformed(resp.StatusCode):
+		p.limiter.Refused()
+		p.limiter.Accepted()
 	default:
 		p.limiter.Accepted()
 	}
 	return resp, err
+}
+
+// malformed says an API answered a request as a bad one: what an API that
+// locks out callers sending too many of them counts (pace.LimitRefused).
+func malformed(status int) bool {
+	return status == http.StatusBadRequest || status == http.StatusRequestEntityTooLarge || status == http.StatusUnprocessableEntity
 }
 
 // gate is a Client's "key refused" state: cancelled, with the

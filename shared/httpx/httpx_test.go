@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/shared/dest"
+	"github.com/segpilot/segpilot/shared/pace"
 )
 
 const testKey = "KEY-httpx-123"
@@ -445,5 +447,59 @@ func TestProbeWithNoAttemptsLeft(t *testing.T) {
 	}
 	if got := rs.sent(); len(got) != 2 {
 		t.Errorf("sent %v, want the POST and one check", got)
+	}
+}
+
+// TestMalformedAnswersAreLimited: requests an API answers 400 or 422 tell
+// the limiter (pace.LimitRefused), so workers sharing it send at most its
+// limit of them in any window after the first refusal, as the API saw
+// them. (Seen failing with the pacer not telling the limiter: all 12
+// within a few milliseconds.)
+func TestMalformedAnswersAreLimited(t *testing.T) {
+	t.Parallel()
+	const limit, window = 3, 400 * time.Millisecond
+	var mu sync.Mutex
+	var arrived []time.Time
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		arrived = append(arrived, time.Now())
+		n := len(arrived)
+		mu.Unlock()
+		status := http.StatusBadRequest
+		if n%2 == 0 {
+			status = http.StatusUnprocessableEntity
+		}
+		w.WriteHeader(status)
+		fmt.Fprint(w, `{"error":"malformed"}`)
+	})
+	l := pace.New(1000, 10)
+	l.LimitRefused(limit, window)
+	c, _ := newClient(t, h, func(o *Options) { o.Limiter = l })
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 3 {
+				if err := c.Do(context.Background(), Request{Method: http.MethodPost, Path: "/x"}, nil); err == nil {
+					t.Error("a 400 answered as a success")
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(arrived) != 12 {
+		t.Fatalf("%d requests arrived, want 12 (a 400 is not retried)", len(arrived))
+	}
+	// The first wave (the 4 workers' requests in flight before any answer)
+	// goes out unheld; from the first refusal on, the limit holds.
+	for i := 4; i < len(arrived); i++ {
+		in := 0
+		for _, at := range arrived[i:] {
+			if at.Sub(arrived[i]) < window-20*time.Millisecond { // the server's clock reads a little after the client's
+				in++
+			}
+		}
+		if in > limit {
+			t.Fatalf("%d malformed requests within %v of request %d; the limit is %d", in, window, i+1, limit)
+		}
 	}
 }

@@ -26,7 +26,8 @@ func Kind() dest.Kind {
 		TextField:     "str:cm:name",
 		FieldType:     fieldType,
 		MarksDecimals: true, CreatesFields: true,
-		Capabilities: dest.Capabilities{MaxBatch: maxBatch, RemoveBatch: maxBatch, Writes: true},
+		Capabilities: dest.Capabilities{MaxBatch: maxBatch, RemoveBatch: maxBatch, Writes: true,
+			MaxRefused: maxRefused, RefusedPer: refusedPer},
 		New: func(c dest.Connection) (dest.Destination, error) {
 			return New(Options{BaseURL: c.BaseURL, APIKey: c.APIKey, HTTPClient: c.HTTPClient,
 				Limiter: c.Limiter, Logger: c.Logger, Timeout: c.Timeout})

@@ -31,6 +31,10 @@ const (
 	keyHeader = "X-Api-Key"
 	// maxBatch is Ortto's limit of people per merge.
 	maxBatch = 100
+	// Ortto blocks a caller's IP for a while after 15 bad requests in 15
+	// seconds; segpilot sends at most 10 in any 15 s.
+	maxRefused = 10
+	refusedPer = 15 * time.Second
 )
 
 // Regions are Ortto's instance regions and their API hosts (every call is

@@ -6,6 +6,7 @@ package pace
 
 import (
 	"context"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -22,28 +23,19 @@ import (
 // then settles just under the API's real limit instead of drowning in
 // 429s; an API that keeps answering 429 holds the rate at a fraction of the
 // budget (growth and cuts balance), where Retry-After and the retries take
-// over.
-//
-// One limiter for every worker (New) cuts to 80 % and grows back by 10 %
-// of the budget a second: a stray 429 costs about a fifth of a second.
-// Shares (NewShare) all cut together when the API is overloaded, so each
-// cut counts N times: they cut to 90 % and grow back by 5 % a second, which
-// held a budget 20 % too high to 3-4 % of requests answered 429 at about
-// 1.26 of the floor (make bench), where 80 % and 10 % overshot both ways.
+// over. A stray 429 costs about a fifth of a second. Shares of a budget
+// (NewShare) adapt the same way, all together, as one limiter.
 const (
-	decrease      = 0.8
-	increase      = 0.1 // of the budget, per second
-	shareDecrease = 0.9
-	shareIncrease = 0.05
-	decreaseGap   = 500 * time.Millisecond
-	pollEvery     = time.Second // how often a share looks at its Signal
+	decrease    = 0.8
+	increase    = 0.1 // of the budget, per second
+	decreaseGap = 500 * time.Millisecond
 )
 
 // Limiter paces requests to at most a budget of rps a second, bursts of
 // at most burst.
 //
 // Its mutex is held for arithmetic only: a waiter takes its slot under
-// it and sleeps outside; the shares' Signal is read and raised outside it
+// it and sleeps outside; the shares' Signal is read and written outside it
 // too (a slow S3 request holds no other worker up). A waiter woken late
 // (a loaded machine, a paused container) does not send at the slot it
 // missed: the other waiters of a pause wake together, a burst the API
@@ -54,8 +46,7 @@ const (
 // rate to the rate at which the API accepted the latest requests (when
 // there are enough to tell), and above that rate it grows back slowly,
 // probing, instead of at the budget's pace. A budget set three times too
-// high then costs a few 429s in a hundred, not one in six. A share
-// (NewShare) sees too few answers for that and adapts as before.
+// high then costs a few 429s in a hundred, not one in six.
 type Limiter struct {
 	mu        sync.Mutex
 	lim       *rate.Limiter
@@ -66,24 +57,40 @@ type Limiter struct {
 	adjusted  time.Time // when current last changed
 	decreased time.Time // when a 429 last cut it
 
-	decrease, increase float64 // see the constants
-
 	// The times of the latest answers other than 429 (a ring), to tell
 	// what the API accepts.
 	accepted [acceptedRing]time.Time
 	nAcc     int
 
-	// A share's view of its Signal (NewShare): the one it follows, the
-	// version it last saw (its own raise included), when it last looked
-	// and whether another share had raised it then; polling and raising
-	// say a read or a raise of it is under way (outside mu).
-	share        bool
-	signal       Signal
-	seen         string
-	lastPoll     time.Time
-	raisedBefore bool
-	polling      bool
-	raising      int
+	// A share (NewShare) paces at the rate its Signal's state names (see
+	// ShareState): whole is the budget all the shares split, state the
+	// signal's state it knows, pending its 429s not yet written to it;
+	// polling and raising say a read or a write of it is under way
+	// (outside mu), lastPoll when the latest read began, followed when
+	// it began to follow the signal.
+	share    bool
+	whole    float64
+	signal   Signal
+	state    ShareState
+	pending  int
+	followed time.Time
+	lastPoll time.Time
+	polling  bool
+	raising  bool
+	rephase  bool // the next request at a random phase of its interval (see Throttled)
+	// The time it paused after a 429 (from pausedAt to its next Wait:
+	// the retry's wait for Retry-After), reported with its next 429s.
+	pausedAt time.Time
+	paused   time.Duration
+
+	// At most refusedMax requests answered as malformed (Refused) in any
+	// refusedPer: the times of the latest (refused), and the requests
+	// let go and not answered yet (inFlight), which may be refused too.
+	refusedMax  int
+	refusedPer  time.Duration
+	refused     []time.Time
+	lastRefused time.Time
+	inFlight    int
 
 	sleep func(ctx context.Context, d time.Duration) error // clock.Sleep; tests stall it
 	now   func() time.Time
@@ -108,24 +115,24 @@ const (
 func New(rps float64, burst int) *Limiter { return newLimiter(rps, burst, false) }
 
 // NewShare returns a limiter of rps requests a second that paces one
-// worker's share of a budget that other workers, in other processes, pace
-// too (Lambda containers). Alone it would hear only its own few 429s: when
-// the API is overloaded, each share is cut rarely and grows back long
-// before its next 429, so the shares together stay above the API's limit
-// (seen: 6 % of requests answered 429 with a budget 20 % too high), and
-// the shares cut hardest finish last. So a share also follows the Signal
-// in its Wait's context: it raises it on its own 429 and, at most once a
-// pollEvery, looks whether another share raised it since, and slows down
-// as if it had met that 429 itself. All shares then slow together, as one
-// limiter would. Without a Signal in ctx a share paces alone.
-func NewShare(rps float64, burst int) *Limiter { return newLimiter(rps, burst, true) }
+// worker's share of a budget of whole requests a second that other
+// workers, in other processes, pace too (Lambda containers). Alone it
+// would hear only its own few 429s: when the API is overloaded, each share
+// is cut rarely and grows back long before its next 429, so the shares
+// together stay above the API's limit (seen: 6 % of requests answered
+// 429 with a budget 20 % too high, 32 % with one three times too high),
+// and the shares cut hardest finish last. So the shares pace as one
+// limiter would: at the rate their Signal's state names (Follow), which a
+// share's 429 cuts for all of them, and which each reads every
+// sharePoll. Without a Signal a share paces alone.
+func NewShare(rps, whole float64, burst int) *Limiter {
+	l := newLimiter(rps, burst, true)
+	l.whole = whole
+	return l
+}
 
 func newLimiter(rps float64, burst int, share bool) *Limiter {
-	l := &Limiter{budget: rps, current: rps, decrease: decrease, increase: increase, share: share,
-		sleep: clock.Sleep, now: time.Now}
-	if share {
-		l.decrease, l.increase = shareDecrease, shareIncrease
-	}
+	l := &Limiter{budget: rps, current: rps, share: share, sleep: clock.Sleep, now: time.Now}
 	limit := rate.Limit(rps)
 	if rps <= 0 {
 		limit = rate.Inf
@@ -136,14 +143,26 @@ func newLimiter(rps float64, burst int, share bool) *Limiter {
 
 // Wait blocks until the caller may send one request, or ctx is done.
 func (l *Limiter) Wait(ctx context.Context) error {
+	l.resume()
 	l.poll(ctx)
+	if err := l.holdForRefused(ctx); err != nil {
+		return err
+	}
 	for {
 		l.mu.Lock()
-		l.grow()
 		now := l.now()
+		if l.share && l.signal != nil && l.budget > 0 {
+			l.set(l.budget*l.shareFraction(l.state, now), now)
+		} else {
+			l.grow()
+		}
 		at := now
 		if l.notBefore.After(at) {
 			at = l.notBefore
+		}
+		if l.rephase && l.current > 0 {
+			l.rephase = false
+			at = at.Add(time.Duration(rand.Int64N(int64(float64(time.Second)/l.current) + 1)))
 		}
 		res := l.lim.ReserveN(at, 1)
 		slot := at.Add(res.DelayFrom(at))
@@ -154,12 +173,76 @@ func (l *Limiter) Wait(ctx context.Context) error {
 		l.mu.Unlock()
 		if err := l.sleep(ctx, slot.Sub(now)); err != nil {
 			res.CancelAt(l.now())
+			l.Done()
 			return err
 		}
 		if l.now().Sub(slot) <= late {
 			return nil
 		}
 		// Woken late: the waiters of the same pause are waking too.
+	}
+}
+
+// LimitRefused makes the limiter hold requests back so that at most max
+// of them are answered as malformed (Refused) in any per: an API that
+// locks a caller out after a number of bad requests (Ortto: 15 in 15
+// seconds) is never given that many. Once one is refused, the requests
+// in flight count as refused until answered, so none goes out that could
+// make one too many, for as long as the last refusal is under two
+// windows old (before, the requests in flight when the first comes are
+// not held).
+func (l *Limiter) LimitRefused(max int, per time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.refusedMax, l.refusedPer = max, per
+}
+
+// holdForRefused waits while the requests refused in the window and those
+// in flight reach the LimitRefused, then counts the caller's request in
+// flight (Done ends it).
+func (l *Limiter) holdForRefused(ctx context.Context) error {
+	for {
+		l.mu.Lock()
+		now := l.now()
+		for len(l.refused) > 0 && now.Sub(l.refused[0]) >= l.refusedPer {
+			l.refused = l.refused[1:]
+		}
+		careful := l.refusedMax > 0 && now.Sub(l.lastRefused) < 2*l.refusedPer
+		if !careful || len(l.refused)+l.inFlight < l.refusedMax {
+			l.inFlight++
+			l.mu.Unlock()
+			return nil
+		}
+		wake := refusedRecheck // an answer in flight may free a place first
+		if len(l.refused) > 0 && l.inFlight == 0 {
+			wake = l.refused[0].Add(l.refusedPer).Sub(now)
+		}
+		l.mu.Unlock()
+		if err := l.sleep(ctx, wake); err != nil {
+			return err
+		}
+	}
+}
+
+// refusedRecheck is how often a request held back for refused ones looks
+// again while others are in flight.
+const refusedRecheck = 50 * time.Millisecond
+
+// Done tells the limiter a request it let go was answered, or given up.
+func (l *Limiter) Done() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.inFlight = max(l.inFlight-1, 0)
+}
+
+// Refused tells the limiter the API answered a request as malformed (see
+// LimitRefused).
+func (l *Limiter) Refused() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.refusedMax > 0 {
+		l.lastRefused = l.now()
+		l.refused = append(l.refused, l.lastRefused)
 	}
 }
 
@@ -176,9 +259,6 @@ func (l *Limiter) StartAfter(d time.Duration) {
 // Accepted tells the limiter the API answered a request with anything but
 // a 429: what it accepts is what a 429 is weighed against.
 func (l *Limiter) Accepted() {
-	if l.share {
-		return // a share does not measure the API's rate (see cut)
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -186,63 +266,233 @@ func (l *Limiter) Accepted() {
 	l.nAcc++
 }
 
-// Throttled tells the limiter the API answered 429: it slows down, and a
-// share raises the Signal in ctx for the other shares.
+// Throttled tells the limiter the API answered 429: it slows down; a
+// share following a Signal slows every share down through it, and sends
+// its next request at a random phase of its interval. The requests an
+// overload refused together are retried together (at the API's
+// Retry-After), and shares pacing at one rate keep the phases they
+// have: without that, a bunch once made goes on as a bunch, an interval
+// apart, met by 429s at a rate well under the API's limit.
 func (l *Limiter) Throttled(ctx context.Context) {
 	l.mu.Lock()
-	l.cut()
-	sig := signalFrom(ctx)
-	raise := l.share && sig != nil
-	if raise {
-		l.raising++
-	}
-	l.mu.Unlock()
-	if !raise {
+	if !l.share || l.signal == nil {
+		l.cut()
+		l.mu.Unlock()
 		return
 	}
-	v, err := sig.Raise(ctx)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.raising--
-	if err == nil {
-		l.signal, l.seen = sig, v
+	l.pending++
+	l.rephase = true
+	l.pausedAt = l.now()
+	if l.raising {
+		l.mu.Unlock()
+		return // the write under way, or the next, carries it
+	}
+	l.raising = true
+	sig := l.signal
+	l.mu.Unlock()
+	l.raise(ctx, sig)
+}
+
+// raise writes this share's 429s into sig's state (a cut, or a count
+// towards the next), reading it first for the other shares' news, until
+// none is pending.
+func (l *Limiter) raise(ctx context.Context, sig Signal) {
+	for {
+		st, err := sig.Read(ctx)
+		l.mu.Lock()
+		if sig != l.signal {
+			l.raising = false // another run's signal since: its state is not this one's
+			l.mu.Unlock()
+			return
+		}
+		if err != nil || l.state.newer(st) {
+			st = l.state // unreadable, or not yet showing a write seen: go on from what this share knows
+		}
+		now := l.now()
+		st.Paused += l.paused.Seconds()
+		l.paused = 0
+		next := l.shareCut(st, now, l.pending)
+		l.pending = 0
+		l.state = next
+		if l.budget > 0 {
+			l.set(l.budget*l.shareFraction(next, now), now)
+		}
+		l.mu.Unlock()
+
+		err = sig.Write(ctx, next)
+
+		l.mu.Lock()
+		if err != nil || l.pending == 0 || sig != l.signal {
+			l.raising = false
+			l.mu.Unlock()
+			return // a failed write: the Signal logs it; the others hear of 429s later
+		}
+		l.mu.Unlock()
 	}
 }
 
-// poll cuts a share's rate when another share raised the Signal in ctx
-// since it last looked, reading the Signal outside mu, one waiter at a
-// time. A Signal it has not followed before only sets what it has seen:
-// a 429 from before this share started is not news.
-func (l *Limiter) poll(ctx context.Context) {
-	sig := signalFrom(ctx)
-	if !l.share || sig == nil {
+// resume ends a share's pause after a 429 (see Limiter.paused).
+func (l *Limiter) resume() {
+	if !l.share {
 		return
 	}
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.pausedAt.IsZero() {
+		l.paused += l.now().Sub(l.pausedAt)
+		l.pausedAt = time.Time{}
+	}
+}
+
+// Follow makes a share pace at the state sig holds, and cut it on a 429
+// (the run's throttle object: a container follows the run it works for).
+func (l *Limiter) Follow(sig Signal) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if sig == l.signal {
+		return
+	}
+	l.signal, l.state, l.pending, l.lastPoll, l.followed = sig, ShareState{}, 0, time.Time{}, l.now()
+	l.paused, l.pausedAt = 0, time.Time{}
+}
+
+// poll reads a share's Signal, outside mu, one waiter at a time, every
+// sharePoll while the shares adapt (calmPoll once they have been calm for
+// calmAfter, since the latest cut or since it began to follow), and takes
+// its state when newer than the one it knows.
+func (l *Limiter) poll(ctx context.Context) {
+	l.mu.Lock()
+	sig := l.signal
+	if !l.share || sig == nil || l.polling || l.raising {
+		l.mu.Unlock()
+		return
+	}
 	now := l.now()
-	if l.polling || l.raising > 0 || (sig == l.signal && now.Sub(l.lastPoll) < pollEvery) {
+	every := sharePoll
+	if now.Sub(l.followed) > calmAfter && now.Sub(l.state.At) > calmAfter {
+		every = calmPoll
+	}
+	if now.Sub(l.lastPoll) < every {
 		l.mu.Unlock()
 		return
 	}
 	l.polling, l.lastPoll = true, now
 	l.mu.Unlock()
 
-	v, err := sig.Version(ctx)
+	st, err := sig.Read(ctx)
 
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.polling = false
-	if err != nil || l.raising > 0 {
+	if err != nil || sig != l.signal || l.raising {
+		l.mu.Unlock()
 		return // the Signal logs its failures; this share hears of 429s later
 	}
-	// Raised at two looks in a row: the API is overloaded. Once is a
-	// stray 429 (shares at random phases bunch now and then), which only
-	// the share that met it slows down for.
-	raised := sig == l.signal && v != l.seen
-	if raised && l.raisedBefore {
-		l.cut()
+	if st.newer(l.state) {
+		l.state = st
 	}
-	l.signal, l.seen, l.raisedBefore = sig, v, raised
+	// A cut the 429s counted call for is made by the first share to see
+	// it due, not left to the next 429: under an overload the shares
+	// pause together after their 429s (Retry-After), and the next 429
+	// comes a pause later.
+	now = l.now()
+	next := l.state
+	if next.Throttled >= minThrottled {
+		next = l.shareCut(next, now, 0)
+	}
+	if !next.At.After(l.state.At) {
+		l.mu.Unlock()
+		return
+	}
+	l.state, l.raising = next, true
+	l.mu.Unlock()
+	_ = sig.Write(ctx, next) // the Signal logs its failures; the others cut at their next look or 429
+	l.mu.Lock()
+	l.raising = false
+	l.mu.Unlock()
+}
+
+// ShareState is what the shares of a budget agree on through their Signal:
+// the rate they all pace at, as a share of their budget. A 429 sets it to
+// Rate at At (a cut); after that it grows back as a limiter's rate does
+// (grown), so every share computes the same rate from it at any time.
+// Throttled counts the 429s the shares met since At, Paused the seconds
+// they paused after them (waiting to retry): at the next cut they tell
+// the rate the API accepts (see shareCut).
+type ShareState struct {
+	Rate      float64   `json:"rate,omitempty"` // 0: never cut (the whole budget)
+	At        time.Time `json:"at,omitzero"`
+	Found     float64   `json:"found,omitempty"` // share of the budget the API took, when known
+	Throttled int       `json:"throttled,omitempty"`
+	Paused    float64   `json:"paused,omitempty"`
+}
+
+// newer says whether s is later news than o: a later cut, or more 429s
+// counted towards the same one.
+func (s ShareState) newer(o ShareState) bool {
+	return s.At.After(o.At) || (s.At.Equal(o.At) && s.Throttled > o.Throttled)
+}
+
+// How shares pace together. They read their Signal every sharePoll while
+// adapting, so that a cut reaches the others within a few requests, and
+// every calmPoll once calm (calmAfter since the last cut): an S3 GET a
+// fifth of a second is cheap beside a run's requests for a few seconds,
+// not for hours. A cut weighs the 429s counted since the last one when
+// there are minThrottled of them among minAnswers requests.
+const (
+	sharePoll    = 200 * time.Millisecond
+	calmPoll     = time.Second
+	calmAfter    = 10 * time.Second
+	minThrottled = 5
+	foundStep    = 0.85 // a measure moves a rate found down by at most 15 %
+	minAnswers   = 30
+	strays       = 0.03 // fewer 429s than this share of the requests sent are no overload
+)
+
+// shareFraction is the share of the budget st names at now.
+func (l *Limiter) shareFraction(st ShareState, now time.Time) float64 {
+	if st.Rate == 0 {
+		return 1
+	}
+	return min(1, grown(st.Rate, st.Found, increase, now.Sub(st.At).Seconds()))
+}
+
+// shareCut is st after a share met n more 429s at now. A cut weighs the
+// 429s the shares met since the last one against the requests they sent
+// meanwhile: the whole budget at the rate st names, less what the shares
+// did not send while they paused after a 429 (under a heavy overload,
+// most of their time). When the API refused more than a few in a hundred,
+// the rate goes to what it accepted, and above that it grows slowly, as
+// New's limiter does with the answers it sees itself. Before a rate is
+// found, too few 429s to weigh cut the rate to a share of it; after, they
+// only count: shares at independent phases bunch now and then, and the
+// API's burst answers a bunch with a stray 429 that is no overload
+// (cutting for each drove a budget 20 % too high down to 40 % of it).
+// The 429s of a cut under decreaseGap old, or too few to weigh, count
+// towards the next one. Callers hold mu.
+func (l *Limiter) shareCut(st ShareState, now time.Time, n int) ShareState {
+	st.Throttled += n
+	dt := now.Sub(st.At).Seconds()
+	if !st.At.IsZero() && dt < decreaseGap.Seconds() {
+		return st
+	}
+	f := l.shareFraction(st, now)
+	next, found := f*decrease, st.Found
+	avg := (st.Rate + f) / 2 // the rate grew about linearly since
+	sent := avg * max(l.whole*dt-l.budget*st.Paused, 0)
+	if st.Rate > 0 && st.Throttled >= minThrottled && sent >= minAnswers {
+		if float64(st.Throttled) < sent*strays {
+			return st // the API took about all the shares sent: stray 429s
+		}
+		took := (sent - float64(st.Throttled)) / (l.whole * dt)
+		if found > 0 {
+			took = max(took, found*foundStep) // few counts, blurred by the pauses: one measure moves it a step
+		}
+		found = min(took, f*foundBelow)
+		next = max(min(next, took), f*minCut)
+	} else if found > 0 {
+		return st // once a rate is found, only enough 429s to weigh move it
+	}
+	return ShareState{Rate: max(next, minRate), At: now, Found: found}
 }
 
 // cut slows the rate for a 429, once per decreaseGap: to a share of it,
@@ -252,15 +502,12 @@ func (l *Limiter) cut() {
 	if l.budget <= 0 {
 		return
 	}
-	// A share sees too few answers to tell the API's rate from them (a
-	// request a second, its part of the budget): it follows the others
-	// through the Signal instead, and cuts as ever.
-	took, measured := l.acceptedRate(now) // a share records no answers: never measured
-	if now.Sub(l.decreased) < decreaseGap && (!measured || took >= l.current*l.decrease) {
+	took, measured := l.acceptedRate(now)
+	if now.Sub(l.decreased) < decreaseGap && (!measured || took >= l.current*decrease) {
 		return // a 429 of the same overload; only a measure well below the rate now cuts again
 	}
 	l.grow()
-	next := l.current * l.decrease
+	next := l.current * decrease
 	if measured {
 		// Refused at the rate now, the API's limit is below it, however
 		// fast it took the latest requests (out of a burst it allows):
@@ -276,10 +523,9 @@ func (l *Limiter) cut() {
 // acceptedRate is the rate at which the API accepted the latest requests,
 // in requests a second: one over the median gap between the last
 // acceptedSample answers. Right after a 429 the API takes requests only
-// as its budget refills, so the gaps are its rate (or this limiter's part
-// of it); the median ignores the few answers of a burst the API let
-// through before. False when there are too few answers, or they are older
-// than acceptedWindow. Callers hold mu.
+// as its budget refills, so the gaps are its rate; the median ignores the
+// few answers of a burst the API let through before. False when there are
+// too few answers, or they are older than acceptedWindow. Callers hold mu.
 func (l *Limiter) acceptedRate(now time.Time) (float64, bool) {
 	if l.nAcc < acceptedSample+1 {
 		return 0, false
@@ -301,30 +547,37 @@ func (l *Limiter) acceptedRate(now time.Time) (float64, bool) {
 	return float64(time.Second) / float64(median), true
 }
 
-// grow raises the rate back towards the budget, by the time since it
-// last changed: by a share of the budget a second up to the rate found,
-// then by a share of that rate a second. Callers hold mu.
+// grow raises the rate back towards the budget by the time since it last
+// changed (grown). Callers hold mu.
 func (l *Limiter) grow() {
 	if l.current >= l.budget || l.budget <= 0 {
 		return
 	}
 	now := l.now()
-	dt := now.Sub(l.adjusted).Seconds()
-	r := l.current
-	if fast := l.budget * l.increase; l.found == 0 || r+fast*dt <= l.found {
-		r += fast * dt
-	} else {
-		if r < l.found {
-			dt -= (l.found - r) / fast
-			r = l.found
-		}
-		r += l.found * probe * dt
+	r := grown(l.current/l.budget, l.found/l.budget, increase, now.Sub(l.adjusted).Seconds())
+	l.set(min(l.budget, r*l.budget), now)
+}
+
+// grown is a rate r (a share of the budget) dt seconds later: up by fast
+// a second up to found (0: not known), then by a probe's share of found a
+// second.
+func grown(r, found, fast, dt float64) float64 {
+	if found == 0 || r+fast*dt <= found {
+		return r + fast*dt
 	}
-	l.set(min(l.budget, r), now)
+	if r < found {
+		dt -= (found - r) / fast
+		r = found
+	}
+	return r + found*probe*dt
 }
 
 func (l *Limiter) set(rps float64, now time.Time) {
 	rps = max(rps, l.budget*minRate)
+	if rps == l.current && !l.adjusted.IsZero() {
+		l.adjusted = now
+		return
+	}
 	l.current, l.adjusted = rps, now
 	l.lim.SetLimitAt(now, rate.Limit(rps))
 }
@@ -339,26 +592,11 @@ func (l *Limiter) Rate() float64 {
 // Budget is the configured rate the limiter never exceeds.
 func (l *Limiter) Budget() float64 { return l.budget }
 
-// Signal is how the shares of one budget tell each other of a 429: a small
-// shared object (a run's, in the bucket) whose version changes with every
-// raise. It is advice: an implementation logs its own failures, and a
-// share that cannot reach it only hears of 429s later.
+// Signal is how the shares of one budget pace as one: a small shared
+// object (a run's, in the bucket) holding their ShareState. It is advice:
+// an implementation logs its own failures, and a share that cannot reach
+// it paces from what it knows and hears of 429s later.
 type Signal interface {
-	// Raise records a 429 and returns the signal's new version.
-	Raise(ctx context.Context) (version string, err error)
-	// Version is the signal's version now ("" when never raised).
-	Version(ctx context.Context) (string, error)
-}
-
-type signalKey struct{}
-
-// WithSignal returns ctx carrying the Signal that the share limiters
-// (NewShare) waiting in it follow and raise.
-func WithSignal(ctx context.Context, sig Signal) context.Context {
-	return context.WithValue(ctx, signalKey{}, sig)
-}
-
-func signalFrom(ctx context.Context) Signal {
-	sig, _ := ctx.Value(signalKey{}).(Signal)
-	return sig
+	Read(ctx context.Context) (ShareState, error) // the zero state when never written
+	Write(ctx context.Context, st ShareState) error
 }

@@ -475,13 +475,22 @@ func (s *Service) handle(ctx context.Context, cfg *config.Config, export string,
 	return s.claim(ctx, export, st, etag, q, m, li.id, attemptRecord{ListRequests: li.requests, LookupRequests: li.lookup, Notes: li.notes}, &res)
 }
 
+// groupSizeOf is the Map's ItemBatcher size for m's items: one group an
+// item, or GroupSize batches for a plan from before MapItems.
+func groupSizeOf(m *Manifest) int {
+	if m.ItemGroups {
+		return 1
+	}
+	return GroupSize(m.Batches, m.Concurrency, m.WorkerRPS)
+}
+
 // claim makes the next epoch attempt n of the run, holding the export,
 // then starts its execution.
 func (s *Service) claim(ctx context.Context, export string, st exportState, etag string, q *queueEntry, m *Manifest, listID string, before attemptRecord, res *Result) (Result, step, error) {
 	n := st.Epoch + 1
 	input, err := json.Marshal(Execution{Export: export, RunID: m.RunID, Attempt: n, Plan: m.Base,
 		ItemsKey: itemsKey(export, m.RunID, m.Base), MapResultsPrefix: mapResultsPrefix(export, m.RunID, n), ListID: listID,
-		Concurrency: m.Concurrency, WorkerRPS: m.WorkerRPS, GroupSize: GroupSize(m.Batches, m.Concurrency, m.WorkerRPS),
+		Concurrency: m.Concurrency, WorkerRPS: m.WorkerRPS, GroupSize: groupSizeOf(m),
 		StartedAt: s.now()})
 	if err != nil {
 		return *res, stepRetry, err

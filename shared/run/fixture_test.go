@@ -186,7 +186,7 @@ func (f *fixture) Kick(_ context.Context, export string) error {
 // service is one more container on the same bucket.
 func (f *fixture) service() *run.Service {
 	return &run.Service{Store: f.st, Starter: f.cloud, Liveness: f.cloud, Kicker: f, TempDir: f.t.TempDir(),
-		Connect:    func(context.Context, config.Connection, float64) (run.Destination, error) { return listOnly{}, nil },
+		Connect:    func(context.Context, config.Connection, run.Share) (run.Destination, error) { return listOnly{}, nil },
 		Now:        func() time.Time { return f.now },
 		EndedGrace: 16 * time.Minute, Owner: "test"}
 }
@@ -253,7 +253,8 @@ func (f *fixture) planned(emails ...string) (run.Execution, []run.Group) {
 	return ex, groups
 }
 
-// items reads the Map's items (items.json) of an execution.
+// items reads the Map's items (items.json) of an execution, a batch each
+// (its groups' batches).
 func (f *fixture) items(ex run.Execution) []run.Item {
 	f.t.Helper()
 	rc, _, err := f.st.Get(context.Background(), ex.ItemsKey)
@@ -265,7 +266,7 @@ func (f *fixture) items(ex run.Execution) []run.Item {
 	if err := json.NewDecoder(rc).Decode(&items); err != nil {
 		f.t.Fatal(err)
 	}
-	return items
+	return run.BatchItems(items)
 }
 
 // sendAll runs every group of ex through syncbatch on svc.

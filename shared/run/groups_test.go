@@ -120,7 +120,7 @@ func TestSyncBatchSendsAGroupFromOneRangedRead(t *testing.T) {
 	svc.Store = reads
 	dest := &recorder{}
 	connects := 0
-	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) {
+	svc.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) {
 		connects++
 		return dest, nil
 	}
@@ -164,7 +164,7 @@ func TestSyncBatchGroupStopsBetweenBatchesBeforeItsDeadline(t *testing.T) {
 	ex, g := f.plannedGroup(300)
 	svc := f.service()
 	slow := &recorder{untilDone: true}
-	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) { return slow, nil }
+	svc.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) { return slow, nil }
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_, err := svc.SyncBatch(ctx, g)
@@ -176,7 +176,7 @@ func TestSyncBatchGroupStopsBetweenBatchesBeforeItsDeadline(t *testing.T) {
 	}
 
 	dest := &recorder{}
-	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) { return dest, nil }
+	svc.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) { return dest, nil }
 	sum, err := svc.SyncBatch(context.Background(), g)
 	if err != nil || sum.Skipped != 1 || sum.Sent != 200 || !slices.Equal(dest.sent(), customers(300)[100:]) {
 		t.Fatalf("the retry: %+v, %v, sent %d contacts; want batch 1 skipped, batches 2-3 sent", sum, err, len(dest.sent()))
@@ -193,7 +193,7 @@ func TestSyncBatchGroupGoesPastAnIncompleteBatch(t *testing.T) {
 	emails := customers(300)
 	svc := f.service()
 	flaky := &recorder{failing: map[string]bool{emails[150]: true}} // in batch 2
-	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) { return flaky, nil }
+	svc.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) { return flaky, nil }
 	_, err := svc.SyncBatch(context.Background(), g)
 	var transient *run.Transient
 	if !errors.As(err, &transient) || !strings.Contains(err.Error(), "batch 2: 1 contacts not delivered") {
@@ -207,7 +207,7 @@ func TestSyncBatchGroupGoesPastAnIncompleteBatch(t *testing.T) {
 	}
 
 	dest := &recorder{}
-	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) { return dest, nil }
+	svc.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) { return dest, nil }
 	sum, err := svc.SyncBatch(context.Background(), g)
 	if err != nil || sum.Skipped != 2 || len(dest.calls) != 1 || !slices.Equal(dest.sent(), emails[100:200]) {
 		t.Fatalf("the retry: %+v, %v, %d upserts; want batch 2 alone sent again", sum, err, len(dest.calls))
@@ -249,7 +249,7 @@ func TestSyncBatchRefusesAChangedPlan(t *testing.T) {
 			f.put(key, string(tt.change(data, g.Items)))
 			svc := f.service()
 			dest := &recorder{}
-			svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) { return dest, nil }
+			svc.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) { return dest, nil }
 			_, err = svc.SyncBatch(context.Background(), g)
 			if _, ok := err.(*run.Corrupt); !ok {
 				t.Fatalf("a changed %s: %v (%T); want *run.Corrupt", plan.BatchesFile, err, err)
@@ -336,5 +336,40 @@ func TestPlanIsAHandfulOfObjects(t *testing.T) {
 	}
 	if puts[0] != puts[1] {
 		t.Fatalf("ingest wrote %d objects for 300 profiles and %d for 30,000; want as many", puts[0], puts[1])
+	}
+}
+
+// TestMapItems: the Map's items are groups of consecutive batches, largest
+// first, shrinking to a batch at the end, none above a minute of requests
+// at the worker's pace; together they are every batch, in order, each
+// group's range the span of its batches.
+func TestMapItems(t *testing.T) {
+	t.Parallel()
+	refs := make([]plan.BatchRef, 1000)
+	for i := range refs {
+		refs[i] = plan.BatchRef{Seq: i + 1, Offset: int64(i) * 100, Length: 100, Upserts: 100, CRC32C: "c"}
+	}
+	concurrency, workerRPS := run.Pacing(100) // 40 workers at 2.475 requests/s
+	items := run.MapItems(refs, concurrency, workerRPS)
+	sizes := make([]int, len(items))
+	for i, it := range items {
+		sizes[i] = len(it.Batches)
+		last := it.Batches[len(it.Batches)-1]
+		if it.Batch != it.Batches[0].Batch || it.Offset != it.Batches[0].Offset || it.Length != last.Offset+last.Length-it.Offset {
+			t.Fatalf("group %d %+v: its batch, offset and length must span its batches", i, it)
+		}
+	}
+	if got := run.BatchItems(items); len(got) != len(refs) || got[0].Batch != 1 || got[len(got)-1].Batch != 1000 ||
+		!slices.IsSortedFunc(got, func(a, b run.Item) int { return a.Batch - b.Batch }) {
+		t.Fatalf("the groups hold %d batches; want all 1,000 in order", len(got))
+	}
+	if !slices.IsSortedFunc(sizes, func(a, b int) int { return b - a }) || sizes[0] != 12 || sizes[len(sizes)-1] != 1 {
+		t.Fatalf("group sizes %v: want them shrinking from 12 (1,000 over twice 40 workers) to 1", sizes)
+	}
+	if len(items) < 2*concurrency {
+		t.Fatalf("%d groups for %d workers: a slow worker could still make the run wait for its share", len(items), concurrency)
+	}
+	if big := run.MapItems(refs, 2, 0.1); len(big[0].Batches) != 6 {
+		t.Fatalf("first group of %d batches at 0.1 requests/s; want 6 (a minute of requests)", len(big[0].Batches))
 	}
 }

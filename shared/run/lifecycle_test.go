@@ -292,7 +292,7 @@ func TestFencedGroupSendsNothing(t *testing.T) {
 	f.arrive(f.svc, "b.csv", 2, "b@example.com") // closes the attempt
 	var upserts int
 	svc := f.service()
-	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) {
+	svc.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) {
 		return countingDestination{n: &upserts}, nil
 	}
 	_, err := svc.SyncBatch(context.Background(), groups[0])
@@ -360,7 +360,7 @@ func TestOneFailedBatchResendsOnlyItsContacts(t *testing.T) {
 	}
 	ex, groups := f.planned(emails...)
 	failing := f.service()
-	failing.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) {
+	failing.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) {
 		return failBatch{failOn: "c100@example.com"}, nil
 	}
 	for _, g := range groups {

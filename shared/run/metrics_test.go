@@ -59,7 +59,7 @@ func TestEveryRunOutcomeIsAMetric(t *testing.T) {
 		metric string
 	}{
 		{"no API key at ingest", func(f *fixture, svc *run.Service) {
-			svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) {
+			svc.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) {
 				return nil, fmt.Errorf("reading the API key secret: %w", secrets.ErrEmpty)
 			}
 			f.arrive(svc, "a.csv", 1, "a@example.com")

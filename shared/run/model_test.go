@@ -706,7 +706,7 @@ func (w *world) service(tk *task) *run.Service {
 	svc := &run.Service{Store: modelStore{w: w, tk: tk}, TempDir: w.tempDir, Now: w.clock, Owner: tk.proc.pid,
 		Starter: modelStarter{w: w, tk: tk}, Liveness: modelLiveness{w: w, tk: tk}, Kicker: modelKicker{w: w},
 		Transient: func(err error) bool { return errors.Is(err, errLost) },
-		Connect: func(context.Context, config.Connection, float64) (run.Destination, error) {
+		Connect: func(context.Context, config.Connection, run.Share) (run.Destination, error) {
 			return modelDest{w: w, tk: tk}, nil
 		}}
 	if w.fl == cloudMode {
@@ -1234,7 +1234,7 @@ func (w *world) contest(input json.RawMessage) {
 		w.fail("reading %s: %v", in.ItemsKey, err)
 		return
 	}
-	for _, it := range items {
+	for _, it := range run.BatchItems(items) {
 		b, err := w.readBatch(in, it)
 		if err != nil {
 			w.fail("reading batch %d of %s: %v", it.Batch, in.ItemsKey, err)
@@ -1314,7 +1314,7 @@ func (w *world) batch(export, runID string, attempt int64, seq int) (*plan.Batch
 	if err != nil {
 		return nil, err
 	}
-	for _, it := range items {
+	for _, it := range run.BatchItems(items) {
 		if it.Batch == seq {
 			return w.readBatch(in, it)
 		}

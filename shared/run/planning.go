@@ -172,7 +172,7 @@ func (s *Service) plan(ctx context.Context, cfg *config.Config, e *config.Export
 	m := &Manifest{Export: e.Name, RunID: runID, Trigger: req.Trigger, Source: req.Source,
 		ConfigVersion: cfg.Version, Connection: *conn, List: e.List, Fields: e.Fields(), CreateFields: e.CreateFields, Mode: e.Mode,
 		Base: base.Base(), Counts: p.Counts, Batches: p.Batches, Held: p.Held, HeldReason: p.HeldReason, ShowEmails: e.ShowEmails,
-		Concurrency: concurrency, WorkerRPS: workerRPS, PlannedAt: s.now(), FullResync: req.FullResync, Split: splitSum}
+		Concurrency: concurrency, WorkerRPS: workerRPS, ItemGroups: true, PlannedAt: s.now(), FullResync: req.FullResync, Split: splitSum}
 	if base != nil {
 		m.BaseKey = base.Key
 	}
@@ -212,10 +212,7 @@ func (s *Service) upload(ctx context.Context, dir string, p *plan.Plan, m *Manif
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	items := make([]Item, len(p.Batches))
-	for i, b := range p.Batches {
-		items[i] = Item{Batch: b.Seq, Offset: b.Offset, Length: b.Length, CRC32C: b.CRC32C}
-	}
+	items := MapItems(p.Batches, m.Concurrency, m.WorkerRPS)
 	if err := putJSON(ctx, s.Store, itemsKey(m.Export, m.RunID, m.Base), items, store.PutOptions{}); err != nil {
 		return err
 	}
@@ -238,7 +235,7 @@ func (s *Service) resolveList(ctx context.Context, m *Manifest) (listInfo, error
 	if len(m.Batches) == 0 {
 		return listInfo{}, nil
 	}
-	d, err := s.Connect(ctx, m.Connection, m.WorkerRPS)
+	d, err := s.Connect(ctx, m.Connection, Share{RPS: m.WorkerRPS})
 	if err != nil {
 		return listInfo{}, s.classify(fmt.Errorf("connecting to %s: %w", m.Connection.Name, err))
 	}
@@ -250,7 +247,7 @@ func (s *Service) resolveList(ctx context.Context, m *Manifest) (listInfo, error
 		// contacts is 1,000 requests, 200 s at 5 a second (2,000 s at a
 		// share, beyond ingest's 900 s).
 		var whole Destination
-		if whole, err = s.Connect(ctx, m.Connection, 0); err != nil {
+		if whole, err = s.Connect(ctx, m.Connection, Share{}); err != nil {
 			return li, s.classify(fmt.Errorf("connecting to %s: %w", m.Connection.Name, err))
 		}
 		li.lookup, err = s.lookupExisting(ctx, whole, m)
@@ -386,6 +383,43 @@ const shareHeadroom = 0.99
 // enough that a run of a million profiles is a few hundred invocations,
 // not ten thousand, and well inside syncbatch's 300 s timeout.
 const groupTime = 60 * time.Second
+
+// MapItems is items.json: the plan's batches in groups of consecutive
+// ones, one group a syncbatch invocation, largest first. Each group holds
+// about its share of the work left over twice the workers (guided
+// self-scheduling), at most groupTime of requests at the worker's pace,
+// at least a batch: the Map hands the next group to the first worker
+// free, so a worker slowed down (a Retry-After pause, a cold start) takes
+// fewer, and the run ends with small groups that finish together instead
+// of the slowest worker's whole share. Fixed groups (GroupSize) made a
+// worker that lost a few seconds the run's last by those seconds.
+func MapItems(batches []plan.BatchRef, concurrency int, workerRPS float64) []Item {
+	cost := func(b plan.BatchRef) int {
+		if b.Upserts == 0 {
+			return max(b.Removals, 1)
+		}
+		return 1
+	}
+	left := 0
+	for _, b := range batches {
+		left += cost(b)
+	}
+	most := max(int(groupTime.Seconds()*workerRPS), 1)
+	var items []Item
+	for i := 0; i < len(batches); {
+		want := min(max(left/(2*max(concurrency, 1)), 1), most)
+		g := Item{Batch: batches[i].Seq, Offset: batches[i].Offset}
+		for n := 0; i < len(batches) && (n == 0 || n+cost(batches[i]) <= want); i++ {
+			b := batches[i]
+			n += cost(b)
+			left -= cost(b)
+			g.Batches = append(g.Batches, Item{Batch: b.Seq, Offset: b.Offset, Length: b.Length, CRC32C: b.CRC32C})
+			g.Length = b.Offset + b.Length - g.Offset
+		}
+		items = append(items, g)
+	}
+	return items
+}
 
 // GroupSize is how many consecutive batches one syncbatch invocation sends
 // (the execution input's groupSize, which the Map's ItemBatcher reads):

@@ -9,6 +9,7 @@ import (
 
 	"github.com/segpilot/segpilot/shared/config"
 	"github.com/segpilot/segpilot/shared/dest"
+	"github.com/segpilot/segpilot/shared/pace"
 	"github.com/segpilot/segpilot/shared/store"
 )
 
@@ -56,10 +57,18 @@ type Kicker interface {
 // which every adapter (Autopilot, Ortto) implements.
 type Destination = dest.Destination
 
-// Connector returns a destination for one batch. workerRPS is this worker's
-// share of the connection's budget (Lambda); local mode may ignore it and
-// pace every worker with one shared limiter instead.
-type Connector func(ctx context.Context, conn config.Connection, workerRPS float64) (Destination, error)
+// Connector returns a destination for one batch, paced at share: this
+// worker's part of the connection's budget (Lambda); local mode may ignore
+// it and pace every worker with one shared limiter instead.
+type Connector func(ctx context.Context, conn config.Connection, share Share) (Destination, error)
+
+// Share is a worker's part of a connection's budget: RPS requests a
+// second (0: the whole budget), paced together with the run's other
+// workers through Signal, the run's throttle object (nil: alone).
+type Share struct {
+	RPS    float64
+	Signal pace.Signal
+}
 
 // Service runs segpilot's pipeline steps against its ports.
 type Service struct {

@@ -33,7 +33,7 @@ func TestSyncBatchStopsBeforeItsDeadline(t *testing.T) {
 	f := newFixture(t)
 	_, items := f.planned("a@example.com", "b@example.com")
 	svc := f.service()
-	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) {
+	svc.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) {
 		return stuckDestination{}, nil
 	}
 	const budget = 2 * time.Second
@@ -134,7 +134,7 @@ func TestFinalizeKnowsARefusedKeyWithoutTheCause(t *testing.T) {
 	f := newFixture(t)
 	ex, items := f.planned("a@example.com", "b@example.com")
 	svc := f.service()
-	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) {
+	svc.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) {
 		return refusingDestination{}, nil
 	}
 	if _, err := svc.SyncBatch(context.Background(), items[0]); err == nil {
@@ -169,7 +169,7 @@ func TestMissingAPIKeyIsARefusalNotAnError(t *testing.T) {
 			f := newFixture(t)
 			var sent int
 			noKey := true
-			connect := func(context.Context, config.Connection, float64) (run.Destination, error) {
+			connect := func(context.Context, config.Connection, run.Share) (run.Destination, error) {
 				if noKey {
 					return nil, fmt.Errorf("reading the API key secret: %w", keyErr)
 				}
@@ -229,7 +229,7 @@ func TestBatchesEndingAfterAMapErrorAreCounted(t *testing.T) {
 	svc := f.service()
 	// Batch 1's key is refused; the Map fails and finalize runs while
 	// batch 2 is still sending.
-	svc.Connect = func(context.Context, config.Connection, float64) (run.Destination, error) {
+	svc.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) {
 		return refusingDestination{}, nil
 	}
 	if _, err := svc.SyncBatch(context.Background(), items[0]); err == nil {
@@ -244,7 +244,7 @@ func TestBatchesEndingAfterAMapErrorAreCounted(t *testing.T) {
 	// Batch 2 ends late, with the key working again: the export is still
 	// held by the attempt, so it is sent.
 	var upserts int
-	counting := func(context.Context, config.Connection, float64) (run.Destination, error) {
+	counting := func(context.Context, config.Connection, run.Share) (run.Destination, error) {
 		return countingDestination{n: &upserts}, nil
 	}
 	late := f.service()

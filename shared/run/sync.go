@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/segpilot/segpilot/shared/dest"
-	"github.com/segpilot/segpilot/shared/pace"
 	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/secrets"
 	"github.com/segpilot/segpilot/shared/store"
@@ -65,19 +64,20 @@ func (s *Service) recordRefusal(ctx context.Context, in GroupInput, batch int, u
 // it returns the summary so far and the batch it stopped at.
 func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, error) {
 	in := g.BatchInput
-	if len(g.Items) == 0 || in.Export == "" || in.RunID == "" || in.Attempt <= 0 || in.Plan == "" {
+	items := BatchItems(g.Items)
+	if len(items) == 0 || in.Export == "" || in.RunID == "" || in.Attempt <= 0 || in.Plan == "" {
 		return nil, 0, errors.New("syncbatch event: want Items (the batches) and a BatchInput naming the export, run, attempt and plan")
 	}
-	sum := &GroupSummary{First: g.Items[0].Batch, Last: g.Items[len(g.Items)-1].Batch}
+	sum := &GroupSummary{First: items[0].Batch, Last: items[len(items)-1].Batch}
 	// Sending stops early enough before the invocation's deadline (Lambda's
 	// timeout) to checkpoint and answer Transient: the state machine then
 	// retries the group, which resumes where this attempt stopped, instead
 	// of Lambda killing it mid-write.
 	work, stop := beforeDeadline(ctx)
 	defer stop()
-	// Workers pacing shares of the budget in other containers hear of
-	// each other's 429s through the run's throttle signal.
-	work = pace.WithSignal(work, s.throttleSignal(in.Export, in.RunID, in.Attempt))
+	// Workers pacing shares of the budget in other containers pace as one
+	// through the run's throttle signal.
+	share := Share{RPS: in.WorkerRPS, Signal: s.throttleSignal(in.Export, in.RunID, in.Attempt)}
 	var (
 		m          *Manifest
 		d          Destination
@@ -85,8 +85,8 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 		incomplete []int // batches that left contacts undelivered, to retry
 		why        string
 	)
-	batches := &groupBatches{s: s, in: in, items: g.Items}
-	for i, it := range g.Items {
+	batches := &groupBatches{s: s, in: in, items: items}
+	for i, it := range items {
 		var done BatchResult
 		err := getJSON(ctx, s.Store, resultKey(in.Export, in.RunID, in.Attempt, it.Batch), &done)
 		if err == nil {
@@ -121,7 +121,7 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 			return sum, it.Batch, err
 		}
 		if d == nil {
-			if d, err = s.Connect(work, m.Connection, in.WorkerRPS); err != nil {
+			if d, err = s.Connect(work, m.Connection, share); err != nil {
 				return sum, it.Batch, fmt.Errorf("batch %d: connecting: %w", it.Batch, err)
 			}
 		}

@@ -5,50 +5,45 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
-	"time"
 
 	"github.com/segpilot/segpilot/shared/pace"
 	"github.com/segpilot/segpilot/shared/store"
 )
 
 // throttleSignal is a run's pace.Signal: one small object under the run
-// that a syncbatch worker rewrites when the destination answers it 429,
-// and that every worker of the run looks at about once a second (a HEAD),
-// so that all of them slow down together (see pace.NewShare).
+// holding the rate its syncbatch workers pace at (pace.ShareState), which
+// a worker rewrites when the destination answers it 429 and every worker
+// of the run reads a few times a second, so that they pace as one
+// limiter would (see pace.NewShare).
 type throttleSignal struct {
 	store store.ObjectStore
 	key   string
 	log   *slog.Logger
-	now   func() time.Time
 }
 
 var _ pace.Signal = (*throttleSignal)(nil)
 
 func (s *Service) throttleSignal(export, runID string, attempt int64) *throttleSignal {
-	return &throttleSignal{store: s.Store, key: throttledKey(export, runID, attempt), log: s.Logger(), now: s.now}
+	return &throttleSignal{store: s.Store, key: throttledKey(export, runID, attempt), log: s.Logger()}
 }
 
-// Raise writes the object anew; its content (the time, to the nanosecond)
-// differs from every earlier raise's, so its ETag does.
-func (t *throttleSignal) Raise(ctx context.Context) (string, error) {
-	at := t.now().UTC().Format(time.RFC3339Nano)
-	info, err := t.store.Put(ctx, t.key, strings.NewReader(at+"\n"), store.PutOptions{ContentType: "text/plain"})
-	if err != nil {
-		t.log.Warn("raising the throttle signal", "key", t.key, "err", err)
-		return "", fmt.Errorf("raising the throttle signal: %w", err)
+func (t *throttleSignal) Write(ctx context.Context, st pace.ShareState) error {
+	if err := putJSON(ctx, t.store, t.key, st, store.PutOptions{}); err != nil {
+		t.log.Warn("writing the throttle signal", "key", t.key, "err", err)
+		return fmt.Errorf("writing the throttle signal: %w", err)
 	}
-	return info.ETag, nil
+	return nil
 }
 
-func (t *throttleSignal) Version(ctx context.Context) (string, error) {
-	info, err := t.store.Head(ctx, t.key)
+func (t *throttleSignal) Read(ctx context.Context) (pace.ShareState, error) {
+	var st pace.ShareState
+	err := getJSON(ctx, t.store, t.key, &st)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return "", nil
+		return pace.ShareState{}, nil
 	case err != nil:
 		t.log.Warn("reading the throttle signal", "key", t.key, "err", err)
-		return "", fmt.Errorf("reading the throttle signal: %w", err)
+		return pace.ShareState{}, fmt.Errorf("reading the throttle signal: %w", err)
 	}
-	return info.ETag, nil
+	return st, nil
 }

@@ -3,7 +3,6 @@ package run
 import (
 	"context"
 	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,12 +14,13 @@ import (
 
 	"github.com/segpilot/segpilot/shared/awsx"
 	"github.com/segpilot/segpilot/shared/awsx/s3store"
+	"github.com/segpilot/segpilot/shared/pace"
 	"github.com/segpilot/segpilot/shared/store"
 )
 
 // In Lambda each syncbatch container paces its own share of the budget and
 // hears the others' 429s only through the run's throttle signal: what one
-// container raises, another must see as a new version (pace.Signal). The
+// container writes (the rate they pace at), another must read (pace.Signal). The
 // pace tests use an in-memory Signal; this is the one the run wires in,
 // over the local folder and over S3 (gofakes3, with the real SDK).
 func TestThrottleSignalIsHeardByEveryShare(t *testing.T) {
@@ -52,44 +52,33 @@ func TestThrottleSignalIsHeardByEveryShare(t *testing.T) {
 			ctx := context.Background()
 			st := tc.open(t)
 			// Two containers of one run; each raise is a nanosecond later.
-			var tick atomic.Int64
-			now := func() time.Time { return time.Unix(1_800_000_000, tick.Add(1)) }
-			a := (&Service{Store: st, Now: now}).throttleSignal("weekly", "run-1", 1)
-			b := (&Service{Store: st, Now: now}).throttleSignal("weekly", "run-1", 1)
-			other := (&Service{Store: st, Now: now}).throttleSignal("weekly", "run-2", 1)
+			a := (&Service{Store: st}).throttleSignal("weekly", "run-1", 1)
+			b := (&Service{Store: st}).throttleSignal("weekly", "run-1", 1)
+			other := (&Service{Store: st}).throttleSignal("weekly", "run-2", 1)
 
-			version := func(s *throttleSignal) string {
+			read := func(s *throttleSignal) pace.ShareState {
 				t.Helper()
-				v, err := s.Version(ctx)
+				st, err := s.Read(ctx)
 				if err != nil {
 					t.Fatal(err)
 				}
-				return v
+				return st
 			}
-			if v := version(b); v != "" {
-				t.Fatalf("version %q before any 429; want \"\" (never raised)", v)
+			if st := read(b); st != (pace.ShareState{}) {
+				t.Fatalf("state %+v before any 429; want the zero state (never cut)", st)
 			}
-			var seen []string
+			at := time.Unix(1_800_000_000, 0).UTC()
 			for i := range 3 {
-				raised, err := a.Raise(ctx)
-				if err != nil {
+				want := pace.ShareState{Rate: 0.8 - 0.1*float64(i), At: at.Add(time.Duration(i) * time.Second), Found: 0.5, Throttled: i}
+				if err := a.Write(ctx, want); err != nil {
 					t.Fatal(err)
 				}
-				if raised == "" {
-					t.Fatalf("raise %d returned no version", i+1)
-				}
-				for _, old := range seen {
-					if raised == old {
-						t.Fatalf("raise %d returned %q again: a share would not hear it", i+1, raised)
-					}
-				}
-				seen = append(seen, raised)
-				if got := version(b); got != raised {
-					t.Fatalf("after raise %d the other container sees version %q, want %q: it does not hear the 429", i+1, got, raised)
+				if got := read(b); !got.At.Equal(want.At) || got.Rate != want.Rate || got.Found != want.Found || got.Throttled != want.Throttled {
+					t.Fatalf("after write %d the other container reads %+v, want %+v: it does not pace with the others", i+1, got, want)
 				}
 			}
-			if v := version(other); v != "" {
-				t.Errorf("another run's signal has version %q; its shares would slow for this run's 429s", v)
+			if st := read(other); st != (pace.ShareState{}) {
+				t.Errorf("another run's signal holds %+v; its shares would slow for this run's 429s", st)
 			}
 		})
 	}

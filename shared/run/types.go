@@ -79,6 +79,10 @@ type Manifest struct {
 	Concurrency int             `json:"concurrency"`
 	WorkerRPS   float64         `json:"workerRps"`
 	PlannedAt   time.Time       `json:"plannedAt"`
+	// ItemGroups: items.json holds groups of batches (MapItems), one a
+	// child; plans from before it hold one item a batch, which the
+	// ItemBatcher groups (GroupSize).
+	ItemGroups bool `json:"itemGroups,omitempty"`
 }
 
 // Execution is the state machine's input: one attempt of a run.
@@ -106,11 +110,27 @@ type Execution struct {
 
 // Item is one batch in items.json, the list the Map reads: where its line
 // is in batches.jsonl, and the line's checksum, checked before sending.
+// An item with Batches is a group of consecutive batches (MapItems), one
+// child's work: Batch, Offset and Length then span them.
 type Item struct {
-	Batch  int    `json:"batch"`
-	Offset int64  `json:"offset"`
-	Length int64  `json:"length"`
-	CRC32C string `json:"crc32c,omitempty"`
+	Batch   int    `json:"batch"`
+	Offset  int64  `json:"offset"`
+	Length  int64  `json:"length"`
+	CRC32C  string `json:"crc32c,omitempty"`
+	Batches []Item `json:"batches,omitempty"`
+}
+
+// BatchItems is items with each group replaced by its batches.
+func BatchItems(items []Item) []Item {
+	out := make([]Item, 0, len(items))
+	for _, it := range items {
+		if len(it.Batches) == 0 {
+			out = append(out, it)
+			continue
+		}
+		out = append(out, it.Batches...)
+	}
+	return out
 }
 
 // Group is the syncbatch Lambda's event: consecutive items of one run, as

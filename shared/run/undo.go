@@ -164,7 +164,7 @@ func (s *Service) undoPlanFor(ctx context.Context, cfg *config.Config, e *config
 	m = &Manifest{Export: e.Name, RunID: runID, Trigger: q.Trigger, Source: q.Source, ConfigVersion: cfg.Version, Connection: *conn,
 		List: e.List, Fields: e.Fields(), Mode: e.Mode, Undo: &UndoSummary{Of: undone, Counts: counts, CSV: undoCSVKey(e.Name, runID, base.Base())},
 		Base: base.Base(), BaseKey: base.Key, Counts: p.Counts, Batches: p.Batches, ShowEmails: e.ShowEmails,
-		Concurrency: concurrency, WorkerRPS: workerRPS, PlannedAt: s.now()}
+		Concurrency: concurrency, WorkerRPS: workerRPS, ItemGroups: true, PlannedAt: s.now()}
 	return m, s.upload(ctx, dir, p, m)
 }
 

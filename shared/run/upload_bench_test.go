@@ -79,7 +79,7 @@ func benchmarkIngestUpload(b *testing.B, profiles int) {
 	starter := &fakeCloud{}
 	now := time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)
 	svc := &run.Service{Store: counter, Starter: starter, Liveness: starter, TempDir: b.TempDir(), Now: func() time.Time { return now },
-		Connect: func(context.Context, config.Connection, float64) (run.Destination, error) { return listOnly{}, nil }}
+		Connect: func(context.Context, config.Connection, run.Share) (run.Destination, error) { return listOnly{}, nil }}
 	cfg := strings.Replace(queueConfig, "      email: Email\n", `      email: EmailAddress
       firstName: FirstName
       lastName: LastName
