@@ -423,6 +423,7 @@ type ShareState struct {
 	At        time.Time `json:"at,omitzero"`
 	Found     float64   `json:"found,omitempty"` // share of the budget the API took, when known
 	Throttled int       `json:"throttled,omitempty"`
+	Since     time.Time `json:"since,omitzero"` // the first of them
 	Paused    float64   `json:"paused,omitempty"`
 }
 
@@ -443,7 +444,8 @@ const (
 	calmPoll     = time.Second
 	calmAfter    = 10 * time.Second
 	minThrottled = 5
-	foundStep    = 0.85 // a measure moves a rate found down by at most 15 %
+	strayWindow  = 2 * time.Second // fewer than minThrottled 429s in it are strays
+	foundStep    = 0.85            // a measure moves a rate found down by at most 15 %
 	minAnswers   = 30
 	strays       = 0.03 // fewer 429s than this share of the requests sent are no overload
 )
@@ -470,7 +472,12 @@ func (l *Limiter) shareFraction(st ShareState, now time.Time) float64 {
 // The 429s of a cut under decreaseGap old, or too few to weigh, count
 // towards the next one. Callers hold mu.
 func (l *Limiter) shareCut(st ShareState, now time.Time, n int) ShareState {
-	st.Throttled += n
+	if st.Throttled < minThrottled && now.Sub(st.Since) > strayWindow {
+		st.Throttled, st.Paused, st.Since = 0, 0, time.Time{} // strays, long ago
+	}
+	if st.Throttled += n; n > 0 && st.Since.IsZero() {
+		st.Since = now
+	}
 	dt := now.Sub(st.At).Seconds()
 	if !st.At.IsZero() && dt < decreaseGap.Seconds() {
 		return st
@@ -489,8 +496,8 @@ func (l *Limiter) shareCut(st ShareState, now time.Time, n int) ShareState {
 		}
 		found = min(took, f*foundBelow)
 		next = max(min(next, took), f*minCut)
-	} else if found > 0 {
-		return st // once a rate is found, only enough 429s to weigh move it
+	} else if found > 0 || st.Throttled < minThrottled {
+		return st // once a rate is found, only enough 429s to weigh move it; before, a few strays
 	}
 	return ShareState{Rate: max(next, minRate), At: now, Found: found}
 }

@@ -170,8 +170,8 @@ func (s *signal) Write(_ context.Context, st pace.ShareState) error {
 }
 
 // TestSharesPaceAsOne: shares of a budget (Lambda containers) following
-// one Signal pace at the rate it names: one share's 429 cuts every share's
-// rate, the 429s met within half a second of a cut count towards the next
+// one Signal pace at the rate it names: five 429s within 2 s cut every
+// share's rate (fewer are strays), the 429s met within half a second of a cut count towards the next
 // cut instead of cutting again, and the next cut goes to the rate the API
 // accepted meanwhile (the requests sent at the whole budget's rate, less
 // the 429s), where the rate then grows slowly. Once a rate is found, a few
@@ -206,10 +206,11 @@ func TestSharesPaceAsOne(t *testing.T) {
 		wantThrottled int // counted towards the next cut
 	}{
 		{"no 429 yet: the share's budget", 0, 0, 0, 50, 50, 0, 0},
-		{"a's 429 cuts both", 300 * time.Millisecond, 1, 0, 40, 40, 1, 0},
-		{"b's 429s of the same overload count, cut nothing", 250 * time.Millisecond, 0, 60, 41.25, 41.25, 61, 60},
-		{"a's next 429 a second later: the rate the API took", time.Second, 1, 0, 50 * 0.3745, 50 * 0.3745, 62, 0},
-		{"a calm second: growth by 1 % of that rate", time.Second, 0, 0, 50 * 0.3745 * 1.01, 50 * 0.3745 * 1.01, 62, 0},
+		{"a's 4 429s: strays, counted", 300 * time.Millisecond, 4, 0, 50, 50, 4, 4},
+		{"a's fifth cuts both", 250 * time.Millisecond, 1, 0, 40, 40, 5, 0},
+		{"b's 429s of the same overload count, cut nothing", 250 * time.Millisecond, 0, 60, 41.25, 41.25, 65, 60},
+		{"a's next 429 a second later: the rate the API took", time.Second, 1, 0, 50 * 0.3745, 50 * 0.3745, 66, 0},
+		{"a calm second: growth by 1 % of that rate", time.Second, 0, 0, 50 * 0.3745 * 1.01, 50 * 0.3745 * 1.01, 66, 0},
 	}
 	for _, st := range steps {
 		now = now.Add(st.advance)

@@ -363,8 +363,8 @@ func TestMapItems(t *testing.T) {
 		!slices.IsSortedFunc(got, func(a, b run.Item) int { return a.Batch - b.Batch }) {
 		t.Fatalf("the groups hold %d batches; want all 1,000 in order", len(got))
 	}
-	if !slices.IsSortedFunc(sizes, func(a, b int) int { return b - a }) || sizes[0] != 12 || sizes[len(sizes)-1] != 1 {
-		t.Fatalf("group sizes %v: want them shrinking from 12 (1,000 over twice 40 workers) to 1", sizes)
+	if !slices.IsSortedFunc(sizes, func(a, b int) int { return b - a }) || sizes[0] != 25 || sizes[len(sizes)-1] != 1 {
+		t.Fatalf("group sizes %v: want them shrinking from 25 (1,000 over 40 workers) to 1", sizes)
 	}
 	if len(items) < 2*concurrency {
 		t.Fatalf("%d groups for %d workers: a slow worker could still make the run wait for its share", len(items), concurrency)
