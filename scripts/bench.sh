@@ -3,6 +3,7 @@
 # into one table. Prints the table and writes it, with the machine, the date
 # and the exact commands, to docs/benchmarks.md. About 10 minutes on 2 cores.
 #   RUNS                runs of each measurement; the table shows medians (default 3)
+#   PACING_RUNS         runs of each pacing row; the table shows the worst (default 5)
 #   PLAN_RUNS           runs of the planning benchmark, which is quick and the
 #                       most sensitive to this VM's slow phases (default 5)
 #   SEGPILOT_BENCH_RPS  the Autopilot budget, requests/second, for the sync run (default 20)
@@ -10,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-3}
+pacing_runs=${PACING_RUNS:-5}
 plan_runs=${PLAN_RUNS:-5}
 rps=${SEGPILOT_BENCH_RPS:-20}
 out=${BENCH_OUT:-docs/benchmarks.md}
@@ -23,7 +25,8 @@ trap 'rm -rf "$work"' EXIT
 cmd_client="SEGPILOT_BENCH_RPS=$rps go test -run '^\$' -bench '^BenchmarkSync100k\$' -count $runs ./shared/autopilot"
 cmd_export="SEGPILOT_BENCH_RPS=$rps go test -run '^\$' -bench '^BenchmarkExport100k\$' -count $runs -timeout 90m ./internal/e2e"
 cmd_remove="go test -run '^\$' -bench '^BenchmarkRemove1k\$' -count $runs ./internal/e2e"
-cmd_pacing="go test -run '^\$' -bench '^BenchmarkPacing100k\$' -count $runs -timeout 60m ./internal/e2e"
+cmd_refused="go test -run '^\$' -bench '^BenchmarkRefused3k\$' -count $pacing_runs ./internal/e2e"
+cmd_pacing="go test -run '^\$' -bench '^BenchmarkPacing100k\$' -count $pacing_runs -timeout 90m ./internal/e2e"
 cmd_plan="scripts/bench-plan.sh $plan_runs"
 cmd_build="make build"
 cmd_lambda="go test -run '^\$' -bench '^BenchmarkFirstInvoke\$' -benchtime 10x -count $runs ./internal/lambdatest"
@@ -32,7 +35,8 @@ echo "bench 1/3: sync and delta, 100,000 profiles at $rps requests/s ($runs runs
 eval "$cmd_client" | tee "$work/client.txt" >&2
 eval "$cmd_export" | tee "$work/export.txt" >&2
 eval "$cmd_remove" | tee "$work/remove.txt" >&2
-echo "bench 1/3: pacing, 100,000 profiles at 100 requests/s in both execution models ($runs runs each) ..." >&2
+eval "$cmd_refused" | tee "$work/refused.txt" >&2
+echo "bench 1/3: pacing, 100,000 profiles at 100 requests/s in both execution models ($pacing_runs runs each) ..." >&2
 eval "$cmd_pacing" | tee "$work/pacing.txt" >&2
 echo "bench 2/3: planning 1,000,000 rows vs Miller ($plan_runs runs) ..." >&2
 BENCH_PLAN_JSON="$work/plan.json" $cmd_plan >"$work/plan.md"
@@ -44,6 +48,16 @@ eval "$cmd_lambda" | tee "$work/lambda.txt" >&2
 median() {
   awk -v b="$1" -v m="$2" '$1 ~ "^"b {for (i = 3; i < NF; i++) if ($(i+1) == m) print $i}' "$3" |
     sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR+1)/2)]; else print "n/a"}'
+}
+# worst BENCH METRIC FILE: the highest of one reported metric over the runs.
+worst() {
+  awk -v b="$1" -v m="$2" '$1 ~ "^"b"-[0-9]+$" {for (i = 3; i < NF; i++) if ($(i+1) == m) print $i}' "$3" |
+    sort -g | tail -1 | grep . || echo n/a
+}
+# farthest BENCH METRIC FILE: the value of one reported metric farthest from 1 over the runs.
+farthest() {
+  awk -v b="$1" -v m="$2" '$1 ~ "^"b"-[0-9]+$" {for (i = 3; i < NF; i++) if ($(i+1) == m) {d = $i - 1; if (d < 0) d = -d; print d, $i}}' "$3" |
+    sort -g | tail -1 | awk '{print $2}' | grep . || echo n/a
 }
 verdict() { if [ "$(echo "$1" | bc -l)" = 1 ]; then echo "met"; else echo "**not met**"; fi; }
 
@@ -81,6 +95,12 @@ pratio=$(pj ratio_min); prss=$(pj rss_mb); pgrowth=$(pj growth_b); pfiles=$(pj f
     printf '| %s, delta: 1 %% changed, requests sent (exactly the changed contacts received, or the benchmark fails) | %s | ceil(changed/100) + 1 (the list looked up) = %s | %s |\n' "$d" "$delta" "$dtarget" "$(verdict "$delta == $dtarget")"
   done
   printf '| removals: requests per 1,000 leavers, Autopilot (one a request) · Ortto (unset_tags, 100 a request) | %s · %s | 1000 · 10 | %s |\n' "$rem_ap" "$rem_or" "$(verdict "$rem_ap == 1000 && $rem_or == 10")"
+  for d in autopilot ortto; do
+    iso=$(worst "BenchmarkRefused3k/$d" isolate-requests "$work/refused.txt")
+    rsf=$(worst "BenchmarkRefused3k/$d" send/floor "$work/refused.txt")
+    printf '| %s: 20 contacts refused among 3,000 at 20 req/s: requests spent isolating them; sending / floor of the run without them (worst of %s) | %.0f; %.3f | <= 60; <= 1.5 | %s |\n' \
+      "$d" "$pacing_runs" "$iso" "$rsf" "$(verdict "$iso <= 60 && $rsf <= 1.5")"
+  done
   printf '| planning: `segpilot plan` of 1M rows on disk vs Miller, slowest of %s runs | %.2fx | >= 2x | %s |\n' "$plan_runs" "$pratio" "$(verdict "$pratio >= 2")"
   printf '| planning: peak RSS at 1M rows; growth per extra profile to 2M | %.1f MB; %.1f B | < 150 MB; < 40 B | %s |\n' "$prss" "$pgrowth" "$(verdict "$prss < 150 && $pgrowth < 40")"
   printf '| planning: files in the plan folder | %s | <= 10 | %s |\n' "$pfiles" "$(verdict "$pfiles <= 10")"
@@ -99,20 +119,23 @@ pratio=$(pj ratio_min); prss=$(pj rss_mb); pgrowth=$(pj growth_b); pfiles=$(pj f
   echo "the last, as the simulator saw them (how well the workers pace together); whole run: planning the"
   echo "100,000 rows, the Map and finalize. With the budget above the simulator's real limit (20 %, or"
   echo "three times: a plan's limit copied from another plan), the targets are against that (true) floor,"
-  echo "and the report must name the rate the destination took (rate found / real: within 10 %)."
+  echo "and the report must name the rate the destination took (rate found / real: within 10 %). The busy row"
+  echo "runs two CPU-bound loops beside the benchmark (a laptop, a shared CI runner). Every figure is the"
+  echo "**worst of $pacing_runs runs** (rate found: the farthest from the real rate); cold starts the median."
   echo
   echo "| destination | model | network | budget | sending / floor | target | | whole run / floor | 429s | target | | rate found / real | cold starts |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for d in autopilot ortto; do
-  for c in "local net=quiet" "lambda net=quiet" "local net=jitter80ms" "lambda net=jitter80ms" "local budget=120pct" "lambda budget=120pct" "local budget=300pct" "lambda budget=300pct"; do
+  for c in "local net=quiet" "lambda net=quiet" "local net=jitter80ms" "lambda net=jitter80ms" "local budget=120pct" "lambda budget=120pct" "local budget=300pct" "lambda budget=300pct" "local net=quiet/cpu=busy"; do
     set -- $c
     name="BenchmarkPacing100k/$d/model=$1/$2"
-    r=$(median "$name" send/floor "$work/pacing.txt"); q=$(median "$name" 429-share "$work/pacing.txt")
-    w=$(median "$name" elapsed/floor "$work/pacing.txt")
+    r=$(worst "$name" send/floor "$work/pacing.txt"); q=$(worst "$name" 429-share "$work/pacing.txt")
+    w=$(worst "$name" elapsed/floor "$work/pacing.txt")
     cold=$(median "$name" cold-starts "$work/pacing.txt")
-    found=$(median "$name" found/real "$work/pacing.txt")
+    found=$(farthest "$name" found/real "$work/pacing.txt")
     net=quiet; budget="= real limit"; rmax=1.05; qmax=0.01; fcell=n/a
     case $2 in
+      net=quiet/cpu=busy) net="quiet, 2 busy loops beside"; rmax=1.08;;
       net=jitter80ms) net="0-80 ms jitter";;
       budget=120pct) budget="120 % of real limit"; rmax=1.15; qmax=0.03;;
       budget=300pct) budget="3× real limit"; rmax=1.25; qmax=0.03
@@ -163,7 +186,7 @@ pratio=$(pj ratio_min); prss=$(pj rss_mb); pgrowth=$(pj growth_b); pfiles=$(pj f
   echo "## Commands"
   echo
   echo '```'
-  printf '%s\n' "$cmd_client" "$cmd_export" "$cmd_remove" "$cmd_pacing" "$cmd_plan" "$cmd_build" "$cmd_lambda"
+  printf '%s\n' "$cmd_client" "$cmd_export" "$cmd_remove" "$cmd_refused" "$cmd_pacing" "$cmd_plan" "$cmd_build" "$cmd_lambda"
   echo '```'
 } >"$out"
 cat "$out"

@@ -3,13 +3,16 @@ package e2e
 import (
 	"math"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/segpilot/segpilot/internal/sample"
 	"github.com/segpilot/segpilot/shared/local"
+	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/simkit"
 )
 
@@ -96,8 +99,9 @@ func benchExport(b *testing.B, d destination, rps int, week1, week2 []byte, chan
 // both execution models — local (one process, one limiter) and lambda
 // (each Map child in a simulated container pacing its own share, 10 %
 // recycled after each invocation) — on a quiet network and with 0–80 ms
-// of random delay per request, and with the budget set 20 % above the
-// simulator's real limit. It reports:
+// of random delay per request, with the budget set 20 % and three times
+// above the simulator's real limit, and on the local model with two busy
+// loops running beside (cpu=busy). It reports:
 //   - send/floor: the sending phase (first to last request, as the
 //     simulator saw them) over the floor at the simulator's real rate
 //     (requests / real rate): how well the workers pace together;
@@ -112,21 +116,27 @@ func BenchmarkPacing100k(b *testing.B) {
 		lambda bool
 		jitter time.Duration
 		real   float64 // the simulator's real limit
+		busy   int     // CPU-bound processes running beside
 	}{
-		{"model=local/net=quiet", false, 0, budget},
-		{"model=lambda/net=quiet", true, 0, budget},
-		{"model=local/net=jitter80ms", false, 80 * time.Millisecond, budget},
-		{"model=lambda/net=jitter80ms", true, 80 * time.Millisecond, budget},
-		{"model=local/budget=120pct", false, 0, budget / 1.2},
-		{"model=lambda/budget=120pct", true, 0, budget / 1.2},
+		{"model=local/net=quiet", false, 0, budget, 0},
+		{"model=lambda/net=quiet", true, 0, budget, 0},
+		{"model=local/net=jitter80ms", false, 80 * time.Millisecond, budget, 0},
+		{"model=lambda/net=jitter80ms", true, 80 * time.Millisecond, budget, 0},
+		{"model=local/budget=120pct", false, 0, budget / 1.2, 0},
+		{"model=lambda/budget=120pct", true, 0, budget / 1.2, 0},
 		// A budget copied from the docs onto a smaller plan (Ortto:
 		// Business's 30 on a Professional account's 10).
-		{"model=local/budget=300pct", false, 0, budget / 3},
-		{"model=lambda/budget=300pct", true, 0, budget / 3},
+		{"model=local/budget=300pct", false, 0, budget / 3, 0},
+		{"model=lambda/budget=300pct", true, 0, budget / 3, 0},
+		// A laptop or a shared CI runner: two busy loops on a machine of
+		// two cores.
+		{"model=local/net=quiet/cpu=busy", false, 0, budget, 2},
 	}
 	for _, d := range destinations {
 		for _, c := range cases {
 			b.Run(d.kind+"/"+c.name, func(b *testing.B) {
+				stop := busyLoops(b, c.busy)
+				defer stop()
 				benchPacing(b, d, data, c.lambda, c.jitter, c.real)
 			})
 		}
@@ -159,6 +169,59 @@ func benchPacing(b *testing.B, d destination, data []byte, lambda bool, jitter t
 		}
 		h.release()
 		runtime.GC() // the next iteration starts on an empty heap, as a fresh container would
+	}
+}
+
+// busyLoops starts n processes spinning on a CPU each until stop.
+func busyLoops(b *testing.B, n int) (stop func()) {
+	var cmds []*exec.Cmd
+	for range n {
+		cmd := exec.Command("sh", "-c", "while :; do :; done")
+		if err := cmd.Start(); err != nil {
+			b.Fatalf("starting a busy loop: %v", err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	return func() {
+		for _, cmd := range cmds {
+			_ = cmd.Process.Kill() // it spins until killed; Wait reports the kill
+			_ = cmd.Wait()
+		}
+	}
+}
+
+// BenchmarkRefused3k sends 3,000 contacts of which the destination
+// refuses 20 (one in 150), per destination, at 20 requests/s, and reports
+// the requests spent isolating them (isolate-requests: the run's requests
+// less those of the same run with nothing refused) and the sending phase
+// over the floor of the run's requests (send/floor). It fails unless
+// exactly the 20 are rejected and the rest sent.
+func BenchmarkRefused3k(b *testing.B) {
+	var refused []string
+	for i := 150; i <= 3000; i += 150 {
+		refused = append(refused, strconv.Itoa(i))
+	}
+	pattern := `^customer(` + strings.Join(refused, "|") + `)@`
+	rows := csvRange(1, 3000, "gold")
+	for _, d := range destinations {
+		b.Run(d.kind, func(b *testing.B) {
+			for b.Loop() {
+				requests := func(faults simkit.Faults) (int, time.Duration, *run.Report) {
+					h := newHarness(b, d, simOptions{Faults: faults}, configYAML(d, "upsert", 20))
+					rep := h.report(h.drop("a.csv", rows)[0])
+					cnt := h.sim.Counters()
+					h.release()
+					return cnt.Total, cnt.Span, rep
+				}
+				clean, _, _ := requests(simkit.Faults{})
+				total, span, rep := requests(simkit.Faults{RejectEmails: pattern})
+				if rep.Outcome.RejectedByAPI != len(refused) || rep.Outcome.Sent != 3000-len(refused) {
+					b.Fatalf("run %s: %+v; want %d rejected, the rest sent", rep.Status, rep.Outcome, len(refused))
+				}
+				b.ReportMetric(float64(total-clean), "isolate-requests")
+				b.ReportMetric(span.Seconds()/rep.FloorSeconds, "send/floor")
+			}
+		})
 	}
 }
 
