@@ -415,9 +415,10 @@ func (l *Limiter) poll(ctx context.Context) {
 // the rate they all pace at, as a share of their budget. A 429 sets it to
 // Rate at At (a cut); after that it grows back as a limiter's rate does
 // (grown), so every share computes the same rate from it at any time.
-// Throttled counts the 429s the shares met since At, Paused the seconds
-// they paused after them (waiting to retry): at the next cut they tell
-// the rate the API accepts (see shareCut).
+// Throttled counts the 429s the shares met since At (the first of them at
+// Since; fewer than minThrottled over strayWindow are forgotten), Paused
+// the seconds they paused after them (waiting to retry): at the next cut
+// they tell the rate the API accepts (see shareCut).
 type ShareState struct {
 	Rate      float64   `json:"rate,omitempty"` // 0: never cut (the whole budget)
 	At        time.Time `json:"at,omitzero"`
