@@ -118,10 +118,12 @@ func (c *Connector) limiter(conn config.Connection, share run.Share, caps dest.C
 	if c.limiters == nil {
 		c.limiters = map[string]*pace.Limiter{}
 	}
-	l := pace.New(budget, 1)
+	var l *pace.Limiter
 	if isShare {
 		l = pace.NewShare(budget, conn.RequestsPerSecond, 1)
 		l.Follow(share.Signal)
+	} else {
+		l = pace.New(budget, 1)
 	}
 	if caps.MaxRefused > 0 {
 		l.LimitRefused(refusedShare(caps, budget, conn.RequestsPerSecond, isShare))
