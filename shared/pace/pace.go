@@ -169,6 +169,13 @@ func (l *Limiter) Wait(ctx context.Context) error {
 		late := lateBy
 		if l.current > 0 {
 			late = max(late, time.Duration(float64(time.Second)/l.current)) // an interval at the rate now
+			if l.share {
+				// Shares wake late together when their process stalls (a
+				// cold start beside them, a GC) and each would send at
+				// once: a bunch the API refuses. An eighth of an interval
+				// late, a share keeps its phase and takes its next slot.
+				late = max(lateBy, late/8)
+			}
 		}
 		l.mu.Unlock()
 		if err := l.sleep(ctx, slot.Sub(now)); err != nil {

@@ -418,3 +418,33 @@ func TestRefusedRequestsStayUnderTheLimit(t *testing.T) {
 		t.Fatalf("fourth request at %v, want after the refusal's 15 s", at)
 	}
 }
+
+// TestLateShareKeepsItsPhase: a share (a Lambda container) woken more than
+// an eighth of an interval late, as every share of a stalled process is,
+// takes its next slot, an interval on, instead of sending at once with the
+// others. (Seen failing with the share given a whole interval of
+// lateness, as one limiter is: it sent 30 ms late, at 130 ms.)
+func TestLateShareKeepsItsPhase(t *testing.T) {
+	t.Parallel()
+	l := pace.NewShare(10, 100, 1) // an interval of 100 ms
+	start := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	now := start
+	stalled := false
+	l.SetNow(func() time.Time { return now })
+	l.SetSleep(func(ctx context.Context, d time.Duration) error {
+		now = now.Add(max(d, 0))
+		if d > 0 && !stalled { // the process stalls once, 30 ms past the slot
+			stalled = true
+			now = now.Add(30 * time.Millisecond)
+		}
+		return ctx.Err()
+	})
+	for range 2 {
+		if err := l.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if at := now.Sub(start); at != 200*time.Millisecond {
+		t.Fatalf("the second request went at %v; want its next slot, 200ms", at)
+	}
+}
