@@ -396,12 +396,6 @@ const groupTime = 60 * time.Second
 // cost 6 % at the API's limit (twice the invocations, each a cold start
 // at times).
 func MapItems(batches []plan.BatchRef, concurrency int, workerRPS float64) []Item {
-	cost := func(b plan.BatchRef) int {
-		if b.Upserts == 0 {
-			return max(b.Removals, 1)
-		}
-		return 1
-	}
 	left := 0
 	for _, b := range batches {
 		left += cost(b)
@@ -423,6 +417,16 @@ func MapItems(batches []plan.BatchRef, concurrency int, workerRPS float64) []Ite
 	return items
 }
 
+// cost is a batch's requests as a group counts them: an upsert batch one
+// bulk call, a removal batch a call per email (Autopilot's; Ortto's 100
+// a call make it an upper bound).
+func cost(b plan.BatchRef) int {
+	if b.Upserts == 0 {
+		return max(b.Removals, 1)
+	}
+	return 1
+}
+
 // GroupSize is how many consecutive batches one syncbatch invocation sends
 // (the execution input's groupSize, which the Map's ItemBatcher reads):
 // about groupTime of requests at the worker's pace, counting the costliest
@@ -430,13 +434,11 @@ func MapItems(batches []plan.BatchRef, concurrency int, workerRPS float64) []Ite
 // but never so many that the run has fewer groups than workers, which
 // would leave part of the budget unused. At least 1.
 func GroupSize(batches []plan.BatchRef, concurrency int, workerRPS float64) int {
-	cost := 1
+	most := 1
 	for _, b := range batches {
-		if b.Upserts == 0 {
-			cost = max(cost, b.Removals)
-		}
+		most = max(most, cost(b))
 	}
-	size := int(groupTime.Seconds() * workerRPS / float64(cost))
+	size := int(groupTime.Seconds() * workerRPS / float64(most))
 	if concurrency > 0 {
 		size = min(size, (len(batches)+concurrency-1)/concurrency)
 	}
