@@ -48,14 +48,17 @@ const (
 // probing, instead of at the budget's pace. A budget set three times too
 // high then costs a few 429s in a hundred, not one in six.
 type Limiter struct {
-	mu        sync.Mutex
-	lim       *rate.Limiter
-	budget    float64   // the configured rate: never exceeded
-	current   float64   // the rate now (<= budget)
-	found     float64   // what the API accepted when it last said 429; 0: not known
-	notBefore time.Time // no request before (StartAfter)
-	adjusted  time.Time // when current last changed
-	decreased time.Time // when a 429 last cut it
+	mu      sync.Mutex
+	lim     *rate.Limiter
+	budget  float64 // the configured rate: never exceeded
+	current float64 // the rate now (<= budget)
+	found   float64 // what the API accepted when it last said 429; 0: not known
+	// No request before started + startPhase of an interval at the rate
+	// then (StartAfter), until the first is let go.
+	started    time.Time
+	startPhase float64
+	adjusted   time.Time // when current last changed
+	decreased  time.Time // when a 429 last cut it
 
 	// The times of the latest answers other than 429 (a ring), to tell
 	// what the API accepts.
@@ -157,8 +160,10 @@ func (l *Limiter) Wait(ctx context.Context) error {
 			l.grow()
 		}
 		at := now
-		if l.notBefore.After(at) {
-			at = l.notBefore
+		if !l.started.IsZero() && l.current > 0 {
+			if first := l.started.Add(time.Duration(l.startPhase * float64(time.Second) / l.current)); first.After(at) {
+				at = first
+			}
 		}
 		if l.rephase && l.current > 0 {
 			l.rephase = false
@@ -177,17 +182,53 @@ func (l *Limiter) Wait(ctx context.Context) error {
 				late = max(lateBy, late/8)
 			}
 		}
+		cut, following := l.state.At, l.share && l.signal != nil
 		l.mu.Unlock()
-		if err := l.sleep(ctx, slot.Sub(now)); err != nil {
+		slept, err := l.sleepUntil(ctx, now, slot, following, cut)
+		if err != nil || !slept {
 			res.CancelAt(l.now())
+		}
+		if err != nil {
 			l.Done()
 			return err
 		}
-		if l.now().Sub(slot) <= late {
+		if slept && l.now().Sub(slot) <= late {
+			l.mu.Lock()
+			l.started = time.Time{}
+			l.mu.Unlock()
 			return nil
 		}
-		// Woken late: the waiters of the same pause are waking too.
+		// Woken late (the waiters of the same pause are waking too), or
+		// by a cut: a slot at the rate now.
 	}
+}
+
+// sleepUntil sleeps from now until slot. A share following a Signal looks
+// at it every sharePoll meanwhile and stops early (false) when the shares
+// cut their rate since cut: a share whose interval is long (its first
+// request, at its phase of the interval; one of 40 shares, 0.4 s) would
+// otherwise send at the rate before the cut.
+func (l *Limiter) sleepUntil(ctx context.Context, now, slot time.Time, following bool, cut time.Time) (bool, error) {
+	looks := 0 // bounded: a test's clock may stand still
+	if following {
+		looks = int(slot.Sub(now) / sharePoll)
+	}
+	for range looks {
+		if err := l.sleep(ctx, sharePoll); err != nil {
+			return false, err
+		}
+		l.poll(ctx)
+		l.mu.Lock()
+		changed := !l.state.At.Equal(cut)
+		l.mu.Unlock()
+		if changed {
+			return false, nil
+		}
+		if slot.Sub(l.now()) <= sharePoll {
+			break
+		}
+	}
+	return true, l.sleep(ctx, slot.Sub(l.now()))
 }
 
 // LimitRefused makes the limiter hold requests back so that at most max
@@ -260,7 +301,10 @@ func (l *Limiter) Refused() {
 func (l *Limiter) StartAfter(d time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.notBefore = l.now().Add(d) // then its bucket's one token: the next request an interval later
+	l.started = l.now() // then its bucket's one token: the next request an interval later
+	if l.budget > 0 {
+		l.startPhase = d.Seconds() * l.budget
+	}
 }
 
 // Accepted tells the limiter the API answered a request with anything but
@@ -423,7 +467,8 @@ func (l *Limiter) poll(ctx context.Context) {
 // Rate at At (a cut); after that it grows back as a limiter's rate does
 // (grown), so every share computes the same rate from it at any time.
 // Throttled counts the 429s the shares met since At (the first of them at
-// Since; fewer than minThrottled over strayWindow are forgotten), Paused
+// Since; fewer than minThrottled while the shares sent minThrottled/strays
+// requests are forgotten: at a third of a budget, that is seconds), Paused
 // the seconds they paused after them (waiting to retry): at the next cut
 // they tell the rate the API accepts (see shareCut).
 type ShareState struct {
@@ -452,8 +497,7 @@ const (
 	calmPoll     = time.Second
 	calmAfter    = 10 * time.Second
 	minThrottled = 5
-	strayWindow  = 2 * time.Second // fewer than minThrottled 429s in it are strays
-	foundStep    = 0.85            // a measure moves a rate found down by at most 15 %
+	foundStep    = 0.85 // a measure moves a rate found down by at most 15 %
 	minAnswers   = 30
 	strays       = 0.03 // fewer 429s than this share of the requests sent are no overload
 )
@@ -472,15 +516,19 @@ func (l *Limiter) shareFraction(st ShareState, now time.Time) float64 {
 // did not send while they paused after a 429 (under a heavy overload,
 // most of their time). When the API refused more than a few in a hundred,
 // the rate goes to what it accepted, and above that it grows slowly, as
-// New's limiter does with the answers it sees itself. Before a rate is
-// found, too few 429s to weigh cut the rate to a share of it; after, they
+// New's limiter does with the answers it sees itself. The first cut comes
+// with minThrottled 429s, by a fifth or to what they say the API took
+// since the first of them when that is less (a budget three times too
+// high: some 40 requests refused while a cut by a fifth at a time found
+// the rate), never below minCut. Before a rate is found, too few 429s to
+// weigh cut the rate to a share of it; after, they
 // only count: shares at independent phases bunch now and then, and the
 // API's burst answers a bunch with a stray 429 that is no overload
 // (cutting for each drove a budget 20 % too high down to 40 % of it).
 // The 429s of a cut under decreaseGap old, or too few to weigh, count
 // towards the next one. Callers hold mu.
 func (l *Limiter) shareCut(st ShareState, now time.Time, n int) ShareState {
-	if st.Throttled < minThrottled && now.Sub(st.Since) > strayWindow {
+	if st.Throttled < minThrottled && !st.Since.IsZero() && l.sentFrom(st, st.Since, now)*strays >= minThrottled {
 		st.Throttled, st.Paused, st.Since = 0, 0, time.Time{} // strays, long ago
 	}
 	if st.Throttled += n; n > 0 && st.Since.IsZero() {
@@ -492,13 +540,25 @@ func (l *Limiter) shareCut(st ShareState, now time.Time, n int) ShareState {
 	}
 	f := l.shareFraction(st, now)
 	next, found := f*decrease, st.Found
-	avg := (st.Rate + f) / 2 // the rate grew about linearly since
-	sent := avg * max(l.whole*dt-l.budget*st.Paused, 0)
-	if st.Rate > 0 && st.Throttled >= minThrottled && sent >= minAnswers {
-		if float64(st.Throttled) < sent*strays {
+	from, refused := st.At, float64(st.Throttled)
+	if st.Rate == 0 {
+		from, refused = st.Since, refused-1 // the first opens the span
+	}
+	span := now.Sub(from).Seconds()
+	sent := l.sentFrom(st, from, now)
+	if st.Rate == 0 && st.Throttled >= minThrottled {
+		// The first cut, as soon as minThrottled 429s come close
+		// together: by decrease, deeper when they already tell the API
+		// refuses more than that (a budget several times too high), not
+		// below minCut; the next cut, measured, finds the rate.
+		if span > 0 && sent > refused {
+			next = max(min(next, (sent-refused)/(l.whole*span)), minCut)
+		}
+	} else if st.Rate > 0 && st.Throttled >= minThrottled && sent >= minAnswers {
+		if l.strays(st, now, sent, refused) {
 			return st // the API took about all the shares sent: stray 429s
 		}
-		took := (sent - float64(st.Throttled)) / (l.whole * dt)
+		took := (sent - refused) / (l.whole * span)
 		if found > 0 {
 			took = max(took, found*foundStep) // few counts, blurred by the pauses: one measure moves it a step
 		}
@@ -508,6 +568,27 @@ func (l *Limiter) shareCut(st ShareState, now time.Time, n int) ShareState {
 		return st // once a rate is found, only enough 429s to weigh move it; before, a few strays
 	}
 	return ShareState{Rate: max(next, minRate), At: now, Found: found}
+}
+
+// strays says the 429s counted are too few to weigh: a few in a hundred
+// of the requests sent since the last cut (sent, refused) or, once a rate
+// is found, since the first of them. The shares probe above that rate for
+// many seconds before they meet the API's limit again, and those seconds
+// would hide the overload that followed; the rate the API took is still
+// measured since the cut (a span of bunched 429s alone says too little).
+func (l *Limiter) strays(st ShareState, now time.Time, sent, refused float64) bool {
+	if st.Found > 0 {
+		sent, refused = l.sentFrom(st, st.Since, now), float64(st.Throttled-1)
+	}
+	return refused < sent*strays
+}
+
+// sentFrom is about the requests the shares sent from since to now: the
+// whole budget at the rate st names (it grew about linearly), less what
+// they did not send while they paused after their 429s.
+func (l *Limiter) sentFrom(st ShareState, since, now time.Time) float64 {
+	avg := (l.shareFraction(st, since) + l.shareFraction(st, now)) / 2
+	return avg * max(l.whole*now.Sub(since).Seconds()-l.budget*st.Paused, 0)
 }
 
 // cut slows the rate for a 429, once per decreaseGap: to a share of it,

@@ -258,7 +258,7 @@ func TestSharesPaceAsOne(t *testing.T) {
 	if got := c.Rate(); math.Abs(got-50*0.51) > 0.05 || found.state.Throttled != 4 || !found.state.At.Equal(now.Add(-2*time.Second)) {
 		t.Fatalf("4 429s at the rate found: rate %.3f, state %+v; want 25.5 and the 429s counted, no cut", got, found.state)
 	}
-	found.state.Throttled = 40 // the other shares' 429s
+	found.state.Throttled, found.state.Since = 40, found.state.At // the other shares' 429s, since the cut
 	now = now.Add(250 * time.Millisecond)
 	if err := c.Wait(ctx); err != nil {
 		t.Fatal(err)
@@ -283,6 +283,96 @@ func TestSharesPaceAsOne(t *testing.T) {
 	}
 	if whole.Rate() != 100 {
 		t.Fatalf("whole budget: rate %.3f, want 100 (it follows no Signal)", whole.Rate())
+	}
+}
+
+// TestSharesWeighTheOverloadNow: the shares' 429s are weighed against
+// what they sent over the overload itself. The first cut goes deeper than
+// a fifth when its 429s came thick (a budget three times too high), down
+// to a quarter at most; once a rate is found, the 429s are weighed from
+// the first of them, not from the last cut (seconds of probing below the
+// API's limit hid the overload after them); and 429s too few for the
+// requests sent since the first of them are forgotten by that count, not
+// after 2 s (at a third of a budget, 2 s hold under 70 requests). (Seen
+// failing with the first cut by a fifth: 40 requests/s; with the 429s
+// weighed since the cut: no cut; with strays forgotten after 2 s: no cut.)
+func TestSharesWeighTheOverloadNow(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	share := func(st pace.ShareState) (*pace.Limiter, *signal) {
+		sig := &signal{state: st}
+		l := pace.NewShare(50, 100, 1)
+		l.SetNow(func() time.Time { return now })
+		l.SetSleep(func(ctx context.Context, _ time.Duration) error { return ctx.Err() })
+		l.Follow(sig)
+		return l, sig
+	}
+	throttle := func(l *pace.Limiter, n int, every time.Duration) {
+		for range n {
+			now = now.Add(every)
+			l.Throttled(ctx)
+		}
+	}
+
+	// Five 429s in 80 ms at the whole budget: 8 sent, 4 refused after
+	// the first.
+	thick, _ := share(pace.ShareState{})
+	throttle(thick, 5, 20*time.Millisecond)
+	if got := thick.Rate(); math.Abs(got-50*0.5) > 0.05 {
+		t.Fatalf("five 429s in 80 ms: rate %.3f, want 25 (half)", got)
+	}
+
+	// Found 30 % a minute ago, probing since (48 % now), then six 429s in
+	// 3 s: about 147 sent, 5 refused after the first: a cut (and the API
+	// took about 47 %: that is the rate found now).
+	cut := now.Add(-time.Minute)
+	probing, sig := share(pace.ShareState{Rate: 0.3, At: cut, Found: 0.3})
+	throttle(probing, 6, 600*time.Millisecond)
+	if st := sig.state; !st.At.After(cut) || st.Rate > 0.4 {
+		t.Fatalf("six 429s in 3 s after a minute of probing: state %+v; want a cut by a fifth", st)
+	}
+
+	// At a third of the budget, a 429 every 0.7 s: 6 of about 140 sent
+	// in 4.2 s after the first, not strays.
+	start := now
+	slow, sig := share(pace.ShareState{Rate: 0.33, At: start, Found: 0.33})
+	throttle(slow, 7, 700*time.Millisecond)
+	if st := sig.state; !st.At.After(start) {
+		t.Fatalf("seven 429s in 4.2 s at a third of the budget: state %+v; want a cut", st)
+	}
+}
+
+// TestSleepingShareHearsACut: a share (one of 40 Lambda containers, an
+// interval of 400 ms) waiting for its first request at its phase (360 ms)
+// hears of a cut the other shares make meanwhile, and sends at that phase
+// of an interval at the rate cut to, not at the whole budget's: 40
+// containers starting together otherwise send 40 requests in the first
+// 400 ms whatever the first 429s said. (Seen failing with the wait slept
+// through: sent at 360 ms; with the phase of the budget's interval: 360
+// ms too.)
+func TestSleepingShareHearsACut(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	now := start
+	sig := &signal{}
+	l := pace.NewShare(2.5, 100, 1)
+	l.SetNow(func() time.Time { return now })
+	l.SetSleep(func(ctx context.Context, d time.Duration) error {
+		now = now.Add(max(d, 0))
+		if now.Sub(start) >= 100*time.Millisecond && sig.state.At.IsZero() {
+			sig.state = pace.ShareState{Rate: 0.5, At: now} // the others' first 429s
+		}
+		return ctx.Err()
+	})
+	l.Follow(sig)
+	l.StartAfter(360 * time.Millisecond)
+	if err := l.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// 0.9 of an interval at about half the budget's rate: some 650 ms.
+	if at := now.Sub(start); at < 550*time.Millisecond || at > 800*time.Millisecond {
+		t.Fatalf("the first request went at %v; want about 650ms", at)
 	}
 }
 
