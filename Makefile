@@ -45,6 +45,7 @@ test: $(THIRDPARTY_CLIENT) ## vet, staticcheck, state machine check, govulncheck
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 	./scripts/vulncheck.sh
+	./scripts/mutants.sh --applies
 	@# SAM substitutes $${Partition} (aws, aws-cn, aws-us-gov) before deploying;
 	@# the validator checks Resource ARNs, so it sees what SAM makes in aws.
 	$(ASL_VALIDATOR) --json-definition "$$(sed 's/\$${Partition}/aws/g' statemachine/export.asl.json)"

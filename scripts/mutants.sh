@@ -4,6 +4,10 @@
 #
 #   scripts/mutants.sh            every mutants/*.patch
 #   scripts/mutants.sh 04 07-...  only the patches whose names start so
+#   scripts/mutants.sh --applies  only check that every patch still applies to
+#                                 the work tree (seconds; make test runs it, so a
+#                                 change that breaks a mutation's context is
+#                                 seen at once, not sessions later)
 #
 # Each patch starts with header lines (git apply skips text before the diff):
 #   # guarantee: what the README promises
@@ -24,6 +28,17 @@ GO=${GO:-go}
 TEST_TIMEOUT=${TEST_TIMEOUT:-10m}
 repo=$(git rev-parse --show-toplevel)
 cd "$repo"
+
+if [[ ${1:-} == --applies ]]; then
+	stale=0
+	for p in mutants/*.patch; do
+		if ! git apply --check "$p" 2>/dev/null; then
+			echo "mutants: $p no longer applies; regenerate it (apply the mutation by hand, git diff) and run make mutants MUTANT=$(basename "$p" | cut -d- -f1)" >&2
+			stale=1
+		fi
+	done
+	exit $stale
+fi
 
 patches=()
 if (($# == 0)); then
