@@ -95,6 +95,14 @@ type Limiter struct {
 	lastRefused time.Time
 	inFlight    int
 
+	// The waiters asleep until their slots, woken by a cut (counted in
+	// cuts) to take slots at the rate cut to: the slots they hold were
+	// given at the rate before, and a budget three times too high sent
+	// at it for a quarter of a second after the first 429s.
+	sleepers    map[int]context.CancelFunc
+	nextSleeper int
+	cuts        int
+
 	sleep func(ctx context.Context, d time.Duration) error // clock.Sleep; tests stall it
 	now   func() time.Time
 }
@@ -135,7 +143,7 @@ func NewShare(rps, whole float64, burst int) *Limiter {
 }
 
 func newLimiter(rps float64, burst int, share bool) *Limiter {
-	l := &Limiter{budget: rps, current: rps, share: share, sleep: clock.Sleep, now: time.Now}
+	l := &Limiter{budget: rps, current: rps, share: share, sleep: clock.Sleep, now: time.Now, sleepers: map[int]context.CancelFunc{}}
 	limit := rate.Limit(rps)
 	if rps <= 0 {
 		limit = rate.Inf
@@ -182,9 +190,9 @@ func (l *Limiter) Wait(ctx context.Context) error {
 				late = max(lateBy, late/8)
 			}
 		}
-		cut, following := l.state.At, l.share && l.signal != nil
+		cuts, following := l.cuts, l.share && l.signal != nil
 		l.mu.Unlock()
-		slept, err := l.sleepUntil(ctx, now, slot, following, cut)
+		slept, err := l.sleepUntil(ctx, now, slot, following, cuts)
 		if err != nil || !slept {
 			res.CancelAt(l.now())
 		}
@@ -203,32 +211,91 @@ func (l *Limiter) Wait(ctx context.Context) error {
 	}
 }
 
-// sleepUntil sleeps from now until slot. A share following a Signal looks
-// at it every sharePoll meanwhile and stops early (false) when the shares
-// cut their rate since cut: a share whose interval is long (its first
-// request, at its phase of the interval; one of 40 shares, 0.4 s) would
-// otherwise send at the rate before the cut.
-func (l *Limiter) sleepUntil(ctx context.Context, now, slot time.Time, following bool, cut time.Time) (bool, error) {
+// sleepUntil sleeps from now until slot, and stops early (false) when the
+// rate is cut meanwhile (cuts counted). A share following a Signal looks
+// at it every sharePoll meanwhile, for the other shares' cuts: a share
+// whose interval is long (its first request, at its phase of the interval;
+// one of 40 shares, 0.4 s) would otherwise send at the rate before them.
+func (l *Limiter) sleepUntil(ctx context.Context, now, slot time.Time, following bool, cuts int) (bool, error) {
 	looks := 0 // bounded: a test's clock may stand still
 	if following {
 		looks = int(slot.Sub(now) / sharePoll)
 	}
 	for range looks {
-		if err := l.sleep(ctx, sharePoll); err != nil {
+		if err := l.sleepWakeable(ctx, sharePoll); err != nil {
 			return false, err
 		}
 		l.poll(ctx)
-		l.mu.Lock()
-		changed := !l.state.At.Equal(cut)
-		l.mu.Unlock()
-		if changed {
+		if l.cutSince(cuts) {
 			return false, nil
 		}
 		if slot.Sub(l.now()) <= sharePoll {
 			break
 		}
 	}
-	return true, l.sleep(ctx, slot.Sub(l.now()))
+	if err := l.sleepWakeable(ctx, slot.Sub(l.now())); err != nil {
+		return false, err
+	}
+	return !l.cutSince(cuts), nil
+}
+
+// sleepWakeable sleeps for d, or until a cut wakes it (markCut).
+func (l *Limiter) sleepWakeable(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	asleep, wake := context.WithCancel(ctx)
+	defer wake()
+	l.mu.Lock()
+	id := l.nextSleeper
+	l.nextSleeper++
+	l.sleepers[id] = wake
+	l.mu.Unlock()
+	err := l.sleep(asleep, d)
+	l.mu.Lock()
+	delete(l.sleepers, id)
+	l.mu.Unlock()
+	if ctx.Err() == nil {
+		return nil // slept, or woken by a cut
+	}
+	return err
+}
+
+func (l *Limiter) cutSince(cuts int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cuts != cuts
+}
+
+// markCut counts a cut and wakes the sleeping waiters to take new slots.
+// The waiters of one limiter take them from a bucket of their own: given
+// back to the old one (CancelAt), the slots of many waiters leave it in
+// debt (it restores the tokens of the latest reservation only), a few
+// tenths of a second lost at each cut, and a rate measured from what the
+// API accepted then fell at every cut. The new bucket starts with one
+// token, not its burst: a burst would send at once what the API just
+// refused. A share (one waiter, a burst of 1) keeps its bucket: a new one
+// would send its request the moment it hears of the cut, and the shares
+// hear of it within a look of each other. Callers hold mu.
+func (l *Limiter) markCut(now time.Time) {
+	if !l.share {
+		l.lim = rate.NewLimiter(l.lim.Limit(), l.lim.Burst())
+		l.lim.ReserveN(now, l.lim.Burst()-1)
+	}
+	l.cuts++
+	for id, wake := range l.sleepers {
+		wake()
+		delete(l.sleepers, id)
+	}
+}
+
+// takeState makes st the shares' state this share knows, a cut if it is
+// a later one. Callers hold mu.
+func (l *Limiter) takeState(st ShareState) {
+	if st.At.After(l.state.At) {
+		l.markCut(l.now())
+	}
+	l.state = st
 }
 
 // LimitRefused makes the limiter hold requests back so that at most max
@@ -364,7 +431,7 @@ func (l *Limiter) raise(ctx context.Context, sig Signal) {
 		l.paused = 0
 		next := l.shareCut(st, now, l.pending)
 		l.pending = 0
-		l.state = next
+		l.takeState(next)
 		if l.budget > 0 {
 			l.set(l.budget*l.shareFraction(next, now), now)
 		}
@@ -439,7 +506,7 @@ func (l *Limiter) poll(ctx context.Context) {
 		return // the Signal logs its failures; this share hears of 429s later
 	}
 	if st.newer(l.state) {
-		l.state = st
+		l.takeState(st)
 	}
 	// A cut the 429s counted call for is made by the first share to see
 	// it due, not left to the next 429: under an overload the shares
@@ -454,7 +521,8 @@ func (l *Limiter) poll(ctx context.Context) {
 		l.mu.Unlock()
 		return
 	}
-	l.state, l.raising = next, true
+	l.raising = true
+	l.takeState(next)
 	l.mu.Unlock()
 	_ = sig.Write(ctx, next) // the Signal logs its failures; the others cut at their next look or 429
 	l.mu.Lock()
@@ -614,6 +682,7 @@ func (l *Limiter) cut() {
 	}
 	l.set(next, now)
 	l.decreased = now
+	l.markCut(now)
 }
 
 // acceptedRate is the rate at which the API accepted the latest requests,

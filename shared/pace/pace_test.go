@@ -376,6 +376,118 @@ func TestSleepingShareHearsACut(t *testing.T) {
 	}
 }
 
+// fakeClock is a clock whose sleepers wake when the test moves it on
+// (advance), or when their context ends.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	sleeper map[chan struct{}]time.Time // woken at
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	wake := make(chan struct{})
+	c.mu.Lock()
+	c.sleeper[wake] = c.now.Add(d)
+	c.mu.Unlock()
+	select {
+	case <-wake:
+		return nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.sleeper, wake)
+		c.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+func (c *fakeClock) asleep() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.sleeper)
+}
+
+// advance moves the clock on by d, waking the sleepers due.
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for wake, at := range c.sleeper {
+		if !at.After(c.now) {
+			close(wake)
+			delete(c.sleeper, wake)
+		}
+	}
+}
+
+// TestCutWakesTheWaiters: the waiters of one limiter asleep until slots
+// given at the rate before a cut wake at the cut and take slots at the
+// rate cut to: a budget three times too high otherwise went on sending
+// at it for a quarter of a second after the first 429s. Their new slots
+// come from a bucket of their own, so the cut costs no slots (given back
+// to the old bucket, the slots of many waiters left it in debt). (Seen
+// failing with the waiters not woken: the ninth request at 80 ms; with
+// the slots given back to the old bucket: the ninth at 480 ms, 40 %
+// later than the 25 a second allow.)
+func TestCutWakesTheWaiters(t *testing.T) {
+	t.Parallel()
+	clk := &fakeClock{now: time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC), sleeper: map[chan struct{}]time.Time{}}
+	l := pace.New(100, 1)
+	l.SetNow(clk.Now)
+	l.SetSleep(clk.Sleep)
+	for range 10 { // the API took 20 a second lately
+		l.Accepted()
+		clk.advance(50 * time.Millisecond)
+	}
+	start := clk.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sent := make(chan time.Duration, 10)
+	for range 10 {
+		go func() {
+			if err := l.Wait(ctx); err == nil {
+				sent <- clk.Now().Sub(start)
+			}
+		}()
+	}
+	settle := func(waiting int) { // until each waiter not heard from yet is asleep or has sent
+		for clk.asleep()+len(sent) != waiting && ctx.Err() == nil {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	settle(10)       // one sent at once, nine asleep 10 ms apart
+	l.Throttled(ctx) // cut to what the API took, 20 a second (a quarter of the rate: 25)
+	var last time.Duration
+	for got := 0; got < 10 && ctx.Err() == nil; {
+		select {
+		case at := <-sent:
+			got++
+			last = max(last, at)
+			continue
+		default:
+		}
+		settle(10 - got)
+		if len(sent) == 0 {
+			clk.advance(time.Millisecond)
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the waiters did not all send")
+	}
+	// Nine more at 25 a second after the cut: 360 ms.
+	if last < 300*time.Millisecond || last > 400*time.Millisecond {
+		t.Fatalf("the tenth request went at %v; want about 360ms (25 a second after the cut)", last)
+	}
+}
+
 // TestFindsTheRateTheAPITakes: with a budget three times what the API
 // takes, a 429 cuts the rate to the rate at which the API accepted the
 // latest requests, not to 80 % of the budget, and above that rate it grows back
