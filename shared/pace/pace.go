@@ -95,13 +95,11 @@ type Limiter struct {
 	lastRefused time.Time
 	inFlight    int
 
-	// The waiters asleep until their slots, woken by a cut (counted in
-	// cuts) to take slots at the rate cut to: the slots they hold were
-	// given at the rate before, and a budget three times too high sent
-	// at it for a quarter of a second after the first 429s.
-	sleepers    map[int]context.CancelFunc
-	nextSleeper int
-	cuts        int
+	// The cuts so far: a waiter that slept to a slot given before one
+	// takes a new slot at the rate cut to (a budget three times too high
+	// went on sending at the old rate for a quarter of a second after
+	// the first 429s).
+	cuts int
 
 	sleep func(ctx context.Context, d time.Duration) error // clock.Sleep; tests stall it
 	now   func() time.Time
@@ -143,7 +141,7 @@ func NewShare(rps, whole float64, burst int) *Limiter {
 }
 
 func newLimiter(rps float64, burst int, share bool) *Limiter {
-	l := &Limiter{budget: rps, current: rps, share: share, sleep: clock.Sleep, now: time.Now, sleepers: map[int]context.CancelFunc{}}
+	l := &Limiter{budget: rps, current: rps, share: share, sleep: clock.Sleep, now: time.Now}
 	limit := rate.Limit(rps)
 	if rps <= 0 {
 		limit = rate.Inf
@@ -211,8 +209,8 @@ func (l *Limiter) Wait(ctx context.Context) error {
 	}
 }
 
-// sleepUntil sleeps from now until slot, and stops early (false) when the
-// rate is cut meanwhile (cuts counted). A share following a Signal looks
+// sleepUntil sleeps from now until slot, and says false when the rate was
+// cut meanwhile (cuts counted): the slot was given at the rate before. A share following a Signal looks
 // at it every sharePoll meanwhile, for the other shares' cuts: a share
 // whose interval is long (its first request, at its phase of the interval;
 // one of 40 shares, 0.4 s) would otherwise send at the rate before them.
@@ -222,7 +220,7 @@ func (l *Limiter) sleepUntil(ctx context.Context, now, slot time.Time, following
 		looks = int(slot.Sub(now) / sharePoll)
 	}
 	for range looks {
-		if err := l.sleepWakeable(ctx, sharePoll); err != nil {
+		if err := l.sleep(ctx, sharePoll); err != nil {
 			return false, err
 		}
 		l.poll(ctx)
@@ -233,32 +231,10 @@ func (l *Limiter) sleepUntil(ctx context.Context, now, slot time.Time, following
 			break
 		}
 	}
-	if err := l.sleepWakeable(ctx, slot.Sub(l.now())); err != nil {
+	if err := l.sleep(ctx, slot.Sub(l.now())); err != nil {
 		return false, err
 	}
 	return !l.cutSince(cuts), nil
-}
-
-// sleepWakeable sleeps for d, or until a cut wakes it (markCut).
-func (l *Limiter) sleepWakeable(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	asleep, wake := context.WithCancel(ctx)
-	defer wake()
-	l.mu.Lock()
-	id := l.nextSleeper
-	l.nextSleeper++
-	l.sleepers[id] = wake
-	l.mu.Unlock()
-	err := l.sleep(asleep, d)
-	l.mu.Lock()
-	delete(l.sleepers, id)
-	l.mu.Unlock()
-	if ctx.Err() == nil {
-		return nil // slept, or woken by a cut
-	}
-	return err
 }
 
 func (l *Limiter) cutSince(cuts int) bool {
@@ -267,8 +243,8 @@ func (l *Limiter) cutSince(cuts int) bool {
 	return l.cuts != cuts
 }
 
-// markCut counts a cut and wakes the sleeping waiters to take new slots.
-// The waiters of one limiter take them from a bucket of their own: given
+// markCut counts a cut: the waiters holding slots given before it take new
+// ones, from a bucket of their own (one limiter's waiters): given
 // back to the old one (CancelAt), the slots of many waiters leave it in
 // debt (it restores the tokens of the latest reservation only), a few
 // tenths of a second lost at each cut, and a rate measured from what the
@@ -283,10 +259,6 @@ func (l *Limiter) markCut(now time.Time) {
 		l.lim.ReserveN(now, l.lim.Burst()-1)
 	}
 	l.cuts++
-	for id, wake := range l.sleepers {
-		wake()
-		delete(l.sleepers, id)
-	}
 }
 
 // takeState makes st the shares' state this share knows, a cut if it is

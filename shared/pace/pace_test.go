@@ -428,16 +428,16 @@ func (c *fakeClock) advance(d time.Duration) {
 	}
 }
 
-// TestCutWakesTheWaiters: the waiters of one limiter asleep until slots
-// given at the rate before a cut wake at the cut and take slots at the
-// rate cut to: a budget three times too high otherwise went on sending
-// at it for a quarter of a second after the first 429s. Their new slots
-// come from a bucket of their own, so the cut costs no slots (given back
-// to the old bucket, the slots of many waiters left it in debt). (Seen
-// failing with the waiters not woken: the ninth request at 80 ms; with
-// the slots given back to the old bucket: the ninth at 480 ms, 40 %
-// later than the 25 a second allow.)
-func TestCutWakesTheWaiters(t *testing.T) {
+// TestCutReslotsTheWaiters: the waiters of one limiter asleep until slots
+// given at the rate before a cut do not send at them: they take slots at
+// the rate cut to (a budget three times too high otherwise went on
+// sending at the old rate for a quarter of a second after the first
+// 429s). Their new slots come from a bucket of their own, so the cut
+// costs no slots (given back to the old bucket, the slots of many waiters
+// left it in debt). (Seen failing with the waiters sending at their old
+// slots: the tenth request at 90ms; with the slots given back to the old
+// bucket: at 720ms, twice what 25 a second take.)
+func TestCutReslotsTheWaiters(t *testing.T) {
 	t.Parallel()
 	clk := &fakeClock{now: time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC), sleeper: map[chan struct{}]time.Time{}}
 	l := pace.New(100, 1)
