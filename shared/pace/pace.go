@@ -539,7 +539,8 @@ const (
 	minThrottled = 5
 	foundStep    = 0.85 // a measure moves a rate found down by at most 15 %
 	minAnswers   = 30
-	strays       = 0.03 // fewer 429s than this share of the requests sent are no overload
+	strays       = 0.03                             // fewer 429s than this share of the requests sent are no overload
+	settle       = sharePoll + 100*time.Millisecond // a cut reaches every share: a look and an answer
 )
 
 // shareFraction is the share of the budget st names at now.
@@ -566,10 +567,18 @@ func (l *Limiter) shareFraction(st ShareState, now time.Time) float64 {
 // API's burst answers a bunch with a stray 429 that is no overload
 // (cutting for each drove a budget 20 % too high down to 40 % of it).
 // The 429s of a cut under decreaseGap old, or too few to weigh, count
-// towards the next one. Callers hold mu.
+// towards the next one, but not those that come before every share has
+// heard of the cut (settle): they answer requests sent at the rate before
+// it, and counted against what the shares sent at the rate cut to they
+// read the API's rate far too low (after a deep first cut, 20 of them
+// took the rate found to 0.6 of the real one, and the run to 1.4–1.6 of
+// the floor in 3 of 5 runs). Callers hold mu.
 func (l *Limiter) shareCut(st ShareState, now time.Time, n int) ShareState {
 	if st.Throttled < minThrottled && !st.Since.IsZero() && l.sentFrom(st, st.Since, now)*strays >= minThrottled {
 		st.Throttled, st.Paused, st.Since = 0, 0, time.Time{} // strays, long ago
+	}
+	if !st.At.IsZero() && now.Sub(st.At) < settle {
+		n = 0 // answers to requests sent before every share heard of the cut: the rate before it
 	}
 	if st.Throttled += n; n > 0 && st.Since.IsZero() {
 		st.Since = now

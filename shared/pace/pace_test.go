@@ -170,17 +170,19 @@ func (s *signal) Write(_ context.Context, st pace.ShareState) error {
 }
 
 // TestSharesPaceAsOne: shares of a budget (Lambda containers) following
-// one Signal pace at the rate it names: five 429s within 2 s cut every
-// share's rate (fewer are strays), the 429s met within half a second of a cut count towards the next
-// cut instead of cutting again, and the next cut goes to the rate the API
-// accepted meanwhile (the requests sent at the whole budget's rate, less
-// the 429s), where the rate then grows slowly. Once a rate is found, a few
-// 429s only count, a share's look makes the cut the counts call for, and a
-// measure moves the rate found by a step at most. A share without a Signal
-// paces alone; a whole-budget limiter follows none. (Seen failing with the
-// Signal's state not read: the other share stayed at 50; with the count
-// not weighed: the second cut went to 74 %, not 37 %; with every 429
-// cutting: 4 strays cut the found rate to 80 %.)
+// one Signal pace at the rate it names: five 429s close together cut every
+// share's rate (fewer are strays); the 429s met before every share heard
+// of a cut (settle) are not counted, those met after it within half a
+// second count towards the next cut instead of cutting again, and the
+// next cut goes to the rate the API accepted meanwhile (the requests sent
+// at the whole budget's rate, less the 429s), where the rate then grows
+// slowly. Once a rate is found, a few 429s only count, a share's look
+// makes the cut the counts call for, and a measure moves the rate found
+// by a step at most. A share without a Signal paces alone; a whole-budget
+// limiter follows none. (Seen failing with the Signal's state not read:
+// the other share stayed at 50; with the count not weighed: the second
+// cut went to 74 %, not 42 %; with every 429 cutting: 4 strays cut the
+// found rate to 80 %; with the 429s before settle counted: 3 of them.)
 func TestSharesPaceAsOne(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
@@ -208,9 +210,10 @@ func TestSharesPaceAsOne(t *testing.T) {
 		{"no 429 yet: the share's budget", 0, 0, 0, 50, 50, 0, 0},
 		{"a's 4 429s: strays, counted", 300 * time.Millisecond, 4, 0, 50, 50, 4, 4},
 		{"a's fifth cuts both", 250 * time.Millisecond, 1, 0, 40, 40, 5, 0},
-		{"b's 429s of the same overload count, cut nothing", 250 * time.Millisecond, 0, 60, 41.25, 41.25, 65, 60},
-		{"a's next 429 a second later: the rate the API took", time.Second, 1, 0, 50 * 0.3745, 50 * 0.3745, 66, 0},
-		{"a calm second: growth by 1 % of that rate", time.Second, 0, 0, 50 * 0.3745 * 1.01, 50 * 0.3745 * 1.01, 66, 0},
+		{"b's 429s before every share heard of the cut: the rate before it, not counted", 250 * time.Millisecond, 0, 3, 41.25, 41.25, 8, 0},
+		{"b's 429s of the same overload after: counted, cut nothing", 100 * time.Millisecond, 0, 60, 41.75, 41.75, 68, 60},
+		{"a's next 429 a second later: the rate the API took", time.Second, 1, 0, 50 * 0.41556, 50 * 0.41556, 69, 0},
+		{"a calm second: growth by 1 % of that rate", time.Second, 0, 0, 50 * 0.41556 * 1.01, 50 * 0.41556 * 1.01, 69, 0},
 	}
 	for _, st := range steps {
 		now = now.Add(st.advance)
@@ -233,10 +236,10 @@ func TestSharesPaceAsOne(t *testing.T) {
 		}
 	}
 	// The measured cut: 60 429s counted since the cut to 80 %, 1 more now,
-	// 1.25 s at 80 % growing to 92.5 % of 100 a second: 107.8 sent, 46.8
-	// accepted, 37.45 a second: 0.3745 of the budget.
-	if f := sig.state.Found; math.Abs(f-0.3745) > 0.001 {
-		t.Fatalf("found %.4f of the budget, want 0.3745", f)
+	// 1.35 s at 80 % growing to 93.5 % of 100 a second: 117.1 sent, 56.1
+	// accepted, 41.56 a second: 0.4156 of the budget.
+	if f := sig.state.Found; math.Abs(f-0.41556) > 0.001 {
+		t.Fatalf("found %.4f of the budget, want 0.4156", f)
 	}
 
 	// Once a rate is found, a few 429s only count (shares at independent
