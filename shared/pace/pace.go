@@ -210,10 +210,11 @@ func (l *Limiter) Wait(ctx context.Context) error {
 }
 
 // sleepUntil sleeps from now until slot, and says false when the rate was
-// cut meanwhile (cuts counted): the slot was given at the rate before. A share following a Signal looks
-// at it every sharePoll meanwhile, for the other shares' cuts: a share
-// whose interval is long (its first request, at its phase of the interval;
-// one of 40 shares, 0.4 s) would otherwise send at the rate before them.
+// cut meanwhile (cuts counted): the slot was given at the rate before. A
+// share following a Signal looks at it every sharePoll meanwhile, for the
+// other shares' cuts: a share whose interval is long (its first request,
+// at its phase of the interval; one of 40 shares, 0.4 s) would otherwise
+// send at the rate before them.
 func (l *Limiter) sleepUntil(ctx context.Context, now, slot time.Time, following bool, cuts int) (bool, error) {
 	looks := 0 // bounded: a test's clock may stand still
 	if following {
