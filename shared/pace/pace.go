@@ -238,6 +238,7 @@ func (l *Limiter) sleepUntil(ctx context.Context, now, slot time.Time, following
 	return !l.cutSince(cuts), nil
 }
 
+// cutSince says the rate was cut since cuts were counted.
 func (l *Limiter) cutSince(cuts int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -605,7 +606,7 @@ func (l *Limiter) shareCut(st ShareState, now time.Time, n int) ShareState {
 			next = max(min(next, (sent-refused)/(l.whole*span)), minCut)
 		}
 	} else if st.Rate > 0 && st.Throttled >= minThrottled && sent >= minAnswers {
-		if l.strays(st, now, sent, refused) {
+		if l.tooFewToWeigh(st, now, sent, refused) {
 			return st // the API took about all the shares sent: stray 429s
 		}
 		took := (sent - refused) / (l.whole * span)
@@ -620,13 +621,13 @@ func (l *Limiter) shareCut(st ShareState, now time.Time, n int) ShareState {
 	return ShareState{Rate: max(next, minRate), At: now, Found: found}
 }
 
-// strays says the 429s counted are too few to weigh: a few in a hundred
+// tooFewToWeigh says the 429s counted are strays: a few in a hundred
 // of the requests sent since the last cut (sent, refused) or, once a rate
 // is found, since the first of them. The shares probe above that rate for
 // many seconds before they meet the API's limit again, and those seconds
 // would hide the overload that followed; the rate the API took is still
 // measured since the cut (a span of bunched 429s alone says too little).
-func (l *Limiter) strays(st ShareState, now time.Time, sent, refused float64) bool {
+func (l *Limiter) tooFewToWeigh(st ShareState, now time.Time, sent, refused float64) bool {
 	if st.Found > 0 {
 		sent, refused = l.sentFrom(st, st.Since, now), float64(st.Throttled-1)
 	}
