@@ -41,8 +41,8 @@ type Connector struct {
 	// Shared paces every worker of a connection in this process with one
 	// limiter at the connection's whole budget (local mode). Otherwise the
 	// process paces its own share, the workerRPS a batch is given (a Lambda
-	// container), starting at StartPhase's delay so that containers
-	// started together do not send their first requests together.
+	// container), starting each group of the Map's first wave at
+	// StartPhase's delay (see limiter).
 	Shared     bool
 	StartPhase func(interval time.Duration) time.Duration
 
@@ -100,8 +100,11 @@ func secretName(id string) string {
 }
 
 // limiter is conn's limiter in this process, made anew when its budget
-// changed (a new config, or another run's share); a share follows its
-// run's signal.
+// changed (a new config, or another run's share). A share follows its
+// run's signal and starts each group at a phase of its interval: a
+// relay an interval on (see run.Share), a group of the Map's first wave
+// at StartPhase's, so that containers started together do not send
+// their first requests together.
 func (c *Connector) limiter(conn config.Connection, share run.Share, caps dest.Capabilities) *pace.Limiter {
 	budget, isShare := conn.RequestsPerSecond, !c.Shared && share.RPS > 0
 	if isShare {
@@ -109,28 +112,31 @@ func (c *Connector) limiter(conn config.Connection, share run.Share, caps dest.C
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if l, ok := c.limiters[conn.Name]; ok && l.Budget() == budget {
+	l, ok := c.limiters[conn.Name]
+	if !ok || l.Budget() != budget {
 		if isShare {
-			l.Follow(share.Signal)
+			l = pace.NewShare(budget, conn.RequestsPerSecond, 1)
+		} else {
+			l = pace.New(budget, 1)
 		}
+		if caps.MaxRefused > 0 {
+			l.LimitRefused(refusedShare(caps, budget, conn.RequestsPerSecond, isShare))
+		}
+		if c.limiters == nil {
+			c.limiters = map[string]*pace.Limiter{}
+		}
+		c.limiters[conn.Name] = l
+	}
+	if !isShare {
 		return l
 	}
-	if c.limiters == nil {
-		c.limiters = map[string]*pace.Limiter{}
+	l.Follow(share.Signal)
+	interval := time.Duration(float64(time.Second) / budget)
+	switch {
+	case share.Relay:
+		l.StartAfter(interval - time.Since(share.Began)) // the group's reads before it connected count
+	case c.StartPhase != nil:
+		l.StartAfter(c.StartPhase(interval))
 	}
-	var l *pace.Limiter
-	if isShare {
-		l = pace.NewShare(budget, conn.RequestsPerSecond, 1)
-		l.Follow(share.Signal)
-	} else {
-		l = pace.New(budget, 1)
-	}
-	if caps.MaxRefused > 0 {
-		l.LimitRefused(refusedShare(caps, budget, conn.RequestsPerSecond, isShare))
-	}
-	if !c.Shared && c.StartPhase != nil && budget > 0 {
-		l.StartAfter(c.StartPhase(time.Duration(float64(time.Second) / budget)))
-	}
-	c.limiters[conn.Name] = l
 	return l
 }

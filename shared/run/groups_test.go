@@ -155,6 +155,32 @@ func TestSyncBatchSendsAGroupFromOneRangedRead(t *testing.T) {
 	}
 }
 
+// A relay group (one the Map starts as another ends) connects as a relay
+// share, a group of the first wave as not one: the relay's first request
+// waits an interval (see run.Share).
+func TestSyncBatchConnectsARelayAsOne(t *testing.T) {
+	t.Parallel()
+	for _, relay := range []bool{false, true} {
+		f := newFixture(t)
+		_, g := f.plannedGroup(150)
+		last := g.Items[len(g.Items)-1]
+		group := run.Item{Batch: g.Items[0].Batch, Offset: g.Items[0].Offset, Length: last.Offset + last.Length - g.Items[0].Offset,
+			Batches: g.Items, Relay: relay}
+		svc := f.service()
+		var shares []run.Share
+		svc.Connect = func(_ context.Context, _ config.Connection, share run.Share) (run.Destination, error) {
+			shares = append(shares, share)
+			return &recorder{}, nil
+		}
+		if _, err := svc.SyncBatch(context.Background(), run.Group{Items: []run.Item{group}, BatchInput: g.BatchInput}); err != nil {
+			t.Fatal(err)
+		}
+		if len(shares) != 1 || shares[0].Relay != relay || shares[0].Began.IsZero() {
+			t.Fatalf("a group with relay %v connected as %+v; want one share, relay %v, with the time the group began", relay, shares, relay)
+		}
+	}
+}
+
 // Out of time between two batches of a group, syncbatch answers Transient
 // (unwrapped: Lambda names the error by its outermost type) with the
 // batches before settled; the retry starts at the first one not settled.
@@ -342,7 +368,8 @@ func TestPlanIsAHandfulOfObjects(t *testing.T) {
 // TestMapItems: the Map's items are groups of consecutive batches, largest
 // first, shrinking to a batch at the end, none above a minute of requests
 // at the worker's pace; together they are every batch, in order, each
-// group's range the span of its batches.
+// group's range the span of its batches; those after the first wave are
+// relays.
 func TestMapItems(t *testing.T) {
 	t.Parallel()
 	refs := make([]plan.BatchRef, 1000)
@@ -368,6 +395,11 @@ func TestMapItems(t *testing.T) {
 	}
 	if len(items) < 2*concurrency {
 		t.Fatalf("%d groups for %d workers: a slow worker could still make the run wait for its share", len(items), concurrency)
+	}
+	for i, it := range items {
+		if it.Relay != (i >= concurrency) {
+			t.Fatalf("group %d relay %v: want the groups after the first %d (the Map starts them as others end) relays, and only those", i, it.Relay, concurrency)
+		}
 	}
 	if big := run.MapItems(refs, 2, 0.1); len(big[0].Batches) != 6 {
 		t.Fatalf("first group of %d batches at 0.1 requests/s; want 6 (a minute of requests)", len(big[0].Batches))

@@ -404,7 +404,7 @@ func MapItems(batches []plan.BatchRef, concurrency int, workerRPS float64) []Ite
 	var items []Item
 	for i := 0; i < len(batches); {
 		want := min(max(left/max(concurrency, 1), 1), most)
-		g := Item{Batch: batches[i].Seq, Offset: batches[i].Offset}
+		g := Item{Batch: batches[i].Seq, Offset: batches[i].Offset, Relay: len(items) >= concurrency}
 		for n := 0; i < len(batches) && (n == 0 || n+cost(batches[i]) <= want); i++ {
 			b := batches[i]
 			n += cost(b)

@@ -64,10 +64,18 @@ type Connector func(ctx context.Context, conn config.Connection, share Share) (D
 
 // Share is a worker's part of a connection's budget: RPS requests a
 // second (0: the whole budget), paced together with the run's other
-// workers through Signal, the run's throttle object (nil: alone).
+// workers through Signal, the run's throttle object (nil: alone). A
+// Relay share takes over from a worker that just ended (the Map starts
+// it as another child ends), whose last request went before the group
+// Began: its own first goes an interval after that, not at once (a warm
+// container's idle limiter would send at once, the next child's cold one
+// at a random phase: near a run's end, where the groups are small, the
+// shares sent 4-8 % over their budget and met a stray 429).
 type Share struct {
 	RPS    float64
 	Signal pace.Signal
+	Relay  bool
+	Began  time.Time
 }
 
 // Service runs segpilot's pipeline steps against its ports.

@@ -63,6 +63,7 @@ func (s *Service) recordRefusal(ctx context.Context, in GroupInput, batch int, u
 // syncGroup sends the group's batches that are not settled yet, in order;
 // it returns the summary so far and the batch it stopped at.
 func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, error) {
+	began := time.Now() // monotonic: a relay's first request goes an interval after it (see Share)
 	in := g.BatchInput
 	items := BatchItems(g.Items)
 	if len(items) == 0 || in.Export == "" || in.RunID == "" || in.Attempt <= 0 || in.Plan == "" {
@@ -77,7 +78,7 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 	defer stop()
 	// Workers pacing shares of the budget in other containers pace as one
 	// through the run's throttle signal.
-	share := Share{RPS: in.WorkerRPS, Signal: s.throttleSignal(in.Export, in.RunID, in.Attempt)}
+	share := Share{RPS: in.WorkerRPS, Signal: s.throttleSignal(in.Export, in.RunID, in.Attempt), Relay: g.Items[0].Relay, Began: began}
 	var (
 		m          *Manifest
 		d          Destination

@@ -111,13 +111,16 @@ type Execution struct {
 // Item is one batch in items.json, the list the Map reads: where its line
 // is in batches.jsonl, and the line's checksum, checked before sending.
 // An item with Batches is a group of consecutive batches (MapItems), one
-// child's work: Batch, Offset and Length then span them.
+// child's work: Batch, Offset and Length then span them. A group past
+// the Map's first concurrency is a Relay: the Map starts it as another
+// ends (see Share).
 type Item struct {
 	Batch   int    `json:"batch"`
 	Offset  int64  `json:"offset"`
 	Length  int64  `json:"length"`
 	CRC32C  string `json:"crc32c,omitempty"`
 	Batches []Item `json:"batches,omitempty"`
+	Relay   bool   `json:"relay,omitempty"`
 }
 
 // BatchItems is items with each group replaced by its batches.
