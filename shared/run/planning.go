@@ -394,7 +394,8 @@ const groupTime = 60 * time.Second
 // groups (GroupSize) made a worker that lost a few seconds the run's last
 // by those seconds. Half a worker's share a group balanced no better and
 // cost 6 % at the API's limit (twice the invocations, each a cold start
-// at times).
+// at times). The groups past the first concurrency are relays (see
+// Share).
 func MapItems(batches []plan.BatchRef, concurrency int, workerRPS float64) []Item {
 	left := 0
 	for _, b := range batches {
