@@ -131,12 +131,11 @@ func (c *Connector) limiter(conn config.Connection, share run.Share, caps dest.C
 		return l
 	}
 	l.Follow(share.Signal)
-	interval := time.Duration(float64(time.Second) / budget)
 	switch {
 	case share.Relay:
-		l.StartAfter(interval - time.Since(share.Began)) // the group's reads before it connected count
+		l.TakeOver(share.Began)
 	case c.StartPhase != nil:
-		l.StartAfter(c.StartPhase(interval))
+		l.StartAfter(c.StartPhase(time.Duration(float64(time.Second) / budget)))
 	}
 	return l
 }

@@ -11,11 +11,12 @@ import (
 )
 
 // TestRelayStartsAnIntervalOn: a relay group's first request goes an
-// interval after the group began, in a warm container whose limiter has been
-// idle (its bucket full) too: the worker it takes over from sent its last
-// at most an interval before. (Seen failing with the relay given no start:
-// it sent at once; in the Lambda model the shares then sent 4-8 % over
-// their budget near a run's end and met stray 429s.)
+// interval after the group began (less a round trip: none here), in a
+// warm container whose limiter has been idle (its bucket full) too: the
+// worker it takes over from sent its last at most an interval before.
+// (Seen failing with the relay given no start: it sent at once; in the
+// Lambda model the shares then sent 4-8 % over their budget near a run's
+// end and met stray 429s.)
 func TestRelayStartsAnIntervalOn(t *testing.T) {
 	t.Parallel()
 	const rps = 25

@@ -85,6 +85,10 @@ type Limiter struct {
 	// the retry's wait for Retry-After), reported with its next 429s.
 	pausedAt time.Time
 	paused   time.Duration
+	// A share's latest round trip: from letting its request go (sentAt)
+	// to the answer (Done); see TakeOver.
+	sentAt    time.Time
+	roundTrip time.Duration
 
 	// At most refusedMax requests answered as malformed (Refused) in any
 	// refusedPer: the times of the latest (refused), and the requests
@@ -200,7 +204,7 @@ func (l *Limiter) Wait(ctx context.Context) error {
 		}
 		if slept && l.now().Sub(slot) <= late {
 			l.mu.Lock()
-			l.started = time.Time{}
+			l.started, l.sentAt = time.Time{}, l.now()
 			l.mu.Unlock()
 			return nil
 		}
@@ -322,6 +326,9 @@ func (l *Limiter) Done() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.inFlight = max(l.inFlight-1, 0)
+	if l.share && !l.sentAt.IsZero() {
+		l.roundTrip, l.sentAt = l.now().Sub(l.sentAt), time.Time{}
+	}
 }
 
 // Refused tells the limiter the API answered a request as malformed (see
@@ -345,6 +352,22 @@ func (l *Limiter) StartAfter(d time.Duration) {
 	l.started = l.now() // then its bucket's one token: the next request an interval later
 	if l.budget > 0 {
 		l.startPhase = d.Seconds() * l.budget
+	}
+}
+
+// TakeOver holds a share's next request back as the first of a worker
+// that takes over from one that just ended (a Map child started as
+// another ended): that one sent its last request at least a round trip
+// before began (the answer ended its work), so the first goes an
+// interval at the rate then after that. The round trip is taken as this
+// share's latest (none in a new one): holding it back an interval from
+// began cost each takeover its predecessor's last answer, 4 % of the
+// floor at 0-80 ms of network delay.
+func (l *Limiter) TakeOver(began time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.budget > 0 {
+		l.started, l.startPhase = began.Add(-l.roundTrip), 1
 	}
 }
 

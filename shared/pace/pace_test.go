@@ -148,6 +148,43 @@ func TestStartAfterHoldsTheFirstRequest(t *testing.T) {
 	}
 }
 
+// TestTakeOverCountsTheRoundTrip: a share taking over from a worker that
+// just ended sends its first request an interval after that worker's
+// last request went out: a round trip (its latest, 30 ms) before the
+// takeover began, not an interval after it began, and not at once though
+// its bucket refilled while it was idle. (Seen failing with the round
+// trip not counted: 100 ms; with no takeover: at once.)
+func TestTakeOverCountsTheRoundTrip(t *testing.T) {
+	t.Parallel()
+	l := pace.NewShare(10, 100, 1)
+	var waits []time.Duration
+	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	l.SetNow(func() time.Time { return now })
+	l.SetSleep(func(_ context.Context, d time.Duration) error {
+		if d > 0 {
+			waits = append(waits, d)
+			now = now.Add(d)
+		}
+		return nil
+	})
+	ctx := context.Background()
+	if err := l.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(30 * time.Millisecond) // the answer
+	l.Done()
+	now = now.Add(time.Second) // idle between groups
+	waits = nil
+
+	l.TakeOver(now)
+	if err := l.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(waits) != 1 || waits[0] != 70*time.Millisecond {
+		t.Fatalf("the takeover's first request waited %v; want 70ms (an interval, 100 ms, less the latest round trip)", waits)
+	}
+}
+
 // signal is an in-memory pace.Signal.
 type signal struct {
 	mu     sync.Mutex
