@@ -361,7 +361,7 @@ func (l *Limiter) StartAfter(d time.Duration) {
 // before began (the answer ended its work), so the first goes an
 // interval at the rate then after that. The round trip is taken as this
 // share's latest (none in a new one): holding it back an interval from
-// began cost each takeover its predecessor's last answer, 4 % of the
+// began cost each takeover its predecessor's last answer, 2 % of the
 // floor at 0-80 ms of network delay.
 func (l *Limiter) TakeOver(began time.Time) {
 	l.mu.Lock()

@@ -125,16 +125,7 @@ func TestAdaptsToThrottling(t *testing.T) {
 func TestStartAfterHoldsTheFirstRequest(t *testing.T) {
 	t.Parallel()
 	l := pace.New(10, 1)
-	var waits []time.Duration // what the limiter asked to sleep, slept on a clock of the test's
-	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
-	l.SetNow(func() time.Time { return now })
-	l.SetSleep(func(_ context.Context, d time.Duration) error {
-		if d > 0 {
-			waits = append(waits, d)
-			now = now.Add(d)
-		}
-		return nil
-	})
+	waits, _ := sleepOnTestClock(l)
 	l.StartAfter(60 * time.Millisecond)
 	for range 2 {
 		if err := l.Wait(context.Background()); err != nil {
@@ -143,8 +134,28 @@ func TestStartAfterHoldsTheFirstRequest(t *testing.T) {
 	}
 	// The first request at its phase (60 ms), the next one interval (100 ms) later.
 	near := func(d, want time.Duration) bool { return d > want-20*time.Millisecond && d <= want }
-	if len(waits) != 2 || !near(waits[0], 60*time.Millisecond) || !near(waits[1], 100*time.Millisecond) {
-		t.Fatalf("waits %v, want [60ms 100ms]", waits)
+	if len(*waits) != 2 || !near((*waits)[0], 60*time.Millisecond) || !near((*waits)[1], 100*time.Millisecond) {
+		t.Fatalf("waits %v, want [60ms 100ms]", *waits)
+	}
+}
+
+// sleepOnTestClock makes l sleep on a clock of the test's, starting at a
+// fixed time: a sleep moves it on and is recorded in waits; advance moves
+// it on without one and says the time then.
+func sleepOnTestClock(l *pace.Limiter) (waits *[]time.Duration, advance func(time.Duration) time.Time) {
+	waits = &[]time.Duration{}
+	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	l.SetNow(func() time.Time { return now })
+	l.SetSleep(func(_ context.Context, d time.Duration) error {
+		if d > 0 {
+			*waits = append(*waits, d)
+			now = now.Add(d)
+		}
+		return nil
+	})
+	return waits, func(d time.Duration) time.Time {
+		now = now.Add(d)
+		return now
 	}
 }
 
@@ -157,31 +168,22 @@ func TestStartAfterHoldsTheFirstRequest(t *testing.T) {
 func TestTakeOverCountsTheRoundTrip(t *testing.T) {
 	t.Parallel()
 	l := pace.NewShare(10, 100, 1)
-	var waits []time.Duration
-	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
-	l.SetNow(func() time.Time { return now })
-	l.SetSleep(func(_ context.Context, d time.Duration) error {
-		if d > 0 {
-			waits = append(waits, d)
-			now = now.Add(d)
-		}
-		return nil
-	})
+	waits, advance := sleepOnTestClock(l)
 	ctx := context.Background()
 	if err := l.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	now = now.Add(30 * time.Millisecond) // the answer
+	advance(30 * time.Millisecond) // the answer
 	l.Done()
-	now = now.Add(time.Second) // idle between groups
-	waits = nil
+	began := advance(time.Second) // idle between groups
+	*waits = nil
 
-	l.TakeOver(now)
+	l.TakeOver(began)
 	if err := l.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if len(waits) != 1 || waits[0] != 70*time.Millisecond {
-		t.Fatalf("the takeover's first request waited %v; want 70ms (an interval, 100 ms, less the latest round trip)", waits)
+	if len(*waits) != 1 || (*waits)[0] != 70*time.Millisecond {
+		t.Fatalf("the takeover's first request waited %v; want 70ms (an interval, 100 ms, less the latest round trip)", *waits)
 	}
 }
 

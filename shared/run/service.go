@@ -67,11 +67,11 @@ type Connector func(ctx context.Context, conn config.Connection, share Share) (D
 // workers through Signal, the run's throttle object (nil: alone). A
 // Relay share takes over from a worker that just ended (the Map starts
 // it as another child ends), whose last request went a round trip or
-// more before the group Began: its own first goes an interval after
-// that (pace.Limiter.TakeOver), not at once (a warm
-// container's idle limiter would send at once, the next child's cold one
-// at a random phase: near a run's end, where the groups are small, the
-// shares sent 4-8 % over their budget and met a stray 429).
+// more before the group Began: its own first goes an interval after that
+// (pace.Limiter.TakeOver), not at once (a warm container's idle limiter
+// would send at once, the next child's cold one at a random phase: near
+// a run's end, where the groups are small, the shares sent 4-8 % over
+// their budget and met a stray 429).
 type Share struct {
 	RPS    float64
 	Signal pace.Signal

@@ -63,7 +63,7 @@ func (s *Service) recordRefusal(ctx context.Context, in GroupInput, batch int, u
 // syncGroup sends the group's batches that are not settled yet, in order;
 // it returns the summary so far and the batch it stopped at.
 func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, error) {
-	began := time.Now() // monotonic: a relay's first request goes an interval after it (see Share)
+	began := time.Now() // monotonic: a relay's interval is counted from it (see Share)
 	in := g.BatchInput
 	items := BatchItems(g.Items)
 	if len(items) == 0 || in.Export == "" || in.RunID == "" || in.Attempt <= 0 || in.Plan == "" {
