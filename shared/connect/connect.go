@@ -102,9 +102,9 @@ func secretName(id string) string {
 // limiter is conn's limiter in this process, made anew when its budget
 // changed (a new config, or another run's share). A share follows its
 // run's signal and starts each group at a phase of its interval: a
-// relay an interval on (see run.Share), a group of the Map's first wave
-// at StartPhase's, so that containers started together do not send
-// their first requests together.
+// relay an interval after its predecessor's last request (TakeOver, see
+// run.Share), a group of the Map's first wave at StartPhase's, so that
+// containers started together do not send their first requests together.
 func (c *Connector) limiter(conn config.Connection, share run.Share, caps dest.Capabilities) *pace.Limiter {
 	budget, isShare := conn.RequestsPerSecond, !c.Shared && share.RPS > 0
 	if isShare {
