@@ -256,13 +256,22 @@ func (l *Limiter) cutSince(cuts int) bool {
 // tenths of a second lost at each cut, and a rate measured from what the
 // API accepted then fell at every cut. The new bucket starts with one
 // token, not its burst: a burst would send at once what the API just
-// refused. A share (one waiter, a burst of 1) keeps its bucket: a new one
-// would send its request the moment it hears of the cut, and the shares
-// hear of it within a look of each other. Callers hold mu.
+// refused. A share (one waiter, a burst of 1) that has sent takes its next
+// request at a random phase of an interval at the rate cut to, from a
+// full bucket: the shares' phases spread over an interval at the rate
+// before, and after a cut to a quarter they sent four times as dense as
+// the rate cut to, a bunch an interval on that the API refused (40
+// containers started together: 4 429s in 100 ms, 0.8 s after the first
+// cut). The bucket's part of a token would hold half of them to one
+// point; a share that has not sent yet keeps its phase (StartAfter's, of
+// an interval at the rate then). Callers hold mu.
 func (l *Limiter) markCut(now time.Time) {
 	if !l.share {
 		l.lim = rate.NewLimiter(l.lim.Limit(), l.lim.Burst())
 		l.lim.ReserveN(now, l.lim.Burst()-1)
+	} else if l.started.IsZero() {
+		l.lim = rate.NewLimiter(l.lim.Limit(), l.lim.Burst())
+		l.rephase = true
 	}
 	l.cuts++
 }

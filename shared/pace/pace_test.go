@@ -692,3 +692,46 @@ func TestLateShareKeepsItsPhase(t *testing.T) {
 		t.Fatalf("the second request went at %v; want its next slot, 200ms", at)
 	}
 }
+
+// TestCutSpreadsTheShares: shares whose requests went close together
+// (40 containers started together, their phases spread over an interval
+// at the whole budget, 400 ms) spread their next requests over an
+// interval at the rate a cut goes to, not over the 400 ms they kept: a
+// cut to a quarter otherwise keeps sending 40 requests in 400 ms, four
+// times the rate cut to, and the API refuses the bunch. (Seen failing
+// with the phases kept: 40 requests within 400 ms.)
+func TestCutSpreadsTheShares(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	cut := pace.ShareState{Rate: 0.25, At: start}
+	var next []time.Duration
+	for i := range 40 {
+		now := start.Add(time.Duration(i) * 10 * time.Millisecond)
+		sig := &signal{}
+		l := pace.NewShare(2.5, 100, 1) // an interval of 400 ms; 1.6 s at a quarter
+		l.SetNow(func() time.Time { return now })
+		l.SetSleep(func(ctx context.Context, d time.Duration) error {
+			now = now.Add(max(d, 0))
+			return ctx.Err()
+		})
+		l.Follow(sig)
+		if err := l.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		sig.state = cut // written by another share meanwhile
+		if err := l.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		next = append(next, now.Sub(start))
+	}
+	slices.Sort(next)
+	for i := range next {
+		j := i
+		for j < len(next) && next[j]-next[i] < 400*time.Millisecond {
+			j++
+		}
+		if j-i > 25 { // spread over 1.6 s: about 10 in any 400 ms
+			t.Fatalf("%d of the 40 next requests went within 400 ms of %v; want them spread over the 1.6 s interval: %v", j-i, next[i], next)
+		}
+	}
+}
