@@ -713,13 +713,18 @@ func TestLateShareKeepsItsPhase(t *testing.T) {
 // at the whole budget, 400 ms) spread their next requests over an
 // interval at the rate a cut goes to, not over the 400 ms they kept: a
 // cut to a quarter otherwise keeps sending 40 requests in 400 ms, four
-// times the rate cut to, and the API refuses the bunch. (Seen failing
-// with the phases kept: 40 requests within 400 ms.)
+// times the rate cut to, and the API refuses the bunch. Each hears of the
+// cut 200 ms after its request (a look) and sends next at a random phase
+// of the 1.6 s interval from then, from a full bucket: its old bucket's
+// half token held every phase under half an interval to 0.8 s on. (Seen
+// failing with the phases kept: 40 requests within 400 ms; with the old
+// bucket kept: none within 800 ms of its last.)
 func TestCutSpreadsTheShares(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
 	cut := pace.ShareState{Rate: 0.25, At: start}
 	var next []time.Duration
+	early := 0 // next requests within 800 ms of a share's first
 	for i := range 40 {
 		now := start.Add(time.Duration(i) * 10 * time.Millisecond)
 		sig := &signal{}
@@ -733,11 +738,15 @@ func TestCutSpreadsTheShares(t *testing.T) {
 		if err := l.Wait(context.Background()); err != nil {
 			t.Fatal(err)
 		}
+		first := now
 		sig.state = cut // written by another share meanwhile
 		if err := l.Wait(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		next = append(next, now.Sub(start))
+		if now.Sub(first) < 800*time.Millisecond {
+			early++
+		}
 	}
 	slices.Sort(next)
 	for i := range next {
@@ -748,6 +757,9 @@ func TestCutSpreadsTheShares(t *testing.T) {
 		if j-i > 25 { // spread over 1.6 s: about 10 in any 400 ms
 			t.Fatalf("%d of the 40 next requests went within 400 ms of %v; want them spread over the 1.6 s interval: %v", j-i, next[i], next)
 		}
+	}
+	if early < 4 { // about 15 of 40: 200 ms and a random phase under 600 ms of 1.6 s
+		t.Fatalf("%d of the 40 shares sent next within 800 ms of their first request; want about 15 (a random phase of the new interval from a full bucket)", early)
 	}
 }
 
