@@ -560,9 +560,10 @@ type ShareState struct {
 }
 
 // newer says whether s is later news than o: a later cut, or more 429s
-// counted towards the same one.
+// counted since the same one (Refused: Throttled falls when strays are
+// forgotten).
 func (s ShareState) newer(o ShareState) bool {
-	return s.At.After(o.At) || (s.At.Equal(o.At) && s.Throttled > o.Throttled)
+	return s.At.After(o.At) || (s.At.Equal(o.At) && s.Refused > o.Refused)
 }
 
 // How shares pace together. They read their Signal every sharePoll while

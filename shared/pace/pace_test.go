@@ -790,3 +790,31 @@ func TestRateFoundCountsForgottenStrays(t *testing.T) {
 		t.Fatalf("five 429s after 25 forgotten: state %+v; want a cut, found 0.4952", st)
 	}
 }
+
+// TestShareKeepsTheOthersCounts: a share writing its 429 goes on from the
+// state it reads when that counts more 429s since the same cut, even if
+// fewer towards the next (strays forgotten since): going on from its own
+// older state it wrote back a count the others had passed, and the
+// measure lost their 429s. (Seen failing with Throttled compared: 4
+// refused, not 5.)
+func TestShareKeepsTheOthersCounts(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	cut := now.Add(-10 * time.Second)
+	sig := &signal{state: pace.ShareState{Rate: 0.5, At: cut, Found: 0.5, Throttled: 3, Refused: 3, Since: now}}
+	l := pace.NewShare(50, 100, 1)
+	l.SetNow(func() time.Time { return now })
+	l.SetSleep(func(ctx context.Context, _ time.Duration) error { return ctx.Err() })
+	l.Follow(sig)
+	if err := l.Wait(ctx); err != nil { // reads the state: 3 429s
+		t.Fatal(err)
+	}
+	now = now.Add(100 * time.Millisecond)
+	// Another share's write: the three forgotten as strays, one more since.
+	sig.state = pace.ShareState{Rate: 0.5, At: cut, Found: 0.5, Throttled: 1, Refused: 4, Since: now}
+	l.Throttled(ctx)
+	if st := sig.state; st.Refused != 5 || st.Throttled != 2 {
+		t.Fatalf("a 429 after the others' fourth: state %+v; want 5 refused since the cut, 2 towards the next", st)
+	}
+}
