@@ -609,12 +609,12 @@ func (l *Limiter) shareFraction(st ShareState, now time.Time) float64 {
 // most of their time). When the API refused more than a few in a hundred,
 // the rate goes to what it accepted, and above that it grows slowly, as
 // New's limiter does with the answers it sees itself. The first cut comes
-// with minThrottled 429s, by a fifth or to what they say the API took
-// since the first of them when that is less (a budget three times too
-// high: some 40 requests refused while a cut by a fifth at a time found
-// the rate), never below minCut. Before a rate is found, too few 429s to
-// weigh cut the rate to a share of it; after, they
-// only count: shares at independent phases bunch now and then, and the
+// with minThrottled 429s, by a fifth or to firstCutBelow of what they say
+// the API took since the first of them when that is less (a budget three
+// times too high: some 40 requests refused while a cut by a fifth at a
+// time found the rate), never below minCut. Before a rate is found, too
+// few 429s to weigh cut the rate to a share of it; after, they only
+// count: shares at independent phases bunch now and then, and the
 // API's burst answers a bunch with a stray 429 that is no overload
 // (cutting for each drove a budget 20 % too high down to 40 % of it).
 // The 429s of a cut under decreaseGap old, or too few to weigh, count
@@ -649,9 +649,10 @@ func (l *Limiter) shareCut(st ShareState, now time.Time, n int) ShareState {
 	sent := l.sentFrom(st, from, now)
 	if st.Rate == 0 && st.Throttled >= minThrottled {
 		// The first cut, as soon as minThrottled 429s come close
-		// together: by decrease, deeper when they already tell the API
-		// refuses more than that (a budget several times too high), not
-		// below minCut; the next cut, measured, finds the rate.
+		// together: by decrease, deeper (to firstCutBelow of their
+		// measure) when they already tell the API refuses more than that
+		// (a budget several times too high), not below minCut; the next
+		// cut, measured, finds the rate.
 		if span > 0 && sent > refused {
 			next = max(min(next, firstCutBelow*(sent-refused)/(l.whole*span)), minCut)
 		}
