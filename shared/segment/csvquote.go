@@ -54,11 +54,15 @@ func (st quoteState) step(c, delim byte) quoteState {
 
 // unterminated reports whether the record that b starts with fails for
 // a quote never closed: it ends inside a quoted field, with no text after
-// a closing quote before (encoding/csv reports that first).
+// a closing quote before (encoding/csv reports that first). A carriage
+// return after a closing quote is a line's end only before a line feed or
+// at the end of b (encoding/csv drops one there); before anything else it
+// is text, as encoding/csv reads it.
 func unterminated(b []byte, delim byte) bool {
 	st := qField
-	for _, c := range b {
-		if st == qQuote && c != '"' && c != delim && c != '\n' && c != '\r' {
+	for i, c := range b {
+		crlf := c == '\r' && (i+1 == len(b) || b[i+1] == '\n')
+		if st == qQuote && c != '"' && c != delim && c != '\n' && !crlf {
 			return false
 		}
 		st = st.step(c, delim)
