@@ -192,9 +192,12 @@ func (l *Limiter) Wait(ctx context.Context) error {
 				late = max(lateBy, late/8)
 			}
 		}
-		cuts, following := l.cuts, l.share && l.signal != nil
+		cuts, look := l.cuts, time.Duration(0)
+		if l.share && l.signal != nil {
+			look = min(l.lookEvery(now), sharePoll)
+		}
 		l.mu.Unlock()
-		slept, err := l.sleepUntil(ctx, now, slot, following, cuts)
+		slept, err := l.sleepUntil(ctx, now, slot, look, cuts)
 		if err != nil || !slept {
 			res.CancelAt(l.now())
 		}
@@ -215,24 +218,24 @@ func (l *Limiter) Wait(ctx context.Context) error {
 
 // sleepUntil sleeps from now until slot, and says false when the rate was
 // cut meanwhile (cuts counted): the slot was given at the rate before. A
-// share following a Signal looks at it every sharePoll meanwhile, for the
-// other shares' cuts: a share whose interval is long (its first request,
-// at its phase of the interval; one of 40 shares, 0.4 s) would otherwise
-// send at the rate before them.
-func (l *Limiter) sleepUntil(ctx context.Context, now, slot time.Time, following bool, cuts int) (bool, error) {
+// share following a Signal looks at it every look (0: not following)
+// meanwhile, for the other shares' cuts: a share whose interval is long
+// (its first request, at its phase of the interval; one of 40 shares,
+// 0.4 s) would otherwise send at the rate before them.
+func (l *Limiter) sleepUntil(ctx context.Context, now, slot time.Time, look time.Duration, cuts int) (bool, error) {
 	looks := 0 // bounded: a test's clock may stand still
-	if following {
-		looks = int(slot.Sub(now) / sharePoll)
+	if look > 0 {
+		looks = int(slot.Sub(now) / look)
 	}
 	for range looks {
-		if err := l.sleep(ctx, sharePoll); err != nil {
+		if err := l.sleep(ctx, look); err != nil {
 			return false, err
 		}
 		l.poll(ctx)
 		if l.cutSince(cuts) {
 			return false, nil
 		}
-		if slot.Sub(l.now()) <= sharePoll {
+		if slot.Sub(l.now()) <= look {
 			break
 		}
 	}
@@ -492,11 +495,7 @@ func (l *Limiter) poll(ctx context.Context) {
 		return
 	}
 	now := l.now()
-	every := sharePoll
-	if now.Sub(l.followed) > calmAfter && now.Sub(l.state.At) > calmAfter {
-		every = calmPoll
-	}
-	if now.Sub(l.lastPoll) < every {
+	if now.Sub(l.lastPoll) < l.lookEvery(now) {
 		l.mu.Unlock()
 		return
 	}
@@ -534,6 +533,20 @@ func (l *Limiter) poll(ctx context.Context) {
 	l.mu.Lock()
 	l.raising = false
 	l.mu.Unlock()
+}
+
+// lookEvery is how often a share reads its Signal at now: every
+// firstPoll until it hears of a first cut (for firstWave after it began
+// to follow), every sharePoll while the shares adapt, every calmPoll once
+// calm. Callers hold mu.
+func (l *Limiter) lookEvery(now time.Time) time.Duration {
+	switch {
+	case l.state.At.IsZero() && now.Sub(l.followed) < firstWave:
+		return firstPoll
+	case now.Sub(l.followed) > calmAfter && now.Sub(l.state.At) > calmAfter:
+		return calmPoll
+	}
+	return sharePoll
 }
 
 // ShareState is what the shares of a budget agree on through their Signal:
@@ -578,6 +591,8 @@ const (
 	sharePoll     = 200 * time.Millisecond
 	calmPoll      = time.Second
 	calmAfter     = 10 * time.Second
+	firstPoll     = 50 * time.Millisecond // until a share hears of a first cut (see Wait)
+	firstWave     = 2 * time.Second
 	minThrottled  = 5
 	foundStep     = 0.85 // a measure moves a rate found down by at most 15 %
 	minAnswers    = 20
