@@ -641,7 +641,7 @@ func printSummary(w io.Writer, bucketDir string, r run.Result, rep *run.Report) 
 	}
 	fmt.Fprintf(w, "  requests %d (429s %d, retries %d) · took %s\n", rep.Requests.Total, rep.Requests.Throttled, rep.Requests.Retries, took)
 	if rep.RateFound > 0 {
-		fmt.Fprintf(w, "  %s accepted %.1f requests/s while it answered 429s: set the connection's requestsPerSecond to about %d\n",
+		fmt.Fprintf(w, "  %s accepted up to %.1f requests/s (its best 10 s) while it answered 429s: set the connection's requestsPerSecond to about %d\n",
 			cmp.Or(rep.Destination, "Autopilot"), rep.RateFound, int(rep.RateFound))
 	}
 	fmt.Fprintf(w, "  report:   %s\n  rejected: %s\n", filepath.Join(bucketDir, "runs", r.Export, r.RunID, "report.json"),

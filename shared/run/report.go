@@ -79,9 +79,10 @@ type Report struct {
 	FinishedAt      time.Time   `json:"finishedAt,omitzero"`
 	DurationSeconds float64     `json:"durationSeconds"` // this attempt: from its start (planning included) to its end
 	FloorSeconds    float64     `json:"floorSeconds"`    // requests / requestsPerSecond: the fastest any exporter could go
-	// RateFound is the rate, in requests a second, the destination
-	// accepted while it answered 429s, when that is well under the
-	// connection's requestsPerSecond: the budget is set too high.
+	// RateFound is the highest rate, in requests a second, the
+	// destination accepted over any 10 s while it answered 429s, when
+	// that is well under the connection's requestsPerSecond: the budget
+	// is set too high.
 	RateFound        float64 `json:"rateFound,omitempty"`
 	SnapshotPromoted bool    `json:"snapshotPromoted"`
 	// Refill: the list was deleted (and made again) while the attempt

@@ -445,7 +445,7 @@ func durationChart(rep *run.Report) (*chart, string) {
 	line := fmt.Sprintf("took %s against a rate-limit floor of %s (%s× the floor; the floor is the requests at the budget, the least any exporter needs)",
 		took, Seconds(rep.FloorSeconds), strconv.FormatFloat(rep.DurationSeconds/rep.FloorSeconds, 'f', 2, 64))
 	if rep.RateFound > 0 {
-		line += fmt.Sprintf("; %s accepted %s requests/s while it answered 429s, less than the budget: lower requestsPerSecond to about that",
+		line += fmt.Sprintf("; %s accepted up to %s requests/s (its best 10 s) while it answered 429s, less than the budget: lower requestsPerSecond to about that",
 			cmp.Or(rep.Destination, "Autopilot"), strconv.FormatFloat(rep.RateFound, 'f', 1, 64))
 	}
 	return c, line
