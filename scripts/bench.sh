@@ -98,8 +98,13 @@ pratio=$(pj ratio_min); prss=$(pj rss_mb); pgrowth=$(pj growth_b); pfiles=$(pj f
   for d in autopilot ortto; do
     iso=$(worst "BenchmarkRefused3k/$d" isolate-requests "$work/refused.txt")
     rsf=$(worst "BenchmarkRefused3k/$d" send/floor "$work/refused.txt")
+    least=$(worst "BenchmarkRefused3k/$d" least/floor "$work/refused.txt")
+    v=$(verdict "$iso <= 60 && $rsf <= 1.5")
+    if [ "$v" != met ] && [ "$(echo "$least > 1.5" | bc -l)" = 1 ]; then
+      v="$v: the run's calls one interval apart take $(printf %.3f "$least")"
+    fi
     printf '| %s: 20 contacts refused among 3,000 at 20 req/s: requests spent isolating them; sending / floor of the run without them (worst of %s) | %.0f; %.3f | <= 60; <= 1.5 | %s |\n' \
-      "$d" "$pacing_runs" "$iso" "$rsf" "$(verdict "$iso <= 60 && $rsf <= 1.5")"
+      "$d" "$pacing_runs" "$iso" "$rsf" "$v"
   done
   printf '| planning: `segpilot plan` of 1M rows on disk vs Miller, slowest of %s runs | %.2fx | >= 2x | %s |\n' "$plan_runs" "$pratio" "$(verdict "$pratio >= 2")"
   printf '| planning: peak RSS at 1M rows; growth per extra profile to 2M | %.1f MB; %.1f B | < 150 MB; < 40 B | %s |\n' "$prss" "$pgrowth" "$(verdict "$prss < 150 && $pgrowth < 40")"
