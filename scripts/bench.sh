@@ -16,7 +16,9 @@ plan_runs=${PLAN_RUNS:-5}
 rps=${SEGPILOT_BENCH_RPS:-20}
 out=${BENCH_OUT:-docs/benchmarks.md}
 for tool in go jq bc mlr; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is required (apt-get install -y $tool)" >&2; exit 1; }
+  pkg=$tool
+  [ "$tool" = mlr ] && pkg=miller # Debian's name for Miller
+  command -v "$tool" >/dev/null || { echo "bench: $tool is required (apt-get install -y $pkg)" >&2; exit 1; }
 done
 benchstat=(go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da)
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
