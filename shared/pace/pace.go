@@ -194,7 +194,7 @@ func (l *Limiter) Wait(ctx context.Context) error {
 		}
 		cuts, look := l.cuts, time.Duration(0)
 		if l.share && l.signal != nil {
-			look = min(l.lookEvery(now), sharePoll)
+			look = min(l.lookEvery(now), sharePoll) // calm: poll keeps the reads a calmPoll apart
 		}
 		l.mu.Unlock()
 		slept, err := l.sleepUntil(ctx, now, slot, look, cuts)

@@ -600,8 +600,9 @@ func rateFound(tl *timeline, throttled int, budget float64) float64 {
 		if end.After(to) {
 			to = end
 		}
-		ends = append(ends, answered{end, b.Requests.Total - b.Requests.Throttled})
-		accepted += b.Requests.Total - b.Requests.Throttled
+		ok := b.Requests.Total - b.Requests.Throttled
+		ends = append(ends, answered{end, ok})
+		accepted += ok
 	}
 	secs := to.Sub(from).Seconds()
 	if secs < 5 || accepted < 20 {
