@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/segpilot/segpilot/internal/sample"
 	"github.com/segpilot/segpilot/shared/local"
+	"github.com/segpilot/segpilot/shared/pace"
 	"github.com/segpilot/segpilot/shared/run"
 )
 
@@ -51,8 +53,10 @@ func testLambdaModel(t *testing.T, d destination) {
 // TestLambdaSharesRaiseTheRunsThrottleSignal: Map children in separate
 // containers, sending faster together than the simulator takes, tell each
 // other of their 429s through the run's throttle object (pace.NewShare
-// follows it), and the run still delivers exactly. (Seen failing without
-// the signal in syncbatch's context: no object.)
+// follows it), and the run still delivers exactly. The object counts
+// every group finished, once (the last shares take the finished ones'
+// budget). (Seen failing without the signal in syncbatch's context: no
+// object.)
 func TestLambdaSharesRaiseTheRunsThrottleSignal(t *testing.T) {
 	t.Parallel()
 	forEachDestination(t, func(t *testing.T, d destination) {
@@ -69,8 +73,31 @@ func TestLambdaSharesRaiseTheRunsThrottleSignal(t *testing.T) {
 		if n := h.sim.Counters().ByStatus[429]; n == 0 {
 			t.Fatal("the simulator answered no 429: the test sends too slowly to test anything")
 		}
-		if _, err := os.Stat(filepath.Join(h.dir, "runs", "vip-newsletter", res.RunID, "attempts", fmt.Sprint(res.Attempt), "throttled")); err != nil {
-			t.Fatalf("the run's throttle signal: %v", err)
+		var st pace.ShareState
+		readJSONFile(t, filepath.Join(h.dir, "runs", "vip-newsletter", res.RunID, "attempts", fmt.Sprint(res.Attempt), "throttled"), &st)
+		if st.Refused == 0 && st.Rate == 0 {
+			t.Fatalf("the run's throttle signal %+v: no 429 counted, no cut", st)
+		}
+		items, err := filepath.Glob(filepath.Join(h.dir, "runs", "vip-newsletter", res.RunID, "plans", "*", "items.json"))
+		if err != nil || len(items) != 1 {
+			t.Fatalf("the run's items.json: %v %v", items, err)
+		}
+		var groups []run.Item
+		readJSONFile(t, items[0], &groups)
+		if st.Done != len(groups) {
+			t.Fatalf("the throttle signal counts %d groups finished; want the Map's %d", st.Done, len(groups))
 		}
 	})
+}
+
+// readJSONFile decodes the JSON file at path into v.
+func readJSONFile(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
 }

@@ -130,6 +130,7 @@ func (c *Connector) limiter(conn config.Connection, share run.Share, caps dest.C
 	if !isShare {
 		return l
 	}
+	l.Spread(share.Workers, share.Groups)
 	l.Follow(share.Signal)
 	switch {
 	case share.Relay:

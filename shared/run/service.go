@@ -71,12 +71,17 @@ type Connector func(ctx context.Context, conn config.Connection, share Share) (D
 // (pace.Limiter.TakeOver), not at once (a warm container's idle limiter
 // would send at once, the next child's cold one at a random phase: near
 // a run's end, where the groups are small, the shares sent 4-8 % over
-// their budget and met a stray 429).
+// their budget and met a stray 429). Workers and Groups are the run's
+// concurrency and its groups (0: not known): the shares still sending
+// once fewer groups are left than workers take the finished ones' budget
+// (pace.Limiter.Spread).
 type Share struct {
-	RPS    float64
-	Signal pace.Signal
-	Relay  bool
-	Began  time.Time
+	RPS     float64
+	Signal  pace.Signal
+	Relay   bool
+	Began   time.Time
+	Workers int
+	Groups  int
 }
 
 // Service runs segpilot's pipeline steps against its ports.

@@ -26,6 +26,10 @@ import (
 func (s *Service) SyncBatch(ctx context.Context, g Group) (*GroupSummary, error) {
 	sum, at, err := s.syncGroup(ctx, g)
 	err = s.classify(err)
+	if !retried(err) {
+		in := g.BatchInput
+		s.throttleSignal(in.Export, in.RunID, in.Attempt).groupDone(context.WithoutCancel(ctx))
+	}
 	if err == nil {
 		return sum, nil
 	}
@@ -78,7 +82,8 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 	defer stop()
 	// Workers pacing shares of the budget in other containers pace as one
 	// through the run's throttle signal.
-	share := Share{RPS: in.WorkerRPS, Signal: s.throttleSignal(in.Export, in.RunID, in.Attempt), Relay: g.Items[0].Relay, Began: began}
+	share := Share{RPS: in.WorkerRPS, Signal: s.throttleSignal(in.Export, in.RunID, in.Attempt), Relay: g.Items[0].Relay, Began: began,
+		Workers: in.Concurrency, Groups: in.Groups}
 	var (
 		m          *Manifest
 		d          Destination
@@ -477,6 +482,16 @@ func (s *Service) checkFence(ctx context.Context, in GroupInput) error {
 // S3 or Secrets Manager throttling, 5xx, a dropped connection) is
 // Transient, which the state machine retries with backoff. Anything else
 // is returned as it is, and fails the step for good.
+// retried says the state machine runs the group again after err (its
+// Retry on Throttled and Transient): the group has not finished.
+func retried(err error) bool {
+	var (
+		throttled *Throttled
+		transient *Transient
+	)
+	return errors.As(err, &throttled) || errors.As(err, &transient)
+}
+
 func (s *Service) classify(err error) error {
 	if err == nil {
 		return nil

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"time"
 
+	"github.com/segpilot/segpilot/shared/clock"
 	"github.com/segpilot/segpilot/shared/pace"
 	"github.com/segpilot/segpilot/shared/store"
 )
@@ -27,12 +30,62 @@ func (s *Service) throttleSignal(export, runID string, attempt int64) *throttleS
 	return &throttleSignal{store: s.Store, key: throttledKey(export, runID, attempt), log: s.Logger()}
 }
 
+// Write replaces the state with st, but for the groups finished: the most
+// of st's and the object's (a compare-and-swap on what it read), since
+// the groups' ends count them beside the shares' writes (groupDone).
 func (t *throttleSignal) Write(ctx context.Context, st pace.ShareState) error {
-	if err := putJSON(ctx, t.store, t.key, st, store.PutOptions{}); err != nil {
+	if err := t.swap(ctx, func(cur pace.ShareState) pace.ShareState {
+		st.Done = max(st.Done, cur.Done)
+		return st
+	}); err != nil {
 		t.log.Warn("writing the throttle signal", "key", t.key, "err", err)
 		return fmt.Errorf("writing the throttle signal: %w", err)
 	}
 	return nil
+}
+
+// groupDone counts one more of the run's groups finished (see
+// pace.Limiter.Spread). A count lost (the bucket unreachable) only
+// leaves the last shares pacing slower.
+func (t *throttleSignal) groupDone(ctx context.Context) {
+	if err := t.swap(ctx, func(cur pace.ShareState) pace.ShareState {
+		cur.Done++
+		return cur
+	}); err != nil {
+		t.log.Warn("counting a finished group in the throttle signal", "key", t.key, "err", err)
+	}
+}
+
+// A swap's compare-and-swap tries again, at most swapTries times, after
+// a random wait of up to swapBackoff times the tries so far: near a run's
+// end some 40 groups end within a second, each swap a GET and a PUT, and
+// 40 that end at once and try again at once lose to each other (under
+// -race, 20 tries counted 29-39 of 40).
+const (
+	swapTries   = 20
+	swapBackoff = 10 * time.Millisecond
+)
+
+// swap writes next(the state now) in place of the state now, unless
+// another write came between its read and its write: then it reads again.
+func (t *throttleSignal) swap(ctx context.Context, next func(pace.ShareState) pace.ShareState) error {
+	for try := range swapTries {
+		if try > 0 {
+			if err := clock.Sleep(ctx, time.Duration(rand.Int64N(int64(try)*int64(swapBackoff)))); err != nil {
+				return err
+			}
+		}
+		var cur pace.ShareState
+		info, err := getJSONInfo(ctx, t.store, t.key, &cur)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		err = putJSON(ctx, t.store, t.key, next(cur), store.PutOptions{IfNoneMatch: info.ETag == "", IfMatch: info.ETag})
+		if !errors.Is(err, store.ErrChanged) && !errors.Is(err, store.ErrExists) {
+			return err
+		}
+	}
+	return fmt.Errorf("%d other writes came between a read and a write", swapTries)
 }
 
 func (t *throttleSignal) Read(ctx context.Context) (pace.ShareState, error) {

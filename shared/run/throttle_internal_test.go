@@ -3,6 +3,7 @@ package run
 import (
 	"context"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,11 +19,17 @@ import (
 	"github.com/segpilot/segpilot/shared/store"
 )
 
+// groupsEnding is a run's last wave: a Map's children at most.
+const groupsEnding = 40
+
 // In Lambda each syncbatch container paces its own share of the budget and
 // hears the others' 429s only through the run's throttle signal: what one
 // container writes (the rate they pace at), another must read (pace.Signal). The
 // pace tests use an in-memory Signal; this is the one the run wires in,
-// over the local folder and over S3 (gofakes3, with the real SDK).
+// over the local folder and over S3 (gofakes3, with the real SDK). The
+// groups finished are counted exactly, though they end together and cuts
+// are written meanwhile. (Seen failing with a plain read and write: 2 and
+// 5 of 40 counted.)
 func TestThrottleSignalIsHeardByEveryShare(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -79,6 +86,24 @@ func TestThrottleSignalIsHeardByEveryShare(t *testing.T) {
 			}
 			if st := read(other); st != (pace.ShareState{}) {
 				t.Errorf("another run's signal holds %+v; its shares would slow for this run's 429s", st)
+			}
+
+			// The run's last wave: its groups end together, each counting
+			// itself, while shares write cuts that know of fewer.
+			var wg sync.WaitGroup
+			for i := range groupsEnding {
+				wg.Go(func() {
+					a.groupDone(ctx)
+					if i%10 == 0 {
+						if err := b.Write(ctx, pace.ShareState{Rate: 0.3, At: at.Add(time.Minute)}); err != nil {
+							t.Error(err)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if got := read(b); got.Done != groupsEnding || got.Rate != 0.3 {
+				t.Fatalf("after %d groups ended together beside cuts: %+v; want every group counted once, and the cut", groupsEnding, got)
 			}
 		})
 	}

@@ -103,6 +103,10 @@ type Execution struct {
 	// GroupSize is how many consecutive batches one syncbatch invocation
 	// sends (the Map's ItemBatcher reads it); see GroupSize.
 	GroupSize int `json:"groupSize"`
+	// Groups is how many children the Map runs (items.json's groups, or
+	// batches in groups of GroupSize): the shares still sending near the
+	// run's end take the budget of the finished ones (see Share).
+	Groups int `json:"groups"`
 	// StartedAt is when the attempt began (before planning, when it
 	// planned): for the report's duration only.
 	StartedAt time.Time `json:"startedAt,omitzero"`
@@ -152,6 +156,10 @@ type GroupInput struct {
 	Plan      string  `json:"plan"`
 	ListID    string  `json:"listId"`
 	WorkerRPS float64 `json:"workerRps"`
+	// Concurrency and Groups are the execution's (0 from a state machine
+	// before them: each share paces its WorkerRPS to the end).
+	Concurrency int `json:"concurrency,omitempty"`
+	Groups      int `json:"groups,omitempty"`
 }
 
 // RowIssue is one contact that was not delivered, and why.
