@@ -645,7 +645,7 @@ const (
 	foundStep     = 0.85 // a measure moves a rate found down by at most 15 %
 	minAnswers    = 20
 	firstCutBelow = 0.85                             // the first cut's measure, of a few tens of ms, read the API's rate 20-40 % high
-	strays        = 0.03                             // fewer 429s than this share of the requests sent are no overload
+	strays        = 0.02                             // fewer 429s than this share of the requests sent are no overload (0.03: the shares sat at about 3 %)
 	settle        = sharePoll + 100*time.Millisecond // a cut reaches every share: a look and an answer
 )
 
@@ -735,14 +735,16 @@ func (l *Limiter) shareCut(st ShareState, now time.Time, n int) ShareState {
 	return ShareState{Rate: max(next, minRate), At: now, Found: found, Done: st.Done}
 }
 
-// tooFewToWeigh says the 429s counted are strays: a few in a hundred
-// of the requests sent since the last cut (sent, refused) or, once a rate
-// is found, since the first of them. The shares probe above that rate for
-// many seconds before they meet the API's limit again, and those seconds
-// would hide the overload that followed; the rate the API took is still
-// measured since the cut (a span of bunched 429s alone says too little).
+// tooFewToWeigh says the 429s counted are strays: under strays of the
+// requests sent since the first of them (sent and refused since the
+// last cut, before any). After a cut the shares grow back (or probe
+// above the rate found) for seconds before they meet the API's limit
+// again, and those seconds would hide the overload that followed (after
+// a first cut, a dozen 429s before the second); the rate the API took is
+// still measured since the cut (a span of bunched 429s alone says too
+// little).
 func (l *Limiter) tooFewToWeigh(st ShareState, now time.Time, sent, refused float64) bool {
-	if st.Found > 0 {
+	if st.Rate > 0 {
 		sent, refused = l.sentFrom(st, st.Since, now), float64(st.Throttled-1)
 	}
 	return refused < sent*strays

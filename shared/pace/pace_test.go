@@ -347,16 +347,18 @@ func TestSharesPaceAsOne(t *testing.T) {
 // TestSharesWeighTheOverloadNow: the shares' 429s are weighed against
 // what they sent over the overload itself. The first cut goes deeper than
 // a fifth when its 429s came thick (a budget three times too high), to
-// 85 % of what they say the API took, down to a quarter at most; once a
-// rate is found, the 429s are weighed from the first of them, not from
-// the last cut (seconds of probing below the API's limit hid the overload
-// after them); 429s too few for the requests sent since the first of them
+// 85 % of what they say the API took, down to a quarter at most; after a
+// cut (a rate found or not), the 429s are weighed from the first of them,
+// not from the last cut (seconds of growing back or probing below the
+// API's limit hid the overload after them); 2 in a hundred are an
+// overload; 429s too few for the requests sent since the first of them
 // are forgotten by that count, not after 2 s (at a third of a budget, 2 s
 // hold under 70 requests); and a second cut that comes with 20 requests
 // sent since the first is measured. (Seen failing with the first cut by a
-// fifth: 40 requests/s; with the 429s weighed since the cut: no cut; with
-// strays forgotten after 2 s: no cut; with 30 requests wanted: no rate
-// found.)
+// fifth: 40 requests/s; with the 429s weighed since the cut: no cut, and
+// before a rate is found no cut either; with 3 in a hundred strays: no
+// cut at 2.8 %; with strays forgotten after 2 s: no cut; with 30 requests
+// wanted: no rate found.)
 func TestSharesWeighTheOverloadNow(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
@@ -401,6 +403,28 @@ func TestSharesWeighTheOverloadNow(t *testing.T) {
 	throttle(slow, 7, 700*time.Millisecond)
 	if st := sig.state; !st.At.After(start) {
 		t.Fatalf("seven 429s in 4.2 s at a third of the budget: state %+v; want a cut", st)
+	}
+
+	// At half the budget, found, six 429s 0.7 s apart: 5 of about 179
+	// sent after the first (2.8 %), an overload: three in a hundred let
+	// the shares sit over the API's limit for seconds.
+	start = now
+	half, sig := share(pace.ShareState{Rate: 0.5, At: start, Found: 0.5})
+	throttle(half, 6, 700*time.Millisecond)
+	if st := sig.state; !st.At.After(start) {
+		t.Fatalf("six 429s in 3.5 s at half the budget: state %+v; want a cut", st)
+	}
+
+	// Before a rate is found, too: 3 s after a first cut to 75 % (grown
+	// to 97.5 % since), five 429s in 0.4 s: 4 of some 39 sent after the
+	// first, a cut measured since the first cut (about 301 of 306
+	// accepted in 3.4 s: 86 %). Weighed against the 306 sent since the
+	// cut, most of them under the API's limit, they read as strays, and
+	// the shares went on over it until a dozen were refused.
+	growing, sig := share(pace.ShareState{Rate: 0.75, At: now.Add(-3 * time.Second)})
+	throttle(growing, 5, 100*time.Millisecond)
+	if st := sig.state; !st.At.Equal(now) || math.Abs(st.Found-0.86) > 0.01 {
+		t.Fatalf("five 429s in 0.4 s, 3 s after a first cut: state %+v; want a cut now, the rate found 0.86", st)
 	}
 
 	// The second cut, 0.7 s after a first to 40 % (growing by 4 % of the
