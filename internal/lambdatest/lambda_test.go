@@ -264,8 +264,7 @@ func TestFunctions(t *testing.T) {
 	wantExec := run.Execution{Export: exportName, RunID: runID, Attempt: 1, Plan: "none",
 		ItemsKey:         "runs/" + exportName + "/" + runID + "/plans/none/items.json",
 		MapResultsPrefix: "runs/" + exportName + "/" + runID + "/attempts/1/map",
-		ListID:           exec.ListID, Concurrency: concurrency, WorkerRPS: workerRPS, StartedAt: exec.StartedAt, GroupSize: exec.GroupSize,
-		Groups: exec.Groups} // nonzero: the ASL reads it (above)
+		ListID:           exec.ListID, Concurrency: concurrency, WorkerRPS: workerRPS, StartedAt: exec.StartedAt, GroupSize: exec.GroupSize}
 	if exec != wantExec || exec.StartedAt.IsZero() {
 		t.Errorf("execution input = %+v, want %+v", exec, wantExec)
 	}

@@ -484,16 +484,6 @@ func groupSizeOf(m *Manifest) int {
 	return GroupSize(m.Batches, m.Concurrency, m.WorkerRPS)
 }
 
-// groupsOf is how many children the Map runs for m's items (the items.json
-// planning wrote: MapItems is deterministic).
-func groupsOf(m *Manifest) int {
-	if m.ItemGroups {
-		return len(MapItems(m.Batches, m.Concurrency, m.WorkerRPS))
-	}
-	size := groupSizeOf(m)
-	return (len(m.Batches) + size - 1) / size
-}
-
 // claim makes the next epoch attempt n of the run, holding the export,
 // then starts its execution.
 func (s *Service) claim(ctx context.Context, export string, st exportState, etag string, q *queueEntry, m *Manifest, listID string, before attemptRecord, res *Result) (Result, step, error) {
@@ -501,7 +491,7 @@ func (s *Service) claim(ctx context.Context, export string, st exportState, etag
 	input, err := json.Marshal(Execution{Export: export, RunID: m.RunID, Attempt: n, Plan: m.Base,
 		ItemsKey: itemsKey(export, m.RunID, m.Base), MapResultsPrefix: mapResultsPrefix(export, m.RunID, n), ListID: listID,
 		Concurrency: m.Concurrency, WorkerRPS: m.WorkerRPS, GroupSize: groupSizeOf(m),
-		Groups: groupsOf(m), StartedAt: s.now()})
+		StartedAt: s.now()})
 	if err != nil {
 		return *res, stepRetry, err
 	}

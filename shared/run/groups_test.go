@@ -157,7 +157,9 @@ func TestSyncBatchSendsAGroupFromOneRangedRead(t *testing.T) {
 
 // A relay group (one the Map starts as another ends) connects as a relay
 // share, a group of the first wave as not one: the relay's first request
-// waits an interval (see run.Share).
+// waits an interval (see run.Share). Either names the run's groups and
+// workers its group's item holds (the last shares take the finished
+// ones' budget).
 func TestSyncBatchConnectsARelayAsOne(t *testing.T) {
 	t.Parallel()
 	for _, relay := range []bool{false, true} {
@@ -165,7 +167,7 @@ func TestSyncBatchConnectsARelayAsOne(t *testing.T) {
 		_, g := f.plannedGroup(150)
 		last := g.Items[len(g.Items)-1]
 		group := run.Item{Batch: g.Items[0].Batch, Offset: g.Items[0].Offset, Length: last.Offset + last.Length - g.Items[0].Offset,
-			Batches: g.Items, Relay: relay}
+			Batches: g.Items, Relay: relay, Groups: 7, Workers: 3}
 		svc := f.service()
 		var shares []run.Share
 		svc.Connect = func(_ context.Context, _ config.Connection, share run.Share) (run.Destination, error) {
@@ -175,8 +177,8 @@ func TestSyncBatchConnectsARelayAsOne(t *testing.T) {
 		if _, err := svc.SyncBatch(context.Background(), run.Group{Items: []run.Item{group}, BatchInput: g.BatchInput}); err != nil {
 			t.Fatal(err)
 		}
-		if len(shares) != 1 || shares[0].Relay != relay || shares[0].Began.IsZero() {
-			t.Fatalf("a group with relay %v connected as %+v; want one share, relay %v, with the time the group began", relay, shares, relay)
+		if len(shares) != 1 || shares[0].Relay != relay || shares[0].Began.IsZero() || shares[0].Groups != 7 || shares[0].Workers != 3 {
+			t.Fatalf("a group with relay %v connected as %+v; want one share, relay %v, with the time the group began, of 7 groups and 3 workers", relay, shares, relay)
 		}
 	}
 }
@@ -369,7 +371,7 @@ func TestPlanIsAHandfulOfObjects(t *testing.T) {
 // first, shrinking to a batch at the end, none above a minute of requests
 // at the worker's pace; together they are every batch, in order, each
 // group's range the span of its batches; those after the first wave are
-// relays.
+// relays; each names the groups and the workers.
 func TestMapItems(t *testing.T) {
 	t.Parallel()
 	refs := make([]plan.BatchRef, 1000)
@@ -399,6 +401,9 @@ func TestMapItems(t *testing.T) {
 	for i, it := range items {
 		if it.Relay != (i >= concurrency) {
 			t.Fatalf("group %d relay %v: want the groups after the first %d (the Map starts them as others end) relays, and only those", i, it.Relay, concurrency)
+		}
+		if it.Groups != len(items) || it.Workers != concurrency {
+			t.Fatalf("group %d names %d groups and %d workers; want %d and %d", i, it.Groups, it.Workers, len(items), concurrency)
 		}
 	}
 	if big := run.MapItems(refs, 2, 0.1); len(big[0].Batches) != 6 {

@@ -395,7 +395,8 @@ const groupTime = 60 * time.Second
 // by those seconds. Half a worker's share a group balanced no better and
 // cost 6 % at the API's limit (twice the invocations, each a cold start
 // at times). The groups past the first concurrency are relays (see
-// Share).
+// Share); each names the groups and the concurrency, for the last
+// shares to take the finished ones' budget.
 func MapItems(batches []plan.BatchRef, concurrency int, workerRPS float64) []Item {
 	left := 0
 	for _, b := range batches {
@@ -414,6 +415,9 @@ func MapItems(batches []plan.BatchRef, concurrency int, workerRPS float64) []Ite
 			g.Length = b.Offset + b.Length - g.Offset
 		}
 		items = append(items, g)
+	}
+	for i := range items {
+		items[i].Groups, items[i].Workers = len(items), concurrency
 	}
 	return items
 }

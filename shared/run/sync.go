@@ -83,7 +83,7 @@ func (s *Service) syncGroup(ctx context.Context, g Group) (*GroupSummary, int, e
 	// Workers pacing shares of the budget in other containers pace as one
 	// through the run's throttle signal.
 	share := Share{RPS: in.WorkerRPS, Signal: s.throttleSignal(in.Export, in.RunID, in.Attempt), Relay: g.Items[0].Relay, Began: began,
-		Workers: in.Concurrency, Groups: in.Groups}
+		Workers: g.Items[0].Workers, Groups: g.Items[0].Groups}
 	var (
 		m          *Manifest
 		d          Destination

@@ -103,10 +103,6 @@ type Execution struct {
 	// GroupSize is how many consecutive batches one syncbatch invocation
 	// sends (the Map's ItemBatcher reads it); see GroupSize.
 	GroupSize int `json:"groupSize"`
-	// Groups is how many children the Map runs (items.json's groups, or
-	// batches in groups of GroupSize): the shares still sending near the
-	// run's end take the budget of the finished ones (see Share).
-	Groups int `json:"groups"`
 	// StartedAt is when the attempt began (before planning, when it
 	// planned): for the report's duration only.
 	StartedAt time.Time `json:"startedAt,omitzero"`
@@ -117,7 +113,10 @@ type Execution struct {
 // An item with Batches is a group of consecutive batches (MapItems), one
 // child's work: Batch, Offset and Length then span them. A group past
 // the Map's first concurrency is a Relay: the Map starts it as another
-// ends (see Share).
+// ends (see Share). Groups and Workers are the run's groups and the
+// Map's concurrency, on every group (the child's event holds its items
+// alone; an item, unlike the execution input, is there for any state
+// machine the run started under, and a plan from before them holds 0).
 type Item struct {
 	Batch   int    `json:"batch"`
 	Offset  int64  `json:"offset"`
@@ -125,6 +124,8 @@ type Item struct {
 	CRC32C  string `json:"crc32c,omitempty"`
 	Batches []Item `json:"batches,omitempty"`
 	Relay   bool   `json:"relay,omitempty"`
+	Groups  int    `json:"groups,omitempty"`
+	Workers int    `json:"workers,omitempty"`
 }
 
 // BatchItems is items with each group replaced by its batches.
@@ -156,10 +157,6 @@ type GroupInput struct {
 	Plan      string  `json:"plan"`
 	ListID    string  `json:"listId"`
 	WorkerRPS float64 `json:"workerRps"`
-	// Concurrency and Groups are the execution's (0 from a state machine
-	// before them: each share paces its WorkerRPS to the end).
-	Concurrency int `json:"concurrency,omitempty"`
-	Groups      int `json:"groups,omitempty"`
 }
 
 // RowIssue is one contact that was not delivered, and why.

@@ -114,7 +114,7 @@ func newRunner(t *testing.T, h *harness, items int, sync runner.Handler, opts ..
 // input is an execution input as ingest writes it, with groups of one
 // batch: each child's input then names the one batch it sends.
 func input(concurrency int) []byte {
-	return []byte(`{"export":"e","runId":"r1","attempt":1,"plan":"none","itemsKey":"runs/e/r1/plans/none/items.json","mapResultsPrefix":"runs/e/r1/attempts/1/map","listId":"contactlist_1","workerRps":1.5,"groupSize":1,"groups":3,"concurrency":` + itoa(concurrency) + `}`)
+	return []byte(`{"export":"e","runId":"r1","attempt":1,"plan":"none","itemsKey":"runs/e/r1/plans/none/items.json","mapResultsPrefix":"runs/e/r1/attempts/1/map","listId":"contactlist_1","workerRps":1.5,"groupSize":1,"concurrency":` + itoa(concurrency) + `}`)
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
