@@ -716,8 +716,12 @@ func (l *Limiter) shareCut(st ShareState, now time.Time, n int) ShareState {
 		// measure) when they already tell the API refuses more than that
 		// (a budget several times too high), not below minCut; the next
 		// cut, measured, finds the rate.
-		if span > 0 && sent > refused {
-			next = max(min(next, firstCutBelow*(sent-refused)/(l.whole*span)), minCut)
+		// 429s as many as the requests sent say the API took none of
+		// them: the deepest cut, not a fifth (traced at 3x with the
+		// opening 429 counted too: five in 50 ms cut by a fifth, and 7 %
+		// of the run's requests were refused; as counted, five in 40 ms).
+		if span > 0 {
+			next = max(min(next, firstCutBelow*max(sent-refused, 0)/(l.whole*span)), minCut)
 		}
 	} else if st.Rate > 0 && st.Throttled >= minThrottled && sent >= minAnswers {
 		if l.tooFewToWeigh(st, now, sent, refused) {

@@ -355,7 +355,8 @@ func TestSharesPaceAsOne(t *testing.T) {
 // are forgotten by that count, not after 2 s (at a third of a budget, 2 s
 // hold under 70 requests); and a second cut that comes with 20 requests
 // sent since the first is measured. (Seen failing with the first cut by a
-// fifth: 40 requests/s; with the 429s weighed since the cut: no cut, and
+// fifth: 40 requests/s, and so with 429s as many as the requests sent;
+// with the 429s weighed since the cut: no cut, and
 // before a rate is found no cut either; with 3 in a hundred strays: no
 // cut at 2.8 %; with strays forgotten after 2 s: no cut; with 30 requests
 // wanted: no rate found.)
@@ -384,6 +385,14 @@ func TestSharesWeighTheOverloadNow(t *testing.T) {
 	throttle(thick, 5, 20*time.Millisecond)
 	if got := thick.Rate(); math.Abs(got-50*0.5*0.85) > 0.05 {
 		t.Fatalf("five 429s in 80 ms: rate %.3f, want 21.25 (85 %% of half)", got)
+	}
+
+	// Five 429s in 40 ms: 4 sent after the first, 4 refused: the API took
+	// none that the count can tell, the deepest first cut (a quarter).
+	thicker, _ := share(pace.ShareState{})
+	throttle(thicker, 5, 10*time.Millisecond)
+	if got := thicker.Rate(); got != 50*0.25 {
+		t.Fatalf("five 429s in 40 ms: rate %.3f, want 12.5 (a quarter)", got)
 	}
 
 	// Found 30 % a minute ago, probing since (48 % now), then six 429s in
