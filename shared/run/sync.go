@@ -482,16 +482,6 @@ func (s *Service) checkFence(ctx context.Context, in GroupInput) error {
 // S3 or Secrets Manager throttling, 5xx, a dropped connection) is
 // Transient, which the state machine retries with backoff. Anything else
 // is returned as it is, and fails the step for good.
-// retried says the state machine runs the group again after err (its
-// Retry on Throttled and Transient): the group has not finished.
-func retried(err error) bool {
-	var (
-		throttled *Throttled
-		transient *Transient
-	)
-	return errors.As(err, &throttled) || errors.As(err, &transient)
-}
-
 func (s *Service) classify(err error) error {
 	if err == nil {
 		return nil
@@ -521,6 +511,16 @@ func (s *Service) classify(err error) error {
 		return &Transient{Msg: err.Error(), cause: err}
 	}
 	return err
+}
+
+// retried says the state machine runs the group again after err (its
+// Retry on Throttled and Transient): the group has not finished.
+func retried(err error) bool {
+	var (
+		throttled *Throttled
+		transient *Transient
+	)
+	return errors.As(err, &throttled) || errors.As(err, &transient)
 }
 
 func requestsOf(st dest.Stats) Requests {
