@@ -212,13 +212,16 @@ func (s *signal) readTimes() []time.Time {
 	return slices.Clone(s.reads)
 }
 
-func (s *signal) Write(_ context.Context, st pace.ShareState) error {
+func (s *signal) Update(_ context.Context, change func(pace.ShareState) (pace.ShareState, bool)) (pace.ShareState, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st.Done = max(st.Done, s.state.Done)
-	s.state = st
-	s.writes++
-	return nil
+	st, write := change(s.state)
+	if write {
+		st.Done = max(st.Done, s.state.Done)
+		s.state = st
+		s.writes++
+	}
+	return s.state, nil
 }
 
 // TestSharesPaceAsOne: shares of a budget (Lambda containers) following
@@ -636,14 +639,16 @@ func TestFindsTheRateTheAPITakes(t *testing.T) {
 	}
 }
 
-// blockingSignal is a Signal whose Version waits until released: a slow
+// blockingSignal is a Signal whose Read waits until released: a slow
 // read of the shared object.
 type blockingSignal struct {
 	entered chan struct{}
 	release chan struct{}
 }
 
-func (s *blockingSignal) Write(context.Context, pace.ShareState) error { return nil }
+func (s *blockingSignal) Update(context.Context, func(pace.ShareState) (pace.ShareState, bool)) (pace.ShareState, error) {
+	return pace.ShareState{}, nil
+}
 
 func (s *blockingSignal) Read(context.Context) (pace.ShareState, error) {
 	s.entered <- struct{}{}

@@ -30,27 +30,35 @@ func (s *Service) throttleSignal(export, runID string, attempt int64) *throttleS
 	return &throttleSignal{store: s.Store, key: throttledKey(export, runID, attempt), log: s.Logger()}
 }
 
-// Write replaces the state with st, but for the groups finished: the most
-// of st's and the object's (a compare-and-swap on what it read), since
-// the groups' ends count them beside the shares' writes (groupDone).
-func (t *throttleSignal) Write(ctx context.Context, st pace.ShareState) error {
-	if err := t.swap(ctx, func(cur pace.ShareState) pace.ShareState {
-		st.Done = max(st.Done, cur.Done)
-		return st
-	}); err != nil {
+// Update writes change(the state now) in place of the state now, by
+// compare-and-swap, but for the groups finished: the most of the two,
+// since the groups' ends count them beside the shares' changes
+// (groupDone).
+func (t *throttleSignal) Update(ctx context.Context, change func(pace.ShareState) (pace.ShareState, bool)) (pace.ShareState, error) {
+	var left pace.ShareState
+	err := t.swap(ctx, func(cur pace.ShareState) (pace.ShareState, bool) {
+		next, write := change(cur)
+		next.Done = max(next.Done, cur.Done)
+		left = next
+		if !write {
+			left = cur
+		}
+		return next, write
+	})
+	if err != nil {
 		t.log.Warn("writing the throttle signal", "key", t.key, "err", err)
-		return fmt.Errorf("writing the throttle signal: %w", err)
+		return pace.ShareState{}, fmt.Errorf("writing the throttle signal: %w", err)
 	}
-	return nil
+	return left, nil
 }
 
 // groupDone counts one more of the run's groups finished (see
 // pace.Limiter.Spread). A count lost (the bucket unreachable) only
 // leaves the last shares pacing slower.
 func (t *throttleSignal) groupDone(ctx context.Context) {
-	if err := t.swap(ctx, func(cur pace.ShareState) pace.ShareState {
+	if err := t.swap(ctx, func(cur pace.ShareState) (pace.ShareState, bool) {
 		cur.Done++
-		return cur
+		return cur, true
 	}); err != nil {
 		t.log.Warn("counting a finished group in the throttle signal", "key", t.key, "err", err)
 	}
@@ -66,9 +74,10 @@ const (
 	swapBackoff = 10 * time.Millisecond
 )
 
-// swap writes next(the state now) in place of the state now, unless
-// another write came between its read and its write: then it reads again.
-func (t *throttleSignal) swap(ctx context.Context, next func(pace.ShareState) pace.ShareState) error {
+// swap writes next(the state now) in place of the state now, unless next
+// says to leave it or another write came between its read and its write:
+// then it reads again.
+func (t *throttleSignal) swap(ctx context.Context, next func(pace.ShareState) (pace.ShareState, bool)) error {
 	for try := range swapTries {
 		if try > 0 {
 			if err := clock.Sleep(ctx, time.Duration(rand.Int64N(int64(try)*int64(swapBackoff)))); err != nil {
@@ -80,7 +89,11 @@ func (t *throttleSignal) swap(ctx context.Context, next func(pace.ShareState) pa
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		err = putJSON(ctx, t.store, t.key, next(cur), store.PutOptions{IfNoneMatch: info.ETag == "", IfMatch: info.ETag})
+		st, write := next(cur)
+		if !write {
+			return nil
+		}
+		err = putJSON(ctx, t.store, t.key, st, store.PutOptions{IfNoneMatch: info.ETag == "", IfMatch: info.ETag})
 		if !errors.Is(err, store.ErrChanged) && !errors.Is(err, store.ErrExists) {
 			return err
 		}

@@ -77,7 +77,7 @@ func TestThrottleSignalIsHeardByEveryShare(t *testing.T) {
 			at := time.Unix(1_800_000_000, 0).UTC()
 			for i := range 3 {
 				want := pace.ShareState{Rate: 0.8 - 0.1*float64(i), At: at.Add(time.Duration(i) * time.Second), Found: 0.5, Throttled: i}
-				if err := a.Write(ctx, want); err != nil {
+				if _, err := a.Update(ctx, func(pace.ShareState) (pace.ShareState, bool) { return want, true }); err != nil {
 					t.Fatal(err)
 				}
 				if got := read(b); !got.At.Equal(want.At) || got.Rate != want.Rate || got.Found != want.Found || got.Throttled != want.Throttled {
@@ -89,21 +89,27 @@ func TestThrottleSignalIsHeardByEveryShare(t *testing.T) {
 			}
 
 			// The run's last wave: its groups end together, each counting
-			// itself, while shares write cuts that know of fewer.
+			// itself, while shares count a 429 each, some of them
+			// cutting (a cut knows of fewer groups).
 			var wg sync.WaitGroup
 			for i := range groupsEnding {
 				wg.Go(func() {
 					a.groupDone(ctx)
-					if i%10 == 0 {
-						if err := b.Write(ctx, pace.ShareState{Rate: 0.3, At: at.Add(time.Minute)}); err != nil {
-							t.Error(err)
+					_, err := b.Update(ctx, func(cur pace.ShareState) (pace.ShareState, bool) {
+						if i%10 == 0 {
+							return pace.ShareState{Rate: 0.3, At: at.Add(time.Minute), Refused: cur.Refused + 1}, true
 						}
+						cur.Refused++
+						return cur, true
+					})
+					if err != nil {
+						t.Error(err)
 					}
 				})
 			}
 			wg.Wait()
-			if got := read(b); got.Done != groupsEnding || got.Rate != 0.3 {
-				t.Fatalf("after %d groups ended together beside cuts: %+v; want every group counted once, and the cut", groupsEnding, got)
+			if got := read(b); got.Done != groupsEnding || got.Refused != groupsEnding || got.Rate != 0.3 {
+				t.Fatalf("after %d groups ended together, each with a 429, beside cuts: %+v; want every group and every 429 counted once, and the cut", groupsEnding, got)
 			}
 		})
 	}
