@@ -54,9 +54,11 @@ type Limiter struct {
 	current float64 // the rate now (<= budget)
 	found   float64 // what the API accepted when it last said 429; 0: not known
 	// No request before started + startPhase of an interval at the rate
-	// then (StartAfter), until the first is let go.
+	// then (StartAfter), until the first is let go; first is the latest
+	// time that named (see Wait).
 	started    time.Time
 	startPhase float64
+	first      time.Time
 	adjusted   time.Time // when current last changed
 	decreased  time.Time // when a 429 last cut it
 
@@ -173,8 +175,19 @@ func (l *Limiter) Wait(ctx context.Context) error {
 		}
 		at := now
 		if !l.started.IsZero() && l.current > 0 {
-			if first := l.started.Add(time.Duration(l.startPhase * float64(time.Second) / l.current)); first.After(at) {
-				at = first
+			// A rate cut since puts the first request later; a rate risen
+			// since (the finished groups' budget, Spread) does not bring it
+			// forward: near a run's end most shares are the last groups'
+			// first requests, each an interval after its predecessor's
+			// last (TakeOver), and a cut that came with more groups
+			// finished (a wider rate) put a dozen of them in the past at
+			// once (traced at a budget three times too high: 10-15 429s in
+			// the run's last 0.3 s, 1 run in 6).
+			if first := l.started.Add(time.Duration(l.startPhase * float64(time.Second) / l.current)); first.After(l.first) {
+				l.first = first
+			}
+			if l.first.After(at) {
+				at = l.first
 			}
 		}
 		if l.rephase && l.current > 0 {
@@ -364,7 +377,7 @@ func (l *Limiter) Refused() {
 func (l *Limiter) StartAfter(d time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.started = l.now() // then its bucket's one token: the next request an interval later
+	l.started, l.first = l.now(), time.Time{} // then its bucket's one token: the next request an interval later
 	if l.budget > 0 {
 		l.startPhase = d.Seconds() * l.budget
 	}
@@ -382,7 +395,7 @@ func (l *Limiter) TakeOver(began time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.budget > 0 {
-		l.started, l.startPhase = began.Add(-l.roundTrip), 1
+		l.started, l.startPhase, l.first = began.Add(-l.roundTrip), 1, time.Time{}
 	}
 }
 

@@ -968,3 +968,56 @@ func TestLastSharesTakeTheFinishedBudget(t *testing.T) {
 		t.Errorf("requests at %v after the first; want the next at its slot (2s) and the one after 50ms later", at[1:])
 	}
 }
+
+// TestFirstRequestIsNotBroughtForward: a share holding its first request
+// an interval after its predecessor's last (TakeOver) sends it later when
+// a cut slows the rate, but not sooner when the rate rises: near a run's
+// end most requests are the last groups' first ones, and a cut that came
+// with more groups finished (the wider rate of Spread) made a dozen of
+// them due at once, a bunch the API refused (traced at a budget three
+// times too high: 10-15 429s in the run's last 0.3 s, 1 run in 6). (Seen
+// failing with the first request's time taken at the rate now: sent at
+// 600ms, not 1s.)
+func TestFirstRequestIsNotBroughtForward(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		after pace.ShareState // written 500 ms after the takeover
+		want  time.Duration
+	}{
+		// An interval at 2.5 × 0.4: 1 s. Cut by a fifth with 20 groups
+		// left of 40 workers: 2.5 × 0.32 × 2 a second, an interval of
+		// 625 ms, already past when heard.
+		{"cut and widened", pace.ShareState{Rate: 0.32, Found: 0.32, Done: 80}, time.Second},
+		// Cut to half, as many groups left: an interval of 2 s.
+		{"cut", pace.ShareState{Rate: 0.2, Found: 0.2, Done: 50}, 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			start := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
+			now := start
+			sig := &signal{state: pace.ShareState{Rate: 0.4, At: start, Found: 0.4, Done: 50}}
+			l := pace.NewShare(2.5, 100, 1)
+			l.SetNow(func() time.Time { return now })
+			written := false
+			l.SetSleep(func(ctx context.Context, d time.Duration) error {
+				now = now.Add(max(d, 0))
+				if !written && now.Sub(start) >= 500*time.Millisecond {
+					sig.mu.Lock()
+					sig.state, sig.state.At, written = tc.after, now, true
+					sig.mu.Unlock()
+				}
+				return ctx.Err()
+			})
+			l.Spread(40, 100)
+			l.Follow(sig)
+			l.TakeOver(start)
+			if err := l.Wait(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := now.Sub(start); got < tc.want-10*time.Millisecond || got > tc.want+10*time.Millisecond {
+				t.Fatalf("the first request went %v after the takeover; want %v", got, tc.want)
+			}
+		})
+	}
+}
