@@ -977,7 +977,7 @@ func TestLastSharesTakeTheFinishedBudget(t *testing.T) {
 // them due at once, a bunch the API refused (traced at a budget three
 // times too high: 10-15 429s in the run's last 0.3 s, 1 run in 6). (Seen
 // failing with the first request's time taken at the rate now: sent at
-// 600ms, not 1s.)
+// 625ms, not 1s.)
 func TestFirstRequestIsNotBroughtForward(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
