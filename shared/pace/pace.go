@@ -451,7 +451,7 @@ func (l *Limiter) raise(ctx context.Context, sig Signal) {
 		if !ok || l.pending == 0 || sig != l.signal {
 			l.raising = false
 			l.mu.Unlock()
-			return // unreachable: the Signal logs it; the others hear of 429s later
+			return // the Signal not reached (it logs why): the others hear of these 429s later
 		}
 		l.mu.Unlock()
 	}
@@ -486,7 +486,8 @@ func (l *Limiter) update(ctx context.Context, sig Signal, n int, paused float64)
 	if !l.state.newer(next) { // not a state left behind what this share knows
 		l.takeState(next)
 	}
-	if now := l.now(); l.budget > 0 {
+	if l.budget > 0 {
+		now := l.now()
 		l.set(l.shareRate(l.state, now), now)
 	}
 	return err == nil
@@ -571,7 +572,7 @@ func (l *Limiter) poll(ctx context.Context) {
 	}
 	l.raising = true
 	l.mu.Unlock()
-	l.update(ctx, sig, 0, 0) // unreachable: the Signal logs it; the others cut at their next look or 429
+	l.update(ctx, sig, 0, 0) // the Signal not reached (it logs why): the others cut at their next look or 429
 	l.mu.Lock()
 	l.raising = false
 	l.mu.Unlock()

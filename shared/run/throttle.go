@@ -38,12 +38,13 @@ func (t *throttleSignal) Update(ctx context.Context, change func(pace.ShareState
 	var left pace.ShareState
 	err := t.swap(ctx, func(cur pace.ShareState) (pace.ShareState, bool) {
 		next, write := change(cur)
-		next.Done = max(next.Done, cur.Done)
-		left = next
 		if !write {
 			left = cur
+			return cur, false
 		}
-		return next, write
+		next.Done = max(next.Done, cur.Done)
+		left = next
+		return next, true
 	})
 	if err != nil {
 		t.log.Warn("writing the throttle signal", "key", t.key, "err", err)
