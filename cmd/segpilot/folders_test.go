@@ -25,9 +25,7 @@ func writeParts(t *testing.T, dir string, n, per int) {
 		for r := range per {
 			fmt.Fprintf(&b, "part%d-%d@example.com,Ann,Lee,gold,%d\n", p, r, r)
 		}
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("part-%05d.csv", p)), []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		dropFile(t, filepath.Join(dir, fmt.Sprintf("part-%05d.csv", p)), []byte(b.String()))
 	}
 }
 
@@ -79,9 +77,7 @@ func TestWatchRunsAFolderWhenItsMarkerLands(t *testing.T) {
 	folder := filepath.Join(bucket, "segments", "vip-customers", "spark-run")
 	writeParts(t, folder, 2, 25)
 	waitFor(t, func() bool { return strings.Count(out.String(), "waiting for a whole delivery") == 2 })
-	if err := os.WriteFile(filepath.Join(folder, "_SUCCESS"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dropFile(t, filepath.Join(folder, "_SUCCESS"), nil)
 	st, err := store.NewFolder(bucket)
 	if err != nil {
 		t.Fatal(err)

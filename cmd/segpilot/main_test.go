@@ -108,9 +108,7 @@ func TestWatchRunsDroppedFiles(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(drop), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(drop, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dropFile(t, drop, data)
 	st, err := store.NewFolder(bucket)
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +156,21 @@ func TestExitCodesAndHelp(t *testing.T) {
 		if code != tt.code || !strings.Contains(out+stderr, tt.contains) {
 			t.Errorf("segpilot %v: exit %d, want %d with %q\nstdout: %s\nstderr: %s", tt.args, code, tt.code, tt.contains, out, stderr)
 		}
+	}
+}
+
+// dropFile puts a file in a watched folder whole, as an S3 PUT lands: written
+// beside and renamed in. os.WriteFile creates the file empty before it
+// writes, and under -race with the suite running the watcher saw it empty
+// at two looks 20 ms apart, ran it, then ran the written file again.
+func dropFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := filepath.Join(t.TempDir(), filepath.Base(path))
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -261,9 +261,7 @@ func TestWatchAppliesDropsInArrivalOrder(t *testing.T) {
 				if _, err := sample.Write(&b, sample.Options{Rows: rows, Seed: 9}); err != nil {
 					t.Fatal(err)
 				}
-				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("drop-%d.csv", i)), b.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
+				dropFile(t, filepath.Join(dir, fmt.Sprintf("drop-%d.csv", i)), b.Bytes())
 			}
 			var reps []*run.Report
 			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
