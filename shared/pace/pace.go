@@ -680,6 +680,7 @@ const (
 	firstWave     = 2 * time.Second
 	minThrottled  = 5
 	foundStep     = 0.85 // a measure moves a rate found down by at most 15 %
+	foundUnder    = 0.97 // the shares' rate found is this share of what the API took (see shareCut)
 	minAnswers    = 20
 	firstCutBelow = 0.85                             // the first cut's measure, five 429s over a few tens of ms, read 0.15-0.49 of the budget for the API's 0.33
 	strays        = 0.02                             // fewer 429s than this share of the requests sent are no overload (0.03: the shares sat at about 3 %)
@@ -708,7 +709,11 @@ func (l *Limiter) shareFraction(st ShareState, now time.Time) float64 {
 // did not send while they paused after a 429 (under a heavy overload,
 // most of their time). When the API refused more than a few in a hundred,
 // the rate goes to what it accepted, and above that it grows slowly, as
-// New's limiter does with the answers it sees itself. The first cut comes
+// New's limiter does with the answers it sees itself; the rate found, the
+// one the shares grow back to fast after a later cut, is foundUnder of
+// that (at what the API took, its limit, the growth put them back at it
+// at once and the probe met it within a second: a 429 a second after
+// each cut at a budget three times too high). The first cut comes
 // with minThrottled 429s, by a fifth or to firstCutBelow of what they say
 // the API took since the first of them when that is less (a budget three
 // times too high: some 40 requests refused while a cut by a fifth at a
@@ -768,7 +773,7 @@ func (l *Limiter) shareCut(st ShareState, now time.Time, n int) ShareState {
 		if found > 0 {
 			took = max(took, found*foundStep) // few counts, blurred by the pauses: one measure moves it a step
 		}
-		found = min(took, f*foundBelow)
+		found = min(took*foundUnder, f*foundBelow)
 		next = max(min(next, took), f*minCut)
 	} else if found > 0 || st.Throttled < minThrottled {
 		return st // once a rate is found, only enough 429s to weigh move it; before, a few strays
