@@ -687,18 +687,21 @@ const (
 	settle        = sharePoll + 100*time.Millisecond // a cut reaches every share: a look and an answer
 )
 
-// shareFraction is the share of the budget st names at now. Until a rate
-// is found it grows back by a share of the rate cut to a second, not of
-// the budget: at a budget three times too high, 10 % of the budget a
-// second took the shares from the first cut's 0.4 to 0.55 before the next
-// cut, well over the API's 0.33 (some 10 429s).
+// shareFraction is the share of the budget st names at now. It grows
+// back by a share of the rate found a second (until one is found, of the
+// rate cut to), not of the budget: at a budget three times too high, 10 %
+// of the budget a second took the shares from the first cut's 0.4 to
+// 0.55 before the next cut, well over the API's 0.33 (some 10 429s); and
+// after a cut with a rate found, from a fifth under it back to it in a
+// third of a second, before the API's burst had refilled: the shares met
+// a 429 every second or two at the rate found until the next cut.
 func (l *Limiter) shareFraction(st ShareState, now time.Time) float64 {
 	if st.Rate == 0 {
 		return 1
 	}
-	fast := increase
-	if st.Found == 0 {
-		fast *= st.Rate
+	fast := increase * st.Rate
+	if st.Found > 0 {
+		fast = increase * st.Found
 	}
 	return min(1, grown(st.Rate, st.Found, fast, now.Sub(st.At).Seconds()))
 }

@@ -452,7 +452,9 @@ func TestSharesWeighTheOverloadNow(t *testing.T) {
 }
 
 // TestSharesRegrowUnderWhatTheAPITook: after a cut, the shares grow back
-// fast to the rate found and probe slowly above it; a rate found at what
+// to the rate found by a tenth of it a second (by a tenth of the budget,
+// at a budget three times too high they were back in a third of a second,
+// before the API's burst refilled) and probe slowly above it; a rate found at what
 // the API took (its limit) put them back at the limit at once, and the
 // probe met it within the second: at a budget three times too high, a 429
 // every second after each cut until the five of the next, some 10 a run.
@@ -479,8 +481,18 @@ func TestSharesRegrowUnderWhatTheAPITook(t *testing.T) {
 	if !cut.At.After(now.Add(-time.Second)) || math.Abs(cut.Rate-0.278) > 0.002 {
 		t.Fatalf("five 429s after 5 s of probing: state %+v; want a cut by a fifth, to 0.278", cut)
 	}
-	// 2 s later: back to the rate found (97 % of 0.330, 0.320) in half
-	// a second, and 1.5 s of probing above it, under 0.330.
+	// Half a second later, growing back by 10 % of the rate found a
+	// second (not of the budget: that was back at the rate found by now,
+	// the API's burst still empty): 0.294.
+	now = cut.At.Add(500 * time.Millisecond)
+	if err := l.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Rate() / 50; math.Abs(got-0.294) > 0.002 {
+		t.Fatalf("half a second after the cut: rate %.4f of the budget, want 0.294 (growing by 10 %% of the rate found a second)", got)
+	}
+	// 2 s after the cut: back to the rate found (97 % of 0.330, 0.320)
+	// in 1.3 s, and 0.7 s of probing above it, under 0.330.
 	now = cut.At.Add(2 * time.Second)
 	if err := l.Wait(ctx); err != nil {
 		t.Fatal(err)
