@@ -713,10 +713,10 @@ func (l *Limiter) shareFraction(st ShareState, now time.Time) float64 {
 // most of their time). When the API refused more than a few in a hundred,
 // the rate goes to what it accepted, and above that it grows slowly, as
 // New's limiter does with the answers it sees itself; the rate found, the
-// one the shares grow back to fast after a later cut, is foundUnder of
-// that (at what the API took, its limit, the growth put them back at it
-// at once and the probe met it within a second: a 429 a second after
-// each cut at a budget three times too high). The first cut comes
+// one the shares grow back to after a later cut before they probe above
+// it, is foundUnder of that (at what the API took, its limit, the probe
+// went over it within a second of getting back: a 429 a second after each
+// cut at a budget three times too high). The first cut comes
 // with minThrottled 429s, by a fifth or to firstCutBelow of what they say
 // the API took since the first of them when that is less (a budget three
 // times too high: some 40 requests refused while a cut by a fifth at a

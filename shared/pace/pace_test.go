@@ -454,13 +454,14 @@ func TestSharesWeighTheOverloadNow(t *testing.T) {
 // TestSharesRegrowUnderWhatTheAPITook: after a cut, the shares grow back
 // to the rate found by a tenth of it a second (by a tenth of the budget,
 // at a budget three times too high they were back in a third of a second,
-// before the API's burst refilled) and probe slowly above it; a rate found at what
-// the API took (its limit) put them back at the limit at once, and the
-// probe met it within the second: at a budget three times too high, a 429
-// every second after each cut until the five of the next, some 10 a run.
-// Found at 97 % of what the API took, the probe takes seconds to reach it.
-// (Seen failing with the rate found at what the API took: 0.332 of the
-// budget 2 s after the cut, over the 0.330 the API took.)
+// before the API's burst refilled) and probe slowly above it. A rate found
+// at what the API took (its limit) put them back at the limit, and the
+// probe went over it within the second: at a budget three times too high,
+// a 429 every second after each cut until the five of the next, some 10 a
+// run. Found at 97 % of what the API took, the probe takes seconds to
+// reach it. (Seen failing with growth by the budget: 0.3200 half a second
+// after the cut; with the rate found at what the API took: 0.3311 2 s
+// after, over the 0.330 the API took.)
 func TestSharesRegrowUnderWhatTheAPITook(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
