@@ -647,7 +647,7 @@ func (l *Limiter) widen(st ShareState) float64 {
 type ShareState struct {
 	Rate      float64   `json:"rate,omitempty"` // 0: never cut (the whole budget)
 	At        time.Time `json:"at,omitzero"`
-	Found     float64   `json:"found,omitempty"` // share of the budget the API took, when known
+	Found     float64   `json:"found,omitempty"` // share of the budget the shares grow back to after a cut (foundUnder of what the API took), when known
 	Throttled int       `json:"throttled,omitempty"`
 	Since     time.Time `json:"since,omitzero"` // the first of them
 	Refused   int       `json:"refused,omitempty"`
