@@ -342,7 +342,7 @@ func (rd *reader) openRowGroup(src io.ReaderAt, f *parquet.File, g int, rg parqu
 		if m.DictionaryPageOffset != 0 { // where the library starts too
 			start = m.DictionaryPageOffset
 		}
-		if err := checkPageHeaders(src, start, m.TotalCompressedSize, headers); err != nil {
+		if err := checkPageHeaders(src, start, m.TotalCompressedSize, headers, m.Codec == format.Lz4Raw); err != nil {
 			closeColumns(cols)
 			return rd.parquetError(err)
 		}

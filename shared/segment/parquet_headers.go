@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/pierrec/lz4/v4"
 )
 
 // The Parquet library decodes each page header (Thrift's compact protocol)
@@ -17,17 +19,32 @@ import (
 // container's claimed size against the bytes left (every element takes at
 // least one byte), so such a file is a damaged file at once.
 
+// The library's LZ4_RAW codec, given a block that does not decode, takes
+// any error for an output buffer too short and doubles the buffer until
+// memory runs out (fuzzing found a 7 KB file that asked for 32 GiB). So
+// the pages of an LZ4_RAW chunk are decoded here first, into the size
+// their header names, and a page that does not decode is a damaged file.
+
 // errOversized says a header claims more than its chunk could hold.
 var errOversized = errors.New("a page header claims more elements than its column chunk has bytes")
+
+// lz4MaxRatio bounds what an LZ4 block decodes to: a byte of a match's
+// length extension stands for at most 255 bytes of output.
+const lz4MaxRatio = 255
+
+// errBadLZ4 says an LZ4_RAW page does not decode into the size its header names.
+var errBadLZ4 = errors.New("an LZ4 page does not decode into the size its header names")
 
 // thriftMaxDepth bounds nesting: page headers nest three or four levels.
 const thriftMaxDepth = 32
 
 // checkPageHeaders walks the page headers of the column chunk that starts
-// at start and is length bytes long. It returns errOversized (wrapped) for
-// a header that claims more than the chunk holds, and the caller's read
-// errors; anything else that is wrong is left for the library to report.
-func checkPageHeaders(r io.ReaderAt, start, length int64, br *bufio.Reader) error {
+// at start and is length bytes long, and with lz4 decodes each compressed
+// page. It returns errOversized (wrapped) for a header that claims more
+// than the chunk holds, errBadLZ4 (wrapped) for a page that does not
+// decode, and the caller's read errors; anything else that is wrong is
+// left for the library to report.
+func checkPageHeaders(r io.ReaderAt, start, length int64, br *bufio.Reader, lz4 bool) error {
 	if start < 0 || length <= 0 {
 		return nil
 	}
@@ -35,7 +52,7 @@ func checkPageHeaders(r io.ReaderAt, start, length int64, br *bufio.Reader) erro
 	br.Reset(sr)
 	for pos := int64(0); pos < length; {
 		s := thriftScan{r: br, left: length - pos}
-		size, err := s.pageHeader()
+		page, err := s.pageHeader()
 		var se *sourceError
 		switch {
 		case errors.As(err, &se), errors.Is(err, errOversized):
@@ -43,7 +60,13 @@ func checkPageHeaders(r io.ReaderAt, start, length int64, br *bufio.Reader) erro
 		case err != nil:
 			return nil
 		}
-		pos += length - pos - s.left + size
+		pos += length - pos - s.left
+		if lz4 {
+			if err := decodeLZ4Page(sr, pos, page); err != nil {
+				return fmt.Errorf("page at byte %d of its column chunk: %w", pos, err)
+			}
+		}
+		pos += page.size
 		if _, err := sr.Seek(pos, io.SeekStart); err != nil {
 			return nil
 		}
@@ -62,28 +85,86 @@ type thriftScan struct {
 
 var errThriftEnd = errors.New("thrift value runs past its chunk")
 
-// pageHeader skips one PageHeader and returns its compressed_page_size
-// (field 3): how many bytes of page follow it.
-func (s *thriftScan) pageHeader() (int64, error) {
-	size := int64(-1)
+// pageInfo is what a PageHeader says of the bytes that follow it.
+type pageInfo struct {
+	size         int64 // compressed_page_size: the page's bytes after its header
+	uncompressed int64 // uncompressed_page_size
+	levels       int64 // a v2 data page's levels, before its compressed values
+	compressed   bool  // false: a v2 data page stored uncompressed
+}
+
+// pageHeader reads one PageHeader.
+func (s *thriftScan) pageHeader() (pageInfo, error) {
+	p := pageInfo{size: -1, compressed: true}
 	err := s.structFields(func(id int16, t byte) error {
-		if id != 3 || t != 5 { // compressed_page_size, an i32
-			return s.value(t, false)
-		}
-		v, err := s.uvarint()
-		if err != nil {
+		switch {
+		case id == 2 && t == 5: // uncompressed_page_size, an i32
+			v, err := s.i32()
+			p.uncompressed = v
 			return err
+		case id == 3 && t == 5: // compressed_page_size
+			v, err := s.i32()
+			p.size = v
+			return err
+		case id == 8 && t == 12: // data_page_header_v2
+			return s.structFields(func(id int16, t byte) error {
+				switch {
+				case (id == 5 || id == 6) && t == 5: // definition and repetition levels' byte lengths
+					v, err := s.i32()
+					p.levels += max(v, 0)
+					return err
+				case id == 7 && (t == 1 || t == 2): // is_compressed: the value is in the type
+					p.compressed = t == 1
+					return nil
+				}
+				return s.value(t, false)
+			})
 		}
-		size = int64(int32(v>>1) ^ -int32(v&1)) // zigzag
-		return nil
+		return s.value(t, false)
 	})
 	if err != nil {
-		return 0, err
+		return p, err
 	}
-	if size < 0 || size > s.left {
-		return 0, fmt.Errorf("page size %d: %w", size, errThriftEnd)
+	if p.size < 0 || p.size > s.left {
+		return p, fmt.Errorf("page size %d: %w", p.size, errThriftEnd)
 	}
-	return size, nil
+	return p, nil
+}
+
+// i32 reads a compact-protocol i32 (zigzag varint).
+func (s *thriftScan) i32() (int64, error) {
+	v, err := s.uvarint()
+	return int64(int32(v>>1) ^ -int32(v&1)), err
+}
+
+// decodeLZ4Page decodes the LZ4_RAW page at off in r into the size its
+// header names (less a v2 page's levels, stored as they are), as the
+// library will.
+func decodeLZ4Page(r io.ReaderAt, off int64, p pageInfo) error {
+	if !p.compressed || p.size == 0 {
+		return nil
+	}
+	if p.levels > p.size || p.levels > p.uncompressed {
+		return fmt.Errorf("levels of %d bytes in a page of %d: %w", p.levels, p.size, errBadLZ4)
+	}
+	if p.uncompressed-p.levels > lz4MaxRatio*(p.size-p.levels)+lz4MaxRatio {
+		// No LZ4 block expands more: a header that says so is damaged,
+		// and the buffer it names is not allocated.
+		return fmt.Errorf("%d bytes said to decode to %d: %w", p.size-p.levels, p.uncompressed-p.levels, errBadLZ4)
+	}
+	src := make([]byte, p.size-p.levels)
+	if _, err := r.ReadAt(src, off+p.levels); err != nil {
+		var se *sourceError
+		if errors.As(err, &se) {
+			return err
+		}
+		return nil // the chunk ends early: the library says so
+	}
+	dst := make([]byte, p.uncompressed-p.levels)
+	if _, err := lz4.UncompressBlock(src, dst); err != nil {
+		return fmt.Errorf("%d bytes to %d: %w", len(src), len(dst), errBadLZ4)
+	}
+	return nil
 }
 
 func (s *thriftScan) byte() (byte, error) {
