@@ -39,12 +39,12 @@ var errBadLZ4 = errors.New("an LZ4 page does not decode into the size its header
 const thriftMaxDepth = 32
 
 // checkPageHeaders walks the page headers of the column chunk that starts
-// at start and is length bytes long, and with lz4 decodes each compressed
+// at start and is length bytes long, and with lz4Pages decodes each compressed
 // page. It returns errOversized (wrapped) for a header that claims more
 // than the chunk holds, errBadLZ4 (wrapped) for a page that does not
 // decode, and the caller's read errors; anything else that is wrong is
 // left for the library to report.
-func checkPageHeaders(r io.ReaderAt, start, length int64, br *bufio.Reader, lz4 bool) error {
+func checkPageHeaders(r io.ReaderAt, start, length int64, br *bufio.Reader, lz4Pages bool) error {
 	if start < 0 || length <= 0 {
 		return nil
 	}
@@ -61,7 +61,7 @@ func checkPageHeaders(r io.ReaderAt, start, length int64, br *bufio.Reader, lz4 
 			return nil
 		}
 		pos += length - pos - s.left
-		if lz4 {
+		if lz4Pages {
 			if err := decodeLZ4Page(sr, pos, page); err != nil {
 				return fmt.Errorf("page at byte %d of its column chunk: %w", pos, err)
 			}
