@@ -63,6 +63,48 @@ func TestLateWakersDoNotBunch(t *testing.T) {
 	}
 }
 
+// TestLateWakerCatchesUp: one of several waiters on one limiter wakes
+// late (a busy machine's scheduler), more than an interval past its slot
+// but within three, with no request gone out in the last quarter
+// interval: it sends then, and the waiters after it keep their slots.
+// (Seen failing with a late waiter taking a new slot: it sent after the
+// others, at 500 ms, and the run lost an interval.)
+func TestLateWakerCatchesUp(t *testing.T) {
+	t.Parallel()
+	const waiters, rps = 4, 10 // slots at 100, 200, 300 and 400 ms
+	l := pace.New(rps, 1)
+	start := time.Now()
+	if err := l.Wait(context.Background()); err != nil { // the bucket's one token, now
+		t.Fatal(err)
+	}
+	var once sync.Once
+	l.SetSleep(func(ctx context.Context, d time.Duration) error {
+		if d < 150*time.Millisecond { // the first slot's waiter wakes at 260 ms
+			once.Do(func() { d += 160 * time.Millisecond })
+		}
+		return clock.Sleep(ctx, d)
+	})
+	var mu sync.Mutex
+	var sent []time.Duration
+	var wg sync.WaitGroup
+	for range waiters {
+		wg.Go(func() {
+			if err := l.Wait(context.Background()); err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			sent = append(sent, time.Since(start))
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	slices.Sort(sent)
+	late := slices.IndexFunc(sent, func(at time.Duration) bool { return at > 230*time.Millisecond && at < 290*time.Millisecond })
+	if late < 0 || sent[len(sent)-1] > 450*time.Millisecond {
+		t.Fatalf("requests at %v; want the late waiter's at about 260ms and the last at its slot, 400ms", sent)
+	}
+}
+
 func TestWaitHonoursContext(t *testing.T) {
 	t.Parallel()
 	l := pace.New(1, 1)
