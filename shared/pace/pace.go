@@ -125,8 +125,9 @@ const (
 	probe          = 0.01 // above the rate found, growth a second, of that rate
 	foundBelow     = 0.95 // the rate found is at most this share of a rate refused
 	lateBy         = 5 * time.Millisecond
-	catchUpSlots   = 3    // one limiter's waiter woken up to this many intervals late may still send (see sendAt)
-	minRate        = 0.01 // of the budget: the rate never falls below it
+	catchUpSlots   = 3                // one limiter's waiter woken up to this many intervals late may still send (see sendAt)
+	loneAfter      = 10 * time.Second // a 429 this long after the last cut, at the rate the API took, finds no rate (see cut)
+	minRate        = 0.01             // of the budget: the rate never falls below it
 )
 
 // New returns a limiter of rps requests a second (0 or less: unlimited)
@@ -846,7 +847,15 @@ func (l *Limiter) cut() {
 		// fast it took the latest requests (out of a burst it allows):
 		// the rate found sits under both, so the API's bucket refills
 		// between probes instead of staying empty at its very limit.
-		l.found = min(took, l.current*foundBelow)
+		// Not so a lone 429 (none cut for loneAfter) while the API took
+		// about the rate now: a bunch its burst could not take (a busy
+		// machine's late waiters, at the API's limit) is no limit, and a
+		// rate found from it held the rest of the run at 95 % of the
+		// budget, probing up by 1 % a second. A limit under the rate now
+		// answers again within seconds, and that cut finds it.
+		if took < l.current*decrease || now.Sub(l.decreased) < loneAfter {
+			l.found = min(took, l.current*foundBelow)
+		}
 		next = max(min(next, took), l.current*minCut)
 	}
 	l.set(next, now)

@@ -698,6 +698,44 @@ func TestCutReslotsTheWaiters(t *testing.T) {
 	}
 }
 
+// TestLoneStrayFindsNoRate: a first 429 while the API took every request
+// at the rate now (a bunch its burst could not take: a busy machine's late
+// waiters) cuts by a fifth and the rate grows back to the budget, not to a
+// rate found under it; a second within seconds finds one. (Seen failing
+// with every measured cut finding a rate: 95.5 two seconds after a lone
+// 429.)
+func TestLoneStrayFindsNoRate(t *testing.T) {
+	t.Parallel()
+	l := pace.New(100, 1)
+	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	l.SetNow(func() time.Time { return now })
+	l.SetSleep(func(ctx context.Context, _ time.Duration) error { return ctx.Err() })
+	accept := func(d time.Duration) { // the API takes 100 a second, the rate now
+		for end := now.Add(d); now.Before(end); now = now.Add(10 * time.Millisecond) {
+			l.Accepted()
+		}
+	}
+	steps := []struct {
+		name string
+		then func()
+		want float64
+	}{
+		{"a lone 429", func() { accept(time.Second); l.Throttled(context.Background()) }, 80},
+		{"two seconds on: back at the budget", func() { accept(2 * time.Second) }, 100},
+		{"another 429 within seconds", func() { l.Throttled(context.Background()) }, 80},
+		{"two seconds on: the rate found, 95 % of the rate refused", func() { accept(2 * time.Second) }, 95 + 0.5*0.95}, // 1.5 s up to it, then probing
+	}
+	for _, st := range steps {
+		st.then()
+		if err := l.Wait(context.Background()); err != nil { // the rate grows as waiters come
+			t.Fatal(err)
+		}
+		if got := l.Rate(); math.Abs(got-st.want) > 0.5 {
+			t.Fatalf("%s: rate %.2f, want %.2f", st.name, got, st.want)
+		}
+	}
+}
+
 // TestFindsTheRateTheAPITakes: with a budget three times what the API
 // takes, a 429 cuts the rate to the rate at which the API accepted the
 // latest requests, not to 80 % of the budget, and above that rate it grows back
