@@ -32,21 +32,7 @@ func TestLateWakersDoNotBunch(t *testing.T) {
 		}
 		return clock.Sleep(ctx, time.Until(wake))
 	})
-	var mu sync.Mutex
-	var sent []time.Duration
-	var wg sync.WaitGroup
-	for range waiters {
-		wg.Go(func() {
-			if err := l.Wait(context.Background()); err != nil {
-				t.Error(err)
-			}
-			mu.Lock()
-			sent = append(sent, time.Since(start))
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	slices.Sort(sent)
+	sent := waitTogether(t, l, waiters, start)
 	together := 0
 	for _, at := range sent {
 		if at < sent[0]+5*time.Millisecond {
@@ -84,10 +70,21 @@ func TestLateWakerCatchesUp(t *testing.T) {
 		}
 		return clock.Sleep(ctx, d)
 	})
+	sent := waitTogether(t, l, waiters, start)
+	late := slices.IndexFunc(sent, func(at time.Duration) bool { return at > 230*time.Millisecond && at < 290*time.Millisecond })
+	if late < 0 || sent[len(sent)-1] > 450*time.Millisecond {
+		t.Fatalf("requests at %v; want the late waiter's at about 260ms and the last at its slot, 400ms", sent)
+	}
+}
+
+// waitTogether has n waiters Wait on l at once and returns when each
+// was let go, since start, earliest first.
+func waitTogether(t *testing.T, l *pace.Limiter, n int, start time.Time) []time.Duration {
+	t.Helper()
 	var mu sync.Mutex
 	var sent []time.Duration
 	var wg sync.WaitGroup
-	for range waiters {
+	for range n {
 		wg.Go(func() {
 			if err := l.Wait(context.Background()); err != nil {
 				t.Error(err)
@@ -99,10 +96,7 @@ func TestLateWakerCatchesUp(t *testing.T) {
 	}
 	wg.Wait()
 	slices.Sort(sent)
-	late := slices.IndexFunc(sent, func(at time.Duration) bool { return at > 230*time.Millisecond && at < 290*time.Millisecond })
-	if late < 0 || sent[len(sent)-1] > 450*time.Millisecond {
-		t.Fatalf("requests at %v; want the late waiter's at about 260ms and the last at its slot, 400ms", sent)
-	}
+	return sent
 }
 
 func TestWaitHonoursContext(t *testing.T) {
