@@ -848,11 +848,12 @@ func (l *Limiter) cut() {
 		// the rate found sits under both, so the API's bucket refills
 		// between probes instead of staying empty at its very limit.
 		// Not so a lone 429 (none cut for loneAfter) while the API took
-		// 80 % of the rate now or more (decrease): a bunch its burst could not take (a busy
-		// machine's late waiters, at the API's limit) is no limit, and a
-		// rate found from it held the rest of the run at 95 % of the
-		// budget, probing up by 1 % a second. A limit under the rate now
-		// answers again within seconds, and that cut finds it.
+		// 80 % of the rate now or more (decrease): requests bunched on
+		// their way past the API's burst (a busy machine, the network)
+		// at its very limit are no limit, and a rate found from them
+		// held the rest of the run at 95 % of the budget, probing up by
+		// 1 % a second. A limit under the rate now answers again within
+		// seconds, and that cut finds it.
 		if took < l.current*decrease || now.Sub(l.decreased) < loneAfter {
 			l.found = min(took, l.current*foundBelow)
 		}

@@ -99,6 +99,13 @@ func waitTogether(t *testing.T, l *pace.Limiter, n int, start time.Time) []time.
 	return sent
 }
 
+// onStandingClock puts l on the test's clock *now, which moves only when
+// the test moves it: a wait returns at once.
+func onStandingClock(l *pace.Limiter, now *time.Time) {
+	l.SetNow(func() time.Time { return *now })
+	l.SetSleep(func(ctx context.Context, _ time.Duration) error { return ctx.Err() })
+}
+
 func TestWaitHonoursContext(t *testing.T) {
 	t.Parallel()
 	l := pace.New(1, 1)
@@ -408,8 +415,7 @@ func TestSharesWeighTheOverloadNow(t *testing.T) {
 	share := func(st pace.ShareState) (*pace.Limiter, *signal) {
 		sig := &signal{state: st}
 		l := pace.NewShare(50, 100, 1)
-		l.SetNow(func() time.Time { return now })
-		l.SetSleep(func(ctx context.Context, _ time.Duration) error { return ctx.Err() })
+		onStandingClock(l, &now)
 		l.Follow(sig)
 		return l, sig
 	}
@@ -507,8 +513,7 @@ func TestSharesRegrowUnderWhatTheAPITook(t *testing.T) {
 	// took 0.330 of the budget; a cut by a fifth, to 0.278.
 	sig := &signal{state: pace.ShareState{Rate: 0.33, At: now.Add(-5 * time.Second), Found: 0.33}}
 	l := pace.NewShare(50, 100, 1)
-	l.SetNow(func() time.Time { return now })
-	l.SetSleep(func(ctx context.Context, _ time.Duration) error { return ctx.Err() })
+	onStandingClock(l, &now)
 	l.Follow(sig)
 	for range 5 {
 		l.Throttled(ctx)
@@ -702,8 +707,7 @@ func TestLoneStrayFindsNoRate(t *testing.T) {
 	t.Parallel()
 	l := pace.New(100, 1)
 	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
-	l.SetNow(func() time.Time { return now })
-	l.SetSleep(func(ctx context.Context, _ time.Duration) error { return ctx.Err() })
+	onStandingClock(l, &now)
 	accept := func(d time.Duration) { // the API takes 100 a second, the rate now
 		for end := now.Add(d); now.Before(end); now = now.Add(10 * time.Millisecond) {
 			l.Accepted()
@@ -740,8 +744,7 @@ func TestFindsTheRateTheAPITakes(t *testing.T) {
 	t.Parallel()
 	l := pace.New(100, 1)
 	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
-	l.SetNow(func() time.Time { return now })
-	l.SetSleep(func(ctx context.Context, _ time.Duration) error { return ctx.Err() })
+	onStandingClock(l, &now)
 	for range 100 { // 3 s of the API accepting 33⅓ a second
 		l.Accepted()
 		now = now.Add(30 * time.Millisecond)
@@ -964,8 +967,7 @@ func TestRateFoundCountsForgottenStrays(t *testing.T) {
 	// forgotten.
 	sig := &signal{state: pace.ShareState{Rate: 0.5, At: now.Add(-10 * time.Second), Found: 0.5, Refused: 25}}
 	l := pace.NewShare(50, 100, 1)
-	l.SetNow(func() time.Time { return now })
-	l.SetSleep(func(ctx context.Context, _ time.Duration) error { return ctx.Err() })
+	onStandingClock(l, &now)
 	l.Follow(sig)
 	for range 5 { // an overload: five 429s in 80 ms
 		l.Throttled(ctx)
@@ -991,8 +993,7 @@ func TestShareKeepsTheOthersCounts(t *testing.T) {
 	cut := now.Add(-10 * time.Second)
 	sig := &signal{state: pace.ShareState{Rate: 0.5, At: cut, Found: 0.5, Throttled: 3, Refused: 3, Since: now}}
 	l := pace.NewShare(50, 100, 1)
-	l.SetNow(func() time.Time { return now })
-	l.SetSleep(func(ctx context.Context, _ time.Duration) error { return ctx.Err() })
+	onStandingClock(l, &now)
 	l.Follow(sig)
 	if err := l.Wait(ctx); err != nil { // reads the state: 3 429s
 		t.Fatal(err)
