@@ -83,19 +83,46 @@ func (f *Folder) Path(key string) (string, error) {
 }
 
 func (f *Folder) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, ObjectInfo{}, err
-	}
-	info, err := f.Head(ctx, key)
+	file, info, err := f.open(ctx, key)
 	if err != nil {
 		return nil, ObjectInfo{}, err
 	}
-	p, _ := f.Path(key) // validated by Head
+	if _, err := file.Seek(0, io.SeekStart); err != nil {
+		file.Close()
+		return nil, ObjectInfo{}, fmt.Errorf("reading %s: %w", key, err)
+	}
+	return file, info, nil
+}
+
+// open opens key's file and describes it from the open file, so that the
+// ETag is the content's a reader then gets, even if a put replaces the file
+// meanwhile. The file is read to its end.
+func (f *Folder) open(ctx context.Context, key string) (*os.File, ObjectInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, ObjectInfo{}, err
+	}
+	p, err := f.Path(key)
+	if err != nil {
+		return nil, ObjectInfo{}, err
+	}
 	file, err := os.Open(p)
 	if err != nil {
 		return nil, ObjectInfo{}, f.notFound(key, err)
 	}
-	return file, info, nil
+	st, err := file.Stat()
+	if err == nil && st.IsDir() {
+		file.Close()
+		return nil, ObjectInfo{}, fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	var etag string
+	if err == nil {
+		etag, err = md5Hex(file, st.Size())
+	}
+	if err != nil {
+		file.Close()
+		return nil, ObjectInfo{}, fmt.Errorf("reading %s: %w", key, err)
+	}
+	return file, ObjectInfo{Key: key, Size: st.Size(), ETag: etag, LastModified: st.ModTime().UTC()}, nil
 }
 
 func (f *Folder) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
@@ -130,25 +157,12 @@ type rangeReader struct {
 }
 
 func (f *Folder) Head(ctx context.Context, key string) (ObjectInfo, error) {
-	if err := ctx.Err(); err != nil {
-		return ObjectInfo{}, err
-	}
-	p, err := f.Path(key)
+	file, info, err := f.open(ctx, key)
 	if err != nil {
 		return ObjectInfo{}, err
 	}
-	st, err := os.Stat(p)
-	if err != nil {
-		return ObjectInfo{}, f.notFound(key, err)
-	}
-	if st.IsDir() {
-		return ObjectInfo{}, fmt.Errorf("%s: %w", key, ErrNotFound)
-	}
-	etag, err := fileMD5(p)
-	if err != nil {
-		return ObjectInfo{}, fmt.Errorf("reading %s: %w", key, err)
-	}
-	return ObjectInfo{Key: key, Size: st.Size(), ETag: etag, LastModified: st.ModTime().UTC()}, nil
+	file.Close()
+	return info, nil
 }
 
 func (f *Folder) Put(ctx context.Context, key string, body io.Reader, opts PutOptions) (_ ObjectInfo, err error) {
@@ -287,9 +301,25 @@ func fileMD5(p string) (string, error) {
 		return "", err
 	}
 	defer file.Close()
+	st, err := file.Stat()
+	if err != nil {
+		return "", err
+	}
+	return md5Hex(file, st.Size())
+}
+
+// md5Hex is the hex MD5 of r, an object of about size bytes, read through a
+// buffer no larger than the object: the 32 KB io.Copy takes for every small
+// state object read was most of local mode's garbage.
+func md5Hex(r io.Reader, size int64) (string, error) {
 	h := md5.New()
-	if _, err := io.Copy(h, file); err != nil {
+	buf := make([]byte, min(max(size, 512)+1, 32<<10))
+	if _, err := io.CopyBuffer(h, onlyReader{r}, buf); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
+
+// onlyReader hides an *os.File's WriteTo, which would copy through a
+// buffer of its own.
+type onlyReader struct{ io.Reader }
