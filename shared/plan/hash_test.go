@@ -134,7 +134,7 @@ func TestHashSurvivesBatchRoundTrip(t *testing.T) {
 func TestReadBatchErrors(t *testing.T) {
 	t.Parallel()
 	for _, in := range []string{``, `{"seq":1}{"seq":2}`, `{"seq":0}`, `{"seq":1,"upserts":[`} {
-		if _, err := ReadBatch(strings.NewReader(in)); err == nil {
+		if _, err := ReadBatch([]byte(in)); err == nil {
 			t.Errorf("ReadBatch(%q) accepted", in)
 		}
 	}

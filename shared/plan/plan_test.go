@@ -120,7 +120,7 @@ func readBack(t *testing.T, dir string, p *Plan, batchSize int) result {
 		if sum := crc32.Checksum(raw, crc32.MakeTable(crc32.Castagnoli)); base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, sum)) != ref.CRC32C {
 			t.Fatalf("batch %d: crc32c mismatch", ref.Seq)
 		}
-		b, err := ReadBatch(bytes.NewReader(raw))
+		b, err := ReadBatch(raw)
 		if err != nil {
 			t.Fatalf("batch %d: %v", ref.Seq, err)
 		}

@@ -1,7 +1,6 @@
 package run
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -527,7 +526,7 @@ func (s *Service) readPlannedBatch(ctx context.Context, m *Manifest, ref plan.Ba
 	if _, err := io.ReadFull(rc, raw); err != nil {
 		return nil, fmt.Errorf("batch %d: reading %s: %w", ref.Seq, key, err)
 	}
-	b, err := plan.ReadBatch(bytes.NewReader(raw))
+	b, err := plan.ReadBatch(raw)
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: %w", ref.Seq, err)
 	}

@@ -1329,7 +1329,11 @@ func (w *world) readBatch(in run.Execution, it run.Item) (*plan.Batch, error) {
 		return nil, err
 	}
 	defer rc.Close()
-	return plan.ReadBatch(rc)
+	line, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, err
+	}
+	return plan.ReadBatch(line)
 }
 
 // modelStarter is Step Functions (cloud) or the local runner.

@@ -1,7 +1,6 @@
 package run
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -267,7 +266,7 @@ func (gb *groupBatches) batch(ctx context.Context, i int) (*plan.Batch, error) {
 		}
 	}
 	off := it.Offset - gb.items[gb.from].Offset
-	b, err := plan.ReadBatch(bytes.NewReader(gb.data[off : off+it.Length]))
+	b, err := plan.ReadBatch(gb.data[off : off+it.Length])
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: %w", it.Batch, err)
 	}

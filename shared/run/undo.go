@@ -2,7 +2,6 @@ package run
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -296,7 +295,7 @@ func batchProfiles(ctx context.Context, st store.ObjectStore, key string, visit 
 	for n := 1; ; n++ {
 		line, err := br.ReadBytes('\n')
 		if len(line) > 0 {
-			b, berr := plan.ReadBatch(bytes.NewReader(line))
+			b, berr := plan.ReadBatch(line)
 			if berr != nil {
 				return fmt.Errorf("%s line %d: %w", key, n, berr)
 			}
