@@ -309,8 +309,8 @@ func fileMD5(p string) (string, error) {
 }
 
 // md5Hex is the hex MD5 of r, an object of about size bytes, read through a
-// buffer no larger than the object: the 32 KB io.Copy takes for every small
-// state object read was most of local mode's garbage.
+// buffer no larger than the object: the 32 KB io.Copy took for every small
+// state object read was a quarter of a local pacing run's allocations.
 func md5Hex(r io.Reader, size int64) (string, error) {
 	h := md5.New()
 	buf := make([]byte, min(max(size, 512)+1, 32<<10))

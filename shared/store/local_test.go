@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"io"
 	"os"
@@ -141,6 +143,61 @@ func TestFolderPutIfMatch(t *testing.T) {
 	rc.Close()
 	if winner == "" || string(got) != winner {
 		t.Fatalf("object = %q, winner %q", got, winner)
+	}
+}
+
+// TestFolderGetETagIsItsContents: a Get beside puts replacing its object
+// hands on the ETag of the content it returns, so that a compare-and-swap
+// built on what was read is against that. (Seen failing with Get hashing
+// the file by path and opening it again: the ETag of one version over the
+// other's content within a few hundred reads.)
+func TestFolderGetETagIsItsContents(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, err := store.NewFolder(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "state/exp/state.json"
+	versions := []string{`{"v":1}`, `{"v":2,"longer":true}`}
+	if _, err := f.Put(ctx, key, strings.NewReader(versions[0]), store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	stop, putErr := make(chan struct{}), make(chan error, 1)
+	go func() {
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				putErr <- nil
+				return
+			default:
+			}
+			if _, err := f.Put(ctx, key, strings.NewReader(versions[i%2]), store.PutOptions{}); err != nil {
+				putErr <- err
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		if err := <-putErr; err != nil {
+			t.Error(err)
+		}
+	}()
+	for range 2000 {
+		rc, info, err := f.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := md5.Sum(got)
+		if want := hex.EncodeToString(sum[:]); info.ETag != want {
+			t.Fatalf("Get gave %q with ETag %s, the ETag of another version (want %s)", got, info.ETag, want)
+		}
 	}
 }
 
