@@ -286,7 +286,8 @@ func (b *parquetBatch) check(fields []field) {
 // handing each to send until it returns false; a problem ends the read
 // with a batch holding it.
 func (rd *reader) readBatches(src io.ReaderAt, f *parquet.File, cols []parquetColumn, free chan *parquetBatch, send func(*parquetBatch) bool) {
-	headers := bufio.NewReaderSize(nil, 4096)
+	checker := newPageChecker()
+	defer checker.close()
 	newBatch := func() *parquetBatch {
 		var b *parquetBatch
 		select {
@@ -304,7 +305,7 @@ func (rd *reader) readBatches(src io.ReaderAt, f *parquet.File, cols []parquetCo
 		send(b)
 	}
 	for g, rg := range f.RowGroups() {
-		if err := rd.openRowGroup(src, f, g, rg, cols, headers); err != nil {
+		if err := rd.openRowGroup(src, f, g, rg, cols, checker); err != nil {
 			fail(err)
 			return
 		}
@@ -328,7 +329,7 @@ func (rd *reader) readBatches(src io.ReaderAt, f *parquet.File, cols []parquetCo
 
 // openRowGroup opens the mapped columns' pages of row group g, once their
 // page headers are seen to be safe for the library to read.
-func (rd *reader) openRowGroup(src io.ReaderAt, f *parquet.File, g int, rg parquet.RowGroup, cols []parquetColumn, headers *bufio.Reader) error {
+func (rd *reader) openRowGroup(src io.ReaderAt, f *parquet.File, g int, rg parquet.RowGroup, cols []parquetColumn, checker *pageChecker) error {
 	chunks := rg.ColumnChunks()
 	meta := f.Metadata().RowGroups
 	for i := range cols {
@@ -342,7 +343,7 @@ func (rd *reader) openRowGroup(src io.ReaderAt, f *parquet.File, g int, rg parqu
 		if m.DictionaryPageOffset != 0 { // where the library starts too
 			start = m.DictionaryPageOffset
 		}
-		if err := checkPageHeaders(src, start, m.TotalCompressedSize, headers, m.Codec == format.Lz4Raw); err != nil {
+		if err := checker.check(src, f.Size(), start, m.TotalCompressedSize, m.Codec); err != nil {
 			closeColumns(cols)
 			return rd.parquetError(err)
 		}

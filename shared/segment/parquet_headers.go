@@ -2,10 +2,16 @@ package segment
 
 import (
 	"bufio"
+	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/snappy"
+	"github.com/klauspost/compress/zstd"
+	"github.com/parquet-go/parquet-go/format"
 	"github.com/pierrec/lz4/v4"
 )
 
@@ -14,57 +20,96 @@ import (
 // 8-byte read. A damaged header that claims a list of two billion doubles
 // or UUIDs is then "read" element by element past the end of the data: a
 // 7 KB file found by fuzzing kept a core busy for seconds, and the claim
-// can be 20 times larger. Before the library reads a column chunk,
-// checkPageHeaders walks its page headers with a scanner that checks each
+// can be 20 times larger. And the library allocates the sizes a header
+// names before it reads a byte of the page: a page's compressed size (its
+// buffer, whatever the chunk or the file holds: fuzzing found a 5 KB file
+// that asked for 1.9 GB) and, for a compressed page, its uncompressed size
+// (the buffer it decompresses into). Before the library reads a column
+// chunk, pageChecker walks its page headers with a scanner that checks each
 // container's claimed size against the bytes left (every element takes at
-// least one byte), so such a file is a damaged file at once.
-
+// least one byte) and each page's size against what is left of the chunk,
+// the chunk cut where the file ends; and it decodes each compressed page,
+// streaming, to see that it decodes into the size its header names, as
+// Arrow requires of every page. Such a file is then a damaged file at once.
+//
 // The library's LZ4_RAW codec, given a block that does not decode, takes
 // any error for an output buffer too short and doubles the buffer until
-// memory runs out (fuzzing found a 7 KB file that asked for 32 GiB). So
-// the pages of an LZ4_RAW chunk are decoded here first, into the size
-// their header names, and a page that does not decode is a damaged file.
+// memory runs out (fuzzing found a 7 KB file that asked for 32 GiB): an
+// LZ4_RAW page is decoded here first, into the size its header names.
 
 // errOversized says a header claims more than its chunk could hold.
 var errOversized = errors.New("a page header claims more elements than its column chunk has bytes")
+
+// errPageOversized says a page claims more bytes than its chunk has left.
+var errPageOversized = errors.New("a page header claims more bytes than its column chunk has left")
 
 // lz4MaxRatio bounds what an LZ4 block decodes to: a byte of a match's
 // length extension stands for at most 255 bytes of output.
 const lz4MaxRatio = 255
 
-// errBadLZ4 says an LZ4_RAW page does not decode into the size its header names.
-var errBadLZ4 = errors.New("an LZ4 page does not decode into the size its header names")
+// errBadPage says a compressed page does not decode into the size its header names.
+var errBadPage = errors.New("a compressed page does not decode into the size its header names")
+
+// zstdMaxWindow is the largest window the reference zstd decoder accepts
+// unless told otherwise (ZSTD_WINDOWLOG_LIMIT_DEFAULT): a frame asking for
+// more is damaged, not a reason to allocate it.
+const zstdMaxWindow = 1 << 27
 
 // thriftMaxDepth bounds nesting: page headers nest three or four levels.
 const thriftMaxDepth = 32
 
-// checkPageHeaders walks the page headers of the column chunk that starts
-// at start and is length bytes long, and with lz4Pages decodes each compressed
-// page. It returns errOversized (wrapped) for a header that claims more
-// than the chunk holds, errBadLZ4 (wrapped) for a page that does not
-// decode, and the caller's read errors; anything else that is wrong is
-// left for the library to report.
-func checkPageHeaders(r io.ReaderAt, start, length int64, br *bufio.Reader, lz4Pages bool) error {
-	if start < 0 || length <= 0 {
+// pageChecker checks column chunks before the library reads them; its
+// buffer and decoders serve every chunk of a read.
+type pageChecker struct {
+	headers *bufio.Reader
+	gzip    *gzip.Reader
+	zstd    *zstd.Decoder
+	brotli  *brotli.Reader
+}
+
+func newPageChecker() *pageChecker {
+	return &pageChecker{headers: bufio.NewReaderSize(nil, 4096)}
+}
+
+func (pc *pageChecker) close() {
+	if pc.zstd != nil {
+		pc.zstd.Close()
+	}
+}
+
+// check walks the page headers of the column chunk of file r (fileSize
+// bytes) that starts at start and is length bytes long, and decodes each
+// page compressed with codec. It returns errOversized or errPageOversized
+// (wrapped) for a header that claims more than the chunk holds, errBadPage
+// (wrapped) for a page that does not decode into the size its header
+// names, and the caller's read errors; anything else that is wrong is left
+// for the library to report.
+func (pc *pageChecker) check(r io.ReaderAt, fileSize, start, length int64, codec format.CompressionCodec) error {
+	if start < 0 || length <= 0 || start >= fileSize {
 		return nil
 	}
+	// The library reads no further than the file's end, whatever the
+	// chunk claims: a page that needs more bytes than that is damaged.
+	length = min(length, fileSize-start)
 	sr := io.NewSectionReader(r, start, length)
+	br := pc.headers
 	br.Reset(sr)
 	for pos := int64(0); pos < length; {
+		header := pos
 		s := thriftScan{r: br, left: length - pos}
 		page, err := s.pageHeader()
 		var se *sourceError
 		switch {
 		case errors.As(err, &se), errors.Is(err, errOversized):
 			return err
+		case errors.Is(err, errPageOversized):
+			return fmt.Errorf("page at byte %d of its column chunk: %w", header, err)
 		case err != nil:
 			return nil
 		}
 		pos += length - pos - s.left
-		if lz4Pages {
-			if err := decodeLZ4Page(sr, pos, page); err != nil {
-				return fmt.Errorf("page at byte %d of its column chunk: %w", pos, err)
-			}
+		if err := pc.decodes(sr, pos, page, codec); err != nil {
+			return fmt.Errorf("page at byte %d of its column chunk: %w", header, err)
 		}
 		pos += page.size
 		if _, err := sr.Seek(pos, io.SeekStart); err != nil {
@@ -125,8 +170,11 @@ func (s *thriftScan) pageHeader() (pageInfo, error) {
 	if err != nil {
 		return p, err
 	}
-	if p.size < 0 || p.size > s.left {
+	if p.size < 0 {
 		return p, fmt.Errorf("page size %d: %w", p.size, errThriftEnd)
+	}
+	if p.size > s.left {
+		return p, fmt.Errorf("%d bytes, %d left: %w", p.size, s.left, errPageOversized)
 	}
 	return p, nil
 }
@@ -137,32 +185,119 @@ func (s *thriftScan) i32() (int64, error) {
 	return int64(int32(v>>1) ^ -int32(v&1)), err
 }
 
-// decodeLZ4Page decodes the LZ4_RAW page at off in r into the size its
-// header names (less a v2 page's levels, stored as they are), as the
-// library will.
-func decodeLZ4Page(r io.ReaderAt, off int64, p pageInfo) error {
-	if !p.compressed || p.size == 0 {
+// decodes checks that the page at off in r, compressed with codec,
+// decodes into the size its header names (less a v2 page's levels, stored
+// as they are), as the library will decode it. An LZ4_RAW page is decoded
+// in memory (its block has no stream), a Snappy page's size read from its
+// first bytes; the others stream through their decoder, nothing kept.
+func (pc *pageChecker) decodes(r io.ReaderAt, off int64, p pageInfo, codec format.CompressionCodec) error {
+	if codec == format.Uncompressed || !p.compressed {
 		return nil
 	}
 	if p.levels > p.size || p.levels > p.uncompressed {
-		return fmt.Errorf("levels of %d bytes in a page of %d: %w", p.levels, p.size, errBadLZ4)
+		return fmt.Errorf("levels of %d bytes in a page of %d: %w", p.levels, p.size, errBadPage)
 	}
-	if p.uncompressed-p.levels > lz4MaxRatio*(p.size-p.levels)+lz4MaxRatio {
+	body := io.NewSectionReader(r, off+p.levels, p.size-p.levels)
+	n, want := body.Size(), p.uncompressed-p.levels
+	if n == 0 {
+		if want == 0 {
+			return nil // nothing to decode, nothing claimed: the library decides
+		}
+		return fmt.Errorf("%s, no bytes to %d: %w", codec, want, errBadPage)
+	}
+	var err error
+	switch codec {
+	case format.Lz4Raw:
+		err = decodeLZ4(body, want)
+	case format.Snappy:
+		err = snappyDecodes(body, want)
+	case format.Gzip:
+		if pc.gzip == nil {
+			pc.gzip = new(gzip.Reader)
+		}
+		if err = pc.gzip.Reset(body); err == nil {
+			err = streamDecodes(pc.gzip, want)
+		}
+	case format.Zstd:
+		if pc.zstd == nil {
+			pc.zstd, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
+				zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(zstdMaxWindow))
+			if err != nil {
+				return fmt.Errorf("a zstd decoder: %w", err)
+			}
+		}
+		if err = pc.zstd.Reset(body); err == nil {
+			err = streamDecodes(pc.zstd, want)
+		}
+	case format.Brotli:
+		if pc.brotli == nil {
+			pc.brotli = brotli.NewReader(body)
+		} else if err = pc.brotli.Reset(body); err != nil {
+			break
+		}
+		err = streamDecodes(pc.brotli, want)
+	default:
+		return nil // a codec the library does not read: it says so
+	}
+	var se *sourceError
+	if err == nil || errors.As(err, &se) {
+		return err
+	}
+	return fmt.Errorf("%s, %d bytes to %d: %w (%v)", codec, n, want, errBadPage, err)
+}
+
+// streamDecodes reads what dec decodes, no more than want and a byte.
+func streamDecodes(dec io.Reader, want int64) error {
+	got, err := io.Copy(io.Discard, io.LimitReader(dec, want+1))
+	if err != nil {
+		return err
+	}
+	switch {
+	case got > want:
+		return errors.New("it decodes to more")
+	case got < want:
+		return fmt.Errorf("it decodes to %d", got)
+	}
+	return nil
+}
+
+// snappyDecodes checks the size a Snappy block says it decodes to, its
+// first bytes: the decoder allocates that much (up to 4 GiB) before it
+// decodes, and checks the block against it as it does.
+func snappyDecodes(body *io.SectionReader, want int64) error {
+	var head [binary.MaxVarintLen32]byte
+	n, err := body.ReadAt(head[:min(int64(len(head)), body.Size())], 0)
+	if err != nil && err != io.EOF {
+		return err
+	}
+	size, err := snappy.DecodedLen(head[:n])
+	if err != nil {
+		return err
+	}
+	if int64(size) != want {
+		return fmt.Errorf("it says it decodes to %d", size)
+	}
+	return nil
+}
+
+// decodeLZ4 decodes the LZ4 block body into want bytes.
+func decodeLZ4(body *io.SectionReader, want int64) error {
+	if want > lz4MaxRatio*body.Size()+lz4MaxRatio {
 		// No LZ4 block expands more: a header that says so is damaged,
 		// and the buffer it names is not allocated.
-		return fmt.Errorf("%d bytes said to decode to %d: %w", p.size-p.levels, p.uncompressed-p.levels, errBadLZ4)
+		return fmt.Errorf("LZ4 expands %d bytes to %d at most", body.Size(), lz4MaxRatio*body.Size()+lz4MaxRatio)
 	}
-	src := make([]byte, p.size-p.levels)
-	if _, err := r.ReadAt(src, off+p.levels); err != nil {
-		var se *sourceError
-		if errors.As(err, &se) {
-			return err
-		}
-		return nil // the chunk ends early: the library says so
+	src := make([]byte, body.Size())
+	if _, err := body.ReadAt(src, 0); err != nil && err != io.EOF {
+		return err
 	}
-	dst := make([]byte, p.uncompressed-p.levels)
-	if _, err := lz4.UncompressBlock(src, dst); err != nil {
-		return fmt.Errorf("%d bytes to %d: %w", len(src), len(dst), errBadLZ4)
+	dst := make([]byte, want)
+	n, err := lz4.UncompressBlock(src, dst)
+	if err != nil {
+		return errors.New("a damaged block") // the package's one error says no more
+	}
+	if int64(n) != want {
+		return fmt.Errorf("it decodes to %d", n)
 	}
 	return nil
 }

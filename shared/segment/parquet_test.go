@@ -19,6 +19,7 @@ import (
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/deprecated"
+	"github.com/parquet-go/parquet-go/encoding/thrift"
 )
 
 // parquetFile writes rows (values by column name; nil is null) under a
@@ -345,6 +346,9 @@ func TestReadParquetFileErrors(t *testing.T) {
 	pqRows, _ := people(5000)
 	big := parquetFile(t, peopleSchema, pqRows, 1000, parquet.Compression(&parquet.Snappy))
 	bigLZ4 := parquetFile(t, peopleSchema, pqRows, 1000, parquet.Compression(&parquet.Lz4Raw))
+	bigGzip := parquetFile(t, peopleSchema, pqRows, 1000, parquet.Compression(&parquet.Gzip))
+	bigZstd := parquetFile(t, peopleSchema, pqRows, 1000, parquet.Compression(&parquet.Zstd))
+	bigBrotli := parquetFile(t, peopleSchema, pqRows, 1000, parquet.Compression(&parquet.Brotli))
 	custom := func(source string) Mapping {
 		return Mapping{Email: "Email", Custom: []CustomField{{Source: source, Key: "string--X", Type: "string"}}}
 	}
@@ -367,13 +371,28 @@ func TestReadParquetFileErrors(t *testing.T) {
 		{"cut short", good[:len(good)-20], emailOnly, `not a readable Parquet file (`},
 		{"only the magic", []byte("PAR1"), emailOnly, `not a readable Parquet file (`},
 		{"damaged in its metadata", damage(good, 4, len(good)/2), emailOnly, `not a readable Parquet file (`},
-		{"damaged in a page", damagedPage(t, big), defaultMapping, `not a readable Parquet file (crc32 checksum mismatch in page of column`},
+		{"damaged in a page", damagedPage(t, big), defaultMapping,
+			`not a readable Parquet file (page at byte 0 of its column chunk: SNAPPY, 4351 bytes to 19374: a compressed page does not decode into the size its header names (it says it decodes to 1500916))`},
 		// The library doubles its buffer for an LZ4 page that does not
 		// decode until memory runs out (fuzzing: 32 GiB asked for by 7 KB).
 		{"damaged in an LZ4 page", damagedPage(t, bigLZ4), defaultMapping,
-			`not a readable Parquet file (page at byte 125 of its column chunk: 3714 bytes to 19374: an LZ4 page does not decode into the size its header names)`},
+			`not a readable Parquet file (page at byte 0 of its column chunk: LZ4_RAW, 3714 bytes to 19374: a compressed page does not decode into the size its header names (a damaged block))`},
 		{"a page header claiming more than its chunk holds", oversizedPageHeader(t, good), emailOnly,
 			`not a readable Parquet file (a page header claims more elements than its column chunk has bytes)`},
+		// The library allocates a page's claimed sizes before it reads
+		// the page (fuzzing: 1.9 GB asked for by 1.3 KB).
+		{"a page claiming more bytes than its chunk has", pageClaiming(t, big, compressedSize, 1<<30, 0), defaultMapping,
+			`not a readable Parquet file (page at byte 0 of its column chunk: 1073741824 bytes, 4351 left: a page header claims more bytes than its column chunk has left)`},
+		{"a page claiming more bytes than the file has", pageClaiming(t, good, compressedSize, 1<<20, 1<<30), emailOnly,
+			`not a readable Parquet file (page at byte 0 of its column chunk: 1048576 bytes, 452 left: a page header claims more bytes than its column chunk has left)`},
+		{"a snappy page claiming to decode to more", pageClaiming(t, big, uncompressedSize, 1<<30, 0), defaultMapping,
+			`not a readable Parquet file (page at byte 0 of its column chunk: SNAPPY, 4351 bytes to 1073741824: a compressed page does not decode into the size its header names (it says it decodes to 19374))`},
+		{"a gzip page claiming to decode to more", pageClaiming(t, bigGzip, uncompressedSize, 1<<30, 0), defaultMapping,
+			`not a readable Parquet file (page at byte 0 of its column chunk: GZIP, 2256 bytes to 1073741824: a compressed page does not decode into the size its header names (it decodes to 19374))`},
+		{"a zstd page claiming to decode to more", pageClaiming(t, bigZstd, uncompressedSize, 1<<30, 0), defaultMapping,
+			`not a readable Parquet file (page at byte 0 of its column chunk: ZSTD, 1044 bytes to 1073741824: a compressed page does not decode into the size its header names (it decodes to 19374))`},
+		{"a brotli page claiming to decode to more", pageClaiming(t, bigBrotli, uncompressedSize, 1<<30, 0), defaultMapping,
+			`not a readable Parquet file (page at byte 0 of its column chunk: BROTLI, 3080 bytes to 1073741824: a compressed page does not decode into the size its header names (it decodes to 19374))`},
 		{"encrypted", append([]byte("PARE"), good[4:]...), emailOnly,
 			`this is an encrypted Parquet file; export it without Parquet encryption (S3's own encryption is fine)` + "\n"},
 	}
@@ -410,6 +429,62 @@ func oversizedPageHeader(t *testing.T, data []byte) []byte {
 	// field 15 a list; list of UUIDs (13), its size a varint: 2^24
 	copy(d[at:], []byte{0xf9, 0xfd, 0x80, 0x80, 0x80, 0x08})
 	return d
+}
+
+// The page header's fields pageClaiming sets.
+const (
+	uncompressedSize = 2
+	compressedSize   = 3
+)
+
+// pageClaiming sets field (a size) of the first page header of data's
+// first column to size, the bytes after it moved (the chunks after it
+// are then out of place: a read must stop at that page); with chunk > 0
+// it says the column chunk is chunk bytes long.
+func pageClaiming(t *testing.T, data []byte, field int, size int32, chunk int64) []byte {
+	t.Helper()
+	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &f.Metadata().RowGroups[0].Columns[0].MetaData
+	at := m.DataPageOffset
+	if m.DictionaryPageOffset != 0 {
+		at = m.DictionaryPageOffset
+	}
+	// The header starts with three i32 fields: type, uncompressed_page_size, compressed_page_size.
+	d := bytes.Clone(data)
+	pos := int(at)
+	for id := 1; id < field; id++ {
+		if d[pos] != 0x15 {
+			t.Fatalf("page header at %d: field %d is 0x%x, not an i32", at, id, d[pos])
+		}
+		pos += 1 + varintLen(d[pos+1:])
+	}
+	pos++
+	n := varintLen(d[pos:])
+	v := binary.AppendUvarint(nil, uint64(size)<<1) // zigzag, size >= 0
+	d = append(append(d[:pos:pos], v...), d[pos+n:]...)
+	// The chunk grows by the bytes added to its first header.
+	m.TotalCompressedSize += int64(len(v) - n)
+	if chunk > 0 {
+		m.TotalCompressedSize = chunk
+	}
+	footer, err := thrift.Marshal(new(thrift.CompactProtocol), f.Metadata())
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := len(d) - 8 - int(binary.LittleEndian.Uint32(d[len(d)-8:]))
+	d = binary.LittleEndian.AppendUint32(append(d[:end], footer...), uint32(len(footer)))
+	return append(d, "PAR1"...)
+}
+
+func varintLen(b []byte) int {
+	n := 1
+	for b[n-1]&0x80 != 0 {
+		n++
+	}
+	return n
 }
 
 // damagedPage flips 64 bytes of the first page of data's first column,
