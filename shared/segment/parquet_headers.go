@@ -2,13 +2,14 @@ package segment
 
 import (
 	"bufio"
-	"compress/gzip"
+
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 
 	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/snappy"
 	"github.com/klauspost/compress/zstd"
 	"github.com/parquet-go/parquet-go/format"
