@@ -2,7 +2,6 @@ package segment
 
 import (
 	"bufio"
-
 	"encoding/binary"
 	"errors"
 	"fmt"
