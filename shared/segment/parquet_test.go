@@ -377,8 +377,12 @@ func TestReadParquetFileErrors(t *testing.T) {
 		// decode until memory runs out (fuzzing: 32 GiB asked for by 7 KB).
 		{"damaged in an LZ4 page", damagedPage(t, bigLZ4), defaultMapping,
 			`not a readable Parquet file (page at byte 0 of its column chunk: LZ4_RAW, 3714 bytes to 19374: a compressed page does not decode into the size its header names (a damaged block))`},
-		{"a page header claiming more than its chunk holds", oversizedPageHeader(t, good), emailOnly,
+		// field 15 a list (9) of UUIDs (13), its size a varint: 2^24
+		{"a page header claiming more than its chunk holds", oversizedPageHeader(t, good, []byte{0xf9, 0xfd, 0x80, 0x80, 0x80, 0x08}), emailOnly,
 			`not a readable Parquet file (a page header claims more elements than its column chunk has bytes)`},
+		// field 15 binary (8), its length a varint: 2^28
+		{"a page header claiming a value longer than its chunk", oversizedPageHeader(t, good, []byte{0xf8, 0x80, 0x80, 0x80, 0x80, 0x01}), emailOnly,
+			`not a readable Parquet file (a value of 268435456 bytes, 104 left: a page header claims more elements than its column chunk has bytes)`},
 		// The library allocates a page's claimed sizes before it reads
 		// the page (fuzzing: 1.9 GB asked for by 1.3 KB).
 		{"a page claiming more bytes than its chunk has", pageClaiming(t, big, compressedSize, 1<<30, 0), defaultMapping,
@@ -415,10 +419,11 @@ func TestReadParquetFileErrors(t *testing.T) {
 }
 
 // oversizedPageHeader starts the first page header of data's first column
-// with a field the library does not know: a list claiming 2^24 UUIDs.
-// The library skips it element by element, long past the chunk's end,
-// unless the reader refuses the header first (parquet_headers.go).
-func oversizedPageHeader(t *testing.T, data []byte) []byte {
+// with field, one the library does not know. Such a field claiming a list
+// of 2^24 UUIDs the library skips element by element, long past the
+// chunk's end; one claiming a value of 2^28 bytes it allocates; unless the
+// reader refuses the header first (parquet_headers.go).
+func oversizedPageHeader(t *testing.T, data []byte, field []byte) []byte {
 	t.Helper()
 	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
@@ -426,8 +431,7 @@ func oversizedPageHeader(t *testing.T, data []byte) []byte {
 	}
 	at := f.Metadata().RowGroups[0].Columns[0].MetaData.DataPageOffset
 	d := bytes.Clone(data)
-	// field 15 a list; list of UUIDs (13), its size a varint: 2^24
-	copy(d[at:], []byte{0xf9, 0xfd, 0x80, 0x80, 0x80, 0x08})
+	copy(d[at:], field)
 	return d
 }
 
