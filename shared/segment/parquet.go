@@ -188,6 +188,9 @@ func (rd *reader) readParquet(r io.ReaderAt, size int64) error {
 		return rd.damaged(fmt.Sprintf("%d bytes, too short for Parquet's header and footer", size))
 	}
 	src := sourceReaderAt{r}
+	if err := checkFooter(src, size); err != nil {
+		return rd.parquetError(err)
+	}
 	f, err := openParquet(src, size)
 	if err != nil {
 		return rd.parquetError(err)

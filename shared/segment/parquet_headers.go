@@ -37,8 +37,8 @@ import (
 // memory runs out (fuzzing found a 7 KB file that asked for 32 GiB): an
 // LZ4_RAW page is decoded here first, into the size its header names.
 
-// errOversized says a header claims more than its chunk could hold.
-var errOversized = errors.New("a page header claims more elements than its column chunk has bytes")
+// errOversized says a Thrift value claims more than the bytes left could hold.
+var errOversized = errors.New("more than the bytes left can hold")
 
 // errPageOversized says a page claims more bytes than its chunk has left.
 var errPageOversized = errors.New("a page header claims more bytes than its column chunk has left")
@@ -100,8 +100,10 @@ func (pc *pageChecker) check(r io.ReaderAt, fileSize, start, length int64, codec
 		page, err := s.pageHeader()
 		var se *sourceError
 		switch {
-		case errors.As(err, &se), errors.Is(err, errOversized):
+		case errors.As(err, &se):
 			return err
+		case errors.Is(err, errOversized):
+			return fmt.Errorf("page header at byte %d of its column chunk: %w", header, err)
 		case errors.Is(err, errPageOversized):
 			return fmt.Errorf("page at byte %d of its column chunk: %w", header, err)
 		case err != nil:
@@ -116,6 +118,33 @@ func (pc *pageChecker) check(r io.ReaderAt, fileSize, start, length int64, codec
 			return nil
 		}
 		br.Reset(sr)
+	}
+	return nil
+}
+
+// checkFooter scans the file's metadata, its footer, as check scans page
+// headers: the library's Thrift decoder allocates a value's or a list's
+// claimed length before it reads the elements (a list of two billion row
+// groups is a fatal out of memory, not an error). It returns errOversized
+// (wrapped) and the caller's read errors; anything else that is wrong
+// with the footer is left for the library to report.
+func checkFooter(r io.ReaderAt, size int64) error {
+	var tail [8]byte
+	if _, err := r.ReadAt(tail[:], size-int64(len(tail))); err != nil && err != io.EOF {
+		return err
+	}
+	n := int64(binary.LittleEndian.Uint32(tail[:4]))
+	if n > size-12 {
+		return nil
+	}
+	s := thriftScan{r: bufio.NewReader(io.NewSectionReader(r, size-8-n, n)), left: n}
+	err := s.value(12, false)
+	var se *sourceError
+	switch {
+	case errors.As(err, &se):
+		return err
+	case errors.Is(err, errOversized):
+		return fmt.Errorf("the file's metadata (its footer): %w", err)
 	}
 	return nil
 }
@@ -365,7 +394,7 @@ func (s *thriftScan) value(t byte, inContainer bool) error {
 		}
 		if n > uint64(s.left) {
 			// The library allocates the length claimed before it reads.
-			return fmt.Errorf("a value of %d bytes, %d left: %w", n, s.left, errOversized)
+			return fmt.Errorf("a value of %d bytes, %d bytes left: %w", n, s.left, errOversized)
 		}
 		return s.skip(n)
 	case 9, 10: // list, set
@@ -403,7 +432,7 @@ func (s *thriftScan) list() error {
 		}
 	}
 	if n > uint64(s.left) {
-		return errOversized
+		return fmt.Errorf("a list of %d elements, %d bytes left: %w", n, s.left, errOversized)
 	}
 	for range n {
 		if err := s.value(h&0xf, true); err != nil {
@@ -427,7 +456,7 @@ func (s *thriftScan) mapValue() error {
 		return err
 	}
 	if n > uint64(s.left) {
-		return errOversized
+		return fmt.Errorf("a map of %d entries, %d bytes left: %w", n, s.left, errOversized)
 	}
 	for range n {
 		if err := s.value(kv>>4, true); err != nil {

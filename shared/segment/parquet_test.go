@@ -379,10 +379,16 @@ func TestReadParquetFileErrors(t *testing.T) {
 			`not a readable Parquet file (page at byte 0 of its column chunk: LZ4_RAW, 3714 bytes to 19374: a compressed page does not decode into the size its header names (a damaged block))`},
 		// field 15 a list (9) of UUIDs (13), its size a varint: 2^24
 		{"a page header claiming more than its chunk holds", oversizedPageHeader(t, good, []byte{0xf9, 0xfd, 0x80, 0x80, 0x80, 0x08}), emailOnly,
-			`not a readable Parquet file (a page header claims more elements than its column chunk has bytes)`},
+			`not a readable Parquet file (page header at byte 0 of its column chunk: a list of 16777216 elements, 104 bytes left: more than the bytes left can hold)`},
 		// field 15 binary (8), its length a varint: 2^28
 		{"a page header claiming a value longer than its chunk", oversizedPageHeader(t, good, []byte{0xf8, 0x80, 0x80, 0x80, 0x80, 0x01}), emailOnly,
-			`not a readable Parquet file (a value of 268435456 bytes, 104 left: a page header claims more elements than its column chunk has bytes)`},
+			`not a readable Parquet file (page header at byte 0 of its column chunk: a value of 268435456 bytes, 104 bytes left: more than the bytes left can hold)`},
+		// The library's Thrift decoder makes a list's slice before it reads
+		// an element: 2^24 row groups are 2 GB.
+		{"metadata claiming more row groups than it holds", withFooter(good, []byte{0x49, 0xfc, 0x80, 0x80, 0x80, 0x08, 0x00, 0x00}), emailOnly,
+			`not a readable Parquet file (the file's metadata (its footer): a list of 16777216 elements, 2 bytes left: more than the bytes left can hold)`},
+		{"metadata claiming a value longer than it is", withFooter(good, []byte{0x15, 0x02, 0x28, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00}), emailOnly,
+			`not a readable Parquet file (the file's metadata (its footer): a value of 268435456 bytes, 1 bytes left: more than the bytes left can hold)`},
 		// The library allocates a page's claimed sizes before it reads
 		// the page (fuzzing: 1.9 GB asked for by 1.3 KB).
 		{"a page claiming more bytes than its chunk has", pageClaiming(t, big, compressedSize, 1<<30, 0), defaultMapping,
@@ -478,8 +484,13 @@ func pageClaiming(t *testing.T, data []byte, field int, size int32, chunk int64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	end := len(d) - 8 - int(binary.LittleEndian.Uint32(d[len(d)-8:]))
-	d = binary.LittleEndian.AppendUint32(append(d[:end], footer...), uint32(len(footer)))
+	return withFooter(d, footer)
+}
+
+// withFooter is the Parquet file data with footer as its metadata.
+func withFooter(data, footer []byte) []byte {
+	end := len(data) - 8 - int(binary.LittleEndian.Uint32(data[len(data)-8:]))
+	d := binary.LittleEndian.AppendUint32(append(bytes.Clone(data[:end]), footer...), uint32(len(footer)))
 	return append(d, "PAR1"...)
 }
 
