@@ -105,19 +105,23 @@ func (s *Service) lookupExisting(ctx context.Context, d Destination, m *Manifest
 }
 
 // existingCache keeps the last set a process read: a warm container
-// serves many batches of one run.
+// serves many batches of one attempt. Each attempt of a run lists the
+// account again into the same key (its plan's), so the set is the
+// attempt's: a container that served the last attempt would otherwise
+// filter this one's batches by who the account had then.
 type existingCache struct {
-	mu  sync.Mutex
-	key string
-	set *existingSet
+	mu      sync.Mutex
+	key     string
+	attempt int64
+	set     *existingSet
 }
 
-// existing reads the set of a run's plan.
-func (s *Service) existing(ctx context.Context, export, runID, base string) (*existingSet, error) {
-	key := existingKey(export, runID, base)
+// existing reads the set of the plan in's batches are of, as in's attempt listed it.
+func (s *Service) existing(ctx context.Context, in GroupInput) (*existingSet, error) {
+	key := existingKey(in.Export, in.RunID, in.Plan)
 	s.existingSets.mu.Lock()
 	defer s.existingSets.mu.Unlock()
-	if s.existingSets.key == key {
+	if s.existingSets.key == key && s.existingSets.attempt == in.Attempt {
 		return s.existingSets.set, nil
 	}
 	rc, _, err := s.Store.Get(ctx, key)
@@ -133,6 +137,6 @@ func (s *Service) existing(ctx context.Context, export, runID, base string) (*ex
 		return nil, &Corrupt{Msg: fmt.Sprintf("%s holds %d bytes, not a whole number of %d-byte keys: start the run again", key, len(data), existingKeyLen)}
 	}
 	set := &existingSet{keys: data}
-	s.existingSets.key, s.existingSets.set = key, set
+	s.existingSets.key, s.existingSets.attempt, s.existingSets.set = key, in.Attempt, set
 	return set, nil
 }

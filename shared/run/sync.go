@@ -377,7 +377,7 @@ func (s *Service) sendUpserts(ctx context.Context, d Destination, m *Manifest, i
 	var have *existingSet
 	if needsDirectory(m) {
 		var err error
-		if have, err = s.existing(ctx, in.Export, in.RunID, in.Plan); err != nil {
+		if have, err = s.existing(ctx, in); err != nil {
 			return err
 		}
 	}
