@@ -482,7 +482,7 @@ func (s *thriftScan) structFields(field func(id int16, t byte) error) error {
 		if err != nil {
 			return err
 		}
-		if h == 0 { // stop
+		if h&0xf == 0 { // stop: the type says so, whatever delta the byte holds (as the library reads it)
 			return nil
 		}
 		if delta := h >> 4; delta != 0 {

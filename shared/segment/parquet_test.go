@@ -387,6 +387,10 @@ func TestReadParquetFileErrors(t *testing.T) {
 		// an element: 2^24 row groups are 2 GB.
 		{"metadata claiming more row groups than it holds", withFooter(good, []byte{0x49, 0xfc, 0x80, 0x80, 0x80, 0x08, 0x00, 0x00}), emailOnly,
 			`not a readable Parquet file (the file's metadata (its footer): a list of 16777216 elements, 2 bytes left: more than the bytes left can hold)`},
+		// 0x20 ends the schema element for the library (type 0 is a stop,
+		// whatever the delta): the row groups' list after it is the file's.
+		{"metadata claiming row groups after a stop with a delta", withFooter(good, []byte{0x15, 0x02, 0x19, 0x1c, 0x20, 0x29, 0xfc, 0x80, 0x80, 0x80, 0x08, 0x00, 0x00}), emailOnly,
+			`not a readable Parquet file (the file's metadata (its footer): a list of 16777216 elements, 2 bytes left: more than the bytes left can hold)`},
 		{"metadata claiming a value longer than it is", withFooter(good, []byte{0x15, 0x02, 0x28, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00}), emailOnly,
 			`not a readable Parquet file (the file's metadata (its footer): a value of 268435456 bytes, 1 bytes left: more than the bytes left can hold)`},
 		// The library allocates a page's claimed sizes before it reads
