@@ -55,8 +55,14 @@ var errBadPage = errors.New("a compressed page does not decode into the size its
 // more is damaged, not a reason to allocate it.
 const zstdMaxWindow = 1 << 27
 
-// thriftMaxDepth bounds nesting: page headers nest three or four levels.
+// thriftMaxDepth bounds nesting: page headers nest three or four levels,
+// a footer's metadata under ten. Deeper is a damaged file: the library
+// recurses a call a level, however deep (a fatal stack overflow, no
+// error), and what it skips there the scan would not see.
 const thriftMaxDepth = 32
+
+// errNested says Thrift values nest deeper than thriftMaxDepth.
+var errNested = fmt.Errorf("values nested more than %d deep", thriftMaxDepth)
 
 // pageChecker checks column chunks before the library reads them; its
 // buffer and decoders serve every chunk of a read.
@@ -80,7 +86,8 @@ func (pc *pageChecker) close() {
 // check walks the page headers of the column chunk of file r (fileSize
 // bytes) that starts at start and is length bytes long, and decodes each
 // page compressed with codec. It returns errOversized or errPageOversized
-// (wrapped) for a header that claims more than the chunk holds, errBadPage
+// (wrapped) for a header that claims more than the chunk holds, errNested
+// (wrapped) for one nested too deep, errBadPage
 // (wrapped) for a page that does not decode into the size its header
 // names, and the caller's read errors; anything else that is wrong is left
 // for the library to report.
@@ -102,7 +109,7 @@ func (pc *pageChecker) check(r io.ReaderAt, fileSize, start, length int64, codec
 		switch {
 		case errors.As(err, &se):
 			return err
-		case errors.Is(err, errOversized):
+		case errors.Is(err, errOversized), errors.Is(err, errNested):
 			return fmt.Errorf("page header at byte %d of its column chunk: %w", header, err)
 		case errors.Is(err, errPageOversized):
 			return fmt.Errorf("page at byte %d of its column chunk: %w", header, err)
@@ -126,7 +133,7 @@ func (pc *pageChecker) check(r io.ReaderAt, fileSize, start, length int64, codec
 // headers: the library's Thrift decoder allocates a value's or a list's
 // claimed length before it reads the elements (a list of two billion row
 // groups is a fatal out of memory, not an error). It returns errOversized
-// (wrapped) and the caller's read errors; anything else that is wrong
+// or errNested (wrapped) and the caller's read errors; anything else that is wrong
 // with the footer is left for the library to report.
 func checkFooter(r io.ReaderAt, size int64) error {
 	var tail [8]byte
@@ -143,7 +150,7 @@ func checkFooter(r io.ReaderAt, size int64) error {
 	switch {
 	case errors.As(err, &se):
 		return err
-	case errors.Is(err, errOversized):
+	case errors.Is(err, errOversized), errors.Is(err, errNested):
 		return fmt.Errorf("the file's metadata (its footer): %w", err)
 	}
 	return nil
@@ -411,7 +418,7 @@ func (s *thriftScan) value(t byte, inContainer bool) error {
 
 func (s *thriftScan) nest() error {
 	if s.depth++; s.depth > thriftMaxDepth {
-		return errors.New("thrift values nested too deep")
+		return errNested
 	}
 	return nil
 }

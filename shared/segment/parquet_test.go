@@ -391,6 +391,8 @@ func TestReadParquetFileErrors(t *testing.T) {
 		// whatever the delta): the row groups' list after it is the file's.
 		{"metadata claiming row groups after a stop with a delta", withFooter(good, []byte{0x15, 0x02, 0x19, 0x1c, 0x20, 0x29, 0xfc, 0x80, 0x80, 0x80, 0x08, 0x00, 0x00}), emailOnly,
 			`not a readable Parquet file (the file's metadata (its footer): a list of 16777216 elements, 2 bytes left: more than the bytes left can hold)`},
+		{"metadata nested deeper than any Parquet writes", withFooter(good, append(bytes.Repeat([]byte{0x1c}, 40), make([]byte, 41)...)), emailOnly,
+			`not a readable Parquet file (the file's metadata (its footer): values nested more than 32 deep)`},
 		{"metadata claiming a value longer than it is", withFooter(good, []byte{0x15, 0x02, 0x28, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00}), emailOnly,
 			`not a readable Parquet file (the file's metadata (its footer): a value of 268435456 bytes, 1 bytes left: more than the bytes left can hold)`},
 		// The library allocates a page's claimed sizes before it reads
