@@ -15,22 +15,26 @@ import (
 	"github.com/pierrec/lz4/v4"
 )
 
-// The Parquet library decodes each page header (Thrift's compact protocol)
-// from a stream, and its stream reader drops the end-of-data error of an
-// 8-byte read. A damaged header that claims a list of two billion doubles
-// or UUIDs is then "read" element by element past the end of the data: a
-// 7 KB file found by fuzzing kept a core busy for seconds, and the claim
-// can be 20 times larger. And the library allocates the sizes a header
-// names before it reads a byte of the page: a page's compressed size (its
-// buffer, whatever the chunk or the file holds: fuzzing found a 5 KB file
-// that asked for 1.9 GB) and, for a compressed page, its uncompressed size
-// (the buffer it decompresses into). Before the library reads a column
-// chunk, pageChecker walks its page headers with a scanner that checks each
-// container's claimed size against the bytes left (every element takes at
-// least one byte) and each page's size against what is left of the chunk,
+// The Parquet library trusts the sizes a file names. It decodes page
+// headers and the footer (Thrift's compact protocol) making each list's
+// slice and each value's buffer of the length claimed before it reads an
+// element (a footer claiming two billion row groups is a fatal out of
+// memory); its stream reader drops the end-of-data error of an 8-byte
+// read, so a header claiming a list of two billion doubles is "read"
+// element by element past the end of the data (seconds of a core for a
+// 7 KB file); and it allocates a page's compressed size before reading
+// the page (fuzzing found a 1.3 KB file asking for 1.9 GB) and a
+// compressed page's uncompressed size before decompressing it. So before
+// the library opens a file, checkFooter scans its footer, and before it
+// reads a column chunk, pageChecker walks the chunk's page headers: a scan
+// that reads Thrift as the library does and checks each list's, map's and
+// value's claimed size against the bytes left (every element takes at
+// least one byte), each page's size against what is left of the chunk,
 // the chunk cut where the file ends; and it decodes each compressed page,
 // streaming, to see that it decodes into the size its header names, as
-// Arrow requires of every page. Such a file is then a damaged file at once.
+// Arrow requires of every page. Such a file is then a damaged file at
+// once, and a damaged file allocates no more than a valid one of its size
+// could decode to.
 //
 // The library's LZ4_RAW codec, given a block that does not decode, takes
 // any error for an output buffer too short and doubles the buffer until
