@@ -113,7 +113,7 @@ func (pc *pageChecker) check(r io.ReaderAt, fileSize, start, length int64, codec
 		switch {
 		case errors.As(err, &se):
 			return err
-		case errors.Is(err, errOversized), errors.Is(err, errNested):
+		case damagedThrift(err):
 			return fmt.Errorf("page header at byte %d of its column chunk: %w", header, err)
 		case errors.Is(err, errPageOversized):
 			return fmt.Errorf("page at byte %d of its column chunk: %w", header, err)
@@ -154,7 +154,7 @@ func checkFooter(r io.ReaderAt, size int64) error {
 	switch {
 	case errors.As(err, &se):
 		return err
-	case errors.Is(err, errOversized), errors.Is(err, errNested):
+	case damagedThrift(err):
 		return fmt.Errorf("the file's metadata (its footer): %w", err)
 	}
 	return nil
@@ -168,7 +168,17 @@ type thriftScan struct {
 	depth int
 }
 
-var errThriftEnd = errors.New("thrift value runs past its chunk")
+// errThriftEnd says a value runs past the bytes left: the library reads
+// on past them, taking an 8-byte read's end of data for a double (a list
+// of doubles in a map of lists is seconds of a core for 1.5 KB).
+var errThriftEnd = errors.New("a value runs past the bytes left")
+
+// damagedThrift says whether a scan's error makes the file damaged; any
+// other (an unknown type, a varint too long) the library stops at too,
+// and reports.
+func damagedThrift(err error) bool {
+	return errors.Is(err, errOversized) || errors.Is(err, errNested) || errors.Is(err, errThriftEnd)
+}
 
 // pageInfo is what a PageHeader says of the bytes that follow it.
 type pageInfo struct {

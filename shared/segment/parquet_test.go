@@ -380,6 +380,11 @@ func TestReadParquetFileErrors(t *testing.T) {
 		// field 15 a list (9) of UUIDs (13), its size a varint: 2^24
 		{"a page header claiming more than its chunk holds", oversizedPageHeader(t, good, []byte{0xf9, 0xfd, 0x80, 0x80, 0x80, 0x08}), emailOnly,
 			`not a readable Parquet file (page header at byte 0 of its column chunk: a list of 16777216 elements, 104 bytes left: more than the bytes left can hold)`},
+		// field 15 a list (9) of doubles (7), 100 of them: 800 bytes in a
+		// chunk of 104; the library reads a double past the end as zero
+		// and goes on (fuzzing: a map of such lists, 3.4 s for 1.5 KB).
+		{"a page header's list running past its chunk", oversizedPageHeader(t, good, []byte{0xf9, 0xf7, 0x64}), emailOnly,
+			`not a readable Parquet file (page header at byte 0 of its column chunk: a value runs past the bytes left)`},
 		// field 15 binary (8), its length a varint: 2^28
 		{"a page header claiming a value longer than its chunk", oversizedPageHeader(t, good, []byte{0xf8, 0x80, 0x80, 0x80, 0x80, 0x01}), emailOnly,
 			`not a readable Parquet file (page header at byte 0 of its column chunk: a value of 268435456 bytes, 104 bytes left: more than the bytes left can hold)`},
