@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -121,6 +122,80 @@ func TestWatchRunsDroppedFiles(t *testing.T) {
 	cancel()
 	if code := <-done; code != 0 {
 		t.Fatalf("watch exit %d: %s", code, errOut.String())
+	}
+}
+
+// TestWatchWaitsForAnEmptyFilesBytes: a writer that creates its file
+// before writing (a shell's > redirect) leaves it empty at looks that see
+// it unchanged; it runs once it has bytes, and an empty file left empty
+// runs after --empty-wait, to say it is not a segment.
+func TestWatchWaitsForAnEmptyFilesBytes(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name      string
+		emptyWait string
+		fill      bool
+		want      []string
+	}{
+		{"filled after a while", "1m", true, []string{run.StatusSucceeded}},
+		{"left empty", "100ms", false, []string{run.StatusInvalid}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			config, file, bucket := fixture(t, 150)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var out, errOut testutil.SyncBuffer
+			done := make(chan int, 1)
+			go func() {
+				done <- Main(ctx, []string{"watch", "--config", config, "--dir", bucket, "--sim", "--interval", "20ms", "--empty-wait", tt.emptyWait}, &out, &errOut, noEnv)
+			}()
+			waitFor(t, func() bool { return strings.Contains(out.String(), "watching") })
+			drop := filepath.Join(bucket, "segments", "vip-customers", "drop.csv")
+			if err := os.MkdirAll(filepath.Dir(drop), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(drop, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			st, err := store.NewFolder(bucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			statuses := func() []string {
+				reps, err := run.ListReports(context.Background(), st, "vip-newsletter")
+				if err != nil {
+					return nil
+				}
+				var got []string
+				for _, r := range reps {
+					got = append(got, r.Status)
+				}
+				return got
+			}
+			if tt.fill {
+				time.Sleep(300 * time.Millisecond) // fifteen looks at the empty file
+				if got := statuses(); len(got) != 0 {
+					t.Fatalf("the empty file ran: %v", got)
+				}
+				data, err := os.ReadFile(file)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(drop, data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, func() bool { return len(statuses()) == len(tt.want) })
+			time.Sleep(100 * time.Millisecond) // looks after it: no second run
+			if got := statuses(); !slices.Equal(got, tt.want) {
+				t.Fatalf("runs %v, want %v", got, tt.want)
+			}
+			cancel()
+			if code := <-done; code != 0 {
+				t.Fatalf("watch exit %d: %s", code, errOut.String())
+			}
+		})
 	}
 }
 

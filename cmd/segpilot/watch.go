@@ -28,6 +28,7 @@ func cmdWatch(ctx context.Context, e *env, args []string) error {
 	dir := fs.String("dir", "", "drop folder laid out like the bucket: files land in DIR/segments/<segment>/")
 	interval := fs.Duration("interval", 2*time.Second, "how often to look for new files")
 	existing := fs.Bool("existing", false, "also run the files already there at start")
+	emptyWait := fs.Duration("empty-wait", time.Minute, "how long a segment file must stay empty (0 bytes) before it runs: a writer that creates its file before writing (a shell's > redirect) leaves it empty until its first bytes")
 	var t target
 	fs.BoolVar(&t.useSim, "sim", false, "send to the built-in simulators (one per kind of connection)")
 	fs.StringVar(&t.faults, "faults", "", "with --sim: inject faults")
@@ -52,7 +53,8 @@ func cmdWatch(ctx context.Context, e *env, args []string) error {
 	defer s.close()
 
 	seen := map[string]fileState{}
-	pending := map[string]fileState{} // seen once; run when unchanged at the next look (upload finished)
+	pending := map[string]fileState{}    // seen once; run when unchanged at the next look (upload finished)
+	emptySince := map[string]time.Time{} // pending and empty: since when
 	first := true
 	fmt.Fprintf(e.stdout, "watching %s for segment files (Ctrl-C to stop)\n", filepath.Join(*dir, "segments"))
 	tick := time.NewTicker(*interval)
@@ -73,9 +75,24 @@ func cmdWatch(ctx context.Context, e *env, args []string) error {
 			}
 			if p, ok := pending[key]; !ok || p != st {
 				pending[key] = st
+				delete(emptySince, key)
 				continue
 			}
+			if st.size == 0 && delivery.Classify(key) == delivery.Data {
+				// Never a segment (no header, no rows), so no run can
+				// succeed on it yet; runs once it has stayed empty this
+				// long, to say so. (A marker is empty by design.)
+				since, ok := emptySince[key]
+				if !ok {
+					since = time.Now()
+					emptySince[key] = since
+				}
+				if time.Since(since) < *emptyWait {
+					continue
+				}
+			}
 			delete(pending, key)
+			delete(emptySince, key)
 			seen[key] = st
 			ready = append(ready, key)
 		}
