@@ -51,6 +51,16 @@ var errPageOversized = errors.New("a page header claims more bytes than its colu
 // length extension stands for at most 255 bytes of output.
 const lz4MaxRatio = 255
 
+// maxPageValues is the most values segpilot reads in one page. The library
+// allocates a page's levels, value offsets and fixed-size values by its
+// num_values before decoding any (a header claiming two billion is 8 GB
+// of offsets); writers put at most 20,000 rows in a page by default
+// (parquet-mr, arrow-rs), Arrow C++ up to a million.
+const maxPageValues = 1 << 22
+
+// errPageValues says a page holds more values than segpilot reads in one.
+var errPageValues = fmt.Errorf("more than the %d values segpilot reads in one page: write the file with smaller pages", maxPageValues)
+
 // errBadPage says a compressed page does not decode into the size its header names.
 var errBadPage = errors.New("a compressed page does not decode into the size its header names")
 
@@ -115,7 +125,7 @@ func (pc *pageChecker) check(r io.ReaderAt, fileSize, start, length int64, codec
 			return err
 		case damagedThrift(err):
 			return fmt.Errorf("page header at byte %d of its column chunk: %w", header, err)
-		case errors.Is(err, errPageOversized):
+		case errors.Is(err, errPageOversized), errors.Is(err, errPageValues):
 			return fmt.Errorf("page at byte %d of its column chunk: %w", header, err)
 		case err != nil:
 			return nil
@@ -185,6 +195,7 @@ type pageInfo struct {
 	size         int64 // compressed_page_size: the page's bytes after its header
 	uncompressed int64 // uncompressed_page_size
 	levels       int64 // a v2 data page's levels, before its compressed values
+	values       int64 // num_values: the library allocates buffers of this many levels and values
 	compressed   bool  // false: a v2 data page stored uncompressed
 }
 
@@ -201,9 +212,22 @@ func (s *thriftScan) pageHeader() (pageInfo, error) {
 			v, err := s.i32()
 			p.size = v
 			return err
+		case (id == 5 || id == 7) && t == 12: // data_page_header, dictionary_page_header
+			return s.structFields(func(id int16, t byte) error {
+				if id == 1 && t == 5 { // num_values
+					v, err := s.i32()
+					p.values = v
+					return err
+				}
+				return s.value(t, false)
+			})
 		case id == 8 && t == 12: // data_page_header_v2
 			return s.structFields(func(id int16, t byte) error {
 				switch {
+				case id == 1 && t == 5: // num_values
+					v, err := s.i32()
+					p.values = v
+					return err
 				case (id == 5 || id == 6) && t == 5: // definition and repetition levels' byte lengths
 					v, err := s.i32()
 					p.levels += max(v, 0)
@@ -225,6 +249,9 @@ func (s *thriftScan) pageHeader() (pageInfo, error) {
 	}
 	if p.size > s.left {
 		return p, fmt.Errorf("%d bytes, %d left: %w", p.size, s.left, errPageOversized)
+	}
+	if p.values > maxPageValues {
+		return p, fmt.Errorf("%d values: %w", p.values, errPageValues)
 	}
 	return p, nil
 }

@@ -406,6 +406,10 @@ func TestReadParquetFileErrors(t *testing.T) {
 			`not a readable Parquet file (page at byte 0 of its column chunk: 1073741824 bytes, 4351 left: a page header claims more bytes than its column chunk has left)`},
 		{"a page claiming more bytes than the file has", pageClaiming(t, good, compressedSize, 1<<20, 1<<30), emailOnly,
 			`not a readable Parquet file (page at byte 0 of its column chunk: 1048576 bytes, 452 left: a page header claims more bytes than its column chunk has left)`},
+		// The library allocates levels, offsets and values by num_values
+		// before it decodes one: 2^30 is 4 GB of offsets.
+		{"a page claiming more values than segpilot reads in one", pageValues(t, big, 1<<30), defaultMapping,
+			`not a readable Parquet file (page at byte 0 of its column chunk: 1073741824 values: more than the 4194304 values segpilot reads in one page: write the file with smaller pages)`},
 		{"a snappy page claiming to decode to more", pageClaiming(t, big, uncompressedSize, 1<<30, 0), defaultMapping,
 			`not a readable Parquet file (page at byte 0 of its column chunk: SNAPPY, 4351 bytes to 1073741824: a compressed page does not decode into the size its header names (it says it decodes to 19374))`},
 		{"a gzip page claiming to decode to more", pageClaiming(t, bigGzip, uncompressedSize, 1<<30, 0), defaultMapping,
@@ -503,6 +507,41 @@ func withFooter(data, footer []byte) []byte {
 	end := len(data) - 8 - int(binary.LittleEndian.Uint32(data[len(data)-8:]))
 	d := binary.LittleEndian.AppendUint32(append(bytes.Clone(data[:end]), footer...), uint32(len(footer)))
 	return append(d, "PAR1"...)
+}
+
+// pageValues sets num_values in the first page header of data's first
+// column, the bytes after it moved (as pageClaiming does).
+func pageValues(t *testing.T, data []byte, values int32) []byte {
+	t.Helper()
+	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &f.Metadata().RowGroups[0].Columns[0].MetaData
+	at := m.DataPageOffset
+	if m.DictionaryPageOffset != 0 {
+		at = m.DictionaryPageOffset
+	}
+	// i32 fields (type, sizes, crc) up to the page's own header, a struct
+	// whose first field is num_values.
+	d := bytes.Clone(data)
+	pos := int(at)
+	for d[pos]&0xf == 5 {
+		pos += 1 + varintLen(d[pos+1:])
+	}
+	if d[pos]&0xf != 12 || d[pos+1] != 0x15 {
+		t.Fatalf("page header at %d: 0x%x 0x%x where its page's header should start with num_values", at, d[pos], d[pos+1])
+	}
+	pos += 2
+	n := varintLen(d[pos:])
+	v := binary.AppendUvarint(nil, uint64(values)<<1) // zigzag, values >= 0
+	d = append(append(d[:pos:pos], v...), d[pos+n:]...)
+	m.TotalCompressedSize += int64(len(v) - n)
+	footer, err := thrift.Marshal(new(thrift.CompactProtocol), f.Metadata())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return withFooter(d, footer)
 }
 
 func varintLen(b []byte) int {
