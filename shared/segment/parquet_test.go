@@ -463,39 +463,84 @@ const (
 )
 
 // pageClaiming sets field (a size) of the first page header of data's
-// first column to size, the bytes after it moved (the chunks after it
-// are then out of place: a read must stop at that page); with chunk > 0
-// it says the column chunk is chunk bytes long.
+// first column to size; with chunk > 0 it says the column chunk is chunk
+// bytes long.
 func pageClaiming(t *testing.T, data []byte, field int, size int32, chunk int64) []byte {
+	t.Helper()
+	return setFirstHeaderVarint(t, data, chunk, func(d []byte, at int) int {
+		// The header starts with three i32 fields: type, uncompressed_page_size, compressed_page_size.
+		pos := at
+		for id := 1; id < field; id++ {
+			if d[pos] != 0x15 {
+				t.Fatalf("page header at %d: field %d is 0x%x, not an i32", at, id, d[pos])
+			}
+			pos += 1 + varintLen(d[pos+1:])
+		}
+		return pos + 1
+	}, size)
+}
+
+// pageValues sets num_values in the first page header of data's first
+// column.
+func pageValues(t *testing.T, data []byte, values int32) []byte {
+	t.Helper()
+	return setFirstHeaderVarint(t, data, 0, func(d []byte, at int) int {
+		// i32 fields (type, sizes, crc) up to the page's own header, a
+		// struct whose first field is num_values.
+		pos := at
+		for d[pos]&0xf == 5 {
+			pos += 1 + varintLen(d[pos+1:])
+		}
+		if d[pos]&0xf != 12 || d[pos+1] != 0x15 {
+			t.Fatalf("page header at %d: 0x%x 0x%x where its page's header should start with num_values", at, d[pos], d[pos+1])
+		}
+		return pos + 2
+	}, values)
+}
+
+// setFirstHeaderVarint sets the i32 varint that find finds in the first
+// page header of data's first column to v. The bytes after it move, and
+// the footer with them: the chunk's length (or chunk, when > 0) and every
+// later offset, so the rest of the file still reads.
+func setFirstHeaderVarint(t *testing.T, data []byte, chunk int64, find func(d []byte, at int) int, v int32) []byte {
 	t.Helper()
 	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &f.Metadata().RowGroups[0].Columns[0].MetaData
+	meta := f.Metadata()
+	m := &meta.RowGroups[0].Columns[0].MetaData
 	at := m.DataPageOffset
 	if m.DictionaryPageOffset != 0 {
 		at = m.DictionaryPageOffset
 	}
-	// The header starts with three i32 fields: type, uncompressed_page_size, compressed_page_size.
 	d := bytes.Clone(data)
-	pos := int(at)
-	for id := 1; id < field; id++ {
-		if d[pos] != 0x15 {
-			t.Fatalf("page header at %d: field %d is 0x%x, not an i32", at, id, d[pos])
-		}
-		pos += 1 + varintLen(d[pos+1:])
-	}
-	pos++
+	pos := find(d, int(at))
 	n := varintLen(d[pos:])
-	v := binary.AppendUvarint(nil, uint64(size)<<1) // zigzag, size >= 0
-	d = append(append(d[:pos:pos], v...), d[pos+n:]...)
-	// The chunk grows by the bytes added to its first header.
-	m.TotalCompressedSize += int64(len(v) - n)
+	enc := binary.AppendUvarint(nil, uint64(v)<<1) // zigzag, v >= 0
+	d = append(append(d[:pos:pos], enc...), d[pos+n:]...)
+	delta := int64(len(enc) - n)
+	moved := func(off *int64) {
+		if *off > at {
+			*off += delta
+		}
+	}
+	for g := range meta.RowGroups {
+		rg := &meta.RowGroups[g]
+		moved(&rg.FileOffset)
+		for c := range rg.Columns {
+			cc := &rg.Columns[c]
+			moved(&cc.FileOffset)
+			moved(&cc.MetaData.DataPageOffset)
+			moved(&cc.MetaData.DictionaryPageOffset)
+			moved(&cc.MetaData.IndexPageOffset)
+		}
+	}
+	m.TotalCompressedSize += delta
 	if chunk > 0 {
 		m.TotalCompressedSize = chunk
 	}
-	footer, err := thrift.Marshal(new(thrift.CompactProtocol), f.Metadata())
+	footer, err := thrift.Marshal(new(thrift.CompactProtocol), meta)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,41 +552,6 @@ func withFooter(data, footer []byte) []byte {
 	end := len(data) - 8 - int(binary.LittleEndian.Uint32(data[len(data)-8:]))
 	d := binary.LittleEndian.AppendUint32(append(bytes.Clone(data[:end]), footer...), uint32(len(footer)))
 	return append(d, "PAR1"...)
-}
-
-// pageValues sets num_values in the first page header of data's first
-// column, the bytes after it moved (as pageClaiming does).
-func pageValues(t *testing.T, data []byte, values int32) []byte {
-	t.Helper()
-	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &f.Metadata().RowGroups[0].Columns[0].MetaData
-	at := m.DataPageOffset
-	if m.DictionaryPageOffset != 0 {
-		at = m.DictionaryPageOffset
-	}
-	// i32 fields (type, sizes, crc) up to the page's own header, a struct
-	// whose first field is num_values.
-	d := bytes.Clone(data)
-	pos := int(at)
-	for d[pos]&0xf == 5 {
-		pos += 1 + varintLen(d[pos+1:])
-	}
-	if d[pos]&0xf != 12 || d[pos+1] != 0x15 {
-		t.Fatalf("page header at %d: 0x%x 0x%x where its page's header should start with num_values", at, d[pos], d[pos+1])
-	}
-	pos += 2
-	n := varintLen(d[pos:])
-	v := binary.AppendUvarint(nil, uint64(values)<<1) // zigzag, values >= 0
-	d = append(append(d[:pos:pos], v...), d[pos+n:]...)
-	m.TotalCompressedSize += int64(len(v) - n)
-	footer, err := thrift.Marshal(new(thrift.CompactProtocol), f.Metadata())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return withFooter(d, footer)
 }
 
 func varintLen(b []byte) int {
