@@ -531,3 +531,63 @@ func TestSweepClosesAnAttemptWhoseMapFailed(t *testing.T) {
 		t.Fatalf("a's attempt report: %+v, %v; want failed, with the Map's error", rep, err)
 	}
 }
+
+// A run that changed the list and then failed keeps its report when its
+// file's event comes again after a newer file ran (superseded, decided
+// without an attempt): the report is the record of what the run sent, and
+// what undo reads. Once the newer run is undone, it can be undone in turn.
+func TestADecisionKeepsTheReportOfARunThatChangedTheList(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var emails []string
+	for i := range 250 {
+		emails = append(emails, fmt.Sprintf("c%03d@example.com", i))
+	}
+	ex, groups := f.planned(emails...) // a.csv, at minute 1
+	failing := f.service()
+	failing.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) {
+		return failBatch{failOn: "c100@example.com"}, nil
+	}
+	for _, g := range groups {
+		_, _ = failing.SyncBatch(context.Background(), g)
+	}
+	if rep := f.finish(f.service(), ex); rep.Status != run.StatusFailed || !rep.SnapshotPromoted {
+		t.Fatalf("a.csv's run: %+v; want failed, its snapshot promoted", rep)
+	}
+
+	f.now = f.now.Add(time.Minute)
+	if next := f.arrive(f.service(), "week2.csv", 9, emails[:200]...); next.Status != run.StatusRunning {
+		t.Fatalf("week2.csv: %+v", next)
+	}
+	ex2 := f.cloud.last(t)
+	f.sendAll(f.service(), ex2)
+	if rep := f.finish(f.service(), ex2); rep.Status != run.StatusSucceeded {
+		t.Fatalf("week2.csv's run: %+v", rep)
+	}
+
+	f.now = f.now.Add(time.Minute)
+	if again := f.arrive(f.service(), "a.csv", 1, emails...); again.Status != run.StatusSuperseded || again.RunID != ex.RunID {
+		t.Fatalf("a.csv's event again: %+v; want its run %s superseded", again, ex.RunID)
+	}
+	rep, err := run.ReadReport(context.Background(), f.st, ex.Export, ex.RunID)
+	if err != nil || rep.Status != run.StatusFailed || !rep.SnapshotPromoted || rep.Outcome.Sent != 150 {
+		t.Fatalf("a.csv's run's report after the decision: %+v, %v; want the attempt's (failed, 150 sent, snapshot promoted)", rep, err)
+	}
+
+	svc := f.service()
+	undo2, err := svc.Undo(context.Background(), run.UndoRequest{Trigger: run.TriggerManual, Run: ex2.RunID})
+	if err != nil || undo2.Status != run.StatusRunning {
+		t.Fatalf("undoing week2.csv's run: %+v, %v", undo2, err)
+	}
+	ex3 := f.cloud.last(t)
+	f.sendAll(svc, ex3)
+	if rep := f.finish(svc, ex3); rep.Status != run.StatusSucceeded {
+		t.Fatalf("the undo of week2.csv's run: %+v", rep)
+	}
+	f.now = f.now.Add(time.Minute)
+	// Planned, not refused (the fixture's destination cannot list its
+	// contacts, which an undo's updates need, so it goes no further).
+	if undo1, _ := f.service().Undo(context.Background(), run.UndoRequest{Trigger: run.TriggerManual, Run: ex.RunID}); undo1.Status == run.StatusRefused || undo1.Counts.Previous != 250 {
+		t.Fatalf("then undoing a.csv's run: %+v; want it planned against the 250 it left", undo1)
+	}
+}

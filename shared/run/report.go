@@ -138,7 +138,10 @@ func (s *Service) publish(ctx context.Context, rep *Report) error {
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		if found && cur.Seq > rep.Seq {
+		// A decision (no attempt) never replaces the report of an attempt
+		// that changed the list: that is the record of what the run sent,
+		// and what undo reads; the decision is in its delivery's record.
+		if found && (cur.Seq > rep.Seq || rep.Attempt == 0 && cur.SnapshotPromoted) {
 			if wrote { // ours may have replaced its page
 				return s.putPage(ctx, &cur)
 			}
