@@ -194,19 +194,25 @@ func facts(rep *run.Report) []fact {
 	if rep.Source.Size > 0 {
 		src += " (" + bytesize(rep.Source.Size) + ")"
 	}
+	source := []fact{{"Source file", src}, {"ETag", rep.Source.ETag}}
+	if rep.Undo != nil && rep.Undo.Of != "" {
+		// An undo reads no file: what it works from is the run it reverses.
+		source = []fact{{"Undoes", "run " + rep.Undo.Of}}
+	}
 	out := []fact{
 		{"Export", rep.Export},
 		{"List", rep.List},
 		{"Mode", modeOf(rep)},
 		{"Trigger", rep.Trigger},
-		{"Source file", src},
-		{"ETag", rep.Source.ETag},
+	}
+	out = append(out, source...)
+	out = append(out, []fact{
 		{"Config version", rep.ConfigVersion},
 		{"Run", rep.RunID},
 		{"Planned", when(rep.PlannedAt)},
 		{"Started", when(rep.StartedAt)},
 		{"Finished", when(rep.FinishedAt)},
-	}
+	}...)
 	if rep.Attempt > 0 {
 		// The attempt's number is the export's (its execution is named by
 		// it); a person counts the attempts of this file.
