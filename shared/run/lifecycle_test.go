@@ -591,3 +591,47 @@ func TestADecisionKeepsTheReportOfARunThatChangedTheList(t *testing.T) {
 		t.Fatalf("then undoing a.csv's run: %+v; want it planned against the 250 it left", undo1)
 	}
 }
+
+// account lists every contact of the account; it remembers the share it
+// was connected with when it is asked to list them.
+type account struct {
+	listOnly
+	share  run.Share
+	listed *[]run.Share
+	emails []string
+}
+
+func (a account) Contacts(_ context.Context, each func(string) error) error {
+	*a.listed = append(*a.listed, a.share)
+	for _, e := range a.emails {
+		if err := each(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// An update export to Autopilot lists the account's contacts before the
+// fan-out, alone: at the connection's whole budget, not a worker's share
+// (100,000 contacts are 1,000 requests: 200 s at 5 a second, ten times
+// that at a share, beyond ingest's 900 s).
+func TestTheAccountLookupPacesAtTheWholeBudget(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.put(run.ConfigKey, strings.Replace(queueConfig, "mode: upsert", "mode: update", 1))
+	var listed []run.Share
+	svc := f.service()
+	svc.Connect = func(_ context.Context, _ config.Connection, sh run.Share) (run.Destination, error) {
+		return account{share: sh, listed: &listed, emails: []string{"c001@example.com"}}, nil
+	}
+	var emails []string
+	for i := range 250 {
+		emails = append(emails, fmt.Sprintf("c%03d@example.com", i))
+	}
+	if res := f.arrive(svc, "a.csv", 1, emails...); res.Status != run.StatusRunning {
+		t.Fatalf("the update run: %+v", res)
+	}
+	if len(listed) != 1 || listed[0].RPS != 0 {
+		t.Fatalf("the account was listed with shares %+v; want once, at the whole budget (RPS 0)", listed)
+	}
+}
