@@ -30,7 +30,8 @@ import (
 // that reads Thrift as the library does and checks each list's, map's and
 // value's claimed size against the bytes left (every element takes at
 // least one byte), each page's size against what is left of the chunk,
-// the chunk cut where the file ends; and it decodes each compressed page,
+// the chunk cut where the file ends, and its values against the most read
+// in a page (maxPageValues); and it decodes each compressed page,
 // streaming, to see that it decodes into the size its header names, as
 // Arrow requires of every page. Such a file is then a damaged file at
 // once, and a damaged file allocates no more than a valid one of its size
@@ -99,12 +100,13 @@ func (pc *pageChecker) close() {
 
 // check walks the page headers of the column chunk of file r (fileSize
 // bytes) that starts at start and is length bytes long, and decodes each
-// page compressed with codec. It returns errOversized or errPageOversized
-// (wrapped) for a header that claims more than the chunk holds, errNested
-// (wrapped) for one nested too deep, errBadPage
-// (wrapped) for a page that does not decode into the size its header
-// names, and the caller's read errors; anything else that is wrong is left
-// for the library to report.
+// page compressed with codec. It returns, wrapped with where: a scan's
+// damagedThrift error for a header that claims more than the chunk holds,
+// runs past it or nests too deep; errPageOversized or errPageValues for a
+// page claiming more bytes than are left or more values than are read in
+// a page; errBadPage for a page that does not decode into the size its
+// header names; and the caller's read errors as they are. Anything else
+// that is wrong is left for the library to report.
 func (pc *pageChecker) check(r io.ReaderAt, fileSize, start, length int64, codec format.CompressionCodec) error {
 	if start < 0 || length <= 0 || start >= fileSize {
 		return nil
@@ -146,9 +148,9 @@ func (pc *pageChecker) check(r io.ReaderAt, fileSize, start, length int64, codec
 // checkFooter scans the file's metadata, its footer, as check scans page
 // headers: the library's Thrift decoder allocates a value's or a list's
 // claimed length before it reads the elements (a list of two billion row
-// groups is a fatal out of memory, not an error). It returns errOversized
-// or errNested (wrapped) and the caller's read errors; anything else that is wrong
-// with the footer is left for the library to report.
+// groups is a fatal out of memory, not an error). It returns a scan's
+// damagedThrift error, wrapped, and the caller's read errors; anything
+// else that is wrong with the footer is left for the library to report.
 func checkFooter(r io.ReaderAt, size int64) error {
 	var tail [8]byte
 	if _, err := r.ReadAt(tail[:], size-int64(len(tail))); err != nil && err != io.EOF {
