@@ -107,7 +107,7 @@ func FuzzReadParquet(f *testing.F) {
 		checkRead(t, data, Mapping{Email: "Email", FirstName: "Tags"})
 		// What a damaged header claims is not allocated: a read allocates
 		// its buffers and what the file's pages decode to, no more than
-		// zstd's 32,768-fold expansion of its bytes (fuzzing found a 5 KB
+		// zstd's 32,768-fold expansion of its bytes (fuzzing found a 1.3 KB
 		// file that made the library allocate 1.9 GB for one page).
 		if got, most := allocated()-before, uint64(64<<20+32768*len(data)); got > most {
 			t.Fatalf("reading %d bytes allocated %d MB, more than %d", len(data), got>>20, most>>20)
