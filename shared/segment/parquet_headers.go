@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/gzip"
@@ -83,6 +84,8 @@ var errNested = fmt.Errorf("values nested more than %d deep", thriftMaxDepth)
 // buffer and decoders serve every chunk of a read.
 type pageChecker struct {
 	headers *bufio.Reader
+	lz4src  []byte
+	lz4dst  []byte
 	gzip    *gzip.Reader
 	zstd    *zstd.Decoder
 	brotli  *brotli.Reader
@@ -287,7 +290,7 @@ func (pc *pageChecker) decodes(r io.ReaderAt, off int64, p pageInfo, codec forma
 	var err error
 	switch codec {
 	case format.Lz4Raw:
-		err = decodeLZ4(body, want)
+		err = pc.decodeLZ4(body, want)
 	case format.Snappy:
 		err = snappyDecodes(body, want)
 	case format.Gzip:
@@ -359,19 +362,20 @@ func snappyDecodes(body *io.SectionReader, want int64) error {
 	return nil
 }
 
-// decodeLZ4 decodes the LZ4 block body into want bytes.
-func decodeLZ4(body *io.SectionReader, want int64) error {
+// decodeLZ4 decodes the LZ4 block body into want bytes, in buffers kept
+// for the read's next page.
+func (pc *pageChecker) decodeLZ4(body *io.SectionReader, want int64) error {
 	if want > lz4MaxRatio*body.Size()+lz4MaxRatio {
 		// No LZ4 block expands more: a header that says so is damaged,
 		// and the buffer it names is not allocated.
 		return fmt.Errorf("LZ4 expands %d bytes to %d at most", body.Size(), lz4MaxRatio*body.Size()+lz4MaxRatio)
 	}
-	src := make([]byte, body.Size())
-	if _, err := body.ReadAt(src, 0); err != nil && err != io.EOF {
+	pc.lz4src = slices.Grow(pc.lz4src[:0], int(body.Size()))[:body.Size()]
+	if _, err := body.ReadAt(pc.lz4src, 0); err != nil && err != io.EOF {
 		return err
 	}
-	dst := make([]byte, want)
-	n, err := lz4.UncompressBlock(src, dst)
+	pc.lz4dst = slices.Grow(pc.lz4dst[:0], int(want))[:want]
+	n, err := lz4.UncompressBlock(pc.lz4src, pc.lz4dst)
 	if err != nil {
 		return errors.New("a damaged block") // the package's one error says no more
 	}
