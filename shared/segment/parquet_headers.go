@@ -46,6 +46,9 @@ import (
 // errOversized says a Thrift value claims more than the bytes left could hold.
 var errOversized = errors.New("more than the bytes left can hold")
 
+// errChunkLength says a column chunk's length is negative.
+var errChunkLength = errors.New("a column chunk's length cannot be negative")
+
 // errPageOversized says a page claims more bytes than its chunk has left.
 var errPageOversized = errors.New("a page header claims more bytes than its column chunk has left")
 
@@ -111,7 +114,13 @@ func (pc *pageChecker) close() {
 // header names; and the caller's read errors as they are. Anything else
 // that is wrong is left for the library to report.
 func (pc *pageChecker) check(r io.ReaderAt, fileSize, start, length int64, codec format.CompressionCodec) error {
-	if start < 0 || length <= 0 || start >= fileSize {
+	if length < 0 {
+		// The library's section of the chunk would then run to the
+		// file's end (io.NewSectionReader takes off+n overflowing for
+		// "no end"), its pages unchecked.
+		return fmt.Errorf("column chunk at byte %d: %d bytes: %w", start, length, errChunkLength)
+	}
+	if start < 0 || length == 0 || start >= fileSize {
 		return nil
 	}
 	// The library reads no further than the file's end, whatever the

@@ -410,6 +410,9 @@ func TestReadParquetFileErrors(t *testing.T) {
 		// before it decodes one: 2^30 is 4 GB of offsets.
 		{"a page claiming more values than segpilot reads in one", pageValues(t, big, 1<<30), defaultMapping,
 			`not a readable Parquet file (page at byte 0 of its column chunk: 1073741824 values: more than the 4194304 values segpilot reads in one page: write the file with smaller pages)`},
+		// The library reads a chunk of negative length to the file's end.
+		{"a column chunk of negative length", chunkLength(t, big, -100), defaultMapping,
+			`not a readable Parquet file (column chunk at byte 4: -100 bytes: a column chunk's length cannot be negative)`},
 		{"a snappy page claiming to decode to more", pageClaiming(t, big, uncompressedSize, 1<<30, 0), defaultMapping,
 			`not a readable Parquet file (page at byte 0 of its column chunk: SNAPPY, 4351 bytes to 1073741824: a compressed page does not decode into the size its header names (it says it decodes to 19374))`},
 		{"a gzip page claiming to decode to more", pageClaiming(t, bigGzip, uncompressedSize, 1<<30, 0), defaultMapping,
@@ -545,6 +548,22 @@ func setFirstHeaderVarint(t *testing.T, data []byte, chunk int64, find func(d []
 		t.Fatal(err)
 	}
 	return withFooter(d, footer)
+}
+
+// chunkLength says in data's footer that its first column chunk is n bytes long.
+func chunkLength(t *testing.T, data []byte, n int64) []byte {
+	t.Helper()
+	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := f.Metadata()
+	meta.RowGroups[0].Columns[0].MetaData.TotalCompressedSize = n
+	footer, err := thrift.Marshal(new(thrift.CompactProtocol), meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return withFooter(data, footer)
 }
 
 // withFooter is the Parquet file data with footer as its metadata.
