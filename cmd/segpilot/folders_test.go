@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/segpilot/segpilot/internal/testutil"
 	"github.com/segpilot/segpilot/shared/run"
 	"github.com/segpilot/segpilot/shared/store"
 )
@@ -66,14 +65,7 @@ func TestRunAFolderMissingAPartOfItsManifest(t *testing.T) {
 func TestWatchRunsAFolderWhenItsMarkerLands(t *testing.T) {
 	t.Parallel()
 	config, _, bucket := fixture(t, 10)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out, errOut testutil.SyncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- Main(ctx, []string{"watch", "--config", config, "--dir", bucket, "--sim", "--interval", "20ms"}, &out, &errOut, noEnv)
-	}()
-	waitFor(t, func() bool { return strings.Contains(out.String(), "watching") })
+	out, stop := watching(t, config, bucket)
 	folder := filepath.Join(bucket, "segments", "vip-customers", "spark-run")
 	writeParts(t, folder, 2, 25)
 	waitFor(t, func() bool { return strings.Count(out.String(), "waiting for a whole delivery") == 2 })
@@ -87,10 +79,7 @@ func TestWatchRunsAFolderWhenItsMarkerLands(t *testing.T) {
 		return err == nil && len(reps) == 1 && reps[0].Status == run.StatusSucceeded && reps[0].Plan.Rows == 50 &&
 			reps[0].Source.Key == "segments/vip-customers/spark-run/"
 	})
-	cancel()
-	if code := <-done; code != 0 {
-		t.Fatalf("watch exit %d: %s", code, errOut.String())
-	}
+	stop()
 }
 
 // validate and plan read a folder of parts as run does: one delivery.

@@ -89,17 +89,40 @@ func TestRunAgainstSimulator(t *testing.T) {
 	}
 }
 
+// watching starts `segpilot watch --sim --interval 20ms` (and more) on
+// bucket with config, and returns once it says it is watching: its
+// output, and stop, which ends it and checks it exits 0.
+func watching(t *testing.T, config, bucket string, more ...string) (out *testutil.SyncBuffer, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out = new(testutil.SyncBuffer)
+	var errOut testutil.SyncBuffer
+	done := make(chan int, 1)
+	go func() {
+		args := append([]string{"watch", "--config", config, "--dir", bucket, "--sim", "--interval", "20ms"}, more...)
+		done <- Main(ctx, args, out, &errOut, noEnv)
+	}()
+	waitFor(t, func() bool { return strings.Contains(out.String(), "watching") })
+	stopped := false
+	stop = func() {
+		t.Helper()
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if code := <-done; code != 0 {
+			t.Fatalf("watch exit %d: %s", code, errOut.String())
+		}
+	}
+	t.Cleanup(stop)
+	return out, stop
+}
+
 func TestWatchRunsDroppedFiles(t *testing.T) {
 	t.Parallel()
 	config, file, bucket := fixture(t, 150)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out, errOut testutil.SyncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- Main(ctx, []string{"watch", "--config", config, "--dir", bucket, "--sim", "--interval", "20ms"}, &out, &errOut, noEnv)
-	}()
-	waitFor(t, func() bool { return strings.Contains(out.String(), "watching") })
+	_, stop := watching(t, config, bucket)
 
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -119,10 +142,7 @@ func TestWatchRunsDroppedFiles(t *testing.T) {
 		return err == nil && len(reps) == 1 && reps[0].Status == run.StatusSucceeded &&
 			reps[0].Trigger == run.TriggerS3 && reps[0].Source.Key == "segments/vip-customers/drop.csv"
 	})
-	cancel()
-	if code := <-done; code != 0 {
-		t.Fatalf("watch exit %d: %s", code, errOut.String())
-	}
+	stop()
 }
 
 // TestWatchWaitsForAnEmptyFilesBytes: a writer that creates its file
@@ -143,14 +163,7 @@ func TestWatchWaitsForAnEmptyFilesBytes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			config, file, bucket := fixture(t, 150)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			var out, errOut testutil.SyncBuffer
-			done := make(chan int, 1)
-			go func() {
-				done <- Main(ctx, []string{"watch", "--config", config, "--dir", bucket, "--sim", "--interval", "20ms", "--empty-wait", tt.emptyWait}, &out, &errOut, noEnv)
-			}()
-			waitFor(t, func() bool { return strings.Contains(out.String(), "watching") })
+			_, stop := watching(t, config, bucket, "--empty-wait", tt.emptyWait)
 			drop := filepath.Join(bucket, "segments", "vip-customers", "drop.csv")
 			if err := os.MkdirAll(filepath.Dir(drop), 0o755); err != nil {
 				t.Fatal(err)
@@ -191,10 +204,7 @@ func TestWatchWaitsForAnEmptyFilesBytes(t *testing.T) {
 			if got := statuses(); !slices.Equal(got, tt.want) {
 				t.Fatalf("runs %v, want %v", got, tt.want)
 			}
-			cancel()
-			if code := <-done; code != 0 {
-				t.Fatalf("watch exit %d: %s", code, errOut.String())
-			}
+			stop()
 		})
 	}
 }

@@ -284,6 +284,15 @@ func batchInput(ex run.Execution) run.GroupInput {
 	return run.GroupInput{Export: ex.Export, RunID: ex.RunID, Attempt: ex.Attempt, Plan: ex.Plan, ListID: ex.ListID, WorkerRPS: ex.WorkerRPS}
 }
 
+// emailsN is n addresses, c000@example.com on, in order.
+func emailsN(n int) []string {
+	emails := make([]string, n)
+	for i := range emails {
+		emails[i] = fmt.Sprintf("c%03d@example.com", i)
+	}
+	return emails
+}
+
 func md5Of(s string) string {
 	sum := md5.Sum([]byte(s))
 	return hex.EncodeToString(sum[:])

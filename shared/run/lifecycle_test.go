@@ -324,10 +324,7 @@ func TestRetriedFinalizeWritesOneReport(t *testing.T) {
 func TestMapErrorAfterEveryBatchSettledSucceeds(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	var emails []string
-	for i := range 150 {
-		emails = append(emails, fmt.Sprintf("c%03d@example.com", i))
-	}
+	emails := emailsN(150)
 	ex, _ := f.planned(emails...)
 	f.sendAll(f.service(), ex)
 	in := finalizeInput(ex)
@@ -354,10 +351,7 @@ func TestMapErrorAfterEveryBatchSettledSucceeds(t *testing.T) {
 func TestOneFailedBatchResendsOnlyItsContacts(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	var emails []string
-	for i := range 250 { // three batches: c000-c099, c100-c199, c200-c249
-		emails = append(emails, fmt.Sprintf("c%03d@example.com", i))
-	}
+	emails := emailsN(250) // three batches: c000-c099, c100-c199, c200-c249
 	ex, groups := f.planned(emails...)
 	failing := f.service()
 	failing.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) {
@@ -539,10 +533,7 @@ func TestSweepClosesAnAttemptWhoseMapFailed(t *testing.T) {
 func TestADecisionKeepsTheReportOfARunThatChangedTheList(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	var emails []string
-	for i := range 250 {
-		emails = append(emails, fmt.Sprintf("c%03d@example.com", i))
-	}
+	emails := emailsN(250)
 	ex, groups := f.planned(emails...) // a.csv, at minute 1
 	failing := f.service()
 	failing.Connect = func(context.Context, config.Connection, run.Share) (run.Destination, error) {
@@ -624,10 +615,7 @@ func TestTheAccountLookupPacesAtTheWholeBudget(t *testing.T) {
 	svc.Connect = func(_ context.Context, _ config.Connection, sh run.Share) (run.Destination, error) {
 		return account{share: sh, listed: &listed, emails: []string{"c001@example.com"}}, nil
 	}
-	var emails []string
-	for i := range 250 {
-		emails = append(emails, fmt.Sprintf("c%03d@example.com", i))
-	}
+	emails := emailsN(250)
 	if res := f.arrive(svc, "a.csv", 1, emails...); res.Status != run.StatusRunning {
 		t.Fatalf("the update run: %+v", res)
 	}

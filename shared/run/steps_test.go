@@ -218,10 +218,7 @@ func TestMissingAPIKeyIsARefusalNotAnError(t *testing.T) {
 func TestBatchesEndingAfterAMapErrorAreCounted(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	var emails []string
-	for i := range 150 { // two batches
-		emails = append(emails, fmt.Sprintf("c%03d@example.com", i))
-	}
+	emails := emailsN(150) // two batches
 	ex, items := f.planned(emails...)
 	if len(items) != 2 {
 		t.Fatalf("%d batches, want 2", len(items))
