@@ -322,11 +322,11 @@ func (pc *pageChecker) decodes(r io.ReaderAt, off int64, p pageInfo, codec forma
 		}
 	case format.Brotli:
 		if pc.brotli == nil {
-			pc.brotli = brotli.NewReader(body)
-		} else if err = pc.brotli.Reset(body); err != nil {
-			break
+			pc.brotli = brotli.NewReader(nil)
 		}
-		err = streamDecodes(pc.brotli, want)
+		if err = pc.brotli.Reset(body); err == nil {
+			err = streamDecodes(pc.brotli, want)
+		}
 	default:
 		return nil // a codec the library does not read: it says so
 	}
