@@ -51,6 +51,7 @@ type deployment struct {
 	// What checkHealthy has reported already.
 	reported                     map[string]bool // execution ARNs
 	notifyChecked, lambdaChecked int
+	deathsLogged                 int
 }
 
 // deploy does what sam deploy would, in moto, with the test standing in
@@ -80,7 +81,7 @@ func deploy(t *testing.T) *deployment {
 	// The bootstraps build while moto starts.
 	var sources []string
 	for _, fn := range fns {
-		sources = append(sources, fn.source)
+		sources = append(sources, "functions/"+fn.source)
 	}
 	type built struct {
 		paths map[string]string
@@ -131,7 +132,7 @@ func deploy(t *testing.T) *deployment {
 		t.Fatal(b.err)
 	}
 	for _, fn := range fns {
-		d.createFunction(ctx, fn, role, b.paths[fn.source])
+		d.createFunction(ctx, fn, role, b.paths["functions/"+fn.source])
 	}
 
 	out, err := d.sfn.CreateStateMachine(ctx, &sfn.CreateStateMachineInput{Name: aws.String(machine.name),
@@ -470,6 +471,10 @@ func (d *deployment) checkHealthy(t testing.TB) {
 	problems = append(problems, d.notify.failures()[d.notifyChecked:]...)
 	problems = append(problems, d.lambda.failures()[d.lambdaChecked:]...)
 	d.notifyChecked, d.lambdaChecked = len(d.notify.failures()), len(d.lambda.failures())
+	for _, how := range d.lambda.buried()[d.deathsLogged:] {
+		t.Logf("an execution environment died between invocations; its next invocation ran in another, as in Lambda: %s", how)
+		d.deathsLogged++
+	}
 	if len(problems) > 0 {
 		t.Fatalf("the deployment misbehaved:\n  %s\n%s", strings.Join(problems, "\n  "), d.diagnose())
 	}
@@ -492,6 +497,9 @@ func (d *deployment) diagnose() string {
 	}
 	for _, f := range d.lambda.failures() {
 		fmt.Fprintf(&b, "Lambda could not complete: %s\n", f)
+	}
+	for _, how := range d.lambda.buried() {
+		fmt.Fprintf(&b, "an execution environment died between invocations: %s\n", how)
 	}
 	for _, fn := range d.lambda.functions() {
 		fmt.Fprintf(&b, "--- %s (%d invocations) ---\n%s\n", fn.logicalID, fn.invokes.Load(), tail(fn.logs.String(), 6000))

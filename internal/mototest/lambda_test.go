@@ -30,18 +30,18 @@ import (
 
 const modulePath = "github.com/segpilot/segpilot"
 
-// buildBootstraps builds each named functions/<source> package into dir
-// for this machine, as internal/lambdatest does (the same flags, so the
-// build cache serves both), with one go command so shared packages compile
-// once.
-func buildBootstraps(dir string, sources []string) (map[string]string, error) {
+// buildBootstraps builds each package (a path in the module, as
+// functions/ingest) into dir for this machine, as internal/lambdatest does
+// (the same flags, so the build cache serves both), with one go command so
+// shared packages compile once. The bootstraps are by package.
+func buildBootstraps(dir string, pkgs []string) (map[string]string, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		return nil, fmt.Errorf("finding the go command: %w", err)
 	}
 	args := []string{"build", "-tags", "lambda.norpc", "-o", dir + string(filepath.Separator)}
-	for _, src := range sources {
-		args = append(args, modulePath+"/functions/"+src)
+	for _, pkg := range pkgs {
+		args = append(args, modulePath+"/"+pkg)
 	}
 	cmd := exec.Command(goBin, args...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
@@ -49,8 +49,8 @@ func buildBootstraps(dir string, sources []string) (map[string]string, error) {
 		return nil, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, msg)
 	}
 	out := map[string]string{}
-	for _, src := range sources {
-		out[src] = filepath.Join(dir, src)
+	for _, pkg := range pkgs {
+		out[pkg] = filepath.Join(dir, filepath.Base(pkg))
 	}
 	return out, nil
 }
@@ -91,6 +91,7 @@ type lambdaService struct {
 	fns    map[string]*lambdaFunction // by function name
 	all    []*environment
 	errs   []string // invocations the service itself could not complete
+	deaths []string // environments that died between invocations, and how
 	// started counts every invocation begun, of any function.
 	started atomic.Int64
 }
@@ -113,6 +114,19 @@ type environment struct {
 	url    string
 	cmd    *exec.Cmd
 	exited chan error
+	logs   *testutil.SyncBuffer // its own output, also in its function's
+}
+
+// died says how the environment ended, if it has within wait, and what
+// it printed last: what an invocation that met a dead one reports.
+func (e *environment) died(wait time.Duration) string {
+	select {
+	case err := <-e.exited:
+		e.exited <- err
+		return fmt.Sprintf("aws-lambda-rie (pid %d) had exited: %v; its last output:\n%s", e.cmd.Process.Pid, err, tail(e.logs.String(), 3000))
+	case <-time.After(wait):
+		return ""
+	}
 }
 
 func newLambdaService(t testing.TB) *lambdaService {
@@ -204,41 +218,86 @@ func (ls *lambdaService) serve(w http.ResponseWriter, r *http.Request) {
 // says the handler returned an error: aws-lambda-rie answers it with HTTP
 // 200 and an {"errorType", "errorMessage"} body, and no header to tell it
 // from a response (none of segpilot's handlers' responses has both keys).
+//
+// An environment can die while idle (aws-lambda-rie did in CI: the next
+// invocation found its port closed). Lambda never runs an invocation in a
+// dead execution environment, so an invocation whose environment refuses
+// the connection, and has exited, runs in another: a refused connection
+// carried nothing to the function. Each invocation has a connection of its
+// own, so a dead environment refuses it rather than fail it half sent.
 func (ls *lambdaService) invoke(ctx context.Context, fn *lambdaFunction, payload []byte) (body []byte, failed bool, err error) {
 	fn.inFlight.Add(1)
 	defer fn.inFlight.Add(-1)
 	fn.invokes.Add(1)
 	ls.started.Add(1)
 	defer func(start time.Time) { fn.busy.Add(int64(time.Since(start))) }(time.Now())
-	env, err := ls.take(fn)
-	if err != nil {
-		return nil, false, err
-	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(fn.timeout)*time.Second+30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, env.url, bytes.NewReader(payload))
-	if err != nil {
-		return nil, false, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err == nil {
-		body, err = io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err == nil && resp.StatusCode != http.StatusOK {
-			err = fmt.Errorf("aws-lambda-rie answered HTTP %d: %s", resp.StatusCode, body)
+	for tries := 1; ; tries++ {
+		env, err := ls.take(fn)
+		if err != nil {
+			return nil, false, err
 		}
-	}
-	if err != nil {
+		body, err = env.post(ctx, payload)
+		if err == nil {
+			ls.release(fn, env)
+			break
+		}
+		how := env.died(2 * time.Second)
 		env.kill() // not trusted with another invocation
+		if how != "" && errors.Is(err, syscall.ECONNREFUSED) && tries < 3 {
+			ls.bury(fn, how)
+			continue
+		}
+		if how != "" {
+			err = fmt.Errorf("%w\n%s", err, how)
+		}
 		return nil, false, fmt.Errorf("invoking: %w", err)
 	}
-	ls.release(fn, env)
 	var fe struct {
 		ErrorType    *string `json:"errorType"`
 		ErrorMessage *string `json:"errorMessage"`
 	}
 	failed = json.Unmarshal(body, &fe) == nil && fe.ErrorType != nil && fe.ErrorMessage != nil
 	return body, failed, nil
+}
+
+// post sends one invocation to the environment, on a connection of its own.
+func (e *environment) post(ctx context.Context, payload []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url, bytes.NewReader(payload))
+	if err != nil {
+		return nil, err
+	}
+	req.Close = true
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("aws-lambda-rie answered HTTP %d: %s", resp.StatusCode, body)
+	}
+	return body, err
+}
+
+// bury records an environment that died between invocations. Its death is
+// the test's failure only if the function's own code crashed it (a Go
+// trace through segpilot's packages); an emulator's crash is logged.
+func (ls *lambdaService) bury(fn *lambdaFunction, how string) {
+	if strings.Contains(how, "goroutine ") && strings.Contains(how, modulePath+"/") {
+		ls.fail("%s: an execution environment died between invocations, crashed by the function's code: %s", fn.logicalID, how)
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.deaths = append(ls.deaths, fn.logicalID+": "+how)
+}
+
+// buried are the environments that died between invocations.
+func (ls *lambdaService) buried() []string {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return slices.Clone(ls.deaths)
 }
 
 func (ls *lambdaService) take(fn *lambdaFunction) (*environment, error) {
@@ -310,7 +369,9 @@ func (ls *lambdaService) startOnce(fn *lambdaFunction) (*environment, error) {
 	cmd := exec.Command(ls.rie, "--runtime-interface-emulator-address", api, "--runtime-api-address", rapi, fn.bootstrap)
 	cmd.Env = fn.environ
 	cmd.Dir = filepath.Dir(fn.bootstrap)
-	cmd.Stdout, cmd.Stderr = fn.logs, fn.logs
+	logs := &testutil.SyncBuffer{}
+	cmd.Stdout = io.MultiWriter(fn.logs, logs)
+	cmd.Stderr = cmd.Stdout
 	// Its own process group, so a kill also ends the bootstrap it runs;
 	// and killed with the test process, should that die first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -319,7 +380,7 @@ func (ls *lambdaService) startOnce(fn *lambdaFunction) (*environment, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting aws-lambda-rie: %w", err)
 	}
-	env := &environment{url: "http://" + api + "/2015-03-31/functions/function/invocations", cmd: cmd, exited: make(chan error, 1)}
+	env := &environment{url: "http://" + api + "/2015-03-31/functions/function/invocations", cmd: cmd, exited: make(chan error, 1), logs: logs}
 	go func() { env.exited <- cmd.Wait() }()
 	exitedEarly := func() error {
 		select {
