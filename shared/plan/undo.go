@@ -39,10 +39,15 @@ type UndoInput struct {
 	// export's first, so everyone it holds was added by it.
 	Current, Before func() (io.ReadCloser, error)
 	// Profiles calls visit with every upsert the export's plans hold
-	// (the undone run's too), in any order, until visit errs.
+	// (the undone run's too), in any order (newest plans first is
+	// fastest), until visit errs; a visit's SkipAll ends it.
 	Profiles  func(ctx context.Context, visit func(Upsert) error) error
 	BatchSize int // default and maximum DefaultBatchSize
 }
+
+// SkipAll is a visit's answer that it wants no more profiles: like
+// fs.SkipAll, it ends the visiting without being an error.
+var SkipAll = errors.New("plan: no more profiles wanted")
 
 // UndoCounts say what an undo plans, by action.
 type UndoCounts struct {
@@ -86,6 +91,7 @@ func BuildUndo(ctx context.Context, in UndoInput, outDir string) (*Plan, UndoCou
 	}
 	if len(changed) > 0 {
 		var e encoder
+		unfound := 2 * len(changed) // the profiles before and now of each
 		err := in.Profiles(ctx, func(u Upsert) error {
 			r := changed[u.Profile.Email]
 			if r == nil {
@@ -94,17 +100,24 @@ func BuildUndo(ctx context.Context, in UndoInput, outDir string) (*Plan, UndoCou
 			h := e.hash(&u.Profile)
 			var hexHash [2 * hashLen]byte
 			encodeHex(&hexHash, &h)
-			switch string(hexHash[:]) {
+			switch p := u.Profile; string(hexHash[:]) {
 			case r.before:
-				p := u.Profile
+				if r.was == nil {
+					unfound--
+				}
 				r.was = &p
 			case r.current:
-				p := u.Profile
+				if r.now == nil {
+					unfound--
+				}
 				r.now = &p
+			}
+			if unfound == 0 {
+				return SkipAll
 			}
 			return nil
 		})
-		if err != nil {
+		if err != nil && !errors.Is(err, SkipAll) {
 			return nil, UndoCounts{}, fmt.Errorf("undo: reading the profiles earlier runs sent: %w", err)
 		}
 	}

@@ -3,6 +3,7 @@ package plan_test
 import (
 	"context"
 	"encoding/csv"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -119,6 +120,41 @@ func TestBuildUndo(t *testing.T) {
 	}
 	if _, ok := actions["kept@x"]; ok || len(actions) != 7 {
 		t.Errorf("undo.csv lists %d contacts (%v); want the 7 the run touched, not kept@x", len(actions), actions)
+	}
+}
+
+// TestBuildUndoStopsOnceEveryProfileIsFound: the export's plans come
+// newest first, and an undo reads no further once it has every changed
+// contact's profiles before and now (its history may be a year of plans).
+func TestBuildUndoStopsOnceEveryProfileIsFound(t *testing.T) {
+	t.Parallel()
+	gold := segment.Profile{Email: "changed@x", FirstName: "Ana", Custom: segment.Custom{{Key: "tier", Value: "gold"}}}
+	plat, silver := gold, gold
+	plat.Custom = segment.Custom{{Key: "tier", Value: "platinum"}}
+	silver.Custom = segment.Custom{{Key: "tier", Value: "silver"}}
+	newestFirst := []plan.Upsert{{Profile: plat}, {Profile: gold}, {Profile: silver}}
+	visited, stopped := 0, error(nil)
+	_, counts, err := plan.BuildUndo(context.Background(), plan.UndoInput{
+		Current: opener(lines("changed@x", plan.Hash(plat))), Before: opener(lines("changed@x", plan.Hash(gold))),
+		Profiles: func(_ context.Context, visit func(plan.Upsert) error) error {
+			for _, u := range newestFirst {
+				visited++
+				if err := visit(u); err != nil {
+					stopped = err
+					return err
+				}
+			}
+			return nil
+		},
+	}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if visited != 2 || !errors.Is(stopped, plan.SkipAll) {
+		t.Errorf("visited %d profiles, stopped by %v; want 2, stopped by plan.SkipAll once both were found", visited, stopped)
+	}
+	if counts.Restore != 1 || counts.Partial != 0 {
+		t.Errorf("counts %+v; want changed@x restored whole", counts)
 	}
 }
 

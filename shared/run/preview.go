@@ -110,11 +110,18 @@ func (p *preview) finish(ctx context.Context, st store.ObjectStore, export, key 
 // EarlierValues finds, for each email of want (normalised, with the hash
 // a snapshot holds for it), the profile with that hash among the plans of
 // export in st: what a run sent it. An email no plan holds so is left out.
+// It reads the newest plans first and no more once every email is found.
 func EarlierValues(ctx context.Context, st store.ObjectStore, export string, want map[string]string) (map[string]segment.Profile, error) {
 	out := map[string]segment.Profile{}
+	if len(want) == 0 {
+		return out, nil
+	}
 	err := planProfiles(ctx, st, export, func(u plan.Upsert) error {
 		if h, ok := want[u.Profile.Email]; ok && plan.Hash(u.Profile) == h {
 			out[u.Profile.Email] = u.Profile
+			if len(out) == len(want) {
+				return plan.SkipAll
+			}
 		}
 		return nil
 	})

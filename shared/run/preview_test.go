@@ -2,8 +2,13 @@ package run_test
 
 import (
 	"context"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/segpilot/segpilot/shared/plan"
 	"github.com/segpilot/segpilot/shared/run"
@@ -40,4 +45,63 @@ func TestEarlierValuesFindsTheProfileByItsHash(t *testing.T) {
 	if v, _ := got["a@example.com"].Custom.Get("string--Tier"); v != "gold" {
 		t.Errorf("earlier values %+v; want the profile whose hash was asked for, tier gold", got)
 	}
+}
+
+// TestEarlierValuesReadsTheNewestPlansFirst: the values a snapshot's hash
+// names are most often in the last runs' plans, and an export's history
+// may be a year of them: they are read newest first, and no further once
+// every email is found.
+func TestEarlierValuesReadsTheNewestPlansFirst(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	folder, err := store.NewFolder(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	start := time.Now().Add(-72 * time.Hour)
+	// Written oldest first, as the listing (by key) has them.
+	for i, tier := range []string{"bronze", "silver", "gold"} {
+		key := "runs/e/e-" + string(rune('1'+i)) + "/plans/none/batches.jsonl"
+		line := `{"seq":1,"upserts":[{"row":1,"profile":{"email":"a@example.com","custom":{"string--Tier":"` + tier + `"}}}]}` + "\n"
+		if _, err := folder.Put(ctx, key, strings.NewReader(line), store.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		at := start.Add(time.Duration(i) * 24 * time.Hour)
+		if err := os.Chtimes(filepath.Join(dir, filepath.FromSlash(key)), at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := &readsStore{ObjectStore: folder}
+	gold := segment.Profile{Email: "a@example.com", Custom: segment.Custom{{Key: "string--Tier", Value: "gold"}}}
+	got, err := run.EarlierValues(ctx, st, "e", map[string]string{"a@example.com": plan.Hash(gold)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := got["a@example.com"].Custom.Get("string--Tier"); v != "gold" {
+		t.Errorf("earlier values %+v; want tier gold", got)
+	}
+	if reads := st.reads(); len(reads) != 1 || reads[0] != "runs/e/e-3/plans/none/batches.jsonl" {
+		t.Errorf("read %q; want only the newest plan, e-3's", reads)
+	}
+}
+
+// readsStore records the keys read.
+type readsStore struct {
+	store.ObjectStore
+	mu   sync.Mutex
+	keys []string
+}
+
+func (s *readsStore) Get(ctx context.Context, key string) (io.ReadCloser, store.ObjectInfo, error) {
+	s.mu.Lock()
+	s.keys = append(s.keys, key)
+	s.mu.Unlock()
+	return s.ObjectStore.Get(ctx, key)
+}
+
+func (s *readsStore) reads() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.keys...)
 }

@@ -2,6 +2,7 @@ package run
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/segpilot/segpilot/shared/config"
@@ -268,17 +270,24 @@ func (s *Service) opener(ctx context.Context, key string) func() (io.ReadCloser,
 	}
 }
 
-// planProfiles streams every upsert of every plan of export in st.
+// planProfiles streams every upsert of every plan of export in st, the
+// newest plans first: what a lookup by hash wants is most often in the
+// last runs' plans, and its visit's plan.SkipAll then spares reading the
+// export's whole history.
 func planProfiles(ctx context.Context, st store.ObjectStore, export string, visit func(plan.Upsert) error) error {
 	objs, err := st.List(ctx, "runs/"+export+"/")
 	if err != nil {
 		return fmt.Errorf("listing the plans of export %s: %w", export, err)
 	}
+	objs = slices.DeleteFunc(objs, func(o store.ObjectInfo) bool { return !strings.HasSuffix(o.Key, "/"+plan.BatchesFile) })
+	slices.SortFunc(objs, func(a, b store.ObjectInfo) int {
+		return cmp.Or(b.LastModified.Compare(a.LastModified), strings.Compare(b.Key, a.Key))
+	})
 	for _, o := range objs {
-		if !strings.HasSuffix(o.Key, "/"+plan.BatchesFile) {
-			continue
-		}
 		if err := batchProfiles(ctx, st, o.Key, visit); err != nil {
+			if errors.Is(err, plan.SkipAll) {
+				return nil
+			}
 			return err
 		}
 	}
