@@ -3,8 +3,10 @@ package run_test
 import (
 	"context"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,32 +20,41 @@ import (
 
 // TestEarlierValuesFindsTheProfileByItsHash: a contact sent with other
 // values by several runs gets the values the snapshot's hash names, not
-// whichever plan is read last.
+// those of the plan read first (the newest).
 func TestEarlierValuesFindsTheProfileByItsHash(t *testing.T) {
 	t.Parallel()
-	st, err := store.NewFolder(t.TempDir())
+	dir := t.TempDir()
+	st, err := store.NewFolder(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	gold := segment.Profile{Email: "a@example.com", FirstName: "Ann", Custom: segment.Custom{{Key: "string--Tier", Value: "gold"}}}
-	silver := gold
-	silver.Custom = segment.Custom{{Key: "string--Tier", Value: "silver"}}
-	for key, p := range map[string]segment.Profile{
-		"runs/e/e-1/plans/none/batches.jsonl": gold,
-		"runs/e/e-2/plans/a1/batches.jsonl":   silver, // read after e-1's
-	} {
-		line := `{"seq":1,"upserts":[{"row":1,"profile":{"email":"a@example.com","firstName":"Ann","custom":{"string--Tier":"` +
-			p.Custom[0].Value.(string) + `"}}}]}` + "\n"
-		if _, err := st.Put(context.Background(), key, strings.NewReader(line), store.PutOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// e-2's plan, newer, is read first.
+	plans(t, st, dir, map[string]string{"runs/e/e-1/plans/none/batches.jsonl": "gold", "runs/e/e-2/plans/a1/batches.jsonl": "silver"})
 	got, err := run.EarlierValues(context.Background(), st, "e", map[string]string{"a@example.com": plan.Hash(gold)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if v, _ := got["a@example.com"].Custom.Get("string--Tier"); v != "gold" {
 		t.Errorf("earlier values %+v; want the profile whose hash was asked for, tier gold", got)
+	}
+}
+
+// plans writes a plan at each key sending a@example.com (first name Ann)
+// at a tier, a day apart in the order of their keys.
+func plans(t *testing.T, st store.ObjectStore, dir string, tiers map[string]string) {
+	t.Helper()
+	at := time.Now().Add(-72 * time.Hour)
+	for _, key := range slices.Sorted(maps.Keys(tiers)) {
+		line := `{"seq":1,"upserts":[{"row":1,"profile":{"email":"a@example.com","firstName":"Ann","custom":{"string--Tier":"` +
+			tiers[key] + `"}}}]}` + "\n"
+		if _, err := st.Put(context.Background(), key, strings.NewReader(line), store.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(filepath.Join(dir, filepath.FromSlash(key)), at, at); err != nil {
+			t.Fatal(err)
+		}
+		at = at.Add(24 * time.Hour)
 	}
 }
 
@@ -59,21 +70,11 @@ func TestEarlierValuesReadsTheNewestPlansFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	start := time.Now().Add(-72 * time.Hour)
 	// Written oldest first, as the listing (by key) has them.
-	for i, tier := range []string{"bronze", "silver", "gold"} {
-		key := "runs/e/e-" + string(rune('1'+i)) + "/plans/none/batches.jsonl"
-		line := `{"seq":1,"upserts":[{"row":1,"profile":{"email":"a@example.com","custom":{"string--Tier":"` + tier + `"}}}]}` + "\n"
-		if _, err := folder.Put(ctx, key, strings.NewReader(line), store.PutOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		at := start.Add(time.Duration(i) * 24 * time.Hour)
-		if err := os.Chtimes(filepath.Join(dir, filepath.FromSlash(key)), at, at); err != nil {
-			t.Fatal(err)
-		}
-	}
+	plans(t, folder, dir, map[string]string{"runs/e/e-1/plans/none/batches.jsonl": "bronze",
+		"runs/e/e-2/plans/none/batches.jsonl": "silver", "runs/e/e-3/plans/none/batches.jsonl": "gold"})
 	st := &readsStore{ObjectStore: folder}
-	gold := segment.Profile{Email: "a@example.com", Custom: segment.Custom{{Key: "string--Tier", Value: "gold"}}}
+	gold := segment.Profile{Email: "a@example.com", FirstName: "Ann", Custom: segment.Custom{{Key: "string--Tier", Value: "gold"}}}
 	got, err := run.EarlierValues(ctx, st, "e", map[string]string{"a@example.com": plan.Hash(gold)})
 	if err != nil {
 		t.Fatal(err)
