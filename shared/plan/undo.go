@@ -40,14 +40,14 @@ type UndoInput struct {
 	Current, Before func() (io.ReadCloser, error)
 	// Profiles calls visit with every upsert the export's plans hold
 	// (the undone run's too), in any order (newest plans first is
-	// fastest), until visit errs; a visit's SkipAll ends it.
+	// fastest), until visit errs; a visit's ErrFoundAll ends it.
 	Profiles  func(ctx context.Context, visit func(Upsert) error) error
 	BatchSize int // default and maximum DefaultBatchSize
 }
 
-// SkipAll is a visit's answer that it wants no more profiles: like
-// fs.SkipAll, it ends the visiting without being an error.
-var SkipAll = errors.New("plan: no more profiles wanted")
+// ErrFoundAll is a visit's answer that it has found every profile it
+// wanted: like fs.SkipAll, it ends the visiting without being an error.
+var ErrFoundAll = errors.New("plan: every profile wanted was found")
 
 // UndoCounts say what an undo plans, by action.
 type UndoCounts struct {
@@ -113,11 +113,11 @@ func BuildUndo(ctx context.Context, in UndoInput, outDir string) (*Plan, UndoCou
 				r.now = &p
 			}
 			if unfound == 0 {
-				return SkipAll
+				return ErrFoundAll
 			}
 			return nil
 		})
-		if err != nil && !errors.Is(err, SkipAll) {
+		if err != nil && !errors.Is(err, ErrFoundAll) {
 			return nil, UndoCounts{}, fmt.Errorf("undo: reading the profiles earlier runs sent: %w", err)
 		}
 	}

@@ -150,8 +150,8 @@ func TestBuildUndoStopsOnceEveryProfileIsFound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if visited != 2 || !errors.Is(stopped, plan.SkipAll) {
-		t.Errorf("visited %d profiles, stopped by %v; want 2, stopped by plan.SkipAll once both were found", visited, stopped)
+	if visited != 2 || !errors.Is(stopped, plan.ErrFoundAll) {
+		t.Errorf("visited %d profiles, stopped by %v; want 2, stopped by plan.ErrFoundAll once both were found", visited, stopped)
 	}
 	if counts.Restore != 1 || counts.Partial != 0 {
 		t.Errorf("counts %+v; want changed@x restored whole", counts)

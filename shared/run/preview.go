@@ -120,7 +120,7 @@ func EarlierValues(ctx context.Context, st store.ObjectStore, export string, wan
 		if h, ok := want[u.Profile.Email]; ok && plan.Hash(u.Profile) == h {
 			out[u.Profile.Email] = u.Profile
 			if len(out) == len(want) {
-				return plan.SkipAll
+				return plan.ErrFoundAll
 			}
 		}
 		return nil

@@ -272,8 +272,8 @@ func (s *Service) opener(ctx context.Context, key string) func() (io.ReadCloser,
 
 // planProfiles streams every upsert of every plan of export in st, the
 // newest plans first: what a lookup by hash wants is most often in the
-// last runs' plans, and its visit's plan.SkipAll then spares reading the
-// export's whole history.
+// last runs' plans, and its visit's plan.ErrFoundAll then spares reading
+// the export's whole history.
 func planProfiles(ctx context.Context, st store.ObjectStore, export string, visit func(plan.Upsert) error) error {
 	objs, err := st.List(ctx, "runs/"+export+"/")
 	if err != nil {
@@ -285,7 +285,7 @@ func planProfiles(ctx context.Context, st store.ObjectStore, export string, visi
 	})
 	for _, o := range objs {
 		if err := batchProfiles(ctx, st, o.Key, visit); err != nil {
-			if errors.Is(err, plan.SkipAll) {
+			if errors.Is(err, plan.ErrFoundAll) {
 				return nil
 			}
 			return err
