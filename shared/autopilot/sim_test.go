@@ -165,13 +165,14 @@ func TestSimPacingAcrossGoroutines(t *testing.T) {
 	if cnt.ByStatus[429] != 0 {
 		t.Errorf("%d requests throttled", cnt.ByStatus[429])
 	}
-	for sec, n := range cnt.PerSecond {
-		if n > rps+burst {
-			t.Errorf("second %d: %d requests, above %d", sec, n, rps+burst)
-		}
-	}
-	if len(cnt.PerSecond) < 3 {
-		t.Errorf("64 requests at %d/s spread over %d seconds; pacing is not applied", rps, len(cnt.PerSecond))
+	// Paced as one: the requests took what they take at rps after the
+	// burst, as the simulator saw them (a tenth off for transit); a limiter
+	// per goroutine would send them in a third of a second. Not requests
+	// per second as counted: a waiter woken late still takes its slot, so
+	// a loaded machine bunches a few (CI saw 22 in a second), which the
+	// API's bucket takes, as the 429 count above checks.
+	if want := time.Duration(float64(cnt.Total-burst) / rps * float64(time.Second)); cnt.Span < want*9/10 {
+		t.Errorf("%d requests at %d/s took %v; want about %v: pacing is not shared", cnt.Total, rps, cnt.Span, want)
 	}
 }
 
