@@ -297,7 +297,8 @@ func TestThrottledHonoursBodyHint(t *testing.T) {
 }
 
 // TestPacingAcrossGoroutines: goroutines sharing a Client share its budget:
-// no second above it, no 429 from a simulator enforcing it.
+// the requests take the time the budget gives them, and a simulator
+// enforcing it answers none 429.
 func TestPacingAcrossGoroutines(t *testing.T) {
 	t.Parallel()
 	const rps, goroutines, callsEach = 20, 8, 8 // 64 merges: about 3 s
@@ -331,12 +332,12 @@ func TestPacingAcrossGoroutines(t *testing.T) {
 	if cnt.Total != goroutines*callsEach || cnt.ByStatus[429] != 0 {
 		t.Errorf("simulator saw %d requests, %d answered 429; want %d, none", cnt.Total, cnt.ByStatus[429], goroutines*callsEach)
 	}
-	for sec, n := range cnt.PerSecond {
-		if n > rps+1 {
-			t.Errorf("second %d: %d requests, above %d", sec, n, rps+1)
-		}
-	}
-	if len(cnt.PerSecond) < 3 {
-		t.Errorf("64 requests at %d/s spread over %d seconds; pacing is not applied", rps, len(cnt.PerSecond))
+	// As the simulator saw them, the requests took what they take at rps
+	// after the one at once (a tenth off for transit); a limiter per
+	// goroutine would send them in a third of a second. Not requests per
+	// second as counted: a waiter woken late still takes its slot, so a
+	// loaded machine bunches a few, which the budget's bucket takes.
+	if want := time.Duration(float64(cnt.Total-1) / rps * float64(time.Second)); cnt.Span < want*9/10 {
+		t.Errorf("%d requests at %d/s took %v; want about %v: pacing is not shared", cnt.Total, rps, cnt.Span, want)
 	}
 }
