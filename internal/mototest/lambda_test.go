@@ -117,16 +117,36 @@ type environment struct {
 	logs   *testutil.SyncBuffer // its own output, also in its function's
 }
 
+// ended says whether the environment's process has ended (waiting up to
+// wait for it), and how.
+func (e *environment) ended(wait time.Duration) (bool, error) {
+	var err error
+	select {
+	case err = <-e.exited:
+	default:
+		if wait <= 0 {
+			return false, nil
+		}
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case err = <-e.exited:
+		case <-t.C:
+			return false, nil
+		}
+	}
+	e.exited <- err // for the next look, and kill
+	return true, err
+}
+
 // died says how the environment ended, if it has within wait, and what
 // it printed last: what an invocation that met a dead one reports.
 func (e *environment) died(wait time.Duration) string {
-	select {
-	case err := <-e.exited:
-		e.exited <- err
-		return fmt.Sprintf("aws-lambda-rie (pid %d) had exited: %v; its last output:\n%s", e.cmd.Process.Pid, err, tail(e.logs.String(), 3000))
-	case <-time.After(wait):
+	ended, err := e.ended(wait)
+	if !ended {
 		return ""
 	}
+	return fmt.Sprintf("aws-lambda-rie (pid %d) had exited: %v; its last output:\n%s", e.cmd.Process.Pid, err, tail(e.logs.String(), 3000))
 }
 
 func newLambdaService(t testing.TB) *lambdaService {
@@ -383,13 +403,10 @@ func (ls *lambdaService) startOnce(fn *lambdaFunction) (*environment, error) {
 	env := &environment{url: "http://" + api + "/2015-03-31/functions/function/invocations", cmd: cmd, exited: make(chan error, 1), logs: logs}
 	go func() { env.exited <- cmd.Wait() }()
 	exitedEarly := func() error {
-		select {
-		case err := <-env.exited:
-			env.exited <- err
+		if ended, err := env.ended(0); ended {
 			return fmt.Errorf("%w (%v) on %s and %s; see the function's log", errExitedEarly, err, api, rapi)
-		default:
-			return nil
 		}
+		return nil
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
